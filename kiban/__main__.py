@@ -1,0 +1,5 @@
+import sys
+
+from kiban.cli import main
+
+sys.exit(main())

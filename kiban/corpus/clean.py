@@ -1,0 +1,163 @@
+"""Worker-side cleaning: raw records -> canonical `Document`s (or rejects naming file:line).
+
+Canonicalisation is what makes deduplication meaningful: every span is rewritten by its codec
+(``<mol>OCC</mol>`` -> ``<mol>CCO</mol>``, a CIF -> kiban crystal text) and prose is put in Unicode
+NFC, so two spellings of the same content become the same text.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kiban.corpus.readers import RawRecord, Reject
+from kiban.document import Document, DocumentError, Segment, join_segments, split_tagged
+from kiban.modalities import CodecError, get_codec
+
+
+def _qed(mol) -> float:
+    from rdkit.Chem import QED
+
+    return QED.qed(mol)
+
+
+def _logp(mol) -> float:
+    from rdkit.Chem import Crippen
+
+    return Crippen.MolLogP(mol)
+
+
+def _mw(mol) -> float:
+    from rdkit.Chem import Descriptors
+
+    return Descriptors.MolWt(mol)
+
+
+def _tpsa(mol) -> float:
+    from rdkit.Chem import rdMolDescriptors
+
+    return rdMolDescriptors.CalcTPSA(mol)
+
+
+@functools.cache
+def _sascorer():
+    import os
+    import sys
+
+    from rdkit.Chem import RDConfig
+
+    sys.path.append(os.path.join(RDConfig.RDContribDir, "SA_Score"))
+    import sascorer  # RDKit's contributed synthetic-accessibility scorer (Ertl & Schuffenhauer)
+
+    return sascorer
+
+
+def _sa(mol) -> float:
+    return _sascorer().calculateScore(mol)
+
+
+#: Properties a CSV/SDF source can ask to compute from its molecule column, written as numbers
+#: with 4 significant digits under the property's name in the template.
+PROPERTY_FUNCTIONS: dict[str, Callable] = {"qed": _qed, "logp": _logp, "mw": _mw, "tpsa": _tpsa,
+                                           "sa": _sa}
+
+
+@dataclass
+class CleanResult:
+    """What a worker returns for one chunk of records, in record order."""
+
+    documents: list[tuple[str, Document]] = field(default_factory=list)  # (where, document)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def canonical_text(text: str) -> str:
+    """Tagged text with every span canonicalised by its codec and prose in NFC.
+
+    Raises `DocumentError` for bad tags or invalid span content; the message names the span
+    (its number and modality) and the codec's reason.
+    """
+    segments = []
+    span_number = 0
+    for segment in split_tagged(text):
+        if segment.modality is None:
+            segments.append(Segment(None, unicodedata.normalize("NFC", segment.text)))
+            continue
+        span_number += 1
+        try:
+            canonical = get_codec(segment.modality).canonical(segment.text)
+        except CodecError as error:
+            raise DocumentError(f"span {span_number} <{segment.modality}>: {error}") from None
+        segments.append(Segment(segment.modality, canonical))
+    return join_segments(segments)
+
+
+def _render(record: RawRecord) -> str:
+    fields = dict(record.fields or {})
+    if "molblock" in fields and "smiles" not in fields:
+        fields["smiles"] = _molblock_smiles(fields["molblock"])
+    if record.properties:
+        smiles = fields.get(record.mol_column or "", "")
+        mol = get_codec("mol").parse(str(smiles))
+        from kiban.modalities.number import Quantity
+
+        for name in record.properties:
+            fields[name] = Quantity.from_float(PROPERTY_FUNCTIONS[name](mol)).text
+    for name, value in fields.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if "{" + name + "}" in (record.template or ""):
+                raise DocumentError(f"field {name!r} is empty")
+    try:
+        return record.template.format_map(fields)
+    except KeyError as error:
+        raise DocumentError(f"template names field {error.args[0]!r}, which the record lacks; "
+                            f"fields: {', '.join(fields)}") from None
+
+
+def _molblock_smiles(molblock: str) -> str:
+    from rdkit import Chem, rdBase
+
+    with rdBase.CaptureErrorLog() as capture:
+        mol = Chem.MolFromMolBlock(molblock)
+    if mol is None:
+        reason = capture.messages.strip().splitlines()
+        raise CodecError("mol", molblock.splitlines()[0] if molblock else "",
+                         "RDKit could not read the MOL block"
+                         + (f": {reason[-1].split('] ', 1)[-1]}" if reason else ""))
+    return Chem.MolToSmiles(mol)
+
+
+def clean_record(record: RawRecord) -> Document:
+    """One raw record -> a canonical document (raises DocumentError / CodecError)."""
+    if record.line is not None:
+        try:
+            obj = json.loads(record.line)
+        except json.JSONDecodeError as error:
+            raise DocumentError(f"malformed JSON: {error.msg} at column {error.colno}") from None
+        raw = Document.from_dict(obj)
+        source = raw.source or record.source
+        license_ = raw.license or record.license
+        text, given_id, meta = raw.text, obj.get("id"), raw.meta
+    else:
+        text, given_id, meta = _render(record), None, None
+        source, license_ = record.source, record.license
+    return Document(canonical_text(text), id=given_id, source=source, license=license_, meta=meta)
+
+
+def clean_records(records: list[RawRecord | Reject]) -> CleanResult:
+    """Clean a chunk; every failure becomes a reject with file:line and the reason."""
+    result = CleanResult()
+    for record in records:
+        if isinstance(record, Reject):
+            result.rejects.append(record)
+            continue
+        try:
+            result.documents.append((record.where, clean_record(record)))
+        except (DocumentError, CodecError) as error:
+            reason = error.reason if isinstance(error, DocumentError) else str(error)
+            result.rejects.append(Reject(record.where, record.source, reason))
+        except ValueError as error:  # e.g. a number the template put in a <num> span
+            result.rejects.append(Reject(record.where, record.source, str(error)))
+    return result

@@ -1,0 +1,437 @@
+"""The science tokenizer: byte-level BPE for prose, atom/element/digit/residue tokens inside spans.
+
+One id space, three kinds of token:
+
+* **prose**: byte-level BPE (Hugging Face `tokenizers`) trained on the prose of a corpus; every
+  digit is its own token, so numbers in prose read digit by digit as they do in spans;
+* **tags**: ``<mol>`` ``</mol>`` ``<crystal>`` ``</crystal>`` ``<num>`` ``</num>`` ``<protein>``
+  ``</protein>`` are single tokens that no merge crosses; ``<|endoftext|>`` separates documents;
+* **science**: inside a span, the span's own vocabulary: atom-level SMILES tokens (the standard
+  SMILES regex), crystal tokens (space-group symbols, element symbols, digits, Wyckoff letters),
+  digit tokens for numbers, one token per residue for proteins.
+
+A science token with the same string as a prose token shares its id ("C" in prose and in a SMILES
+is one id; the surrounding tag tells the model which it is), so the vocabulary stays small and the
+saved ``tokenizer.json`` *decodes every kiban id sequence exactly* with plain `tokenizers` or
+`transformers`. What a plain Hugging Face file cannot do is switch pre-tokenization at a tag: it
+encodes span *contents* with the prose BPE. So plain-HF **encoding** agrees with kiban's on prose
+and tags, and differs inside ``<mol>``, ``<crystal>``, ``<protein>`` spans (and on ``±`` or units
+in ``<num>``); the tests pin down exactly that. Use `ScienceTokenizer` to encode training data.
+
+A piece of span content outside the science vocabulary (a rare bracket atom, an unseen unit) is
+encoded with the prose BPE, so ``decode(encode(text)) == text`` holds for every text.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from kiban.document import MODALITY_TAGS, split_tagged
+
+FORMAT_NAME = "kiban.tokenizer"
+FORMAT_VERSION = 1
+METADATA_FILE = "kiban_tokenizer.json"
+HF_FILE = "tokenizer.json"
+PROSE_FILE = "kiban_prose_tokenizer.json"  # only for tokenizers extended from a base model
+
+END_OF_TEXT = "<|endoftext|>"
+PAD = "<|pad|>"
+UNKNOWN = "<|unk|>"  # internal sentinel for science pieces outside the vocabulary; never emitted
+SPECIAL_TOKENS = (END_OF_TEXT, PAD, UNKNOWN)
+TAG_TOKENS = tuple(t for name in MODALITY_TAGS for t in (f"<{name}>", f"</{name}>"))
+
+ELEMENTS = (
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
+    "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy "
+    "Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf "
+    "Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
+).split()
+
+
+@functools.cache
+def space_group_symbols() -> tuple[str, ...]:
+    """Hermann-Mauguin short symbols of every setting spglib knows (393 strings)."""
+    import spglib
+
+    return tuple(sorted({spglib.get_spacegroup_type(h).international_short for h in range(1, 531)}))
+
+
+def _alternation(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w)))
+
+
+@functools.cache
+def span_patterns() -> dict[str, str]:
+    """Per modality, the regex whose matches are that modality's tokens (Python `re` and
+    Oniguruma agree on these)."""
+    from kiban.modalities.molecule import SMILES_TOKEN_PATTERN
+    from kiban.modalities.protein import RESIDUES
+
+    return {
+        "mol": SMILES_TOKEN_PATTERN,
+        # the space group is the whole second line; element symbols, longest first; then single
+        # digits, Wyckoff letters, and the separators of kiban crystal text
+        "crystal": rf"(?<=\n)(?:{_alternation(space_group_symbols())})(?=\n)"
+        rf"|{_alternation(ELEMENTS)}|[0-9]|[a-z]|\.|-| |\n",
+        "num": r"[0-9]|\.|-|\+|e(?=[-+0-9])|±|\(|\)| |\S+",
+        "protein": rf"[{RESIDUES}]",
+    }
+
+
+def _base_science_tokens() -> dict[str, list[str]]:
+    """Science tokens that are always in the vocabulary, whatever the corpus."""
+    from kiban.modalities.protein import RESIDUES
+
+    digits = [str(d) for d in range(10)]
+    smiles = ["B", "Br", "C", "Cl", "N", "O", "S", "P", "F", "I", "b", "c", "n", "o", "s", "p",
+              "(", ")", ".", "=", "#", "-", "+", "\\", "/", ":", "~", "@", "?", ">", "*", "$",
+              *digits, "[nH]", "[C@H]", "[C@@H]", "[C@]", "[C@@]", "[N+]", "[O-]", "[NH+]",
+              "[NH2+]", "[NH3+]", "[n+]", "[S@]", "[S@@]", "[Si]", "[Se]", "[H]"]
+    smiles += [f"%{i:02d}" for i in range(10, 100)]
+    crystal = [*space_group_symbols(), *ELEMENTS, *digits, *"abcdefghijklmnopqrstuvwxyz",
+               ".", "-", " ", "\n"]
+    number = [*digits, ".", "-", "+", "e", "±", "(", ")", " "]
+    return {"mol": smiles, "crystal": crystal, "num": number, "protein": list(RESIDUES)}
+
+
+@functools.cache
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table used by byte-level BPE."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def byte_level(text: str) -> str:
+    """The byte-level BPE spelling of ``text`` (" " -> "Ġ", "\\n" -> "Ċ", ...)."""
+    table = _byte_to_unicode()
+    return "".join(table[b] for b in text.encode("utf-8"))
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+def _prose_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[0-9]"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+
+
+class ScienceTokenizer:
+    """Span-aware tokenizer over one id space (see the module docstring).
+
+    Build one with `train_tokenizer` or `extend_tokenizer`, save with `save`, load with `load`.
+    """
+
+    def __init__(self, hf: Tokenizer, prose: Tokenizer, science: dict[str, dict[str, int]],
+                 patterns: dict[str, str], *, base: str | None = None):
+        self.hf = hf
+        self.prose = prose
+        self.science = science
+        self.patterns = patterns
+        self.base = base
+        self.tag_ids = {tag: self._required_id(tag) for tag in TAG_TOKENS}
+        self.eos_id = self._required_id(END_OF_TEXT)
+        self.pad_id = self._required_id(PAD)
+        self.unk_id = self._required_id(UNKNOWN)
+        self._span_tokenizers = {m: self._span_tokenizer(m) for m in MODALITY_TAGS}
+        self._fast = hasattr(Tokenizer, "encode_batch_fast")
+
+    def _required_id(self, token: str) -> int:
+        token_id = self.hf.token_to_id(token)
+        if token_id is None:
+            raise TokenizerError(f"tokenizer has no {token!r} token; is it a kiban tokenizer?")
+        return token_id
+
+    def _span_tokenizer(self, modality: str) -> Tokenizer:
+        vocab = dict(self.science.get(modality, {}))
+        vocab[UNKNOWN] = self.unk_id
+        tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNKNOWN))
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(self.patterns[modality]),
+                                                       behavior="isolated")
+        return tokenizer
+
+    # --- sizes and identity -------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def token_dtype(self) -> np.dtype:
+        return np.dtype(np.uint16) if self.vocab_size <= 65536 else np.dtype(np.uint32)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 over the saved tokenizer files: what a corpus and an index were built with."""
+        digest = hashlib.sha256()
+        for part in (self.hf.to_str(), self.prose.to_str(), json.dumps(self._metadata(),
+                                                                      sort_keys=True)):
+            digest.update(part.encode("utf-8"))
+        return digest.hexdigest()
+
+    # --- encoding -----------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0].tolist()
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids for each tagged text (no end-of-text token; the corpus adds it)."""
+        segments_per_text = [split_tagged(t) for t in texts]
+        groups: dict[str | None, list[str]] = {None: [], **{m: [] for m in MODALITY_TAGS}}
+        for segments in segments_per_text:
+            for segment in segments:
+                groups[segment.modality].append(segment.text)
+        encoded = {None: self._encode_prose(groups[None])}
+        for modality in MODALITY_TAGS:
+            encoded[modality] = self._encode_spans(modality, groups[modality])
+        cursors = dict.fromkeys(encoded, 0)
+        out = []
+        for segments in segments_per_text:
+            parts: list[Any] = []
+            for segment in segments:
+                modality = segment.modality
+                ids = encoded[modality][cursors[modality]]
+                cursors[modality] += 1
+                if modality is None:
+                    parts.append(ids)
+                else:
+                    parts.append([self.tag_ids[f"<{modality}>"]])
+                    parts.append(ids)
+                    parts.append([self.tag_ids[f"</{modality}>"]])
+            out.append(np.fromiter((i for p in parts for i in p), dtype=np.int64)
+                       if parts else np.zeros(0, dtype=np.int64))
+        return out
+
+    def _encode_prose(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        if self._fast:
+            return [e.ids for e in self.prose.encode_batch_fast(texts, add_special_tokens=False)]
+        return [e.ids for e in self.prose.encode_batch(texts, add_special_tokens=False)]
+
+    def _encode_spans(self, modality: str, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        tokenizer = self._span_tokenizers[modality]
+        batch = (tokenizer.encode_batch_fast if self._fast else tokenizer.encode_batch)(
+            texts, add_special_tokens=False)
+        out = []
+        for text, encoding in zip(texts, batch):
+            ids = encoding.ids
+            if self.unk_id in ids:
+                ids = self._with_fallback(tokenizer, text)
+            out.append(ids)
+        return out
+
+    def _with_fallback(self, tokenizer: Tokenizer, text: str) -> list[int]:
+        """Encode pieces outside the science vocabulary with the prose BPE (lossless)."""
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        ids: list[int] = []
+        for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+            if token_id == self.unk_id:
+                ids.extend(self.prose.encode(text[start:end], add_special_tokens=False).ids)
+            else:
+                ids.append(token_id)
+        return ids
+
+    # --- decoding -----------------------------------------------------------------------------
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        size = self.vocab_size
+        bad = [i for i in ids if not 0 <= i < size]
+        if bad:
+            raise TokenizerError(f"token ids {bad[:5]} are outside the vocabulary (size {size})")
+        return self.hf.decode(ids, skip_special_tokens=False)
+
+    def decode_batch(self, batch: Iterable[Iterable[int]]) -> list[str]:
+        return [self.decode(ids) for ids in batch]
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.hf.id_to_token(token_id)
+
+    # --- persistence --------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "base": self.base,
+                "special_tokens": list(SPECIAL_TOKENS), "tag_tokens": list(TAG_TOKENS),
+                "patterns": self.patterns, "science": self.science,
+                "prose_file": PROSE_FILE if self.base else HF_FILE}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``tokenizer.json`` (+ transformers configs) and kiban's metadata, atomically."""
+        from kiban.io import atomic_write_text
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / HF_FILE, self.hf.to_str(pretty=False))
+        if self.base:
+            atomic_write_text(directory / PROSE_FILE, self.prose.to_str(pretty=False))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": END_OF_TEXT,
+                  "pad_token": PAD, "bos_token": None, "unk_token": None,
+                  "clean_up_tokenization_spaces": False, "model_max_length": 1_000_000_000}
+        if not self.base:
+            atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=1))
+            atomic_write_text(directory / "special_tokens_map.json", json.dumps(
+                {"eos_token": END_OF_TEXT, "pad_token": PAD}, indent=1))
+        atomic_write_text(directory / METADATA_FILE, json.dumps(self._metadata(), indent=1,
+                                                               ensure_ascii=False))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> ScienceTokenizer:
+        directory = Path(directory)
+        meta_path = directory / METADATA_FILE
+        if not meta_path.is_file():
+            raise TokenizerError(f"{meta_path} is missing: {directory} is not a kiban tokenizer "
+                                 "directory (expected tokenizer.json and kiban_tokenizer.json)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise TokenizerError(f"{meta_path}: corrupt JSON ({error.msg})") from None
+        if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+            raise TokenizerError(f"{meta_path}: format {meta.get('format')!r} version "
+                                 f"{meta.get('version')!r}; this kiban reads {FORMAT_NAME!r} "
+                                 f"version {FORMAT_VERSION}")
+        hf = Tokenizer.from_file(str(directory / HF_FILE))
+        prose = Tokenizer.from_file(str(directory / meta["prose_file"]))
+        return cls(hf, prose, meta["science"], meta["patterns"], base=meta.get("base"))
+
+
+# --- training ---------------------------------------------------------------------------------
+def count_science_tokens(texts: Iterable[str], counts: dict[str, Counter] | None = None,
+                         ) -> dict[str, Counter]:
+    """Count span tokens per modality (Python regex; used once, when training)."""
+    patterns = {m: re.compile(p) for m, p in span_patterns().items()}
+    counts = counts if counts is not None else {m: Counter() for m in MODALITY_TAGS}
+    for text in texts:
+        for segment in split_tagged(text):
+            if segment.modality is not None:
+                counts[segment.modality].update(patterns[segment.modality].findall(segment.text))
+    return counts
+
+
+def _science_vocabulary(counts: dict[str, Counter], min_frequency: int) -> dict[str, list[str]]:
+    """Always-present tokens, then corpus tokens seen ``min_frequency`` times (most frequent
+    first, ties by string): a deterministic order."""
+    vocabulary = {}
+    for modality, base in _base_science_tokens().items():
+        tokens = list(dict.fromkeys(base))
+        seen = set(tokens)
+        extra = sorted(((t, c) for t, c in counts.get(modality, Counter()).items()
+                        if c >= min_frequency and t not in seen), key=lambda tc: (-tc[1], tc[0]))
+        vocabulary[modality] = tokens + [t for t, _ in extra]
+    return vocabulary
+
+
+def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2,
+                    ) -> ScienceTokenizer:
+    """Train the prose BPE on the prose of ``texts`` and collect span tokens, in one pass.
+
+    ``vocab_size`` is the size of the prose BPE (bytes, merges, special and tag tokens); science
+    tokens not already in it are added after, so the final vocabulary is somewhat larger.
+    """
+    if vocab_size < 256 + len(SPECIAL_TOKENS) + len(TAG_TOKENS):
+        raise TokenizerError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS) + len(TAG_TOKENS)} "
+                             f"(256 bytes + special and tag tokens), got {vocab_size}")
+    counts: dict[str, Counter] = {m: Counter() for m in MODALITY_TAGS}
+    patterns = {m: re.compile(p) for m, p in span_patterns().items()}
+
+    def prose_pieces() -> Iterator[str]:
+        for text in texts:
+            for segment in split_tagged(text):
+                if segment.modality is None:
+                    yield segment.text
+                else:
+                    counts[segment.modality].update(patterns[segment.modality].findall(segment.text))
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = _prose_pre_tokenizer()
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+        special_tokens=[*SPECIAL_TOKENS, *TAG_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(prose_pieces(), trainer=trainer)
+    return _with_science_vocabulary(tokenizer, _science_vocabulary(counts, min_frequency))
+
+
+def _with_science_vocabulary(tokenizer: Tokenizer, vocabulary: dict[str, list[str]],
+                             ) -> ScienceTokenizer:
+    """Append science tokens missing from the BPE vocabulary (as unmerged vocabulary entries, so
+    they never change how prose encodes) and mark tags non-special (kept by ``decode``)."""
+    spec = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    next_id = max(vocab.values()) + 1
+    science: dict[str, dict[str, int]] = {}
+    for modality, tokens in vocabulary.items():
+        science[modality] = {}
+        for token in tokens:
+            spelled = byte_level(token)
+            if spelled not in vocab:
+                vocab[spelled] = next_id
+                next_id += 1
+            science[modality][token] = vocab[spelled]
+    for added in spec["added_tokens"]:
+        if added["content"] in TAG_TOKENS:
+            added["special"] = False
+    hf = Tokenizer.from_str(json.dumps(spec))
+    return ScienceTokenizer(hf, hf, science, span_patterns())
+
+
+def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str] = (),
+                     min_frequency: int = 2) -> ScienceTokenizer:
+    """Extend a local Hugging Face tokenizer (a base-model directory) with kiban's tags and
+    science tokens. Existing ids never change: tokens the base already spells as one id keep
+    that id, the rest are appended as added tokens after the base vocabulary."""
+    base_dir = Path(base_dir)
+    path = base_dir / HF_FILE
+    if not path.is_file():
+        raise TokenizerError(f"{path} is missing: a base model directory needs a tokenizer.json "
+                             "(a fast Hugging Face tokenizer)")
+    prose = Tokenizer.from_file(str(path))
+    hf = Tokenizer.from_file(str(path))
+    base_size = hf.get_vocab_size(with_added_tokens=True)
+    for token in SPECIAL_TOKENS:
+        if hf.token_to_id(token) is None:
+            hf.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+            prose.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+    tags = [AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS
+            if hf.token_to_id(t) is None]
+    hf.add_tokens(tags)
+    prose.add_tokens(tags)
+    counts = count_science_tokens(corpus_texts)
+    science: dict[str, dict[str, int]] = {}
+    for modality, tokens in _science_vocabulary(counts, min_frequency).items():
+        science[modality] = {}
+        for token in tokens:
+            ids = hf.encode(token, add_special_tokens=False).ids
+            if len(ids) == 1 and hf.decode(ids) == token:
+                science[modality][token] = ids[0]
+            else:
+                # a prose encoder that spells the token in pieces: add it whole (affects plain-HF
+                # encoding of prose containing it; kiban encodes prose with the unextended base)
+                hf.add_tokens([AddedToken(token, special=False, normalized=False)])
+                science[modality][token] = hf.token_to_id(token)
+    for token_id in range(base_size):  # the promise: no existing id changed
+        if hf.id_to_token(token_id) != prose.id_to_token(token_id):
+            raise TokenizerError(f"extending changed id {token_id}; refusing")
+    return ScienceTokenizer(hf, prose, science, span_patterns(), base=str(base_dir))
