@@ -96,6 +96,108 @@ def _corpus_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_build(args: argparse.Namespace) -> int:
+    from kiban.index import IndexFormatError, build_index
+
+    try:
+        manifest = build_index(args.corpus, workers=args.workers, verify=args.verify,
+                               progress=not args.json and sys.stderr.isatty())
+    except IndexFormatError as error:
+        print(f"kiban index build: error: {error}", file=sys.stderr)
+        return 1
+    summary = {"corpus": args.corpus, "shards": len(manifest["shards"]),
+               "tokens": sum(e["tokens"] for e in manifest["shards"]),
+               "built_now": manifest["built_now"]}
+    _print(summary, args.json, lambda p: print(
+        f"index of {p['corpus']}: {p['shards']} shards, {p['tokens']:,} tokens; "
+        f"built now: {len(p['built_now'])} shard(s), the others were up to date"))
+    return 0
+
+
+def _read_queries(args: argparse.Namespace) -> list:
+    queries = list(args.query or [])
+    if args.file:
+        with open(args.file, encoding="utf-8") as handle:
+            queries += [line.rstrip("\n") for line in handle if line.strip()]
+    if not queries:
+        raise ValueError("no query given: pass QUERY arguments or --file")
+    if args.ids:
+        parsed = []
+        for query in queries:
+            try:
+                parsed.append([int(x) for x in query.replace(",", " ").split()])
+            except ValueError:
+                raise ValueError(f"--ids expects comma-separated integers, got {query!r}") from None
+        return parsed
+    return queries
+
+
+def _search(args: argparse.Namespace) -> int:
+    from kiban.index import IndexFormatError, QueryError
+    from kiban.index.search import CorpusSearch
+
+    try:
+        search = CorpusSearch(args.corpus)
+        if args.search_command == "contamination":
+            report = search.contamination(args.eval_file, n=args.n)
+            _print(report, args.json, _render_contamination)
+            return 0
+        queries = _read_queries(args)
+        results = [_run_query(search, args, q) for q in queries]
+    except (IndexFormatError, QueryError, ValueError, FileNotFoundError) as error:
+        print(f"kiban search {args.search_command}: error: {error}", file=sys.stderr)
+        return 1
+    payload = {"results": [{"query": q if isinstance(q, str) else list(q), **r}
+                           for q, r in zip(queries, results)]}
+    _print(payload, args.json, _render_search)
+    return 0
+
+
+def _run_query(search, args: argparse.Namespace, query) -> dict[str, Any]:
+    command, modality = args.search_command, args.modality
+    if command == "count":
+        return {"count": search.count(query, modality=modality)}
+    if command == "docs":
+        hits = search.docs(query, limit=args.limit, source=args.source, license=args.license,
+                           modality=args.has_modality, query_modality=modality)
+        return {"documents": [h.to_dict() for h in hits]}
+    if command == "next":
+        return search.next(query, modality=modality, top=args.top)
+    if command == "prob":
+        return search.prob(query, modality=modality)
+    if command == "trace":
+        spans = search.trace(query, min_length=args.min_length, max_count=args.max_count,
+                             max_spans=args.max_spans, documents_per_span=args.docs_per_span)
+        return {"spans": [s.to_dict() for s in spans]}
+    raise AssertionError(command)
+
+
+def _render_search(payload: dict[str, Any]) -> None:
+    for result in payload["results"]:
+        print(f"query {result['query']!r}")
+        for key, value in result.items():
+            if key == "query":
+                continue
+            if key in ("documents", "spans", "tokens") and isinstance(value, list):
+                print(f"  {key}: {len(value)}")
+                for item in value[:20]:
+                    print(f"    {json.dumps(item, ensure_ascii=False)[:200]}")
+            else:
+                print(f"  {key}: {value}")
+
+
+def _render_contamination(report: dict[str, Any]) -> None:
+    summary = report["summary"]
+    print(f"{summary['contaminated']} of {summary['items']} items share a span of "
+          f">= {report['n']} tokens with the corpus "
+          f"({summary['contaminated_fraction']:.1%}); mean {report['n']}-gram overlap "
+          f"{summary['mean_ngram_overlap']:.3f}")
+    for item in report["items"]:
+        if item["contaminated"]:
+            print(f"  {item['where']}: longest shared span {item['longest_match']} tokens, "
+                  f"overlap {item['ngram_overlap']:.2f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiban", description="Transparent scientific "
                                      "foundation models: corpora, search, models, tasks, lab.")
@@ -146,11 +248,75 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("doc_id", metavar="DOC_ID")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_corpus_show)
+
+    index = commands.add_parser("index", help="build the exact-search index of a corpus",
+                                description="Suffix-array index over a corpus's token shards.")
+    index_commands = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
+    index_build = index_commands.add_parser(
+        "build", help="build missing or stale shard indexes",
+        description="Build one suffix array per shard (pydivsufsort). Shards already indexed "
+                    "are kept; only new or changed ones are built.")
+    index_build.add_argument("corpus", metavar="CORPUS_DIR")
+    index_build.add_argument("--workers", type=int, default=1)
+    index_build.add_argument("--verify", action="store_true",
+                             help="recompute checksums and rebuild any shard that differs")
+    index_build.add_argument("--json", action="store_true")
+    index_build.set_defaults(handler=_index_build)
+
+    search = commands.add_parser("search", help="exact queries over an indexed corpus",
+                                 description="Exact queries over the very tokens a model trains "
+                                             "on. A query is text (tokenized with the corpus "
+                                             "tokenizer) or, with --ids, token ids.")
+    search_commands = search.add_subparsers(dest="search_command", required=True,
+                                            metavar="SUBCOMMAND")
+    helps = {"count": "number of occurrences", "docs": "documents containing the query",
+             "next": "∞-gram next-token distribution", "prob": "∞-gram probability of a sequence",
+             "trace": "maximal verbatim spans of a text, with their documents"}
+    for name, text in helps.items():
+        sub = search_commands.add_parser(name, help=text, description=text[0].upper() + text[1:]
+                                         + ". Several queries in one call are answered as a batch.")
+        sub.add_argument("corpus", metavar="CORPUS_DIR")
+        sub.add_argument("query", nargs="*", metavar="QUERY")
+        sub.add_argument("--file", help="more queries, one per line")
+        sub.add_argument("--ids", action="store_true", help="queries are token ids: 5,17,9")
+        sub.add_argument("--modality", choices=["mol", "crystal", "num", "protein"],
+                         help="tokenize a bare query as the inside of this span")
+        sub.add_argument("--json", action="store_true")
+        sub.set_defaults(handler=_search)
+    docs = search_commands.choices["docs"]
+    docs.add_argument("--limit", type=int, default=10)
+    docs.add_argument("--source", help="only documents of this source")
+    docs.add_argument("--license", help="only documents under this license")
+    docs.add_argument("--has-modality", choices=["mol", "crystal", "num", "protein"],
+                      help="only documents with a span of this modality")
+    search_commands.choices["next"].add_argument("--top", type=int, default=20)
+    trace = search_commands.choices["trace"]
+    trace.add_argument("--min-length", type=int, default=1)
+    trace.add_argument("--max-count", type=int, default=None)
+    trace.add_argument("--max-spans", type=int, default=None)
+    trace.add_argument("--docs-per-span", type=int, default=10)
+    contamination = search_commands.add_parser(
+        "contamination", help="evaluation items that overlap the corpus",
+        description="Per evaluation item: the longest span shared with the corpus and its n-gram "
+                    "overlap; summary fractions.")
+    contamination.add_argument("corpus", metavar="CORPUS_DIR")
+    contamination.add_argument("eval_file", metavar="EVAL_FILE")
+    contamination.add_argument("--n", type=int, default=13)
+    contamination.add_argument("--json", action="store_true")
+    contamination.set_defaults(handler=_search)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # queries may come after options (`--modality mol CCO c1ccccc1`), which argparse leaves
+        # unparsed when a '*' positional came before the options
+        if getattr(args, "query", None) is not None and not any(e.startswith("--") for e in extra):
+            args.query = list(args.query) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.handler(args)
 
 

@@ -129,6 +129,19 @@ def content_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _check_encodable(name: str, value: str | None) -> None:
+    """Strings must be encodable as UTF-8 (JSON's ``"\\ud800"`` decodes to a lone surrogate)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DocumentError(
+            f"'{name}' is not valid Unicode: lone surrogate {value[error.start]!r} at character "
+            f"{error.start}"
+        ) from None
+
+
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
         return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
@@ -177,6 +190,8 @@ class Document:
                 raise DocumentError(f"'{name}' must be a string or absent, got {value!r}")
         if meta is not None and not isinstance(meta, Mapping):
             raise DocumentError(f"'meta' must be an object, got {type(meta).__name__}")
+        for name, value in (("text", text), ("id", id), ("source", source), ("license", license)):
+            _check_encodable(name, value)
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "spans", spans_of(text))
         object.__setattr__(self, "id", id if id else content_id(text))
@@ -238,7 +253,8 @@ class Document:
         record = dict(record)
         fmt = record.pop("@format", FORMAT_NAME)
         version = record.pop("@version", FORMAT_VERSION)
-        if fmt != FORMAT_NAME or version != FORMAT_VERSION:
+        # type check: JSON ``true`` and ``1.0`` compare equal to 1 but are not version 1
+        if fmt != FORMAT_NAME or type(version) is not int or version != FORMAT_VERSION:
             raise DocumentError(
                 f"unsupported document format {fmt!r} version {version!r}; "
                 f"this kiban reads {FORMAT_NAME!r} version {FORMAT_VERSION}",
@@ -266,6 +282,6 @@ class Document:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DocumentError(f"malformed JSON: {error.msg} at column {error.colno}",
+            raise DocumentError(f"malformed JSON: {error.msg}: column {error.colno}",
                                 where=where) from None
         return cls.from_dict(record, where=where)

@@ -62,9 +62,14 @@ ELEMENTS = (
 @functools.cache
 def space_group_symbols() -> tuple[str, ...]:
     """Hermann-Mauguin short symbols of every setting spglib knows (393 strings)."""
+    import warnings
+
     import spglib
 
-    return tuple(sorted({spglib.get_spacegroup_type(h).international_short for h in range(1, 531)}))
+    with warnings.catch_warnings():  # spglib >= 2.5 warns about its own error handling mode
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return tuple(sorted({spglib.get_spacegroup_type(h).international_short
+                             for h in range(1, 531)}))
 
 
 def _alternation(words: Iterable[str]) -> str:
@@ -155,6 +160,10 @@ class ScienceTokenizer:
         self.pad_id = self._required_id(PAD)
         self.unk_id = self._required_id(UNKNOWN)
         self._span_tokenizers = {m: self._span_tokenizer(m) for m in MODALITY_TAGS}
+        # prose is encoded with special tokens matched as plain text: a paper that writes
+        # "<|endoftext|>" must not get an end of document in its middle
+        self._prose_encoder = Tokenizer.from_str(prose.to_str())
+        self._prose_encoder.encode_special_tokens = True
         self._fast = hasattr(Tokenizer, "encode_batch_fast")
 
     def _required_id(self, token: str) -> int:
@@ -184,8 +193,8 @@ class ScienceTokenizer:
     def fingerprint(self) -> str:
         """sha256 over the saved tokenizer files: what a corpus and an index were built with."""
         digest = hashlib.sha256()
-        for part in (self.hf.to_str(), self.prose.to_str(), json.dumps(self._metadata(),
-                                                                      sort_keys=True)):
+        metadata = {**self._metadata(), "base": None}  # where the base lay is not identity
+        for part in (self.hf.to_str(), self.prose.to_str(), json.dumps(metadata, sort_keys=True)):
             digest.update(part.encode("utf-8"))
         return digest.hexdigest()
 
@@ -225,8 +234,9 @@ class ScienceTokenizer:
         if not texts:
             return []
         if self._fast:
-            return [e.ids for e in self.prose.encode_batch_fast(texts, add_special_tokens=False)]
-        return [e.ids for e in self.prose.encode_batch(texts, add_special_tokens=False)]
+            return [e.ids for e in self._prose_encoder.encode_batch_fast(
+                texts, add_special_tokens=False)]
+        return [e.ids for e in self._prose_encoder.encode_batch(texts, add_special_tokens=False)]
 
     def _encode_spans(self, modality: str, texts: list[str]) -> list[list[int]]:
         if not texts:
@@ -248,7 +258,8 @@ class ScienceTokenizer:
         ids: list[int] = []
         for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
             if token_id == self.unk_id:
-                ids.extend(self.prose.encode(text[start:end], add_special_tokens=False).ids)
+                ids.extend(self._prose_encoder.encode(text[start:end],
+                                                      add_special_tokens=False).ids)
             else:
                 ids.append(token_id)
         return ids
@@ -287,7 +298,12 @@ class ScienceTokenizer:
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": END_OF_TEXT,
                   "pad_token": PAD, "bos_token": None, "unk_token": None,
                   "clean_up_tokenization_spaces": False, "model_max_length": 1_000_000_000}
-        if not self.base:
+        if self.base and (Path(self.base) / "tokenizer_config.json").is_file():
+            # keep the base model's own settings (its tokenizer class, bos/eos handling)
+            base_config = json.loads((Path(self.base) / "tokenizer_config.json").read_text())
+            base_config.pop("added_tokens_decoder", None)  # ids now come from tokenizer.json
+            atomic_write_text(directory / "tokenizer_config.json", json.dumps(base_config, indent=1))
+        else:
             atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=1))
             atomic_write_text(directory / "special_tokens_map.json", json.dumps(
                 {"eos_token": END_OF_TEXT, "pad_token": PAD}, indent=1))
@@ -306,13 +322,29 @@ class ScienceTokenizer:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise TokenizerError(f"{meta_path}: corrupt JSON ({error.msg})") from None
+        if not isinstance(meta, dict):
+            raise TokenizerError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
         if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
             raise TokenizerError(f"{meta_path}: format {meta.get('format')!r} version "
                                  f"{meta.get('version')!r}; this kiban reads {FORMAT_NAME!r} "
                                  f"version {FORMAT_VERSION}")
-        hf = Tokenizer.from_file(str(directory / HF_FILE))
-        prose = Tokenizer.from_file(str(directory / meta["prose_file"]))
-        return cls(hf, prose, meta["science"], meta["patterns"], base=meta.get("base"))
+        try:
+            files = {name: directory / name for name in (HF_FILE, meta["prose_file"])}
+            for name, path in files.items():
+                if not path.is_file():
+                    raise TokenizerError(f"{path} is missing: {directory} is an incomplete kiban "
+                                         "tokenizer directory")
+            loaded = {}
+            for name, path in files.items():
+                try:
+                    loaded[name] = Tokenizer.from_file(str(path))
+                except Exception as error:  # tokenizers raises a bare Exception
+                    raise TokenizerError(f"{path}: not a readable tokenizer ({error})") from None
+            return cls(loaded[HF_FILE], loaded[meta["prose_file"]], meta["science"],
+                       meta["patterns"], base=meta.get("base"))
+        except (KeyError, TypeError) as error:
+            raise TokenizerError(f"{meta_path}: incomplete metadata ({error!r} missing or wrong)"
+                                 ) from None
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -397,6 +429,12 @@ def _with_science_vocabulary(tokenizer: Tokenizer, vocabulary: dict[str, list[st
     return ScienceTokenizer(hf, hf, science, span_patterns())
 
 
+def _has_byte_level_decoder(tokenizer: Tokenizer) -> bool:
+    decoder = json.loads(tokenizer.to_str()).get("decoder") or {}
+    parts = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
+    return any(part.get("type") == "ByteLevel" for part in parts)
+
+
 def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str] = (),
                      min_frequency: int = 2) -> ScienceTokenizer:
     """Extend a local Hugging Face tokenizer (a base-model directory) with kiban's tags and
@@ -419,6 +457,10 @@ def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str]
     hf.add_tokens(tags)
     prose.add_tokens(tags)
     counts = count_science_tokens(corpus_texts)
+    # An added token's content goes through the base decoder: with a byte-level decoder, "±"
+    # (one character of the byte alphabet, i.e. the lone byte 0xB1) would decode to U+FFFD and
+    # would be attached to the base's existing id for that byte. Spell it the byte-level way.
+    spell = byte_level if _has_byte_level_decoder(hf) else (lambda token: token)
     science: dict[str, dict[str, int]] = {}
     for modality, tokens in _science_vocabulary(counts, min_frequency).items():
         science[modality] = {}
@@ -429,8 +471,13 @@ def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str]
             else:
                 # a prose encoder that spells the token in pieces: add it whole (affects plain-HF
                 # encoding of prose containing it; kiban encodes prose with the unextended base)
-                hf.add_tokens([AddedToken(token, special=False, normalized=False)])
-                science[modality][token] = hf.token_to_id(token)
+                spelled = spell(token)
+                hf.add_tokens([AddedToken(spelled, special=False, normalized=False)])
+                token_id = hf.token_to_id(spelled)
+                if hf.decode([token_id]) != token:
+                    raise TokenizerError(f"cannot add science token {token!r}: the base decoder "
+                                         f"turns it into {hf.decode([token_id])!r}")
+                science[modality][token] = token_id
     for token_id in range(base_size):  # the promise: no existing id changed
         if hf.id_to_token(token_id) != prose.id_to_token(token_id):
             raise TokenizerError(f"extending changed id {token_id}; refusing")

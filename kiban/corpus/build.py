@@ -106,14 +106,25 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
         path = spec.resolved_path
         if not path.is_file():
             raise BuildError(f"source file {path} does not exist")
+        spec.file_format  # noqa: B018 -- an unknown format is an error before anything is written
     for path in config.decontaminate:
         if not Path(path).is_file():
             raise BuildError(f"evaluation file {path} does not exist")
+    if config.dedup == "near":
+        from datasketch import MinHashLSH
+
+        try:  # datasketch cannot band every (threshold, num_perm): fail before anything is written
+            MinHashLSH(threshold=config.near_threshold, num_perm=config.num_perm)
+        except ValueError as error:
+            raise BuildError(f"near_threshold {config.near_threshold} with num_perm "
+                             f"{config.num_perm} cannot be used for near-duplicate search "
+                             f"({error}); lower the threshold") from None
     config_json = json.dumps(config.to_dict(), sort_keys=True, default=str)
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if json.dumps(manifest["config"], sort_keys=True, default=str) == config_json:
+            shutil.rmtree(work, ignore_errors=True)  # a build killed while removing it
             return manifest
         raise BuildError(f"{out} already holds a corpus built with another configuration; "
                          "choose a new --out or remove it")
@@ -123,6 +134,7 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
         raise BuildError(f"{out} holds an unfinished build with another configuration; resume it "
                          f"with the same options, or remove {out}")
     atomic_write_text(saved_config, config_json)
+    _remove_stale_temporaries(out)
 
     chunks = _clean_stage(config, work, workers=workers, progress=progress)
     _dedup_stage(config, work, chunks, progress=progress)
@@ -131,6 +143,16 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
     manifest = _finish(config, out, work, chunks, tokenizer)
     shutil.rmtree(work)
     return manifest
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove the temporary files of atomic writes that a killed build left in the output (the
+    ones under ``.work`` go with it at the end), so a resumed build ends with exactly the files of
+    an uninterrupted one."""
+    for directory in (out, out / "shards", out / "tokenizer"):
+        if directory.is_dir():
+            for path in directory.glob(".*.tmp"):
+                path.unlink(missing_ok=True)
 
 
 # --- stage 1: clean ----------------------------------------------------------------------------
@@ -192,6 +214,13 @@ def _clean_stage(config: BuildConfig, work: Path, *, workers: int, progress: boo
             chunk_count = index + 1
             if not _clean_path(work, index).is_file():
                 yield index, chunk, work, num_perm
+            elif config.strict:  # cleaned by an earlier run: its rejects count as much
+                with open(work / "clean" / f"rejects-{index:06d}.jsonl", encoding="utf-8") as h:
+                    line = h.readline()
+                if line:
+                    reject = json.loads(line)
+                    raise BuildError(f"--strict: record rejected: {reject['where']}: "
+                                     f"{reject['reason']}")
 
     bar = _progress(progress, "clean", unit="chunk")
     for index, n_rejects, first_reject in _ordered_map(_clean_task, tasks(), workers):
@@ -241,6 +270,8 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
     seen_id: dict[str, str] = {}
     copies: collections.Counter = collections.Counter()
     lsh = hasher = None
+    chunk_signatures: list[np.ndarray | None] = []
+    signature_of: dict[str, tuple[int, int]] = {}  # kept document id -> (chunk, position)
     if config.dedup == "near":
         from datasketch import MinHashLSH
 
@@ -255,6 +286,7 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
         renamed: dict[int, str] = {}
         dropped = []
         signatures = np.load(work / "clean" / f"minhash-{index:06d}.npy") if lsh else None
+        chunk_signatures.append(signatures)
         for position, record in enumerate(records):
             digest = hashlib.sha256(record["text"].encode("utf-8")).digest()[:16]
             reason = of = None
@@ -263,18 +295,24 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
                     reason, of = "duplicate_id", seen_id[record["id"]]
                 elif config.dedup != "none":
                     reason, of = "exact_duplicate", seen_text[digest]
-                else:  # kept on purpose: give the copy its own id
-                    copies[record["id"]] += 1
-                    record["id"] = f"{record['id']}-{copies[record['id']]}"
+                else:  # kept on purpose: give the copy its own id (one no document has yet)
+                    base = record["id"]
+                    while record["id"] in seen_id:
+                        copies[base] += 1
+                        record["id"] = f"{base}-{copies[base]}"
             elif config.dedup != "none" and digest in seen_text:
                 reason, of = "exact_duplicate", seen_text[digest]
             elif lsh is not None:
                 lean = hasher.lean(signatures[position])
-                similar = lsh.query(lean)
+                # LSH candidates only probably reach the threshold: check their estimated Jaccard
+                similar = [key for key in lsh.query(lean) if _estimated_jaccard(
+                    signatures[position], chunk_signatures, signature_of[key])
+                    >= config.near_threshold]
                 if similar:
                     reason, of = "near_duplicate", min(similar)
                 else:
                     lsh.insert(record["id"], lean)
+                    signature_of[record["id"]] = (index, position)
             if reason:
                 keep[position] = False
                 dropped.append({"id": record["id"], "where": record["where"], "reason": reason,
@@ -294,6 +332,13 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
         bar.update(1)
     bar.close()
     atomic_write_text(done, "")
+
+
+def _estimated_jaccard(signature: np.ndarray, chunk_signatures: list, where: tuple[int, int],
+                       ) -> float:
+    """Estimated Jaccard similarity of two MinHash signatures (as `LeanMinHash.jaccard`)."""
+    other = chunk_signatures[where[0]][where[1]]
+    return float(np.count_nonzero(signature == other)) / len(signature)
 
 
 def _kept_records(work: Path, index: int) -> Iterator[dict]:
@@ -466,8 +511,10 @@ def _finish(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer) 
                     handle.write(line)
                     counts[json.loads(line)["reason"]] += 1
     if documents == 0:
-        raise BuildError(f"nothing could be built: all {counts['rejected']} records were rejected "
-                         f"or dropped; see {work / 'clean'} for the reasons")
+        dropped = sum(counts.values()) - counts["rejected"]
+        raise BuildError(f"nothing could be built: all {counts['rejected'] + dropped} records were "
+                         f"rejected or dropped ({counts['rejected']} rejected, {dropped} dropped); "
+                         f"see {out / 'rejects.jsonl'} and {out / 'dropped.jsonl'} for the reasons")
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import string
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,10 +111,27 @@ def _render(record: RawRecord) -> str:
             if "{" + name + "}" in (record.template or ""):
                 raise DocumentError(f"field {name!r} is empty")
     try:
-        return record.template.format_map(fields)
+        return _TEMPLATE_FORMATTER.vformat(record.template, (), fields)
     except KeyError as error:
         raise DocumentError(f"template names field {error.args[0]!r}, which the record lacks; "
                             f"fields: {', '.join(fields)}") from None
+    except (AttributeError, IndexError, TypeError) as error:  # e.g. "{mw.err}" on a str
+        raise DocumentError(f"cannot fill the template {record.template!r}: "
+                            f"{type(error).__name__}: {error}") from None
+
+
+class _TemplateFormatter(string.Formatter):
+    """`str.format_map`, except that a field name that is a key as written is looked up whole, so
+    that columns named like ``mw.err`` or ``y[1]`` (which format would read as attribute and item
+    access) fill the default template."""
+
+    def get_field(self, field_name, args, kwargs):
+        if field_name in kwargs:
+            return kwargs[field_name], field_name
+        return super().get_field(field_name, args, kwargs)
+
+
+_TEMPLATE_FORMATTER = _TemplateFormatter()
 
 
 def _molblock_smiles(molblock: str) -> str:
@@ -135,7 +153,8 @@ def clean_record(record: RawRecord) -> Document:
         try:
             obj = json.loads(record.line)
         except json.JSONDecodeError as error:
-            raise DocumentError(f"malformed JSON: {error.msg} at column {error.colno}") from None
+            # json's messages end where a position goes ("... starting at"), as in str(error)
+            raise DocumentError(f"malformed JSON: {error.msg}: column {error.colno}") from None
         raw = Document.from_dict(obj)
         source = raw.source or record.source
         license_ = raw.license or record.license

@@ -20,6 +20,17 @@ _MAX_HASH = np.uint64((1 << 32) - 1)
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: polynomial base for window hashes
 
 
+def _legacy_scheme() -> dict[str, str]:
+    """datasketch >= 2.0 defaults to another permutation scheme ("affine32") and insists on being
+    told the scheme of given hash values; ours are the mod-(2**61 - 1) one it calls "legacy" (the
+    only one before 2.0)."""
+    import inspect
+
+    from datasketch import MinHash
+
+    return {"scheme": "legacy"} if "scheme" in inspect.signature(MinHash).parameters else {}
+
+
 class MinHasher:
     """MinHash signatures of texts, compatible with `datasketch.MinHashLSH`."""
 
@@ -29,8 +40,9 @@ class MinHasher:
         if num_perm < 2:
             raise ValueError(f"num_perm must be at least 2, got {num_perm}")
         self.num_perm, self.seed, self.shingle = num_perm, seed, shingle
-        self._a, self._b = (np.asarray(p, dtype=np.uint64)
-                            for p in MinHash(num_perm=num_perm, seed=seed).permutations)
+        self._scheme = _legacy_scheme()
+        self._a, self._b = (np.asarray(p, dtype=np.uint64) for p in
+                            MinHash(num_perm=num_perm, seed=seed, **self._scheme).permutations)
 
     def signature(self, text: str) -> np.ndarray:
         data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint64)
@@ -47,7 +59,7 @@ class MinHasher:
     def lean(self, signature: np.ndarray):
         from datasketch import LeanMinHash
 
-        return LeanMinHash(seed=self.seed, hashvalues=signature)
+        return LeanMinHash(seed=self.seed, hashvalues=signature, **self._scheme)
 
 
 def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:

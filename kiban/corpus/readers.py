@@ -126,6 +126,8 @@ def _lines(path: Path, source: str) -> Iterator[tuple[int, str] | Reject]:
     try:
         with _open_binary(path) as handle:
             for number, raw in enumerate(handle, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Excel)
                 try:
                     yield number, raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as error:
@@ -136,6 +138,7 @@ def _lines(path: Path, source: str) -> Iterator[tuple[int, str] | Reject]:
         yield Reject(f"{path}:{number + 1}", source,
                      f"compressed file is truncated or corrupt after line {number} ({error}); "
                      "records before it were read")
+        return  # one reject for the file, not a second one calling it empty
     if number == 0:
         yield Reject(f"{path}", source, "empty file: no records")
 

@@ -77,7 +77,7 @@ class NumberCodec(Codec):
     name: ClassVar[str] = "num"
 
     def parse(self, text: str) -> Quantity:
-        match = _QUANTITY.match(text)
+        match = _QUANTITY.match(text.strip())
         if match is None:
             raise self.error(
                 text,
@@ -119,6 +119,8 @@ def _parenthesised(value: str, digits: str) -> str:
     """``1.31(2)`` -> ``0.02``: the digits apply to the last written decimal places."""
     parts = _PARTS.match(value)
     places = len(parts["frac"] or "")
-    exponent = int(parts["exp"]) if parts["exp"] else 0
-    scaled = Decimal(int(digits)).scaleb(exponent - places)
-    return format_number(f"{scaled:f}") if -places + exponent < 0 else format_number(str(int(scaled)))
+    if parts["exp"]:  # 6.02214076e23(1) -> 1e15: keep the exponent form (exact, never huge)
+        return format_number(f"{digits}e{int(parts['exp']) - places}")
+    # exact (Decimal arithmetic would round past 28 digits): 1.31(2) -> 0.02, 12(3) -> 3
+    scaled = Decimal((0, tuple(int(d) for d in digits), -places))
+    return format_number(f"{scaled:f}")

@@ -22,14 +22,17 @@ class ProteinCodec(Codec):
     name: ClassVar[str] = "protein"
 
     def parse(self, text: str) -> ProteinSequence:
+        # checked before upper-casing: str.upper maps some non-ASCII letters onto residue codes
+        # ("ı" -> "I", "ß" -> "SS"), which must be errors, not residues
+        bad_at = [i for i, c in enumerate(text)
+                  if not c.isspace() and (not c.isascii() or c.upper() not in _RESIDUE_SET)]
+        if bad_at:
+            bad = "".join(sorted({text[i] for i in bad_at}))
+            raise self.error(text, f"characters {bad!r} are not one-letter residue codes "
+                                   f"(first at position {bad_at[0]}); expected one of {RESIDUES}")
         sequence = "".join(text.split()).upper()
         if not sequence:
             raise self.error(text, "empty sequence")
-        bad = sorted({c for c in sequence if c not in _RESIDUE_SET})
-        if bad:
-            position = next(i for i, c in enumerate(sequence) if c not in _RESIDUE_SET)
-            raise self.error(text, f"characters {''.join(bad)!r} are not one-letter residue codes "
-                                   f"(first at position {position}); expected one of {RESIDUES}")
         return ProteinSequence(sequence)
 
     def to_text(self, obj: str) -> str:
