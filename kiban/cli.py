@@ -12,9 +12,20 @@ import sys
 from typing import Any
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no infinities: -inf log-probabilities are written as null."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _print(payload: dict[str, Any], as_json: bool, render) -> None:
     if as_json:
-        print(json.dumps(payload, indent=1, ensure_ascii=False))
+        print(json.dumps(_finite(payload), indent=1, ensure_ascii=False, allow_nan=False))
     else:
         render(payload)
 

@@ -1,0 +1,7 @@
+"""Exact corpus search over the very token shards a model trains on."""
+
+from kiban.index.build import IndexFormatError, build_index
+from kiban.index.engine import Match, NextTokens, QueryError, TokenIndex, TraceSpan
+
+__all__ = ["IndexFormatError", "Match", "NextTokens", "QueryError", "TokenIndex", "TraceSpan",
+           "build_index"]

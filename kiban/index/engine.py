@@ -1,0 +1,392 @@
+"""`TokenIndex`: exact queries over the token ids of an indexed corpus, across its shards.
+
+Token-level and tokenizer-free; `kiban.index.search.CorpusSearch` adds text queries, documents and
+provenance on top. Every answer is exact: counts are suffix-array range sizes, next-token
+distributions enumerate every continuation (no sampling), traces recount every span.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from kiban.index import _kernels
+from kiban.index.build import CorpusLayout, IndexFormatError, file_sha256, read_index_manifest
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered as given (empty, ids outside the vocabulary, ...)."""
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclass(frozen=True)
+class Shard:
+    number: int
+    tokens: np.ndarray
+    suffix_array: np.ndarray
+    offsets: np.ndarray  # document i of the shard is tokens[offsets[i]:offsets[i+1]]
+
+
+@dataclass(frozen=True)
+class NextTokens:
+    """∞-gram next-token distribution: the longest suffix of the prompt seen in the corpus
+    (``suffix_length`` tokens, ``count`` occurrences) and every token that followed it."""
+
+    suffix_length: int
+    count: int
+    tokens: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def probabilities(self) -> dict[int, float]:
+        total = self.total
+        return {int(t): int(c) / total for t, c in zip(self.tokens, self.counts)} if total else {}
+
+
+@dataclass(frozen=True)
+class Match:
+    """One occurrence: shard, token position, and the document (index within the shard)."""
+
+    shard: int
+    position: int
+    document: int
+
+
+@dataclass(frozen=True)
+class TraceSpan:
+    """A maximal span ``ids[start:end]`` of a traced text that occurs verbatim ``count`` times."""
+
+    start: int
+    end: int
+    count: int
+    matches: tuple[Match, ...]
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+class TokenIndex:
+    """Exact n-gram search over one corpus directory's shards (see `kiban.index.build`)."""
+
+    def __init__(self, corpus_dir: str | os.PathLike, *, verify: bool = False):
+        self.layout = CorpusLayout.read(corpus_dir)
+        manifest = read_index_manifest(self.layout)
+        if manifest is None:
+            raise IndexFormatError(f"{self.layout.directory} has no index: run "
+                                   f"`kiban index build {self.layout.directory}`")
+        if manifest["tokenizer_sha256"] != self.layout.tokenizer_sha256:
+            raise IndexFormatError(
+                f"the index in {self.layout.directory / 'index'} was built for tokenizer "
+                f"{str(manifest['tokenizer_sha256'])[:12]}…, the corpus now has "
+                f"{str(self.layout.tokenizer_sha256)[:12]}…: run `kiban index build "
+                f"{self.layout.directory}` to rebuild it")
+        if len(manifest["shards"]) != self.layout.shards:
+            raise IndexFormatError(f"the index covers {len(manifest['shards'])} shards, the corpus "
+                                   f"has {self.layout.shards}: run `kiban index build "
+                                   f"{self.layout.directory}` to bring it up to date")
+        self.manifest = manifest
+        self.eos_id = self.layout.eos_id
+        self.vocab_size = self.layout.vocab_size
+        self.shards = [self._open_shard(entry, verify) for entry in manifest["shards"]]
+
+    def _open_shard(self, entry: dict, verify: bool) -> Shard:
+        number = entry["shard"]
+        tokens_path = self.layout.tokens_path(number)
+        sa_path = self.layout.suffix_array_path(number)
+        for path in (tokens_path, self.layout.offsets_path(number)):
+            if not path.is_file():
+                raise IndexFormatError(f"{path} is missing: the corpus is incomplete; rebuild it")
+        if not sa_path.is_file():
+            raise IndexFormatError(f"{sa_path} is missing: run `kiban index build "
+                                   f"{self.layout.directory}` to rebuild it")
+        size = tokens_path.stat().st_size
+        if size != entry["tokens"] * self.layout.token_dtype.itemsize:
+            raise IndexFormatError(f"{tokens_path} has {size} bytes, the index expects "
+                                   f"{entry['tokens']} tokens: the corpus changed; run `kiban "
+                                   f"index build {self.layout.directory}` to rebuild the index")
+        if verify:
+            for path, key in ((tokens_path, "tokens_sha256"), (sa_path, "suffix_array_sha256")):
+                if file_sha256(path) != entry[key]:
+                    raise IndexFormatError(f"{path}: checksum mismatch (corrupt or changed "
+                                           f"file); run `kiban index build --verify "
+                                           f"{self.layout.directory}` to rebuild the index")
+        try:
+            suffix_array = np.load(sa_path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as error:
+            raise IndexFormatError(f"{sa_path}: unreadable suffix array ({error}); run `kiban "
+                                   f"index build {self.layout.directory}` to rebuild it") from None
+        if suffix_array.shape != (entry["tokens"],) or suffix_array.dtype.kind != "i":
+            raise IndexFormatError(f"{sa_path}: {suffix_array.shape} {suffix_array.dtype} entries "
+                                   f"for {entry['tokens']} tokens: corrupt; run `kiban index "
+                                   f"build {self.layout.directory}` to rebuild it")
+        tokens = (np.memmap(tokens_path, dtype=self.layout.token_dtype, mode="r")
+                  if size else np.zeros(0, dtype=self.layout.token_dtype))
+        offsets_path = self.layout.offsets_path(number)
+        try:
+            offsets = np.load(offsets_path)
+        except (ValueError, OSError, EOFError) as error:
+            raise IndexFormatError(f"{offsets_path}: unreadable ({error}); the corpus is "
+                                   "corrupt: rebuild it") from None
+        if (offsets.ndim != 1 or len(offsets) == 0 or offsets.dtype.kind not in "iu"
+                or int(offsets[0]) != 0 or int(offsets[-1]) != entry["tokens"]
+                or np.any(np.diff(offsets) < 1)):
+            raise IndexFormatError(f"{offsets_path}: document offsets do not fit the "
+                                   f"{entry['tokens']} tokens of {tokens_path.name}; the corpus "
+                                   "is corrupt: rebuild it")
+        # plain read-only ndarray views of the maps: numba dispatches on them without memmap
+        # overhead, and every shard's arrays have one numba type (an empty shard's too)
+        tokens, suffix_array = tokens.view(np.ndarray), suffix_array.view(np.ndarray)
+        tokens.flags.writeable = False
+        suffix_array.flags.writeable = False
+        return Shard(number, tokens, suffix_array, offsets)
+
+    # --- basics -------------------------------------------------------------------------------
+    @cached_property
+    def total_tokens(self) -> int:
+        """Tokens indexed, one end-of-text token per document included (infini-gram's count of
+        the empty query)."""
+        return sum(len(s.tokens) for s in self.shards)
+
+    @cached_property
+    def documents(self) -> int:
+        return sum(len(s.offsets) - 1 for s in self.shards)
+
+    def as_ids(self, ids: Sequence[int] | np.ndarray, *, allow_empty: bool = False) -> np.ndarray:
+        """Validated int64 token ids: an error names any id outside the vocabulary and the
+        document separator (matches never cross documents)."""
+        try:
+            array = np.asarray(ids)
+        except (TypeError, ValueError, OverflowError):
+            raise QueryError(f"a query is a flat list of integer token ids, got {_short(ids)}") \
+                from None
+        if array.ndim != 1 or isinstance(ids, (str, bytes)):
+            raise QueryError(f"a query is a flat list of integer token ids, got {_short(ids)}")
+        if array.size == 0:
+            if allow_empty:
+                return np.zeros(0, dtype=np.int64)
+            raise QueryError("empty query: give at least one token")
+        if array.dtype.kind not in "iu":
+            # 1.5, "5" or True are not token ids (a cast would silently turn them into some)
+            if array.dtype.kind == "O" and all(isinstance(x, (int, np.integer))
+                                               and not isinstance(x, bool) for x in array):
+                raise QueryError(f"token ids {array[:5].tolist()} are outside the vocabulary "
+                                 f"(0 … {self.vocab_size - 1})")  # Python ints past 64 bits
+            raise QueryError(f"token ids must be integers, got {_short(ids)}")
+        if array.dtype == np.uint64 and int(array.max()) > np.iinfo(np.int64).max:
+            raise QueryError(f"token ids {array[array > self.vocab_size][:5].tolist()} are "
+                             f"outside the vocabulary (0 … {self.vocab_size - 1})")
+        array = array.astype(np.int64, copy=False)
+        bad = _kernels.first_invalid(array, self.vocab_size, self.eos_id)
+        if bad >= 0:
+            if array[bad] == self.eos_id:
+                raise QueryError(f"the query contains the document separator (id {self.eos_id}) "
+                                 f"at position {bad}; matches never cross documents")
+            outside = array[(array < 0) | (array >= self.vocab_size)]
+            raise QueryError(f"token ids {outside[:5].tolist()} are outside the vocabulary "
+                             f"(0 … {self.vocab_size - 1})")
+        return array
+
+    def as_continuation(self, token: int) -> int:
+        """A validated next-token id: any id of the vocabulary, the end-of-text id included (the
+        ∞-gram distribution gives it a probability: that of a document ending there)."""
+        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
+            raise QueryError(f"a continuation is one integer token id, got {_short(token)}")
+        if not 0 <= token < self.vocab_size:
+            raise QueryError(f"token id {token} is outside the vocabulary "
+                             f"(0 … {self.vocab_size - 1})")
+        return int(token)
+
+    def _ranges(self, ids: np.ndarray) -> list[tuple[Shard, int, int]]:
+        return [(s, *_kernels.find_range(s.tokens, s.suffix_array, ids, 0, len(ids)))
+                for s in self.shards]
+
+    # --- count --------------------------------------------------------------------------------
+    def count(self, ids: Sequence[int]) -> int:
+        """Exact number of occurrences of the token sequence."""
+        return self._count(self.as_ids(ids))
+
+    def _count(self, query: np.ndarray) -> int:
+        """Count of validated ids (which may end with the end-of-text id: see `ngram_prob`)."""
+        # numba compiles typed lists anew in every process (about 2 s, never cached): a one-off
+        # query (the command line) counts shard by shard; many queries amortise the compile
+        self._counted += 1
+        if self._counted <= self._TYPED_AFTER or self._typed_shards is None:
+            total = 0
+            for shard in self.shards:
+                lo, hi = _kernels.find_range(shard.tokens, shard.suffix_array, query, 0,
+                                             len(query))
+                total += hi - lo
+            return int(total)
+        return int(_kernels.count_all(*self._typed_shards, query))
+
+    _TYPED_AFTER = 1000  # counts done shard by shard before the typed lists are built
+    _counted = 0
+
+    @cached_property
+    def _typed_shards(self):
+        """The shards as numba typed lists, so one compiled call counts over all of them."""
+        from numba.typed import List
+
+        if not self.shards or len({s.suffix_array.dtype for s in self.shards}) != 1:
+            return None
+        return List([s.tokens for s in self.shards]), List([s.suffix_array for s in self.shards])
+
+    def count_batch(self, queries: Sequence[Sequence[int]]) -> list[int]:
+        """Counts of many queries in one compiled call per shard."""
+        arrays = [self.as_ids(q) for q in queries]
+        if not arrays:
+            return []
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        packed = np.concatenate(arrays)
+        total = np.zeros(len(arrays), dtype=np.int64)
+        for shard in self.shards:
+            total += _kernels.count_batch(shard.tokens, shard.suffix_array, packed, starts, lengths)
+        return total.tolist()
+
+    def count_windows(self, ids: Sequence[int], n: int) -> np.ndarray:
+        """Counts of every length-``n`` window of ``ids`` (of ``ids`` itself if shorter)."""
+        query = self.as_ids(ids)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise QueryError(f"the window length n must be an integer >= 1, got {n!r}")
+        n = min(int(n), len(query))
+        starts = np.arange(len(query) - n + 1, dtype=np.int64)
+        lengths = np.full(len(starts), n, dtype=np.int64)
+        total = np.zeros(len(starts), dtype=np.int64)
+        for shard in self.shards:
+            total += _kernels.count_batch(shard.tokens, shard.suffix_array, query, starts, lengths)
+        return total
+
+    # --- occurrences --------------------------------------------------------------------------
+    def matches(self, ids: Sequence[int], *, limit: int | None = None) -> list[Match]:
+        """Occurrences in suffix-array order (shard by shard), at most ``limit``."""
+        query = self.as_ids(ids)
+        found: list[Match] = []
+        for shard, lo, hi in self._ranges(query):
+            if limit is not None:
+                hi = min(hi, lo + limit - len(found))
+            if hi > lo:
+                found.extend(self._matches_in(shard, lo, hi))
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def _matches_in(self, shard: Shard, lo: int, hi: int) -> list[Match]:
+        positions = np.asarray(shard.suffix_array[lo:hi], dtype=np.int64)
+        documents = np.searchsorted(shard.offsets, positions, side="right") - 1
+        return [Match(shard.number, int(p), int(d)) for p, d in zip(positions, documents)]
+
+    # --- n-gram and ∞-gram --------------------------------------------------------------------
+    def ngram_prob(self, prompt: Sequence[int], continuation: int) -> float:
+        """count(prompt + continuation) / count(prompt); -1.0 when the prompt is unseen."""
+        prompt_ids = self.as_ids(prompt, allow_empty=True)
+        cont = np.array([self.as_continuation(continuation)], dtype=np.int64)
+        denominator = self._count(prompt_ids) if len(prompt_ids) else self.total_tokens
+        if denominator == 0:
+            return -1.0
+        return self._count(np.concatenate([prompt_ids, cont])) / denominator
+
+    def _longest_suffix(self, prompt: np.ndarray) -> tuple[int, list[tuple[Shard, int, int]]]:
+        """The longest suffix of ``prompt`` that occurs (binary search on its length: if a
+        suffix occurs, every shorter one does), with its ranges."""
+        full = [(s, 0, len(s.suffix_array)) for s in self.shards]
+        best_length, best_ranges = 0, full
+        lo, hi = 1, len(prompt)
+        while lo <= hi:
+            length = (lo + hi) // 2
+            ranges = self._ranges(prompt[len(prompt) - length:])
+            if sum(b - a for _, a, b in ranges) > 0:
+                best_length, best_ranges = length, ranges
+                lo = length + 1
+            else:
+                hi = length - 1
+        return best_length, best_ranges
+
+    def next_tokens(self, prompt: Sequence[int]) -> NextTokens:
+        """∞-gram: every token that followed the longest seen suffix of ``prompt``, counted."""
+        query = self.as_ids(prompt, allow_empty=True)
+        length, ranges = self._longest_suffix(query)
+        merged: dict[int, int] = {}
+        count = 0
+        for shard, lo, hi in ranges:
+            count += hi - lo
+            if hi > lo:
+                tokens, counts = _kernels.next_tokens(shard.tokens, shard.suffix_array, lo, hi,
+                                                      length)
+                for t, c in zip(tokens.tolist(), counts.tolist()):
+                    merged[t] = merged.get(t, 0) + c
+        order = sorted(merged)
+        return NextTokens(length, count, np.array(order, dtype=np.int64),
+                          np.array([merged[t] for t in order], dtype=np.int64))
+
+    def infgram_prob(self, prompt: Sequence[int], continuation: int) -> tuple[float, int]:
+        """P(continuation | longest seen suffix of prompt), and that suffix's length."""
+        query = self.as_ids(prompt, allow_empty=True)
+        cont = self.as_continuation(continuation)
+        length, ranges = self._longest_suffix(query)
+        denominator = numerator = 0
+        for shard, lo, hi in ranges:
+            denominator += hi - lo
+            if hi > lo:
+                a, b = _kernels.narrow(shard.tokens, shard.suffix_array, lo, hi, length, cont)
+                numerator += b - a
+        return (numerator / denominator if denominator else 0.0), length
+
+    def sequence_prob(self, ids: Sequence[int]) -> tuple[list[float], float]:
+        """∞-gram probability of each token given all before it, and the sum of their natural
+        logs (-inf when some token never followed its longest seen context)."""
+        query = self.as_ids(ids)
+        probabilities = [self.infgram_prob(query[:i], int(query[i]))[0] for i in range(len(query))]
+        log_prob = sum(math.log(p) if p > 0 else -math.inf for p in probabilities)
+        return probabilities, log_prob
+
+    # --- trace --------------------------------------------------------------------------------
+    def maximal_spans(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """Spans ``(start, end)`` of ``ids`` that occur verbatim and are not inside a longer such
+        span (a span starting earlier that reaches as far)."""
+        query = self.as_ids(ids)
+        longest = np.zeros(len(query), dtype=np.int64)
+        for shard in self.shards:
+            if len(shard.suffix_array):
+                lengths, _, _ = _kernels.longest_matches(shard.tokens, shard.suffix_array, query)
+                np.maximum(longest, lengths, out=longest)
+        ends = np.arange(len(query)) + longest
+        reach = np.maximum.accumulate(np.concatenate([[0], ends[:-1]]))
+        keep = (longest > 0) & (ends > reach)
+        return [(int(i), int(ends[i])) for i in np.flatnonzero(keep)]
+
+    def trace(self, ids: Sequence[int], *, min_length: int = 1, max_count: int | None = None,
+              max_spans: int | None = None, matches_per_span: int = 10) -> list[TraceSpan]:
+        """OLMoTrace-style attribution: the maximal verbatim spans of ``ids``, each with its
+        exact count and its first ``matches_per_span`` occurrences.
+
+        Spans shorter than ``min_length`` or occurring more than ``max_count`` times are left
+        out; of the rest the ``max_spans`` longest are kept (ties: earlier first)."""
+        query = self.as_ids(ids)
+        spans = []
+        for start, end in self.maximal_spans(query):
+            if end - start < min_length:
+                continue
+            count = self.count(query[start:end])
+            if max_count is not None and count > max_count:
+                continue
+            spans.append((start, end, count))
+        spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
+        if max_spans is not None:
+            spans = spans[:max_spans]
+        return [TraceSpan(start, end, count,
+                          tuple(self.matches(query[start:end], limit=matches_per_span)))
+                for start, end, count in spans]
