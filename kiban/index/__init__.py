@@ -2,6 +2,7 @@
 
 from kiban.index.build import IndexFormatError, build_index
 from kiban.index.engine import Match, NextTokens, QueryError, TokenIndex, TraceSpan
+from kiban.index.federated import FederatedIndex
 
-__all__ = ["IndexFormatError", "Match", "NextTokens", "QueryError", "TokenIndex", "TraceSpan",
+__all__ = ["FederatedIndex", "IndexFormatError", "Match", "NextTokens", "QueryError", "TokenIndex", "TraceSpan",
            "build_index"]

@@ -57,11 +57,13 @@ class NextTokens:
 
 @dataclass(frozen=True)
 class Match:
-    """One occurrence: shard, token position, and the document (index within the shard)."""
+    """One occurrence: shard, token position, and the document (index within the shard);
+    ``part`` numbers the corpus in a `FederatedIndex` (0 for a single index)."""
 
     shard: int
     position: int
     document: int
+    part: int = 0
 
 
 @dataclass(frozen=True)
@@ -354,19 +356,20 @@ class TokenIndex:
         return probabilities, log_prob
 
     # --- trace --------------------------------------------------------------------------------
-    def maximal_spans(self, ids: Sequence[int]) -> list[tuple[int, int]]:
-        """Spans ``(start, end)`` of ``ids`` that occur verbatim and are not inside a longer such
-        span (a span starting earlier that reaches as far)."""
+    def longest_match_lengths(self, ids: Sequence[int]) -> np.ndarray:
+        """For every start i, the length of the longest prefix of ids[i:] found in the index."""
         query = self.as_ids(ids)
         longest = np.zeros(len(query), dtype=np.int64)
         for shard in self.shards:
             if len(shard.suffix_array):
                 lengths, _, _ = _kernels.longest_matches(shard.tokens, shard.suffix_array, query)
                 np.maximum(longest, lengths, out=longest)
-        ends = np.arange(len(query)) + longest
-        reach = np.maximum.accumulate(np.concatenate([[0], ends[:-1]]))
-        keep = (longest > 0) & (ends > reach)
-        return [(int(i), int(ends[i])) for i in np.flatnonzero(keep)]
+        return longest
+
+    def maximal_spans(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """Spans ``(start, end)`` of ``ids`` that occur verbatim and are not inside a longer such
+        span (a span starting earlier that reaches as far)."""
+        return spans_from_lengths(self.longest_match_lengths(ids))
 
     def trace(self, ids: Sequence[int], *, min_length: int = 1, max_count: int | None = None,
               max_spans: int | None = None, matches_per_span: int = 10) -> list[TraceSpan]:
@@ -375,18 +378,32 @@ class TokenIndex:
 
         Spans shorter than ``min_length`` or occurring more than ``max_count`` times are left
         out; of the rest the ``max_spans`` longest are kept (ties: earlier first)."""
-        query = self.as_ids(ids)
-        spans = []
-        for start, end in self.maximal_spans(query):
-            if end - start < min_length:
-                continue
-            count = self.count(query[start:end])
-            if max_count is not None and count > max_count:
-                continue
-            spans.append((start, end, count))
-        spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
-        if max_spans is not None:
-            spans = spans[:max_spans]
-        return [TraceSpan(start, end, count,
-                          tuple(self.matches(query[start:end], limit=matches_per_span)))
-                for start, end, count in spans]
+        return select_spans(self, self.as_ids(ids), min_length=min_length, max_count=max_count,
+                            max_spans=max_spans, matches_per_span=matches_per_span)
+
+
+def spans_from_lengths(longest: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal spans from longest-match lengths: those not inside an earlier-starting span."""
+    ends = np.arange(len(longest)) + longest
+    reach = np.maximum.accumulate(np.concatenate([[0], ends[:-1]]))
+    keep = (longest > 0) & (ends > reach)
+    return [(int(i), int(ends[i])) for i in np.flatnonzero(keep)]
+
+
+def select_spans(index, query: np.ndarray, *, min_length: int, max_count: int | None,
+                 max_spans: int | None, matches_per_span: int) -> list[TraceSpan]:
+    """The trace of ``query`` over ``index`` (a `TokenIndex` or a `FederatedIndex`)."""
+    spans = []
+    for start, end in index.maximal_spans(query):
+        if end - start < min_length:
+            continue
+        count = index.count(query[start:end])
+        if max_count is not None and count > max_count:
+            continue
+        spans.append((start, end, count))
+    spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
+    if max_spans is not None:
+        spans = spans[:max_spans]
+    return [TraceSpan(start, end, count,
+                      tuple(index.matches(query[start:end], limit=matches_per_span)))
+            for start, end, count in spans]
