@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from kiban.document import MODALITY_TAGS, split_tagged
+from kiban.document import _TAG_SHAPED, MODALITY_TAGS, split_tagged
 
 FORMAT_NAME = "kiban.tokenizer"
 FORMAT_VERSION = 1
@@ -164,6 +165,14 @@ class ScienceTokenizer:
         # "<|endoftext|>" must not get an end of document in its middle
         self._prose_encoder = Tokenizer.from_str(prose.to_str())
         self._prose_encoder.encode_special_tokens = True
+        self._tag_pair = {m: (self.tag_ids[f"<{m}>"], self.tag_ids[f"</{m}>"])
+                          for m in MODALITY_TAGS}
+        self._open_ids = np.array([self.tag_ids[f"<{m}>"] for m in MODALITY_TAGS])
+        self._span_findall = {m: re.compile(p).findall for m, p in self.patterns.items()}
+        self._span_vocab = {m: dict(self.science.get(m, {})) for m in MODALITY_TAGS}
+        self._skeleton_ok = all(
+            self._prose_encoder.encode(f"a<{m}></{m}>b", add_special_tokens=False).ids[1:3]
+            == list(self._tag_pair[m]) for m in MODALITY_TAGS)
         self._fast = hasattr(Tokenizer, "encode_batch_fast")
 
     def _required_id(self, token: str) -> int:
@@ -203,31 +212,109 @@ class ScienceTokenizer:
         return self.encode_batch([text])[0].tolist()
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Token ids for each tagged text (no end-of-text token; the corpus adds it)."""
-        segments_per_text = [split_tagged(t) for t in texts]
-        groups: dict[str | None, list[str]] = {None: [], **{m: [] for m in MODALITY_TAGS}}
-        for segments in segments_per_text:
-            for segment in segments:
-                groups[segment.modality].append(segment.text)
-        encoded = {None: self._encode_prose(groups[None])}
+        """Token ids for each tagged text (no end-of-text token; the corpus adds it).
+
+        Per text, one regex split checks the tag grammar and yields a *skeleton* (the text with
+        span contents removed, tags kept) and the span contents. Skeletons go to the prose BPE in
+        one batch (tags are added tokens, so prose on each side of a tag encodes exactly as on
+        its own); span contents are looked up in the span vocabulary; the span ids are then
+        spliced in after their opening tags with NumPy."""
+        if not self._skeleton_ok:
+            return self._encode_batch_by_segment(texts)
+        spans: list[str] = []
+        modalities: list[str] = []
+        skeleton_ids: list[Any] = []
+        need: list[int] = []
+        skeletons: list[str] = []
+        for k, text in enumerate(texts):
+            first = len(modalities)
+            skeleton = self._skeleton(text, spans, modalities)
+            if skeleton is None:  # no prose: the skeleton is the tags alone
+                skeleton_ids.append([i for m in modalities[first:] for i in self._tag_pair[m]])
+            else:
+                skeleton_ids.append(None)
+                need.append(k)
+                skeletons.append(skeleton)
+        for k, ids in zip(need, self._encode_prose(skeletons)):
+            skeleton_ids[k] = ids
+        span_ids: list[Any] = [None] * len(spans)
         for modality in MODALITY_TAGS:
-            encoded[modality] = self._encode_spans(modality, groups[modality])
-        cursors = dict.fromkeys(encoded, 0)
+            index = [j for j, m in enumerate(modalities) if m == modality]
+            if index:
+                for j, ids in zip(index, self._lookup_spans(modality, [spans[j] for j in index])):
+                    span_ids[j] = ids
+        skeleton_len = np.fromiter(map(len, skeleton_ids), np.int64, len(skeleton_ids))
+        flat = np.fromiter(itertools.chain.from_iterable(skeleton_ids), np.int64,
+                           int(skeleton_len.sum()))
+        span_len = np.fromiter(map(len, span_ids), np.int64, len(span_ids))
+        span_flat = np.fromiter(itertools.chain.from_iterable(span_ids), np.int64,
+                                int(span_len.sum()))
+        positions = np.flatnonzero(np.isin(flat, self._open_ids))
+        if len(positions) != len(span_ids):  # cannot happen: prose never yields a tag id
+            raise TokenizerError("internal error: opening tags and spans disagree")
+        out = np.insert(flat, np.repeat(positions + 1, span_len), span_flat)
+        owner = np.repeat(np.arange(len(texts)), skeleton_len)[positions]
+        lengths = skeleton_len + np.bincount(owner, weights=span_len,
+                                             minlength=len(texts)).astype(np.int64)
+        return np.split(out, np.cumsum(lengths)[:-1]) if len(texts) else []
+
+    def _skeleton(self, text: str, spans: list[str], modalities: list[str]) -> str | None:
+        """The text with span contents removed (None if it has no prose); appends the span
+        contents and modalities. Any grammar violation raises `split_tagged`'s exact error."""
+        parts = _TAG_SHAPED.split(text)  # prose, "/"?, name, ..., in groups of three
+        n = len(parts)
+        if n == 1:
+            return text or None
+        has_prose = bool(parts[0])
+        skeleton = [parts[0]]
+        i = 1
+        while i < n:
+            name = parts[i + 1]
+            if parts[i] or name not in MODALITY_TAGS or i + 5 > n or parts[i + 3] != "/" \
+                    or parts[i + 4] != name:
+                split_tagged(text)  # raises the precise DocumentError
+                raise TokenizerError(f"internal error: tag grammar disagreement on {text!r}")
+            spans.append(parts[i + 2])
+            modalities.append(name)
+            after = parts[i + 5]
+            skeleton.append(f"<{name}></{name}>")
+            skeleton.append(after)
+            has_prose = has_prose or bool(after)
+            i += 6
+        return "".join(skeleton) if has_prose else None
+
+    def _lookup_spans(self, modality: str, texts: list[str]) -> list[list[int]]:
+        """Span contents by regex + vocabulary lookup (C-level map, no Python loop per token);
+        a span with an unknown piece, or characters the pattern skips, takes the Rust path with
+        its prose fallback."""
+        findall = self._span_findall[modality]
+        get = self._span_vocab[modality].get
+        out: list[list[int]] = []
+        slow: list[int] = []
+        for k, text in enumerate(texts):
+            pieces = findall(text)
+            ids = list(map(get, pieces))
+            if None in ids or sum(map(len, pieces)) != len(text):
+                slow.append(k)
+            out.append(ids)
+        for k, ids in zip(slow, self._encode_spans(modality, [texts[k] for k in slow])):
+            out[k] = ids
+        return out
+
+    def _encode_batch_by_segment(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The plain path, for a prose tokenizer that does not keep tags whole (a base model
+        whose own vocabulary spells ``<mol>``)."""
         out = []
-        for segments in segments_per_text:
-            parts: list[Any] = []
-            for segment in segments:
-                modality = segment.modality
-                ids = encoded[modality][cursors[modality]]
-                cursors[modality] += 1
-                if modality is None:
-                    parts.append(ids)
+        for text in texts:
+            ids: list[int] = []
+            for segment in split_tagged(text):
+                if segment.modality is None:
+                    ids += self._encode_prose([segment.text])[0]
                 else:
-                    parts.append([self.tag_ids[f"<{modality}>"]])
-                    parts.append(ids)
-                    parts.append([self.tag_ids[f"</{modality}>"]])
-            out.append(np.fromiter((i for p in parts for i in p), dtype=np.int64)
-                       if parts else np.zeros(0, dtype=np.int64))
+                    ids += [self._tag_pair[segment.modality][0],
+                            *self._encode_spans(segment.modality, [segment.text])[0],
+                            self._tag_pair[segment.modality][1]]
+            out.append(np.asarray(ids, dtype=np.int64))
         return out
 
     def _encode_prose(self, texts: list[str]) -> list[list[int]]:
