@@ -89,7 +89,7 @@ def span_patterns() -> dict[str, str]:
         # the space group is the whole second line; element symbols, longest first; then single
         # digits, Wyckoff letters, and the separators of kiban crystal text
         "crystal": rf"(?<=\n)(?:{_alternation(space_group_symbols())})(?=\n)"
-        rf"|{_alternation(ELEMENTS)}|[0-9]|[a-z]|\.|-| |\n",
+        rf"|{_alternation(ELEMENTS)}|[0-9]|[a-z]|[A-Z]|\.|-|\+|\(|\)| |\n",
         "num": r"[0-9]|\.|-|\+|e(?=[-+0-9])|±|\(|\)| |\S+",
         "protein": rf"[{RESIDUES}]",
     }
@@ -106,7 +106,7 @@ def _base_science_tokens() -> dict[str, list[str]]:
               "[NH2+]", "[NH3+]", "[n+]", "[S@]", "[S@@]", "[Si]", "[Se]", "[H]"]
     smiles += [f"%{i:02d}" for i in range(10, 100)]
     crystal = [*space_group_symbols(), *ELEMENTS, *digits, *"abcdefghijklmnopqrstuvwxyz",
-               ".", "-", " ", "\n"]
+               "A", ".", "-", "+", "(", ")", " ", "\n"]
     number = [*digits, ".", "-", "+", "e", "±", "(", ")", " "]
     return {"mol": smiles, "crystal": crystal, "num": number, "protein": list(RESIDUES)}
 
