@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from kiban.data import moses_smiles as read_moses
 
 
 def moses_test_smiles(limit: int = 500) -> list[str]:
-    """The first ``limit`` SMILES of MOSES' test.csv.gz, or [] when molsets is not installed
-    (found without importing moses, which pulls in heavy dependencies)."""
-    spec = importlib.util.find_spec("moses")
-    if spec is None or not spec.submodule_search_locations:
+    """The first ``limit`` SMILES of MOSES' test set, or [] when molsets is not installed."""
+    try:
+        return read_moses("test", limit)
+    except FileNotFoundError:
         return []
-    path = Path(list(spec.submodule_search_locations)[0]) / "dataset" / "data" / "test.csv.gz"
-    if not path.is_file():
-        return []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        assert handle.readline().strip() == "SMILES"
-        return [line.strip() for _, line in zip(range(limit), handle)]
 
 
 @pytest.fixture(scope="session")

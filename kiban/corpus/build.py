@@ -35,7 +35,7 @@ import numpy as np
 
 from kiban.corpus.clean import CleanResult, clean_records
 from kiban.corpus.readers import RawRecord, Reject, SourceSpec, read_source
-from kiban.document import MODALITY_TAGS, Document
+from kiban.document import MODALITY_TAGS
 from kiban.io import atomic_open, atomic_write_bytes, atomic_write_text
 
 FORMAT_NAME = "kiban.corpus"

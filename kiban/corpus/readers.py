@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import io
 import json
 import lzma
@@ -59,11 +58,9 @@ class SourceSpec:
     def resolved_path(self) -> Path:
         if self.package is None:
             return Path(self.path)
-        spec = importlib.util.find_spec(self.package)  # finds it without importing it
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"package {self.package!r} is not installed; it provides "
-                                    f"{self.path!r} (see the README's install step)")
-        return Path(list(spec.submodule_search_locations)[0]) / self.path
+        from kiban.data import package_file
+
+        return package_file(self.package, self.path)
 
     @property
     def label(self) -> str:

@@ -3,8 +3,6 @@ that answers every `TokenIndex` query by scanning the documents in plain Python.
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import json
 import math
 import os
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kiban.data import moses_smiles as read_moses
 from kiban.index import TokenIndex, build_index
 
 Docs = Sequence[Sequence[Sequence[int]]]  # shards -> documents -> token ids (no end-of-text)
@@ -218,14 +217,8 @@ def build_small_corpus(directory: Path) -> Path:
 
 
 def moses_smiles(limit: int) -> list[str]:
-    """The first ``limit`` SMILES of MOSES' test.csv.gz, or [] when molsets is not installed
-    (found without importing moses, which pulls in heavy dependencies)."""
-    spec = importlib.util.find_spec("moses")
-    if spec is None or not spec.submodule_search_locations:
+    """The first ``limit`` SMILES of MOSES' test set, or [] when molsets is not installed."""
+    try:
+        return read_moses("test", limit)
+    except FileNotFoundError:
         return []
-    path = Path(list(spec.submodule_search_locations)[0]) / "dataset" / "data" / "test.csv.gz"
-    if not path.is_file():
-        return []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        assert handle.readline().strip() == "SMILES"
-        return [line.strip() for _, line in zip(range(limit), handle)]
