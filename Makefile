@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	rm -rf $(DEMO_OUT)/corpus
 	$(PY) -m kiban corpus build configs/demo-corpus.toml --out $(DEMO_OUT)/corpus --workers 2
+	$(PY) -m kiban index build $(DEMO_OUT)/corpus --workers 2
+	$(PY) -m kiban search count $(DEMO_OUT)/corpus --modality mol "c1ccccc1" "C(=O)O" "Cl"
+	$(PY) -m kiban search docs $(DEMO_OUT)/corpus "The aqueous solubility of" --limit 3
+	$(PY) -m kiban search trace $(DEMO_OUT)/corpus --max-spans 3 --docs-per-span 2 \
+	    "A model wrote: the hydration free energy of <mol>CCO</mol> is <num>-5.0 kcal/mol</num>."
 
 test: setup
 	$(PY) -m pytest -n 2 -q tests

@@ -86,7 +86,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import spglib
+import os
+
+# spglib's C code prints search failures it recovers from ("ssm_get_exact_positions failed") to
+# stderr; they are not errors of ours. A user who wants them sets SPGLIB_WARNING=ON.
+os.environ.setdefault("SPGLIB_WARNING", "OFF")
+import spglib  # noqa: E402
 from pymatgen.core import Composition, IStructure, Lattice, Structure
 from pymatgen.core.periodic_table import DummySpecies, get_el_sp
 
