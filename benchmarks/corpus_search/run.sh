@@ -4,7 +4,9 @@
 #
 # Usage: bash benchmarks/corpus_search/run.sh [TOKENS] [STAGES]
 #   TOKENS  default 10000000 (the 100M run: 100000000)
-#   STAGES  default "setup build bench batch compare"
+#   STAGES  default "setup build bench batch compare"; also: rerun (kiban 1 shard + infini-gram
+#           no-prefetch once more, back to back, keeping the first run as *_run1.json), profile
+#           (kiban hot spots + build phases), proto (prototype fixes, checked equal to kiban)
 # Big data lives under $CSB (default /tmp/csb), never in the repository; the small result files
 # are copied to benchmarks/corpus_search/results/.
 set -euo pipefail
@@ -69,10 +71,42 @@ if has batch; then
       --tg idx/tg_$TAG --queries data/q_$TAG.npz --out "$RES/batch_$TAG.json" > logs/batch_$TAG.txt
 fi
 
+if has rerun; then
+  # the first 100M run of infini-gram no-prefetch met loadavg 15-28 from other users of the host:
+  # kiban 1 shard and infini-gram no-prefetch again, back to back, in a quieter moment
+  B="harness/bench.py --queries data/q_$TAG.npz --warm_pass --heavy_limit 100"
+  for f in kiban_${TAG}_s1 ig_${TAG}_noprefetch; do
+    cp results/$f.json results/${f}_run1.json; cp results/$f.outputs.npz results/${f}_run1.outputs.npz
+    cp results/$f.json "$RES/bench_${f}_run1.json"
+  done
+  log "rerun kiban 1 shard"; $PY $B --engine kiban_adapter:KibanAdapter --index $CSB/kiban/${TAG}_s1 --out results/kiban_${TAG}_s1.json > logs/bench_kiban_${TAG}_s1.txt
+  log "rerun ig no prefetch"; $PY $B --index idx/ig_$TAG --no_prefetch --out results/ig_${TAG}_noprefetch.json > logs/bench_ig_${TAG}_noprefetch.txt
+  for f in kiban_${TAG}_s1 ig_${TAG}_noprefetch; do cp results/$f.json "$RES/bench_$f.json"; done
+fi
+
+if has profile; then
+  log "profile"
+  $PY "$HERE/profile_kiban.py" --index $CSB/kiban/${TAG}_s1 --queries data/q_$TAG.npz --out "$RES/profile_${TAG}_s1.json" --build_phases data/$TAG > logs/profile_${TAG}_s1.txt
+  $PY "$HERE/profile_kiban.py" --index $CSB/kiban/${TAG}_s8 --queries data/q_$TAG.npz --out "$RES/profile_${TAG}_s8.json" > logs/profile_${TAG}_s8.txt
+  # peak memory of the build's suffix sort, as kiban does it and as the low-memory prototype does
+  /usr/bin/time -f "%M KiB maxrss %e s" $PY -c "import sys, numpy as np, pydivsufsort; pydivsufsort.divsufsort(np.fromfile(sys.argv[1], dtype=np.uint16))" \
+      $CSB/kiban/${TAG}_s1/shards/tokens-000000.bin 2>&1 | tee "$RES/sa_memory_${TAG}.txt"
+  /usr/bin/time -f "%M KiB maxrss %e s" $PY "$HERE/proto_lowmem_sa.py" $CSB/kiban/${TAG}_s1/shards/tokens-000000.bin 2>&1 | tee -a "$RES/sa_memory_${TAG}.txt"
+fi
+
+if has proto; then
+  log "proto"
+  for s in s1 s8; do
+    $PY "$HERE/proto_fixes.py" --index $CSB/kiban/${TAG}_$s --queries data/q_$TAG.npz --out "$RES/proto_fixes_${TAG}_$s.json" > logs/proto_${TAG}_$s.txt
+  done
+fi
+
 if has compare; then
   for other in kiban_${TAG}_s1 kiban_${TAG}_s8 tg_${TAG} ig_${TAG}_mmap; do
     $PY harness/compare.py results/ig_${TAG}_noprefetch.json results/$other.json > "$RES/compare_ig_noprefetch_vs_$other.md"
   done
   $PY "$HERE/summarize.py" --tag $TAG --results "$RES" --out "$RES/summary_$TAG.md"
+  ls "$RES"/summary_c*.md | sed 's/.*summary_\(c[0-9]*m\).md/\1/' | sort -V | paste -sd, | \
+      xargs -I{} $PY "$HERE/summarize.py" --headline {} --results "$RES" --out "$RES/summary.md" > /dev/null
 fi
 log "done"

@@ -173,3 +173,16 @@ def count_all(shards_tokens, shards_suffix_arrays, query):
         lo, hi = find_range(shards_tokens[k], shards_suffix_arrays[k], query, 0, query.shape[0])
         total += hi - lo
     return total
+
+
+@njit(cache=True, nogil=True)
+def compact_aligned(byte_suffix_array, width):
+    """In place: keep the byte suffixes that start on a token (offset divisible by ``width``),
+    as token positions. Returns how many were kept (the token suffix array's length)."""
+    kept = 0
+    for i in range(byte_suffix_array.shape[0]):
+        position = byte_suffix_array[i]
+        if position % width == 0:
+            byte_suffix_array[kept] = position // width
+            kept += 1
+    return kept

@@ -85,7 +85,7 @@ def _build_shard(task: tuple[str, int, str, str]) -> dict[str, Any]:
     mtime_ns = os.stat(tokens_path).st_mtime_ns
     tokens = np.fromfile(tokens_path, dtype=np.dtype(dtype))
     if len(tokens):
-        suffix_array = pydivsufsort.divsufsort(tokens)
+        suffix_array = _suffix_array(tokens)
     else:
         suffix_array = np.zeros(0, dtype=np.int32)
     with atomic_open(out_path, "wb") as handle:
@@ -94,6 +94,40 @@ def _build_shard(task: tuple[str, int, str, str]) -> dict[str, Any]:
             "tokens_mtime_ns": mtime_ns,
             "suffix_array_dtype": str(suffix_array.dtype),
             "suffix_array_sha256": file_sha256(Path(out_path))}
+
+
+def _suffix_array(tokens: np.ndarray) -> np.ndarray:
+    """The token suffix array, as `pydivsufsort.divsufsort(tokens)` computes it (libdivsufsort
+    over the big-endian byte string, suffixes starting on a token kept), with about half its
+    peak memory: the private token copy is byte-swapped in place, libdivsufsort writes into one
+    preallocated int32 array, and the token-aligned entries are compacted in place (numba).
+    Falls back to the public call when the shard needs 64-bit positions or pydivsufsort's
+    internals differ."""
+    import ctypes
+
+    import pydivsufsort
+
+    try:
+        from pydivsufsort.divsufsort import _get_bytes_pointer, libdivsufsort
+    except ImportError:
+        return pydivsufsort.divsufsort(tokens)
+    if tokens.dtype.itemsize > 2 and len(tokens) and int(tokens.max()) <= 0xFFFF:
+        tokens = tokens.astype(np.uint16)  # what pydivsufsort does too: narrower bytes
+    big_endian = tokens.byteswap(inplace=True).view(np.uint8)  # byte order == token order
+    n = len(big_endian)
+    if n > np.iinfo(np.int32).max:
+        tokens.byteswap(inplace=True)
+        return pydivsufsort.divsufsort(tokens)
+    from kiban.index._kernels import compact_aligned
+
+    byte_suffix_array = np.empty(n, dtype=np.int32)
+    status = libdivsufsort.divsufsort(_get_bytes_pointer(big_endian),
+                                      byte_suffix_array.ctypes.data_as(
+                                          ctypes.POINTER(ctypes.c_int32)), ctypes.c_int32(n))
+    if status:
+        raise RuntimeError(f"libdivsufsort failed with status {status}")
+    kept = compact_aligned(byte_suffix_array, tokens.dtype.itemsize)
+    return byte_suffix_array[:kept]
 
 
 def read_index_manifest(layout: CorpusLayout) -> dict[str, Any] | None:
