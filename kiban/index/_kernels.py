@@ -60,25 +60,25 @@ def _token_at(tokens, position):
 
 
 @njit(cache=True, nogil=True)
+def _first_row_after(tokens, suffix_array, a, b, depth, token, inclusive):
+    """First row in [a, b) whose token at ``depth`` is > ``token`` (>= when not inclusive);
+    rows of [a, b) are sorted by that token."""
+    while a < b:
+        mid = (a + b) >> 1
+        here = _token_at(tokens, suffix_array[mid] + depth)
+        if here < token or (inclusive and here == token):
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+@njit(cache=True, nogil=True)
 def narrow(tokens, suffix_array, lo, hi, depth, token):
     """Within [lo, hi) (suffixes sharing their first ``depth`` tokens), the rows whose token at
     ``depth`` is ``token``."""
-    a, b = lo, hi
-    while a < b:
-        mid = (a + b) >> 1
-        if _token_at(tokens, suffix_array[mid] + depth) < token:
-            a = mid + 1
-        else:
-            b = mid
-    first = a
-    b = hi
-    while a < b:
-        mid = (a + b) >> 1
-        if _token_at(tokens, suffix_array[mid] + depth) <= token:
-            a = mid + 1
-        else:
-            b = mid
-    return first, a
+    first = _first_row_after(tokens, suffix_array, lo, hi, depth, token, False)
+    return first, _first_row_after(tokens, suffix_array, first, hi, depth, token, True)
 
 
 @njit(cache=True, nogil=True)
@@ -94,13 +94,7 @@ def next_tokens(tokens, suffix_array, lo, hi, depth):
     row = lo
     while row < hi:
         token = _token_at(tokens, suffix_array[row] + depth)
-        a, b = row, hi
-        while a < b:
-            mid = (a + b) >> 1
-            if _token_at(tokens, suffix_array[mid] + depth) <= token:
-                a = mid + 1
-            else:
-                b = mid
+        a = _first_row_after(tokens, suffix_array, row, hi, depth, token, True)
         if token >= 0:
             if k == out_tokens.shape[0]:
                 grown_t = np.empty(2 * k, dtype=np.int64)
