@@ -125,6 +125,18 @@ def _index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# CLI option -> keyword of the CorpusSearch method, per search subcommand
+_SEARCH_OPTIONS = {
+    "count": {"modality": "modality"},
+    "docs": {"modality": "query_modality", "limit": "limit", "source": "source",
+             "license": "license", "has_modality": "modality"},
+    "next": {"modality": "modality", "top": "top"},
+    "prob": {"modality": "modality"},
+    "trace": {"modality": "modality", "min_length": "min_length", "max_count": "max_count",
+              "max_spans": "max_spans", "docs_per_span": "documents_per_span"},
+}
+
+
 def _read_queries(args: argparse.Namespace) -> list:
     queries = list(args.query or [])
     if args.file:
@@ -154,7 +166,9 @@ def _search(args: argparse.Namespace) -> int:
             _print(report, args.json, _render_contamination)
             return 0
         queries = _read_queries(args)
-        results = [_run_query(search, args, q) for q in queries]
+        command = args.search_command
+        options = {keyword: getattr(args, dest) for dest, keyword in _SEARCH_OPTIONS[command].items()}
+        results = search.run_batch(command, queries, **options)
     except (IndexFormatError, QueryError, ValueError, FileNotFoundError) as error:
         print(f"kiban search {args.search_command}: error: {error}", file=sys.stderr)
         return 1
@@ -162,25 +176,6 @@ def _search(args: argparse.Namespace) -> int:
                            for q, r in zip(queries, results)]}
     _print(payload, args.json, _render_search)
     return 0
-
-
-def _run_query(search, args: argparse.Namespace, query) -> dict[str, Any]:
-    command, modality = args.search_command, args.modality
-    if command == "count":
-        return {"count": search.count(query, modality=modality)}
-    if command == "docs":
-        hits = search.docs(query, limit=args.limit, source=args.source, license=args.license,
-                           modality=args.has_modality, query_modality=modality)
-        return {"documents": [h.to_dict() for h in hits]}
-    if command == "next":
-        return search.next(query, modality=modality, top=args.top)
-    if command == "prob":
-        return search.prob(query, modality=modality)
-    if command == "trace":
-        spans = search.trace(query, min_length=args.min_length, max_count=args.max_count,
-                             max_spans=args.max_spans, documents_per_span=args.docs_per_span)
-        return {"spans": [s.to_dict() for s in spans]}
-    raise AssertionError(command)
 
 
 def _render_search(payload: dict[str, Any]) -> None:

@@ -185,12 +185,12 @@ class CorpusSearch:
                 "probs": probabilities, "log_prob": log_prob}
 
     # --- trace --------------------------------------------------------------------------------
-    def trace(self, query: Query, *, min_length: int = 1, max_count: int | None = None,
-              max_spans: int | None = None, documents_per_span: int = 10, context: int = 20,
-              ) -> list[SpanTrace]:
+    def trace(self, query: Query, *, modality: str | None = None, min_length: int = 1,
+              max_count: int | None = None, max_spans: int | None = None,
+              documents_per_span: int = 10, context: int = 20) -> list[SpanTrace]:
         """The maximal spans of a text (e.g. a model's output) found verbatim in the corpus, each
         with its count and the documents it occurs in."""
-        ids = self.encode(query)
+        ids = self.encode(query, modality=modality)
         spans = self.index.trace(ids, min_length=min_length, max_count=max_count,
                                  max_spans=max_spans, matches_per_span=documents_per_span)
         return [SpanTrace(s.start, s.end, self.tokenizer.decode(ids[s.start:s.end]), s.count,
@@ -237,3 +237,28 @@ class CorpusSearch:
                                                       if total else 0.0),
                             "mean_ngram_overlap": (sum(i["ngram_overlap"] for i in items) / total
                                                    if total else 0.0)}}
+
+    # --- batch --------------------------------------------------------------------------------
+    def run(self, command: str, query: Query, **options: Any) -> dict[str, Any]:
+        """One query of any kind, as a JSON-ready dict: ``command`` is count, docs, next, prob
+        or trace; ``options`` are that method's keyword arguments (None means its default)."""
+        options = {k: v for k, v in options.items() if v is not None}
+        if command == "count":
+            return {"count": self.count(query, **options)}
+        if command == "docs":
+            return {"documents": [h.to_dict() for h in self.docs(query, **options)]}
+        if command == "next":
+            return self.next(query, **options)
+        if command == "prob":
+            return self.prob(query, **options)
+        if command == "trace":
+            return {"spans": [s.to_dict() for s in self.trace(query, **options)]}
+        raise QueryError(f"unknown query kind {command!r}; known: count, docs, next, prob, trace")
+
+    def run_batch(self, command: str, queries: Sequence[Query], **options: Any,
+                  ) -> list[dict[str, Any]]:
+        """Many queries of one kind in one call (counts go through the compiled batch kernel)."""
+        if command == "count":
+            return [{"count": c} for c in self.count_batch(
+                queries, modality=options.get("modality"))]
+        return [self.run(command, q, **options) for q in queries]
