@@ -80,8 +80,6 @@ class CorpusLayout:
 
 def _build_shard(task: tuple[str, int, str, str]) -> dict[str, Any]:
     tokens_path, shard, dtype, out_path = task
-    import pydivsufsort
-
     mtime_ns = os.stat(tokens_path).st_mtime_ns
     tokens = np.fromfile(tokens_path, dtype=np.dtype(dtype))
     if len(tokens):
