@@ -41,7 +41,6 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--build_phases", help="harness corpus dir: time/measure the build's phases")
     a = ap.parse_args()
-    from numba.typed import List
 
     from kiban.index import TokenIndex, _kernels
 
@@ -50,7 +49,6 @@ def main():
     res = {"index": a.index, "shards": len(ix.shards), "loadavg_1m": os.getloadavg()[0], "count": {},
            "infgram_prob_n32": {}, "trace": {}}
     sh = ix.shards[0]
-    tl, sl = ix._typed_shards
 
     # --- count: API call vs its parts ---------------------------------------------------------
     for n in (1, 3, 8, 32):
@@ -62,7 +60,8 @@ def main():
             "np.asarray(list, int64) only": per_call_us(lambda q: np.asarray(q, dtype=np.int64), qs),
             "first_invalid kernel only": per_call_us(
                 lambda x: _kernels.first_invalid(x, ix.vocab_size, ix.eos_id), arrs),
-            "count_all(typed List) kernel only": per_call_us(lambda x: _kernels.count_all(tl, sl, x), arrs),
+            "Shard.find (first-token block, then search), per shard": per_call_us(
+                lambda x: [s.find(x) for s in ix.shards], arrs),
             "find_range kernel, plain arrays, per shard": per_call_us(
                 lambda x: [_kernels.find_range(s.tokens, s.suffix_array, x, 0, len(x)) for s in ix.shards], arrs),
             "count_batch, per query (whole set in one call)": round(

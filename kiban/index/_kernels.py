@@ -31,7 +31,12 @@ def _compare(tokens, position, query, start, length):
 @njit(cache=True, nogil=True)
 def find_range(tokens, suffix_array, query, start, length):
     """[lo, hi): the suffix-array rows whose suffix begins with query[start:start+length]."""
-    lo, hi = 0, suffix_array.shape[0]
+    return find_range_within(tokens, suffix_array, 0, suffix_array.shape[0], query, start, length)
+
+
+@njit(cache=True, nogil=True)
+def find_range_within(tokens, suffix_array, lo, hi, query, start, length):
+    """As `find_range`, searching only rows [lo, hi) (known to hold every match)."""
     upper = hi
     # lower bound, narrowing the upper bound on the way
     while lo < hi:
@@ -157,16 +162,6 @@ def first_invalid(ids, vocab_size, separator):
         if ids[i] < 0 or ids[i] >= vocab_size or ids[i] == separator:
             return i
     return -1
-
-
-@njit(cache=True, nogil=True)
-def count_all(shards_tokens, shards_suffix_arrays, query):
-    """Total count of ``query`` over shards (tuples of arrays), in one compiled call."""
-    total = 0
-    for k in range(len(shards_tokens)):
-        lo, hi = find_range(shards_tokens[k], shards_suffix_arrays[k], query, 0, query.shape[0])
-        total += hi - lo
-    return total
 
 
 @njit(cache=True, nogil=True)

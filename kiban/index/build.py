@@ -8,6 +8,7 @@ Layout, beside the corpus's own ``shards/``::
     CORPUS/index/manifest.json        format "kiban.index" v1, tokenizer sha256, per shard:
                                       tokens and suffix-array sizes and sha256 checksums
     CORPUS/index/sa-NNNNNN.npy        int32 suffix array (int64 once those bytes reach 2**31)
+    CORPUS/index/first-NNNNNN.npy     int64 start row of every first token's block (vocab + 1)
 
 Building again builds only shards whose suffix array is missing or unreadable or whose tokens
 changed; adding a shard never rebuilds the others.
@@ -77,21 +78,34 @@ class CorpusLayout:
     def suffix_array_path(self, shard: int) -> Path:
         return self.directory / INDEX_DIR / f"sa-{shard:06d}.npy"
 
+    def first_rows_path(self, shard: int) -> Path:
+        """int64, vocabulary size + 1 entries: token t's suffix-array rows are
+        ``first_rows[t]:first_rows[t+1]``."""
+        return self.directory / INDEX_DIR / f"first-{shard:06d}.npy"
 
-def _build_shard(task: tuple[str, int, str, str]) -> dict[str, Any]:
-    tokens_path, shard, dtype, out_path = task
+
+def _build_shard(task: tuple[str, int, str, str, str, int]) -> dict[str, Any]:
+    tokens_path, shard, dtype, out_path, first_rows_path, vocab_size = task
     mtime_ns = os.stat(tokens_path).st_mtime_ns
     tokens = np.fromfile(tokens_path, dtype=np.dtype(dtype))
+    # the suffix array is sorted by first token, so token t's rows are one block whose length is
+    # t's frequency: block starts are the cumulative counts (a count of one token needs no search)
+    counts = np.bincount(tokens, minlength=vocab_size) if len(tokens) else np.zeros(vocab_size,
+                                                                                     np.int64)
+    first_rows = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     if len(tokens):
         suffix_array = _suffix_array(tokens)
     else:
         suffix_array = np.zeros(0, dtype=np.int32)
     with atomic_open(out_path, "wb") as handle:
         np.save(handle, suffix_array)
+    with atomic_open(first_rows_path, "wb") as handle:
+        np.save(handle, first_rows)
     return {"shard": shard, "tokens": int(len(tokens)), "tokens_sha256": file_sha256(Path(tokens_path)),
             "tokens_mtime_ns": mtime_ns,
             "suffix_array_dtype": str(suffix_array.dtype),
-            "suffix_array_sha256": file_sha256(Path(out_path))}
+            "suffix_array_sha256": file_sha256(Path(out_path)),
+            "first_rows_sha256": file_sha256(Path(first_rows_path))}
 
 
 def _suffix_array(tokens: np.ndarray) -> np.ndarray:
@@ -189,6 +203,7 @@ def build_index(corpus_dir: str | os.PathLike, *, workers: int = 1, verify: bool
                                    "rebuild it")
         stale = (entry is None or entry["tokens"] != n_tokens
                  or not _suffix_array_readable(sa_path, n_tokens)
+                 or not layout.first_rows_path(shard).is_file()
                  or (verify and (file_sha256(tokens_path) != entry["tokens_sha256"]
                                  or file_sha256(sa_path) != entry["suffix_array_sha256"])))
         if not stale and entry.get("tokens_mtime_ns") != stat.st_mtime_ns:
@@ -198,7 +213,8 @@ def build_index(corpus_dir: str | os.PathLike, *, workers: int = 1, verify: bool
             if not stale:
                 entries[shard] = {**entry, "tokens_mtime_ns": stat.st_mtime_ns}
         if stale:
-            todo.append((str(tokens_path), shard, str(layout.token_dtype), str(sa_path)))
+            todo.append((str(tokens_path), shard, str(layout.token_dtype), str(sa_path),
+                         str(layout.first_rows_path(shard)), layout.vocab_size))
     (layout.directory / INDEX_DIR).mkdir(exist_ok=True)
     from tqdm import tqdm
 

@@ -34,6 +34,21 @@ class Shard:
     tokens: np.ndarray
     suffix_array: np.ndarray
     offsets: np.ndarray  # document i of the shard is tokens[offsets[i]:offsets[i+1]]
+    first_rows: np.ndarray  # token t's suffix-array rows are first_rows[t]:first_rows[t+1]
+
+    def token_block(self, token: int) -> tuple[int, int]:
+        if token + 1 >= len(self.first_rows):
+            return 0, 0
+        return int(self.first_rows[token]), int(self.first_rows[token + 1])
+
+    def find(self, query: np.ndarray) -> tuple[int, int]:
+        """Suffix-array rows [lo, hi) of the suffixes that begin with ``query`` (non-empty): the
+        first token's block from the table, then binary search inside it."""
+        lo, hi = self.token_block(int(query[0]))
+        if len(query) == 1 or hi <= lo:
+            return lo, hi
+        return _kernels.find_range_within(self.tokens, self.suffix_array, lo, hi, query, 0,
+                                          len(query))
 
 
 @dataclass(frozen=True)
@@ -153,7 +168,18 @@ class TokenIndex:
         tokens, suffix_array = tokens.view(np.ndarray), suffix_array.view(np.ndarray)
         tokens.flags.writeable = False
         suffix_array.flags.writeable = False
-        return Shard(number, tokens, suffix_array, offsets)
+        first_rows_path = self.layout.first_rows_path(number)
+        try:
+            first_rows = np.load(first_rows_path)
+        except (ValueError, OSError, EOFError) as error:
+            raise IndexFormatError(f"{first_rows_path}: missing or unreadable ({error}); run "
+                                   f"`kiban index build {self.layout.directory}`") from None
+        if (first_rows.ndim != 1 or len(first_rows) < 1 or int(first_rows[0]) != 0
+                or int(first_rows[-1]) != entry["tokens"]):
+            raise IndexFormatError(f"{first_rows_path}: does not fit the {entry['tokens']} "
+                                   f"tokens of the shard; run `kiban index build "
+                                   f"{self.layout.directory}` to rebuild it")
+        return Shard(number, tokens, suffix_array, offsets, first_rows)
 
     # --- basics -------------------------------------------------------------------------------
     @cached_property
@@ -212,8 +238,7 @@ class TokenIndex:
         return int(token)
 
     def _ranges(self, ids: np.ndarray) -> list[tuple[Shard, int, int]]:
-        return [(s, *_kernels.find_range(s.tokens, s.suffix_array, ids, 0, len(ids)))
-                for s in self.shards]
+        return [(s, *s.find(ids)) for s in self.shards]
 
     # --- count --------------------------------------------------------------------------------
     def count(self, ids: Sequence[int]) -> int:
@@ -222,29 +247,11 @@ class TokenIndex:
 
     def _count(self, query: np.ndarray) -> int:
         """Count of validated ids (which may end with the end-of-text id: see `ngram_prob`)."""
-        # numba compiles typed lists anew in every process (about 2 s, never cached): a one-off
-        # query (the command line) counts shard by shard; many queries amortise the compile
-        self._counted += 1
-        if self._counted <= self._TYPED_AFTER or self._typed_shards is None:
-            total = 0
-            for shard in self.shards:
-                lo, hi = _kernels.find_range(shard.tokens, shard.suffix_array, query, 0,
-                                             len(query))
-                total += hi - lo
-            return int(total)
-        return int(_kernels.count_all(*self._typed_shards, query))
-
-    _TYPED_AFTER = 1000  # counts done shard by shard before the typed lists are built
-    _counted = 0
-
-    @cached_property
-    def _typed_shards(self):
-        """The shards as numba typed lists, so one compiled call counts over all of them."""
-        from numba.typed import List
-
-        if not self.shards or len({s.suffix_array.dtype for s in self.shards}) != 1:
-            return None
-        return List([s.tokens for s in self.shards]), List([s.suffix_array for s in self.shards])
+        total = 0
+        for shard in self.shards:
+            lo, hi = shard.find(query)
+            total += hi - lo
+        return total
 
     def count_batch(self, queries: Sequence[Sequence[int]]) -> list[int]:
         """Counts of many queries in one compiled call per shard."""
@@ -321,6 +328,14 @@ class TokenIndex:
         """∞-gram: every token that followed the longest seen suffix of ``prompt``, counted."""
         query = self.as_ids(prompt, allow_empty=True)
         length, ranges = self._longest_suffix(query)
+        if length == 0:  # nothing of the prompt was seen: unigram counts, off the block tables
+            counts = np.zeros(max(len(s.first_rows) for s in self.shards) - 1
+                              if self.shards else 0, dtype=np.int64)
+            for shard in self.shards:
+                block = np.diff(shard.first_rows)
+                counts[:len(block)] += block
+            tokens = np.flatnonzero(counts)
+            return NextTokens(0, self.total_tokens, tokens.astype(np.int64), counts[tokens])
         merged: dict[int, int] = {}
         count = 0
         for shard, lo, hi in ranges:

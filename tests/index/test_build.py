@@ -45,8 +45,9 @@ def assert_answers(corpus: Path):
 def test_build_writes_one_suffix_array_per_shard(corpus):
     manifest = build_index(corpus)
     assert manifest["built_now"] == [0, 1, 2]
-    assert sorted(index_files(corpus)) == ["manifest.json", "sa-000000.npy", "sa-000001.npy",
-                                           "sa-000002.npy"]
+    assert sorted(index_files(corpus)) == ["first-000000.npy", "first-000001.npy",
+                                           "first-000002.npy", "manifest.json", "sa-000000.npy",
+                                           "sa-000001.npy", "sa-000002.npy"]
     on_disk = json.loads((corpus / "index" / "manifest.json").read_text())
     assert on_disk == manifest
     assert {e["shard"] for e in on_disk["shards"]} == {0, 1, 2}
@@ -57,6 +58,10 @@ def test_build_writes_one_suffix_array_per_shard(corpus):
         tokens = np.fromfile(corpus / "shards" / f"tokens-{entry['shard']:06d}.bin", np.uint16)
         sa = np.load(corpus / "index" / f"sa-{entry['shard']:06d}.npy")
         assert sa.tolist() == sorted(range(len(tokens)), key=lambda i: tokens[i:].tolist())
+        first_rows = np.load(corpus / "index" / f"first-{entry['shard']:06d}.npy")
+        for token in range(len(first_rows) - 1):  # token t's block of the suffix array
+            block = sa[first_rows[token]:first_rows[token + 1]]
+            assert (tokens[block] == token).all() and len(block) == (tokens == token).sum()
     assert_answers(corpus)
 
 

@@ -240,14 +240,15 @@ def test_bad_continuations_and_windows():
                 index.count_windows([1, 2], n)
 
 
-def test_many_counts_switch_to_one_compiled_call_over_all_shards():
-    """After `_TYPED_AFTER` counts, `count` makes one compiled call over typed lists of the
-    shards: the same answers."""
+def test_counts_use_the_first_token_blocks_over_all_shards():
+    """Counts start from each shard's first-token table (one-token queries need no search); the
+    empty-prompt next-token distribution is read off the tables: the same answers."""
     shards = [[[1, 2, 1], [2, 1]], [], [[1, 2, 2, 1]], [[2]]]
     brute = Brute(shards, 0)
-    queries = [[1], [2], [1, 2], [2, 1], [2, 2], [1, 2, 2, 1], [3], [1, 1]]
+    queries = [[1], [2], [1, 2], [2, 1], [2, 2], [1, 2, 2, 1], [3], [1, 1], [4]]
     with indexed(shards, eos_id=0, vocab_size=5) as index:
-        index._TYPED_AFTER = 2
         assert [index.count(q) for q in queries] == [brute.count(q) for q in queries]
-        assert index._typed_shards is not None
         assert index.ngram_prob([1], 0) == brute.ngram_prob([1], 0)
+        unigram = index.next_tokens([])
+        assert unigram.suffix_length == 0 and unigram.count == index.total_tokens
+        assert dict(zip(unigram.tokens.tolist(), unigram.counts.tolist())) == {0: 4, 1: 5, 2: 5}
