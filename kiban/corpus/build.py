@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +85,6 @@ class BuildConfig:
         record = dataclasses.asdict(self)
         record.pop("strict")
         return record
-
-
-@dataclass
-class _Stats:
-    rejected: int = 0
-    exact_duplicates: int = 0
-    near_duplicates: int = 0
-    decontaminated: int = 0
-    records: int = 0
-    rejected_by_source: collections.Counter = field(default_factory=collections.Counter)
 
 
 def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 1,
