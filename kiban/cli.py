@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     contamination.add_argument("--n", type=int, default=13)
     contamination.add_argument("--json", action="store_true")
     contamination.set_defaults(handler=_search)
+
+    from kiban.train.cli import add_parsers as add_training
+
+    add_training(commands)
     return parser
 
 
