@@ -314,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     from kiban.train.cli import add_parsers as add_training
 
     add_training(commands)
+    from kiban.generate.cli import add_parser as add_generate
+
+    add_generate(commands)
+    from kiban.tasks.cli import add_parser as add_eval
+
+    add_eval(commands)
     return parser
 
 

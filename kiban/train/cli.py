@@ -75,6 +75,13 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def _run(handler, args: argparse.Namespace, **extra: Any) -> int:
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"error: kiban {args.command} needs {' and '.join(missing)}: install the ml extra "
+              "(pip install 'kiban[ml]')", file=sys.stderr)
+        return 2
     from kiban.corpus.store import CorpusError
     from kiban.tokenizer import TokenizerError
     from kiban.train.checkpoint import CheckpointError

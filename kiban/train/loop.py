@@ -324,7 +324,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
         if n_targets == 0:
             raise ConfigError(f"step {step}: the global batch has no target tokens")
         mine = batch.shard(env.rank, env.world)
-        local_loss = 0.0
+        local_loss = torch.zeros((), dtype=torch.float32, device=env.device)
         parts = mine.micro_batches(micro)
         for index, part in enumerate(parts):
             sync = index == len(parts) - 1
@@ -334,7 +334,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
                 loss = loss_sum(model, tensors, env)
                 # DDP and FSDP2 average gradients over ranks: scale so the mean is of the sum
                 (loss * (env.world / n_targets)).backward()
-            local_loss += float(loss.detach())
+            local_loss += loss.detach()  # no host sync inside the step
         norm = None
         if config.optim.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
@@ -343,7 +343,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        total_loss, = _all_sum([local_loss], env)
+        total_loss, = _all_sum([float(local_loss)], env)
         if env.device.type == "cuda":
             torch.cuda.synchronize(env.device)
         window_time += time.perf_counter() - began

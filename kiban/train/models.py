@@ -70,16 +70,22 @@ def llama_config(model: ModelConfig, vocab_size: int, *, eos_id: int, pad_id: in
         bos_token_id=None, eos_token_id=eos_id, pad_token_id=pad_id)
 
 
+def model_dir_problem(directory: Path) -> str | None:
+    """What makes ``directory`` not a loadable Hugging Face model directory, or None."""
+    if not directory.is_dir():
+        return f"{directory}: no such directory"
+    if not (directory / "config.json").is_file():
+        return f"{directory / 'config.json'} is missing (not a Hugging Face model directory)"
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        return f"{directory} has no weights (expected one of {', '.join(WEIGHT_FILES)})"
+    return None
+
+
 def check_base_dir(base: str | Path) -> Path:
     base = Path(base)
-    if not base.is_dir():
-        raise ConfigError(f"model.base = {str(base)!r}: no such directory")
-    if not (base / "config.json").is_file():
-        raise ConfigError(f"model.base: {base / 'config.json'} is missing (not a Hugging Face "
-                          "model directory)")
-    if not any((base / name).is_file() for name in WEIGHT_FILES):
-        raise ConfigError(f"model.base: {base} has no weights (expected one of "
-                          f"{', '.join(WEIGHT_FILES)})")
+    problem = model_dir_problem(base)
+    if problem:
+        raise ConfigError(f"model.base = {str(base)!r}: {problem}")
     return base
 
 

@@ -1,0 +1,84 @@
+"""``kiban generate MODEL_DIR --prompt TEXT --n N ...``: parse, call `Generator.generate`, print.
+
+torch and transformers are imported inside `run`, so building the parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate", help="generate from a trained kiban (or Hugging Face) model",
+        description="Sample completions of a prompt. Inside <mol>/<crystal>/<num>/<protein> "
+                    "spans only that modality's tokens are allowed (unless --no-constrain); "
+                    "a prompt that ends inside an open span stops when the span closes.")
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="config.json + weights + tokenizer (kiban or Hugging Face)")
+    parser.add_argument("--prompt", required=True, action="append",
+                        help="prompt text (tagged); repeat for several prompts")
+    parser.add_argument("--n", type=int, default=1, help="completions per prompt (default 1)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    parser.add_argument("--no-constrain", dest="constrain", action="store_false",
+                        help="do not mask tokens outside the current modality")
+    parser.add_argument("--valid-only", action="store_true",
+                        help="resample completions whose spans do not parse (RDKit, ...)")
+    parser.add_argument("--max-tries", type=int, default=8,
+                        help="generations per completion with --valid-only (default 8)")
+    parser.add_argument("--engine", choices=("auto", "fast", "hf"), default="auto",
+                        help="decoder: fast Llama path, the model's own forward, or auto")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run)  # kiban.cli dispatches on args.handler
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 on success; 1 when --valid-only could not make every completion valid; 2 on bad input."""
+    from kiban.generate import GenerationError, load_generator
+    from kiban.generate.generator import check_parameters
+
+    try:
+        check_parameters(n=args.n, max_new_tokens=args.max_new_tokens,
+                         temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                         max_tries=args.max_tries)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no loading bars around our output
+        generator = load_generator(args.model_dir, engine=args.engine)
+        start = time.perf_counter()
+        completions = generator.generate(
+            args.prompt, n=args.n, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+            constrain=args.constrain, valid_only=args.valid_only, max_tries=args.max_tries)
+        seconds = time.perf_counter() - start
+    except GenerationError as error:
+        print(f"kiban generate: error: {error}", file=sys.stderr)
+        return 2
+    payload = {"model": str(args.model_dir), "engine": generator.last_engine,
+               "seconds": round(seconds, 4),
+               "completion_tokens": sum(c.completion_tokens for c in completions),
+               "completions": [c.as_dict() for c in completions]}
+    if args.json:
+        print(json.dumps(payload, indent=1, ensure_ascii=False))
+    else:
+        for k, completion in enumerate(completions):
+            status = "valid" if completion.valid else "INVALID"
+            print(f"--- {k} ({completion.completion_tokens} tokens, {completion.stop_reason}, "
+                  f"{status}, tries {completion.tries})")
+            print(completion.text)
+            for span in completion.spans:
+                detail = span.canonical if span.valid else f"error: {span.error}"
+                print(f"  <{span.modality}> {span.text!r} -> {detail}")
+        print(f"{payload['completion_tokens']} tokens in {seconds:.2f} s ({generator.last_engine})",
+              file=sys.stderr)
+    if args.valid_only and not all(c.valid for c in completions):
+        return 1
+    return 0

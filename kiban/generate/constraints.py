@@ -1,0 +1,256 @@
+"""Modality constraints: which tokens each row may emit next, as one vectorised logit mask.
+
+Per row the state is a few integers held in (B,)-shaped tensors and updated by table lookups
+(one torch op per field, whatever the batch):
+
+* ``mode``: 0 in prose, ``1 + MODALITY_TAGS.index(m)`` inside a ``<m>`` span;
+* ``span_length``: tokens emitted inside the current span (a span never closes empty);
+* ``depth``: SMILES branch depth (``(`` +1, ``)`` -1), inside ``<mol>``;
+* ``rings``: open SMILES ring-bond labels (0-99) as a (B, 100) bit mask, toggled by the label's
+  row of a (V, 100) table (a label opens a ring the first time and closes it the second);
+* ``last_kind``: the kind of the last SMILES piece (start, atom, bond, ``(``, ``)``, ``.``,
+  ring label, other), which a (kinds, kinds) table turns into the kinds allowed next;
+* ``fresh_ring``: the ring label the last piece opened, which may not close on the same atom.
+
+Allowed tokens: in prose, the prose vocabulary, the four opening tags and end-of-text; inside
+``<m>``, the tokenizer's science tokens for ``m`` and ``</m>``. Inside ``<mol>`` additionally:
+the SMILES bigram rules of `FOLLOWS` (a span starts with an atom; a bond is followed by an atom
+or a ring label; ``(`` by an atom or a bond; ...); ``)`` only at depth > 0; ``</mol>`` only at
+depth 0 with no open ring bond, after an atom, ``)`` or a ring label. These are necessary
+conditions for a valid SMILES, not sufficient (valence, aromaticity): `kiban.generate.Generator`
+can resample rows RDKit rejects.
+
+The state of a prompt comes from its text (the open span's content read with the SMILES regex),
+so content the tokenizer spelled with prose fallback pieces is counted as what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from kiban.document import MODALITY_TAGS
+from kiban.generate.engine import TokenConstraint
+from kiban.tokenizer import SPECIAL_TOKENS, TAG_TOKENS, ScienceTokenizer
+
+PROSE = 0
+MOL = 1 + MODALITY_TAGS.index("mol")
+RING_LABELS = 100
+_NO_RING = -2  # fresh_ring when the last piece opened no ring (never a label, never -1)
+_ATOM = re.compile(r"\[[^\]]+\]|Br?|Cl?|[BCNOSPFI]|[bcnosp]|\*")
+_RING = re.compile(r"[0-9]|%[0-9]{2}")
+_BONDS = frozenset("= # - / \\ : ~ $".split())
+_TAG = re.compile(r"<(/?)(" + "|".join(MODALITY_TAGS) + r")>")
+
+# kinds of SMILES piece; START is the empty span
+START, ATOM, BOND, BRANCH_OPEN, BRANCH_CLOSE, DOT, RING, OTHER = range(8)
+_ALL = frozenset(range(1, 8))
+#: which kinds may follow which (OTHER: charges, chirality marks ... are left to RDKit)
+FOLLOWS = {
+    START: {ATOM},
+    ATOM: _ALL,
+    BOND: {ATOM, RING, OTHER},
+    BRANCH_OPEN: {ATOM, BOND, OTHER},
+    BRANCH_CLOSE: {ATOM, BOND, BRANCH_OPEN, BRANCH_CLOSE, DOT, OTHER},
+    DOT: {ATOM, OTHER},
+    RING: _ALL,
+    OTHER: _ALL,
+}
+#: kinds a SMILES may end with
+CAN_END = {ATOM, BRANCH_CLOSE, RING, OTHER}
+
+
+def piece_kind(piece: str) -> int:
+    """The kind of one SMILES piece (a match of the tokenizer's SMILES regex)."""
+    if _ATOM.fullmatch(piece):
+        return ATOM
+    if _RING.fullmatch(piece):
+        return RING
+    if piece in _BONDS:
+        return BOND
+    return {"(": BRANCH_OPEN, ")": BRANCH_CLOSE, ".": DOT}.get(piece, OTHER)
+
+
+def prose_token_ids(tokenizer: ScienceTokenizer) -> set[int]:
+    """Ids the prose encoder can produce (special and tag tokens excluded).
+
+    A kiban-trained tokenizer is one BPE whose vocabulary also holds appended science tokens;
+    prose tokens are its byte alphabet and merge results. An extended base keeps the base
+    tokenizer as ``prose``: its whole vocabulary."""
+    spec = json.loads(tokenizer.prose.to_str())
+    model = spec["model"]
+    excluded = {*SPECIAL_TOKENS, *TAG_TOKENS}
+    excluded |= {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
+    if model.get("type") == "BPE" and tokenizer.base is None:
+        merged = {"".join(m.split(" ", 1)) if isinstance(m, str) else "".join(m)
+                  for m in model.get("merges", [])}
+        ids = {i for t, i in model["vocab"].items() if len(t) == 1 or t in merged}
+    else:
+        ids = set(tokenizer.prose.get_vocab(with_added_tokens=True).values())
+    return ids - {tokenizer.prose.token_to_id(t) for t in excluded} - {None}
+
+
+@dataclass(frozen=True, slots=True)
+class PromptState:
+    """Where a prompt's text ends: in prose, or inside an open span (and its SMILES state)."""
+
+    modality: str | None
+    span_length: int = 0
+    depth: int = 0
+    rings: frozenset[int] = frozenset()
+    last_kind: int = START
+    fresh_ring: int | None = None
+
+    @classmethod
+    def of(cls, text: str) -> PromptState:
+        tags = list(_TAG.finditer(text))
+        if not tags or tags[-1].group(1):
+            return cls(None)
+        modality = tags[-1].group(2)
+        content = text[tags[-1].end():]
+        if modality != "mol":
+            return cls(modality, span_length=len(content))
+        pieces = re.findall(_smiles_token_pattern(), content)
+        depth, rings, fresh = 0, set(), None
+        for piece in pieces:
+            depth += (piece == "(") - (piece == ")")
+            fresh = None
+            if _RING.fullmatch(piece):
+                label = int(piece.lstrip("%"))
+                fresh = None if label in rings else label
+                rings ^= {label}
+        return cls(modality, span_length=len(pieces), depth=depth, rings=frozenset(rings),
+                   last_kind=piece_kind(pieces[-1]) if pieces else START, fresh_ring=fresh)
+
+
+def _smiles_token_pattern() -> str:
+    from kiban.modalities.molecule import SMILES_TOKEN_PATTERN
+
+    return SMILES_TOKEN_PATTERN
+
+
+class ModalityConstraints:
+    """Lookup tables for one tokenizer and one logits width; `track` starts a generation."""
+
+    def __init__(self, tokenizer: ScienceTokenizer, vocab_size: int):
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        modes = 1 + len(MODALITY_TAGS)
+        allowed = torch.zeros(modes, vocab_size, dtype=torch.bool)
+        allowed[PROSE, sorted(prose_token_ids(tokenizer))] = True
+        allowed[PROSE, tokenizer.eos_id] = True
+        self.open_mode = torch.zeros(vocab_size, dtype=torch.long)  # opening tag -> its mode
+        self.is_close = torch.zeros(vocab_size, dtype=torch.bool)
+        self.close_ids = torch.tensor([tokenizer.tag_ids[f"</{m}>"] for m in MODALITY_TAGS])
+        for mode, modality in enumerate(MODALITY_TAGS, start=1):
+            opening, closing = tokenizer.tag_ids[f"<{modality}>"], tokenizer.tag_ids[f"</{modality}>"]
+            allowed[PROSE, opening] = True
+            allowed[mode, list(tokenizer.science.get(modality, {}).values())] = True
+            allowed[mode, closing] = True
+            self.open_mode[opening] = mode
+            self.is_close[closing] = True
+        self.allowed = allowed  # (modes, V)
+        mol = tokenizer.science.get("mol", {})
+        self.depth_delta = torch.zeros(vocab_size, dtype=torch.long)
+        self.ring_bits = torch.zeros(vocab_size, RING_LABELS, dtype=torch.bool)
+        self.kind = torch.full((vocab_size,), OTHER, dtype=torch.long)  # SMILES piece kind
+        self.ring_label = torch.full((vocab_size,), -1, dtype=torch.long)
+        for token, token_id in mol.items():
+            self.depth_delta[token_id] = (token == "(") - (token == ")")
+            self.kind[token_id] = piece_kind(token)
+            if _RING.fullmatch(token):
+                self.ring_label[token_id] = int(token.lstrip("%"))
+                self.ring_bits[token_id, int(token.lstrip("%"))] = True
+        follows = torch.zeros(len(FOLLOWS), len(FOLLOWS), dtype=torch.bool)
+        for kind, after in FOLLOWS.items():
+            follows[kind, sorted(after)] = True
+        self.follows = follows[:, self.kind]  # (kinds, V): may token v follow a piece of kind k
+        self.can_end = torch.tensor([k in CAN_END for k in range(len(FOLLOWS))])
+        self.rparen_id = mol.get(")")
+
+    def stop_ids(self, states: list[PromptState]) -> Tensor:
+        """(B, 2): end-of-text, and the closing tag of a span the prompt left open (else -1)."""
+        closing = [self.tokenizer.tag_ids[f"</{s.modality}>"] if s.modality else -1
+                   for s in states]
+        return torch.tensor([[self.tokenizer.eos_id, c] for c in closing], dtype=torch.long)
+
+    def track(self, states: list[PromptState]) -> ConstraintTracker:
+        batch = len(states)
+        mode = torch.tensor([0 if s.modality is None else 1 + MODALITY_TAGS.index(s.modality)
+                             for s in states], dtype=torch.long)
+        rings = torch.zeros(batch, RING_LABELS, dtype=torch.bool)
+        for row, state in enumerate(states):
+            rings[row, sorted(state.rings)] = True
+        return ConstraintTracker(
+            self, mode=mode, span_length=torch.tensor([s.span_length for s in states]),
+            depth=torch.tensor([s.depth for s in states]), rings=rings,
+            last_kind=torch.tensor([s.last_kind for s in states]),
+            fresh_ring=torch.tensor([_NO_RING if s.fresh_ring is None else s.fresh_ring
+                                     for s in states]))
+
+
+class ConstraintTracker(TokenConstraint):
+    """The per-row state of one generation (see the module docstring)."""
+
+    def __init__(self, tables: ModalityConstraints, *, mode: Tensor, span_length: Tensor,
+                 depth: Tensor, rings: Tensor, last_kind: Tensor, fresh_ring: Tensor):
+        self.tables = tables
+        self.mode = mode  # (B,)
+        self.span_length = span_length  # (B,)
+        self.depth = depth  # (B,)
+        self.rings = rings  # (B, 100)
+        self.last_kind = last_kind  # (B,)
+        self.fresh_ring = fresh_ring  # (B,): a label, or _NO_RING
+
+    def allowed(self) -> Tensor:
+        """(B, V) bool: the tokens each row may emit next."""
+        t = self.tables
+        allowed = t.allowed[self.mode]  # (B, V), a fresh tensor
+        in_mol = self.mode == MOL
+        mol_open = in_mol & ((self.depth > 0) | self.rings.any(-1) | ~t.can_end[self.last_kind])
+        allowed[:, t.close_ids] &= ((self.span_length > 0) & ~mol_open)[:, None]
+        if t.rparen_id is not None:
+            allowed[:, t.rparen_id] &= ~in_mol | (self.depth > 0)
+        # SMILES bigrams, and no ring closed on the atom that opened it ("C11")
+        smiles_ok = t.follows[self.last_kind] & (t.ring_label != self.fresh_ring[:, None])
+        allowed &= ~in_mol[:, None] | smiles_ok
+        return allowed
+
+    def mask_(self, logits: Tensor) -> Tensor:
+        return logits.masked_fill_(~self.allowed(), float("-inf"))
+
+    def advance(self, tokens: Tensor) -> None:
+        t = self.tables
+        in_span = self.mode != PROSE
+        in_mol = self.mode == MOL
+        opens = (t.open_mode[tokens] != 0) & ~in_span
+        closes = t.is_close[tokens] & in_span
+        content = in_span & ~closes
+        label = t.ring_label[tokens]  # (B,), -1 unless a ring label
+        opened = in_mol & (label >= 0) & ~self.rings.gather(1, label.clamp(min=0)[:, None])[:, 0]
+        self.fresh_ring = torch.where(opened, label, _NO_RING)
+        self.depth = torch.where(opens, 0, self.depth + t.depth_delta[tokens] * in_mol)
+        self.rings = (self.rings ^ (t.ring_bits[tokens] & in_mol[:, None])) & ~opens[:, None]
+        self.span_length = torch.where(opens, 0, self.span_length + content)
+        self.last_kind = torch.where(opens, START, torch.where(in_mol, t.kind[tokens],
+                                                               self.last_kind))
+        self.mode = torch.where(opens, t.open_mode[tokens], torch.where(closes, PROSE, self.mode))
+
+
+class VocabularyLimit(TokenConstraint):
+    """Only ids the tokenizer has (a model's embedding may have more rows than its tokenizer has
+    tokens: padding to a multiple of 64 is common). Used when no modality constraint runs."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def mask_(self, logits: Tensor) -> Tensor:
+        logits[:, self.vocab_size:] = float("-inf")
+        return logits
+
+    def advance(self, tokens: Tensor) -> None:
+        pass

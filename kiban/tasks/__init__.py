@@ -1,0 +1,1 @@
+"""Evaluation tasks: benchmarks a generator's output is scored on (``kiban eval …``)."""
