@@ -20,13 +20,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	rm -rf $(DEMO_OUT)/corpus
+	rm -rf $(DEMO_OUT)/corpus $(DEMO_OUT)/model
 	$(PY) -m kiban corpus build configs/demo-corpus.toml --out $(DEMO_OUT)/corpus --workers 2
 	$(PY) -m kiban index build $(DEMO_OUT)/corpus --workers 2
 	$(PY) -m kiban search count $(DEMO_OUT)/corpus --modality mol "c1ccccc1" "C(=O)O" "Cl"
 	$(PY) -m kiban search docs $(DEMO_OUT)/corpus "The aqueous solubility of" --limit 3
 	$(PY) -m kiban search trace $(DEMO_OUT)/corpus --max-spans 3 --docs-per-span 2 \
 	    "A model wrote: the hydration free energy of <mol>CCO</mol> is <num>-5.0 kcal/mol</num>."
+	$(PY) -m kiban train configs/demo-model.toml --corpus $(DEMO_OUT)/corpus --out $(DEMO_OUT)/model
+	$(PY) -m kiban generate $(DEMO_OUT)/model/model --prompt "<mol>" --n 4 --temperature 1 \
+	    --seed 0 --max-new-tokens 96
+	$(PY) -m kiban generate $(DEMO_OUT)/model/model --prompt "The aqueous solubility of <mol>" \
+	    --n 2 --temperature 0.8 --seed 1 --max-new-tokens 96 --valid-only
+	$(PY) -m kiban report molecules $(DEMO_OUT)/model/model --corpus $(DEMO_OUT)/corpus \
+	    --n 1000 --seed 0 --out $(DEMO_OUT)/report.html
 
 test: setup
 	$(PY) -m pytest -n 2 -q tests

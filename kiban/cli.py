@@ -318,8 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate(commands)
     from kiban.tasks.cli import add_parser as add_eval
+    from kiban.tasks.cli import add_report_parser
 
     add_eval(commands)
+    add_report_parser(commands)
     return parser
 
 

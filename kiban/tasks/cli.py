@@ -62,3 +62,53 @@ def run(args: argparse.Namespace) -> int:
         print(f"  … and {invalid['count'] - len(invalid['examples']):,} more invalid samples")
     print(f"  {payload['seconds']['total']:.1f} s")
     return 0
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Adds ``report`` (with its ``molecules`` subcommand) to the ``kiban`` subcommands."""
+    parser = subparsers.add_parser("report", help="an HTML report of a trained model",
+                                   description="Write an HTML report computed on this run.")
+    kinds = parser.add_subparsers(dest="report_command", required=True, metavar="KIND")
+    molecules = kinds.add_parser(
+        "molecules", help="sample molecules, evaluate them, trace them to the corpus",
+        description="Sample molecules from MODEL_DIR (prompt <mol>), measure validity, "
+                    "uniqueness, novelty, diversity and property distributions against the "
+                    "corpus's molecules, trace a few to their training documents (the corpus "
+                    "must be indexed), and write an HTML page with plots and RDKit drawings "
+                    "plus a JSON file of the numbers.")
+    molecules.add_argument("model", metavar="MODEL_DIR")
+    molecules.add_argument("--corpus", required=True, help="the corpus the model was trained on")
+    molecules.add_argument("--out", required=True, help="HTML file to write (and .json beside)")
+    molecules.add_argument("--n", type=int, default=1000, help="molecules to sample")
+    molecules.add_argument("--temperature", type=float, default=1.0)
+    molecules.add_argument("--seed", type=int, default=0)
+    molecules.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    molecules.set_defaults(handler=run_report)
+    return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from kiban.corpus.store import CorpusError
+    from kiban.generate import GenerationError
+    from kiban.index import IndexFormatError
+    from kiban.tasks.molecules.report import molecule_report
+
+    if args.n < 1:
+        print(f"error: --n must be >= 1, got {args.n}", file=sys.stderr)
+        return 2
+    try:
+        values = molecule_report(args.model, args.corpus, args.out, n=args.n,
+                                 temperature=args.temperature, seed=args.seed)
+    except (CorpusError, GenerationError, IndexFormatError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: v for k, v in values.items() if k != "traces"}, indent=1))
+    else:
+        print(f"{args.n} samples: valid {values['valid']:.3f}, unique {_or(values['unique'])}, "
+              f"novel {_or(values['novel'])}; report in {args.out}")
+    return 0
+
+
+def _or(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
