@@ -70,7 +70,9 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary, indent=1, default=str))
         return
     val = f", validation loss {summary['val_loss']:.4f}" if "val_loss" in summary else ""
-    print(f"{summary['steps']} steps: loss {summary.get('loss', float('nan')):.4f}{val}, "
+    steps = f"stopped at step {summary['steps']} of {summary['max_steps']} (--resume continues)" \
+        if summary.get("stopped_early") else f"{summary['steps']} steps"
+    print(f"{steps}: loss {summary.get('loss', float('nan')):.4f}{val}, "
           f"{summary.get('tokens_per_s', 0):,.0f} tokens/s; model in {summary.get('model')}")
 
 

@@ -314,6 +314,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
         bar = tqdm(total=t.max_steps, initial=start, desc="train", unit="step", file=sys.stderr,
                    dynamic_ncols=True)
     model.train()
+    stop = _StopRequest()
     run_start = time.perf_counter()
     window_time = window_tokens = 0.0
     last: dict[str, Any] = {}
@@ -372,15 +373,28 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
             last = record
             if metrics:
                 metrics.write(record)
-        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.max_steps:
+        stopping = stop.requested(env)
+        if stopping and record is None:  # log the step stopped at
+            record = {"step": done, "loss": total_loss / n_targets, "lr": lr, "grad_norm": norm}
+            if metrics:
+                metrics.write(record)
+            last = record
+        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.max_steps \
+                or stopping:
             checkpoint.save(out, done, model, optimizer,
                             {"step": done, "scheduler": scheduler.state_dict()},
                             rank=env.rank, world=env.world, keep=t.keep_checkpoints)
+        if stopping:
+            break
+    stop.restore()
     if bar is not None:
         bar.close()
     if metrics:
         metrics.close()
-    summary = {"out": str(out), "steps": t.max_steps, "resumed_from": start if found else None,
+    steps_done = max(start, int(last.get("step", start)))
+    summary = {"out": str(out), "steps": steps_done, "max_steps": t.max_steps,
+               "stopped_early": steps_done < t.max_steps,
+               "resumed_from": start if found else None,
                **{k: v for k, v in last.items() if k != "step"}, **info}
     model_dir = out / "model"
     (save_model or save_full_model)(model, lm, tokenizer, model_dir, env, summary)
@@ -388,6 +402,40 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
         summary["model"] = str(model_dir)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM during training: finish the step, checkpoint, save the model, exit
+    (``--resume`` continues later). Under torchrun the ranks agree on the step to stop at."""
+
+    def __init__(self):
+        import signal
+
+        self.flag = False
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        if self.flag:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.flag = True
+        print(f"\nkiban train: signal {signum}: stopping after this step (checkpoint and model "
+              "are saved; --resume continues)", file=sys.stderr, flush=True)
+
+    def requested(self, env: Env) -> bool:
+        if env.world == 1:
+            return self.flag
+        return bool(_all_sum([1.0 if self.flag else 0.0], env)[0] > 0)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _no_sync(model: Any, sync: bool):

@@ -102,6 +102,33 @@ def test_kill_9_and_resume_reproduce_the_uninterrupted_run_bitwise(tiny_corpus, 
     assert all(np.array_equal(ours[k], reference_weights[k]) for k in reference_weights)
 
 
+def test_sigterm_saves_and_resume_finishes_identically(tiny_corpus, reference, tmp_path):
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "run.toml", tiny_corpus, out,
+                          train={"max_steps": 12, "log_every": 1})
+    process = subprocess.Popen([*KIBAN, "train", str(config), "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").is_file() or len(metrics(out)) < 2:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    summary = json.loads(stdout)
+    if summary["stopped_early"]:  # the signal landed before the last step
+        stopped = summary["steps"]
+        assert 2 <= stopped < 12 and "stopping after this step" in stderr
+        assert (out / "checkpoints" / f"step-{stopped:08d}").is_dir()
+        assert (out / "model" / "model.safetensors").is_file()
+        result = run_kiban("train", str(config), "--resume")
+        assert result.returncode == 0, result.stderr
+    mine, theirs = metrics(out), metrics(reference)
+    assert [r["loss"] for r in mine] == [r["loss"] for r in theirs]
+    ours, reference_weights = weights(out / "model"), weights(reference / "model")
+    assert all(np.array_equal(ours[k], reference_weights[k]) for k in reference_weights)
+
+
 def test_resume_refuses_a_changed_config_and_an_existing_run(tiny_corpus, reference, tmp_path):
     config = write_config(tmp_path / "changed.toml", tiny_corpus, reference,
                           train={"max_steps": 12, "log_every": 1}, optim={"lr": 0.5})
