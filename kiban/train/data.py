@@ -87,7 +87,6 @@ class PackedCorpusData:
         self._valid_docs = np.flatnonzero(valid)
         self._epochs: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._tokens = [self.corpus.tokens(s) for s in range(self.corpus.shard_count)]
-        self._weights = weights
 
     def _check_weights(self, sources: np.ndarray) -> None:
         known_kinds = set(KINDS) | {"text"}

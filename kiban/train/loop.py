@@ -243,7 +243,7 @@ class Metrics:
         self.handle.close()
 
 
-def prepare_out(config: RunConfig, out: Path, resume: bool, env: Env) -> Path | None:
+def prepare_out(config: RunConfig, out: Path, resume: bool) -> Path | None:
     """Check the run directory; returns the checkpoint to resume from (or None)."""
     found = checkpoint.latest(out) if (out / "checkpoints").is_dir() else None
     if not resume:
@@ -282,7 +282,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
         (out / "checkpoints").mkdir(exist_ok=True)
         checkpoint.clean_partial(out)
     checkpoint._barrier(env.world)
-    found = prepare_out(config, out, resume, env)
+    found = prepare_out(config, out, resume)
     accumulate = accumulation_steps(config, env.world)
     micro = t.batch_size // env.world // accumulate
     lm.to(env.device)
