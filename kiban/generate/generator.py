@@ -285,6 +285,29 @@ def _eos_ids(model: Any, tokenizer: Any, model_dir: Path) -> list[int]:
     return list(dict.fromkeys(ids)) or [-1]
 
 
+def _adapter_and_base(model_dir: Path) -> tuple[Path | None, Path]:
+    """A LoRA adapter directory (``adapter_config.json``, no ``config.json``) → (adapter, the
+    base model directory it names); anything else → (None, model_dir)."""
+    if not (model_dir / "adapter_config.json").is_file() or (model_dir / "config.json").is_file():
+        return None, model_dir
+    import json
+
+    try:
+        base = json.loads((model_dir / "adapter_config.json").read_text())[
+            "base_model_name_or_path"]
+    except (ValueError, KeyError) as error:
+        raise GenerationError(f"{model_dir / 'adapter_config.json'}: no readable "
+                              f"base_model_name_or_path ({error})") from None
+    candidates = [Path(base)] if base else []
+    candidates += [model_dir.parent] if (model_dir.parent / "config.json").is_file() else []
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return model_dir, candidate
+    raise GenerationError(f"{model_dir} is a LoRA adapter whose base model {base!r} "
+                          "(adapter_config.json: base_model_name_or_path) is not a local model "
+                          "directory; copy the base there or generate from the merged model")
+
+
 def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = "float32",
                    ) -> Generator:
     """Load a model directory (config.json, weights, tokenizer.json [+ kiban_tokenizer.json]).
@@ -294,6 +317,7 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
     model_dir = Path(model_dir)
     from kiban.train.models import model_dir_problem
 
+    adapter, model_dir = _adapter_and_base(model_dir)
     problem = model_dir_problem(model_dir)
     if problem:
         raise GenerationError(problem)
@@ -330,6 +354,14 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
                                                      attn_implementation="sdpa")
     except (OSError, ValueError) as error:
         raise GenerationError(f"{model_dir}: cannot load the model ({error})") from None
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise GenerationError(f"{adapter}: cannot apply the LoRA adapter to {model_dir} "
+                                  f"({error})") from None
     model.eval()
     embeddings = model.get_input_embeddings().num_embeddings
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
