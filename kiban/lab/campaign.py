@@ -1,0 +1,405 @@
+"""The closed loop: propose → commit → run → record → learn, resumable at every step.
+
+``run_campaign`` runs until the campaign holds ``budget`` proposals in total (a rerun continues to
+the same total). Each batch is committed as ``pending``, then ``running``, before the instrument
+sees it; each outcome is committed as it arrives. ``record_csv`` imports results measured
+elsewhere (the human-in-the-loop path); a file naming unknown proposals is refused whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from kiban.lab.space import CampaignConfig, Space, load_config
+from kiban.lab.store import Proposal, Store, StoreError
+
+#: Instrument config keys the campaign itself reads (not passed to the instrument).
+CAMPAIGN_INSTRUMENT_KEYS = ("timeout_s",)
+
+
+class RecordError(ValueError):
+    """A results file refused whole (the campaign is unchanged)."""
+
+
+# --------------------------------------------------------------------------------------------
+# set-up
+
+
+def init_campaign(config_path: str | Path, db: str | Path) -> Store:
+    """Create the campaign database (or open it if it holds the same config)."""
+    return Store.create(db, load_config(config_path))
+
+
+def _instrument(config: CampaignConfig):
+    from kiban.lab.instruments import make_instrument
+
+    options = {k: v for k, v in config.instrument.items() if k not in CAMPAIGN_INSTRUMENT_KEYS}
+    if isinstance(options.get("path"), str) and not Path(options["path"]).is_absolute():
+        options["path"] = str(Path(config.base) / options["path"])   # beside the config file
+    return make_instrument(options, config.space)
+
+
+def _batch_seed(config: CampaignConfig, batch: int) -> int:
+    return (config.seed * 1_000_003 + batch * 7919) % (2**31 - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# proposing
+
+
+def observations(store: Store) -> list:
+    from kiban.lab.proposers import Observation
+
+    return [Observation(r.params, r.values) for r in store.results()]
+
+
+def propose(store: Store, n: int | None = None, proposer=None) -> list[Proposal]:
+    """Propose ``n`` (default: the batch size) new experiments and commit them as pending.
+
+    The first ``initial`` proposals of a campaign come from a scrambled Sobol sequence that
+    continues across reruns; after that, and once at least one result exists, the model-based
+    proposer takes over."""
+    from kiban.lab.proposers import initial_design, make_proposer
+
+    config = store.config()
+    n = config.batch_size if n is None else n
+    if n < 1:
+        raise StoreError(f"--n must be ≥ 1, got {n}")
+    counts = store.counts()
+    observed = observations(store)
+    pending = [p.params for p in store.proposals("pending") + store.proposals("running")]
+    already = counts["proposed"]
+    seed = _batch_seed(config, already)
+    # random and generative proposers draw their own first points (a model-only molecule
+    # parameter has no candidate list for Sobol to pick from)
+    own_start = config.proposer in ("random", "generative")
+    n_initial = 0 if own_start else max(0, config.initial - already)
+    if not observed and not own_start:
+        n_initial = n          # nothing to learn from yet
+    n_initial = min(n, n_initial)
+    batch: list[dict[str, Any]] = []
+    names: list[str] = []
+    if n_initial:
+        batch += initial_design(config.space, n_initial, seed=config.seed, skip=already)
+        names.append("sobol")
+    if n - n_initial:
+        proposer = proposer or make_proposer(config)
+        batch += proposer.propose(config.space, observed, pending + batch, n - n_initial, seed)
+        names.append(proposer.name)
+    for i, params in enumerate(batch):
+        problems = config.space.check_params(params)
+        if problems:
+            raise StoreError(f"proposer {'+'.join(names)} produced an invalid proposal "
+                             f"{params}: {'; '.join(problems)}")
+    return store.add_proposals(batch, "+".join(names))
+
+
+# --------------------------------------------------------------------------------------------
+# running
+
+
+@dataclass
+class RunSummary:
+    ran: int = 0
+    completed: int = 0
+    failed: int = 0
+    interrupted: list[int] = field(default_factory=list)
+    exported: int = 0
+    waiting: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _measured(space: Space, values: dict[str, Any]) -> tuple[dict[str, float] | None, str | None]:
+    problems = space.check_values(values)
+    if problems:
+        return None, "; ".join(problems)
+    clean = {}
+    for k, v in values.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            clean[k] = float(v)
+    return clean, None
+
+
+def run_campaign(store: Store, budget: int, *, instrument=None,
+                 log: Callable[[str], None] | None = None) -> RunSummary:
+    """Run batches until ``budget`` proposals exist and none is left pending."""
+    if budget < 1:
+        raise StoreError(f"--budget must be ≥ 1, got {budget}")
+    config = store.config()
+    summary = RunSummary(interrupted=store.recover_interrupted())
+    if summary.interrupted and log:
+        log(f"marked {len(summary.interrupted)} interrupted experiment(s) failed (not re-run): "
+            f"{summary.interrupted}")
+    own = instrument is None
+    instrument = instrument or _instrument(config)
+    timeout = config.instrument.get("timeout_s")
+    described = instrument.describe()
+    store.event("run", {"budget": budget, "instrument": described})
+    proposer = None
+    try:
+        while True:
+            pending = store.proposals("pending")
+            if not pending:
+                remaining = budget - store.counts()["proposed"]
+                if remaining <= 0:
+                    break
+                if proposer is None and store.results():
+                    from kiban.lab.proposers import make_proposer
+                    proposer = make_proposer(config)
+                pending = propose(store, min(config.batch_size, remaining), proposer=proposer)
+            if instrument.asynchronous:
+                # exports only; results come back through `kiban lab record`
+                list(instrument.run_batch([(p.id, p.params) for p in pending], timeout))
+                summary.exported = len(pending)
+                summary.waiting = True
+                break
+            store.mark_running([p.id for p in pending])
+            seen: set[int] = set()
+            by_id = {p.id: p for p in pending}
+            for outcome in instrument.run_batch([(p.id, p.params) for p in pending], timeout):
+                if outcome.proposal_id not in by_id or outcome.proposal_id in seen:
+                    store.event("stray-outcome", {"proposal_id": outcome.proposal_id})
+                    continue
+                seen.add(outcome.proposal_id)
+                summary.ran += 1
+                source = f"instrument:{instrument.kind}"
+                if outcome.error is None and outcome.values is not None:
+                    values, problem = _measured(config.space, outcome.values)
+                else:
+                    values, problem = None, outcome.error or "instrument returned no values"
+                if values is not None:
+                    store.record_result(outcome.proposal_id, values, source,
+                                        {"elapsed_s": outcome.elapsed_s, **(outcome.meta or {})})
+                    summary.completed += 1
+                else:
+                    store.record_failure(outcome.proposal_id, problem, source,
+                                         {"values": outcome.values, "meta": outcome.meta})
+                    summary.failed += 1
+                if log:
+                    state = "ok" if values is not None else f"failed: {problem}"
+                    log(f"proposal {outcome.proposal_id}: {values if values else ''} {state}")
+            for pid in set(by_id) - seen:
+                store.record_failure(pid, "the instrument returned no outcome for this "
+                                          "experiment", f"instrument:{instrument.kind}")
+                summary.failed += 1
+    finally:
+        if own:
+            instrument.close()
+    summary.counts = store.counts()
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# recording results measured elsewhere
+
+
+@dataclass
+class RecordSummary:
+    recorded: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)      # values refused
+    blank: list[int] = field(default_factory=list)                   # not measured yet
+    already: list[int] = field(default_factory=list)                 # same values, skipped
+    conflicts: list[tuple[int, str]] = field(default_factory=list)   # other values, refused
+
+
+_EXTRA_COLUMNS = {"notes", "note", "comment", "comments"}
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def record_csv(store: Store, path: str | Path) -> RecordSummary:
+    """Import measured results: a ``proposal_id`` column and one column per objective.
+
+    Refused whole (nothing changes, :class:`RecordError`): no such file, no ``proposal_id``
+    column, no objective column, unknown columns, a proposal id that is not an integer or names
+    no proposal, an id given twice. Per row: blank objective cells → left pending; values that
+    are not finite numbers or fall outside an objective's declared range → that experiment is
+    recorded as failed with the reason; a proposal that already has the same result → skipped;
+    another result for it → refused (listed in the summary)."""
+    path = Path(path)
+    config = store.config()
+    space = config.space
+    objectives = [o.name for o in space.objectives]
+    if not path.is_file():
+        raise RecordError(f"results file {str(path)!r} not found")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        rows = list(enumerate(reader, start=2))
+    if "proposal_id" not in columns:
+        raise RecordError(f"{path}: no 'proposal_id' column (columns: {columns})")
+    measured = [c for c in columns if c in objectives]
+    if not measured:
+        raise RecordError(f"{path}: no objective column; expected one of {objectives}")
+    unknown = [c for c in columns if c not in objectives and c != "proposal_id"
+               and c not in space.keys and c.lower() not in _EXTRA_COLUMNS]
+    if unknown:
+        raise RecordError(f"{path}: unknown columns {unknown}; expected proposal_id, "
+                          f"objectives {objectives}, optionally the parameter columns")
+    errors: list[str] = []
+    parsed: list[tuple[int, int, dict[str, str]]] = []
+    seen: dict[int, int] = {}
+    for line, row in rows:
+        raw_id = (row.get("proposal_id") or "").strip()
+        try:
+            pid = int(raw_id)
+        except ValueError:
+            errors.append(f"line {line}: proposal_id {raw_id!r} is not an integer")
+            continue
+        if pid in seen:
+            errors.append(f"line {line}: proposal {pid} already given on line {seen[pid]}")
+            continue
+        seen[pid] = line
+        parsed.append((line, pid, row))
+    known = {p.id: p for p in store.proposals()}
+    missing = [(line, pid) for line, pid, _ in parsed if pid not in known]
+    if missing:
+        errors.append("unknown proposals: " + ", ".join(f"{pid} (line {line})"
+                                                         for line, pid in missing[:20])
+                      + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
+    if errors:
+        raise RecordError(f"{path}: refused, nothing recorded: " + "; ".join(errors[:10]))
+    results = {r.proposal_id: r for r in store.results()}
+    summary = RecordSummary()
+    source = f"csv:{path.name}"
+    with store.transaction() as db:
+        for line, pid, row in parsed:
+            cells = {c: (row.get(c) or "").strip() for c in measured}
+            if all(v == "" for v in cells.values()):
+                summary.blank.append(pid)
+                continue
+            values = {c: _number(v) if v else None for c, v in cells.items()}
+            if pid in results:
+                old = results[pid].values
+                if all(isinstance(values[c], float) and c in old and
+                       math.isclose(old[c], values[c], rel_tol=1e-12, abs_tol=0.0)
+                       for c in measured):
+                    summary.already.append(pid)
+                else:
+                    summary.conflicts.append((pid, f"line {line}: proposal {pid} already has "
+                                                   f"result {old}; refusing {cells}"))
+                continue
+            problems = space.check_values(values)
+            if problems:
+                reason = f"{path.name}:{line}: " + "; ".join(problems)
+                store._fail(pid, reason, source, {"cells": cells})
+                summary.failed.append((pid, reason))
+                continue
+            store._record(db, pid, {k: float(v) for k, v in values.items()}, source,
+                          {"file": str(path), "line": line})
+            summary.recorded.append(pid)
+        store._event("record", {"file": str(path), "recorded": summary.recorded,
+                                "failed": [p for p, _ in summary.failed],
+                                "conflicts": [p for p, _ in summary.conflicts],
+                                "blank": summary.blank, "already": summary.already})
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# status
+
+
+def pareto_mask(utilities: np.ndarray) -> np.ndarray:
+    """Rows not dominated by any other (all utilities maximised)."""
+    u = np.asarray(utilities, dtype=float)
+    if len(u) == 0:
+        return np.zeros(0, dtype=bool)
+    ge = (u[:, None, :] >= u[None, :, :]).all(-1)
+    gt = (u[:, None, :] > u[None, :, :]).any(-1)
+    dominated = (ge & gt).any(0)
+    return ~dominated
+
+
+def best(store: Store) -> dict[str, Any] | None:
+    """One objective: the best result. Several: the Pareto set (and the best per objective)."""
+    space = store.config().space
+    results = store.results()
+    if not results:
+        return None
+    util = np.stack([space.utilities(r.values) for r in results])
+    entry = lambda r: {"proposal_id": r.proposal_id, "params": r.params, "values": r.values}
+    if len(space.objectives) == 1:
+        return entry(results[int(np.argmax(util[:, 0]))])
+    mask = pareto_mask(util)
+    return {"pareto": [entry(r) for r, m in zip(results, mask) if m],
+            "per_objective": {o.name: entry(results[int(np.argmax(util[:, j]))])
+                              for j, o in enumerate(space.objectives)}}
+
+
+def status(store: Store) -> dict[str, Any]:
+    counts = store.counts()
+    return {"name": store.meta("name"), "db": str(store.path), **counts,
+            "best": best(store),
+            "failures": [{"proposal_id": f.proposal_id, "reason": f.reason}
+                         for f in store.failures()][-20:]}
+
+
+def best_so_far(store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """(experiment number, best utility so far) over completed results in recording order, per
+    objective (columns); failed experiments count as experiments and keep the previous best."""
+    space = store.config().space
+    props = {p.id: p for p in store.proposals()}
+    results = {r.proposal_id: r for r in store.results()}
+    order = sorted((pid for pid in props if props[pid].status in ("completed", "failed")))
+    k = len(space.objectives)
+    best_u = np.full(k, -np.inf)
+    curve = []
+    for pid in order:
+        if pid in results:
+            best_u = np.maximum(best_u, space.utilities(results[pid].values))
+        curve.append(best_u.copy())
+    return np.arange(1, len(curve) + 1), np.asarray(curve).reshape(len(curve), k)
+
+
+# --------------------------------------------------------------------------------------------
+# results into the corpus
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def campaign_documents(store: Store) -> list:
+    """One kiban `Document` per completed experiment, with provenance (campaign, instrument,
+    time), so the next model trains on the lab's results."""
+    from kiban.document import Document
+    from kiban.lab.space import Categorical, Composition, Molecule
+
+    config = store.config()
+    space = config.space
+    name = store.meta("name")
+    docs = []
+    for r in store.results():
+        parts = []
+        for p in space.parameters:
+            if isinstance(p, Molecule):
+                parts.append(f"{p.name} <mol>{r.params[p.name]}</mol>")
+            elif isinstance(p, Composition):
+                parts.append(f"{p.name} " + ", ".join(f"{c} <num>{_num(r.params[c])}</num>"
+                                                       for c in p.components))
+            elif isinstance(p, Categorical):
+                parts.append(f"{p.name} {str(r.params[p.name]).replace('<', '&lt;')}")
+            else:
+                parts.append(f"{p.name} <num>{_num(float(r.params[p.name]))}</num>")
+        measured = ", ".join(f"{k} <num>{_num(v)}</num>" for k, v in r.values.items())
+        text = (f"Experiment {r.proposal_id} of campaign {name} ({config.instrument['kind']}): "
+                + "; ".join(parts) + f". Measured: {measured}.")
+        when = _dt.datetime.fromtimestamp(r.recorded, _dt.timezone.utc).isoformat()
+        docs.append(Document(text, id=f"lab-{name}-{store.meta('fingerprint')}-{r.proposal_id}",
+                             source=f"lab:{name}",
+                             meta={"campaign": name, "fingerprint": store.meta("fingerprint"),
+                                   "proposal_id": r.proposal_id, "instrument": r.source,
+                                   "recorded": when, "params": r.params, "values": r.values}))
+    return docs

@@ -1,0 +1,245 @@
+"""``kiban lab``: init, propose, record, run, status, report, export, documents.
+
+Each command opens the campaign database, calls one library function and prints. Heavy
+libraries (torch, BoTorch, RDKit, tblite) load inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "lab", help="closed-loop campaigns: propose, run, record, learn",
+        description="Closed-loop experimentation: a campaign (search space, objectives, "
+                    "instrument) in a SQLite database; every proposal and result is committed "
+                    "before the next step.")
+    commands = parser.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+
+    def db_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", required=True, metavar="PATH", help="the campaign database")
+
+    init = commands.add_parser("init", help="create a campaign from a TOML config")
+    init.add_argument("config", metavar="CONFIG")
+    db_arg(init)
+    init.set_defaults(handler=_init)
+
+    propose = commands.add_parser("propose", help="propose the next experiments (pending)")
+    db_arg(propose)
+    propose.add_argument("--n", type=int, default=None, help="how many (default: batch size)")
+    propose.add_argument("--out", metavar="CSV", help="also write them to a CSV to fill in")
+    propose.add_argument("--json", action="store_true")
+    propose.set_defaults(handler=_propose)
+
+    record = commands.add_parser(
+        "record", help="import measured results from a CSV",
+        description="RESULTS.csv: a proposal_id column and one column per objective (parameter "
+                    "columns may stay). A file naming unknown proposals is refused whole.")
+    db_arg(record)
+    record.add_argument("results", metavar="RESULTS.csv")
+    record.add_argument("--json", action="store_true")
+    record.set_defaults(handler=_record)
+
+    run = commands.add_parser("run", help="run the loop on the campaign's instrument")
+    db_arg(run)
+    run.add_argument("--budget", type=int, required=True,
+                     help="the campaign's total number of experiments (a rerun continues to it)")
+    run.add_argument("--quiet", action="store_true")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(handler=_run)
+
+    stat = commands.add_parser("status", help="counts and the best result so far")
+    db_arg(stat)
+    stat.add_argument("--json", action="store_true")
+    stat.set_defaults(handler=_status)
+
+    report = commands.add_parser("report", help="best-so-far curve, Pareto front: PNG + HTML")
+    db_arg(report)
+    report.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default: DB name + '-report')")
+    report.set_defaults(handler=_report)
+
+    export = commands.add_parser("export", help="the whole campaign as JSON")
+    db_arg(export)
+    export.add_argument("--out", default="-", metavar="FILE", help="default: stdout")
+    export.set_defaults(handler=_export)
+
+    docs = commands.add_parser(
+        "documents", help="completed experiments as kiban Documents (JSONL) for a corpus",
+        description="One Document per completed experiment with provenance (campaign, "
+                    "instrument, time); the file is a source for `kiban corpus build`.")
+    db_arg(docs)
+    docs.add_argument("--out", required=True, metavar="FILE.jsonl")
+    docs.set_defaults(handler=_documents)
+    return parser
+
+
+def _fail(command: str, error: Exception) -> int:
+    print(f"kiban lab {command}: error: {error}", file=sys.stderr)
+    return 1
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from kiban.lab.campaign import RecordError
+    from kiban.lab.space import SpaceError
+    from kiban.lab.store import StoreError
+
+    errors: list[type[Exception]] = [RecordError, SpaceError, StoreError, FileNotFoundError]
+    try:
+        from kiban.lab.instruments import InstrumentError
+        errors.append(InstrumentError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _open(args: argparse.Namespace):
+    from kiban.lab.store import Store
+
+    return Store.open(args.db)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import init_campaign
+
+    try:
+        store = init_campaign(args.config, args.db)
+    except _errors() as error:
+        return _fail("init", error)
+    counts = store.counts()
+    print(f"campaign {store.meta('name')!r} in {args.db} (fingerprint {store.meta('fingerprint')}"
+          f"; {counts['proposed']} proposals so far)")
+    return 0
+
+
+def _params_line(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def _propose(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import propose
+
+    try:
+        store = _open(args)
+        proposals = propose(store, args.n)
+        if args.out:
+            from kiban.lab.instruments.csvfile import export_proposals
+            space = store.config().space
+            export_proposals(args.out, [(p.id, p.params) for p in proposals], space.keys,
+                             [o.name for o in space.objectives])
+    except (*_errors(), ValueError) as error:
+        return _fail("propose", error)
+    if args.json:
+        print(json.dumps([{"proposal_id": p.id, "batch": p.batch, "proposer": p.proposer,
+                           "params": p.params} for p in proposals], indent=1))
+    else:
+        for p in proposals:
+            print(f"{p.id}\t{p.proposer}\t{_params_line(p.params)}")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import record_csv
+
+    try:
+        summary = record_csv(_open(args), args.results)
+    except _errors() as error:
+        return _fail("record", error)
+    payload = {"recorded": summary.recorded, "failed": summary.failed, "blank": summary.blank,
+               "already": summary.already, "conflicts": summary.conflicts}
+    if args.json:
+        print(json.dumps(payload, indent=1))
+    else:
+        print(f"recorded {len(summary.recorded)}, failed {len(summary.failed)}, "
+              f"not yet measured {len(summary.blank)}, already recorded {len(summary.already)}, "
+              f"conflicting {len(summary.conflicts)}")
+        for pid, reason in summary.failed + summary.conflicts:
+            print(f"  {pid}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import run_campaign
+
+    log = None if args.quiet or args.json else (lambda m: print(m, file=sys.stderr))
+    try:
+        summary = run_campaign(_open(args), args.budget, log=log)
+    except _errors() as error:
+        return _fail("run", error)
+    payload = {"ran": summary.ran, "completed": summary.completed, "failed": summary.failed,
+               "interrupted": summary.interrupted, "exported": summary.exported,
+               "waiting_for_results": summary.waiting, **summary.counts}
+    if args.json:
+        print(json.dumps(payload, indent=1))
+    else:
+        print(", ".join(f"{k} {v}" for k, v in payload.items()))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import status
+
+    try:
+        info = status(_open(args))
+    except _errors() as error:
+        return _fail("status", error)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['name']}: proposed {info['proposed']}, pending {info['pending']}, "
+          f"running {info['running']}, completed {info['completed']}, failed {info['failed']}")
+    b = info["best"]
+    if b and "pareto" in b:
+        print(f"Pareto set: {len(b['pareto'])} experiments")
+        for e in b["pareto"]:
+            print(f"  {e['proposal_id']}: {e['values']}  {_params_line(e['params'])}")
+    elif b:
+        print(f"best: proposal {b['proposal_id']}: {b['values']}  {_params_line(b['params'])}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kiban.lab.report import write_report
+
+    try:
+        store = _open(args)
+        out = args.out or str(Path(args.db).with_suffix("")) + "-report"
+        info = write_report(store, out)
+    except _errors() as error:
+        return _fail("report", error)
+    print(f"wrote {', '.join(info['files'])} to {info['out']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from kiban.io import atomic_write_text
+
+    try:
+        data = json.dumps(_open(args).export(), indent=1, ensure_ascii=False)
+    except _errors() as error:
+        return _fail("export", error)
+    if args.out == "-":
+        print(data)
+    else:
+        atomic_write_text(args.out, data + "\n")
+    return 0
+
+
+def _documents(args: argparse.Namespace) -> int:
+    from kiban.io import atomic_write_text
+    from kiban.lab.campaign import campaign_documents
+
+    try:
+        docs = campaign_documents(_open(args))
+    except _errors() as error:
+        return _fail("documents", error)
+    atomic_write_text(args.out, "".join(d.to_json() + "\n" for d in docs))
+    print(f"wrote {len(docs)} documents to {args.out}")
+    return 0

@@ -1,0 +1,65 @@
+"""An instrument from a Python function: ``target = "package.module:function"``.
+
+The function takes the proposal's params (a flat dict) plus the config's ``options`` as keyword
+arguments and returns ``{measurement: number}`` (or ``(values, meta)``). It runs in ``workers``
+persistent processes (``0``: in this process, without timeouts), so it must be importable by
+name; ``path`` (a folder) is put in front of ``sys.path`` here and in the workers, for a module
+that sits next to a campaign rather than in an installed package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome, ProcessRunner, \
+    resolve_target
+
+
+class FunctionInstrument(Instrument):
+    kind = "function"
+
+    def __init__(self, target: str, measures: Sequence[str], *,
+                 options: Mapping[str, Any] | None = None, workers: int = 1,
+                 timeout_s: float | None = None, path: str | Path | None = None) -> None:
+        if not measures:
+            raise InstrumentError("[instrument] a function instrument needs `measures` (or "
+                                  "objectives in the space)")
+        if options is not None and not isinstance(options, Mapping):
+            raise InstrumentError(f"[instrument] options must be a table of keyword arguments, "
+                                  f"got {options!r}")
+        sys_path: list[str] = []
+        if path is not None:
+            folder = Path(path).resolve()
+            if not folder.is_dir():
+                raise InstrumentError(f"[instrument] path {str(path)!r} is not a folder")
+            sys_path.append(str(folder))
+        import sys
+
+        for p in reversed(sys_path):       # also here: check the target now, not in a worker
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        resolve_target(target)
+        self.target = target
+        self._measures = tuple(measures)
+        self.options = dict(options or {})
+        self.runner = ProcessRunner(target, self.options, workers=workers, timeout_s=timeout_s,
+                                    sys_path=sys_path, measures=self._measures,
+                                    meta={"instrument": "function", "target": target},
+                                    name=f"function {target}")
+
+    def measures(self) -> tuple[str, ...]:
+        return self._measures
+
+    def run_batch(self, jobs: list[tuple[int, dict]],
+                  timeout_s: float | None = None) -> Iterator[Outcome]:
+        return self.runner.run(jobs, timeout_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "options": self.options,
+                "workers": self.runner.workers, "timeout_s": self.runner.timeout_s,
+                "path": self.runner.sys_path[0] if self.runner.sys_path else None}
+
+    def close(self) -> None:
+        self.runner.close()

@@ -1,0 +1,396 @@
+"""Campaign config, store, loop, CSV recording, kill -9 recovery, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kiban.lab.campaign import (RecordError, best, campaign_documents, pareto_mask, propose,
+                                record_csv, run_campaign, status)
+from kiban.lab.space import SpaceError, load_config, parse_config
+from kiban.lab.store import Store, StoreError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """
+[campaign]
+name = "quad"
+proposer = "{proposer}"
+batch_size = {batch}
+initial = 3
+seed = 0
+
+[[parameters]]
+name = "x"
+type = "continuous"
+low = -1.0
+high = 1.0
+
+[[parameters]]
+name = "y"
+type = "continuous"
+low = 0.0
+high = 2.0
+
+[[objectives]]
+name = "score"
+goal = "max"
+low = -100
+high = 100
+
+[instrument]
+kind = "function"
+target = "labfn:measure"
+workers = 0
+"""
+
+FUNCTION = """
+import json, os, time
+
+def measure(params):
+    log = os.environ.get("LABFN_LOG")
+    if log:
+        with open(log, "a") as handle:
+            handle.write(json.dumps(params, sort_keys=True) + "\\n")
+    time.sleep(float(os.environ.get("LABFN_SLEEP", "0")))
+    x, y = params["x"], params["y"]
+    return {"score": -(x - 0.3) ** 2 - (y - 1.2) ** 2, "extra": x + y}
+"""
+
+
+def write_config(tmp_path: Path, proposer: str = "random", batch: int = 2) -> Path:
+    path = tmp_path / "campaign.toml"
+    path.write_text(CONFIG.format(proposer=proposer, batch=batch))
+    (tmp_path / "labfn.py").write_text(FUNCTION)
+    return path
+
+
+@pytest.fixture
+def fn_path(tmp_path, monkeypatch):
+    (tmp_path / "labfn.py").write_text(FUNCTION)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("labfn", None)
+    return tmp_path
+
+
+class FakeInstrument:
+    """The instrument protocol, in-process: a function of the params, optional failures."""
+
+    kind = "fake"
+    asynchronous = False
+
+    def __init__(self, fail_ids=(), values=None, drop_ids=()):
+        self.calls: list[int] = []
+        self.fail_ids, self.values, self.drop_ids = set(fail_ids), values, set(drop_ids)
+
+    def measures(self):
+        return ("score",)
+
+    def describe(self):
+        return {"kind": self.kind}
+
+    def close(self):
+        pass
+
+    def run_batch(self, jobs, timeout_s=None):
+        from kiban.lab.instruments.base import Outcome
+
+        for pid, params in jobs:
+            self.calls.append(pid)
+            if pid in self.drop_ids:
+                continue
+            if pid in self.fail_ids:
+                yield Outcome(pid, None, "crashed: boom", 0.0, {})
+                continue
+            v = self.values(pid, params) if self.values else \
+                {"score": -(params["x"] - 0.3) ** 2 - (params["y"] - 1.2) ** 2}
+            yield Outcome(pid, v, None, 0.0, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+def test_config_errors_name_the_key_and_the_fix(tmp_path, fn_path):
+    base = tmp_path / "c.toml"
+    base.write_text(CONFIG.format(proposer="random", batch=1).replace("batch_size", "batchsize"))
+    with pytest.raises(SpaceError, match=r"unknown key 'batchsize'; did you mean 'batch_size'"):
+        load_config(base)
+    base.write_text(CONFIG.format(proposer="bogus", batch=1))
+    with pytest.raises(SpaceError, match="proposer must be one of"):
+        load_config(base)
+    base.write_text(CONFIG.format(proposer="random", batch=1).replace("high = 1.0", "high = -2.0"))
+    with pytest.raises(SpaceError, match=r"parameter 'x': need finite low < high"):
+        load_config(base)
+    raw = {"parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
+           "objectives": [{"name": "y"}], "instrument": {"kind": "function"},
+           "constraints": ["x + z <= 1"]}
+    with pytest.raises(SpaceError, match=r"'z' is not a numeric parameter"):
+        parse_config(raw)
+
+
+def test_space_round_trip_and_checks():
+    raw = {"parameters": [{"name": "t", "type": "continuous", "low": 1, "high": 100, "log": True},
+                          {"name": "n", "type": "integer", "low": 1, "high": 5},
+                          {"name": "s", "type": "categorical", "choices": ["a", "b", "c"]},
+                          {"name": "mix", "type": "composition", "components": ["Cu", "Zn", "Sn"],
+                           "total": 2.0}],
+           "objectives": [{"name": "y", "goal": "target", "target": 3.0}],
+           "instrument": {"kind": "function"}, "constraints": ["n - 2*Cu >= 0"]}
+    space = parse_config(raw).space
+    params = {"t": 10.0, "n": 3, "s": "c", "Cu": 0.5, "Zn": 1.0, "Sn": 0.5}
+    assert space.check_params(params) == []
+    u = space.to_unit(params)
+    assert u.shape == (space.dim,) == (1 + 1 + 3 + 3,)
+    assert u[0] == pytest.approx(0.5)                      # log scale: 10 is half way to 100
+    back = space.from_unit(u)
+    assert back["s"] == "c" and back["n"] == 3 and back["t"] == pytest.approx(10.0)
+    assert sum(back[c] for c in ("Cu", "Zn", "Sn")) == pytest.approx(2.0)
+    bad = dict(params, s="cc", Cu=0.9)
+    problems = space.check_params(bad)
+    assert any("did you mean 'c'" in p for p in problems)
+    assert any("must sum to 2.0" in p for p in problems)
+    assert space.check_params(dict(params, n=1, Cu=1.0, Zn=0.5)) == \
+        ["violates constraint 'n - 2*Cu >= 0'"]
+    # the constraint in cube coordinates agrees with the constraint in params
+    (a, b), = space.unit_constraints()
+    for trial in ({"n": 1, "Cu": 1.0}, {"n": 3, "Cu": 0.5}, {"n": 5, "Cu": 0.2}):
+        p = dict(params, **trial)
+        lhs = sum(c * space.to_unit(p)[i] for i, c in a.items())
+        assert (lhs <= b + 1e-12) == all(c.satisfied(p) for c in space.constraints)
+    assert space.utilities({"y": 2.5})[0] == pytest.approx(-0.5)
+    assert "not finite" in space.check_values({"y": math.nan})[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# store
+
+
+def test_store_is_wal_and_refuses_another_config(tmp_path, fn_path):
+    cfg = load_config(write_config(tmp_path))
+    store = Store.create(tmp_path / "c.db", cfg)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again = Store.create(tmp_path / "c.db", cfg)          # same config: opens
+    assert again.meta("fingerprint") == cfg.fingerprint()
+    other = tmp_path / "other.toml"
+    other.write_text(CONFIG.format(proposer="random", batch=4))
+    with pytest.raises(StoreError, match=r"batch_size: stored 2, given 4"):
+        Store.create(tmp_path / "c.db", load_config(other))
+    with pytest.raises(StoreError, match="not found"):
+        Store.open(tmp_path / "missing.db")
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(StoreError, match="not a kiban campaign database"):
+        Store.open(tmp_path / "junk.db")
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def test_run_reaches_the_budget_and_a_rerun_continues(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "sobol", 2)))
+    inst = FakeInstrument(fail_ids={2})
+    summary = run_campaign(store, 5, instrument=inst)
+    counts = store.counts()
+    assert counts["proposed"] == 5 and counts["completed"] == 4 and counts["failed"] == 1
+    assert summary.completed == 4 and summary.failed == 1
+    assert inst.calls == [1, 2, 3, 4, 5]                 # the last batch is cut to the budget
+    assert store.failures()[0].reason == "crashed: boom"
+    run_campaign(store, 5, instrument=inst)              # already there: nothing runs
+    assert inst.calls == [1, 2, 3, 4, 5]
+    run_campaign(store, 8, instrument=inst)
+    assert inst.calls == list(range(1, 9)) and store.counts()["completed"] == 7
+    # Sobol continues its sequence across runs: no point proposed twice
+    keys = [json.dumps(p.params, sort_keys=True) for p in store.proposals()]
+    assert len(set(keys)) == 8
+
+
+def test_bad_values_and_missing_outcomes_become_failures(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 4)))
+
+    def values(pid, params):
+        return {1: {"score": math.nan}, 2: {"score": 1e9}, 3: {"other": 1.0}}.get(
+            pid, {"score": 0.5})
+
+    run_campaign(store, 4, instrument=FakeInstrument(values=values))
+    reasons = {f.proposal_id: f.reason for f in store.failures()}
+    assert "not finite" in reasons[1]
+    assert "outside the declared range" in reasons[2]
+    assert "objective 'score' missing" in reasons[3]
+    assert store.counts()["completed"] == 1
+    run_campaign(store, 6, instrument=FakeInstrument(drop_ids={6}))
+    assert "no outcome" in {f.proposal_id: f.reason for f in store.failures()}[6]
+
+
+def test_interrupted_experiments_are_failed_not_rerun(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 2)))
+    props = propose(store)
+    store.mark_running([p.id for p in props])             # a process died here
+    inst = FakeInstrument()
+    summary = run_campaign(store, 4, instrument=inst)
+    assert summary.interrupted == [1, 2]
+    assert inst.calls == [3, 4]
+    assert all("interrupted" in f.reason for f in store.failures())
+
+
+# ---------------------------------------------------------------------------------------------
+# recording results from CSV
+
+
+def _csv(path: Path, rows: list[str], header: str = "proposal_id,score") -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_record_csv_refuses_unknown_proposals_whole(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store)
+    before = store.export()
+    with pytest.raises(RecordError, match=r"unknown proposals: 9 \(line 3\)"):
+        record_csv(store, _csv(tmp_path / "r.csv", ["1,0.5", "9,0.7"]))
+    with pytest.raises(RecordError, match="not an integer"):
+        record_csv(store, _csv(tmp_path / "r.csv", ["1,0.5", "two,0.7"]))
+    with pytest.raises(RecordError, match="already given on line 2"):
+        record_csv(store, _csv(tmp_path / "r.csv", ["1,0.5", "1,0.7"]))
+    with pytest.raises(RecordError, match="unknown columns"):
+        record_csv(store, _csv(tmp_path / "r.csv", ["1,0.5,3"], "proposal_id,score,scroe"))
+    with pytest.raises(RecordError, match="no objective column"):
+        record_csv(store, _csv(tmp_path / "r.csv", ["1"], "proposal_id"))
+    after = store.export()
+    assert after["proposals"] == before["proposals"] and after["events"] == before["events"]
+
+
+def test_record_csv_rows(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store, 5)
+    path = _csv(tmp_path / "r.csv", ["1,0.5", "2,", "3,nan", "4,inf", "5,500"])
+    summary = record_csv(store, path)
+    assert summary.recorded == [1] and summary.blank == [2]
+    assert [p for p, _ in summary.failed] == [3, 4, 5]
+    assert "r.csv:5" in dict(summary.failed)[4]
+    assert store.counts() == {"pending": 1, "running": 0, "completed": 1, "failed": 3,
+                              "proposed": 5}
+    again = record_csv(store, _csv(tmp_path / "r2.csv", ["1,0.5", "2,0.25"]))
+    assert again.already == [1] and again.recorded == [2]
+    clash = record_csv(store, _csv(tmp_path / "r3.csv", ["1,0.75"]))
+    assert clash.conflicts and store.result(1).values == {"score": 0.5}
+
+
+# ---------------------------------------------------------------------------------------------
+# best, Pareto, documents
+
+
+def test_pareto_mask_matches_brute_force():
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(60, 2)).round(1)
+    mask = pareto_mask(u)
+    for i in range(len(u)):
+        dominated = any((u[j] >= u[i]).all() and (u[j] > u[i]).any() for j in range(len(u)))
+        assert mask[i] == (not dominated)
+
+
+def test_best_and_documents(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    run_campaign(store, 6, instrument=FakeInstrument())
+    b = best(store)
+    scores = [r.values["score"] for r in store.results()]
+    assert b["values"]["score"] == max(scores)
+    docs = campaign_documents(store)
+    assert len(docs) == 6 and docs[0].source == "lab:quad"
+    assert docs[0].meta["proposal_id"] == 1 and "recorded" in docs[0].meta
+    assert [s.modality for s in docs[0].spans] == ["num", "num", "num"]
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9 in the middle of `kiban lab run`, then run again
+
+
+def test_kill_9_loses_nothing_and_runs_nothing_twice(tmp_path):
+    config = write_config(tmp_path, "random", 2)
+    db = tmp_path / "c.db"
+    log = tmp_path / "calls.log"
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", LABFN_LOG=str(log),
+               LABFN_SLEEP="0.15")
+    kiban = [sys.executable, "-m", "kiban", "lab"]
+    subprocess.run([*kiban, "init", str(config), "--db", str(db)], check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "16", "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        done = log.read_text().count("\n") if log.exists() else 0
+        if done >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(db) as con:
+        before = dict(con.execute("SELECT status, COUNT(*) FROM proposals GROUP BY status"))
+    assert before.get("completed", 0) >= 4
+    done = subprocess.run([*kiban, "run", "--db", str(db), "--budget", "16", "--json"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["proposed"] == 16 and out["completed"] + out["failed"] == 16
+    calls = log.read_text().splitlines()
+    assert len(calls) == len(set(calls))                  # nothing ran twice
+    store = Store.open(db)
+    ran = {json.dumps(p.params, sort_keys=True) for p in store.proposals()
+           if p.status == "completed"}
+    assert ran <= set(calls)                              # every result came from a real call
+    assert out["failed"] == len(out["interrupted"])       # the only failures: the killed batch
+    assert out["completed"] >= 14
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_cli_round_trip(tmp_path, fn_path, capsys):
+    from kiban.cli import main
+
+    config = write_config(tmp_path, "sobol", 3)
+    db = str(tmp_path / "c.db")
+    assert main(["lab", "init", str(config), "--db", db]) == 0
+    assert main(["lab", "propose", "--db", db, "--out", str(tmp_path / "todo.csv")]) == 0
+    rows = (tmp_path / "todo.csv").read_text().splitlines()
+    assert rows[0].startswith("proposal_id") and len(rows) == 4
+    header = rows[0].split(",")
+    filled = []
+    for line in rows[1:]:
+        cells = dict(zip(header, line.split(",")))
+        x, y = float(cells["x"]), float(cells["y"])
+        cells["score"] = str(-(x - 0.3) ** 2 - (y - 1.2) ** 2)
+        filled.append(",".join(cells[h] for h in header))
+    (tmp_path / "done.csv").write_text("\n".join([rows[0], *filled]) + "\n")
+    assert main(["lab", "record", "--db", db, str(tmp_path / "done.csv")]) == 0
+    capsys.readouterr()
+    assert main(["lab", "status", "--db", db, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["proposed"] == 3 and info["completed"] == 3 and info["failed"] == 0
+    assert info["best"]["values"]["score"] == max(r.values["score"]
+                                                  for r in Store.open(db).results())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("proposal_id,score\n77,1.0\n")
+    assert main(["lab", "record", "--db", db, str(bad)]) == 1
+    assert "unknown proposals: 77" in capsys.readouterr().err
+    assert main(["lab", "report", "--db", db, "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "best_so_far.png").stat().st_size > 1000
+    assert "Best results" in (tmp_path / "rep" / "report.html").read_text()
+    assert main(["lab", "export", "--db", db, "--out", str(tmp_path / "c.json")]) == 0
+    exported = json.loads((tmp_path / "c.json").read_text())
+    assert len(exported["proposals"]) == 3 and exported["proposals"][0]["values"]
+    assert main(["lab", "documents", "--db", db, "--out", str(tmp_path / "docs.jsonl")]) == 0
+    lines = (tmp_path / "docs.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["source"] == "lab:quad"
