@@ -558,8 +558,26 @@ def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
         raise SpaceError(f"{where} ({name!r}): {error}") from None
 
 
+def config_toml(raw: dict[str, Any]) -> str:
+    """A config given as a dict, written as the TOML a user would write (stored with the
+    campaign, re-read on every run)."""
+    from kiban.io import toml_value
+
+    lines = [f"constraints = {toml_value(list(raw['constraints']))}"] \
+        if raw.get("constraints") else []
+    for table in ("campaign", "proposer", "instrument"):
+        if raw.get(table):
+            lines += ["", f"[{table}]"] + [f"{k} = {toml_value(v)}" for k, v in raw[table].items()]
+    for array in ("parameters", "objectives"):
+        for item in raw.get(array, []):
+            lines += ["", f"[[{array}]]"] + [f"{k} = {toml_value(v)}" for k, v in item.items()
+                                             if v is not None]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
 def parse_config(raw: dict[str, Any], base: Path = Path("."), source: str = "") -> CampaignConfig:
     _unknown("config", set(raw), _TOP)
+    source = source or config_toml(raw)
     camp = raw.get("campaign", {})
     _unknown("[campaign]", set(camp), _CAMPAIGN)
     params = tuple(_parameter(p, i, base) for i, p in enumerate(raw.get("parameters", [])))

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from kiban.io import toml_value as _toml_value
+
 
 class ConfigError(ValueError):
     pass
@@ -136,21 +138,6 @@ class RunConfig:
         mine, theirs = self.flat(), other.flat()
         return [(k, mine[k], theirs.get(k)) for k in mine
                 if k not in self.RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
-                               for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,

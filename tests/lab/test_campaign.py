@@ -394,3 +394,17 @@ def test_cli_round_trip(tmp_path, fn_path, capsys):
     assert main(["lab", "documents", "--db", db, "--out", str(tmp_path / "docs.jsonl")]) == 0
     lines = (tmp_path / "docs.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["source"] == "lab:quad"
+
+
+def test_a_config_given_as_a_dict_is_stored_as_toml(tmp_path, fn_path):
+    raw = {"campaign": {"name": "d", "proposer": "random", "batch_size": 2},
+           "constraints": ["x + y <= 2.5"],
+           "parameters": [{"name": "x", "type": "continuous", "low": -1.0, "high": 1.0},
+                          {"name": "y", "type": "continuous", "low": 0.0, "high": 2.0}],
+           "objectives": [{"name": "score", "goal": "max"}],
+           "instrument": {"kind": "function", "target": "labfn:measure", "workers": 0}}
+    config = parse_config(raw)
+    store = Store.create(tmp_path / "d.db", config)
+    assert store.config().fingerprint() == config.fingerprint()
+    run_campaign(store, 4)
+    assert store.counts()["completed"] == 4
