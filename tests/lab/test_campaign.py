@@ -408,3 +408,84 @@ def test_a_config_given_as_a_dict_is_stored_as_toml(tmp_path, fn_path):
     assert store.config().fingerprint() == config.fingerprint()
     run_campaign(store, 4)
     assert store.counts()["completed"] == 4
+
+
+def test_lab_documents_build_into_a_corpus(tmp_path, fn_path):
+    from kiban.corpus import BuildConfig, SourceSpec, build_corpus
+    from kiban.corpus.store import Corpus
+
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "sobol", 4)))
+    run_campaign(store, 8, instrument=FakeInstrument())
+    path = tmp_path / "lab.jsonl"
+    path.write_text("".join(d.to_json() + "\n" for d in campaign_documents(store)))
+    build_corpus(BuildConfig(sources=(SourceSpec(path=str(path)),), vocab_size=300),
+                 tmp_path / "corpus")
+    info = Corpus(tmp_path / "corpus").info()
+    assert info["documents"] == 8
+
+
+TWO_OBJECTIVES = CONFIG.replace("""[instrument]""", """[[objectives]]
+name = "extra"
+goal = "min"
+
+[instrument]""")
+
+
+def test_two_objectives_pareto_status_and_report(tmp_path, fn_path):
+    from kiban.lab.report import write_report
+
+    path = tmp_path / "two.toml"
+    path.write_text(TWO_OBJECTIVES.format(proposer="sobol", batch=4))
+
+    def values(pid, params):
+        return {"score": -(params["x"] - 0.3) ** 2 - (params["y"] - 1.2) ** 2,
+                "extra": params["x"] + params["y"]}
+
+    store = Store.create(tmp_path / "two.db", load_config(path))
+    run_campaign(store, 12, instrument=FakeInstrument(values=values))
+    b = best(store)
+    front = {e["proposal_id"] for e in b["pareto"]}
+    results = store.results()
+    for r in results:
+        dominated = any(o.values["score"] >= r.values["score"] and
+                        o.values["extra"] <= r.values["extra"] and o.values != r.values
+                        for o in results)
+        assert (r.proposal_id in front) == (not dominated)
+    assert b["per_objective"]["extra"]["values"]["extra"] == min(r.values["extra"]
+                                                                 for r in results)
+    info = write_report(store, tmp_path / "rep")
+    assert "pareto.png" in info["files"] and "Pareto set" in (tmp_path / "rep" /
+                                                             "report.html").read_text()
+
+
+def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
+    """`lab run` with the csv instrument exports and stops; `lab record` brings results back;
+    the next `lab run` learns from them and exports the next batch."""
+    from kiban.cli import main
+
+    text = CONFIG.format(proposer="sobol", batch=3).replace(
+        'kind = "function"\ntarget = "labfn:measure"\nworkers = 0', 'kind = "csv"\npath = "todo.csv"')
+    (tmp_path / "people.toml").write_text(text)
+    db = str(tmp_path / "p.db")
+    assert main(["lab", "init", str(tmp_path / "people.toml"), "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["lab", "run", "--db", db, "--budget", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["waiting_for_results"] is True
+    todo = tmp_path / "todo.csv"                      # beside the config, not the cwd
+    rows = todo.read_text().splitlines()
+    assert len(rows) == 4 and rows[0].split(",")[0] == "proposal_id"
+    assert main(["lab", "run", "--db", db, "--budget", "6"]) == 0   # nothing measured: no new batch
+    assert len(todo.read_text().splitlines()) == 4
+    header = rows[0].split(",")
+    filled = [rows[0]]
+    for line in rows[1:]:
+        cells = dict(zip(header, line.split(",")))
+        cells["score"] = str(-(float(cells["x"]) - 0.3) ** 2)
+        filled.append(",".join(cells[h] for h in header))
+    todo.write_text("\n".join(filled) + "\n")
+    assert main(["lab", "record", "--db", db, str(todo)]) == 0
+    assert main(["lab", "run", "--db", db, "--budget", "6"]) == 0
+    assert len(todo.read_text().splitlines()) == 7    # the next batch added, the old rows kept
+    store = Store.open(db)
+    assert store.counts() == {"pending": 3, "running": 0, "completed": 3, "failed": 0,
+                              "proposed": 6}
