@@ -151,6 +151,8 @@ def olympus(args) -> None:
         for seed in args.seeds:
             for method in args.methods:
                 key = (dataset, seed, method, args.budget)
+                if args.summary_only:
+                    continue
                 if key in have:
                     continue
                 if method == "ax":
@@ -170,30 +172,42 @@ def olympus(args) -> None:
 
 
 def summarise(done: dict, budget: int) -> None:
+    """Markdown table: median (and quartiles) of the best value after ``budget`` experiments."""
     from kiban.lab.instruments.olympus import OLYMPUS_GOALS
 
-    rows, wins, compared = [], 0, 0
+    def stats(values):
+        if not values:
+            return None
+        q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        return statistics.median(values), q[0], q[2], len(values)
+
+    def cell(st):
+        return "–" if st is None else f"{st[0]:.4g} ({st[1]:.3g}–{st[2]:.3g}) [{st[3]}]"
+
+    wins = compared = 0
+    print(f"\n| dataset | goal | kiban | random | Ax `Client` | kiban ≥ Ax |")
+    print("|---|---|---:|---:|---:|:---:|")
     for dataset in DATASETS:
-        med = {}
-        for method in ("kiban", "random", "ax"):
-            bests = [r["best"] for r in done["runs"] if r["dataset"] == dataset
-                     and r["method"] == method and r["budget"] == budget]
-            med[method] = (statistics.median(bests), len(bests)) if bests else (None, 0)
-        if med["kiban"][0] is None:
+        st = {m: stats([r["best"] for r in done["runs"] if r["dataset"] == dataset
+                        and r["method"] == m and r["budget"] == budget])
+              for m in ("kiban", "random", "ax")}
+        if st["kiban"] is None:
             continue
-        if med["ax"][0] is not None:
+        verdict = ""
+        if st["ax"] is not None:
             compared += 1
-            better = med["kiban"][0] >= med["ax"][0] if OLYMPUS_GOALS[dataset] == "max" \
-                else med["kiban"][0] <= med["ax"][0]
+            sign = 1 if OLYMPUS_GOALS[dataset] == "max" else -1
+            better = sign * st["kiban"][0] >= sign * st["ax"][0]
             wins += better
-        rows.append((dataset, OLYMPUS_GOALS[dataset], med))
-    print(f"\nmedian best after {budget} experiments (seeds per cell in brackets)")
-    print(f"{'dataset':12s} goal  {'kiban':>14s} {'random':>14s} {'ax':>14s}")
-    for dataset, goal, med in rows:
-        cells = " ".join(f"{(f'{v:.4g}' if v is not None else '-'):>10s} [{n:2d}]"
-                         for v, n in (med[m] for m in ("kiban", "random", "ax")))
-        print(f"{dataset:12s} {goal:4s} {cells}")
-    print(f"kiban >= Ax on {wins} of {compared} datasets")
+            verdict = "yes" if better else "no"
+        print(f"| {dataset} | {OLYMPUS_GOALS[dataset]} | {cell(st['kiban'])} | "
+              f"{cell(st['random'])} | {cell(st['ax'])} | {verdict} |")
+    print(f"\nmedian (quartiles) [seeds] of the best value after {budget} experiments; "
+          f"kiban ≥ Ax on {wins} of {compared} datasets")
+    walls = {m: statistics.median([r["wall_s"] for r in done["runs"] if r["method"] == m])
+             for m in ("kiban", "random", "ax") if any(r["method"] == m for r in done["runs"])}
+    print("median wall time per 30-experiment run: "
+          + ", ".join(f"{m} {w:.1f} s" for m, w in walls.items()))
 
 
 def timing(args) -> None:
@@ -242,6 +256,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results" / "lab-olympus.json"))
+    parser.add_argument("--summary-only", action="store_true",
+                        help="print the table of what the results file holds; run nothing")
     parser.add_argument("--options", default="{}",
                         help='kiban proposer options as JSON, e.g. \'{"num_restarts": 10}\'')
     parser.add_argument("--timing-out", default=str(HERE / "results" / "lab-timing.json"))
