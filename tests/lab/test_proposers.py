@@ -484,3 +484,29 @@ def test_generative_with_a_tiny_kiban_model(tiny_model_dir):
     seen = {canonical_smiles(p["m"]) for p in first}
     assert not seen & {canonical_smiles(p["m"]) for p in nxt}
     assert nxt == prop.propose(cfg.space, observed, [], 2, seed=1)
+
+
+def test_marginal_posterior_matches_botorch_for_a_tanimoto_gp():
+    """The one-pass screen computes what `model.posterior` gives per candidate."""
+    import torch
+
+    from kiban.lab.proposers.bo import Layout, fit_model, marginal_posterior
+    from kiban.lab.space import parse_config
+
+    smiles = ["CCO", "CCN", "c1ccccc1", "CC(=O)O", "CCCC", "CCOC", "c1ccncc1", "OCCO",
+              "CC(C)O", "CCCl", "NCCN", "c1ccoc1"]
+    space = parse_config({"parameters": [{"name": "m", "type": "molecule",
+                                          "candidates": smiles}],
+                          "objectives": [{"name": "y"}],
+                          "instrument": {"kind": "function", "target": "a:b"}}).space
+    layout = Layout(space, 256, 2)
+    X = layout.encode([{"m": s} for s in smiles])
+    y = torch.tensor([[float(len(s))] for s in smiles[:8]], dtype=X.dtype)
+    model = fit_model(layout, X[:8], y)
+    mean, var = marginal_posterior(model, X)
+    with torch.no_grad():
+        post = model.posterior(X.unsqueeze(1))
+    ref_mean = model.outcome_transform.untransform(mean.unsqueeze(-1))[0].squeeze(-1)
+    assert torch.allclose(ref_mean, post.mean.reshape(-1), rtol=1e-5, atol=1e-6)
+    scale = model.outcome_transform.stdvs.reshape(-1)[0] ** 2   # latent variance, no noise
+    assert torch.allclose(var * scale, post.variance.reshape(-1), rtol=1e-4, atol=1e-8)
