@@ -93,7 +93,7 @@ def propose(store: Store, n: int | None = None, proposer=None) -> list[Proposal]
         proposer = proposer or make_proposer(config)
         batch += proposer.propose(config.space, observed, pending + batch, n - n_initial, seed)
         names.append(proposer.name)
-    for i, params in enumerate(batch):
+    for params in batch:
         problems = config.space.check_params(params)
         if problems:
             raise StoreError(f"proposer {'+'.join(names)} produced an invalid proposal "

@@ -38,7 +38,6 @@ def _plots(store: Store) -> dict[str, bytes]:
     results = store.results()
     n_obj = len(space.objectives)
     fig, axes = plt.subplots(1, n_obj, figsize=(4.2 * n_obj, 3.2), squeeze=False)
-    order = {r.proposal_id: i for i, r in enumerate(results)}
     done = sorted(p.id for p in store.proposals() if p.status in ("completed", "failed"))
     position = {pid: i + 1 for i, pid in enumerate(done)}
     for j, objective in enumerate(space.objectives):
@@ -59,7 +58,6 @@ def _plots(store: Store) -> dict[str, bytes]:
         ax.set_xlabel("experiment")
         ax.set_ylabel(f"{label} ({objective.goal})")
         ax.legend(fontsize=7)
-    del order
     fig.tight_layout()
     out["best_so_far.png"] = _figure_bytes(fig)
     plt.close(fig)

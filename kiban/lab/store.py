@@ -293,14 +293,18 @@ class Store:
         db.execute("UPDATE proposals SET status = 'completed', finished = ? WHERE id = ?",
                    (now, proposal_id))
 
-    def results(self) -> list[Result]:
+    def _results(self, where: str = "", args: tuple = ()) -> list[Result]:
         rows = self.db.execute(
             "SELECT r.proposal_id, p.params, r.vals, r.source, r.recorded FROM results r "
-            "JOIN proposals p ON p.id = r.proposal_id ORDER BY r.id")
+            f"JOIN proposals p ON p.id = r.proposal_id {where} ORDER BY r.id", args)
         return [Result(i, json.loads(p), json.loads(v), s, t) for i, p, v, s, t in rows]
 
+    def results(self) -> list[Result]:
+        return self._results()
+
     def result(self, proposal_id: int) -> Result | None:
-        return next((r for r in self.results() if r.proposal_id == proposal_id), None)
+        found = self._results("WHERE r.proposal_id = ?", (proposal_id,))
+        return found[0] if found else None
 
     def failures(self) -> list[Failure]:
         return [Failure(*row) for row in self.db.execute(

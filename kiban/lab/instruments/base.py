@@ -98,6 +98,20 @@ def check_box(params: Mapping[str, Any], bounds: Mapping[str, tuple[float, float
     return None
 
 
+def screen_jobs(jobs: Iterable[tuple[int, dict]], problem_of: Callable[[dict], str | None],
+                meta: dict[str, Any]) -> tuple[list[Outcome], list[tuple[int, dict]]]:
+    """Split a batch into failures for the jobs ``problem_of`` objects to (bad input) and the
+    jobs to run, for instruments that evaluate a whole batch at once."""
+    failed, good = [], []
+    for job_id, params in jobs:
+        problem = problem_of(params)
+        if problem:
+            failed.append(Outcome(int(job_id), None, problem, 0.0, meta))
+        else:
+            good.append((job_id, params))
+    return failed, good
+
+
 def check_dataset(family: str, dataset: str, known: Iterable[str]) -> str:
     """``dataset`` if it is one of ``known``, else an error naming the closest."""
     known = list(known)

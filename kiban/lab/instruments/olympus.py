@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome, check_box, \
-    check_dataset, package_version
+    check_dataset, package_version, screen_jobs
 from kiban.lab.space import Continuous, Objective
 
 OLYMPUS_DATASETS = ("alkox", "benzylation", "colors_bob", "colors_n9", "fullerenes", "hplc",
@@ -236,13 +236,9 @@ class OlympusInstrument(Instrument):
         start = time.perf_counter()
         em = self.emulator
         meta = {"instrument": "olympus", "dataset": self.dataset, "noise": self.noise}
-        good: list[tuple[int, dict]] = []
-        for job_id, params in jobs:
-            problem = check_box(params, em.bounds, f"olympus {self.dataset}")
-            if problem:
-                yield Outcome(int(job_id), None, problem, 0.0, meta)
-            else:
-                good.append((job_id, params))
+        failed, good = screen_jobs(
+            jobs, lambda params: check_box(params, em.bounds, f"olympus {self.dataset}"), meta)
+        yield from failed
         if not good:
             return
         rows = np.array([[float(p[n]) for n in em.names] for _, p in good])

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome, check_box, \
-    check_dataset, package_version
+    check_dataset, package_version, screen_jobs
 from kiban.lab.instruments.lookup import LookupInstrument
 from kiban.lab.space import Categorical, Continuous, Objective
 
@@ -294,13 +294,8 @@ class SummitInstrument(Instrument):
                 yield o
             return
         start = time.perf_counter()
-        good = []
-        for job_id, params in jobs:
-            problem = self._problem(params)
-            if problem:
-                yield Outcome(int(job_id), None, problem, 0.0, meta)
-            else:
-                good.append((job_id, params))
+        failed, good = screen_jobs(jobs, self._problem, meta)
+        yield from failed
         if not good:
             return
         mean, std = self.emulator.predict([p for _, p in good])
