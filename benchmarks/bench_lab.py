@@ -171,6 +171,11 @@ def olympus(args) -> None:
     summarise(done, args.budget)
 
 
+def best_values(done: dict, dataset: str, method: str, budget: int) -> list[float]:
+    return [r["best"] for r in done["runs"] if r["dataset"] == dataset
+            and r["method"] == method and r["budget"] == budget]
+
+
 def summarise(done: dict, budget: int) -> None:
     """Markdown table: median (and quartiles) of the best value after ``budget`` experiments."""
     from kiban.lab.instruments.olympus import OLYMPUS_GOALS
@@ -184,26 +189,36 @@ def summarise(done: dict, budget: int) -> None:
     def cell(st):
         return "–" if st is None else f"{st[0]:.4g} ({st[1]:.3g}–{st[2]:.3g}) [{st[3]}]"
 
+    from scipy.stats import mannwhitneyu
+
     wins = compared = 0
-    print(f"\n| dataset | goal | kiban | random | Ax `Client` | kiban ≥ Ax |")
-    print("|---|---|---:|---:|---:|:---:|")
+    better = worse = 0
+    print(f"\n| dataset | goal | kiban | random | Ax `Client` | kiban ≥ Ax | p (kiban vs Ax) |")
+    print("|---|---|---:|---:|---:|:---:|---:|")
     for dataset in DATASETS:
-        st = {m: stats([r["best"] for r in done["runs"] if r["dataset"] == dataset
-                        and r["method"] == m and r["budget"] == budget])
-              for m in ("kiban", "random", "ax")}
+        st = {m: stats(best_values(done, dataset, m, budget)) for m in ("kiban", "random", "ax")}
         if st["kiban"] is None:
             continue
-        verdict = ""
+        verdict, p_text = "", ""
         if st["ax"] is not None:
             compared += 1
             sign = 1 if OLYMPUS_GOALS[dataset] == "max" else -1
-            better = sign * st["kiban"][0] >= sign * st["ax"][0]
-            wins += better
-            verdict = "yes" if better else "no"
+            at_least = sign * st["kiban"][0] >= sign * st["ax"][0]
+            wins += at_least
+            verdict = "yes" if at_least else "no"
+            # two-sided Mann-Whitney U on the per-seed best values: is there a difference at all?
+            ours, theirs = (best_values(done, dataset, m, budget) for m in ("kiban", "ax"))
+            p = mannwhitneyu(ours, theirs, alternative="two-sided").pvalue
+            p_text = f"{p:.2f}"
+            if p < 0.05:
+                kiban_ahead = sign * statistics.median(ours) > sign * statistics.median(theirs)
+                better += kiban_ahead
+                worse += not kiban_ahead
         print(f"| {dataset} | {OLYMPUS_GOALS[dataset]} | {cell(st['kiban'])} | "
-              f"{cell(st['random'])} | {cell(st['ax'])} | {verdict} |")
+              f"{cell(st['random'])} | {cell(st['ax'])} | {verdict} | {p_text} |")
     print(f"\nmedian (quartiles) [seeds] of the best value after {budget} experiments; "
-          f"kiban ≥ Ax on {wins} of {compared} datasets")
+          f"kiban ≥ Ax on {wins} of {compared} datasets; a difference at p < 0.05 (two-sided "
+          f"Mann-Whitney U over seeds): kiban ahead on {better}, behind on {worse}")
     walls = {m: statistics.median([r["wall_s"] for r in done["runs"] if r["method"] == m])
              for m in ("kiban", "random", "ax") if any(r["method"] == m for r in done["runs"])}
     print("median wall time per 30-experiment run: "

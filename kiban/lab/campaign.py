@@ -63,8 +63,8 @@ def observations(store: Store) -> list:
 def propose(store: Store, n: int | None = None, proposer=None) -> list[Proposal]:
     """Propose ``n`` (default: the batch size) new experiments and commit them as pending.
 
-    The first ``initial`` proposals of a campaign come from a scrambled Sobol sequence that
-    continues across reruns; after that, and once at least one result exists, the model-based
+    The first ``initial`` proposals of a campaign come from the centre of the space (unless
+    ``center = false``) and a scrambled Sobol sequence that continues across reruns; after that, and once at least one result exists, the model-based
     proposer takes over."""
     from kiban.lab.proposers import initial_design, make_proposer
 
@@ -87,7 +87,8 @@ def propose(store: Store, n: int | None = None, proposer=None) -> list[Proposal]
     batch: list[dict[str, Any]] = []
     names: list[str] = []
     if n_initial:
-        batch += initial_design(config.space, n_initial, seed=config.seed, skip=already)
+        batch += initial_design(config.space, n_initial, seed=config.seed, skip=already,
+                                center=config.center)
         names.append("sobol")
     if n - n_initial:
         proposer = proposer or make_proposer(config)

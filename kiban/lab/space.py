@@ -458,7 +458,8 @@ class CampaignConfig:
     instrument: dict[str, Any]
     proposer: str = "botorch"          # botorch | random | sobol | generative
     batch_size: int = 1
-    initial: int = 5                   # Sobol points before the model takes over
+    initial: int = 5                   # design points before the model takes over
+    center: bool = True                # the design opens with the centre of the space (Ax)
     seed: int = 0
     proposer_options: dict[str, Any] = field(default_factory=dict)
     source: str = ""                   # the TOML text as read
@@ -468,13 +469,15 @@ class CampaignConfig:
         """A hash of everything that changes what the campaign does (not its name or source)."""
         payload = {"space": asdict(self.space), "instrument": self.instrument,
                    "proposer": self.proposer, "batch_size": self.batch_size,
-                   "initial": self.initial, "seed": self.seed, "options": self.proposer_options}
+                   "initial": self.initial, "center": self.center, "seed": self.seed,
+                   "options": self.proposer_options}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "proposer": self.proposer, "batch_size": self.batch_size,
-                "initial": self.initial, "seed": self.seed, "instrument": self.instrument,
+                "initial": self.initial, "center": self.center, "seed": self.seed,
+                "instrument": self.instrument,
                 "parameters": [asdict(p) for p in self.space.parameters],
                 "objectives": [asdict(o) for o in self.space.objectives],
                 "constraints": [c.expression for c in self.space.constraints],
@@ -482,7 +485,7 @@ class CampaignConfig:
 
 
 _TOP = {"campaign", "parameters", "objectives", "constraints", "instrument", "proposer"}
-_CAMPAIGN = {"name", "batch_size", "initial", "seed", "proposer", "same_in_batch"}
+_CAMPAIGN = {"name", "batch_size", "initial", "center", "seed", "proposer", "same_in_batch"}
 _PARAM = {"continuous": {"name", "type", "low", "high", "log"},
           "integer": {"name", "type", "low", "high"},
           "categorical": {"name", "type", "choices"},
@@ -613,9 +616,12 @@ def parse_config(raw: dict[str, Any], base: Path = Path("."), source: str = "") 
     if batch < 1 or initial < 0:
         raise SpaceError(f"[campaign]: batch_size must be ≥ 1 and initial ≥ 0, got "
                          f"batch_size={batch}, initial={initial}")
+    center = camp.get("center", True)
+    if not isinstance(center, bool):
+        raise SpaceError(f"[campaign] center must be true or false, got {center!r}")
     return CampaignConfig(name=str(camp.get("name", "campaign")), space=space,
                           instrument=instrument, proposer=proposer, batch_size=batch,
-                          initial=initial, seed=int(camp.get("seed", 0)),
+                          initial=initial, center=center, seed=int(camp.get("seed", 0)),
                           proposer_options=dict(raw.get("proposer", {})), source=source,
                           base=str(base))
 

@@ -510,3 +510,147 @@ def test_marginal_posterior_matches_botorch_for_a_tanimoto_gp():
     assert torch.allclose(ref_mean, post.mean.reshape(-1), rtol=1e-5, atol=1e-6)
     scale = model.outcome_transform.stdvs.reshape(-1)[0] ** 2   # latent variance, no noise
     assert torch.allclose(var * scale, post.variance.reshape(-1), rtol=1e-4, atol=1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# the centre point (Ax's default first trial) and the outcome warp
+
+
+def test_the_design_opens_with_the_centre_of_the_space():
+    from kiban.lab.proposers.design import center_of
+
+    space = Space((Continuous("x", 0.0, 4.0), Continuous("r", 1.0, 100.0, log=True),
+                   Integer("k", 0, 4), Categorical("cat", ("p", "q", "s")),
+                   Composition("mix", ("A", "B", "C", "D"), total=2.0)), (Objective("f"),))
+    middle = center_of(space)
+    assert middle["x"] == pytest.approx(2.0) and middle["r"] == pytest.approx(10.0)
+    assert middle["k"] == 2 and middle["cat"] == "q"
+    assert [middle[c] for c in "ABCD"] == pytest.approx([0.5] * 4)
+    with_centre = initial_design(space, 4, seed=1, center=True)
+    assert with_centre[0] == {k: middle[k] for k in space.keys}
+    # the rest is the Sobol design; a resumed design (skip) continues the same sequence
+    assert with_centre[1:] == initial_design(space, 3, seed=1)
+    assert initial_design(space, 2, seed=1, skip=2, center=True) == with_centre[2:]
+
+
+def test_a_centre_that_breaks_a_constraint_is_left_out():
+    names = {"x", "y"}
+    space = Space((Continuous("x", 0.0, 1.0), Continuous("y", 0.0, 1.0)), (Objective("f"),),
+                  (constraint("x + y <= 0.8", names),))
+    out = initial_design(space, 3, seed=0, center=True)
+    assert out == initial_design(space, 3, seed=0)
+    assert_valid(space, out)
+
+
+def test_campaign_center_setting():
+    on = config({})
+    assert on.center is True
+    off = parse_config({**_raw(), "campaign": {"name": "t", "center": False}})
+    assert off.center is False and off.fingerprint() != on.fingerprint()
+    with pytest.raises(ValueError, match="center must be true or false"):
+        parse_config({**_raw(), "campaign": {"name": "t", "center": "yes"}})
+    first = make_proposer(on).propose(on.space, [], [], 2, seed=0)
+    assert first[0] == {"x": 0.5}
+    assert make_proposer(off).propose(off.space, [], [], 2, seed=0) == \
+        initial_design(off.space, 2, seed=off.seed)
+
+
+def _raw() -> dict:
+    return {"instrument": {"kind": "lookup"},
+            "parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
+            "objectives": [{"name": "f"}]}
+
+
+def test_power_warp_keeps_the_order_and_removes_skew():
+    from kiban.lab.proposers.bo import warp_outcomes
+
+    skew = lambda v: float(((v - v.mean()) ** 3).mean() / v.std() ** 3)
+    Y = np.exp(np.random.default_rng(0).normal(size=(200, 1)) * 2)   # yields: a long right tail
+    for values in (Y, -Y, Y - 3.0):       # Box-Cox (positive), Yeo-Johnson (negative, mixed)
+        W = warp_outcomes(values, "power")
+        assert (np.argsort(W[:, 0], kind="stable") ==
+                np.argsort(values[:, 0], kind="stable")).all()
+        assert abs(skew(W[:, 0])) < 0.5 * abs(skew(values[:, 0]))
+    assert abs(skew(warp_outcomes(Y, "power")[:, 0])) < 0.1
+    assert warp_outcomes(Y, "none") is Y
+    flat = np.ones((10, 1))
+    assert warp_outcomes(flat, "power") is flat
+    with pytest.raises(ProposerError, match="warp"):
+        warp_outcomes(Y, "log")
+    space = Space((Continuous("x", 0.0, 1.0),), (Objective("f"),))
+    points = initial_design(space, 6, seed=0)
+    observed = observe(space, points, lambda p: np.exp(5 * p["x"]))
+    out = make_proposer(config({}, options={"warp": "power"})).propose(space, observed, [], 2,
+                                                                       seed=0)
+    assert_valid(space, out)
+
+
+@pytest.mark.parametrize("n, d", [(8, 1), (40, 3), (100, 6)])
+def test_fast_gp_fit_reaches_botorch_s_optimum(n, d):
+    """`fit_fast` maximises the same marginal likelihood as ``fit_gpytorch_mll``."""
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    from kiban.lab.proposers.gpfit import fit_fast
+
+    g = torch.Generator().manual_seed(n)
+    X = torch.rand(n, d, generator=g, dtype=torch.float64)
+    Y = (torch.sin(6 * X).sum(-1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g,
+                                                                   dtype=torch.float64))
+
+    def mll_value(model):
+        model.train()
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        with torch.no_grad():
+            return float(mll(model(*model.train_inputs), model.train_targets))
+
+    reference = SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(reference.likelihood, reference))
+    fast = SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
+    assert fit_fast(fast)
+    assert mll_value(fast) == pytest.approx(mll_value(reference), abs=1e-5)
+    for a, b in [(fast.covar_module.lengthscale, reference.covar_module.lengthscale),
+                 (fast.likelihood.noise, reference.likelihood.noise)]:
+        assert torch.allclose(a, b, rtol=2e-2, atol=1e-4), (a, b)
+    fast.eval(), reference.eval()
+    Xt = torch.rand(16, d, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(fast.posterior(Xt).mean, reference.posterior(Xt).mean,
+                              rtol=1e-3, atol=1e-3)
+
+
+def test_fast_gp_fit_declines_other_models():
+    import torch
+    from botorch.models import SingleTaskGP
+    from gpytorch.kernels import MaternKernel, ScaleKernel
+
+    from kiban.lab.proposers.gpfit import fit_fast
+
+    X = torch.rand(10, 2, dtype=torch.float64)
+    Y = torch.rand(10, 2, dtype=torch.float64)
+    assert not fit_fast(SingleTaskGP(X, Y))                  # two outputs
+    assert not fit_fast(SingleTaskGP(X, Y[:, :1], covar_module=ScaleKernel(MaternKernel())))
+
+
+def test_proposing_limits_torch_and_blas_threads_and_restores_them(monkeypatch):
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from kiban.lab.proposers.bo import BotorchProposer
+
+    seen = {}
+
+    def spy(self, *args):
+        seen["torch"] = torch.get_num_threads()
+        seen["blas"] = {pool["num_threads"] for pool in threadpool_info()}
+        return []
+
+    monkeypatch.setattr(BotorchProposer, "_propose", spy)
+    before = torch.get_num_threads()
+    space = Space((Continuous("x", 0.0, 1.0),), (Objective("f"),))
+    BotorchProposer().propose(space, [], [], 1, seed=0)
+    assert seen == {"torch": 1, "blas": {1}}
+    assert torch.get_num_threads() == before

@@ -42,7 +42,8 @@ def make_proposer(config: CampaignConfig, **extra: Any) -> Proposer:
     cls = proposer_class(config.proposer)
     options = dict(config.proposer_options)
     check_options(cls.name, options, cls.OPTIONS)
-    proposer = cls(seed=config.seed, initial=config.initial, **extra, **options)
+    proposer = cls(seed=config.seed, initial=config.initial, center=config.center, **extra,
+                   **options)
     check = getattr(proposer, "check_space", None)
     if check is not None:
         check(config.space)   # e.g. a missing model directory, before the first round

@@ -34,10 +34,12 @@ class Proposer(ABC):
     #: option name -> default; `make_proposer` refuses other keys
     OPTIONS: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, *, seed: int = 0, initial: int = 0, **options: Any) -> None:
+    def __init__(self, *, seed: int = 0, initial: int = 0, center: bool = False,
+                 **options: Any) -> None:
         check_options(self.name, options, self.OPTIONS)
         self.seed = int(seed)
         self.initial = int(initial)
+        self.center = bool(center)
         self.options = {**self.OPTIONS, **options}
 
     @abstractmethod

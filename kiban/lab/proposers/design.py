@@ -127,14 +127,34 @@ def _polytope_rows(space: Space, seed: int, chunk: int = 64) -> Iterator[dict[st
                 yield params
 
 
-def cube_stream(space: Space, seed: int, kind: str = "sobol") -> Iterator[dict[str, Any]]:
+def center_of(space: Space) -> dict[str, Any]:
+    """The centre of the cube parameters, as Ax's centre point: the midpoint of each range (in
+    log space for a log-scale parameter), the middle integer and the middle choice, equal parts
+    of a composition."""
+    u: list[float] = []
+    for p in space.cube_parameters:
+        if isinstance(p, Composition):
+            k = len(p.components)
+            u.extend(i / k for i in range(1, k))
+        else:
+            u.append(0.5)
+    return from_design(space, np.asarray(u, dtype=float))
+
+
+def cube_stream(space: Space, seed: int, kind: str = "sobol", *, center: bool = False,
+                ) -> Iterator[dict[str, Any]]:
     """An endless sequence of feasible values for the cube parameters (no molecules):
     scrambled Sobol (``kind="sobol"``) or uniform random (``"random"``), by rejection, or
-    hit-and-run when the constraints leave under 5 % of the cube."""
+    hit-and-run when the constraints leave under 5 % of the cube. ``center``: the space's
+    centre first (`center_of`; left out when it breaks a constraint)."""
     d = design_dim(space)
     if d == 0:
         while True:
             yield {}
+    if center:
+        middle = center_of(space)
+        if _feasible(space, middle):
+            yield middle
     if kind == "sobol":
         import torch
 
@@ -196,19 +216,22 @@ def molecule_pools(space: Space, seed: int, needed: int,
 
 
 def design_stream(space: Space, seed: int, kind: str = "sobol", needed: int = 64,
-                  pools: dict[str, list[str]] | None = None) -> Iterator[dict[str, Any]]:
+                  pools: dict[str, list[str]] | None = None, *, center: bool = False,
+                  ) -> Iterator[dict[str, Any]]:
     """Complete params: the cube stream zipped with each molecule pool (cycled)."""
     mols = molecule_pools(space, seed, needed, pools) if space.molecules else {}
-    for j, params in enumerate(cube_stream(space, seed, kind)):
+    for j, params in enumerate(cube_stream(space, seed, kind, center=center)):
         for name, pool in mols.items():
             params[name] = pool[j % len(pool)]
         yield {k: params[k] for k in space.keys}
 
 
 def initial_design(space: Space, n: int, seed: int, skip: int = 0, *,
-                   pools: dict[str, list[str]] | None = None) -> list[dict]:
-    """Points ``skip .. skip + n - 1`` of the campaign's scrambled Sobol design: deterministic
-    given ``seed``, so a resumed campaign (``skip`` = points drawn so far) continues it.
+                   pools: dict[str, list[str]] | None = None, center: bool = False,
+                   ) -> list[dict]:
+    """Points ``skip .. skip + n - 1`` of the campaign's scrambled Sobol design (opened by the
+    centre of the space when ``center``): deterministic given ``seed``, so a resumed campaign
+    (``skip`` = points drawn so far) continues it.
 
     With `same_in_batch`, the ``n`` points are one batch: the later ones take the first one's
     shared values (a point that then breaks a constraint is passed over), so the sequence is
@@ -217,7 +240,7 @@ def initial_design(space: Space, n: int, seed: int, skip: int = 0, *,
     check_n(n)
     if skip < 0:
         raise ProposerError(f"skip must be >= 0, got {skip}")
-    stream = design_stream(space, seed, "sobol", needed=skip + n, pools=pools)
+    stream = design_stream(space, seed, "sobol", needed=skip + n, pools=pools, center=center)
     for _ in range(skip):
         next(stream)
     shared = shared_keys(space)
@@ -301,7 +324,7 @@ class SobolProposer(Proposer):
         check_n(n)
         seen = seen_keys(space, observed, pending)
         drawn = len(observed) + len(pending)
-        stream = design_stream(space, self.seed, "sobol", needed=drawn + n)
+        stream = design_stream(space, self.seed, "sobol", needed=drawn + n, center=self.center)
         for _ in range(drawn):
             next(stream)
         return batch_from_stream(space, stream, n, seen, limit=_stream_limit(space, n, seen))

@@ -25,9 +25,9 @@ class GenerativeProposer(BotorchProposer):
                                "new_molecules_only": True}
     del OPTIONS["max_candidates"]
 
-    def __init__(self, *, seed: int = 0, initial: int = 0, sampler: Sampler | None = None,
-                 **options: Any) -> None:
-        super().__init__(seed=seed, initial=initial, sampler=sampler, **options)
+    def __init__(self, *, seed: int = 0, initial: int = 0, center: bool = False,
+                 sampler: Sampler | None = None, **options: Any) -> None:
+        super().__init__(seed=seed, initial=initial, center=center, sampler=sampler, **options)
         self.options["max_candidates"] = 1 << 30
 
     def check_space(self, space: Space) -> None:
