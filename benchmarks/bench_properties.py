@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_properties.py                 # 3 seeds, LOGS/Lipo/BBBP/BACE
     .venv/bin/python benchmarks/bench_properties.py --quick         # 1 seed, LOGS + BBBP, tiny runs
     .venv/bin/python benchmarks/bench_properties.py --datasets hiv --hiv-limit 4000
+    .venv/bin/python benchmarks/bench_properties.py --datasets b3db-regression \
+        b3db-classification hiv --hiv-limit 0 --out benchmarks/results/properties-lm-hiv-b3db.json
 
 Stages (the first two are cached in --work and reused by later runs with the same settings):
 1. a pre-training corpus from MOSES *train* only (molsets): ``--pretrain-molecules`` molecules
@@ -24,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,13 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from kiban.tasks.molecules.properties import (  # noqa: E402
     METRIC,
-    FingerprintForest,
     LMSettings,
-    PropertyLM,
-    finetune_property_model,
+    evaluate_split,
     load_dataset,
     scaffold_split,
-    score,
+    summarize_runs,
 )
 
 PRETRAIN_TEMPLATE = ("<mol>{SMILES}</mol> has QED <num>{qed}</num>, logP <num>{logp}</num>, "
@@ -95,13 +94,6 @@ def moses_canonical(molecules: int) -> set[str]:
     return out
 
 
-def summarize(values: list[float]) -> dict:
-    clean = [v for v in values if v == v]
-    return {"mean": statistics.fmean(clean) if clean else None,
-            "std": statistics.stdev(clean) if len(clean) > 1 else 0.0 if clean else None,
-            "n": len(clean)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -113,11 +105,16 @@ def main() -> int:
     parser.add_argument("--finetune-lr", type=float, default=2e-3)
     parser.add_argument("--pretrain-molecules", type=int, default=None)
     parser.add_argument("--pretrain-steps", type=int, default=None)
-    parser.add_argument("--hiv-limit", type=int, default=4000)
+    parser.add_argument("--hiv-limit", type=int, default=4000,
+                        help="random subsample of HIV before the split; 0: all 41,120")
+    parser.add_argument("--rf-jobs", type=int, default=1, help="forest worker threads")
     parser.add_argument("--no-lm", action="store_true", help="random forest only")
+    parser.add_argument("--no-rf", action="store_true", help="language model only")
     parser.add_argument("--work", default="/tmp/kiban-bench-properties")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.no_lm and args.no_rf:
+        parser.error("--no-lm and --no-rf leave nothing to run")
     quick = args.quick
     datasets = args.datasets or (["logs", "bbbp"] if quick else
                                  ["logs", "lipophilicity", "bbbp", "bace"])
@@ -141,8 +138,11 @@ def main() -> int:
         "load_average_start": load_start, "quick": quick, "seeds": seeds,
         "split": "chemprop scaffold_balanced 80/10/10 (test part scored; validation unused)",
         "random_forest": {"features": "Morgan radius 2, 2048 bits (RDKit MorganGenerator)",
-                          "n_estimators": trees, "other": "scikit-learn defaults"},
+                          "n_estimators": trees, "n_jobs": args.rf_jobs,
+                          "other": "scikit-learn defaults"},
         "lm": None, "datasets": {}}
+    if args.no_rf:
+        result["random_forest"] = None
     lm_base = None
     if not args.no_lm:
         t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def main() -> int:
     loaded = {}
     for name in datasets:
         t0 = time.perf_counter()
-        dataset = load_dataset(name, limit=args.hiv_limit if name == "hiv" else None)
+        dataset = load_dataset(name, limit=(args.hiv_limit or None) if name == "hiv" else None)
         loaded[name] = dataset
         entry = {"data": dataset.describe(), "load_s": time.perf_counter() - t0,
                  "metric": METRIC[dataset.task], "runs": []}
@@ -187,50 +187,20 @@ def main() -> int:
         for name in datasets:
             dataset, entry = loaded[name], result["datasets"][name]
             split = scaffold_split(dataset.molecules, seed=seed)
-            train_mols = [dataset.molecules[i] for i in split.train]
-            test_mols = [dataset.molecules[i] for i in split.test]
-            test_targets = dataset.targets[split.test]
-            run = {"seed": seed, "split": split.describe()}
-            if dataset.task == "classification":
-                run["test_positives"] = int(test_targets.sum())
-            t0 = time.perf_counter()
-            forest = FingerprintForest(dataset.task, n_estimators=trees, seed=seed, n_jobs=2)
-            forest.fit(train_mols, dataset.targets[split.train])
-            run["rf"] = score(dataset.task, test_targets, forest.predict(test_mols))
-            run["rf_s"] = time.perf_counter() - t0
             if lm_base is not None:
                 entry["test_molecules_in_pretraining_corpus"].append(overlap_with_corpus(
                     corpus_smiles, [dataset.smiles[i] for i in split.test]))
-                t0 = time.perf_counter()
-                run_dir = work / f"ft-{name}-seed{seed}"
-                shutil.rmtree(run_dir, ignore_errors=True)
-                settings = LMSettings(max_steps=finetune_steps, batch_size=args.finetune_batch,
-                                      lr=args.finetune_lr, seed=seed)
-                summary = finetune_property_model(lm_base, dataset, split.train, run_dir,
-                                                  settings=settings)
-                run["lm_finetune_s"] = time.perf_counter() - t0
-                run["lm_final_loss"] = summary.get("loss")
-                run["lm_rejected"] = summary.get("rejected")
-                t0 = time.perf_counter()
-                model = PropertyLM(run_dir / "model")
-                fallback = float(dataset.targets[split.train].mean())
-                predictions, unparsed = model.predict(dataset, split.test, fallback=fallback)
-                run["lm"] = score(dataset.task, test_targets, predictions)
-                run["lm_unparsed"] = unparsed
-                run["lm_predict_s"] = time.perf_counter() - t0
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            if dataset.task == "regression":  # context: predicting the training mean
-                mean = float(dataset.targets[split.train].mean())
-                run["train_mean_baseline"] = score("regression", test_targets,
-                                                   [mean] * len(test_targets))
+            settings = LMSettings(max_steps=finetune_steps, batch_size=args.finetune_batch,
+                                  lr=args.finetune_lr)
+            methods = [m for m, on in (("rf", not args.no_rf), ("lm", lm_base is not None)) if on]
+            run = evaluate_split(dataset, split, seed=seed, methods=methods,
+                                 trees=trees, n_jobs=args.rf_jobs, lm_base=lm_base,
+                                 lm_settings=settings, work=work / f"ft-{name}-seed{seed}")
             entry["runs"].append(run)
             print(f"[{name}] seed {seed}: " + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in run.items() if k not in ("split",)), flush=True)
-            for key in ("rf", "lm", "train_mean_baseline", "rf_s", "lm_finetune_s"):
-                values = [r[key] for r in entry["runs"] if key in r]
-                if values:
-                    entry[key] = summarize(values)
+            entry.update(summarize_runs(entry["runs"]))
             write(out_path, result, started)
     write(out_path, result, started)
     print(f"wrote {out_path}")

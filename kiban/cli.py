@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval(commands)
     add_report_parser(commands)
+    from kiban.tasks.property_cli import add_parser as add_property
+
+    add_property(commands)
     from kiban.lab.cli import add_parser as add_lab
 
     add_lab(commands)

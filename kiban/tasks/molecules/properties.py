@@ -125,14 +125,16 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
 
 @dataclass(frozen=True, slots=True)
 class BadRecord:
-    """A row that could not be used: ``where`` is ``file:line``."""
+    """A row that could not be used: ``where`` is ``file:line``; ``kind`` says which part of the
+    row was wrong: ``"smiles"``, ``"target"`` or ``"fields"`` (too few columns)."""
 
     where: str
     text: str
     reason: str
+    kind: str = "row"
 
     def as_dict(self) -> dict[str, str]:
-        return {"where": self.where, "text": self.text, "reason": self.reason}
+        return {"where": self.where, "text": self.text, "reason": self.reason, "kind": self.kind}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,6 +201,16 @@ def _target(text: str, spec: DatasetSpec) -> float | int:
     return value
 
 
+def _column_hint(missing: Sequence[str], header: Sequence[str]) -> str:
+    """' (did you mean ...?)' naming header columns close to the missing ones, or ''."""
+    import difflib
+
+    by_lower = {h.lower(): h for h in header}
+    close = [by_lower[m] for name in missing
+             for m in difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)]
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+
+
 def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDataset:
     """Read a delimited file with ``spec``'s columns (the file at ``path``, not ``spec.path``).
 
@@ -217,8 +229,8 @@ def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDa
         header = [h.strip() for h in header]
         missing = [c for c in (spec.smiles_column, spec.target_column) if c not in header]
         if missing:
-            raise PropertyDataError(f"{path}: missing column(s) {missing}; the header has "
-                                    f"{header}")
+            raise PropertyDataError(f"{path}: missing column(s) {missing}"
+                                    f"{_column_hint(missing, header)}; the header has {header}")
         smiles_at, target_at = header.index(spec.smiles_column), header.index(spec.target_column)
         start = reader.line_num
         for row in reader:
@@ -227,16 +239,17 @@ def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDa
             text = spec.delimiter.join(row)
             if len(row) <= max(smiles_at, target_at):
                 bad.append(BadRecord(where, text, f"expected at least "
-                                     f"{max(smiles_at, target_at) + 1} fields, got {len(row)}"))
+                                     f"{max(smiles_at, target_at) + 1} fields, got {len(row)}",
+                                     "fields"))
                 continue
             try:
                 target = _target(row[target_at], spec)
             except ValueError as error:
-                bad.append(BadRecord(where, row[smiles_at], str(error)))
+                bad.append(BadRecord(where, row[smiles_at], str(error), "target"))
                 continue
             mol, reason = parse(row[smiles_at].strip())
             if mol is None:
-                bad.append(BadRecord(where, row[smiles_at], reason))
+                bad.append(BadRecord(where, row[smiles_at], reason, "smiles"))
                 continue
             molecules.append(mol)
             smiles.append(Chem.MolToSmiles(mol))
@@ -496,20 +509,25 @@ class PropertyLM:
         self.answer_prefix = zero[:-2]  # ids of " <num>"
         self.zero_id, self.one_id = zero[-2], one[-2]
 
-    def _prompt_ids(self, dataset: PropertyDataset, indices: Sequence[int]) -> list[list[int]]:
+    def _prompt_ids(self, smiles: Sequence[str], question: str) -> list[list[int]]:
         from kiban.corpus.clean import canonical_text
 
-        texts = [canonical_text(prompt_text(dataset.smiles[i], dataset.question))
-                 for i in indices]
+        texts = [canonical_text(prompt_text(s, question)) for s in smiles]
         return [ids.tolist() if hasattr(ids, "tolist") else list(ids)
                 for ids in self.tokenizer.encode_batch(texts)]
 
     def class_probabilities(self, dataset: PropertyDataset, indices: Sequence[int], *,
                             batch_size: int = 64) -> np.ndarray:
         """P("1") / (P("0") + P("1")) at the number position, for each molecule in ``indices``."""
+        return self.smiles_class_probabilities([dataset.smiles[i] for i in indices],
+                                               dataset.question, batch_size=batch_size)
+
+    def smiles_class_probabilities(self, smiles: Sequence[str], question: str, *,
+                                   batch_size: int = 64) -> np.ndarray:
+        """`class_probabilities` of canonical ``smiles`` asked ``question``."""
         import torch
 
-        rows = [ids + self.answer_prefix for ids in self._prompt_ids(dataset, indices)]
+        rows = [ids + self.answer_prefix for ids in self._prompt_ids(smiles, question)]
         model = self.generator.model
         scores = np.zeros(len(rows), dtype=np.float64)
         with torch.inference_mode():
@@ -533,10 +551,16 @@ class PropertyLM:
                        max_new_tokens: int = 10) -> ValuePredictions:
         """Greedy, span-constrained decoding of the number after ``" <num>"``; a row whose text
         does not parse as a float gets ``fallback`` and is listed in ``unparsed``."""
+        return self.smiles_values([dataset.smiles[i] for i in indices], dataset.question,
+                                  fallback=fallback, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens)
+
+    def smiles_values(self, smiles: Sequence[str], question: str, *, fallback: float,
+                      batch_size: int = 64, max_new_tokens: int = 10) -> ValuePredictions:
+        """`predict_values` of canonical ``smiles`` asked ``question``."""
         from kiban.corpus.clean import canonical_text
 
-        prompts = [canonical_text(prompt_text(dataset.smiles[i], dataset.question)) + " <num>"
-                   for i in indices]
+        prompts = [canonical_text(prompt_text(s, question)) + " <num>" for s in smiles]
         values = np.full(len(prompts), float(fallback))
         texts: list[str] = []
         unparsed: list[int] = []
@@ -560,8 +584,99 @@ class PropertyLM:
     def predict(self, dataset: PropertyDataset, indices: Sequence[int], *,
                 fallback: float = 0.0) -> tuple[np.ndarray, int]:
         """Scores for ``score(dataset.task, ...)`` and the number of unparsed rows."""
-        if dataset.task == "classification":
-            return self.class_probabilities(dataset, indices), 0
-        decoded = self.predict_values(dataset, indices, fallback=fallback)
+        return self.predict_smiles([dataset.smiles[i] for i in indices], dataset.question,
+                                   dataset.task, fallback=fallback)
+
+    def predict_smiles(self, smiles: Sequence[str], question: str, task: str, *,
+                       fallback: float = 0.0) -> tuple[np.ndarray, int]:
+        """`predict` of canonical ``smiles``: P(1) for classification, decoded values (the
+        unparsed ones ``fallback``) for regression; and the number of unparsed rows."""
+        if task == "classification":
+            return self.smiles_class_probabilities(smiles, question), 0
+        decoded = self.smiles_values(smiles, question, fallback=fallback)
         return decoded.values, len(decoded.unparsed)
 
+
+# --- one split, both predictors ---------------------------------------------------------------
+METHODS = ("rf", "lm")
+
+
+def evaluate_split(dataset: PropertyDataset, split: ScaffoldSplit, *, seed: int,
+                   methods: Sequence[str] = METHODS, trees: int = 100, n_jobs: int = 1,
+                   lm_base: str | os.PathLike | None = None,
+                   lm_settings: LMSettings = LMSettings(),
+                   work: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train each of ``methods`` on ``split.train`` and score it on ``split.test``.
+
+    The forest gets ``trees`` trees and ``random_state=seed``; the LM is ``lm_base`` fine-tuned
+    with ``lm_settings`` (its seed replaced by ``seed``) in ``work`` (its checkpoints removed
+    afterwards). Returns the run record: ``rf`` / ``lm`` scores (RMSE or ROC-AUC; NaN when the
+    test part holds one class), their seconds, the LM's final loss, rejected prompts and unparsed
+    decodes, and for regression ``train_mean_baseline`` (the score of predicting the training
+    mean).
+    """
+    import shutil
+    import time
+    from dataclasses import replace
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"The 'methods' parameter of evaluate_split must hold only {METHODS}. "
+                         f"Got {list(methods)!r} instead.")
+    if "lm" in methods and (lm_base is None or work is None):
+        raise ValueError("evaluate_split with method 'lm' needs lm_base (a kiban model "
+                         "directory) and work (a directory for the fine-tuning run)")
+    test_targets = dataset.targets[split.test]
+    run: dict[str, Any] = {"seed": seed, "split": split.describe()}
+    if dataset.task == "classification":
+        run["test_positives"] = int(test_targets.sum())
+    if "rf" in methods:
+        t0 = time.perf_counter()
+        forest = FingerprintForest(dataset.task, n_estimators=trees, seed=seed, n_jobs=n_jobs)
+        forest.fit([dataset.molecules[i] for i in split.train], dataset.targets[split.train])
+        run["rf"] = score(dataset.task, test_targets,
+                          forest.predict([dataset.molecules[i] for i in split.test]))
+        run["rf_s"] = time.perf_counter() - t0
+    fallback = float(dataset.targets[split.train].mean())
+    if "lm" in methods:
+        t0 = time.perf_counter()
+        run_dir = Path(work)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        summary = finetune_property_model(lm_base, dataset, split.train, run_dir,
+                                          settings=replace(lm_settings, seed=seed))
+        run["lm_finetune_s"] = time.perf_counter() - t0
+        run["lm_final_loss"] = summary.get("loss")
+        run["lm_rejected"] = summary.get("rejected")
+        t0 = time.perf_counter()
+        model = PropertyLM(run_dir / "model")
+        predictions, unparsed = model.predict(dataset, split.test, fallback=fallback)
+        run["lm"] = score(dataset.task, test_targets, predictions)
+        run["lm_unparsed"] = unparsed
+        run["lm_predict_s"] = time.perf_counter() - t0
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if dataset.task == "regression":
+        run["train_mean_baseline"] = score("regression", test_targets,
+                                           np.full(len(test_targets), fallback))
+    return run
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation and count of the non-NaN ``values`` (None when none)."""
+    import statistics
+
+    clean = [float(v) for v in values if v == v]
+    return {"mean": statistics.fmean(clean) if clean else None,
+            "std": statistics.stdev(clean) if len(clean) > 1 else 0.0 if clean else None,
+            "n": len(clean)}
+
+
+def summarize_runs(runs: Sequence[dict[str, Any]],
+                   keys: Sequence[str] = ("rf", "lm", "train_mean_baseline", "rf_s",
+                                          "lm_finetune_s")) -> dict[str, dict[str, Any]]:
+    """`summarize` of each of ``keys`` over the runs that have it."""
+    out = {}
+    for key in keys:
+        values = [run[key] for run in runs if key in run]
+        if values:
+            out[key] = summarize(values)
+    return out
