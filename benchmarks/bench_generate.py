@@ -139,6 +139,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 repeat of 16 tokens")
     parser.add_argument("--no-constraints", dest="constraints", action="store_false",
                         help="skip the constraint-cost measurement")
+    parser.add_argument("--blas", choices=["auto", "torch", "numpy"], default="auto",
+                        help="kiban's library for small matrix products (default: measured)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -151,7 +153,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model()
-    engine = LlamaEngine(model)
+    engine = LlamaEngine(model, blas=args.blas)
+    print(f"kiban's small products (<= 4 rows) through {engine.linear.library}", flush=True)
     parameters = sum(p.numel() for p in model.parameters())
     load_start = os.getloadavg()
     rows = []
@@ -192,7 +195,8 @@ def main() -> int:
         "model": {"class": "LlamaForCausalLM", "parameters": parameters, "hidden_size": 256,
                   "intermediate_size": 1024, "layers": 4, "heads": 4, "vocab_size": 512,
                   "dtype": "float32", "init": "random, torch.manual_seed(0)"},
-        "engine": LlamaEngine.name, "repeats": args.repeats,
+        "engine": LlamaEngine.name, "small_products": engine.linear.library,
+        "repeats": args.repeats,
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "transformers": transformers.__version__,

@@ -72,15 +72,39 @@ def named_model(request):
     return request.param, random_model(_models()[request.param], seed=3)
 
 
+@pytest.mark.parametrize("blas", ["torch", "numpy"])
 @pytest.mark.parametrize("lengths", [[7], [3, 9, 5, 1]], ids=["batch1", "padded-batch"])
-def test_greedy_matches_hf_generate_token_for_token(named_model, lengths):
+def test_greedy_matches_hf_generate_token_for_token(named_model, lengths, blas):
+    """Both libraries for small products; with "numpy", batch 1 runs the compiled one-row
+    step (`kiban.generate._onerow`)."""
     name, model = named_model
-    engine = build_engine(model)
-    assert engine.name == ("hf-loop" if name == "gpt2" else "fast-llama")
+    if name == "gpt2":
+        engine = build_engine(model)
+        assert engine.name == "hf-loop"
+    else:
+        engine = LlamaEngine(model, blas=blas)
     input_ids, mask = left_padded(lengths)
     expected = hf_greedy(model, input_ids, mask, 24)
     got = decode(engine, input_ids, mask, max_new_tokens=24).tokens
     assert got.tolist() == expected.tolist()
+    if name != "gpt2":
+        assert engine.compiled_one_row == (blas == "numpy" and len(lengths) == 1)
+
+
+def test_small_products_choose_a_library_and_refuse_bad_settings():
+    from kiban.generate.engine import SmallProducts
+
+    weights = [torch.randn(64, 192), torch.randn(64, 64)]
+    assert SmallProducts(weights).library in ("torch", "numpy")     # measured
+    assert SmallProducts([w.bfloat16() for w in weights], "numpy").library == "torch"
+    assert SmallProducts([weights[0].t()], "numpy").library == "torch"   # not contiguous
+    products = SmallProducts(weights, "numpy")
+    x, bias = torch.randn(2, 64), torch.randn(192)
+    assert torch.allclose(products(x, weights[0], bias), x @ weights[0] + bias, atol=1e-5)
+    big = torch.randn(9, 64)   # more rows than SMALL_ROWS: torch
+    assert torch.equal(products(big, weights[1], None), torch.mm(big, weights[1]))
+    with pytest.raises(GenerationError, match="'blas' parameter .* Got 'mkl'"):
+        SmallProducts(weights, "mkl")
 
 
 def test_hf_loop_engine_matches_hf_generate_on_llama():
