@@ -654,3 +654,17 @@ def test_proposing_limits_torch_and_blas_threads_and_restores_them(monkeypatch):
     BotorchProposer().propose(space, [], [], 1, seed=0)
     assert seen == {"torch": 1, "blas": {1}}
     assert torch.get_num_threads() == before
+
+
+def test_fast_gp_fit_gradient_matches_finite_differences():
+    from scipy.optimize import check_grad
+
+    from kiban.lab.proposers.gpfit import _objective
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((20, 3)), rng.normal(size=20)
+    spec = {"ls_prior": (1.9, 1.7), "noise_prior": (-4.0, 1.0)}
+    loss_and_grad = _objective(X, y, spec)
+    theta = np.array([0.05, 0.1, 0.3, 0.7, 1.5])
+    error = check_grad(lambda t: loss_and_grad(t)[0], lambda t: loss_and_grad(t)[1], theta)
+    assert error < 1e-5 * np.linalg.norm(loss_and_grad(theta)[1]) + 1e-8

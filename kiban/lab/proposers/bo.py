@@ -301,7 +301,7 @@ class BotorchProposer(Proposer):
 
     name = "botorch"
     OPTIONS: dict[str, Any] = {
-        "num_restarts": 3,        # Ax: 20
+        "num_restarts": 2,        # Ax: 20
         "raw_samples": 96,        # Ax: 1024
         "mc_samples": 64,         # BoTorch default: 512
         "maxiter": 15,            # L-BFGS-B iterations per restart (BoTorch: 200)
