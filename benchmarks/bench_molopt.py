@@ -96,7 +96,8 @@ def _oracle_runs(args, corpus: Path, model: Path, oracle_name: str) -> list[dict
         torch.set_num_threads(1)
 
     start = list(Reference.from_corpus(corpus).smiles)
-    loop = LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds)
+    loop = LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds,
+                      max_per_scaffold=args.max_per_scaffold)
     sample = LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds, steps=0)
     methods = {
         "model-loop": lambda oracle, seed: optimize_with_model(oracle, str(model), config=loop,
@@ -144,7 +145,8 @@ def molopt_part(args, corpus: Path, model: Path) -> dict:
                 row[key + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
             table.append(row)
     return {"budget": args.budget, "auc_every": 100, "jobs": args.jobs,
-            "loop": LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds).__dict__,
+            "loop": LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds,
+                               max_per_scaffold=args.max_per_scaffold).__dict__,
             "ga": GAConfig().__dict__, "ga_start_pool": "the corpus's property-first molecules",
             "summary": table, "runs": runs}
 
@@ -170,6 +172,9 @@ def main(argv=None) -> int:
     parser.add_argument("--loop-batch", type=int, default=None, help="samples per round")
     parser.add_argument("--max-rounds", type=int, default=None,
                         help="sampling rounds per model run at most")
+    parser.add_argument("--max-per-scaffold", type=int, default=None,
+                        help="model loop: at most this many molecules per Murcko scaffold among "
+                             "the top-k it fine-tunes on (default: no limit)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--oracles", nargs="+", default=["qed", "celecoxib", "mpo"])
     parser.add_argument("--methods", nargs="+", default=["model-loop", "model-sample",

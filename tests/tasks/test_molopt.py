@@ -232,3 +232,15 @@ def test_model_loop_runs_end_to_end(tiny_model_dir):
     assert 0 < oracle.calls <= 12 and result["calls"] == oracle.calls
     assert all(Chem.MolFromSmiles(s) is not None for s, _ in oracle.history)
     assert result["top1"] == max(score for _, score in oracle.history)
+
+
+def test_diverse_top_caps_each_scaffold():
+    from kiban.tasks.molecules.optimize import diverse_top
+
+    history = [("c1ccccc1C", 0.9), ("c1ccccc1CC", 0.8), ("c1ccccc1CCC", 0.7),
+               ("C1CCNCC1", 0.6), ("CCO", 0.5), ("CCCO", 0.4)]
+    assert diverse_top(history, 4, None) == ["c1ccccc1C", "c1ccccc1CC", "c1ccccc1CCC",
+                                             "C1CCNCC1"]
+    # benzene scaffold at most twice; the acyclic ones share the empty scaffold
+    assert diverse_top(history, 4, 2) == ["c1ccccc1C", "c1ccccc1CC", "C1CCNCC1", "CCO"]
+    assert diverse_top(history, 10, 1) == ["c1ccccc1C", "C1CCNCC1", "CCO"]

@@ -415,6 +415,33 @@ class LoopConfig:
     max_new_tokens: int = 80
     max_rounds: int = 30  # a collapsed model that only repeats cached molecules stops here
     prompt: str = "<mol>"
+    #: at most this many molecules of one Bemis-Murcko scaffold among the ``top_k`` the model
+    #: is fine-tuned on (REINVENT's diversity-filter idea, applied to the training set); None: no
+    #: limit. Keeps the loop from training itself onto one series and then repeating it.
+    max_per_scaffold: int | None = None
+
+
+def diverse_top(history: Sequence[tuple[str, float]], k: int, max_per_scaffold: int | None,
+                ) -> list[str]:
+    """The ``k`` best-scored SMILES, taking at most ``max_per_scaffold`` of each Murcko
+    scaffold (acyclic molecules share the empty scaffold) when it is set."""
+    ranked = sorted(history, key=lambda item: -item[1])
+    if max_per_scaffold is None:
+        return [s for s, _ in ranked[:k]]
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    taken: dict[str, int] = {}
+    out: list[str] = []
+    for smiles, _ in ranked:
+        mol = Chem.MolFromSmiles(smiles)
+        scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=mol) if mol is not None else ""
+        if taken.get(scaffold, 0) >= max_per_scaffold:
+            continue
+        taken[scaffold] = taken.get(scaffold, 0) + 1
+        out.append(smiles)
+        if len(out) == k:
+            break
+    return out
 
 
 class _DocumentStartTokenizer:
@@ -491,7 +518,7 @@ def optimize_with_model(oracle: Oracle, model_dir: str, *, config: LoopConfig = 
         rounds += 1
         if oracle.exhausted or not oracle.history or config.steps == 0:
             continue  # steps = 0: plain sampling from the base model at the same budget
-        best = [s for s, _ in oracle.top(config.top_k)]
+        best = diverse_top(oracle.history, config.top_k, config.max_per_scaffold)
         optimizer = finetune_steps(model, science, best, steps=config.steps,
                                    batch_size=config.train_batch, lr=config.lr,
                                    seed=seed * 1000 + rounds, optimizer=optimizer)
