@@ -377,7 +377,9 @@ class LlamaEngine(DecodeEngine):
         if batch == 1 and self.dtype == torch.float32 and self.linear.library == "numpy":
             import numpy as np
 
-            self._one_row = (self._one_row_arrays(),
+            from kiban.generate._onerow import step_one
+
+            self._one_row = (step_one, self._one_row_arrays(),
                              tuple((k[0].numpy(), v[0].numpy()) for k, v in self._caches),
                              self._cos.numpy(), self._sin.numpy(), self.embed.numpy(),
                              self.final_norm.numpy(), self.lm_head.numpy(),
@@ -434,9 +436,8 @@ class LlamaEngine(DecodeEngine):
 
     def _step_one_row(self, token: int) -> Tensor:
         """`step` for one sequence, as one compiled call (`kiban.generate._onerow`)."""
-        from kiban.generate._onerow import step_one
-
-        weights, caches, cos, sin, embed, final_norm, lm_head, scaling, eps = self._one_row
+        step_one, weights, caches, cos, sin, embed, final_norm, lm_head, scaling, eps = \
+            self._one_row
         position = int(self._next_position[0])
         logits = step_one(embed[token].copy(), weights, caches, self._slot, cos[position],
                           sin[position], final_norm, lm_head, self.heads, self.kv_heads,
