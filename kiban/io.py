@@ -1,8 +1,10 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then rename over the target."""
+"""Atomic file writes: a temporary file in the same folder, fsync, then rename over the target;
+and the SHA-256 of a file."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -58,3 +60,12 @@ def toml_value(value: Any) -> str:
         return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}"
                                for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """Hex SHA-256 of a file, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

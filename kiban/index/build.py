@@ -16,7 +16,6 @@ changed; adding a shard never rebuilds the others.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kiban.io import atomic_open, atomic_write_text
+from kiban.io import atomic_open, atomic_write_text, file_sha256
 
 FORMAT_NAME = "kiban.index"
 FORMAT_VERSION = 1
@@ -34,14 +33,6 @@ INDEX_DIR = "index"
 
 class IndexFormatError(ValueError):
     """An index or the corpus under it is missing, corrupt, or of another version."""
-
-
-def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from functools import cached_property
 import numpy as np
 
 from kiban.index import _kernels
-from kiban.index.build import CorpusLayout, IndexFormatError, file_sha256, read_index_manifest
+from kiban.index.build import CorpusLayout, IndexFormatError, read_index_manifest
+from kiban.io import file_sha256
 
 
 class QueryError(ValueError):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import hashlib
 import json
 import os
 import pickle
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 from rdkit import Chem
 
-from kiban.io import _UMASK
+from kiban.io import _UMASK, file_sha256
 from kiban.tasks.molecules._features import parse
 from kiban.tasks.molecules.properties import (
     DATASETS,
@@ -208,14 +207,6 @@ def resolve_spec(data: str, *, task: str | None = None, smiles_column: str | Non
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise PropertyDataError(f"{data!r} is neither a file nor a shipped dataset; {hint}"
                             f"shipped: {', '.join(DATASETS)}")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _rows_text(records: Sequence[Any]) -> str:
