@@ -141,6 +141,8 @@ def main() -> int:
                         help="skip the constraint-cost measurement")
     parser.add_argument("--blas", choices=["auto", "torch", "numpy"], default="auto",
                         help="kiban's library for small matrix products (default: measured)")
+    parser.add_argument("--large", choices=["auto", "torch", "onednn"], default="auto",
+                        help="kiban's library for larger matrix products (default: measured)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -153,8 +155,9 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model()
-    engine = LlamaEngine(model, blas=args.blas)
-    print(f"kiban's small products (<= 4 rows) through {engine.linear.library}", flush=True)
+    engine = LlamaEngine(model, blas=args.blas, large=args.large)
+    print(f"kiban's small products (<= 4 rows) through {engine.linear.library}, larger ones "
+          f"through {engine.linear.large_library}", flush=True)
     parameters = sum(p.numel() for p in model.parameters())
     load_start = os.getloadavg()
     rows = []
@@ -196,6 +199,7 @@ def main() -> int:
                   "intermediate_size": 1024, "layers": 4, "heads": 4, "vocab_size": 512,
                   "dtype": "float32", "init": "random, torch.manual_seed(0)"},
         "engine": LlamaEngine.name, "small_products": engine.linear.library,
+        "large_products": engine.linear.large_library,
         "repeats": args.repeats,
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads(), "python": platform.python_version(),

@@ -162,67 +162,116 @@ def _linear(x: Tensor, columns: Tensor, bias: Tensor | None) -> Tensor:
     return torch.mm(x, columns) if bias is None else torch.addmm(bias, x, columns)
 
 
-#: products with at most this many rows may go through NumPy's BLAS (see `SmallProducts`)
+#: products with at most this many rows may go through NumPy's BLAS (see `Products`)
 SMALL_ROWS = 4
-_BLAS_CHOICES = ("auto", "torch", "numpy")
+_SMALL_CHOICES = ("auto", "torch", "numpy")
+_LARGE_CHOICES = ("auto", "torch", "onednn")
 
 
-class SmallProducts:
-    """``x @ W [+ b]`` for an engine's fixed (in, out) CPU weights, choosing the library for
-    products of at most `SMALL_ROWS` rows (decoding at small batch: matrix-vector products).
+def _median_seconds(calls: dict[str, Any], repeats: int = 15) -> dict[str, float]:
+    """Median wall time of each zero-argument call, timed interleaved after 3 warm-ups."""
+    import time
 
-    torch sends them to MKL; NumPy to its own BLAS (OpenBLAS). On the project's AMD EPYC CPUs
-    OpenBLAS's matrix-vector product measured 1.5-2.6x faster than MKL's for 256 x 768 ...
-    256 x 2048 float32 weights, which is most of a decoding step at batch 1; elsewhere MKL may
-    win. ``blas="auto"`` times both on the largest weight when the engine is built (~2 ms) and
-    keeps the faster; "torch" / "numpy" force one. Larger products, other dtypes (NumPy has no
-    bfloat16) and non-CPU tensors always take torch. The two libraries sum in different orders,
-    so logits can differ in the last bits (greedy tokens are checked equal to Hugging Face's
-    either way)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for repeat in range(repeats + 3):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if repeat >= 3:
+                times[name].append(time.perf_counter() - start)
+    return {name: sorted(v)[len(v) // 2] for name, v in times.items()}
 
-    def __init__(self, weights: list[Tensor], blas: str = "auto"):
-        if blas not in _BLAS_CHOICES:
-            raise GenerationError(f"The 'blas' parameter must be one of {_BLAS_CHOICES}. "
-                                  f"Got {blas!r} instead.")
+
+def _onednn_pack(columns: Tensor) -> Tensor | None:
+    """The (in, out) weight as oneDNN's prepacked linear weight, or None where this torch build
+    has no oneDNN linear (the private ops Inductor's CPU freezing pass uses)."""
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(columns.t().contiguous())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _onednn_linear(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+class Products:
+    """``x @ W [+ b]`` for an engine's fixed (in, out) CPU weights, choosing, by measurement on
+    this machine, the library for small products (at most `SMALL_ROWS` rows: matrix-vector
+    products, decoding at small batch) and for larger ones (batched decoding, prefill).
+
+    * small: torch sends them to MKL, NumPy to its own BLAS (OpenBLAS). On the project's AMD
+      EPYC CPUs OpenBLAS's matrix-vector product measured 1.5-2.6x faster than MKL's for
+      256 x 768 ... 256 x 2048 float32 weights, most of a decoding step at batch 1.
+    * large: ``torch.mm`` (MKL, which repacks the weight on every call) or oneDNN's linear on a
+      weight packed once for it (``torch.ops.mkldnn``, as Inductor's CPU freezing pass uses).
+      Packed, the 17 products of a batch-32 decoding step measured 1.7 ms instead of 3.3-3.9 ms
+      on the same CPUs. The packed copy is one more copy of the weights in memory.
+
+    ``"auto"`` times both candidates on the largest weight when the engine is built (a few ms)
+    and keeps the faster; the other names force one. Other dtypes than float32/float64 (NumPy
+    has no bfloat16), non-CPU or non-contiguous weights and a torch without oneDNN always take
+    ``torch.mm``. Libraries sum in different orders, so logits can differ in the last bits
+    (greedy tokens are checked equal to Hugging Face's with every choice)."""
+
+    def __init__(self, weights: list[Tensor], small: str = "auto", large: str = "auto"):
+        for name, value, choices in (("blas", small, _SMALL_CHOICES),
+                                     ("large", large, _LARGE_CHOICES)):
+            if value not in choices:
+                raise GenerationError(f"The '{name}' parameter must be one of {choices}. "
+                                      f"Got {value!r} instead.")
         usable = bool(weights) and all(w.device.type == "cpu" and w.dtype in (
             torch.float32, torch.float64) and w.is_contiguous() for w in weights)
         self._arrays = {w.data_ptr(): w.numpy() for w in weights} if usable else {}
-        if not usable or blas == "torch":
+        self._packed: dict[int, Tensor] = {}
+        largest = max(weights, key=Tensor.numel) if weights else None
+        if not usable or small == "torch":
             self.library = "torch"
-        elif blas == "numpy":
+        elif small == "numpy":
             self.library = "numpy"
         else:
-            self.library = self._measure(max(weights, key=Tensor.numel))
+            self.library = self._measure_small(largest)
+        self.large_library = "torch"
+        if usable and large != "torch" and largest.dtype == torch.float32:
+            packed = _onednn_pack(largest)
+            if packed is not None and (large == "onednn" or self._measure_large(largest, packed)):
+                self.large_library = "onednn"
+                self._packed = {w.data_ptr(): (packed if w is largest else _onednn_pack(w))
+                                for w in weights}
 
     @staticmethod
-    def _measure(weight: Tensor, repeats: int = 15) -> str:
-        import time
-
+    def _measure_small(weight: Tensor) -> str:
         import numpy as np
 
         x = torch.randn(1, weight.shape[0], dtype=weight.dtype)
         xa, wa = x.numpy(), weight.numpy()
-        times: dict[str, list[float]] = {"torch": [], "numpy": []}
-        for repeat in range(repeats + 3):
-            for library in ("torch", "numpy"):
-                start = time.perf_counter()
-                if library == "torch":
-                    torch.mm(x, weight)
-                else:
-                    np.matmul(xa, wa)
-                if repeat >= 3:
-                    times[library].append(time.perf_counter() - start)
-        median = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        median = _median_seconds({"torch": lambda: torch.mm(x, weight),
+                                  "numpy": lambda: np.matmul(xa, wa)})
         return "numpy" if median["numpy"] < 0.9 * median["torch"] else "torch"
 
-    def __call__(self, x: Tensor, columns: Tensor, bias: Tensor | None) -> Tensor:
-        if self.library == "numpy" and x.shape[0] <= SMALL_ROWS:
-            array = self._arrays.get(columns.data_ptr())
-            if array is not None and x.dtype == columns.dtype:
-                import numpy as np
+    @staticmethod
+    def _measure_large(weight: Tensor, packed: Tensor) -> bool:
+        """Whether oneDNN's packed product beats ``torch.mm`` at 32 rows (and agrees with it)."""
+        x = torch.randn(32, weight.shape[0], dtype=weight.dtype)
+        expected = torch.mm(x, weight)
+        if not torch.allclose(_onednn_linear(x, packed, None), expected, rtol=1e-4, atol=1e-4):
+            return False
+        median = _median_seconds({"torch": lambda: torch.mm(x, weight),
+                                  "onednn": lambda: _onednn_linear(x, packed, None)}, repeats=9)
+        return median["onednn"] < 0.9 * median["torch"]
 
-                y = torch.from_numpy(np.matmul(x.numpy(), array))
-                return y if bias is None else y.add_(bias)
+    def __call__(self, x: Tensor, columns: Tensor, bias: Tensor | None) -> Tensor:
+        if x.dtype == columns.dtype:
+            if self.library == "numpy" and x.shape[0] <= SMALL_ROWS:
+                array = self._arrays.get(columns.data_ptr())
+                if array is not None:
+                    import numpy as np
+
+                    y = torch.from_numpy(np.matmul(x.numpy(), array))
+                    return y if bias is None else y.add_(bias)
+            packed = self._packed.get(columns.data_ptr())
+            if packed is not None:
+                return _onednn_linear(x, packed, bias)
         return _linear(x, columns, bias)
 
 
@@ -236,7 +285,7 @@ class LlamaEngine(DecodeEngine):
 
     name: ClassVar[str] = "fast-llama"
 
-    def __init__(self, model: Any, *, blas: str = "auto"):
+    def __init__(self, model: Any, *, blas: str = "auto", large: str = "auto"):
         problem = fast_path_problem(model)
         if problem is not None:
             raise GenerationError(f"the fast decoder cannot run this model: {problem}")
@@ -257,9 +306,10 @@ class LlamaEngine(DecodeEngine):
         self.final_norm = model.model.norm.weight.detach()
         self.lm_head = _columns(model.lm_head.weight)  # (C, V), tied or not
         self.layers = [self._fuse(layer) for layer in model.model.layers]
-        self.linear = SmallProducts(
+        self.linear = Products(
             [self.lm_head] + [w for layer in self.layers
-                              for w in (layer.qkv, layer.out, layer.gate_up, layer.down)], blas)
+                              for w in (layer.qkv, layer.out, layer.gate_up, layer.down)],
+            blas, large)
         self.max_positions = config.max_position_embeddings
         self._cos: Tensor | None = None
         self._sin: Tensor | None = None

@@ -11,6 +11,7 @@ from kiban.generate.engine import (
     HFLoopEngine,
     LlamaEngine,
     SamplingConfig,
+    _onednn_pack,
     build_engine,
     decode,
     fast_path_problem,
@@ -19,6 +20,7 @@ from kiban.generate.engine import (
 from .helpers import llama_config, random_model
 
 VOCAB = 96
+ONEDNN = _onednn_pack(torch.randn(4, 4)) is not None
 
 
 def left_padded(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,17 +74,20 @@ def named_model(request):
     return request.param, random_model(_models()[request.param], seed=3)
 
 
-@pytest.mark.parametrize("blas", ["torch", "numpy"])
+@pytest.mark.parametrize("blas,large", [("torch", "torch"), ("numpy", "onednn"),
+                                        ("torch", "onednn")])
 @pytest.mark.parametrize("lengths", [[7], [3, 9, 5, 1]], ids=["batch1", "padded-batch"])
-def test_greedy_matches_hf_generate_token_for_token(named_model, lengths, blas):
-    """Both libraries for small products; with "numpy", batch 1 runs the compiled one-row
-    step (`kiban.generate._onerow`)."""
+def test_greedy_matches_hf_generate_token_for_token(named_model, lengths, blas, large):
+    """Every library for small and for larger products; with "numpy", batch 1 runs the
+    compiled one-row step (`kiban.generate._onerow`)."""
     name, model = named_model
     if name == "gpt2":
         engine = build_engine(model)
         assert engine.name == "hf-loop"
     else:
-        engine = LlamaEngine(model, blas=blas)
+        engine = LlamaEngine(model, blas=blas, large=large)
+        if large == "onednn" and model.dtype == torch.float32:
+            assert engine.linear.large_library == ("onednn" if ONEDNN else "torch")
     input_ids, mask = left_padded(lengths)
     expected = hf_greedy(model, input_ids, mask, 24)
     got = decode(engine, input_ids, mask, max_new_tokens=24).tokens
@@ -91,20 +96,39 @@ def test_greedy_matches_hf_generate_token_for_token(named_model, lengths, blas):
         assert engine.compiled_one_row == (blas == "numpy" and len(lengths) == 1)
 
 
-def test_small_products_choose_a_library_and_refuse_bad_settings():
-    from kiban.generate.engine import SmallProducts
+def test_products_choose_libraries_and_refuse_bad_settings():
+    from kiban.generate.engine import Products
 
     weights = [torch.randn(64, 192), torch.randn(64, 64)]
-    assert SmallProducts(weights).library in ("torch", "numpy")     # measured
-    assert SmallProducts([w.bfloat16() for w in weights], "numpy").library == "torch"
-    assert SmallProducts([weights[0].t()], "numpy").library == "torch"   # not contiguous
-    products = SmallProducts(weights, "numpy")
+    measured = Products(weights)
+    assert measured.library in ("torch", "numpy")
+    assert measured.large_library in ("torch", "onednn")
+    half = Products([w.bfloat16() for w in weights], "numpy", "onednn")
+    assert (half.library, half.large_library) == ("torch", "torch")
+    assert Products([weights[0].t()], "numpy").library == "torch"   # not contiguous
+    products = Products(weights, "numpy", "torch")
     x, bias = torch.randn(2, 64), torch.randn(192)
     assert torch.allclose(products(x, weights[0], bias), x @ weights[0] + bias, atol=1e-5)
     big = torch.randn(9, 64)   # more rows than SMALL_ROWS: torch
     assert torch.equal(products(big, weights[1], None), torch.mm(big, weights[1]))
     with pytest.raises(GenerationError, match="'blas' parameter .* Got 'mkl'"):
-        SmallProducts(weights, "mkl")
+        Products(weights, "mkl")
+    with pytest.raises(GenerationError, match="'large' parameter .* Got 'numpy'"):
+        Products(weights, "torch", "numpy")
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("rows", [1, 5, 32, 300])
+def test_onednn_packed_products_agree_with_torch_mm(rows):
+    from kiban.generate.engine import Products
+
+    weights = [torch.randn(96, 160), torch.randn(160, 96)]
+    products = Products(weights, "torch", "onednn")
+    assert products.large_library == "onednn"
+    for weight in weights:
+        x, bias = torch.randn(rows, weight.shape[0]), torch.randn(weight.shape[1])
+        torch.testing.assert_close(products(x, weight, bias), torch.addmm(bias, x, weight))
+        torch.testing.assert_close(products(x, weight, None), torch.mm(x, weight))
 
 
 def test_hf_loop_engine_matches_hf_generate_on_llama():
