@@ -568,7 +568,6 @@ class _Batch:
 
     def cube_step(self, fixed: dict[int, float], smiles: str | None = None) -> torch.Tensor:
         """One point maximising the acquisition over the cube (``fixed`` columns held)."""
-        from botorch.optim import optimize_acqf
         from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
 
         L = self.layout
@@ -590,11 +589,7 @@ class _Batch:
                 if not self._lp_feasible(f):
                     continue
                 c_ineq, c_eq = self._constraints(f)
-                x, _ = optimize_acqf(
-                    self.acqf, self.bounds, q=1, fixed_features=f,
-                    inequality_constraints=c_ineq, equality_constraints=c_eq,
-                    batch_initial_conditions=self._initial_conditions(f, c_ineq, c_eq),
-                    post_processing_func=L.round, options=options, **self._opt_kwargs())
+                x = self._optimize(f, c_ineq, c_eq, options)
                 v = float(self.value(x.reshape(1, -1))[0])
                 if v > best_v:
                     best_x, best_v = x, v
@@ -609,11 +604,32 @@ class _Batch:
                 post_processing_func=L.round,
                 options={"batch_limit": 20, "init_batch_limit": 32}, **self._opt_kwargs())
             return x
+        return self._optimize(fixed, ineq, eq, options)
+
+    def _optimize(self, fixed: dict[int, float], ineq: list | None, eq: list | None,
+                  options: dict[str, Any]) -> torch.Tensor:
+        """``optimize_acqf`` over the cube with ``fixed`` columns held. Under linear
+        constraints BoTorch runs SLSQP, and by default on all restarts at once as one problem
+        (the sum of their acquisition values): a step that helps a poor restart a lot may then
+        move the best one to a worse point, and SLSQP's line search is not monotone anyway.
+        So each restart is optimised on its own, and the best starting point is kept when no
+        restart ends above it (measured on photo_*: before, 4-6 % of the steps ended below
+        their best start, by ~2 in log-acquisition)."""
+        from botorch.optim import optimize_acqf
+
+        start = self._initial_conditions(fixed, ineq, eq)
+        if start is not None:
+            options = {**options, "max_optimization_problem_aggregation_size": 1}
         x, _ = optimize_acqf(self.acqf, self.bounds, q=1, fixed_features=fixed or None,
                              inequality_constraints=ineq, equality_constraints=eq,
-                             batch_initial_conditions=self._initial_conditions(fixed, ineq, eq),
-                             post_processing_func=L.round, options=options,
+                             batch_initial_conditions=start,
+                             post_processing_func=self.layout.round, options=options,
                              **self._opt_kwargs())
+        if start is not None:
+            start = self.layout.round(start.reshape(len(start), -1))
+            v0 = self.value(start)
+            if float(v0.max()) > float(self.value(x.reshape(1, -1))[0]):
+                x = start[int(v0.argmax())].unsqueeze(0)
         return x
 
     def _initial_conditions(self, fixed: dict[int, float], ineq: list | None,
