@@ -485,6 +485,20 @@ def finetune_steps(model: Any, science: Any, smiles: Sequence[str], *, steps: in
     return optimizer
 
 
+def sample_round(loaded: Any, model: Any, config: Any, seed: int) -> list[Any]:
+    """``config.batch`` completions of ``config.prompt`` from ``model`` (the loaded generator's
+    model, possibly trained since), with ``config``'s max_new_tokens and temperature. A fresh
+    `Generator` each call: the fast engine copies the weights when it is built."""
+    from kiban.generate.generator import Generator
+
+    generator = Generator(model, loaded.hf_tokenizer, science=loaded.science,
+                          eos_ids=loaded.eos_ids, pad_id=loaded.pad_id,
+                          model_dir=loaded.model_dir)
+    return generator.generate(config.prompt, n=config.batch,
+                              max_new_tokens=config.max_new_tokens,
+                              temperature=config.temperature, seed=seed)
+
+
 def optimize_with_model(oracle: Oracle, model_dir: str, *, config: LoopConfig = LoopConfig(),
                         seed: int = 0) -> dict[str, Any]:
     """Sample → score → fine-tune on the best so far, until the budget is spent (or
@@ -493,7 +507,6 @@ def optimize_with_model(oracle: Oracle, model_dir: str, *, config: LoopConfig = 
     import torch
 
     from kiban.generate import load_generator
-    from kiban.generate.generator import Generator
 
     began = time.perf_counter()
     torch.manual_seed(seed)
@@ -502,14 +515,7 @@ def optimize_with_model(oracle: Oracle, model_dir: str, *, config: LoopConfig = 
     optimizer = None
     rounds = samples = valid = 0
     while not oracle.exhausted and rounds < config.max_rounds:
-        # a fresh Generator each round: the fast engine copies the weights when it is built
-        generator = Generator(model, loaded.hf_tokenizer, science=science,
-                              eos_ids=loaded.eos_ids, pad_id=loaded.pad_id,
-                              model_dir=loaded.model_dir)
-        completions = generator.generate(config.prompt, n=config.batch,
-                                         max_new_tokens=config.max_new_tokens,
-                                         temperature=config.temperature,
-                                         seed=seed * 1_000_003 + rounds)
+        completions = sample_round(loaded, model, config, seed * 1_000_003 + rounds)
         smiles = [c.spans[0].canonical for c in completions
                   if c.valid and c.spans and c.spans[0].modality == "mol"]
         samples += len(completions)
