@@ -102,7 +102,8 @@ def _oracle_runs(args, corpus: Path, model: Path, oracle_name: str) -> list[dict
     loop = LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds,
                       max_per_scaffold=args.max_per_scaffold)
     sample = LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds, steps=0)
-    augmented = AugmentedConfig(sigma=args.sigma, top_fraction=args.top_fraction)
+    augmented = AugmentedConfig(sigma=args.sigma, top_fraction=args.top_fraction,
+                                bucket=args.bucket or None)
     methods = {
         "model-loop": lambda oracle, seed: optimize_with_model(oracle, str(model), config=loop,
                                                                seed=seed),
@@ -154,8 +155,8 @@ def molopt_part(args, corpus: Path, model: Path) -> dict:
     return {"budget": args.budget, "auc_every": 100, "jobs": args.jobs,
             "loop": LoopConfig(batch=args.loop_batch, max_rounds=args.max_rounds,
                                max_per_scaffold=args.max_per_scaffold).__dict__,
-            "augmented": AugmentedConfig(sigma=args.sigma,
-                                         top_fraction=args.top_fraction).__dict__,
+            "augmented": AugmentedConfig(sigma=args.sigma, top_fraction=args.top_fraction,
+                                         bucket=args.bucket or None).__dict__,
             "ga": GAConfig().__dict__, "ga_start_pool": "the corpus's property-first molecules",
             "summary": table, "runs": runs}
 
@@ -189,6 +190,9 @@ def main(argv=None) -> int:
     parser.add_argument("--top-fraction", type=float, default=0.25,
                         help="model-augmented: the best fraction of each batch in the loss "
                              "(Augmented Hill-Climb; 1.0 = REINVENT)")
+    parser.add_argument("--bucket", type=int, default=25,
+                        help="model-augmented: the diversity filter's scaffold bucket size "
+                             "(0: no filter)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--oracles", nargs="+", default=["qed", "celecoxib", "mpo"])
     parser.add_argument("--methods", nargs="+", default=["model-augmented", "model-loop",
