@@ -18,6 +18,12 @@ benchmark resumes where it stopped::
     .venv/bin/python benchmarks/bench_lab.py                     # results/lab-olympus.json
     .venv/bin/python benchmarks/bench_lab.py --seeds 0 1 --datasets suzuki snar --budget 15
     .venv/bin/python benchmarks/bench_lab.py --part timing
+    .venv/bin/python benchmarks/bench_lab.py --part chance     # results/lab-chance.json
+
+``--options '{...}'`` runs kiban with other proposer options (kept apart in the results by
+their options); ``--part chance`` pools results files and measures how often the goal is met
+on random draws of 10 seeds, kiban vs Ax and kiban vs itself, and compares each set of options
+with the default on their shared seeds.
 """
 
 from __future__ import annotations
@@ -146,11 +152,13 @@ def olympus(args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    have = {(r["dataset"], r["seed"], r["method"], r["budget"]) for r in done["runs"]}
+    have = {run_key(r) for r in done["runs"]}
     for dataset in args.datasets:
         for seed in args.seeds:
             for method in args.methods:
-                key = (dataset, seed, method, args.budget)
+                options = dict(PROPOSER_OPTIONS) if method == "kiban" else {}
+                key = run_key({"dataset": dataset, "seed": seed, "method": method,
+                               "budget": args.budget, "options": options})
                 if args.summary_only:
                     continue
                 if key in have:
@@ -162,6 +170,8 @@ def olympus(args) -> None:
                                     args.budget)
                 run.update(dataset=dataset, seed=seed, method=method, budget=args.budget,
                            best=best_of(run["values"], OLYMPUS_GOALS[dataset]))
+                if options:
+                    run["options"] = options
                 done["runs"].append(run)
                 tmp = out.with_suffix(".tmp")
                 tmp.write_text(json.dumps(done, indent=1))
@@ -171,9 +181,106 @@ def olympus(args) -> None:
     summarise(done, args.budget)
 
 
-def best_values(done: dict, dataset: str, method: str, budget: int) -> list[float]:
+def run_key(run: dict) -> tuple:
+    """A run's identity: dataset, seed, method, budget and the kiban options it ran with."""
+    return (run["dataset"], run["seed"], run["method"], run["budget"],
+            json.dumps(run.get("options") or {}, sort_keys=True))
+
+
+def best_values(done: dict, dataset: str, method: str, budget: int,
+                options: dict | None = None) -> list[float]:
+    """Best values of the runs of ``method`` (kiban: with ``options``, default none)."""
+    want = json.dumps(options or {}, sort_keys=True)
     return [r["best"] for r in done["runs"] if r["dataset"] == dataset
-            and r["method"] == method and r["budget"] == budget]
+            and r["method"] == method and r["budget"] == budget
+            and json.dumps(r.get("options") or {}, sort_keys=True) == want]
+
+
+def by_seed(runs: list[dict], method: str, budget: int, options: dict | None = None,
+            ) -> dict[str, dict[int, float]]:
+    """dataset -> seed -> best value, for one method (and kiban options)."""
+    want = json.dumps(options or {}, sort_keys=True)
+    out: dict[str, dict[int, float]] = {}
+    for r in runs:
+        if r["method"] == method and r["budget"] == budget and \
+                json.dumps(r.get("options") or {}, sort_keys=True) == want:
+            out.setdefault(r["dataset"], {})[r["seed"]] = r["best"]
+    return out
+
+
+def chance(args) -> None:
+    """How often the goal (kiban's median best >= Ax's on >= 7 of 10 datasets, 10 seeds) is
+    met when the 10 seeds are drawn at random from those run: kiban vs Ax, and kiban vs kiban
+    (two disjoint draws from kiban's own seeds: what two equally good methods score); then each
+    set of kiban options run (``--options`` runs) against the default on their shared seeds."""
+    import random
+
+    from scipy.stats import mannwhitneyu
+
+    from kiban.lab.instruments.olympus import OLYMPUS_GOALS
+
+    runs = [r for f in args.results for r in json.loads(Path(f).read_text())["runs"]]
+    kiban, ax = by_seed(runs, "kiban", args.budget), by_seed(runs, "ax", args.budget)
+    sign = {d: 1 if OLYMPUS_GOALS[d] == "max" else -1 for d in DATASETS}
+    rng = random.Random(args.draws)
+    n = 10
+
+    def at_least(a: list[float], b: list[float], d: str) -> bool:
+        return sign[d] * statistics.median(a) >= sign[d] * statistics.median(b)
+
+    def draw_vs_ax() -> list[bool]:
+        return [at_least(rng.sample(list(kiban[d].values()), n),
+                         rng.sample(list(ax[d].values()), n), d) for d in DATASETS]
+
+    def draw_vs_self() -> list[bool]:
+        out = []
+        for d in DATASETS:
+            values = rng.sample(list(kiban[d].values()), 2 * n)
+            out.append(at_least(values[:n], values[n:], d))
+        return out
+
+    print(f"seeds run: kiban {min(len(v) for v in kiban.values())}, "
+          f"Ax {min(len(v) for v in ax.values())}; {args.draws} draws of {n} seeds")
+    result = {"draws": args.draws, "results": args.results}
+    fewest = min(len(v) for v in kiban.values())
+    for name, draw in (("kiban vs Ax", draw_vs_ax), ("kiban vs kiban", draw_vs_self)):
+        if name == "kiban vs kiban" and fewest < 2 * n:
+            print(f"{name}: needs {2 * n} kiban seeds per dataset, have {fewest}")
+            continue
+        wins = [draw() for _ in range(args.draws)]
+        totals = [sum(w) for w in wins]
+        p7 = sum(t >= 7 for t in totals) / len(totals)
+        per = {d: sum(w[i] for w in wins) / len(wins) for i, d in enumerate(DATASETS)}
+        result[name] = {"p_goal": p7, "mean_wins": statistics.mean(totals), "per_dataset": per}
+        print(f"{name}: P(>= 7 of 10) = {p7:.2f}, mean datasets at >= {statistics.mean(totals):.2f}; "
+              "P(median >=) per dataset: " + ", ".join(f"{d} {v:.2f}" for d, v in per.items()))
+    variants = sorted({json.dumps(r["options"], sort_keys=True) for r in runs
+                       if r["method"] == "kiban" and r.get("options")})
+    result["variants"] = {}
+    for text in variants:
+        other = by_seed(runs, "kiban", args.budget, json.loads(text))
+        rows, wins, pairs = [], 0, []
+        for d in DATASETS:
+            seeds = sorted(set(other.get(d, {})) & set(kiban.get(d, {})))
+            if len(seeds) < 3:
+                continue
+            a, b = [kiban[d][s] for s in seeds], [other[d][s] for s in seeds]
+            ge = at_least(b, a, d)
+            wins += ge
+            # probability that a run of the variant beats a run of the default (ties half)
+            beat = sum((sign[d] * (y - x) > 0) + 0.5 * (y == x) for x in a for y in b) / (
+                len(a) * len(b))
+            pairs.append(beat)
+            rows.append({"dataset": d, "seeds": len(seeds), "default": statistics.median(a),
+                         "variant": statistics.median(b), "p_beat": beat,
+                         "p": mannwhitneyu(a, b, alternative="two-sided").pvalue})
+        result["variants"][text] = {"at_least_default": wins, "datasets": len(rows),
+                                    "mean_p_beat": statistics.mean(pairs), "rows": rows}
+        print(f"options {text}: median >= default on {wins} of {len(rows)}; mean P(a run "
+              f"beats a default run) {statistics.mean(pairs):.2f}; smallest p "
+              f"{min(r['p'] for r in rows):.2f}")
+    if args.chance_out:
+        Path(args.chance_out).write_text(json.dumps(result, indent=1))
 
 
 def summarise(done: dict, budget: int) -> None:
@@ -263,7 +370,7 @@ def timing(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["olympus", "timing", "all"], default="all")
+    parser.add_argument("--part", choices=["olympus", "timing", "all", "chance"], default="all")
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--methods", nargs="+", default=["kiban", "random", "ax"],
@@ -276,6 +383,11 @@ def main() -> None:
     parser.add_argument("--options", default="{}",
                         help='kiban proposer options as JSON, e.g. \'{"num_restarts": 10}\'')
     parser.add_argument("--timing-out", default=str(HERE / "results" / "lab-timing.json"))
+    parser.add_argument("--results", nargs="+", default=[str(HERE / "results" / f) for f in (
+        "lab-olympus.json", "lab-olympus-seeds10-19.json", "lab-olympus-kiban-seeds20-39.json")],
+        help="--part chance: the results files to pool")
+    parser.add_argument("--draws", type=int, default=20000, help="--part chance: resamples")
+    parser.add_argument("--chance-out", default=str(HERE / "results" / "lab-chance.json"))
     args = parser.parse_args()
     PROPOSER_OPTIONS.update(json.loads(args.options))
     warnings.filterwarnings("ignore")
@@ -287,6 +399,8 @@ def main() -> None:
         timing(args)
     if args.part in ("olympus", "all"):
         olympus(args)
+    if args.part == "chance":
+        chance(args)
 
 
 if __name__ == "__main__":
