@@ -20,6 +20,10 @@ prose prompt, with and without the constraint mask: tokens/s of each and their r
 
     .venv/bin/python benchmarks/bench_generate.py            # 7 repeats, ~1 min on 2 cores
     .venv/bin/python benchmarks/bench_generate.py --quick    # 1 repeat, 16 tokens: a smoke run
+    python benchmarks/bench_generate.py --device cuda --batches 1 32 256   # on a GPU machine
+
+``--device cuda`` runs both on the GPU (the results file says so; the greedy-identity check
+stays: with ``--dtype bfloat16`` the two may part on near-tied logits, which it reports).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))
 
 
-def build_model():
+def build_model(device: str = "cpu", dtype: str = "float32"):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -48,7 +52,7 @@ def build_model():
                          num_attention_heads=4, num_key_value_heads=4, vocab_size=512,
                          max_position_embeddings=512, tie_word_embeddings=False,
                          bos_token_id=None, eos_token_id=None, pad_token_id=0)
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval().to(device=device, dtype=getattr(torch, dtype))
 
 
 def prompts(batch: int, seed: int):
@@ -69,10 +73,12 @@ def prompts(batch: int, seed: int):
 def run_hf(model, input_ids, attention_mask, new_tokens: int):
     import torch
 
+    device = model.get_input_embeddings().weight.device
     with torch.inference_mode():
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+        out = model.generate(input_ids=input_ids.to(device),
+                             attention_mask=attention_mask.to(device), do_sample=False,
                              max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
-    return out[:, input_ids.shape[1]:]
+    return out[:, input_ids.shape[1]:].cpu()   # .cpu(): waits for the GPU, as decode does
 
 
 def run_kiban(engine, input_ids, attention_mask, new_tokens: int):
@@ -81,7 +87,7 @@ def run_kiban(engine, input_ids, attention_mask, new_tokens: int):
     return decode(engine, input_ids, attention_mask.bool(), max_new_tokens=new_tokens).tokens
 
 
-def constraint_cost(repeats: int, new_tokens: int) -> dict:
+def constraint_cost(repeats: int, new_tokens: int, device: str = "cpu") -> dict:
     """kiban tokens/s with and without the modality-constraint mask, batch 32."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -98,7 +104,7 @@ def constraint_cost(repeats: int, new_tokens: int) -> dict:
     model = LlamaForCausalLM(LlamaConfig(
         hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=4, vocab_size=tokenizer.vocab_size, max_position_embeddings=512,
-        bos_token_id=None, eos_token_id=None, pad_token_id=tokenizer.pad_id)).eval()
+        bos_token_id=None, eos_token_id=None, pad_token_id=tokenizer.pad_id)).eval().to(device)
     engine = LlamaEngine(model)
     tables = ModalityConstraints(tokenizer, tokenizer.vocab_size)
     prompts = ["The compound <mol>", "The compound"] * 16
@@ -116,7 +122,8 @@ def constraint_cost(repeats: int, new_tokens: int) -> dict:
                           if method == "constrained" else None)
             start = time.perf_counter()
             decode(engine, input_ids, mask, max_new_tokens=new_tokens, sampling=sampling,
-                   generator=torch.Generator().manual_seed(repeat), constraint=constraint)
+                   generator=torch.Generator(device=device).manual_seed(repeat),
+                   constraint=constraint)
             times[method].append(time.perf_counter() - start)
     tokens = len(prompts) * new_tokens
     out = {m: round(tokens / statistics.median(t), 1) for m, t in times.items()}
@@ -143,6 +150,8 @@ def main() -> int:
                         help="kiban's library for small matrix products (default: measured)")
     parser.add_argument("--large", choices=["auto", "torch", "onednn"], default="auto",
                         help="kiban's library for larger matrix products (default: measured)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -154,7 +163,7 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = build_model()
+    model = build_model(args.device, args.dtype)
     engine = LlamaEngine(model, blas=args.blas, large=args.large)
     print(f"kiban's small products (<= 4 rows) through {engine.linear.library}, larger ones "
           f"through {engine.linear.large_library}", flush=True)
@@ -191,13 +200,15 @@ def main() -> int:
         print(f"batch {batch:>3}: HF {row['hf_tokens_per_s']:>8.1f} tok/s   kiban "
               f"{row['kiban_tokens_per_s']:>8.1f} tok/s   speedup {row['speedup_median']:.2f}x "
               f"(min {row['speedup_min']:.2f}x)   identical {identical}", flush=True)
-    constraints = constraint_cost(args.repeats, args.new_tokens) if args.constraints else None
+    constraints = (constraint_cost(args.repeats, args.new_tokens, args.device)
+                   if args.constraints else None)
     result = {
         "benchmark": "generate", "date": datetime.datetime.now(datetime.UTC).isoformat(),
         "command": " ".join([".venv/bin/python", "benchmarks/bench_generate.py", *sys.argv[1:]]),
         "model": {"class": "LlamaForCausalLM", "parameters": parameters, "hidden_size": 256,
                   "intermediate_size": 1024, "layers": 4, "heads": 4, "vocab_size": 512,
-                  "dtype": "float32", "init": "random, torch.manual_seed(0)"},
+                  "dtype": args.dtype, "init": "random, torch.manual_seed(0)"},
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "engine": LlamaEngine.name, "small_products": engine.linear.library,
         "large_products": engine.linear.large_library,
         "repeats": args.repeats,
@@ -208,7 +219,8 @@ def main() -> int:
         "results": rows,
         "constraints": constraints,
     }
-    out = args.out or RESULTS / ("generate-quick.json" if args.quick else "generate.json")
+    name = "generate" + ("" if args.device == "cpu" else f"-{args.device}-{args.dtype}")
+    out = args.out or RESULTS / (f"{name}-quick.json" if args.quick else f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1))

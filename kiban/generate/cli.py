@@ -35,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="generations per completion with --valid-only (default 8)")
     parser.add_argument("--engine", choices=("auto", "fast", "hf"), default="auto",
                         help="decoder: fast Llama path, the model's own forward, or auto")
+    parser.add_argument("--device", default="cpu",
+                        help="where the model runs: cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run)  # kiban.cli dispatches on args.handler
     return parser
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # no loading bars around our output
-        generator = load_generator(args.model_dir, engine=args.engine)
+        generator = load_generator(args.model_dir, engine=args.engine, device=args.device)
         start = time.perf_counter()
         completions = generator.generate(
             args.prompt, n=args.n, max_new_tokens=args.max_new_tokens,

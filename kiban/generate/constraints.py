@@ -171,6 +171,23 @@ class ModalityConstraints:
         self.follows = follows[:, self.kind]  # (kinds, V): may token v follow a piece of kind k
         self.can_end = torch.tensor([k in CAN_END for k in range(len(FOLLOWS))])
         self.rparen_id = mol.get(")")
+        self.device = torch.device("cpu")
+        self._copies: dict[torch.device, ModalityConstraints] = {self.device: self}
+
+    _TABLES = ("allowed", "open_mode", "is_close", "close_ids", "depth_delta", "ring_bits",
+               "kind", "ring_label", "follows", "can_end")
+
+    def on(self, device: torch.device) -> ModalityConstraints:
+        """These tables on ``device`` (a copy made once per device; itself on the CPU)."""
+        device = torch.device(device)
+        if device not in self._copies:
+            copy = object.__new__(ModalityConstraints)
+            copy.__dict__.update(self.__dict__)
+            for name in self._TABLES:
+                setattr(copy, name, getattr(self, name).to(device))
+            copy.device = device
+            self._copies[device] = copy
+        return self._copies[device]
 
     def stop_ids(self, states: list[PromptState]) -> Tensor:
         """(B, 2): end-of-text, and the closing tag of a span the prompt left open (else -1)."""
@@ -222,6 +239,15 @@ class ConstraintTracker(TokenConstraint):
 
     def mask_(self, logits: Tensor) -> Tensor:
         return logits.masked_fill_(~self.allowed(), float("-inf"))
+
+    _STATE = ("mode", "span_length", "depth", "rings", "last_kind", "fresh_ring")
+
+    def to(self, device: torch.device) -> ConstraintTracker:
+        device = torch.device(device)
+        if device == self.tables.device:
+            return self
+        return ConstraintTracker(self.tables.on(device),
+                                 **{name: getattr(self, name).to(device) for name in self._STATE})
 
     def advance(self, tokens: Tensor) -> None:
         t = self.tables

@@ -82,6 +82,7 @@ class DecodeEngine(abc.ABC):
     """Next-token logits for a left-padded batch: `prefill` once, then `step` per token."""
 
     name: ClassVar[str]
+    device: torch.device = torch.device("cpu")   # where its weights, caches and logits live
 
     @abc.abstractmethod
     def prefill(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:
@@ -103,6 +104,10 @@ class TokenConstraint(abc.ABC):
     @abc.abstractmethod
     def advance(self, tokens: Tensor) -> None:
         """Update the state with the tokens (B,) just chosen."""
+
+    def to(self, device: torch.device) -> TokenConstraint:
+        """This constraint with its tensors on ``device`` (the engine's); itself by default."""
+        return self
 
 
 def fast_path_problem(model: Any) -> str | None:
@@ -303,6 +308,7 @@ class LlamaEngine(DecodeEngine):
         self.eps = model.model.norm.variance_epsilon
         self._norm_shape = (config.hidden_size,)
         self.embed = model.model.embed_tokens.weight.detach()
+        self.device = self.embed.device
         self.final_norm = model.model.norm.weight.detach()
         self.lm_head = _columns(model.lm_head.weight)  # (C, V), tied or not
         self.layers = [self._fuse(layer) for layer in model.model.layers]
@@ -365,8 +371,8 @@ class LlamaEngine(DecodeEngine):
         is the same product exactly (a sign flip is exact) and one op cheaper."""
         if self._cos is not None and self._cos.shape[0] >= length:
             return
-        positions = torch.arange(length)[None]
-        probe = torch.empty(0, dtype=self.dtype)
+        positions = torch.arange(length, device=self.device)[None]
+        probe = torch.empty(0, dtype=self.dtype, device=self.device)
         cos, sin = self.model.model.rotary_emb(probe, positions)  # (1, L, D)
         sin = sin[0].clone()
         sin[:, : self.head_dim // 2] *= -1
@@ -402,8 +408,8 @@ class LlamaEngine(DecodeEngine):
                 f"model's max_position_embeddings={self.max_positions}")
         self._rotary_table(total)
         shape = (batch, self.kv_heads, total, self.head_dim)
-        self._caches = [(torch.empty(shape, dtype=self.dtype), torch.empty(shape, dtype=self.dtype))
-                        for _ in self.layers]
+        on = {"dtype": self.dtype, "device": self.device}
+        self._caches = [(torch.empty(shape, **on), torch.empty(shape, **on)) for _ in self.layers]
         attention_mask = attention_mask.bool()
         padded = not bool(attention_mask.all())
         # positions count real tokens only, as Hugging Face derives them from the mask
@@ -412,19 +418,20 @@ class LlamaEngine(DecodeEngine):
         # left padding (no bias at all when nothing is padded)
         self._key_bias = None
         if padded:
-            self._key_bias = torch.zeros(batch, 1, 1, total, dtype=self.dtype)
+            self._key_bias = torch.zeros(batch, 1, 1, total, **on)
             self._key_bias[:, 0, 0, :length].masked_fill_(~attention_mask, float("-inf"))
-            causal = torch.ones(length, length, dtype=torch.bool).tril()
+            causal = torch.ones(length, length, dtype=torch.bool, device=self.device).tril()
             # a padding query attends to itself only (its output is never used; avoids NaN)
             prefill_mask = (causal & attention_mask[:, None, None, :]) | torch.eye(
-                length, dtype=torch.bool)
+                length, dtype=torch.bool, device=self.device)
         else:
             prefill_mask = None
         self._slot = length
         self._next_position = positions[:, -1] + 1  # (B,)
         # one sequence in float32 with NumPy's BLAS measured faster: later steps run compiled
         self._one_row = None
-        if batch == 1 and self.dtype == torch.float32 and self.linear.library == "numpy":
+        if batch == 1 and self.dtype == torch.float32 and self.linear.library == "numpy" \
+                and self.device.type == "cpu":
             import numpy as np
 
             from kiban.generate._onerow import step_one
@@ -509,6 +516,7 @@ class HFLoopEngine(DecodeEngine):
     def __init__(self, model: Any):
         self.model = model
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.device = model.get_input_embeddings().weight.device
 
     def prefill(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:
         from transformers import DynamicCache
@@ -575,11 +583,23 @@ def decode(engine: DecodeEngine, input_ids: Tensor, attention_mask: Tensor, *,
     """Generate up to ``max_new_tokens`` per row of the left-padded ``input_ids`` (B, T).
 
     ``stop_ids`` (B, K) lists each row's stop tokens (-1 = none); a row that emits one keeps it
-    and is finished (pad ids after; the loop ends when every row is finished)."""
+    and is finished (pad ids after; the loop ends when every row is finished).
+
+    Everything runs on the engine's device (the inputs, stop ids and constraint are moved
+    there; a sampling ``generator`` must already be there); the output comes back on the CPU."""
+    device = engine.device
+    if generator is not None and not sampling.greedy and generator.device.type != device.type:
+        raise GenerationError(f"the sampling generator is on {generator.device}, the model on "
+                              f"{device}: make it with torch.Generator(device={str(device)!r})")
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    if stop_ids is not None:
+        stop_ids = stop_ids.to(device)
+    if constraint is not None:
+        constraint = constraint.to(device)
     batch = input_ids.shape[0]
-    out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long)
-    finished = torch.zeros(batch, dtype=torch.bool)
-    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long)
+    out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
     with torch.inference_mode():
         logits = engine.prefill(input_ids, attention_mask, max_new_tokens)
         for i in range(max_new_tokens):
@@ -600,4 +620,4 @@ def decode(engine: DecodeEngine, input_ids: Tensor, attention_mask: Tensor, *,
                     break
             if i + 1 < max_new_tokens:
                 logits = engine.step(tokens)
-    return DecodeOutput(tokens=out, lengths=lengths, stopped=finished)
+    return DecodeOutput(tokens=out.cpu(), lengths=lengths.cpu(), stopped=finished.cpu())

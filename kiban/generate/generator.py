@@ -132,6 +132,7 @@ class Generator:
         self._engines: dict[str, Any] = {}
         self._constraints = None
         self.last_engine: str | None = None  # which path the last `generate` ran
+        self.device = model.get_input_embeddings().weight.device
 
     # --- prompts ------------------------------------------------------------------------------
     def _encode(self, prompt: str) -> list[int]:
@@ -190,8 +191,8 @@ class Generator:
                                   f"of strings. Got {prompts!r} instead.")
         sampling = check_parameters(n=n, max_new_tokens=max_new_tokens, temperature=temperature,
                                     top_p=top_p, seed=seed, max_tries=max_tries)
-        generator = torch.Generator().manual_seed(seed if seed is not None
-                                                  else secrets.randbits(63))
+        generator = torch.Generator(device=self.device).manual_seed(
+            seed if seed is not None else secrets.randbits(63))
         rows = [p for p in prompts for _ in range(n)]
         encoded = {p: self._encode(p) for p in prompts}
         results = self._run(rows, encoded, max_new_tokens, sampling, generator, constrain)
@@ -285,6 +286,28 @@ def _eos_ids(model: Any, tokenizer: Any, model_dir: Path) -> list[int]:
     return list(dict.fromkeys(ids)) or [-1]
 
 
+def check_device(device: str) -> Any:
+    """``device`` as a torch.device, or a GenerationError saying why it cannot be used here."""
+    import torch
+
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise GenerationError(f"The 'device' parameter must name a torch device such as 'cpu' or "
+                              f"'cuda:0'. Got {device!r} instead.") from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GenerationError(
+                f"device {device!r}: no CUDA device is usable here (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda}); use device='cpu'")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise GenerationError(f"device {device!r}: this machine has "
+                                  f"{torch.cuda.device_count()} CUDA device(s)")
+    elif target.type != "cpu":
+        raise GenerationError(f"device {device!r}: generation runs on 'cpu' or 'cuda' devices")
+    return target
+
+
 def _adapter_and_base(model_dir: Path) -> tuple[Path | None, Path]:
     """A LoRA adapter directory (``adapter_config.json``, no ``config.json``) → (adapter, the
     base model directory it names); anything else → (None, model_dir)."""
@@ -309,11 +332,12 @@ def _adapter_and_base(model_dir: Path) -> tuple[Path | None, Path]:
 
 
 def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = "float32",
-                   ) -> Generator:
+                   device: str = "cpu") -> Generator:
     """Load a model directory (config.json, weights, tokenizer.json [+ kiban_tokenizer.json]).
 
     ``engine``: "auto" (the fast Llama decoder when the model allows it), "fast" (require it)
-    or "hf" (the model's own forward, any causal LM)."""
+    or "hf" (the model's own forward, any causal LM). ``device``: where the model, its caches
+    and the sampling run ("cpu", "cuda", "cuda:1", ...; measured so far on CPUs only)."""
     model_dir = Path(model_dir)
     from kiban.train.models import model_dir_problem
 
@@ -346,6 +370,7 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
         except Exception as error:  # tokenizers raises a bare Exception
             raise GenerationError(f"{model_dir / 'tokenizer.json'}: not a readable tokenizer "
                                   f"({error})") from None
+    target = check_device(device)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise GenerationError(f"The 'dtype' parameter must name a torch dtype. Got {dtype!r}.")
@@ -363,6 +388,8 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
             raise GenerationError(f"{adapter}: cannot apply the LoRA adapter to {model_dir} "
                                   f"({error})") from None
     model.eval()
+    if target.type != "cpu":
+        model.to(target)
     embeddings = model.get_input_embeddings().num_embeddings
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     if vocab > embeddings:

@@ -58,6 +58,8 @@ def test_text_output(trained_model_dir, capsys):
     (["--top-p", "0"], "'top_p' parameter must be a number in (0, 1]. Got 0.0"),
     (["--n", "0"], "'n' parameter must be an integer >= 1. Got 0"),
     (["--max-new-tokens", "0"], "'max_new_tokens' parameter must be an integer >= 1. Got 0"),
+    (["--device", "gpu0"], "'device' parameter must name a torch device such as 'cpu' or "
+                           "'cuda:0'. Got 'gpu0'"),
 ])
 def test_bad_parameters_exit_2(kiban_model_dir, capsys, argv, message):
     assert run([str(kiban_model_dir), "--prompt", "x", *argv]) == 2
