@@ -239,13 +239,18 @@ def chance(args) -> None:
             out.append(at_least(values[:n], values[n:], d))
         return out
 
+    if not kiban:
+        raise SystemExit("no default kiban runs in " + ", ".join(args.results))
     print(f"seeds run: kiban {min(len(v) for v in kiban.values())}, "
-          f"Ax {min(len(v) for v in ax.values())}; {args.draws} draws of {n} seeds")
+          f"Ax {min((len(v) for v in ax.values()), default=0)}; {args.draws} draws of {n} seeds")
     result = {"draws": args.draws, "results": args.results}
     fewest = min(len(v) for v in kiban.values())
     for name, draw in (("kiban vs Ax", draw_vs_ax), ("kiban vs kiban", draw_vs_self)):
         if name == "kiban vs kiban" and fewest < 2 * n:
             print(f"{name}: needs {2 * n} kiban seeds per dataset, have {fewest}")
+            continue
+        if name == "kiban vs Ax" and min((len(ax.get(d, ())) for d in DATASETS), default=0) < n:
+            print(f"{name}: needs {n} Ax seeds per dataset")
             continue
         wins = [draw() for _ in range(args.draws)]
         totals = [sum(w) for w in wins]
@@ -384,7 +389,7 @@ def main() -> None:
                         help='kiban proposer options as JSON, e.g. \'{"num_restarts": 10}\'')
     parser.add_argument("--timing-out", default=str(HERE / "results" / "lab-timing.json"))
     parser.add_argument("--results", nargs="+", default=[str(HERE / "results" / f) for f in (
-        "lab-olympus.json", "lab-olympus-seeds10-19.json", "lab-olympus-kiban-seeds20-39.json")],
+        "lab-olympus.json", "lab-olympus-seeds10-19.json", "lab-olympus-kiban-heldout.json")],
         help="--part chance: the results files to pool")
     parser.add_argument("--draws", type=int, default=20000, help="--part chance: resamples")
     parser.add_argument("--chance-out", default=str(HERE / "results" / "lab-chance.json"))

@@ -93,3 +93,14 @@ def test_run_key_tells_options_apart(bench):
     assert bench.run_key(base) != bench.run_key({**base, "options": {"warp": "power"}})
     assert bench.run_key({**base, "options": {"a": 1, "b": 2}}) == \
         bench.run_key({**base, "options": {"b": 2, "a": 1}})
+
+
+def test_chance_without_ax_runs_still_compares_variants(bench, tmp_path):
+    default = runs(bench, "kiban", lambda d, s, g: 0.0, range(20, 40))
+    variant = runs(bench, "kiban", lambda d, s, g: better(g, -1.0), range(20, 40),
+                   options={"maxiter": 50})
+    result = chance(bench, tmp_path, default + variant)
+    assert "kiban vs Ax" not in result
+    assert result["kiban vs kiban"]["mean_wins"] == 10   # all ties
+    v = result["variants"][json.dumps({"maxiter": 50})]
+    assert v["at_least_default"] == 0 and v["mean_p_beat"] == 0.0
