@@ -85,13 +85,14 @@ def test_greedy_on_cuda_matches_hf_generate_on_cuda(lengths):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-def test_constrained_sampling_on_cuda(trained_model_dir):
-    generator = load_generator(trained_model_dir, device="cuda")
-    completions = generator.generate("<mol>", n=16, max_new_tokens=48, temperature=1.0, seed=0)
-    cpu = load_generator(trained_model_dir).generate("<mol>", n=16, max_new_tokens=48,
-                                                     temperature=1.0, seed=0)
-    assert generator.device.type == "cuda"
-    # another device draws other random numbers; the constraint holds on both
-    for completion in completions + cpu:
-        assert all(span.modality == "mol" for span in completion.spans)
-    assert sum(c.valid for c in completions) >= sum(c.valid for c in cpu) - 4
+def test_constrained_generation_on_cuda(trained_model_dir):
+    gpu = load_generator(trained_model_dir, device="cuda")
+    cpu = load_generator(trained_model_dir)
+    assert gpu.device.type == "cuda"
+    prompts = ["The compound <mol>", "<mol>C"]
+    # greedy and constrained: the same tokens as on the CPU (fp32 both)
+    assert [c.text for c in gpu.generate(prompts, max_new_tokens=48)] == \
+        [c.text for c in cpu.generate(prompts, max_new_tokens=48)]
+    # sampling draws other random numbers on another device; the masks hold there too
+    for completion in gpu.generate("<mol>", n=32, max_new_tokens=48, temperature=1.0, seed=0):
+        assert [span.modality for span in completion.spans] == ["mol"]
