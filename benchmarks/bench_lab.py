@@ -187,13 +187,9 @@ def run_key(run: dict) -> tuple:
             json.dumps(run.get("options") or {}, sort_keys=True))
 
 
-def best_values(done: dict, dataset: str, method: str, budget: int,
-                options: dict | None = None) -> list[float]:
-    """Best values of the runs of ``method`` (kiban: with ``options``, default none)."""
-    want = json.dumps(options or {}, sort_keys=True)
-    return [r["best"] for r in done["runs"] if r["dataset"] == dataset
-            and r["method"] == method and r["budget"] == budget
-            and json.dumps(r.get("options") or {}, sort_keys=True) == want]
+def best_values(done: dict, dataset: str, method: str, budget: int) -> list[float]:
+    """Best values of the runs of ``method`` (kiban: the default options), one per seed."""
+    return list(by_seed(done["runs"], method, budget).get(dataset, {}).values())
 
 
 def by_seed(runs: list[dict], method: str, budget: int, options: dict | None = None,
