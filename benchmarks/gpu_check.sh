@@ -8,12 +8,21 @@
 #   3. training MFU of a 1B Llama (goal >= 45 % bf16), kiban and a plain loop;
 #   4. whether vllm imports there (the >= 0.95x vLLM comparison needs it; it travels as wheels
 #      only: see the device README).
-# Needs torch (CUDA), transformers, tokenizers and pytest on that machine, and kiban importable
-# from the working tree (PYTHONPATH=. or pip install -e . --no-deps).
+# That machine's python3 (3.12) has torch (CUDA), transformers, tokenizers, peft and pytest, not
+# kiban's other dependencies; fetch those here as wheels, ignored by git, and carry the folder:
+#   echo /.whl/ >> .git/info/exclude
+#   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#       rdkit pymatgen spglib datasketch selfies pydivsufsort      # ~35 MB (2026-11-29)
+#   run: command "bash benchmarks/gpu_check.sh", carry [".whl"]
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    $PY -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -n 3
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" | tee -a "$OUT/gpu.txt"
 status=0
