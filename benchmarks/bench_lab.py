@@ -272,16 +272,32 @@ def chance(args) -> None:
             beat = sum((sign[d] * (y - x) > 0) + 0.5 * (y == x) for x in a for y in b) / (
                 len(a) * len(b))
             pairs.append(beat)
+            # paired by seed (same design, and the same steps until an option changes one)
+            better = sum(sign[d] * (y - x) > 0 for x, y in zip(a, b))
+            worse = sum(sign[d] * (y - x) < 0 for x, y in zip(a, b))
             rows.append({"dataset": d, "seeds": len(seeds), "default": statistics.median(a),
                          "variant": statistics.median(b), "p_beat": beat,
-                         "p": mannwhitneyu(a, b, alternative="two-sided").pvalue})
+                         "p": mannwhitneyu(a, b, alternative="two-sided").pvalue,
+                         "better": better, "worse": worse, "p_sign": sign_test(better, worse)})
+        better, worse = (sum(r[k] for r in rows) for k in ("better", "worse"))
         result["variants"][text] = {"at_least_default": wins, "datasets": len(rows),
-                                    "mean_p_beat": statistics.mean(pairs), "rows": rows}
+                                    "mean_p_beat": statistics.mean(pairs), "rows": rows,
+                                    "better": better, "worse": worse,
+                                    "p_sign": sign_test(better, worse)}
         print(f"options {text}: median >= default on {wins} of {len(rows)}; mean P(a run "
               f"beats a default run) {statistics.mean(pairs):.2f}; smallest p "
-              f"{min(r['p'] for r in rows):.2f}")
+              f"{min(r['p'] for r in rows):.2f}; same seed: better {better}, worse {worse} "
+              f"(sign test p {sign_test(better, worse):.3g}); by dataset: " + ", ".join(
+                  f"{r['dataset']} {r['better']}/{r['worse']}" for r in rows))
     if args.chance_out:
         Path(args.chance_out).write_text(json.dumps(result, indent=1))
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided sign test on paired runs (ties left out): 1.0 when none differ."""
+    from scipy.stats import binomtest
+
+    return binomtest(better, better + worse).pvalue if better + worse else 1.0
 
 
 def summarise(done: dict, budget: int) -> None:

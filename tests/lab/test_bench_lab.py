@@ -104,3 +104,21 @@ def test_chance_without_ax_runs_still_compares_variants(bench, tmp_path):
     assert result["kiban vs kiban"]["mean_wins"] == 10   # all ties
     v = result["variants"][json.dumps({"maxiter": 50})]
     assert v["at_least_default"] == 0 and v["mean_p_beat"] == 0.0
+    assert (v["better"], v["worse"]) == (0, 200) and v["p_sign"] < 1e-50
+
+
+def test_variants_paired_by_seed_with_a_sign_test(bench, tmp_path):
+    # the variant equals the default on most seeds (same steps) and differs on a few: better
+    # on seeds 20-25 of the first dataset, worse on seed 26; ties leave the test
+    first = bench.DATASETS[0]
+    default = runs(bench, "kiban", lambda d, s, g: float(s), range(20, 40))
+    moved = {20: 1, 21: 1, 22: 1, 23: 1, 24: 1, 25: 1, 26: -1}
+    variant = runs(bench, "kiban", lambda d, s, g: float(s) + (
+        better(g, moved.get(s, 0)) if d == first else 0.0), range(20, 40),
+        options={"exploit_after": 27})
+    v = chance(bench, tmp_path, default + variant)["variants"][json.dumps({"exploit_after": 27})]
+    assert (v["better"], v["worse"]) == (6, 1)
+    assert v["p_sign"] == pytest.approx(0.125)   # 2 * P(X <= 1), X ~ Bin(7, 1/2) = 16/128
+    row = {r["dataset"]: r for r in v["rows"]}
+    assert (row[first]["better"], row[first]["worse"]) == (6, 1)
+    assert all(r["p_sign"] == 1.0 for d, r in row.items() if d != first)

@@ -291,6 +291,42 @@ def test_botorch_min_and_target_goals_move_towards_the_optimum():
         assert abs(p["x"] - best) < 0.08, (goal, p)
 
 
+def test_exploit_after_turns_to_the_posterior_best_from_that_many_observations():
+    """Observed only on [0, 0.3] around a peak at 0.2: with ``exploit_after`` reached the
+    proposal is the model's best guess (near 0.2), a batch adds new points; one
+    observation short of it, the proposal is qLogNEI's, exactly the default's."""
+    space = Space((Continuous("x", 0, 1),), (Objective("f"),))
+    fn = lambda p: -(p["x"] - 0.2) ** 2
+    observed = observe(space, [{"x": x} for x in (0.0, 0.1, 0.15, 0.3)], fn)
+    (p,) = botorch(exploit_after=4).propose(space, observed, [], 1, seed=0)
+    assert abs(p["x"] - 0.2) < 0.03, p
+    before = botorch(exploit_after=5).propose(space, observed, [], 1, seed=0)
+    assert before == botorch().propose(space, observed, [], 1, seed=0)
+    assert abs(before[0]["x"] - 0.2) > 0.03, before   # qLogNEI explores here: a real contrast
+    batch = botorch(exploit_after=4).propose(space, observed, [], 3, seed=0)
+    assert_valid(space, batch)
+    assert len({round(q["x"], 6) for q in batch}) == 3
+    # the batch's expected best: the posterior's best first, then points that may beat it
+    assert abs(batch[0]["x"] - p["x"]) < 1e-6, batch
+
+
+def test_exploit_after_falls_back_to_qlognei_when_its_best_was_measured():
+    """f = x: the posterior's best is the bound x = 1, already measured; repeating it teaches
+    nothing, so the step is qLogNEI's (the default's proposal, not a random repair)."""
+    space = Space((Continuous("x", 0, 1),), (Objective("f"),))
+    observed = observe(space, [{"x": x} for x in (0.0, 0.3, 0.6, 0.8, 1.0)], lambda p: p["x"])
+    out = botorch(exploit_after=1).propose(space, observed, [], 1, seed=0)
+    assert out == botorch().propose(space, observed, [], 1, seed=0)
+    assert out[0]["x"] != 1.0
+
+
+def test_exploit_after_refuses_several_objectives():
+    space = Space((Continuous("x", 0, 1),), (Objective("f"), Objective("g")))
+    observed = observe(space, initial_design(space, 4, seed=0), lambda p: (p["x"], -p["x"]))
+    with pytest.raises(ProposerError, match="'exploit_after' works with one objective"):
+        botorch(exploit_after=2).propose(space, observed, [], 1, seed=0)
+
+
 @pytest.mark.slow
 def test_botorch_beats_random_on_a_quadratic():
     """Deterministic (seeded) runs on a 3-d quadratic at 17 evaluations: BoTorch's regret is a

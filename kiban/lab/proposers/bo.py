@@ -277,6 +277,23 @@ def make_acquisition(model: Any, space: Space, X: torch.Tensor, mc_samples: int,
         prune_baseline=True)
 
 
+def exploit_acquisition(model: Any, space: Space, observed: int, after: int, mc_samples: int,
+                        seed: int) -> Any:
+    """qSimpleRegret (the expected best of the batch under the posterior: pure exploitation)
+    once ``observed >= after > 0``; None before. For the last experiments of a campaign of
+    known length, where a better measured value is all that is left to gain."""
+    if after <= 0 or observed < after:
+        return None
+    if len(space.objectives) != 1:
+        raise ProposerError("option 'exploit_after' works with one objective (this campaign "
+                            f"has {len(space.objectives)})")
+    from botorch.acquisition.monte_carlo import qSimpleRegret
+    from botorch.sampling.normal import SobolQMCNormalSampler
+
+    return qSimpleRegret(model, sampler=SobolQMCNormalSampler(
+        sample_shape=torch.Size([mc_samples]), seed=seed))
+
+
 def reference_point(model: Any, space: Space, X: torch.Tensor) -> torch.Tensor:
     """The objectives' thresholds as utilities; missing ones inferred as Ax does."""
     from botorch.utils.multi_objective.hypervolume import infer_reference_point
@@ -317,6 +334,8 @@ class BotorchProposer(Proposer):
         "threads": 1,             # torch and BLAS threads while proposing (0: leave them)
         "screen": 128,            # molecules: qLogNEI only on the best by mean + 2 sd (0: all)
         "warp": "none",           # one objective: "power" (Box-Cox / Yeo-Johnson) outcomes
+        "exploit_after": 0,       # one objective: from this many observations on, propose
+                                  # the best by the posterior (qSimpleRegret); 0: never
     }
 
     def __init__(self, *, seed: int = 0, initial: int = 0, center: bool = False,
@@ -355,6 +374,9 @@ class BotorchProposer(Proposer):
         """Refuse what this proposer cannot do before the first round (several molecule
         parameters, a molecule model directory that does not exist)."""
         Layout(space, 1, 1)
+        if int(self.options["exploit_after"]) > 0 and len(space.objectives) != 1:
+            raise ProposerError("option 'exploit_after' works with one objective (this "
+                                f"campaign has {len(space.objectives)})")
         mol = space.molecules[0] if space.molecules else None
         if mol is not None and mol.model and self._sampler is None:
             model_dir(mol)
@@ -426,6 +448,10 @@ class BotorchProposer(Proposer):
             np.random.set_state(np_state)
 
 
+class _Repeat(Exception):
+    """The exploitation acquisition's best is observed or pending (or infeasible as rounded)."""
+
+
 class _Batch:
     """One call's model, acquisition and greedy selection of ``n`` points."""
 
@@ -454,6 +480,9 @@ class _Batch:
         self.X_pending = L.encode(pending)
         self.model = fit_model(L, self.X, self.Y)
         self.acqf = make_acquisition(self.model, space, self.X, int(o["mc_samples"]), seed)
+        self.exploit = exploit_acquisition(self.model, space, len(observed),
+                                           int(o["exploit_after"]), int(o["mc_samples"]), seed)
+        self._exploiting = False
         self.ineq, self.eq = torch_constraints(space)
         self.bounds = torch.stack([torch.zeros(L.D, dtype=DTYPE), torch.ones(L.D, dtype=DTYPE)])
         # same_in_batch carried over from a design point that opened the batch
@@ -469,7 +498,9 @@ class _Batch:
         out: list[dict] = []
         for _ in range(n):
             pend = torch.cat([self.X_pending, *[c.unsqueeze(0) for c in chosen]])
-            self.acqf.set_X_pending(pend if len(pend) else None)
+            for acqf in (self.acqf, self.exploit):
+                if acqf is not None:
+                    acqf.set_X_pending(pend if len(pend) else None)
             x, params = self.step()
             self.seen.add(params_key(self.space, params))
             chosen.append(x)
@@ -487,6 +518,19 @@ class _Batch:
             self.fixed_mol = canonical(params[mol.name])
 
     def step(self) -> tuple[torch.Tensor, dict]:
+        """One point: the exploitation acquisition's when it is on and finds a new feasible
+        point, else qLogNEI's (a repeat of what was measured teaches nothing)."""
+        if self.exploit is not None:
+            explore, self.acqf, self._exploiting = self.acqf, self.exploit, True
+            try:
+                return self._step()
+            except _Repeat:
+                pass
+            finally:
+                self.acqf, self._exploiting = explore, False
+        return self._step()
+
+    def _step(self) -> tuple[torch.Tensor, dict]:
         L = self.layout
         if L.mol is None:
             x = self.cube_step({})
@@ -506,6 +550,8 @@ class _Batch:
         replaced by the best of a few random feasible new points."""
         params = self.layout.decode(x, smiles)
         if self.space.check_params(params) or params_key(self.space, params) in self.seen:
+            if self._exploiting:
+                raise _Repeat
             x, params = self.repair(x, smiles)
         return x.reshape(-1), params
 
