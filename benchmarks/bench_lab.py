@@ -20,6 +20,11 @@ benchmark resumes where it stopped::
     .venv/bin/python benchmarks/bench_lab.py --part timing
     .venv/bin/python benchmarks/bench_lab.py --part chance     # results/lab-chance.json
 
+Two benchmark processes on one 2-core machine: start each with ``OMP_NUM_THREADS=1`` (and
+``MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``). kiban holds its own threads to one while
+proposing, but Ax's torch uses every core, and two such processes oversubscribe them: measured,
+an Ax run on hplc took 100-140 s that way against 15-22 s with one thread each.
+
 ``--options '{...}'`` runs kiban with other proposer options (kept apart in the results by
 their options); ``--part chance`` pools results files and measures how often the goal is met
 on random draws of 10 seeds, kiban vs Ax and kiban vs itself, and compares each set of options
@@ -239,7 +244,19 @@ def chance(args) -> None:
         raise SystemExit("no default kiban runs in " + ", ".join(args.results))
     print(f"seeds run: kiban {min(len(v) for v in kiban.values())}, "
           f"Ax {min((len(v) for v in ax.values()), default=0)}; {args.draws} draws of {n} seeds")
-    result = {"draws": args.draws, "results": args.results}
+    result = {"draws": args.draws, "results": args.results, "pooled": []}
+    for d in DATASETS:   # every seed of each: medians and a Mann-Whitney U test
+        a, b = list(kiban.get(d, {}).values()), list(ax.get(d, {}).values())
+        if len(a) < 3 or len(b) < 3:
+            continue
+        row = {"dataset": d, "kiban_seeds": len(a), "ax_seeds": len(b),
+               "kiban": statistics.median(a), "ax": statistics.median(b),
+               "p": mannwhitneyu(a, b, alternative="two-sided").pvalue,
+               "kiban_at_least": at_least(a, b, d)}
+        result["pooled"].append(row)
+        print(f"pooled {d:12s} kiban {row['kiban']:.4g} [{len(a)}]  Ax {row['ax']:.4g} "
+              f"[{len(b)}]  median >= {'yes' if row['kiban_at_least'] else 'no'}  "
+              f"p {row['p']:.2f}")
     fewest = min(len(v) for v in kiban.values())
     for name, draw in (("kiban vs Ax", draw_vs_ax), ("kiban vs kiban", draw_vs_self)):
         if name == "kiban vs kiban" and fewest < 2 * n:
@@ -350,11 +367,12 @@ def summarise(done: dict, budget: int) -> None:
 
 
 def timing(args) -> None:
-    """Seconds to propose a batch of 8 after n observations (hplc, 6-d), kiban vs Ax."""
+    """Seconds to propose a batch of 8 after n observations (hplc, 6-d, unless
+    ``--timing-dataset``), kiban vs Ax."""
     from kiban.lab.instruments import make_instrument
     from kiban.lab.proposers import Observation, initial_design, make_proposer
 
-    dataset = "hplc"
+    dataset = args.timing_dataset
     config = campaign_config(dataset, "botorch", 0, batch=8)
     name = config.space.objectives[0].name
     instrument = make_instrument(dict(config.instrument), config.space)
@@ -369,9 +387,10 @@ def timing(args) -> None:
             start = time.perf_counter()
             proposer.propose(config.space, observed, [], 8, seed=repeat)
             kiban_t.append(time.perf_counter() - start)
-            client, _ = ax_client(config.space, repeat)
-            for x, y in zip(xs, ys):
-                index = client.attach_trial(parameters=x)
+            client, fill = ax_client(config.space, repeat)
+            for x, y in zip(xs, ys):   # a composition's last part is implied in Ax
+                index = client.attach_trial(parameters={k: v for k, v in x.items()
+                                                        if k not in fill})
                 client.complete_trial(index, raw_data={AX_METRIC: y})
             start = time.perf_counter()
             client.get_next_trials(max_trials=8)
@@ -399,9 +418,11 @@ def main() -> None:
                         help="print the table of what the results file holds; run nothing")
     parser.add_argument("--options", default="{}",
                         help='kiban proposer options as JSON, e.g. \'{"num_restarts": 10}\'')
+    parser.add_argument("--timing-dataset", default="hplc", choices=DATASETS)
     parser.add_argument("--timing-out", default=str(HERE / "results" / "lab-timing.json"))
     parser.add_argument("--results", nargs="+", default=[str(HERE / "results" / f) for f in (
-        "lab-olympus.json", "lab-olympus-seeds10-19.json", "lab-olympus-kiban-heldout.json")],
+        "lab-olympus.json", "lab-olympus-seeds10-19.json", "lab-olympus-kiban-heldout.json",
+        "lab-olympus-ax-seeds20-39.json")],
         help="--part chance: the results files to pool")
     parser.add_argument("--draws", type=int, default=20000, help="--part chance: resamples")
     parser.add_argument("--chance-out", default=str(HERE / "results" / "lab-chance.json"))

@@ -58,6 +58,9 @@ def test_chance_counts_the_goal(bench, tmp_path):
     result = chance(bench, tmp_path, kiban + ax)
     assert result["kiban vs Ax"]["p_goal"] == 1.0
     assert result["kiban vs Ax"]["mean_wins"] == 8
+    pooled = {r["dataset"]: r for r in result["pooled"]}
+    assert [pooled[d]["kiban_at_least"] for d in bench.DATASETS] == [True] * 8 + [False] * 2
+    assert all(r["p"] < 1e-6 for r in pooled.values())
     per = result["kiban vs Ax"]["per_dataset"]
     assert all(per[d] == (1.0 if d in good else 0.0) for d in bench.DATASETS)
     # worse on 4: never 7
@@ -85,6 +88,10 @@ def test_variants_compared_with_default_on_shared_seeds(bench, tmp_path):
     assert v["at_least_default"] == 10 and v["mean_p_beat"] == 1.0
     # the default's own numbers ignore the variant's runs
     assert result["kiban vs Ax"]["mean_wins"] == 10   # ties count as "at least"
+    pooled = {r["dataset"]: r for r in result["pooled"]}
+    assert len(pooled) == 10 and all(r["kiban_at_least"] and r["p"] == 1.0 and
+                                     (r["kiban_seeds"], r["ax_seeds"]) == (10, 10)
+                                     for r in pooled.values())
 
 
 def test_run_key_tells_options_apart(bench):

@@ -291,6 +291,25 @@ def test_botorch_min_and_target_goals_move_towards_the_optimum():
         assert abs(p["x"] - best) < 0.08, (goal, p)
 
 
+def test_linear_constraints_get_axs_optimiser_budget_unless_set():
+    from kiban.lab.proposers.bo import BotorchProposer
+
+    box = Space((Continuous("x", 0, 1), Continuous("y", 0, 1)), (Objective("f"),))
+    blend = Space((Composition("m", ("a", "b", "c")),), (Objective("f"),))
+    ineq = Space(box.parameters, box.objectives, (constraint("x + y <= 1", {"x", "y"}),))
+    default = botorch()
+    assert default.options_for(box) == default.options
+    for space in (blend, ineq):
+        o = default.options_for(space)
+        assert {k: o[k] for k in BotorchProposer.CONSTRAINED_BUDGET} == \
+            BotorchProposer.CONSTRAINED_BUDGET
+    o = botorch(num_restarts=3, maxiter=40).options_for(blend)   # explicit options win
+    assert (o["num_restarts"], o["maxiter"], o["raw_samples"], o["mc_samples"]) == \
+        (3, 40, 1024, 512)
+    off = botorch(constrained_budget=False)
+    assert off.options_for(blend) == off.options
+
+
 def test_exploit_after_turns_to_the_posterior_best_from_that_many_observations():
     """Observed only on [0, 0.3] around a peak at 0.2: with ``exploit_after`` reached the
     proposal is the model's best guess (near 0.2), a batch adds new points; one

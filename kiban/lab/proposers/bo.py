@@ -29,8 +29,10 @@ Matched from the installed Ax (``ax/api/utils/generation_strategy_dispatch.py``,
   rounding).
 
 Differences from Ax, on purpose: ``num_restarts``/``raw_samples``/``mc_samples`` default lower
-than Ax's 20/1024/512 so that a batch of 8 takes about a second on two CPU cores (options);
-no `qLogProbabilityOfFeasibility` switch. Optional, not Ax: ``warp = "power"`` (Box-Cox /
+than Ax's 20/1024/512 in box spaces so that a batch of 8 takes about a second on two CPU cores
+(options); under linear constraints Ax's budget is kept (`CONSTRAINED_BUDGET`: SLSQP on a
+polytope gains from it, measured on the Olympus photo_* blends); no
+`qLogProbabilityOfFeasibility` switch. Optional, not Ax: ``warp = "power"`` (Box-Cox /
 Yeo-Johnson outcomes, as HEBO).
 
 Molecules: a GP on Morgan fingerprints with a Tanimoto kernel (times the default RBF kernel on
@@ -336,12 +338,29 @@ class BotorchProposer(Proposer):
         "warp": "none",           # one objective: "power" (Box-Cox / Yeo-Johnson) outcomes
         "exploit_after": 0,       # one objective: from this many observations on, propose
                                   # the best by the posterior (qSimpleRegret); 0: never
+        "constrained_budget": True,   # linear constraints: CONSTRAINED_BUDGET for the four
+                                      # optimiser options not set explicitly
     }
+    #: Ax's acquisition-optimiser budget, used under linear constraints (compositions,
+    #: ``constraints``): SLSQP on a polytope needs it more than L-BFGS-B in a box (measured on
+    #: the Olympus photo_* blends, docs/lab.md)
+    CONSTRAINED_BUDGET: dict[str, int] = {"num_restarts": 20, "raw_samples": 1024,
+                                          "maxiter": 200, "mc_samples": 512}
 
     def __init__(self, *, seed: int = 0, initial: int = 0, center: bool = False,
                  sampler: Sampler | None = None, **options: Any) -> None:
         super().__init__(seed=seed, initial=initial, center=center, **options)
         self._sampler = sampler
+        self.given = frozenset(options)
+
+    def options_for(self, space: Space) -> dict[str, Any]:
+        """The options one call runs with: under linear constraints, `CONSTRAINED_BUDGET`
+        for those of its keys not set explicitly (unless ``constrained_budget`` is off)."""
+        o = self.options
+        ineq, eq = torch_constraints(space)
+        if not o["constrained_budget"] or not (ineq or eq):
+            return o
+        return {**o, **{k: v for k, v in self.CONSTRAINED_BUDGET.items() if k not in self.given}}
 
     # -- the molecule pools
     def sampler(self, space: Space) -> Sampler:
@@ -457,7 +476,7 @@ class _Batch:
 
     def __init__(self, proposer: BotorchProposer, space: Space, observed: list[Observation],
                  pending: list[dict], seed: int, seen: set, first: dict | None) -> None:
-        o = proposer.options
+        o = proposer.options_for(space)
         self.o, self.space, self.seed, self.seen = o, space, seed, seen
         self.layout = L = Layout(space, int(o["fp_bits"]), int(o["fp_radius"]))
         self.rng = np.random.default_rng(seed)
