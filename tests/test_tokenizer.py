@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -204,6 +204,7 @@ def tagged_texts(draw) -> str:
 
 # --- round trip -------------------------------------------------------------------------------
 @given(tagged_texts())
+@example("<|endoftext|>")   # found by Hypothesis in CI, 2026-11-29
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_round_trip_and_the_documented_rule_on_random_texts(tok, plain, text):
     ids = tok.encode(text)
@@ -212,9 +213,14 @@ def test_round_trip_and_the_documented_rule_on_random_texts(tok, plain, text):
     assert plain.decode(ids) == plain.decode(ids, skip_special_tokens=False) == text
     assert tok.unk_id not in ids
     assert ids == reference_ids(tok, text)
-    # plain HF encodes span contents with the prose BPE: identical on prose and tags
-    assert plain.encode(text, add_special_tokens=False).ids == reference_ids(tok, text,
-                                                                            plain_hf=True)
+    # plain HF encodes span contents with the prose BPE: identical on prose and tags -- except
+    # for a literal special token in the text ("<|endoftext|>", which Hypothesis also draws from
+    # kiban's own string constants): kiban keeps it as text, plain HF as that token (the
+    # documented difference, test_fixed_texts_round_trip)
+    specials = [t.content for t in plain.get_added_tokens_decoder().values() if t.special]
+    if not any(s in text for s in specials):
+        assert plain.encode(text, add_special_tokens=False).ids == reference_ids(
+            tok, text, plain_hf=True)
     # encoding is local to segments: the whole is the concatenation of its parts
     assert ids == [i for s in split_tagged(text) for i in tok.encode(join_segments([s]))]
 
@@ -231,6 +237,9 @@ def test_fixed_texts_round_trip(tok, plain):
     ids = tok.encode(FIXED_TEXTS[-1])
     assert tok.eos_id not in ids and tok.pad_id not in ids
     assert plain.decode(ids) == FIXED_TEXTS[-1]
+    # ... where plain HF, matching added special tokens in any text, makes them the tokens
+    hf = plain.encode(FIXED_TEXTS[-1], add_special_tokens=False).ids
+    assert tok.eos_id in hf and tok.pad_id in hf
     assert tok.encode("") == [] and tok.decode([]) == ""
 
 
