@@ -279,16 +279,14 @@ def make_acquisition(model: Any, space: Space, X: torch.Tensor, mc_samples: int,
         prune_baseline=True)
 
 
-def exploit_acquisition(model: Any, space: Space, observed: int, after: int, mc_samples: int,
+def exploit_acquisition(model: Any, observed: int, after: int, mc_samples: int,
                         seed: int) -> Any:
     """qSimpleRegret (the expected best of the batch under the posterior: pure exploitation)
     once ``observed >= after > 0``; None before. For the last experiments of a campaign of
-    known length, where a better measured value is all that is left to gain."""
+    known length, where a better measured value is all that is left to gain (one objective:
+    `BotorchProposer.check_space` refuses more)."""
     if after <= 0 or observed < after:
         return None
-    if len(space.objectives) != 1:
-        raise ProposerError("option 'exploit_after' works with one objective (this campaign "
-                            f"has {len(space.objectives)})")
     from botorch.acquisition.monte_carlo import qSimpleRegret
     from botorch.sampling.normal import SobolQMCNormalSampler
 
@@ -499,8 +497,8 @@ class _Batch:
         self.X_pending = L.encode(pending)
         self.model = fit_model(L, self.X, self.Y)
         self.acqf = make_acquisition(self.model, space, self.X, int(o["mc_samples"]), seed)
-        self.exploit = exploit_acquisition(self.model, space, len(observed),
-                                           int(o["exploit_after"]), int(o["mc_samples"]), seed)
+        self.exploit = exploit_acquisition(self.model, len(observed), int(o["exploit_after"]),
+                                           int(o["mc_samples"]), seed)
         self._exploiting = False
         self.ineq, self.eq = torch_constraints(space)
         self.bounds = torch.stack([torch.zeros(L.D, dtype=DTYPE), torch.ones(L.D, dtype=DTYPE)])
