@@ -297,14 +297,14 @@ def chance(args) -> None:
                          "p": mannwhitneyu(a, b, alternative="two-sided").pvalue,
                          "better": better, "worse": worse, "p_sign": sign_test(better, worse)})
         better, worse = (sum(r[k] for r in rows) for k in ("better", "worse"))
+        p_sign = sign_test(better, worse)
         result["variants"][text] = {"at_least_default": wins, "datasets": len(rows),
                                     "mean_p_beat": statistics.mean(pairs), "rows": rows,
-                                    "better": better, "worse": worse,
-                                    "p_sign": sign_test(better, worse)}
+                                    "better": better, "worse": worse, "p_sign": p_sign}
         print(f"options {text}: median >= default on {wins} of {len(rows)}; mean P(a run "
               f"beats a default run) {statistics.mean(pairs):.2f}; smallest p "
               f"{min(r['p'] for r in rows):.2f}; same seed: better {better}, worse {worse} "
-              f"(sign test p {sign_test(better, worse):.3g}); by dataset: " + ", ".join(
+              f"(sign test p {p_sign:.3g}); by dataset: " + ", ".join(
                   f"{r['dataset']} {r['better']}/{r['worse']}" for r in rows))
     if args.chance_out:
         Path(args.chance_out).write_text(json.dumps(result, indent=1))
