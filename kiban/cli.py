@@ -341,7 +341,18 @@ def main(argv: list[str] | None = None) -> int:
             args.query = list(args.query) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args.handler(args)
+    from kiban._cli import run_command
+
+    return run_command(_prog(args), args.handler, args)
+
+
+def _prog(args: argparse.Namespace) -> str:
+    """``kiban corpus build``: the words the user typed to reach the handler."""
+    words = ["kiban", args.command]
+    for name, value in vars(args).items():
+        if name.endswith("_command") and name != "command" and isinstance(value, str):
+            words.append(value)
+    return " ".join(words)
 
 
 if __name__ == "__main__":
