@@ -74,7 +74,11 @@ def propose(store: Store, n: int | None = None, proposer=None) -> list[Proposal]
         raise StoreError(f"--n must be ≥ 1, got {n}")
     counts = store.counts()
     observed = observations(store)
-    pending = [p.params for p in store.proposals("pending") + store.proposals("running")]
+    # Every proposal without a result is taken: pending, running, and failed ones (interrupted
+    # by a killed process, crashed, refused values). A proposer sees them as pending points, so
+    # no proposer kind proposes them again, and sobol's sequence continues past them.
+    pending = [p.params for p in store.proposals("pending") + store.proposals("running")
+               + store.proposals("failed")]
     already = counts["proposed"]
     seed = _batch_seed(config, already)
     # random and generative proposers draw their own first points (a model-only molecule

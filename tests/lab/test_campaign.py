@@ -489,3 +489,58 @@ def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
     store = Store.open(db)
     assert store.counts() == {"pending": 3, "running": 0, "completed": 3, "failed": 0,
                               "proposed": 6}
+
+
+SLOW = """
+import json, os, time
+
+def measure(params):
+    with open(os.environ["LABFN_LOG"], "a") as handle:
+        handle.write(json.dumps(params, sort_keys=True) + "\\n")
+        handle.flush()
+    time.sleep(float(os.environ.get("LABFN_SLEEP", "0")))
+    return {"score": -(params["x"] - 0.3) ** 2 - (params["y"] - 1.2) ** 2}
+"""
+
+
+def _kill_while_measuring(tmp_path: Path, proposer: str, batch: int, started: int) -> list[str]:
+    """`kiban lab run` killed with SIGKILL while its instrument measures (the log gets a line
+    when a measurement starts, then the function sleeps 0.6 s), then run again to the budget; the
+    parameter sets the instrument was given, in order."""
+    config = write_config(tmp_path, proposer, batch)
+    (tmp_path / "labfn.py").write_text(SLOW)
+    db, log = tmp_path / "c.db", tmp_path / "calls.log"
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", LABFN_LOG=str(log),
+               LABFN_SLEEP="0.6")
+    kiban = [sys.executable, "-m", "kiban", "lab"]
+    subprocess.run([*kiban, "init", str(config), "--db", str(db)], check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "8", "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= started:
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)                     # well inside the 0.6 s measurement
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(db) as con:
+        running = con.execute("SELECT COUNT(*) FROM proposals WHERE status = 'running'")
+        assert running.fetchone()[0] >= 1           # killed mid-measurement
+    env["LABFN_SLEEP"] = "0"
+    done = subprocess.run([*kiban, "run", "--db", str(db), "--budget", "8", "--json"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["proposed"] == 8 and out["interrupted"]
+    return log.read_text().splitlines()
+
+
+# sobol restarts its sequence from the number of points drawn: killed on the 4th point (the
+# first after the 3-point initial design) it used to propose the interrupted point again
+@pytest.mark.parametrize("proposer, batch, started", [("sobol", 1, 4), ("sobol", 2, 5)])
+def test_an_interrupted_experiment_is_never_proposed_again(tmp_path, proposer, batch, started):
+    calls = _kill_while_measuring(tmp_path, proposer, batch, started)
+    assert len(calls) == len(set(calls)), [c for c in calls if calls.count(c) > 1]
