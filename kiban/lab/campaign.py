@@ -66,12 +66,17 @@ def propose(store: Store, n: int | None = None, proposer=None) -> list[Proposal]
     The first ``initial`` proposals of a campaign come from the centre of the space (unless
     ``center = false``) and a scrambled Sobol sequence that continues across reruns; after that, and once at least one result exists, the model-based
     proposer takes over."""
-    from kiban.lab.proposers import initial_design, make_proposer
-
     config = store.config()
     n = config.batch_size if n is None else n
     if n < 1:
         raise StoreError(f"--n must be ≥ 1, got {n}")
+    with store.lease("propose"):
+        return _propose(store, config, n, proposer)
+
+
+def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Proposal]:
+    from kiban.lab.proposers import initial_design, make_proposer
+
     counts = store.counts()
     observed = observations(store)
     # Every proposal without a result is taken: pending, running, and failed ones (interrupted
@@ -137,6 +142,13 @@ def run_campaign(store: Store, budget: int, *, instrument=None,
     """Run batches until ``budget`` proposals exist and none is left pending."""
     if budget < 1:
         raise StoreError(f"--budget must be ≥ 1, got {budget}")
+    # the lease first: `running` proposals are interrupted ones only when nobody else runs
+    with store.lease("run", log):
+        return _run(store, budget, instrument, log)
+
+
+def _run(store: Store, budget: int, instrument, log: Callable[[str], None] | None,
+         ) -> RunSummary:
     config = store.config()
     summary = RunSummary(interrupted=store.recover_interrupted())
     if summary.interrupted and log:
@@ -150,6 +162,7 @@ def run_campaign(store: Store, budget: int, *, instrument=None,
     proposer = None
     try:
         while True:
+            store.check_lease()
             pending = store.proposals("pending")
             if not pending:
                 remaining = budget - store.counts()["proposed"]
