@@ -472,6 +472,21 @@ class Store:
         found = self._results("WHERE r.proposal_id = ?", (proposal_id,))
         return found[0] if found else None
 
+    def failure_payloads(self, proposal_id: int) -> list[dict[str, Any]]:
+        """The JSON payloads stored with a proposal's failures (those that have one)."""
+        out = []
+        for (payload,) in self.db.execute("SELECT payload FROM failures WHERE proposal_id = ? "
+                                          "AND payload IS NOT NULL ORDER BY id", (proposal_id,)):
+            value = json.loads(payload)
+            if isinstance(value, dict):
+                out.append(value)
+        return out
+
+    def _set_params(self, db: sqlite3.Connection, proposal_id: int,
+                    params: dict[str, Any]) -> None:
+        """The conditions a proposal was actually run under (``lab record --as-run``)."""
+        db.execute("UPDATE proposals SET params = ? WHERE id = ?", (_dumps(params), proposal_id))
+
     def failures(self) -> list[Failure]:
         return [Failure(*row) for row in self.db.execute(
             "SELECT proposal_id, reason, source, recorded FROM failures ORDER BY id")]

@@ -286,6 +286,75 @@ def test_record_csv_rows(tmp_path, fn_path):
     assert clash.conflicts and store.result(1).values == {"score": 0.5}
 
 
+def test_record_refuses_a_row_run_under_other_conditions(tmp_path, fn_path, capsys):
+    from kiban.cli import main
+
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 2)))
+    first, second = propose(store, 2)
+    x1, y1 = first.params["x"], first.params["y"]
+    path = _csv(tmp_path / "r.csv", [f"1,{x1!r},{y1!r},0.5", f"2,0.25,{second.params['y']!r},0.7"],
+                "proposal_id,x,y,score")
+    summary = record_csv(store, path)
+    assert summary.recorded == [1] and summary.mismatched == [(2, (
+        f"r.csv, line 3, column 'x': proposed {second.params['x']!r}, given '0.25' (not "
+        "recorded: results are learnt only for the conditions run; --as-run records them for "
+        "the conditions given)"))]
+    assert store.proposal(2).status == "pending" and store.result(2) is None
+    # the command line: the good row recorded, the refused one named, exit 2
+    db = str(tmp_path / "c.db")
+    assert main(["lab", "record", "--db", db, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2: r.csv, line 3, column 'x'" in err
+    assert err.endswith(f"kiban lab record: error: {path}: refused the rows of proposals 2 (the "
+                        "other rows were recorded); see the reasons above\n")
+    # --as-run: the result belongs to the conditions given; the proposed ones are kept
+    assert main(["lab", "record", "--db", db, str(path), "--as-run"]) == 0
+    store = Store.open(db)
+    result = store.result(2)
+    assert result.params == {"x": 0.25, "y": second.params["y"]} and result.values == \
+        {"score": 0.7}
+    assert store.events()[-2][1:] == ("as-run", {
+        "file": str(path), "line": 3, "proposal_id": 2, "proposed": second.params,
+        "run": {"x": 0.25, "y": second.params["y"]}})
+    # conditions outside the space are refused even with --as-run
+    store.add_proposals([{"x": 0.0, "y": 0.0}], "manual")
+    bad = _csv(tmp_path / "b.csv", ["3,7.5,0.0,0.1"], "proposal_id,x,y,score")
+    summary = record_csv(store, bad, as_run=True)
+    assert summary.recorded == [] and summary.mismatched == [(3, (
+        "b.csv, line 2: the conditions given are not in the space: x: expected a number in "
+        "[-1.0, 1.0], got 7.5"))]
+
+
+def test_recording_a_file_twice_adds_no_second_failure(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store, 3)
+    path = _csv(tmp_path / "r.csv", ["1,0.5", "2,nan", "3,500"])
+    first = record_csv(store, path)
+    assert first.recorded == [1] and [p for p, _ in first.failed] == [2, 3]
+    again = record_csv(store, path)
+    assert again.recorded == [] and again.failed == [] and again.already == [1, 2, 3]
+    assert [f.proposal_id for f in store.failures()] == [2, 3]
+    fixed = record_csv(store, _csv(tmp_path / "fixed.csv", ["2,0.25"]))
+    assert fixed.recorded == [2]          # a failed row may still be given its real result
+
+
+def test_record_refuses_a_binary_file_clearly(tmp_path, fn_path):
+    from kiban.cli import main
+
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store)
+    binary = tmp_path / "r.csv"
+    binary.write_bytes(b"proposal_id,score\n1,\xff\xfe0.5\n")
+    with pytest.raises(RecordError, match=r"r.csv: not a CSV text file \(byte 20 is not UTF-8: "
+                                          r"b'\\xff'\); is it a binary file\?"):
+        record_csv(store, binary)
+    binary.write_bytes(b"proposal_id,score\n1,0.5\n2,\x000.5\n")
+    with pytest.raises(RecordError, match=r"r.csv, line 3: a NUL byte; is it a binary file\?"):
+        record_csv(store, binary)
+    assert main(["lab", "record", "--db", str(tmp_path / "c.db"), str(binary)]) == 2
+    assert store.counts()["completed"] == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # best, Pareto, documents
 
@@ -383,7 +452,7 @@ def test_cli_round_trip(tmp_path, fn_path, capsys):
                                                   for r in Store.open(db).results())
     bad = tmp_path / "bad.csv"
     bad.write_text("proposal_id,score\n77,1.0\n")
-    assert main(["lab", "record", "--db", db, str(bad)]) == 1
+    assert main(["lab", "record", "--db", db, str(bad)]) == 2
     assert "unknown proposals: 77" in capsys.readouterr().err
     assert main(["lab", "report", "--db", db, "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "best_so_far.png").stat().st_size > 1000
