@@ -10,8 +10,8 @@ import pytest
 
 from kiban.lab.proposers import Observation, initial_design
 from kiban.lab.proposers.bo import BotorchProposer
-from kiban.lab.space import Continuous, Molecule, Objective, Space
-from test_proposers import mixed_space, mixed_value, observe
+from kiban.lab.space import Categorical, Continuous, Molecule, Objective, Space
+from test_proposers import constraint, observe
 
 
 def _same(got: list[dict], expected: list[dict]) -> None:
@@ -24,15 +24,17 @@ def _same(got: list[dict], expected: list[dict]) -> None:
                 assert g[key] == value, key
 
 
-def test_a_mixed_constrained_batch_is_pinned():
-    space = mixed_space()
+def test_a_constrained_batch_with_a_categorical_is_pinned():
+    space = Space((Continuous("x", 0.0, 1.0), Continuous("y", -2.0, 2.0),
+                   Categorical("cat", ("p", "q"))), (Objective("f"),),
+                  (constraint("x + y <= 1", {"x", "y"}),))
     points = initial_design(space, 6, seed=1)
-    observed = observe(space, points[:5], mixed_value)
-    got = BotorchProposer(seed=0, initial=4).propose(space, observed, points[5:], 2, seed=7)
-    _same(got, [{"x": 0.09876341691990821, "y": -0.21538055943929346, "k": 2, "cat": "p",
-                 "A": 0.9999999999999996, "B": 3.8191219155914056e-16, "C": 0.0},
-                {"x": 0.9999999999995894, "y": -0.4128768977361785, "k": 3, "cat": "p",
-                 "A": 0.4367219407327051, "B": 0.5632780592672948, "C": 0.0}])
+    observed = observe(space, points[:5], lambda p: -(p["x"] - 0.3) ** 2 - (p["y"] - 0.5) ** 2
+                       + 0.5 * (p["cat"] == "q"))
+    proposer = BotorchProposer(seed=0, initial=4, constrained_budget=False)
+    got = proposer.propose(space, observed, points[5:], 2, seed=7)
+    _same(got, [{"x": 0.0, "y": -0.09652963176279061, "cat": "q"},
+                {"x": 1.0, "y": -0.44435234238208454, "cat": "q"}])
 
 
 def test_a_two_objective_batch_is_pinned():
