@@ -35,8 +35,26 @@ class RecordError(ValueError):
 
 
 def init_campaign(config_path: str | Path, db: str | Path) -> Store:
-    """Create the campaign database (or open it if it holds the same config)."""
-    return Store.create(db, load_config(config_path))
+    """Create the campaign database (or open it if it holds the same config), after checking
+    that its instrument and proposer can be built (an unknown dataset, option or file is an
+    error now, not at the first `run`)."""
+    config = load_config(config_path)
+    check_campaign(config, where=str(config_path))
+    return Store.create(db, config)
+
+
+def check_campaign(config: CampaignConfig, *, where: str = "campaign config") -> None:
+    """Build the campaign's instrument and proposer once (then let them go): every option,
+    dataset, file and target they need is checked; errors name ``where`` (the config file)."""
+    from kiban.lab.instruments import InstrumentError
+    from kiban.lab.options import OptionsError
+    from kiban.lab.proposers import ProposerError, make_proposer
+
+    try:
+        _instrument(config).close()
+        make_proposer(config)
+    except (InstrumentError, ProposerError, OptionsError) as error:
+        raise type(error)(f"{where}: {error}") from None
 
 
 def _instrument(config: CampaignConfig, workers: int | None = None):

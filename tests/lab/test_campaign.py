@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiban.lab.campaign import (RecordError, best, campaign_documents, pareto_mask, propose,
-                                record_csv, run_campaign, status)
+from kiban.lab.campaign import (RecordError, best, campaign_documents, init_campaign,
+                                pareto_mask, propose, record_csv, run_campaign, status)
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
 
@@ -124,7 +124,7 @@ class FakeInstrument:
 def test_config_errors_name_the_key_and_the_fix(tmp_path, fn_path):
     base = tmp_path / "c.toml"
     base.write_text(CONFIG.format(proposer="random", batch=1).replace("batch_size", "batchsize"))
-    with pytest.raises(SpaceError, match=r"unknown key 'batchsize'; did you mean 'batch_size'"):
+    with pytest.raises(SpaceError, match=r"unknown key 'batchsize' \(did you mean 'batch_size'\?\); expected one of "):
         load_config(base)
     base.write_text(CONFIG.format(proposer="bogus", batch=1))
     with pytest.raises(SpaceError, match="proposer must be one of"):
@@ -613,3 +613,80 @@ def _kill_while_measuring(tmp_path: Path, proposer: str, batch: int, started: in
 def test_an_interrupted_experiment_is_never_proposed_again(tmp_path, proposer, batch, started):
     calls = _kill_while_measuring(tmp_path, proposer, batch, started)
     assert len(calls) == len(set(calls)), [c for c in calls if calls.count(c) > 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# lab init checks the instrument and the proposer
+
+
+OLYMPUS = """
+[campaign]
+name = "o"
+proposer = "{proposer}"
+
+[[parameters]]
+name = "temperature"
+type = "continuous"
+low = 75.0
+high = 90.0
+
+[[parameters]]
+name = "pd_mol"
+type = "continuous"
+low = 0.5
+high = 5.0
+
+[[parameters]]
+name = "arbpin"
+type = "continuous"
+low = 1.0
+high = 1.8
+
+[[parameters]]
+name = "k3po4"
+type = "continuous"
+low = 1.5
+high = 3.0
+
+[[objectives]]
+name = "yield"
+
+[instrument]
+kind = "olympus"
+dataset = "{dataset}"
+{extra}
+[proposer]
+{options}
+"""
+
+
+@pytest.mark.parametrize("dataset, extra, proposer, options, message", [
+    ("suzuky", "", "botorch", "", r"\[instrument\] \(kind 'olympus'\): unknown Olympus dataset "
+                                 r"'suzuky' \(did you mean 'suzuki'\?\)"),
+    ("suzuki", "noize = 1.0", "botorch", "", r"unknown option 'noize' \(did you mean 'noise'\?\)"),
+    ("suzuki", "noise = -1.0", "botorch", "", r"noise must be a number >= 0"),
+    ("suzuki", "", "botorch", "num_restart = 3", r"proposer 'botorch': unknown option "
+                                                 r"'num_restart' \(did you mean 'num_restarts'"),
+    ("suzuki", "", "sobol", "samples = 3", r"proposer 'sobol': unknown option 'samples'; this "
+                                           r"proposer takes no options"),
+    ("photo_wf3", "", "sobol", "", r"\[instrument\] olympus 'photo_wf3': the space lacks "),
+])
+def test_init_refuses_an_instrument_or_proposer_that_cannot_work(tmp_path, dataset, extra,
+                                                                 proposer, options, message):
+    path = tmp_path / "o.toml"
+    path.write_text(OLYMPUS.format(dataset=dataset, extra=extra, proposer=proposer,
+                                   options=options))
+    with pytest.raises(ValueError, match=message):
+        init_campaign(path, tmp_path / "o.db")
+    assert not (tmp_path / "o.db").exists()
+
+
+def test_init_refuses_a_function_target_that_does_not_import(tmp_path, fn_path, capsys):
+    from kiban.cli import main
+
+    config = write_config(tmp_path, "random", 1)
+    config.write_text(config.read_text().replace("labfn:measure", "labfn:measur"))
+    assert main(["lab", "init", str(config), "--db", str(tmp_path / "c.db")]) == 2
+    assert capsys.readouterr().err == (f"kiban lab init: error: {config}: target "
+                                       "'labfn:measur': module 'labfn' has no 'measur'\n")
+    assert not (tmp_path / "c.db").exists()

@@ -43,11 +43,13 @@ pending molecules excluded in molecule-only spaces.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -56,8 +58,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)   # torch.jit.script in linear_operator
     import gpytorch  # noqa: F401
 
-from kiban.lab.proposers.base import (Observation, Proposer, ProposerError, canonical_smiles,
-                                      check_n, clean, params_key)
+from kiban.lab.options import require
+from kiban.lab.proposers.base import (Observation, Proposer, ProposerError, ProposerOptions,
+                                      canonical_smiles, check_n, clean, params_key)
 from kiban.lab.proposers.design import (batch_from_stream, cube_stream, design_stream,
                                         shared_keys, seen_keys, torch_constraints)
 from kiban.lab.proposers.gpfit import fit_fast
@@ -70,7 +73,8 @@ DTYPE = torch.float64
 MAX_DISCRETE_VALUES = 20       # BoTorch: integers with more values are relaxed and rounded
 MAX_CHOICES_ENUMERATE = 10_000  # BoTorch/Ax: fully discrete spaces evaluated exhaustively
 MIN_NUM_OBJECTIVES_PAREGO = 5  # Ax: qLogNParEGO from five objectives
-WARPS = ("none", "power")      # outcome transforms before the GP (`warp_outcomes`)
+Warp = Literal["none", "power"]    # outcome transforms before the GP (`warp_outcomes`)
+WARPS = get_args(Warp)
 MIN_OBSERVED = 2               # fewer observations: keep drawing the Sobol design
 
 
@@ -313,32 +317,49 @@ def reference_point(model: Any, space: Space, X: torch.Tensor) -> torch.Tensor:
 # the proposer
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions(ProposerOptions):
+    """The options of the model-based proposers (botorch, generative)."""
+
+    num_restarts: int = 2         # Ax: 20
+    raw_samples: int = 96         # Ax: 1024
+    mc_samples: int = 64          # BoTorch default: 512
+    maxiter: int = 15             # L-BFGS-B iterations per restart (BoTorch: 200)
+    max_enumerate: int = 20       # discrete combinations enumerated with optimize_acqf_mixed
+    fp_bits: int = 2048           # Morgan fingerprint length (molecules)
+    fp_radius: int = 2
+    samples: int = 64             # molecules sampled from a Molecule param's model per round
+    temperature: float = 1.0
+    max_new_tokens: int = 128
+    cube_samples: int = 16        # conditions tried per molecule (molecule + other params)
+    threads: int = 1              # torch and BLAS threads while proposing (0: leave them)
+    screen: int = 128             # molecules: qLogNEI only on the best by mean + 2 sd (0: all)
+    warp: Warp = "none"           # one objective: "power" (Box-Cox / Yeo-Johnson) outcomes
+    exploit_after: int = 0        # one objective: from this many observations on, propose
+                                  # the best by the posterior (qSimpleRegret); 0: never
+    constrained_budget: bool = True   # linear constraints: CONSTRAINED_BUDGET for the four
+                                      # optimiser options not set explicitly
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                require(value >= 0, f"option {f.name!r} must be an integer >= 0, got {value!r}")
+        require(self.temperature > 0, f"option 'temperature' must be a number > 0, got "
+                                      f"{self.temperature!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BotorchOptions(ModelOptions):
+    max_candidates: int = 2000        # molecules scored per step (random subset beyond)
+    new_molecules_only: bool = False  # mixed spaces: never reuse an observed molecule
+
+
 class BotorchProposer(Proposer):
     """Sobol design, then BoTorch (Ax's defaults; see the module docstring)."""
 
-    name = "botorch"
-    OPTIONS: dict[str, Any] = {
-        "num_restarts": 2,        # Ax: 20
-        "raw_samples": 96,        # Ax: 1024
-        "mc_samples": 64,         # BoTorch default: 512
-        "maxiter": 15,            # L-BFGS-B iterations per restart (BoTorch: 200)
-        "max_enumerate": 20,      # discrete combinations enumerated with optimize_acqf_mixed
-        "fp_bits": 2048,          # Morgan fingerprint length (molecules)
-        "fp_radius": 2,
-        "samples": 64,            # molecules sampled from a Molecule param's model per round
-        "temperature": 1.0,
-        "max_new_tokens": 128,
-        "max_candidates": 2000,   # molecules scored per step (random subset beyond)
-        "cube_samples": 16,       # conditions tried per molecule (molecule + other params)
-        "new_molecules_only": False,  # mixed spaces: never reuse an observed molecule
-        "threads": 1,             # torch and BLAS threads while proposing (0: leave them)
-        "screen": 128,            # molecules: qLogNEI only on the best by mean + 2 sd (0: all)
-        "warp": "none",           # one objective: "power" (Box-Cox / Yeo-Johnson) outcomes
-        "exploit_after": 0,       # one objective: from this many observations on, propose
-                                  # the best by the posterior (qSimpleRegret); 0: never
-        "constrained_budget": True,   # linear constraints: CONSTRAINED_BUDGET for the four
-                                      # optimiser options not set explicitly
-    }
+    kind = "botorch"
+    Options = BotorchOptions
     #: Ax's acquisition-optimiser budget, used under linear constraints (compositions,
     #: ``constraints``): SLSQP on a polytope needs it more than L-BFGS-B in a box (measured on
     #: the Olympus photo_* blends, docs/lab.md)
@@ -349,16 +370,16 @@ class BotorchProposer(Proposer):
                  sampler: Sampler | None = None, **options: Any) -> None:
         super().__init__(seed=seed, initial=initial, center=center, **options)
         self._sampler = sampler
-        self.given = frozenset(options)
 
-    def options_for(self, space: Space) -> dict[str, Any]:
+    def options_for(self, space: Space) -> ModelOptions:
         """The options one call runs with: under linear constraints, `CONSTRAINED_BUDGET`
         for those of its keys not set explicitly (unless ``constrained_budget`` is off)."""
         o = self.options
         ineq, eq = torch_constraints(space)
-        if not o["constrained_budget"] or not (ineq or eq):
+        if not o.constrained_budget or not (ineq or eq):
             return o
-        return {**o, **{k: v for k, v in self.CONSTRAINED_BUDGET.items() if k not in self.given}}
+        return dataclasses.replace(o, **{k: v for k, v in self.CONSTRAINED_BUDGET.items()
+                                         if k not in self.given})
 
     # -- the molecule pools
     def sampler(self, space: Space) -> Sampler:
@@ -366,15 +387,15 @@ class BotorchProposer(Proposer):
         if self._sampler is not None:
             return self._sampler
         o = self.options
-        return model_sampler(space.molecules[0], temperature=float(o["temperature"]),
-                             max_new_tokens=int(o["max_new_tokens"]))
+        return model_sampler(space.molecules[0], temperature=float(o.temperature),
+                             max_new_tokens=int(o.max_new_tokens))
 
     def molecule_pool(self, space: Space, seed: int) -> list[str]:
         """Candidates, plus molecules sampled from the model when the parameter has one."""
         mol = space.molecules[0]
         pool = canonical_candidates(mol) if mol.candidates else []
         if mol.model or (self._sampler is not None and not mol.candidates):
-            pool = unique_canonical(pool + self.sampler(space)(int(self.options["samples"]),
+            pool = unique_canonical(pool + self.sampler(space)(int(self.options.samples),
                                                                seed))
         return pool
 
@@ -391,7 +412,7 @@ class BotorchProposer(Proposer):
         """Refuse what this proposer cannot do before the first round (several molecule
         parameters, a molecule model directory that does not exist)."""
         Layout(space, 1, 1)
-        if int(self.options["exploit_after"]) > 0 and len(space.objectives) != 1:
+        if int(self.options.exploit_after) > 0 and len(space.objectives) != 1:
             raise ProposerError("option 'exploit_after' works with one objective (this "
                                 f"campaign has {len(space.objectives)})")
         mol = space.molecules[0] if space.molecules else None
@@ -404,7 +425,7 @@ class BotorchProposer(Proposer):
         check_n(n)
         self.check_space(space)
         threads = torch.get_num_threads()
-        limit = int(self.options["threads"])
+        limit = int(self.options.threads)
         if limit <= 0:
             return self._propose(space, observed, pending, n, seed)
         from threadpoolctl import threadpool_limits
@@ -476,13 +497,13 @@ class _Batch:
                  pending: list[dict], seed: int, seen: set, first: dict | None) -> None:
         o = proposer.options_for(space)
         self.o, self.space, self.seed, self.seen = o, space, seed, seen
-        self.layout = L = Layout(space, int(o["fp_bits"]), int(o["fp_radius"]))
+        self.layout = L = Layout(space, int(o.fp_bits), int(o.fp_radius))
         self.rng = np.random.default_rng(seed)
         # molecule pool (excluding what was measured or is pending, where a repeat is a repeat)
         self.pool: list[str] = []
         if L.mol is not None:
             pool = proposer.molecule_pool(space, seed)
-            if L.dim == 0 or o["new_molecules_only"]:
+            if L.dim == 0 or o.new_molecules_only:
                 used = used_molecules(space, observed, pending)
                 pool = [s for s in pool if s not in used]
             if not pool:
@@ -492,13 +513,13 @@ class _Batch:
         # data
         self.X = L.encode([ob.params for ob in observed])
         Y = np.stack([space.utilities(ob.values) for ob in observed])
-        Y = warp_outcomes(winsorize(Y, utility_thresholds(space)), str(o["warp"]))
+        Y = warp_outcomes(winsorize(Y, utility_thresholds(space)), str(o.warp))
         self.Y = torch.as_tensor(Y, dtype=DTYPE)
         self.X_pending = L.encode(pending)
         self.model = fit_model(L, self.X, self.Y)
-        self.acqf = make_acquisition(self.model, space, self.X, int(o["mc_samples"]), seed)
-        self.exploit = exploit_acquisition(self.model, len(observed), int(o["exploit_after"]),
-                                           int(o["mc_samples"]), seed)
+        self.acqf = make_acquisition(self.model, space, self.X, int(o.mc_samples), seed)
+        self.exploit = exploit_acquisition(self.model, len(observed), int(o.exploit_after),
+                                           int(o.mc_samples), seed)
         self._exploiting = False
         self.ineq, self.eq = torch_constraints(space)
         self.bounds = torch.stack([torch.zeros(L.D, dtype=DTYPE), torch.ones(L.D, dtype=DTYPE)])
@@ -627,7 +648,7 @@ class _Batch:
 
     def _opt_kwargs(self) -> dict[str, Any]:
         o = self.o
-        return dict(num_restarts=int(o["num_restarts"]), raw_samples=int(o["raw_samples"]))
+        return dict(num_restarts=int(o.num_restarts), raw_samples=int(o.raw_samples))
 
     def cube_step(self, fixed: dict[int, float], smiles: str | None = None) -> torch.Tensor:
         """One point maximising the acquisition over the cube (``fixed`` columns held)."""
@@ -640,11 +661,11 @@ class _Batch:
         blocks = [b for b in L.cat_blocks if b[0] not in fixed]
         free_cont = [c for c in L.cont_cols + list(L.int_relaxed) if c not in fixed]
         combos = math.prod(len(g) for g in grids.values()) * math.prod(len(b) for b in blocks)
-        options = {"maxiter": int(self.o["maxiter"]), "batch_limit": 20,
+        options = {"maxiter": int(self.o.maxiter), "batch_limit": 20,
                    "init_batch_limit": 32}
         if not free_cont and combos <= MAX_CHOICES_ENUMERATE:
             return self._enumerate(fixed, grids, blocks, smiles)
-        if combos > 1 and combos <= int(self.o["max_enumerate"]):
+        if combos > 1 and combos <= int(self.o.max_enumerate):
             # optimize_acqf_mixed, written out so that each combination gets its own
             # constraints and (when constrained) cheap feasible starting points
             best_x, best_v = None, -math.inf
@@ -706,7 +727,7 @@ class _Batch:
         L = self.layout
         if self._raw is None:
             rows = itertools.islice(cube_stream(self.space, self.seed, "sobol"),
-                                    int(self.o["raw_samples"]))
+                                    int(self.o.raw_samples))
             self._raw = torch.as_tensor(np.stack([self.space.to_unit(p) for p in rows]),
                                         dtype=DTYPE)
         R = torch.zeros(len(self._raw), L.D, dtype=DTYPE)
@@ -714,7 +735,7 @@ class _Batch:
         for c, v in fixed.items():
             R[:, c] = v
         X, _ = initialize_q_batch(R.unsqueeze(1), self.value(R),
-                                  min(int(self.o["num_restarts"]), len(R)))
+                                  min(int(self.o.num_restarts), len(R)))
         return X
 
     def _combos(self, grids: dict[int, list[float]], blocks: list[list[int]],
@@ -803,14 +824,14 @@ class _Batch:
         or several objectives; else the ``screen`` best by an optimistic bound (mean + 2 sd)
         from the marginal posterior, computed in one pass (one N × n kernel block, no joint
         posterior per candidate)."""
-        k = int(self.o["screen"])
+        k = int(self.o.screen)
         if k <= 0 or len(X) <= k or self.Y.shape[-1] != 1:
             return torch.arange(len(X))
         mean, var = marginal_posterior(self.model, X)
         return torch.topk(mean + 2.0 * var.clamp_min(0).sqrt(), k).indices
 
     def _subsample(self, pool: list[str]) -> list[str]:
-        k = int(self.o["max_candidates"])
+        k = int(self.o.max_candidates)
         if len(pool) <= k:
             return pool
         return [pool[i] for i in sorted(self.rng.choice(len(pool), k, replace=False))]
@@ -846,7 +867,7 @@ class _Batch:
         """Cube points to pair with molecules: Sobol (same_in_batch columns held) and the
         observed conditions of the best observations."""
         L = self.layout
-        k = int(self.o["cube_samples"])
+        k = int(self.o.cube_samples)
         rows = []
         for params in itertools.islice(cube_stream(self.space, self.seed, "sobol"), 20 * k):
             u = self.space.to_unit({**params, **{m.name: "" for m in self.space.molecules}})
