@@ -169,3 +169,31 @@ def test_a_store_from_a_newer_kiban_is_refused(tmp_path):
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
     with pytest.raises(ValueError, match="version 3 was written by a newer kiban"):
         Store.open(tmp_path / "c.db")
+
+
+def test_a_store_written_before_the_lease_opens_and_continues(tmp_path, monkeypatch):
+    """tests/lab/data/campaign-v1.db: written by kiban before issue 15 (schema 1, 4 results of
+    campaign-v1.toml); it opens with a note, and a run continues it."""
+    data = Path(__file__).parent / "data"
+    db = tmp_path / "campaign-v1.db"
+    db.write_bytes((data / "campaign-v1.db").read_bytes())
+    monkeypatch.syspath_prepend(str(data))
+    store = Store.open(db)
+    assert store.notes == [f"{db}: upgraded the campaign store from version 1 to 2: added the "
+                           "lease table (one writer per campaign)"]
+    assert store.counts() == {"pending": 0, "running": 0, "completed": 4, "failed": 0,
+                              "proposed": 4}
+    assert store.config().fingerprint() == store.meta("fingerprint")
+    summary = run_campaign(store, 6)
+    assert summary.completed == 2 and store.counts()["completed"] == 6
+    params = [p.params["x"] for p in store.proposals()]
+    assert len(set(params)) == 6      # the Sobol sequence continued, nothing twice
+
+
+@pytest.mark.parametrize("name", ["olympus-suzuki.toml", "xtb-gap.toml"])
+def test_the_shipped_campaign_configs_still_parse_and_build(name):
+    from kiban.lab.campaign import check_campaign
+
+    pytest.importorskip("olympus_surrogate_bench" if "olympus" in name else "tblite")
+    config = load_config(ROOT / "configs" / "lab" / name)
+    check_campaign(config, where=name)
