@@ -22,8 +22,6 @@ from kiban.lab.store import Proposal, Store, StoreError
 
 #: Instrument config keys the campaign itself reads (not passed to the instrument).
 CAMPAIGN_INSTRUMENT_KEYS = ("timeout_s",)
-#: Instrument kinds that run experiments in worker processes (``lab run --workers``).
-WORKER_KINDS = ("function", "xtb")
 
 
 class RecordError(ValueError):
@@ -58,14 +56,16 @@ def check_campaign(config: CampaignConfig, *, where: str = "campaign config") ->
 
 
 def _instrument(config: CampaignConfig, workers: int | None = None):
-    from kiban.lab.instruments import make_instrument
+    import dataclasses
+
+    from kiban.lab.instruments import instrument_class, make_instrument
 
     options = {k: v for k, v in config.instrument.items() if k not in CAMPAIGN_INSTRUMENT_KEYS}
     if workers is not None:
-        if config.instrument["kind"] not in WORKER_KINDS:
-            raise StoreError(f"--workers {workers}: the {config.instrument['kind']!r} "
-                             "instrument runs in this process; worker processes are for "
-                             f"kinds {list(WORKER_KINDS)}")
+        cls = instrument_class(options)
+        if "workers" not in {f.name for f in dataclasses.fields(cls.Options)}:
+            raise StoreError(f"--workers {workers}: the {cls.kind!r} instrument runs in this "
+                             "process (its options have no `workers`)")
         options["workers"] = workers
     if isinstance(options.get("path"), str) and not Path(options["path"]).is_absolute():
         options["path"] = str(Path(config.base) / options["path"])   # beside the config file
@@ -165,23 +165,27 @@ def _measured(space: Space, values: dict[str, Any]) -> tuple[dict[str, float] | 
 
 def run_campaign(store: Store, budget: int, *, instrument=None,
                  log: Callable[[str], None] | None = None,
+                 notice: Callable[[str], None] | None = None,
                  workers: int | None = None) -> RunSummary:
     """Run batches until ``budget`` proposals exist and none is left pending, holding the
-    campaign's lease. ``workers`` replaces the instrument config's (function, xtb)."""
+    campaign's lease. ``log``: progress; ``notice``: what the user must hear even when quiet
+    (a lease taken over, experiments interrupted), default ``log``. ``workers`` replaces the
+    instrument config's (function, xtb)."""
+    notice = notice or log
     if budget < 1:
         raise StoreError(f"--budget must be ≥ 1, got {budget}")
     # the lease first: `running` proposals are interrupted ones only when nobody else runs
-    with store.lease("run", log):
-        return _run(store, budget, instrument, log, workers)
+    with store.lease("run", notice):
+        return _run(store, budget, instrument, log, notice, workers)
 
 
 def _run(store: Store, budget: int, instrument, log: Callable[[str], None] | None,
-         workers: int | None) -> RunSummary:
+         notice: Callable[[str], None] | None, workers: int | None) -> RunSummary:
     config = store.config()
     summary = RunSummary(interrupted=store.recover_interrupted())
-    if summary.interrupted and log:
-        log(f"marked {len(summary.interrupted)} interrupted experiment(s) failed (not re-run): "
-            f"{summary.interrupted}")
+    if summary.interrupted and notice:
+        notice(f"marked {len(summary.interrupted)} interrupted experiment(s) failed (not re-run): "
+               f"{summary.interrupted}")
     own = instrument is None
     instrument = instrument or _instrument(config, workers)
     timeout = config.instrument.get("timeout_s")

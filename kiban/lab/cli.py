@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import run_campaign
 
     log = None if args.quiet or args.json else (lambda m: print(m, file=sys.stderr))
-    summary = run_campaign(_open(args), args.budget, log=log, workers=args.workers)
+    summary = run_campaign(_open(args), args.budget, log=log, workers=args.workers,
+                           notice=lambda m: print(f"kiban lab run: {m}", file=sys.stderr))
     payload = {"ran": summary.ran, "completed": summary.completed, "failed": summary.failed,
                "interrupted": summary.interrupted, "exported": summary.exported,
                "waiting_for_results": summary.waiting, **summary.counts}

@@ -604,6 +604,11 @@ def _kill_while_measuring(tmp_path: Path, proposer: str, batch: int, started: in
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["proposed"] == 8 and out["interrupted"]
+    # the killed run's lease is taken over, and both are said even with --json
+    assert f"kiban lab run: {db}: took over the lease of `kiban lab run` (pid {proc.pid} " \
+        in done.stderr and f": process {proc.pid} no longer exists\n" in done.stderr
+    assert f"marked {len(out['interrupted'])} interrupted experiment(s) failed (not re-run)" \
+        in done.stderr
     return log.read_text().splitlines()
 
 
@@ -690,3 +695,29 @@ def test_init_refuses_a_function_target_that_does_not_import(tmp_path, fn_path, 
     assert capsys.readouterr().err == (f"kiban lab init: error: {config}: target "
                                        "'labfn:measur': module 'labfn' has no 'measur'\n")
     assert not (tmp_path / "c.db").exists()
+
+
+def test_run_workers_replaces_the_instruments_for_this_run(tmp_path, fn_path, capsys):
+    from kiban.cli import main
+
+    config = write_config(tmp_path, "random", 2)          # workers = 0: in this process
+    db = str(tmp_path / "c.db")
+    assert main(["lab", "init", str(config), "--db", db]) == 0
+    assert main(["lab", "run", "--db", db, "--budget", "2", "--workers", "1", "--quiet"]) == 0
+    with sqlite3.connect(db) as con:
+        pids = {json.loads(m).get("worker_pid") for (m,) in con.execute("SELECT meta FROM results")}
+    assert len(pids) == 1 and None not in pids and os.getpid() not in pids
+    assert Store.open(db).meta("fingerprint") == load_config(config).fingerprint()
+    capsys.readouterr()
+    assert main(["lab", "run", "--db", db, "--budget", "3", "--workers", "-1"]) == 2
+    assert capsys.readouterr().err == ("kiban lab run: error: [instrument] (kind 'function'): "
+                                       "workers must be an integer >= 0, got -1\n")
+    olympus = tmp_path / "o.toml"
+    olympus.write_text(OLYMPUS.format(dataset="suzuki", extra="", proposer="sobol", options=""))
+    assert main(["lab", "init", str(olympus), "--db", str(tmp_path / "o.db")]) == 0
+    capsys.readouterr()
+    assert main(["lab", "run", "--db", str(tmp_path / "o.db"), "--budget", "1",
+                 "--workers", "2"]) == 2
+    assert capsys.readouterr().err == ("kiban lab run: error: --workers 2: the 'olympus' "
+                                       "instrument runs in this process (its options have no "
+                                       "`workers`)\n")

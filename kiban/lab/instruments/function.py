@@ -16,6 +16,7 @@ from typing import Any
 
 from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
     ProcessRunner, resolve_target
+from kiban.lab.options import require
 from kiban.lab.space import Space
 
 
@@ -33,6 +34,11 @@ class FunctionOptions(InstrumentOptions):
     timeout_s: float | None = None
     path: str | None = None
     measures: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(self.workers >= 0, f"workers must be an integer >= 0, got {self.workers!r}")
+        require(self.timeout_s is None or self.timeout_s > 0,
+                f"timeout_s must be a number > 0, got {self.timeout_s!r}")
 
 
 class FunctionInstrument(Instrument):
