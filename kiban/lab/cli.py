@@ -1,7 +1,8 @@
 """``kiban lab``: init, propose, record, run, status, report, export, documents.
 
-Each command opens the campaign database, calls one library function and prints. Heavy
-libraries (torch, BoTorch, RDKit, tblite) load inside the functions that need them.
+Each command opens the campaign database, calls one library function and prints. Handlers raise
+(`kiban._cli.run_command` turns a ValueError into exit 2, a RuntimeError into exit 1, one line
+each). Heavy libraries (torch, BoTorch, RDKit, tblite) load inside the functions that need them.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from kiban.lab.campaign import (RecordError, best, campaign_documents, init_campaign,
-                                pareto_mask, propose, record_csv, run_campaign, status)
+                                pareto_mask, propose, record_csv, run_campaign)
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
 

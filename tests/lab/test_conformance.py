@@ -16,7 +16,7 @@ import typing
 import pytest
 
 from kiban.lab.instruments import INSTRUMENTS, Instrument, InstrumentError, InstrumentOptions
-from kiban.lab.options import Options, OptionsError, check_type
+from kiban.lab.options import Options
 from kiban.lab.proposers import PROPOSERS, Proposer, ProposerError, ProposerOptions
 
 KINDS = [("instrument", INSTRUMENTS, Instrument, InstrumentOptions, InstrumentError, kind)
@@ -110,36 +110,3 @@ def test_the_registries_hold_the_built_in_kinds():
     with pytest.raises(ProposerError, match=r"unknown proposer kind 'sobl' \(did you mean "
                                             r"'sobol'\?\)"):
         PROPOSERS.get("sobl")
-
-
-def test_a_new_kind_registers_and_a_wrong_one_is_refused():
-    from kiban.lab.proposers.design import RandomProposer
-    from kiban.lab.registry import Registry
-
-    registry = Registry("proposer", {}, ProposerError)
-
-    class Shuffled(RandomProposer):
-        kind = "shuffled"
-
-    assert registry.register(Shuffled) is Shuffled and registry.get("shuffled") is Shuffled
-    with pytest.raises(ProposerError, match="already registered"):
-        registry.register(Shuffled)
-
-    class NoOptions(RandomProposer):
-        kind = "plain"
-        Options = dict
-
-    with pytest.raises(ProposerError, match="`Options` must be a dataclass"):
-        registry.register(NoOptions)
-
-
-def test_check_type_converts_what_toml_gives():
-    assert check_type(2, float, "x") == 2.0 and isinstance(check_type(2, float, "x"), float)
-    assert check_type(["a", "b"], tuple[str, ...], "x") == ("a", "b")
-    assert check_type(None, float | None, "x") is None
-    with pytest.raises(OptionsError, match=r"^x must be an integer, got bool True$"):
-        check_type(True, int, "x")
-    with pytest.raises(OptionsError, match=r"^x must be a finite number, got float inf$"):
-        check_type(float("inf"), float, "x")
-    with pytest.raises(OptionsError, match=r"^x must be one of 'a', 'b', got str 'c'$"):
-        check_type("c", typing.Literal["a", "b"], "x")

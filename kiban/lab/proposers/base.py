@@ -70,7 +70,7 @@ class Proposer(ABC):
         """The kind, as proposals record who proposed them."""
         return self.kind
 
-    def check_space(self, space: Space) -> None:
+    def check_space(self, space: Space) -> None:  # noqa: B027 - a hook: any space by default
         """Refuse a space this proposer cannot work on, before the first round (default: any
         space works)."""
 
