@@ -11,7 +11,7 @@ import pytest
 from kiban.lab.proposers import Observation, initial_design
 from kiban.lab.proposers.bo import BotorchProposer
 from kiban.lab.space import Categorical, Continuous, Molecule, Objective, Space
-from test_proposers import constraint, observe
+from .test_proposers import constraint, observe
 
 
 def _same(got: list[dict], expected: list[dict]) -> None:
