@@ -20,7 +20,8 @@ import numpy as np
 from kiban.lab.space import CampaignConfig, Space, load_config
 from kiban.lab.store import Proposal, Store, StoreError
 
-#: Instrument config keys the campaign itself reads (not passed to the instrument).
+#: Instrument config keys the campaign itself reads, for every kind (passed on to the kinds
+#: whose options have them).
 CAMPAIGN_INSTRUMENT_KEYS = ("timeout_s",)
 
 
@@ -58,12 +59,20 @@ def check_campaign(config: CampaignConfig, *, where: str = "campaign config") ->
 def _instrument(config: CampaignConfig, workers: int | None = None):
     import dataclasses
 
-    from kiban.lab.instruments import instrument_class, make_instrument
+    from kiban.lab.instruments import InstrumentError, instrument_class, make_instrument
+    from kiban.lab.options import check_type
 
-    options = {k: v for k, v in config.instrument.items() if k not in CAMPAIGN_INSTRUMENT_KEYS}
+    options = dict(config.instrument)
+    cls = instrument_class(options)
+    fields = {f.name for f in dataclasses.fields(cls.Options)}
+    for key in CAMPAIGN_INSTRUMENT_KEYS:
+        # read by the campaign for every kind; checked here for kinds that do not take it
+        if key in options and key not in fields:
+            value = check_type(options.pop(key), float, f"[instrument] {key}")
+            if value <= 0:
+                raise InstrumentError(f"[instrument] {key} must be a number > 0, got {value!r}")
     if workers is not None:
-        cls = instrument_class(options)
-        if "workers" not in {f.name for f in dataclasses.fields(cls.Options)}:
+        if "workers" not in fields:
             raise StoreError(f"--workers {workers}: the {cls.kind!r} instrument runs in this "
                              "process (its options have no `workers`)")
         options["workers"] = workers

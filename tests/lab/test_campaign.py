@@ -675,6 +675,9 @@ dataset = "{dataset}"
     ("suzuki", "", "sobol", "samples = 3", r"proposer 'sobol': unknown option 'samples'; this "
                                            r"proposer takes no options"),
     ("photo_wf3", "", "sobol", "", r"\[instrument\] olympus 'photo_wf3': the space lacks "),
+    ("suzuki", "timeout_s = -1.0", "sobol", "", r"timeout_s must be a number > 0, got -1.0"),
+    ("suzuki", 'timeout_s = "soon"', "sobol", "", r"\[instrument\] timeout_s must be a finite "
+                                                  r"number, got str 'soon'"),
 ])
 def test_init_refuses_an_instrument_or_proposer_that_cannot_work(tmp_path, dataset, extra,
                                                                  proposer, options, message):
@@ -695,6 +698,12 @@ def test_init_refuses_a_function_target_that_does_not_import(tmp_path, fn_path, 
     assert capsys.readouterr().err == (f"kiban lab init: error: {config}: target "
                                        "'labfn:measur': module 'labfn' has no 'measur'\n")
     assert not (tmp_path / "c.db").exists()
+    config.write_text(config.read_text().replace("labfn:measur", "labfn:measure")
+                      + 'timeout_s = "soon"\n')
+    assert main(["lab", "init", str(config), "--db", str(tmp_path / "c.db")]) == 2
+    assert capsys.readouterr().err == (f"kiban lab init: error: {config}: [instrument] (kind "
+                                       "'function'): option 'timeout_s' must be a finite number "
+                                       "or absent, got str 'soon'\n")
 
 
 def test_run_workers_replaces_the_instruments_for_this_run(tmp_path, fn_path, capsys):
