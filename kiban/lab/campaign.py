@@ -20,7 +20,8 @@ import numpy as np
 from kiban.lab.space import CampaignConfig, Space, load_config
 from kiban.lab.store import Proposal, Store, StoreError
 
-#: Instrument config keys the campaign itself reads (not passed to the instrument).
+#: Instrument config keys the campaign itself reads, for every kind (passed on to the kinds
+#: whose options have them).
 CAMPAIGN_INSTRUMENT_KEYS = ("timeout_s",)
 
 
@@ -33,14 +34,48 @@ class RecordError(ValueError):
 
 
 def init_campaign(config_path: str | Path, db: str | Path) -> Store:
-    """Create the campaign database (or open it if it holds the same config)."""
-    return Store.create(db, load_config(config_path))
+    """Create the campaign database (or open it if it holds the same config), after checking
+    that its instrument and proposer can be built (an unknown dataset, option or file is an
+    error now, not at the first `run`)."""
+    config = load_config(config_path)
+    check_campaign(config, where=str(config_path))
+    return Store.create(db, config)
 
 
-def _instrument(config: CampaignConfig):
-    from kiban.lab.instruments import make_instrument
+def check_campaign(config: CampaignConfig, *, where: str = "campaign config") -> None:
+    """Build the campaign's instrument and proposer once (then let them go): every option,
+    dataset, file and target they need is checked; errors name ``where`` (the config file)."""
+    from kiban.lab.instruments import InstrumentError
+    from kiban.lab.options import OptionsError
+    from kiban.lab.proposers import ProposerError, make_proposer
 
-    options = {k: v for k, v in config.instrument.items() if k not in CAMPAIGN_INSTRUMENT_KEYS}
+    try:
+        _instrument(config).close()
+        make_proposer(config)
+    except (InstrumentError, ProposerError, OptionsError) as error:
+        raise type(error)(f"{where}: {error}") from None
+
+
+def _instrument(config: CampaignConfig, workers: int | None = None):
+    import dataclasses
+
+    from kiban.lab.instruments import InstrumentError, instrument_class, make_instrument
+    from kiban.lab.options import check_type
+
+    options = dict(config.instrument)
+    cls = instrument_class(options)
+    fields = {f.name for f in dataclasses.fields(cls.Options)}
+    for key in CAMPAIGN_INSTRUMENT_KEYS:
+        # read by the campaign for every kind; checked here for kinds that do not take it
+        if key in options and key not in fields:
+            value = check_type(options.pop(key), float, f"[instrument] {key}")
+            if value <= 0:
+                raise InstrumentError(f"[instrument] {key} must be a number > 0, got {value!r}")
+    if workers is not None:
+        if "workers" not in fields:
+            raise StoreError(f"--workers {workers}: the {cls.kind!r} instrument runs in this "
+                             "process (its options have no `workers`)")
+        options["workers"] = workers
     if isinstance(options.get("path"), str) and not Path(options["path"]).is_absolute():
         options["path"] = str(Path(config.base) / options["path"])   # beside the config file
     return make_instrument(options, config.space)
@@ -66,15 +101,24 @@ def propose(store: Store, n: int | None = None, proposer=None) -> list[Proposal]
     The first ``initial`` proposals of a campaign come from the centre of the space (unless
     ``center = false``) and a scrambled Sobol sequence that continues across reruns; after that, and once at least one result exists, the model-based
     proposer takes over."""
-    from kiban.lab.proposers import initial_design, make_proposer
-
     config = store.config()
     n = config.batch_size if n is None else n
     if n < 1:
         raise StoreError(f"--n must be ≥ 1, got {n}")
+    with store.lease("propose"):
+        return _propose(store, config, n, proposer)
+
+
+def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Proposal]:
+    from kiban.lab.proposers import initial_design, make_proposer
+
     counts = store.counts()
     observed = observations(store)
-    pending = [p.params for p in store.proposals("pending") + store.proposals("running")]
+    # Every proposal without a result is taken: pending, running, and failed ones (interrupted
+    # by a killed process, crashed, refused values). A proposer sees them as pending points, so
+    # no proposer kind proposes them again, and sobol's sequence continues past them.
+    pending = [p.params for p in store.proposals("pending") + store.proposals("running")
+               + store.proposals("failed")]
     already = counts["proposed"]
     seed = _batch_seed(config, already)
     # random and generative proposers draw their own first points (a model-only molecule
@@ -129,23 +173,37 @@ def _measured(space: Space, values: dict[str, Any]) -> tuple[dict[str, float] | 
 
 
 def run_campaign(store: Store, budget: int, *, instrument=None,
-                 log: Callable[[str], None] | None = None) -> RunSummary:
-    """Run batches until ``budget`` proposals exist and none is left pending."""
+                 log: Callable[[str], None] | None = None,
+                 notice: Callable[[str], None] | None = None,
+                 workers: int | None = None) -> RunSummary:
+    """Run batches until ``budget`` proposals exist and none is left pending, holding the
+    campaign's lease. ``log``: progress; ``notice``: what the user must hear even when quiet
+    (a lease taken over, experiments interrupted), default ``log``. ``workers`` replaces the
+    instrument config's (function, xtb)."""
+    notice = notice or log
     if budget < 1:
         raise StoreError(f"--budget must be ≥ 1, got {budget}")
+    # the lease first: `running` proposals are interrupted ones only when nobody else runs
+    with store.lease("run", notice):
+        return _run(store, budget, instrument, log, notice, workers)
+
+
+def _run(store: Store, budget: int, instrument, log: Callable[[str], None] | None,
+         notice: Callable[[str], None] | None, workers: int | None) -> RunSummary:
     config = store.config()
     summary = RunSummary(interrupted=store.recover_interrupted())
-    if summary.interrupted and log:
-        log(f"marked {len(summary.interrupted)} interrupted experiment(s) failed (not re-run): "
-            f"{summary.interrupted}")
+    if summary.interrupted and notice:
+        notice(f"marked {len(summary.interrupted)} interrupted experiment(s) failed (not re-run): "
+               f"{summary.interrupted}")
     own = instrument is None
-    instrument = instrument or _instrument(config)
+    instrument = instrument or _instrument(config, workers)
     timeout = config.instrument.get("timeout_s")
     described = instrument.describe()
     store.event("run", {"budget": budget, "instrument": described})
     proposer = None
     try:
         while True:
+            store.check_lease()
             pending = store.proposals("pending")
             if not pending:
                 remaining = budget - store.counts()["proposed"]
@@ -206,8 +264,15 @@ class RecordSummary:
     recorded: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)      # values refused
     blank: list[int] = field(default_factory=list)                   # not measured yet
-    already: list[int] = field(default_factory=list)                 # same values, skipped
+    already: list[int] = field(default_factory=list)                 # same row before, skipped
     conflicts: list[tuple[int, str]] = field(default_factory=list)   # other values, refused
+    mismatched: list[tuple[int, str]] = field(default_factory=list)  # other conditions, refused
+    as_run: list[int] = field(default_factory=list)                  # recorded as run
+
+    @property
+    def refused(self) -> list[tuple[int, str]]:
+        """Rows not recorded because they contradict the campaign (the command fails)."""
+        return self.conflicts + self.mismatched
 
 
 _EXTRA_COLUMNS = {"notes", "note", "comment", "comments"}
@@ -220,25 +285,112 @@ def _number(text: str) -> float | str:
         return text
 
 
-def record_csv(store: Store, path: str | Path) -> RecordSummary:
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(line, row)`` pairs of a results CSV; a file that is not CSV text (binary,
+    NUL bytes, more cells than columns) is a `RecordError` naming the file and line."""
+    import io
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RecordError(f"{path}: not a CSV text file (byte {error.start} is not UTF-8: "
+                          f"{error.object[error.start:error.start + 1]!r}); is it a binary "
+                          "file? expected a CSV with a proposal_id column") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise RecordError(f"{path}, line {line}: a NUL byte; is it a binary file? expected a "
+                          "CSV with a proposal_id column")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        columns = list(reader.fieldnames or [])
+        for row in reader:
+            if None in row:
+                raise RecordError(f"{path}, line {reader.line_num}: more cells than the header "
+                                  f"has columns ({len(columns)})")
+            rows.append((reader.line_num, row))
+    except csv.Error as error:
+        raise RecordError(f"{path}, line {reader.line_num}: not valid CSV: {error}") from None
+    return columns, rows
+
+
+def _param_types(space: Space) -> dict[str, str]:
+    """Flat parameter key -> how its cells compare: "number", "integer", "text", "molecule"."""
+    from kiban.lab.space import Categorical, Composition, Integer, Molecule
+
+    out: dict[str, str] = {}
+    for p in space.parameters:
+        if isinstance(p, Composition):
+            out.update({c: "number" for c in p.components})
+        elif isinstance(p, Molecule):
+            out[p.name] = "molecule"
+        elif isinstance(p, Categorical):
+            out[p.name] = "text"
+        else:
+            out[p.name] = "integer" if isinstance(p, Integer) else "number"
+    return out
+
+
+def _given_params(path: Path, line: int, row: dict[str, str], proposed: dict[str, Any],
+                  types: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The conditions a row says were run (blank parameter cells: as proposed) and, per
+    parameter that differs from the proposal, why (file, line, column, proposed vs given)."""
+    from kiban.lab.proposers.base import canonical_smiles
+
+    given = dict(proposed)
+    differences: list[str] = []
+    for key, kind in types.items():
+        cell = (row.get(key) or "").strip()
+        if key not in row or cell == "":
+            continue
+        old = proposed.get(key)
+        if kind in ("number", "integer"):
+            try:
+                value: Any = float(cell)
+            except ValueError:
+                value = cell
+            same = isinstance(value, float) and isinstance(old, (int, float)) and \
+                math.isclose(value, float(old), rel_tol=1e-9, abs_tol=1e-12)
+            if kind == "integer" and isinstance(value, float) and value.is_integer():
+                value = int(value)
+        elif kind == "molecule":
+            value = cell
+            same = canonical_smiles(cell) == canonical_smiles(str(old))
+        else:
+            value = cell
+            same = cell == str(old)
+        if not same:
+            given[key] = value
+            differences.append(f"{path.name}, line {line}, column {key!r}: proposed {old!r}, "
+                               f"given {cell!r}")
+    return given, differences
+
+
+def record_csv(store: Store, path: str | Path, *, as_run: bool = False) -> RecordSummary:
     """Import measured results: a ``proposal_id`` column and one column per objective.
 
-    Refused whole (nothing changes, :class:`RecordError`): no such file, no ``proposal_id``
-    column, no objective column, unknown columns, a proposal id that is not an integer or names
-    no proposal, an id given twice. Per row: blank objective cells → left pending; values that
-    are not finite numbers or fall outside an objective's declared range → that experiment is
-    recorded as failed with the reason; a proposal that already has the same result → skipped;
-    another result for it → refused (listed in the summary)."""
+    Refused whole (nothing changes, :class:`RecordError`): no such file, a file that is not CSV
+    text, no ``proposal_id`` column, no objective column, unknown columns, a proposal id that is
+    not an integer or names no proposal, an id given twice. Per row: blank objective cells →
+    left pending; parameter cells that differ from the proposal → the row is refused (listed in
+    ``mismatched``), or with ``as_run`` the result is recorded for the conditions given (the
+    proposal's params become them; the proposed ones are kept in the result's meta and an
+    ``as-run`` event); values that are not finite numbers or fall outside an objective's
+    declared range → that experiment is recorded as failed with the reason; a row recorded
+    before (the same result, or a failure already recorded) → skipped; another result for a
+    completed proposal → refused (``conflicts``). The campaign's lease is held throughout."""
     path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"results file {str(path)!r} not found")
+    with store.lease("record"):
+        return _record_csv(store, path, as_run)
+
+
+def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
     config = store.config()
     space = config.space
     objectives = [o.name for o in space.objectives]
-    if not path.is_file():
-        raise RecordError(f"results file {str(path)!r} not found")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = list(enumerate(reader, start=2))
+    columns, rows = _read_rows(path)
     if "proposal_id" not in columns:
         raise RecordError(f"{path}: no 'proposal_id' column (columns: {columns})")
     measured = [c for c in columns if c in objectives]
@@ -273,6 +425,7 @@ def record_csv(store: Store, path: str | Path) -> RecordSummary:
     if errors:
         raise RecordError(f"{path}: refused, nothing recorded: " + "; ".join(errors[:10]))
     results = {r.proposal_id: r for r in store.results()}
+    types = {k: t for k, t in _param_types(space).items() if k in columns}
     summary = RecordSummary()
     source = f"csv:{path.name}"
     with store.transaction() as db:
@@ -281,6 +434,20 @@ def record_csv(store: Store, path: str | Path) -> RecordSummary:
             if all(v == "" for v in cells.values()):
                 summary.blank.append(pid)
                 continue
+            proposal = known[pid]
+            given, differences = _given_params(path, line, row, proposal.params, types)
+            if differences and not as_run:
+                summary.mismatched.append((pid, "; ".join(differences) + " (not recorded: "
+                                           "results are learnt only for the conditions run; "
+                                           "--as-run records them for the conditions given)"))
+                continue
+            if differences:
+                problems = space.check_params(given)
+                if problems:
+                    summary.mismatched.append((pid, f"{path.name}, line {line}: the conditions "
+                                               f"given are not in the space: "
+                                               + "; ".join(problems)))
+                    continue
             values = {c: _number(v) if v else None for c, v in cells.items()}
             if pid in results:
                 old = results[pid].values
@@ -294,18 +461,34 @@ def record_csv(store: Store, path: str | Path) -> RecordSummary:
                 continue
             problems = space.check_values(values)
             if problems:
+                if proposal.status == "failed" and _failed_before(store, pid, cells):
+                    summary.already.append(pid)     # the same file again: no second failure
+                    continue
                 reason = f"{path.name}:{line}: " + "; ".join(problems)
                 store._fail(pid, reason, source, {"cells": cells})
                 summary.failed.append((pid, reason))
                 continue
-            store._record(db, pid, {k: float(v) for k, v in values.items()}, source,
-                          {"file": str(path), "line": line})
+            meta: dict[str, Any] = {"file": str(path), "line": line}
+            if differences:
+                meta.update(as_run=True, proposed=proposal.params)
+                store._set_params(db, pid, given)
+                store._event("as-run", {"proposal_id": pid, "proposed": proposal.params,
+                                        "run": given, "file": str(path), "line": line})
+                summary.as_run.append(pid)
+            store._record(db, pid, {k: float(v) for k, v in values.items()}, source, meta)
             summary.recorded.append(pid)
         store._event("record", {"file": str(path), "recorded": summary.recorded,
                                 "failed": [p for p, _ in summary.failed],
                                 "conflicts": [p for p, _ in summary.conflicts],
+                                "mismatched": [p for p, _ in summary.mismatched],
+                                "as_run": summary.as_run,
                                 "blank": summary.blank, "already": summary.already})
     return summary
+
+
+def _failed_before(store: Store, proposal_id: int, cells: dict[str, str]) -> bool:
+    """Whether this proposal already failed with these cells (a results file recorded twice)."""
+    return any(f.get("cells") == cells for f in store.failure_payloads(proposal_id))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """``kiban lab``: init, propose, record, run, status, report, export, documents.
 
-Each command opens the campaign database, calls one library function and prints. Heavy
-libraries (torch, BoTorch, RDKit, tblite) load inside the functions that need them.
+Each command opens the campaign database, calls one library function and prints. Handlers raise
+(`kiban._cli.run_command` turns a ValueError into exit 2, a RuntimeError into exit 1, one line
+each). Heavy libraries (torch, BoTorch, RDKit, tblite) load inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     record = commands.add_parser(
         "record", help="import measured results from a CSV",
-        description="RESULTS.csv: a proposal_id column and one column per objective (parameter "
-                    "columns may stay). A file naming unknown proposals is refused whole.")
+        description="RESULTS.csv: a proposal_id column and one column per objective; parameter "
+                    "columns, when given, must hold the proposed conditions (a row that "
+                    "differs is refused, or recorded for the conditions given with --as-run). "
+                    "A file naming unknown proposals is refused whole. Exit status 2 when a row "
+                    "was refused (after recording the others).")
     db_arg(record)
     record.add_argument("results", metavar="RESULTS.csv")
+    record.add_argument("--as-run", action="store_true",
+                        help="parameter cells that differ from the proposal are the conditions "
+                             "actually run: record the result for them")
     record.add_argument("--json", action="store_true")
     record.set_defaults(handler=_record)
 
@@ -48,6 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     db_arg(run)
     run.add_argument("--budget", type=int, required=True,
                      help="the campaign's total number of experiments (a rerun continues to it)")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="worker processes of the instrument (function, xtb), replacing the "
+                          "config's `workers` for this run (results do not depend on it)")
     run.add_argument("--quiet", action="store_true")
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_run)
@@ -78,38 +88,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _fail(command: str, error: Exception) -> int:
-    print(f"kiban lab {command}: error: {error}", file=sys.stderr)
-    return 1
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    from kiban.lab.campaign import RecordError
-    from kiban.lab.space import SpaceError
-    from kiban.lab.store import StoreError
-
-    errors: list[type[Exception]] = [RecordError, SpaceError, StoreError, FileNotFoundError]
-    try:
-        from kiban.lab.instruments import InstrumentError
-        errors.append(InstrumentError)
-    except ImportError:
-        pass
-    return tuple(errors)
+def _notes(store) -> None:
+    for note in store.notes:        # e.g. an older store upgraded in place
+        print(f"kiban lab: {note}", file=sys.stderr)
 
 
 def _open(args: argparse.Namespace):
     from kiban.lab.store import Store
 
-    return Store.open(args.db)
+    store = Store.open(args.db)
+    _notes(store)
+    return store
 
 
 def _init(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import init_campaign
 
-    try:
-        store = init_campaign(args.config, args.db)
-    except _errors() as error:
-        return _fail("init", error)
+    store = init_campaign(args.config, args.db)
+    _notes(store)
     counts = store.counts()
     print(f"campaign {store.meta('name')!r} in {args.db} (fingerprint {store.meta('fingerprint')}"
           f"; {counts['proposed']} proposals so far)")
@@ -124,16 +120,13 @@ def _params_line(params: dict[str, Any]) -> str:
 def _propose(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import propose
 
-    try:
-        store = _open(args)
-        proposals = propose(store, args.n)
-        if args.out:
-            from kiban.lab.instruments.csvfile import export_proposals
-            space = store.config().space
-            export_proposals(args.out, [(p.id, p.params) for p in proposals], space.keys,
-                             [o.name for o in space.objectives])
-    except (*_errors(), ValueError) as error:
-        return _fail("propose", error)
+    store = _open(args)
+    proposals = propose(store, args.n)
+    if args.out:
+        from kiban.lab.instruments.csvfile import export_proposals
+        space = store.config().space
+        export_proposals(args.out, [(p.id, p.params) for p in proposals], space.keys,
+                         [o.name for o in space.objectives])
     if args.json:
         print(json.dumps([{"proposal_id": p.id, "batch": p.batch, "proposer": p.proposer,
                            "params": p.params} for p in proposals], indent=1))
@@ -144,22 +137,24 @@ def _propose(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from kiban.lab.campaign import record_csv
+    from kiban.lab.campaign import RecordError, record_csv
 
-    try:
-        summary = record_csv(_open(args), args.results)
-    except _errors() as error:
-        return _fail("record", error)
+    summary = record_csv(_open(args), args.results, as_run=args.as_run)
     payload = {"recorded": summary.recorded, "failed": summary.failed, "blank": summary.blank,
-               "already": summary.already, "conflicts": summary.conflicts}
+               "already": summary.already, "conflicts": summary.conflicts,
+               "mismatched": summary.mismatched, "as_run": summary.as_run}
     if args.json:
         print(json.dumps(payload, indent=1))
     else:
-        print(f"recorded {len(summary.recorded)}, failed {len(summary.failed)}, "
-              f"not yet measured {len(summary.blank)}, already recorded {len(summary.already)}, "
-              f"conflicting {len(summary.conflicts)}")
-        for pid, reason in summary.failed + summary.conflicts:
+        print(f"recorded {len(summary.recorded)} ({len(summary.as_run)} as run), failed "
+              f"{len(summary.failed)}, not yet measured {len(summary.blank)}, already recorded "
+              f"{len(summary.already)}, refused {len(summary.refused)}")
+        for pid, reason in summary.failed + summary.refused:
             print(f"  {pid}: {reason}", file=sys.stderr)
+    if summary.refused:
+        refused = ", ".join(str(pid) for pid, _ in summary.refused)
+        raise RecordError(f"{args.results}: refused the rows of proposals {refused} (the other "
+                          "rows were recorded); see the reasons above")
     return 0
 
 
@@ -167,10 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import run_campaign
 
     log = None if args.quiet or args.json else (lambda m: print(m, file=sys.stderr))
-    try:
-        summary = run_campaign(_open(args), args.budget, log=log)
-    except _errors() as error:
-        return _fail("run", error)
+    summary = run_campaign(_open(args), args.budget, log=log, workers=args.workers,
+                           notice=lambda m: print(f"kiban lab run: {m}", file=sys.stderr))
     payload = {"ran": summary.ran, "completed": summary.completed, "failed": summary.failed,
                "interrupted": summary.interrupted, "exported": summary.exported,
                "waiting_for_results": summary.waiting, **summary.counts}
@@ -184,10 +177,7 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import status
 
-    try:
-        info = status(_open(args))
-    except _errors() as error:
-        return _fail("status", error)
+    info = status(_open(args))
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -208,12 +198,9 @@ def _report(args: argparse.Namespace) -> int:
 
     from kiban.lab.report import write_report
 
-    try:
-        store = _open(args)
-        out = args.out or str(Path(args.db).with_suffix("")) + "-report"
-        info = write_report(store, out)
-    except _errors() as error:
-        return _fail("report", error)
+    store = _open(args)
+    out = args.out or str(Path(args.db).with_suffix("")) + "-report"
+    info = write_report(store, out)
     print(f"wrote {', '.join(info['files'])} to {info['out']}")
     return 0
 
@@ -221,10 +208,7 @@ def _report(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from kiban.io import atomic_write_text
 
-    try:
-        data = json.dumps(_open(args).export(), indent=1, ensure_ascii=False)
-    except _errors() as error:
-        return _fail("export", error)
+    data = json.dumps(_open(args).export(), indent=1, ensure_ascii=False)
     if args.out == "-":
         print(data)
     else:
@@ -236,10 +220,7 @@ def _documents(args: argparse.Namespace) -> int:
     from kiban.io import atomic_write_text
     from kiban.lab.campaign import campaign_documents
 
-    try:
-        docs = campaign_documents(_open(args))
-    except _errors() as error:
-        return _fail("documents", error)
+    docs = campaign_documents(_open(args))
     atomic_write_text(args.out, "".join(d.to_json() + "\n" for d in docs))
     print(f"wrote {len(docs)} documents to {args.out}")
     return 0

@@ -13,7 +13,6 @@ featurise them (fingerprints) and pair them with the cube part.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kiban.errors import did_you_mean
 
 
 class SpaceError(ValueError):
@@ -127,9 +128,8 @@ class Categorical:
 
     def check(self, value: Any) -> str | None:
         if value not in self.choices:
-            close = difflib.get_close_matches(str(value), self.choices, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            return f"expected one of {list(self.choices)}, got {value!r}{hint}"
+            return (f"expected one of {list(self.choices)}, got {value!r}"
+                    f"{did_you_mean(value, self.choices)}")
         return None
 
 
@@ -280,9 +280,8 @@ class LinearConstraint:
                 raise SpaceError(f"constraint {text!r}: missing + or - before {t.group(3)!r}")
             name = t.group(3)
             if name not in names:
-                close = difflib.get_close_matches(name, sorted(names), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise SpaceError(f"constraint {text!r}: {name!r} is not a numeric parameter{hint}")
+                raise SpaceError(f"constraint {text!r}: {name!r} is not a numeric parameter"
+                                 f"{did_you_mean(name, sorted(names))}")
             coefs[name] = coefs.get(name, 0.0) + sign * float(t.group(2) or 1.0)
             pos = t.end()
         if op == ">=":
@@ -492,14 +491,13 @@ _PARAM = {"continuous": {"name", "type", "low", "high", "log"},
           "molecule": {"name", "type", "candidates", "model", "prompt"},
           "composition": {"name", "type", "components", "total"}}
 _OBJECTIVE = {"name", "goal", "target", "low", "high", "threshold"}
-PROPOSERS = ("botorch", "random", "sobol", "generative")
 
 
 def _unknown(where: str, got: set[str], allowed: set[str]) -> None:
     for key in sorted(got - allowed):
-        close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(allowed)}"
-        raise SpaceError(f"{where}: unknown key {key!r}{hint}")
+        raise SpaceError(f"{where}: unknown key {key!r}"
+                         f"{did_you_mean(key, sorted(allowed), cutoff=0.5)}; expected one of "
+                         f"{sorted(allowed)}")
 
 
 def _candidates(value: Any, base: Path, where: str) -> tuple[str, ...]:
@@ -607,8 +605,11 @@ def parse_config(raw: dict[str, Any], base: Path = Path("."), source: str = "") 
     space = Space(params, tuple(objectives), tuple(constraints),
                   tuple(camp.get("same_in_batch", ())))
     proposer = str(camp.get("proposer", "botorch"))
+    from kiban.lab.proposers import PROPOSERS     # the registry (imports no proposer module)
+
     if proposer not in PROPOSERS:
-        raise SpaceError(f"[campaign] proposer must be one of {list(PROPOSERS)}, got {proposer!r}")
+        raise SpaceError(f"[campaign] proposer must be one of {PROPOSERS.names()}, got "
+                         f"{proposer!r}{did_you_mean(proposer, PROPOSERS.names())}")
     instrument = dict(raw.get("instrument", {}))
     if "kind" not in instrument:
         raise SpaceError("[instrument]: missing `kind` (xtb, olympus, lookup, csv, …)")

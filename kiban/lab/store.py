@@ -9,22 +9,56 @@ Tables: ``meta`` (the config text and its fingerprint), ``proposals`` (params as
 A proposal is marked ``running`` (committed) *before* it is handed to an instrument. A process
 that finds ``running`` proposals on start-up was killed while they ran: they are marked failed
 ("interrupted") and never re-run, because a real experiment may already have consumed material.
+
+One writer per campaign: ``lease`` holds at most one row (the process that writes: pid, host,
+command, since, last renewed). `Store.lease` takes it in a transaction, a thread renews it while
+the process runs, and it is released on exit. A second writer is refused, naming the holder; a
+lease whose process is gone (same host: no such pid; any host: not renewed for
+`LEASE_STALE_S`) is taken over, and the take-over is logged.
+
+Format ``kiban.lab.campaign`` version 2 (version 1 stores, without the lease table, are upgraded
+in place when opened, with an ``upgrade`` event saying so).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
+import os
+import socket
 import sqlite3
+import sys
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from kiban.errors import RunFailure
+from kiban.formats import check, register
 from kiban.lab.space import CampaignConfig, config_from_text
 
-SCHEMA_VERSION = 1
+#: the campaign store's format; version 2 added the ``lease`` table (one writer per campaign)
+CAMPAIGN_STORE = register(
+    "kiban.lab.campaign", 2, description="a lab campaign: SQLite, config + proposals + results",
+    upgrades={1: lambda meta: {**meta, "changes": "added the lease table (one writer)"}})
+SCHEMA_VERSION = CAMPAIGN_STORE.version
+LEASE_RENEW_S = 2.0       # the holder renews its lease this often
+LEASE_STALE_S = 120.0     # a lease not renewed for this long is stale (its holder is gone)
+
+_LEASE_TABLE = """
+CREATE TABLE IF NOT EXISTS lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    token TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL,
+    since REAL NOT NULL,
+    renewed REAL NOT NULL
+)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,11 +95,47 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS proposals_status ON proposals(status);
-"""
+""" + _LEASE_TABLE + ";\n"
 
 
 class StoreError(ValueError):
     """A campaign database that is missing, of another campaign, or asked something impossible."""
+
+
+class CampaignBusy(RunFailure):
+    """Another process holds the campaign's lease (exit status 1)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who writes to a campaign: ``pid`` on ``host`` running ``command`` since ``since``."""
+
+    token: str
+    pid: int
+    host: str
+    command: str
+    since: float
+    renewed: float
+
+    def describe(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        since = _dt.datetime.fromtimestamp(self.since, _dt.timezone.utc)
+        return (f"`kiban lab {self.command}` (pid {self.pid} on host {self.host!r}, since "
+                f"{since:%Y-%m-%d %H:%M:%S} UTC, last renewed {now - self.renewed:.0f} s ago)")
+
+    def stale(self, now: float | None = None) -> str | None:
+        """Why the lease's holder is gone, or None when it may still be running."""
+        now = time.time() if now is None else now
+        if now - self.renewed > LEASE_STALE_S:
+            return f"not renewed for {now - self.renewed:.0f} s (> {LEASE_STALE_S:g} s)"
+        if self.host == socket.gethostname():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return f"process {self.pid} no longer exists"
+            except PermissionError:     # another user's process: alive
+                return None
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,6 +175,10 @@ class Store:
     def __init__(self, path: str | Path, connection: sqlite3.Connection):
         self.path = Path(path)
         self.db = connection
+        self.notes: list[str] = []          # what opening changed (an upgrade), for the user
+        self._lease: Lease | None = None    # held by this object (re-entrant)
+        self._lease_depth = 0
+        self._lease_lost: str | None = None
 
     # -- opening
     @staticmethod
@@ -150,10 +224,27 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: not a kiban campaign database ({error})") from None
-        if row is None or int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{path}: campaign schema {row and row[0]!r}, this kiban reads "
-                             f"{SCHEMA_VERSION}")
-        return cls(path, db)
+        version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+        check({"format": CAMPAIGN_STORE.name if row is not None else None,
+               "version": version if version is not None else (row and row[0])},
+              CAMPAIGN_STORE, where=path)
+        store = cls(path, db)
+        if version < SCHEMA_VERSION:
+            store._upgrade(version)
+        return store
+
+    def _upgrade(self, version: int) -> None:
+        """Bring an older store up to `SCHEMA_VERSION` in place (what changed: `notes`)."""
+        with self.transaction() as db:
+            found = int(db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
+            if found >= SCHEMA_VERSION:        # another process upgraded it meanwhile
+                return
+            db.execute(_LEASE_TABLE)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+            note = (f"{self.path}: upgraded the campaign store from version {found} to "
+                    f"{SCHEMA_VERSION}: added the lease table (one writer per campaign)")
+            self._event("upgrade", {"from": found, "to": SCHEMA_VERSION, "note": note})
+        self.notes.append(note)
 
     def close(self) -> None:
         self.db.close()
@@ -168,6 +259,81 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    # -- the writer's lease
+    def lease_holder(self) -> Lease | None:
+        row = self.db.execute("SELECT token, pid, host, command, since, renewed FROM lease "
+                              "WHERE id = 1").fetchone()
+        return Lease(*row) if row else None
+
+    @contextmanager
+    def lease(self, command: str, log: Callable[[str], None] | None = None) -> Iterator[Lease]:
+        """Hold the campaign's writer lease for the block (re-entrant on this object).
+
+        Refused with `CampaignBusy` (naming the holder) while another live process holds it; a
+        stale lease is taken over and ``log`` told so."""
+        if self._lease is not None:
+            self._lease_depth += 1
+            try:
+                yield self._lease
+            finally:
+                self._lease_depth -= 1
+            return
+        mine = Lease(uuid.uuid4().hex, os.getpid(), socket.gethostname(), command,
+                     time.time(), time.time())
+        with self.transaction() as db:
+            held = self.lease_holder()
+            if held is not None:
+                why = held.stale(mine.since)
+                if why is None:
+                    raise CampaignBusy(f"{self.path}: the campaign is in use by "
+                                       f"{held.describe(mine.since)}; one process writes to a "
+                                       "campaign at a time: wait for it to finish or stop it")
+                message = (f"{self.path}: took over the lease of {held.describe(mine.since)}: "
+                           f"{why}")
+                self._event("lease-takeover", {"previous": held.__dict__, "reason": why})
+                if log:
+                    log(message)
+            db.execute("INSERT OR REPLACE INTO lease VALUES (1, ?, ?, ?, ?, ?, ?)",
+                       (mine.token, mine.pid, mine.host, mine.command, mine.since,
+                        mine.renewed))
+        self._lease, self._lease_lost = mine, None
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(mine.token, stop),
+                                   name="kiban-lab-lease", daemon=True)
+        renewer.start()
+        try:
+            yield mine
+        finally:
+            stop.set()
+            renewer.join()
+            self._lease = None
+            with self.transaction() as db:
+                db.execute("DELETE FROM lease WHERE token = ?", (mine.token,))
+
+    def _renew(self, token: str, stop: threading.Event) -> None:
+        """Renew the lease every `LEASE_RENEW_S` (own connection: SQLite objects stay in the
+        thread that made them) until ``stop``; note it if someone else took it."""
+        db = self._connect(self.path)
+        try:
+            while not stop.wait(LEASE_RENEW_S):
+                try:
+                    cur = db.execute("UPDATE lease SET renewed = ? WHERE id = 1 AND token = ?",
+                                     (time.time(), token))
+                except sqlite3.OperationalError as error:   # busy past the timeout: next time
+                    print(f"kiban lab: could not renew the campaign lease: {error}",
+                          file=sys.stderr)
+                    continue
+                if cur.rowcount != 1:
+                    self._lease_lost = "another process took over this campaign's lease"
+                    return
+        finally:
+            db.close()
+
+    def check_lease(self) -> None:
+        """Raise `CampaignBusy` when this process's lease was taken over (it must stop)."""
+        if self._lease_lost:
+            raise CampaignBusy(f"{self.path}: {self._lease_lost}; stopping")
 
     # -- config
     def meta(self, key: str) -> str | None:
@@ -306,6 +472,21 @@ class Store:
         found = self._results("WHERE r.proposal_id = ?", (proposal_id,))
         return found[0] if found else None
 
+    def failure_payloads(self, proposal_id: int) -> list[dict[str, Any]]:
+        """The JSON payloads stored with a proposal's failures (those that have one)."""
+        out = []
+        for (payload,) in self.db.execute("SELECT payload FROM failures WHERE proposal_id = ? "
+                                          "AND payload IS NOT NULL ORDER BY id", (proposal_id,)):
+            value = json.loads(payload)
+            if isinstance(value, dict):
+                out.append(value)
+        return out
+
+    def _set_params(self, db: sqlite3.Connection, proposal_id: int,
+                    params: dict[str, Any]) -> None:
+        """The conditions a proposal was actually run under (``lab record --as-run``)."""
+        db.execute("UPDATE proposals SET params = ? WHERE id = ?", (_dumps(params), proposal_id))
+
     def failures(self) -> list[Failure]:
         return [Failure(*row) for row in self.db.execute(
             "SELECT proposal_id, reason, source, recorded FROM failures ORDER BY id")]
@@ -324,7 +505,7 @@ class Store:
                           "status": p.status, "created": p.created, "params": p.params,
                           "values": r.values if r else None, "source": r.source if r else None,
                           "failures": failures.get(p.id, [])})
-        return {"format": "kiban.lab.campaign", "version": SCHEMA_VERSION,
+        return {**CAMPAIGN_STORE.stamp(),
                 "name": self.meta("name"), "fingerprint": self.meta("fingerprint"),
                 "config": self.meta("config"), "counts": self.counts(), "proposals": props,
                 "refused": failures.get(None, []),

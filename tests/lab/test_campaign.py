@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiban.lab.campaign import (RecordError, best, campaign_documents, pareto_mask, propose,
-                                record_csv, run_campaign, status)
+from kiban.lab.campaign import (RecordError, best, campaign_documents, init_campaign,
+                                pareto_mask, propose, record_csv, run_campaign)
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
 
@@ -124,7 +124,7 @@ class FakeInstrument:
 def test_config_errors_name_the_key_and_the_fix(tmp_path, fn_path):
     base = tmp_path / "c.toml"
     base.write_text(CONFIG.format(proposer="random", batch=1).replace("batch_size", "batchsize"))
-    with pytest.raises(SpaceError, match=r"unknown key 'batchsize'; did you mean 'batch_size'"):
+    with pytest.raises(SpaceError, match=r"unknown key 'batchsize' \(did you mean 'batch_size'\?\); expected one of "):
         load_config(base)
     base.write_text(CONFIG.format(proposer="bogus", batch=1))
     with pytest.raises(SpaceError, match="proposer must be one of"):
@@ -286,6 +286,75 @@ def test_record_csv_rows(tmp_path, fn_path):
     assert clash.conflicts and store.result(1).values == {"score": 0.5}
 
 
+def test_record_refuses_a_row_run_under_other_conditions(tmp_path, fn_path, capsys):
+    from kiban.cli import main
+
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 2)))
+    first, second = propose(store, 2)
+    x1, y1 = first.params["x"], first.params["y"]
+    path = _csv(tmp_path / "r.csv", [f"1,{x1!r},{y1!r},0.5", f"2,0.25,{second.params['y']!r},0.7"],
+                "proposal_id,x,y,score")
+    summary = record_csv(store, path)
+    assert summary.recorded == [1] and summary.mismatched == [(2, (
+        f"r.csv, line 3, column 'x': proposed {second.params['x']!r}, given '0.25' (not "
+        "recorded: results are learnt only for the conditions run; --as-run records them for "
+        "the conditions given)"))]
+    assert store.proposal(2).status == "pending" and store.result(2) is None
+    # the command line: the good row recorded, the refused one named, exit 2
+    db = str(tmp_path / "c.db")
+    assert main(["lab", "record", "--db", db, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2: r.csv, line 3, column 'x'" in err
+    assert err.endswith(f"kiban lab record: error: {path}: refused the rows of proposals 2 (the "
+                        "other rows were recorded); see the reasons above\n")
+    # --as-run: the result belongs to the conditions given; the proposed ones are kept
+    assert main(["lab", "record", "--db", db, str(path), "--as-run"]) == 0
+    store = Store.open(db)
+    result = store.result(2)
+    assert result.params == {"x": 0.25, "y": second.params["y"]} and result.values == \
+        {"score": 0.7}
+    assert store.events()[-2][1:] == ("as-run", {
+        "file": str(path), "line": 3, "proposal_id": 2, "proposed": second.params,
+        "run": {"x": 0.25, "y": second.params["y"]}})
+    # conditions outside the space are refused even with --as-run
+    store.add_proposals([{"x": 0.0, "y": 0.0}], "manual")
+    bad = _csv(tmp_path / "b.csv", ["3,7.5,0.0,0.1"], "proposal_id,x,y,score")
+    summary = record_csv(store, bad, as_run=True)
+    assert summary.recorded == [] and summary.mismatched == [(3, (
+        "b.csv, line 2: the conditions given are not in the space: x: expected a number in "
+        "[-1.0, 1.0], got 7.5"))]
+
+
+def test_recording_a_file_twice_adds_no_second_failure(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store, 3)
+    path = _csv(tmp_path / "r.csv", ["1,0.5", "2,nan", "3,500"])
+    first = record_csv(store, path)
+    assert first.recorded == [1] and [p for p, _ in first.failed] == [2, 3]
+    again = record_csv(store, path)
+    assert again.recorded == [] and again.failed == [] and again.already == [1, 2, 3]
+    assert [f.proposal_id for f in store.failures()] == [2, 3]
+    fixed = record_csv(store, _csv(tmp_path / "fixed.csv", ["2,0.25"]))
+    assert fixed.recorded == [2]          # a failed row may still be given its real result
+
+
+def test_record_refuses_a_binary_file_clearly(tmp_path, fn_path):
+    from kiban.cli import main
+
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store)
+    binary = tmp_path / "r.csv"
+    binary.write_bytes(b"proposal_id,score\n1,\xff\xfe0.5\n")
+    with pytest.raises(RecordError, match=r"r.csv: not a CSV text file \(byte 20 is not UTF-8: "
+                                          r"b'\\xff'\); is it a binary file\?"):
+        record_csv(store, binary)
+    binary.write_bytes(b"proposal_id,score\n1,0.5\n2,\x000.5\n")
+    with pytest.raises(RecordError, match=r"r.csv, line 3: a NUL byte; is it a binary file\?"):
+        record_csv(store, binary)
+    assert main(["lab", "record", "--db", str(tmp_path / "c.db"), str(binary)]) == 2
+    assert store.counts()["completed"] == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # best, Pareto, documents
 
@@ -383,7 +452,7 @@ def test_cli_round_trip(tmp_path, fn_path, capsys):
                                                   for r in Store.open(db).results())
     bad = tmp_path / "bad.csv"
     bad.write_text("proposal_id,score\n77,1.0\n")
-    assert main(["lab", "record", "--db", db, str(bad)]) == 1
+    assert main(["lab", "record", "--db", db, str(bad)]) == 2
     assert "unknown proposals: 77" in capsys.readouterr().err
     assert main(["lab", "report", "--db", db, "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "best_so_far.png").stat().st_size > 1000
@@ -489,3 +558,175 @@ def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
     store = Store.open(db)
     assert store.counts() == {"pending": 3, "running": 0, "completed": 3, "failed": 0,
                               "proposed": 6}
+
+
+SLOW = """
+import json, os, time
+
+def measure(params):
+    with open(os.environ["LABFN_LOG"], "a") as handle:
+        handle.write(json.dumps(params, sort_keys=True) + "\\n")
+        handle.flush()
+    time.sleep(float(os.environ.get("LABFN_SLEEP", "0")))
+    return {"score": -(params["x"] - 0.3) ** 2 - (params["y"] - 1.2) ** 2}
+"""
+
+
+def _kill_while_measuring(tmp_path: Path, proposer: str, batch: int, started: int) -> list[str]:
+    """`kiban lab run` killed with SIGKILL while its instrument measures (the log gets a line
+    when a measurement starts, then the function sleeps 0.6 s), then run again to the budget; the
+    parameter sets the instrument was given, in order."""
+    config = write_config(tmp_path, proposer, batch)
+    (tmp_path / "labfn.py").write_text(SLOW)
+    db, log = tmp_path / "c.db", tmp_path / "calls.log"
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", LABFN_LOG=str(log),
+               LABFN_SLEEP="0.6")
+    kiban = [sys.executable, "-m", "kiban", "lab"]
+    subprocess.run([*kiban, "init", str(config), "--db", str(db)], check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "8", "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= started:
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)                     # well inside the 0.6 s measurement
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(db) as con:
+        running = con.execute("SELECT COUNT(*) FROM proposals WHERE status = 'running'")
+        assert running.fetchone()[0] >= 1           # killed mid-measurement
+    env["LABFN_SLEEP"] = "0"
+    done = subprocess.run([*kiban, "run", "--db", str(db), "--budget", "8", "--json"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["proposed"] == 8 and out["interrupted"]
+    # the killed run's lease is taken over, and both are said even with --json
+    assert f"kiban lab run: {db}: took over the lease of `kiban lab run` (pid {proc.pid} " \
+        in done.stderr and f": process {proc.pid} no longer exists\n" in done.stderr
+    assert f"marked {len(out['interrupted'])} interrupted experiment(s) failed (not re-run)" \
+        in done.stderr
+    return log.read_text().splitlines()
+
+
+# sobol restarts its sequence from the number of points drawn: killed on the 4th point (the
+# first after the 3-point initial design) it used to propose the interrupted point again
+@pytest.mark.parametrize("proposer, batch, started", [("sobol", 1, 4), ("sobol", 2, 5)])
+def test_an_interrupted_experiment_is_never_proposed_again(tmp_path, proposer, batch, started):
+    calls = _kill_while_measuring(tmp_path, proposer, batch, started)
+    assert len(calls) == len(set(calls)), [c for c in calls if calls.count(c) > 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# lab init checks the instrument and the proposer
+
+
+OLYMPUS = """
+[campaign]
+name = "o"
+proposer = "{proposer}"
+
+[[parameters]]
+name = "temperature"
+type = "continuous"
+low = 75.0
+high = 90.0
+
+[[parameters]]
+name = "pd_mol"
+type = "continuous"
+low = 0.5
+high = 5.0
+
+[[parameters]]
+name = "arbpin"
+type = "continuous"
+low = 1.0
+high = 1.8
+
+[[parameters]]
+name = "k3po4"
+type = "continuous"
+low = 1.5
+high = 3.0
+
+[[objectives]]
+name = "yield"
+
+[instrument]
+kind = "olympus"
+dataset = "{dataset}"
+{extra}
+[proposer]
+{options}
+"""
+
+
+@pytest.mark.parametrize("dataset, extra, proposer, options, message", [
+    ("suzuky", "", "botorch", "", r"\[instrument\] \(kind 'olympus'\): unknown Olympus dataset "
+                                 r"'suzuky' \(did you mean 'suzuki'\?\)"),
+    ("suzuki", "noize = 1.0", "botorch", "", r"unknown option 'noize' \(did you mean 'noise'\?\)"),
+    ("suzuki", "noise = -1.0", "botorch", "", r"noise must be a number >= 0"),
+    ("suzuki", "", "botorch", "num_restart = 3", r"proposer 'botorch': unknown option "
+                                                 r"'num_restart' \(did you mean 'num_restarts'"),
+    ("suzuki", "", "sobol", "samples = 3", r"proposer 'sobol': unknown option 'samples'; this "
+                                           r"proposer takes no options"),
+    ("photo_wf3", "", "sobol", "", r"\[instrument\] olympus 'photo_wf3': the space lacks "),
+    ("suzuki", "timeout_s = -1.0", "sobol", "", r"timeout_s must be a number > 0, got -1.0"),
+    ("suzuki", 'timeout_s = "soon"', "sobol", "", r"\[instrument\] timeout_s must be a finite "
+                                                  r"number, got str 'soon'"),
+])
+def test_init_refuses_an_instrument_or_proposer_that_cannot_work(tmp_path, dataset, extra,
+                                                                 proposer, options, message):
+    path = tmp_path / "o.toml"
+    path.write_text(OLYMPUS.format(dataset=dataset, extra=extra, proposer=proposer,
+                                   options=options))
+    with pytest.raises(ValueError, match=message):
+        init_campaign(path, tmp_path / "o.db")
+    assert not (tmp_path / "o.db").exists()
+
+
+def test_init_refuses_a_function_target_that_does_not_import(tmp_path, fn_path, capsys):
+    from kiban.cli import main
+
+    config = write_config(tmp_path, "random", 1)
+    config.write_text(config.read_text().replace("labfn:measure", "labfn:measur"))
+    assert main(["lab", "init", str(config), "--db", str(tmp_path / "c.db")]) == 2
+    assert capsys.readouterr().err == (f"kiban lab init: error: {config}: target "
+                                       "'labfn:measur': module 'labfn' has no 'measur'\n")
+    assert not (tmp_path / "c.db").exists()
+    config.write_text(config.read_text().replace("labfn:measur", "labfn:measure")
+                      + 'timeout_s = "soon"\n')
+    assert main(["lab", "init", str(config), "--db", str(tmp_path / "c.db")]) == 2
+    assert capsys.readouterr().err == (f"kiban lab init: error: {config}: [instrument] (kind "
+                                       "'function'): option 'timeout_s' must be a finite number "
+                                       "or absent, got str 'soon'\n")
+
+
+def test_run_workers_replaces_the_instruments_for_this_run(tmp_path, fn_path, capsys):
+    from kiban.cli import main
+
+    config = write_config(tmp_path, "random", 2)          # workers = 0: in this process
+    db = str(tmp_path / "c.db")
+    assert main(["lab", "init", str(config), "--db", db]) == 0
+    assert main(["lab", "run", "--db", db, "--budget", "2", "--workers", "1", "--quiet"]) == 0
+    with sqlite3.connect(db) as con:
+        pids = {json.loads(m).get("worker_pid") for (m,) in con.execute("SELECT meta FROM results")}
+    assert len(pids) == 1 and None not in pids and os.getpid() not in pids
+    assert Store.open(db).meta("fingerprint") == load_config(config).fingerprint()
+    capsys.readouterr()
+    assert main(["lab", "run", "--db", db, "--budget", "3", "--workers", "-1"]) == 2
+    assert capsys.readouterr().err == ("kiban lab run: error: [instrument] (kind 'function'): "
+                                       "workers must be an integer >= 0, got -1\n")
+    olympus = tmp_path / "o.toml"
+    olympus.write_text(OLYMPUS.format(dataset="suzuki", extra="", proposer="sobol", options=""))
+    assert main(["lab", "init", str(olympus), "--db", str(tmp_path / "o.db")]) == 0
+    capsys.readouterr()
+    assert main(["lab", "run", "--db", str(tmp_path / "o.db"), "--budget", "1",
+                 "--workers", "2"]) == 2
+    assert capsys.readouterr().err == ("kiban lab run: error: --workers 2: the 'olympus' "
+                                       "instrument runs in this process (its options have no "
+                                       "`workers`)\n")

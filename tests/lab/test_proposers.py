@@ -80,7 +80,7 @@ def test_package_import_does_not_import_torch():
 
 def test_make_proposer_builds_each_kind_with_its_options():
     p = make_proposer(config({}, "botorch", {"num_restarts": 2, "raw_samples": 32}))
-    assert p.name == "botorch" and p.options["num_restarts"] == 2
+    assert p.name == "botorch" and p.options.num_restarts == 2
     assert (p.seed, p.initial) == (3, 4)
     assert make_proposer(config({}, "sobol")).name == "sobol"
     assert make_proposer(config({}, "random")).name == "random"
@@ -301,10 +301,10 @@ def test_linear_constraints_get_axs_optimiser_budget_unless_set():
     assert default.options_for(box) == default.options
     for space in (blend, ineq):
         o = default.options_for(space)
-        assert {k: o[k] for k in BotorchProposer.CONSTRAINED_BUDGET} == \
+        assert {k: getattr(o, k) for k in BotorchProposer.CONSTRAINED_BUDGET} == \
             BotorchProposer.CONSTRAINED_BUDGET
     o = botorch(num_restarts=3, maxiter=40).options_for(blend)   # explicit options win
-    assert (o["num_restarts"], o["maxiter"], o["raw_samples"], o["mc_samples"]) == \
+    assert (o.num_restarts, o.maxiter, o.raw_samples, o.mc_samples) == \
         (3, 40, 1024, 512)
     off = botorch(constrained_budget=False)
     assert off.options_for(blend) == off.options

@@ -27,11 +27,27 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from kiban.errors import did_you_mean
+from kiban.lab.options import Options
+
+if TYPE_CHECKING:
+    from kiban.lab.space import Space
 
 
 class InstrumentError(ValueError):
     """An instrument config that cannot work (unknown key, missing file, space mismatch)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstrumentOptions(Options):
+    """Base of an instrument kind's options: the ``[instrument]`` table less ``kind``."""
+
+    owner = "instrument"
+    error = InstrumentError
+    #: the smallest table that works (its required keys), for the docs and the conformance test
+    example: ClassVar[Mapping[str, Any]] = {}
 
 
 @dataclass
@@ -51,10 +67,27 @@ class Outcome:
 
 class Instrument(abc.ABC):
     """Runs experiments. ``asynchronous`` instruments only export in :meth:`run_batch`; their
-    results come back later (a CSV a person fills in, imported by ``kiban lab record``)."""
+    results come back later (a CSV a person fills in, imported by ``kiban lab record``).
 
-    kind: str = ""
+    A kind declares ``kind`` (its registered name), ``Options`` (a frozen keyword-only
+    `InstrumentOptions` dataclass) and :meth:`from_options`; :meth:`from_config` builds it from
+    a campaign's ``[instrument]`` table."""
+
+    kind: ClassVar[str] = ""
+    Options: ClassVar[type[InstrumentOptions]] = InstrumentOptions
     asynchronous: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], space: "Space") -> "Instrument":
+        """The instrument an ``[instrument]`` table (without ``kind``) describes, for ``space``;
+        options checked by name and type (`InstrumentError` naming the closest valid key)."""
+        options = cls.Options.from_config(config, where=f"[instrument] (kind {cls.kind!r})")
+        return cls.from_options(options, space)
+
+    @classmethod
+    @abc.abstractmethod
+    def from_options(cls, options: Any, space: "Space") -> "Instrument":
+        """The instrument for checked ``options`` (an instance of ``cls.Options``)."""
 
     @abc.abstractmethod
     def measures(self) -> tuple[str, ...]:
@@ -116,13 +149,23 @@ def check_dataset(family: str, dataset: str, known: Iterable[str]) -> str:
     """``dataset`` if it is one of ``known``, else an error naming the closest."""
     known = list(known)
     if dataset not in known:
-        import difflib
-
-        close = difflib.get_close_matches(str(dataset), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InstrumentError(f"unknown {family} dataset {dataset!r}{hint}; expected one of "
-                              f"{known}")
+        raise InstrumentError(f"unknown {family} dataset {dataset!r}"
+                              f"{did_you_mean(dataset, known)}; expected one of {known}")
     return dataset
+
+
+def same_keys(where: str, needed: list[str], space: "Space") -> None:
+    """The space's parameter keys must be exactly the instrument's inputs."""
+    missing = [k for k in needed if k not in space.keys]
+    extra = [k for k in space.keys if k not in needed]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"the space lacks {missing}")
+        if extra:
+            parts.append(f"the instrument does not use {extra}")
+        raise InstrumentError(f"{where}: {'; '.join(parts)}; its parameters are {needed} "
+                              "(instrument_space() gives a matching [[parameters]] list)")
 
 
 def package_version(name: str) -> str | None:

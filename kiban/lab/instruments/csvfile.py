@@ -15,10 +15,12 @@ import csv
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome
+from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome
+from kiban.lab.space import Space
 
 ID_COLUMN = "proposal_id"
 
@@ -107,11 +109,25 @@ def export_proposals(path: str | Path, jobs: list[tuple[int, dict]], keys: Seque
     return added
 
 
+@dataclass(frozen=True, kw_only=True)
+class CsvOptions(InstrumentOptions):
+    """``path``: the CSV the proposals are exported to (relative: beside the campaign
+    config)."""
+
+    example = {"path": "todo.csv"}
+    path: str
+
+
 class CsvInstrument(Instrument):
     """Exports proposals to ``path`` for a person to run; yields no outcomes."""
 
     kind = "csv"
+    Options = CsvOptions
     asynchronous = True
+
+    @classmethod
+    def from_options(cls, options: CsvOptions, space: Space) -> "CsvInstrument":
+        return cls(options.path, space.keys, [o.name for o in space.objectives])
 
     def __init__(self, path: str | Path, keys: Sequence[str], objectives: Sequence[str]) -> None:
         self.path = Path(path)

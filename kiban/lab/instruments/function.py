@@ -10,15 +10,46 @@ that sits next to a campaign rather than in an installed package.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome, ProcessRunner, \
-    resolve_target
+from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
+    ProcessRunner, resolve_target
+from kiban.lab.options import require
+from kiban.lab.space import Space
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionOptions(InstrumentOptions):
+    """``target``: ``"package.module:function"``; ``options``: keyword arguments it is given;
+    ``workers`` processes (0: this process, no timeout); ``timeout_s`` per experiment;
+    ``path``: a folder put in front of ``sys.path``; ``measures``: what it returns (default:
+    the objectives)."""
+
+    example = {"target": "package.module:function"}
+    target: str
+    options: Mapping[str, object] = field(default_factory=dict)
+    workers: int = 1
+    timeout_s: float | None = None
+    path: str | None = None
+    measures: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(self.workers >= 0, f"workers must be an integer >= 0, got {self.workers!r}")
+        require(self.timeout_s is None or self.timeout_s > 0,
+                f"timeout_s must be a number > 0, got {self.timeout_s!r}")
 
 
 class FunctionInstrument(Instrument):
     kind = "function"
+    Options = FunctionOptions
+
+    @classmethod
+    def from_options(cls, options: FunctionOptions, space: Space) -> "FunctionInstrument":
+        measures = options.measures or tuple(o.name for o in space.objectives)
+        return cls(options.target, list(measures), options=options.options,
+                   workers=options.workers, timeout_s=options.timeout_s, path=options.path)
 
     def __init__(self, target: str, measures: Sequence[str], *,
                  options: Mapping[str, Any] | None = None, workers: int = 1,

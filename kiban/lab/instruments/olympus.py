@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome, check_box, \
-    check_dataset, package_version, screen_jobs
-from kiban.lab.space import Continuous, Objective
+from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
+    check_box, check_dataset, package_version, same_keys, screen_jobs
+from kiban.lab.options import require
+from kiban.lab.space import Continuous, Objective, Space
 
 OLYMPUS_DATASETS = ("alkox", "benzylation", "colors_bob", "colors_n9", "fullerenes", "hplc",
                     "photo_pce10", "photo_wf3", "snar", "suzuki")
@@ -211,6 +212,22 @@ def _pickled_version(messages: list[str]) -> str:
     return ", ".join(sorted(found)) or "another version"
 
 
+@dataclass(frozen=True, kw_only=True)
+class OlympusOptions(InstrumentOptions):
+    """``dataset``: one of `OLYMPUS_DATASETS`; ``noise``: standard deviation of Gaussian noise
+    added to each prediction (objective units); ``seed``: seeds that noise."""
+
+    example = {"dataset": "suzuki"}
+    dataset: str
+    noise: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_dataset(self.dataset)
+        require(self.noise >= 0, f"noise must be a number >= 0 (a standard deviation), got "
+                                 f"{self.noise!r}")
+
+
 class OlympusInstrument(Instrument):
     """One Olympus emulator, evaluated in-process (a whole batch in one ``predict``).
 
@@ -218,15 +235,21 @@ class OlympusInstrument(Instrument):
     drawn from a generator seeded by ``(seed, proposal_id)`` so that replays are identical."""
 
     kind = "olympus"
+    Options = OlympusOptions
 
     def __init__(self, dataset: str, noise: float = 0.0, seed: int = 0) -> None:
-        self.dataset = _check_dataset(dataset)
-        if not isinstance(noise, (int, float)) or isinstance(noise, bool) or noise < 0:
-            raise InstrumentError(f"[instrument] noise must be a number >= 0 (a standard "
-                                  f"deviation), got {noise!r}")
-        self.noise = float(noise)
-        self.seed = int(seed)
+        options = OlympusOptions.from_config({"dataset": dataset, "noise": noise, "seed": seed},
+                                             where="olympus")
+        self.dataset = options.dataset
+        self.noise = options.noise
+        self.seed = options.seed
         self.emulator = load_forest(self.dataset)
+
+    @classmethod
+    def from_options(cls, options: OlympusOptions, space: Space) -> "OlympusInstrument":
+        same_keys(f"[instrument] olympus {options.dataset!r}",
+                  [p.name for p in olympus_space(options.dataset)], space)
+        return cls(options.dataset, noise=options.noise, seed=options.seed)
 
     def measures(self) -> tuple[str, ...]:
         return (self.emulator.objective,)

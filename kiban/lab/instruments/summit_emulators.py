@@ -33,7 +33,6 @@ Units: Reizman ``yld`` (yield) and ``ton`` (turnover number) in percent and mol/
 from __future__ import annotations
 
 import collections
-import difflib
 import functools
 import io
 import json
@@ -43,14 +42,15 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome, check_box, \
-    check_dataset, package_version, screen_jobs
+from kiban.errors import did_you_mean
+from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
+    check_box, check_dataset, package_version, same_keys, screen_jobs
 from kiban.lab.instruments.lookup import LookupInstrument
-from kiban.lab.space import Categorical, Continuous, Objective
+from kiban.lab.space import Categorical, Continuous, Objective, Space
 
 SUMMIT_DATASETS = ("reizman_suzuki_case_1", "reizman_suzuki_case_2", "reizman_suzuki_case_3",
                    "reizman_suzuki_case_4", "baumgartner_aniline_cn_crosscoupling")
@@ -59,7 +59,8 @@ SUMMIT_DATASETS = ("reizman_suzuki_case_1", "reizman_suzuki_case_2", "reizman_su
 # both the yield and catalyst turnover number") and as a turnover number means; summit's own
 # ReizmanSuzukiEmulator.setup_domain says maximize=False next to a "TODO: not sure about bounds".
 SUMMIT_GOALS = {"yld": "max", "ton": "max"}
-MODES = ("emulator", "lookup")
+Mode = Literal["emulator", "lookup"]
+MODES = get_args(Mode)
 MIN_DATA_R2 = 0.7
 _STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64,
                    "HalfStorage": np.float16, "LongStorage": np.int64, "IntStorage": np.int32,
@@ -247,18 +248,37 @@ def summit_space(dataset: str) -> tuple[list[Continuous | Categorical], list[Obj
     return params, [Objective(n, SUMMIT_GOALS.get(n, "max")) for n in em.outputs]
 
 
+@dataclass(frozen=True, kw_only=True)
+class SummitOptions(InstrumentOptions):
+    """``dataset``: one of `SUMMIT_DATASETS`; ``mode``: the emulator, or its experimental data
+    as a lookup table."""
+
+    example = {"dataset": "reizman_suzuki_case_1"}
+    dataset: str
+    mode: Mode = "emulator"
+
+    def __post_init__(self) -> None:
+        _check_dataset(self.dataset)
+
+
 class SummitInstrument(Instrument):
     """A Summit emulator evaluated in-process (vectorised over the batch), or with
     ``mode="lookup"`` its experimental data as a lookup table."""
 
     kind = "summit"
+    Options = SummitOptions
+
+    @classmethod
+    def from_options(cls, options: SummitOptions, space: Space) -> "SummitInstrument":
+        params, _ = summit_space(options.dataset)
+        same_keys(f"[instrument] summit {options.dataset!r}", [p.name for p in params], space)
+        return cls(options.dataset, options.mode)
 
     def __init__(self, dataset: str, mode: str = "emulator") -> None:
-        self.dataset = _check_dataset(dataset)
-        if mode not in MODES:
-            raise InstrumentError(f"[instrument] mode must be one of {list(MODES)}, got "
-                                  f"{mode!r}")
-        self.mode = mode
+        options = SummitOptions.from_config({"dataset": dataset, "mode": mode},
+                                            where="[instrument] (kind 'summit')")
+        self.dataset = options.dataset
+        self.mode = options.mode
         self.emulator = load_summit_emulator(self.dataset)
         self.table: LookupInstrument | None = None
         if mode == "lookup":
@@ -279,10 +299,8 @@ class SummitInstrument(Instrument):
             if name not in params:
                 return f"summit {self.dataset}: params lack {name!r} (got keys {sorted(params)})"
             if str(params[name]) not in levels:
-                close = difflib.get_close_matches(str(params[name]), levels, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
                 return (f"summit {self.dataset}: {name} = {params[name]!r} is not one of "
-                        f"{list(levels)}{hint}")
+                        f"{list(levels)}{did_you_mean(params[name], levels)}")
         return None
 
     def run_batch(self, jobs: list[tuple[int, dict]],

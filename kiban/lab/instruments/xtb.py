@@ -16,16 +16,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, Outcome, ProcessRunner, \
-    package_version
+from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
+    ProcessRunner, package_version
+from kiban.lab.options import require
+from kiban.lab.space import Categorical, Molecule, Space
 
 HARTREE_EV = 27.211386245988        # CODATA 2018
 BOHR_ANGSTROM = 0.529177210903      # CODATA 2018
 E_BOHR_DEBYE = 2.541746473          # 1 e*a0 in Debye
-METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
-PREOPT = ("mmff", "uff", "none")
+Method = Literal["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"]
+Preopt = Literal["mmff", "uff", "none"]
+METHODS = get_args(Method)
+PREOPT = get_args(Preopt)
 XTB_MEASURES = ("gap_ev", "energy_hartree", "dipole_debye")
 MAX_Z = 86                          # GFN parametrisations cover H-Rn
 
@@ -136,23 +141,69 @@ def xtb_properties(params: dict[str, Any], *, smiles_param: str, method: str = "
     return values, meta
 
 
+@dataclass(frozen=True, kw_only=True)
+class XtbOptions(InstrumentOptions):
+    """``smiles_param``: the molecule parameter (default: the space's only one); ``method``,
+    ``seed`` (of the conformer), ``preopt``, ``max_iter``, ``accuracy``: the calculation;
+    ``workers`` processes of ``threads`` OpenMP threads each; ``timeout_s`` per molecule."""
+
+    smiles_param: str | None = None
+    method: Method = "GFN2-xTB"
+    seed: int = 42
+    preopt: Preopt = "mmff"
+    max_iter: int = 250
+    accuracy: float = 1.0
+    workers: int = 2
+    threads: int = 1
+    timeout_s: float | None = 600.0
+
+    def __post_init__(self) -> None:
+        require(self.threads >= 1, f"threads must be an integer >= 1, got {self.threads!r}")
+        require(self.workers >= 0, f"workers must be an integer >= 0, got {self.workers!r}")
+        require(self.max_iter >= 1, f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        require(self.accuracy > 0, f"accuracy must be a number > 0, got {self.accuracy!r}")
+        require(self.timeout_s is None or self.timeout_s > 0,
+                f"timeout_s must be a number > 0, got {self.timeout_s!r}")
+
+
+def _smiles_param(name: str | None, space: Space) -> str:
+    """The parameter holding the SMILES: ``name``, else the space's only molecule parameter."""
+    if name is not None:
+        params = {p.name: p for p in space.parameters}
+        if not isinstance(params.get(name), (Molecule, Categorical)):
+            options = [p.name for p in space.parameters if isinstance(p, (Molecule, Categorical))]
+            raise InstrumentError(f"[instrument] smiles_param {name!r} is not a molecule (or "
+                                  f"categorical) parameter of the space; candidates: {options}")
+        return name
+    molecules = [p.name for p in space.molecules]
+    if len(molecules) != 1:
+        raise InstrumentError("[instrument] (kind 'xtb'): set `smiles_param`, the space has "
+                              f"{len(molecules)} molecule parameters {molecules}"
+                              if molecules else "[instrument] (kind 'xtb') needs a molecule "
+                              "parameter in the space (or `smiles_param` naming one)")
+    return molecules[0]
+
+
 class XtbInstrument(Instrument):
     """GFN-xTB on RDKit conformers, ``workers`` processes (one OpenMP thread each by default)."""
 
     kind = "xtb"
+    Options = XtbOptions
+
+    @classmethod
+    def from_options(cls, options: XtbOptions, space: Space) -> "XtbInstrument":
+        return cls(_smiles_param(options.smiles_param, space), method=options.method,
+                   seed=options.seed, preopt=options.preopt, max_iter=options.max_iter,
+                   accuracy=options.accuracy, workers=options.workers, threads=options.threads,
+                   timeout_s=options.timeout_s)
 
     def __init__(self, smiles_param: str, *, method: str = "GFN2-xTB", seed: int = 42,
                  preopt: str = "mmff", max_iter: int = 250, accuracy: float = 1.0,
                  workers: int = 2, threads: int = 1, timeout_s: float | None = 600.0) -> None:
-        if method not in METHODS:
-            raise InstrumentError(f"[instrument] method must be one of {list(METHODS)}, got "
-                                  f"{method!r}")
-        if preopt not in PREOPT:
-            raise InstrumentError(f"[instrument] preopt must be one of {list(PREOPT)}, got "
-                                  f"{preopt!r}")
-        if not isinstance(threads, int) or threads < 1:
-            raise InstrumentError(f"[instrument] threads must be an integer >= 1, got "
-                                  f"{threads!r}")
+        XtbOptions.from_config({"smiles_param": smiles_param, "method": method, "seed": seed,
+                                "preopt": preopt, "max_iter": max_iter, "accuracy": accuracy,
+                                "workers": workers, "threads": threads, "timeout_s": timeout_s},
+                               where="[instrument] (kind 'xtb')")
         self.smiles_param = smiles_param
         self.options = {"smiles_param": smiles_param, "method": method, "seed": int(seed),
                         "preopt": preopt, "max_iter": int(max_iter), "accuracy": float(accuracy)}

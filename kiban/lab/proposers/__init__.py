@@ -10,29 +10,24 @@ This package does not import torch when imported: `make_proposer` imports the pr
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from typing import Any
 
-from kiban.lab.proposers.base import Observation, Proposer, ProposerError, check_options
+from kiban.lab.proposers.base import Observation, Proposer, ProposerError, ProposerOptions
+from kiban.lab.registry import Registry
 from kiban.lab.space import CampaignConfig, Space
 
-#: proposer name -> (module, class)
-PROPOSERS: dict[str, tuple[str, str]] = {
-    "botorch": ("kiban.lab.proposers.bo", "BotorchProposer"),
-    "random": ("kiban.lab.proposers.design", "RandomProposer"),
-    "sobol": ("kiban.lab.proposers.design", "SobolProposer"),
-    "generative": ("kiban.lab.proposers.generative", "GenerativeProposer"),
-}
+#: proposer kind -> class (each with ``kind`` and ``Options``); imported on first use
+PROPOSERS: Registry[Proposer] = Registry("proposer", {
+    "botorch": "kiban.lab.proposers.bo:BotorchProposer",
+    "random": "kiban.lab.proposers.design:RandomProposer",
+    "sobol": "kiban.lab.proposers.design:SobolProposer",
+    "generative": "kiban.lab.proposers.generative:GenerativeProposer",
+}, ProposerError)
 
 
 def proposer_class(name: str) -> type[Proposer]:
-    if name not in PROPOSERS:
-        close = difflib.get_close_matches(name, sorted(PROPOSERS), n=1, cutoff=0.0)
-        raise ProposerError(f"unknown proposer {name!r}; did you mean {close[0]!r}? "
-                            f"(valid: {sorted(PROPOSERS)})")
-    module, cls = PROPOSERS[name]
-    return getattr(importlib.import_module(module), cls)
+    """The class registered as ``name`` (an unknown name: the closest known one)."""
+    return PROPOSERS.get(name)
 
 
 def make_proposer(config: CampaignConfig, **extra: Any) -> Proposer:
@@ -40,13 +35,9 @@ def make_proposer(config: CampaignConfig, **extra: Any) -> Proposer:
     a `ProposerError`, a ValueError naming it and the closest valid one). ``extra`` goes to
     the constructor (e.g. ``sampler=`` for the generative proposer)."""
     cls = proposer_class(config.proposer)
-    options = dict(config.proposer_options)
-    check_options(cls.name, options, cls.OPTIONS)
-    proposer = cls(seed=config.seed, initial=config.initial, center=config.center, **extra,
-                   **options)
-    check = getattr(proposer, "check_space", None)
-    if check is not None:
-        check(config.space)   # e.g. a missing model directory, before the first round
+    proposer = cls.from_config(config.proposer_options, seed=config.seed,
+                               initial=config.initial, center=config.center, **extra)
+    proposer.check_space(config.space)   # e.g. a missing model directory, before round one
     return proposer
 
 
@@ -58,5 +49,5 @@ def initial_design(space: Space, n: int, seed: int, skip: int = 0, **kwargs: Any
     return design(space, n, seed, skip, **kwargs)
 
 
-__all__ = ["Observation", "PROPOSERS", "Proposer", "ProposerError", "initial_design",
-           "make_proposer", "proposer_class"]
+__all__ = ["Observation", "PROPOSERS", "Proposer", "ProposerError", "ProposerOptions",
+           "initial_design", "make_proposer", "proposer_class"]

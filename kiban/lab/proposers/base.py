@@ -1,13 +1,13 @@
-"""The proposer interface, shared helpers and option checking (no torch at import time)."""
+"""The proposer interface, its options base and shared helpers (no torch at import time)."""
 
 from __future__ import annotations
 
-import difflib
-import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from kiban.lab.options import Options
 from kiban.lab.space import Composition, Molecule, Space
 
 
@@ -23,54 +23,61 @@ class Observation:
     values: dict[str, float]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProposerOptions(Options):
+    """Base of a proposer kind's options: the campaign's ``[proposer]`` table. A kind with no
+    options uses it as is."""
+
+    owner = "proposer"
+    error = ProposerError
+    #: the smallest table that works, for the docs and the conformance test
+    example: ClassVar[Mapping[str, Any]] = {}
+
+
 class Proposer(ABC):
     """Turns what was measured (and what is still pending) into ``n`` new proposals.
+
+    A kind declares ``kind`` (its registered name) and ``Options`` (a frozen keyword-only
+    `ProposerOptions` dataclass); the constructor takes the options as keywords (checked by
+    name and type) and :meth:`from_config` takes a ``[proposer]`` table.
 
     ``seed`` (the constructor's) fixes the initial Sobol sequence of a campaign so that a
     resumed campaign continues it; ``seed`` given to :meth:`propose` seeds that call's
     randomness (restarts, MC samples), so one call is reproducible."""
 
-    name: ClassVar[str] = ""
-    #: option name -> default; `make_proposer` refuses other keys
-    OPTIONS: ClassVar[dict[str, Any]] = {}
+    kind: ClassVar[str] = ""
+    Options: ClassVar[type[ProposerOptions]] = ProposerOptions
 
     def __init__(self, *, seed: int = 0, initial: int = 0, center: bool = False,
                  **options: Any) -> None:
-        check_options(self.name, options, self.OPTIONS)
+        self.options = self.Options.from_config(options, where=f"proposer {self.kind!r}")
+        self.given = frozenset(options)     # the options set explicitly (not defaults)
         self.seed = int(seed)
         self.initial = int(initial)
         self.center = bool(center)
-        self.options = {**self.OPTIONS, **options}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, seed: int = 0, initial: int = 0,
+                    center: bool = False, **extra: Any) -> "Proposer":
+        """The proposer a ``[proposer]`` table describes (``seed``, ``initial``, ``center``:
+        the campaign's; ``extra``: constructor arguments that are not options)."""
+        # checked before the call, so that a key such as `seed` is refused as an option
+        cls.Options.from_config(config, where=f"proposer {cls.kind!r}")
+        return cls(seed=seed, initial=initial, center=center, **extra, **dict(config))
+
+    @property
+    def name(self) -> str:
+        """The kind, as proposals record who proposed them."""
+        return self.kind
+
+    def check_space(self, space: Space) -> None:  # noqa: B027 - a hook: any space by default
+        """Refuse a space this proposer cannot work on, before the first round (default: any
+        space works)."""
 
     @abstractmethod
     def propose(self, space: Space, observed: list[Observation], pending: list[dict],
                 n: int, seed: int) -> list[dict]:
         """``n`` new params dicts, each passing ``space.check_params``."""
-
-
-def check_options(name: str, options: dict[str, Any], allowed: dict[str, Any]) -> None:
-    """Refuse an unknown option, naming the closest valid one (a typo should not be ignored)."""
-    for key in sorted(options):
-        if key not in allowed:
-            valid = sorted(allowed)
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.0) if valid else []
-            hint = (f"; did you mean {close[0]!r}? (valid: {valid})" if close
-                    else "; this proposer takes no options")
-            raise ProposerError(f"proposer {name!r}: unknown option {key!r}{hint}")
-        default = allowed[key]
-        value = options[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value) and value > 0
-        else:
-            ok = True
-        if not ok:
-            raise ProposerError(f"proposer {name!r}: option {key!r} must be like {default!r} "
-                                f"(got {value!r})")
 
 
 def check_n(n: int) -> None:

@@ -316,8 +316,7 @@ class SobolProposer(Proposer):
     """Scrambled Sobol, continuing the campaign's sequence (seeded by the campaign's seed)
     past the points already observed or pending; repeats are skipped."""
 
-    name = "sobol"
-    OPTIONS: dict[str, Any] = {}
+    kind = "sobol"
 
     def propose(self, space: Space, observed: list[Observation], pending: list[dict],
                 n: int, seed: int) -> list[dict]:
@@ -333,8 +332,7 @@ class SobolProposer(Proposer):
 class RandomProposer(Proposer):
     """Independent uniform draws (seeded by each call's ``seed``); repeats are skipped."""
 
-    name = "random"
-    OPTIONS: dict[str, Any] = {}
+    kind = "random"
 
     def propose(self, space: Space, observed: list[Observation], pending: list[dict],
                 n: int, seed: int) -> list[dict]:

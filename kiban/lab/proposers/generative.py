@@ -3,14 +3,26 @@ the acquisition of the Tanimoto GP (before there is data: a random choice from t
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from kiban.lab.proposers.base import ProposerError
-from kiban.lab.proposers.bo import BotorchProposer
-from kiban.lab.proposers.molecules import Sampler, model_dir, unique_canonical
+from kiban.lab.proposers.bo import BotorchProposer, ModelOptions
+from kiban.lab.proposers.molecules import model_dir, unique_canonical
 from kiban.lab.space import Space
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerativeOptions(ModelOptions):
+    """The botorch options less ``max_candidates`` (every fresh sample is scored); new
+    molecules only by default."""
+
+    new_molecules_only: bool = True
+
+    @property
+    def max_candidates(self) -> int:
+        return 1 << 30
 
 
 class GenerativeProposer(BotorchProposer):
@@ -20,15 +32,8 @@ class GenerativeProposer(BotorchProposer):
     optimised as the `botorch` proposer does. ``sampler`` (``(n, seed) -> SMILES``) replaces the
     model, for tests and for custom generators."""
 
-    name = "generative"
-    OPTIONS: dict[str, Any] = {**BotorchProposer.OPTIONS, "samples": 64,
-                               "new_molecules_only": True}
-    del OPTIONS["max_candidates"]
-
-    def __init__(self, *, seed: int = 0, initial: int = 0, center: bool = False,
-                 sampler: Sampler | None = None, **options: Any) -> None:
-        super().__init__(seed=seed, initial=initial, center=center, sampler=sampler, **options)
-        self.options["max_candidates"] = 1 << 30
+    kind = "generative"
+    Options = GenerativeOptions
 
     def check_space(self, space: Space) -> None:
         """One molecule parameter, with a model directory that exists (unless injected)."""
@@ -41,7 +46,7 @@ class GenerativeProposer(BotorchProposer):
 
     def molecule_pool(self, space: Space, seed: int) -> list[str]:
         """This round's fresh samples (the candidates list, if any, is not used)."""
-        return unique_canonical(self.sampler(space)(int(self.options["samples"]), seed))
+        return unique_canonical(self.sampler(space)(int(self.options.samples), seed))
 
     def design_pools(self, space: Space, seed: int, used: set[str], needed: int,
                      ) -> dict[str, list[str]] | None:

@@ -1,0 +1,2 @@
+def measure(params):
+    return {"score": -params["x"] ** 2}
