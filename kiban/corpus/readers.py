@@ -17,7 +17,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from kiban.corpus.records import PROPERTY_NAMES, RawRecord, Reject
+
+__all__ = ["FORMATS", "RawRecord", "Reject", "SourceSpec", "read_source"]
 
 FORMATS = ("jsonl", "csv", "sdf", "structures", "cif", "text")
 
@@ -45,12 +48,10 @@ class SourceSpec:
         if self.format not in ("auto", *FORMATS):
             raise ValueError(f"source {self.path!r}: format must be one of auto, "
                              f"{', '.join(FORMATS)}; got {self.format!r}")
-        from kiban.corpus.clean import PROPERTY_FUNCTIONS
-
-        unknown = [p for p in self.properties if p not in PROPERTY_FUNCTIONS]
+        unknown = [p for p in self.properties if p not in PROPERTY_NAMES]
         if unknown:
             raise ValueError(f"source {self.path!r}: unknown properties {unknown}; "
-                             f"known: {', '.join(PROPERTY_FUNCTIONS)}")
+                             f"known: {', '.join(PROPERTY_NAMES)}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"source {self.path!r}: limit must be >= 0, got {self.limit}")
 
@@ -83,30 +84,6 @@ class SourceSpec:
                 return fmt
         raise ValueError(f"cannot tell the format of {self.path!r} from its name; "
                          f"give format = one of {', '.join(FORMATS)}")
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One record as read: either a JSON line or fields to render with a template."""
-
-    where: str
-    source: str
-    license: str | None
-    line: str | None = None  # a JSON line (jsonl sources)
-    fields: dict[str, Any] | None = None
-    template: str | None = None
-    properties: tuple[str, ...] = ()
-    mol_column: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    where: str
-    source: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"where": self.where, "source": self.source, "reason": self.reason}
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from kiban.corpus import BuildConfig, BuildError, Corpus, CorpusError, SourceSpec, build_corpus
 from kiban.document import MODALITY_TAGS
+from kiban.io import file_sha256
 
 from .helpers import KIBAN, build, prose_documents, read_jsonl, tree_bytes, write_jsonl
 
@@ -49,7 +51,17 @@ def test_output_format(in_tmp, mixed):
     assert texts == unique
     assert len(good) - len(unique) == 2  # "OCC" spelled line 12 and the repeated document 20
 
-    assert (m["format"], m["version"]) == ("kiban.corpus", 1)
+    assert (m["format"], m["version"]) == ("kiban.corpus", 2)
+    assert sorted(m["checksums"]) == sorted(
+        [f"shards/{kind}-{i:06d}.{ext}" for i in range(7)
+         for kind, ext in (("tokens", "bin"), ("offsets", "npy"))] + ["documents.parquet"])
+    assert m["checksums"]["documents.parquet"] == {
+        "bytes": (in_tmp / "out" / "documents.parquet").stat().st_size,
+        "sha256": file_sha256(in_tmp / "out" / "documents.parquet")}
+    source = in_tmp / "docs.jsonl"
+    assert m["source_files"] == [{"path": "docs.jsonl", "bytes": source.stat().st_size,
+                                  "mtime_ns": source.stat().st_mtime_ns,
+                                  "sha256": file_sha256(source)}]
     assert m["documents"] == len(unique) == 41
     assert m["shards"] == math.ceil(len(mixed) / 7) == 7
     assert (m["rejected"], m["exact_duplicates"], m["near_duplicates"], m["duplicate_ids"],
@@ -253,6 +265,9 @@ def test_kill_and_resume_gives_byte_identical_output(fast_tmp):
     reference, resumed = fast_tmp / "reference", fast_tmp / "resumed"
     _write_resume_inputs(reference)
     _write_resume_inputs(resumed)
+    for name in ("docs.jsonl", "extra.csv", "eval.jsonl"):  # the manifest records source times
+        stat = (reference / name).stat()
+        os.utime(resumed / name, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert _run_until(reference, None) == 0
     expected = tree_bytes(reference / "out")
     manifest = json.loads(expected["manifest.json"])
