@@ -99,12 +99,12 @@ class CorpusSearch:
             if modality not in MODALITY_TAGS:
                 raise QueryError(f"unknown modality {modality!r}{did_you_mean(modality, MODALITY_TAGS)}"
                                  f"; known: {', '.join(MODALITY_TAGS)}")
-            if not as_text:
-                self._check_span(modality, query, get_codec, CodecError)
             try:
                 ids = self.tokenizer.encode(f"<{modality}>{query}</{modality}>")[1:-1]
             except ValueError as error:  # a tag inside the query text
                 raise QueryError(f"cannot tokenize the query as <{modality}>: {error}") from None
+            if ids and not as_text:
+                self._check_span(modality, query, get_codec, CodecError)
         else:
             if not as_text:
                 try:

@@ -152,6 +152,46 @@ def test_contamination(kiban, indexed, search, fast_tmp):
     assert f"{eval_path}:1: longest shared span" in out
 
 
+def test_contamination_ngram_option_and_unreadable_items(kiban, indexed, search, fast_tmp):
+    rows = search.corpus.documents_table(["text"]).column("text").to_pylist()
+    eval_path = fast_tmp / "eval.jsonl"
+    eval_path.write_text(json.dumps({"text": rows[3]}) + "\n{broken\n", encoding="utf-8")
+    code, out, err = kiban("search", "contamination", indexed, eval_path, "--ngram", "8")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"kiban search contamination: error: {eval_path}:2: unreadable "
+                          "evaluation item: malformed JSON: ")
+    code, out, err = kiban("search", "contamination", indexed, eval_path, "--ngram", "8",
+                           "--skip-unreadable", "--json")
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report == search.contamination(eval_path, n=8, skip_unreadable=True)
+    assert report["n"] == 8 and report["summary"]["unreadable"] == 1
+    # a binary file: before, "0 of 0 items (0.0%)" and exit 0
+    binary = fast_tmp / "eval-binary.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)))
+    code, out, err = kiban("search", "contamination", indexed, binary, "--skip-unreadable")
+    assert (code, out) == (2, "")
+    assert err == (f"kiban search contamination: error: {binary}: no readable evaluation item (3 "
+                   f"unreadable; the first: {binary}:1: not valid UTF-8: byte 0x89 at column 1): "
+                   "nothing was checked\n")
+
+
+def test_a_query_that_is_not_a_molecule(kiban, indexed, search):
+    code, out, err = kiban("search", "count", indexed, "<mol>C1CC</mol>")
+    assert (code, out) == (2, "")
+    assert err == ("kiban search count: error: 'C1CC' is not a molecule (unclosed ring for "
+                   "input: 'C1CC'): a <mol> query is matched against canonical spans and would "
+                   "count 0; pass --as-text (as_text=True) to search for it as the text "
+                   "written\n")
+    code, out, err = kiban("search", "count", indexed, "--modality", "mol", "C1CC")
+    assert code == 2 and "'C1CC' is not a molecule" in err
+    code, out, err = kiban("search", "count", indexed, "--modality", "mol", "C1CC", "--as-text",
+                           "--json")
+    assert (code, err) == (0, "")
+    assert results(out) == [{"query": "C1CC",
+                             "count": search.count("C1CC", modality="mol", as_text=True)}]
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["count", "{corpus}", ""], "the query '' tokenizes to nothing"),
     (["count", "{corpus}"], "no query given: pass QUERY arguments or --file"),
