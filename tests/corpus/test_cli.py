@@ -233,3 +233,23 @@ def test_near_dedup_flags(in_tmp, kiban):
     assert err.startswith("kiban corpus build: error: near_threshold 0.99 with num_perm 128 "
                           "cannot be used for near-duplicate search")
     assert not (in_tmp / "too-high").exists()
+
+
+def test_a_changed_source_and_rebuild(in_tmp, kiban):
+    write_jsonl(in_tmp / "docs.jsonl", [{"text": "Salt dissolves in water."},
+                                        {"text": "Oil floats on water."}])
+    code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300")
+    assert code == 0, err
+    write_jsonl(in_tmp / "docs.jsonl", [{"text": "Salt dissolves in water."},
+                                        {"text": "Sugar dissolves in tea."}])
+    code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300")
+    assert (code, out) == (2, "")
+    assert err.startswith("kiban corpus build: error: out was built from other contents of "
+                          "docs.jsonl (now ")
+    assert err.endswith("the corpus is out of date; build it again with --rebuild (which "
+                        "replaces it) or choose a new --out\n")
+    code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300",
+                           "--rebuild", "--json")
+    assert code == 0, err
+    assert Corpus("out").documents_table(["text"]).column("text").to_pylist() == [
+        "Salt dissolves in water.", "Sugar dissolves in tea."]
