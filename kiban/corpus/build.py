@@ -40,6 +40,7 @@ from kiban.corpus.store import (
     DOCUMENTS,
     INDEX_DIR,
     MANIFEST,
+    layout_stamp,
     offsets_file,
     tokens_file,
 )
@@ -633,6 +634,7 @@ def _finish(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer) 
         "eos_id": tokenizer.eos_id,
         "tokenizer_sha256": tokenizer.fingerprint,
         "config": json.loads(json.dumps(config.to_dict(), default=str)),
+        "layout": layout_stamp(),
         "checksums": checksums,
         "source_files": json.loads((work / "sources.json").read_text()),
     }

@@ -32,9 +32,29 @@ if TYPE_CHECKING:
     from kiban.corpus.build import BuildConfig
 
 
+#: The binary files a manifest describes, each a registered format of its own (stamped in the
+#: manifest's ``layout``, checked on opening), so that a change to either is a new version.
+TOKEN_SHARDS = register(
+    "kiban.corpus.shards", 1,
+    description="shards/tokens-NNNNNN.bin: token ids (the manifest's token_dtype, native order), "
+                "each document followed by end-of-text; shards/offsets-NNNNNN.npy: int64 "
+                "document starts plus the token count")
+DOCUMENTS_TABLE = register(
+    "kiban.corpus.documents", 1,
+    description="documents.parquet: one row per kept document, in shard order (id, source, "
+                "license, where, sha256, n_tokens, n_<modality>, shard, token_offset, text, meta)")
+
+
 def _from_v1(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 had no file checksums and no source fingerprints: both read as unknown."""
-    return {**manifest, "checksums": {}, "source_files": None}
+    """Version 1 had no file checksums and no source fingerprints (both read as unknown); its
+    shards and documents table are version 1 of theirs."""
+    return {**manifest, "checksums": {}, "source_files": None,
+            "layout": {"shards": TOKEN_SHARDS.stamp(), "documents": DOCUMENTS_TABLE.stamp()}}
+
+
+def layout_stamp() -> dict[str, dict[str, Any]]:
+    """The ``layout`` a build writes into the manifest."""
+    return {"shards": TOKEN_SHARDS.stamp(), "documents": DOCUMENTS_TABLE.stamp()}
 
 
 #: The corpus manifest. v2 added ``checksums`` (shard files and documents.parquet: size and
@@ -79,6 +99,12 @@ class Corpus:
             raise CorpusError(f"{path}: corrupt manifest ({error}); rebuild the corpus") from None
         try:
             self.manifest: dict[str, Any] = check(raw, CORPUS_FORMAT, where=path)
+        except FormatError as error:
+            raise CorpusError(str(error)) from None
+        layout = self.manifest.get("layout") or {}
+        try:
+            for key, fmt in (("shards", TOKEN_SHARDS), ("documents", DOCUMENTS_TABLE)):
+                check(layout.get(key, {}), fmt, where=f"{path} (layout.{key})")
         except FormatError as error:
             raise CorpusError(str(error)) from None
         try:

@@ -32,6 +32,13 @@ from kiban.io import atomic_open, cached_file_sha256, file_sha256
 #: The index manifest: per shard, the tokens it was built from and the sha256 of its files.
 INDEX_FORMAT = register("kiban.index", 1, description="a corpus's suffix-array index "
                                                       "(index/manifest.json)")
+#: The suffix arrays and block tables, stamped in the index manifest's ``layout`` (an index
+#: manifest without one, as version 1 wrote them, holds version 1 of these).
+SUFFIX_ARRAYS = register(
+    "kiban.index.suffix-arrays", 1,
+    description="index/sa-NNNNNN.npy: the shard's token suffix array (int32, int64 past 2**31 "
+                "bytes); index/first-NNNNNN.npy: int64 first suffix-array row of each token "
+                "(vocabulary size + 1 entries)")
 MANIFEST = "manifest.json"
 
 
@@ -134,6 +141,12 @@ def read_index_manifest(corpus: Corpus) -> dict[str, Any] | None:
         raise IndexFormatError(f"{path}: corrupt index manifest ({error}); {rebuild}") from None
     except FormatError as error:
         raise IndexFormatError(f"{error}; {rebuild}") from None
+    try:
+        layout = manifest.get("layout") or {"suffix_arrays": SUFFIX_ARRAYS.stamp()}
+        check(layout.get("suffix_arrays", {}), SUFFIX_ARRAYS,
+              where=f"{path} (layout.suffix_arrays)")
+    except FormatError as error:
+        raise IndexFormatError(f"{error}; {rebuild}") from None
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not all(
             isinstance(e, dict) and _ENTRY_KEYS <= e.keys() for e in shards) \
@@ -182,7 +195,6 @@ def build_index(corpus: Corpus | str | os.PathLike, *, workers: int = 1, verify:
             for shard in range(corpus.shard_count):
                 corpus.check_file(tokens_file(shard))
                 corpus.check_file(offsets_file(shard))
-        _check_unrecorded_shards(corpus)
     except CorpusError as error:
         raise IndexFormatError(str(error)) from None
     try:
@@ -215,22 +227,10 @@ def build_index(corpus: Corpus | str | os.PathLike, *, workers: int = 1, verify:
     return write_json(corpus.index_directory / MANIFEST, INDEX_FORMAT, {
         "tokenizer_sha256": corpus.tokenizer_sha256, "token_dtype": str(corpus.token_dtype),
         "eos_id": corpus.eos_id, "vocab_size": corpus.vocab_size,
+        "layout": {"suffix_arrays": SUFFIX_ARRAYS.stamp()},
         "shards": [entries[s] for s in range(corpus.shard_count)],
         "built_now": sorted(t[1] for t in todo),
         "rebuilt_because": {str(s): r for s, r in sorted(reasons.items())}})
-
-
-def _check_unrecorded_shards(corpus: Corpus) -> None:
-    """A version-1 corpus records no checksums; its manifest is written last, so a shard file
-    modified after it was not written by the build (a damaged or edited file)."""
-    built_ns = (corpus.directory / "manifest.json").stat().st_mtime_ns
-    for shard in range(corpus.shard_count):
-        for relative in (tokens_file(shard), offsets_file(shard)):
-            path = corpus.directory / relative
-            if relative not in corpus.checksums and path.stat().st_mtime_ns > built_ns:
-                raise CorpusError(f"{path} was modified after the corpus was built (and this "
-                                  "version-1 corpus records no checksums to tell how): it may be "
-                                  "damaged; rebuild the corpus")
 
 
 def _stale_reason(corpus: Corpus, shard: int, entry: dict | None, n_tokens: int) -> str | None:
@@ -240,10 +240,19 @@ def _stale_reason(corpus: Corpus, shard: int, entry: dict | None, n_tokens: int)
         return "not indexed"
     if entry["tokens"] != n_tokens:
         return f"the shard has {n_tokens:,} tokens, the index {entry['tokens']:,}"
-    tokens_digest = cached_file_sha256(corpus.tokens_path(shard))
-    if tokens_digest != entry["tokens_sha256"]:
+    tokens_path = corpus.tokens_path(shard)
+    if cached_file_sha256(tokens_path) != entry["tokens_sha256"]:
         # the corpus's own checksum (checked above where it has one) vouches for the tokens: they
-        # were rewritten by a rebuild of the corpus, and the index follows them
+        # were rewritten by a rebuild of the corpus, and the index follows them. A version-1
+        # corpus has none: its manifest, written last by a build, tells a rebuild (newer than the
+        # index) from tokens changed under an unchanged corpus (damage)
+        if tokens_file(shard) not in corpus.checksums and (
+                (corpus.directory / "manifest.json").stat().st_mtime_ns
+                <= (corpus.index_directory / MANIFEST).stat().st_mtime_ns):
+            raise IndexFormatError(f"{tokens_path}: sha256 differs from the one indexed, and the "
+                                   "corpus was not rebuilt since: the shard is damaged (a "
+                                   "version-1 corpus records no checksums of its own); rebuild "
+                                   "the corpus")
         return "the shard's tokens changed"
     sa_path, rows_path = suffix_array_path(corpus, shard), first_rows_path(corpus, shard)
     if not _suffix_array_readable(sa_path, n_tokens):

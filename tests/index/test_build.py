@@ -137,8 +137,9 @@ def test_damaged_tokens_of_a_version_1_corpus_are_an_error_not_an_index(corpus):
                                                r"damaged: rebuild it"):
         TokenIndex(corpus)
     # no checksum in a version-1 corpus manifest, but it was written after the shards
-    with pytest.raises(IndexFormatError, match=r"tokens-000000.bin was modified after the corpus "
-                                               r"was built .*rebuild the corpus"):
+    with pytest.raises(IndexFormatError, match=r"tokens-000000.bin: sha256 differs from the one "
+                                               r"indexed, and the corpus was not rebuilt since: "
+                                               r"the shard is damaged .*rebuild the corpus"):
         build_index(corpus)
     write_bare_corpus(corpus, SHARDS, eos_id=0, vocab_size=10)  # the corpus rebuilt
     assert build_index(corpus)["built_now"] == []  # the same tokens: the index is still right
