@@ -118,6 +118,11 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
         raise BuildError(f"workers must be >= 1, got {workers}")
     if out.exists() and not out.is_dir():
         raise BuildError(f"--out {out} is a file, not a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BuildError(f"--out {out}: {parent} is a file, not a directory")
+            break
     for spec in config.sources:
         _check_input_file(spec.resolved_path, "source")
         spec.file_format  # noqa: B018 -- an unknown format is an error before anything is written
