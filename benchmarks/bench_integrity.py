@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--build-repeats", type=int, default=2, help="corpus-build repeats")
     parser.add_argument("--base", type=Path, help="old kiban (a directory holding kiban/); "
                                                   f"default: git archive {BASE_COMMIT}")
+    parser.add_argument("--new", type=Path, default=CHECKOUT,
+                        help="new kiban (a directory holding kiban/); default: this checkout")
     parser.add_argument("--out", type=Path, default=RESULTS / "integrity.json")
     parser.add_argument("--worker", choices=["build", "query"], dest="task", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -176,7 +178,7 @@ def main() -> None:
                                     dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
     try:
         base = args.base or extract_base(BASE_COMMIT, scratch / "base")
-        roots = {"old": base, "new": CHECKOUT}
+        roots = {"old": base, "new": args.new}
         source = scratch / "source.jsonl"
         write_source(source, args.docs)
         queries_path = scratch / "queries.json"
