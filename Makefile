@@ -44,9 +44,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest -n 2 -q tests
 
+# the benchmarks that finish in minutes (benchmarks/README.md lists the others and why not)
 bench: setup
+	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_tokenizer.py
-	$(PY) benchmarks/bench_corpus.py
+	$(PY) benchmarks/bench_corpus.py --limit 100000
+	$(PY) benchmarks/bench_integrity.py
+	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_train.py --quick
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .hypothesis

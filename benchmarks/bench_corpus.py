@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parent
 RESULTS = HERE / "results"
 STAGES = ("_clean_stage", "_dedup_stage", "_tokenizer_stage", "_shard_stage", "_finish")
 MOSES_ROWS = 1_584_663
@@ -173,8 +174,9 @@ def machine_info() -> dict:
 def profile_rows(stats, top: int) -> list[dict]:
     rows = []
     for (filename, line, name), (cc, nc, tottime, cumtime, _) in stats.stats.items():
-        where = f"{filename.split('site-packages/')[-1].split('/work/main/')[-1]}:{line}({name})" \
-            if filename != "~" else name
+        # paths relative to site-packages or to this checkout, wherever it is
+        short = filename.split("site-packages/")[-1].removeprefix(f"{CHECKOUT}/")
+        where = f"{short}:{line}({name})" if filename != "~" else name
         rows.append({"function": where, "ncalls": nc, "tottime_s": round(tottime, 3),
                      "cumtime_s": round(cumtime, 3)})
     rows.sort(key=lambda r: -r["tottime_s"])

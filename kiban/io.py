@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -69,3 +70,56 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: sha256 of files already hashed by this process, by (path, device, inode, size, mtime):
+#: a file reopened unchanged (a second `TokenIndex`, a training run's second pass) is not read
+#: again, while any rewrite (new inode, size or time) is hashed afresh.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_identity(path: str | os.PathLike) -> tuple:
+    """What `cached_file_sha256` keys on: the file's path, device, inode, size and mtime."""
+    stat = os.stat(path)
+    return (os.fspath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def cached_file_sha256(path: str | os.PathLike) -> str:
+    """`file_sha256`, remembered for the rest of the process while the file is unchanged."""
+    key = file_identity(path)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _DIGESTS[key] = file_sha256(path)
+    return digest
+
+
+def files_sha256(paths: list[str | os.PathLike], *, threads: int | None = None) -> list[str]:
+    """`cached_file_sha256` of many files, hashed by parallel threads (hashlib and file reads
+    release the GIL), in the order given."""
+    paths = list(paths)
+    threads = min(len(paths), threads or min(8, os.cpu_count() or 1))
+    if threads <= 1:
+        return [cached_file_sha256(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(cached_file_sha256, paths))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has neither; -inf log-probabilities)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def emit(payload: dict[str, Any], as_json: bool, render) -> None:
+    """Print a command's result: as JSON with ``as_json``, else through ``render(payload)``."""
+    if as_json:
+        print(json.dumps(json_ready(payload), indent=1, ensure_ascii=False, allow_nan=False))
+    else:
+        render(payload)

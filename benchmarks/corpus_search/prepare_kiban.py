@@ -76,11 +76,20 @@ def convert(data: Path, out: Path, shards: int) -> dict:
         offsets = np.concatenate([[0], local_ends + np.arange(1, d1 - d0 + 1)]).astype(np.int64)
         assert offsets[-1] == len(stream)
         np.save(out / "shards" / f"offsets-{s:06d}.npy", offsets)
-    manifest = {"format": "kiban.corpus (benchmark conversion)", "shards": shards,
-                "documents": n_docs, "tokens": int(len(tok) + n_docs), "token_dtype": "uint16",
-                "eos_id": EOS, "vocab_size": VOCAB, "tokenizer_sha256": None,
-                "source": str(data)}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    # a kiban corpus manifest (checksums of the shards included: TokenIndex checks them on
+    # opening, as it does for a corpus kiban built), marked as a benchmark conversion
+    from kiban.corpus.store import CORPUS_FORMAT, layout_stamp, offsets_file, tokens_file
+    from kiban.formats import write_json
+    from kiban.io import files_sha256
+
+    files = [f(s) for s in range(shards) for f in (tokens_file, offsets_file)]
+    checksums = {relative: {"bytes": (out / relative).stat().st_size, "sha256": digest}
+                 for relative, digest in zip(files, files_sha256([out / r for r in files]))}
+    write_json(out / "manifest.json", CORPUS_FORMAT, {
+        "converted_by": "benchmarks/corpus_search/prepare_kiban.py", "shards": shards,
+        "documents": n_docs, "tokens": int(len(tok) + n_docs), "token_dtype": "uint16",
+        "eos_id": EOS, "vocab_size": VOCAB, "tokenizer_sha256": None, "source": str(data),
+        "layout": layout_stamp(), "checksums": checksums, "source_files": None})
     return {"documents": n_docs, "tokens_corpus": int(len(tok))}
 
 

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # kiban TokenIndex vs infini-gram 2.6.0 vs tokengrams 0.3.3 through the peer harness
-# (/work/shared/peers/corpus-search), same token stream, same queries, one session.
+# (../shared/peers/corpus-search beside the checkout, or $KIBAN_SHARED/peers/corpus-search),
+# same token stream, same queries, one session.
 #
 # Usage: bash benchmarks/corpus_search/run.sh [TOKENS] [STAGES]
 #   TOKENS  default 10000000 (the 100M run: 100000000)
 #   STAGES  default "setup build bench batch compare"; also: rerun (kiban 1 shard + infini-gram
 #           no-prefetch once more, back to back, keeping the first run as *_run1.json), profile
-#           (kiban hot spots + build phases), proto (prototype fixes, checked equal to kiban)
+#           (kiban hot spots + build phases)
 # Big data lives under $CSB (default /tmp/csb), never in the repository; the small result files
 # are copied to benchmarks/corpus_search/results/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 KIBAN=$(cd "$HERE/../.." && pwd)
+SHARED=${KIBAN_SHARED:-$KIBAN/../shared}
+PEER=$SHARED/peers/corpus-search
 CSB=${CSB:-/tmp/csb}
 TOK=${1:-10000000}; TAG=c$((TOK/1000000))m
 STAGES=${2:-"setup build bench batch compare"}
@@ -25,7 +28,8 @@ mkdir -p "$CSB" "$RES"
 
 if has setup; then
   # harness copy (the shared one is read-only) + its venv (+ numba/tqdm for kiban)
-  [ -d "$H" ] || { cp -r /work/shared/peers/corpus-search "$CSB/"; chmod -R u+w "$H"; }
+  [ -d "$PEER" ] || { echo "no peer harness at $PEER: set KIBAN_SHARED to the shared folder" >&2; exit 2; }
+  [ -d "$H" ] || { cp -r "$PEER" "$CSB/"; chmod -R u+w "$H"; }
   [ -x "$PY" ] || { python3 -m venv "$H/venv"; "$H/venv/bin/pip" install -q infini-gram==2.6.0 \
       tokengrams==0.3.3 pydivsufsort==0.0.20 numpy numba tqdm; }
   cd "$H"; mkdir -p data idx results logs
@@ -88,17 +92,11 @@ if has profile; then
   log "profile"
   $PY "$HERE/profile_kiban.py" --index $CSB/kiban/${TAG}_s1 --queries data/q_$TAG.npz --out "$RES/profile_${TAG}_s1.json" --build_phases data/$TAG > logs/profile_${TAG}_s1.txt
   $PY "$HERE/profile_kiban.py" --index $CSB/kiban/${TAG}_s8 --queries data/q_$TAG.npz --out "$RES/profile_${TAG}_s8.json" > logs/profile_${TAG}_s8.txt
-  # peak memory of the build's suffix sort, as kiban does it and as the low-memory prototype does
+  # peak memory of the build's suffix sort: the plain pydivsufsort call, and kiban's own
   /usr/bin/time -f "%M KiB maxrss %e s" $PY -c "import sys, numpy as np, pydivsufsort; pydivsufsort.divsufsort(np.fromfile(sys.argv[1], dtype=np.uint16))" \
       $CSB/kiban/${TAG}_s1/shards/tokens-000000.bin 2>&1 | tee "$RES/sa_memory_${TAG}.txt"
-  /usr/bin/time -f "%M KiB maxrss %e s" $PY "$HERE/proto_lowmem_sa.py" $CSB/kiban/${TAG}_s1/shards/tokens-000000.bin 2>&1 | tee -a "$RES/sa_memory_${TAG}.txt"
-fi
-
-if has proto; then
-  log "proto"
-  for s in s1 s8; do
-    $PY "$HERE/proto_fixes.py" --index $CSB/kiban/${TAG}_$s --queries data/q_$TAG.npz --out "$RES/proto_fixes_${TAG}_$s.json" > logs/proto_${TAG}_$s.txt
-  done
+  /usr/bin/time -f "%M KiB maxrss %e s" $PY -c "import sys, numpy as np; from kiban.index.build import _suffix_array; _suffix_array(np.fromfile(sys.argv[1], dtype=np.uint16))" \
+      $CSB/kiban/${TAG}_s1/shards/tokens-000000.bin 2>&1 | tee -a "$RES/sa_memory_${TAG}.txt"
 fi
 
 if has compare; then

@@ -35,17 +35,34 @@ import numpy as np
 
 from kiban.corpus.clean import CleanResult, clean_records
 from kiban.corpus.readers import RawRecord, Reject, SourceSpec, read_source
+from kiban.corpus.store import (
+    CORPUS_FORMAT,
+    DOCUMENTS,
+    INDEX_DIR,
+    MANIFEST,
+    layout_stamp,
+    offsets_file,
+    tokens_file,
+)
 from kiban.document import MODALITY_TAGS
-from kiban.io import atomic_open, atomic_write_bytes, atomic_write_text
+from kiban.errors import InputError
+from kiban.io import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_text,
+    file_sha256,
+    files_sha256,
+)
 
-FORMAT_NAME = "kiban.corpus"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 DEDUP_MODES = ("none", "exact", "near")
+#: What a finished build leaves in its output directory (removed by a ``rebuild``).
+OUTPUTS = (MANIFEST, DOCUMENTS, "rejects.jsonl", "dropped.jsonl", "shards", "tokenizer", INDEX_DIR,
+           ".work")
 
 
-class BuildError(RuntimeError):
-    pass
+class BuildError(InputError):
+    """A build that cannot be done as asked (bad options, missing or changed sources, nothing
+    left to build); exit status 2 at the CLI."""
 
 
 @dataclass(kw_only=True)
@@ -88,18 +105,29 @@ class BuildConfig:
 
 
 def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 1,
-                 progress: bool = False) -> dict[str, Any]:
-    """Build (or resume building) a corpus in ``out``; returns the manifest."""
+                 progress: bool = False, rebuild: bool = False) -> dict[str, Any]:
+    """Build (or resume building) a corpus in ``out``; returns the manifest.
+
+    A finished corpus built with the same configuration from unchanged sources is returned as
+    it is. A source (or evaluation file) that changed since the corpus was built, or since an
+    unfinished build started, is an error naming it, unless ``rebuild``: then what ``out`` holds
+    is removed and the corpus built afresh."""
     out = Path(out)
     work = out / ".work"
+    if workers < 1:
+        raise BuildError(f"workers must be >= 1, got {workers}")
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} is a file, not a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BuildError(f"--out {out}: {parent} is a file, not a directory")
+            break
     for spec in config.sources:
-        path = spec.resolved_path
-        if not path.is_file():
-            raise BuildError(f"source file {path} does not exist")
+        _check_input_file(spec.resolved_path, "source")
         spec.file_format  # noqa: B018 -- an unknown format is an error before anything is written
     for path in config.decontaminate:
-        if not Path(path).is_file():
-            raise BuildError(f"evaluation file {path} does not exist")
+        _check_input_file(Path(path), "evaluation")
     if config.dedup == "near":
         from datasketch import MinHashLSH
 
@@ -111,18 +139,37 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
                              f"({error}); lower the threshold") from None
     config_json = json.dumps(config.to_dict(), sort_keys=True, default=str)
     manifest_path = out / MANIFEST
+    if rebuild:
+        _remove_outputs(out)
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if json.dumps(manifest["config"], sort_keys=True, default=str) == config_json:
-            shutil.rmtree(work, ignore_errors=True)  # a build killed while removing it
-            return manifest
-        raise BuildError(f"{out} already holds a corpus built with another configuration; "
-                         "choose a new --out or remove it")
+        from kiban.corpus.store import Corpus
+
+        manifest = Corpus(out).manifest
+        if json.dumps(manifest["config"], sort_keys=True, default=str) != config_json:
+            raise BuildError(f"{out} already holds a corpus built with another configuration; "
+                             "choose a new --out or remove it")
+        changed = _changed_inputs(config, manifest.get("source_files"),
+                                  built_ns=manifest_path.stat().st_mtime_ns)
+        if changed:
+            raise BuildError(f"{out} was built from other contents of {changed}: the corpus is "
+                             "out of date; build it again with --rebuild (which replaces it) or "
+                             "choose a new --out")
+        shutil.rmtree(work, ignore_errors=True)  # a build killed while removing it
+        return manifest
     work.mkdir(parents=True, exist_ok=True)
     saved_config = work / "config.json"
+    saved_sources = work / "sources.json"
     if saved_config.is_file() and saved_config.read_text() != config_json:
         raise BuildError(f"{out} holds an unfinished build with another configuration; resume it "
                          f"with the same options, or remove {out}")
+    if saved_config.is_file():
+        recorded = json.loads(saved_sources.read_text()) if saved_sources.is_file() else None
+        changed = _changed_inputs(config, recorded, built_ns=saved_config.stat().st_mtime_ns)
+        if changed:
+            raise BuildError(f"{out} holds an unfinished build of other contents of {changed}; "
+                             "start it again with --rebuild, or remove it")
+    if not saved_sources.is_file():  # a new build (or one begun by a kiban without them)
+        atomic_write_text(saved_sources, json.dumps(_fingerprints(config), indent=1))
     atomic_write_text(saved_config, config_json)
     _remove_stale_temporaries(out)
 
@@ -135,11 +182,77 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
     return manifest
 
 
+def _check_input_file(path: Path, kind: str) -> None:
+    if path.is_dir():
+        raise BuildError(f"{kind} {path} is a directory, not a file: name the files in it "
+                         f"(e.g. {path}/*.jsonl)")
+    if not path.is_file():
+        raise BuildError(f"{kind} file {path} does not exist")
+
+
+def _input_paths(config: BuildConfig) -> list[Path]:
+    return [spec.resolved_path for spec in config.sources] + [Path(p) for p in
+                                                              config.decontaminate]
+
+
+def _fingerprints(config: BuildConfig) -> list[dict[str, Any]]:
+    """Path, size, modification time and sha256 of every source and evaluation file."""
+    paths = _input_paths(config)
+    return [{"path": str(path), "bytes": path.stat().st_size,
+             "mtime_ns": path.stat().st_mtime_ns, "sha256": digest}
+            for path, digest in zip(paths, files_sha256(paths))]
+
+
+def _changed_inputs(config: BuildConfig, recorded: list[dict] | None, *, built_ns: int,
+                    ) -> str | None:
+    """The first input whose contents differ from ``recorded`` (its fingerprint when the build
+    began), described; None when all are the same. Size and time equal count as unchanged (as
+    make and rsync do) without reading the file. Without fingerprints (a version-1 corpus), a
+    file modified after ``built_ns`` (the manifest's time) counts as changed."""
+    paths = _input_paths(config)
+    if recorded is None:
+        for path in paths:
+            if path.stat().st_mtime_ns > built_ns:
+                return f"{path} (modified after the corpus was built)"
+        return None
+    by_path = {entry["path"]: entry for entry in recorded}
+    for path in paths:
+        entry = by_path.get(str(path))
+        stat = path.stat()
+        if entry is None:
+            return f"{path} (not among the files it was built from)"
+        if (stat.st_size, stat.st_mtime_ns) == (entry["bytes"], entry["mtime_ns"]):
+            continue
+        digest = file_sha256(path)
+        if digest != entry["sha256"]:
+            return (f"{path} (now {stat.st_size:,} bytes, sha256 {digest[:12]}…; built from "
+                    f"{entry['bytes']:,} bytes, sha256 {entry['sha256'][:12]}…)")
+    return None
+
+
+def _remove_outputs(out: Path) -> None:
+    """Remove what a build wrote to ``out`` (only kiban's own files; ``out`` must hold a corpus
+    or an unfinished build, so that --rebuild never empties some other directory)."""
+    if not out.is_dir():
+        return
+    if not ((out / MANIFEST).is_file() or (out / ".work").is_dir()):
+        if any(out.iterdir()):
+            raise BuildError(f"--rebuild: {out} holds no kiban corpus (no {MANIFEST}); not "
+                             "removing anything there")
+        return
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def _remove_stale_temporaries(out: Path) -> None:
     """Remove the temporary files of atomic writes that a killed build left in the output (the
     ones under ``.work`` go with it at the end), so a resumed build ends with exactly the files of
     an uninterrupted one."""
-    for directory in (out, out / "shards", out / "tokenizer"):
+    for directory in (out, (out / tokens_file(0)).parent, out / "tokenizer"):
         if directory.is_dir():
             for path in directory.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
@@ -392,7 +505,7 @@ def _shard_stage(config: BuildConfig, out: Path, work: Path, chunks: int, tokeni
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    (out / "shards").mkdir(parents=True, exist_ok=True)
+    (out / tokens_file(0)).parent.mkdir(parents=True, exist_ok=True)
     (work / "documents").mkdir(exist_ok=True)
     contamination = _contamination_index(config, tokenizer)
     dtype = tokenizer.token_dtype
@@ -423,8 +536,8 @@ def _shard_stage(config: BuildConfig, out: Path, work: Path, chunks: int, tokeni
         tokens = np.full(int(offsets[-1]), tokenizer.eos_id, dtype=dtype)
         for start, ids in zip(offsets[:-1], token_lists):
             tokens[start:start + len(ids)] = ids
-        atomic_write_bytes(out / "shards" / f"tokens-{index:06d}.bin", tokens.tobytes())
-        with atomic_open(out / "shards" / f"offsets-{index:06d}.npy", "wb") as handle:
+        atomic_write_bytes(out / tokens_file(index), tokens.tobytes())
+        with atomic_open(out / offsets_file(index), "wb") as handle:
             np.save(handle, offsets)
         with atomic_open(work / "documents" / f"decontaminated-{index:06d}.jsonl", "w",
                          encoding="utf-8") as handle:
@@ -474,7 +587,7 @@ def _finish(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer) 
     sources: collections.Counter = collections.Counter()
     modalities: collections.Counter = collections.Counter()
     documents = tokens = 0
-    with atomic_open(out / "documents.parquet", "wb") as handle:
+    with atomic_open(out / DOCUMENTS, "wb") as handle:
         writer = pq.ParquetWriter(handle, _documents_schema(), compression="zstd")
         for index in range(chunks):
             table = pq.read_table(work / "documents" / f"part-{index:06d}.parquet")
@@ -505,9 +618,11 @@ def _finish(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer) 
         raise BuildError(f"nothing could be built: all {counts['rejected'] + dropped} records were "
                          f"rejected or dropped ({counts['rejected']} rejected, {dropped} dropped); "
                          f"see {out / 'rejects.jsonl'} and {out / 'dropped.jsonl'} for the reasons")
+    # checksums of what readers map: verified by `Corpus` before it hands out data
+    checked = [f(i) for i in range(chunks) for f in (tokens_file, offsets_file)] + [DOCUMENTS]
+    checksums = {relative: {"bytes": (out / relative).stat().st_size, "sha256": digest}
+                 for relative, digest in zip(checked, files_sha256([out / r for r in checked]))}
     manifest = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
         "documents": documents,
         "tokens": tokens,
         "shards": chunks,
@@ -524,9 +639,13 @@ def _finish(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer) 
         "eos_id": tokenizer.eos_id,
         "tokenizer_sha256": tokenizer.fingerprint,
         "config": json.loads(json.dumps(config.to_dict(), default=str)),
+        "layout": layout_stamp(),
+        "checksums": checksums,
+        "source_files": json.loads((work / "sources.json").read_text()),
     }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
-    return manifest
+    from kiban.formats import write_json
+
+    return write_json(out / MANIFEST, CORPUS_FORMAT, manifest)
 
 
 def _progress(enabled: bool, description: str, **kwargs):

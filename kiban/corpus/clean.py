@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kiban.corpus.readers import RawRecord, Reject
+from kiban.corpus.records import PROPERTY_NAMES, RawRecord, Reject
 from kiban.document import Document, DocumentError, Segment, join_segments, split_tagged
 from kiban.modalities import CodecError, get_codec
 
@@ -62,8 +62,7 @@ def _sa(mol) -> float:
 
 #: Properties a CSV/SDF source can ask to compute from its molecule column, written as numbers
 #: with 4 significant digits under the property's name in the template.
-PROPERTY_FUNCTIONS: dict[str, Callable] = {"qed": _qed, "logp": _logp, "mw": _mw, "tpsa": _tpsa,
-                                           "sa": _sa}
+PROPERTY_FUNCTIONS: dict[str, Callable] = dict(zip(PROPERTY_NAMES, (_qed, _logp, _mw, _tpsa, _sa)))
 
 
 @dataclass

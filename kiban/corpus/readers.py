@@ -17,7 +17,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from kiban.corpus.records import PROPERTY_NAMES, RawRecord, Reject
+
+__all__ = ["FORMATS", "RawRecord", "Reject", "SourceSpec", "read_source"]
 
 FORMATS = ("jsonl", "csv", "sdf", "structures", "cif", "text")
 
@@ -45,12 +48,10 @@ class SourceSpec:
         if self.format not in ("auto", *FORMATS):
             raise ValueError(f"source {self.path!r}: format must be one of auto, "
                              f"{', '.join(FORMATS)}; got {self.format!r}")
-        from kiban.corpus.clean import PROPERTY_FUNCTIONS
-
-        unknown = [p for p in self.properties if p not in PROPERTY_FUNCTIONS]
+        unknown = [p for p in self.properties if p not in PROPERTY_NAMES]
         if unknown:
             raise ValueError(f"source {self.path!r}: unknown properties {unknown}; "
-                             f"known: {', '.join(PROPERTY_FUNCTIONS)}")
+                             f"known: {', '.join(PROPERTY_NAMES)}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"source {self.path!r}: limit must be >= 0, got {self.limit}")
 
@@ -85,30 +86,6 @@ class SourceSpec:
                          f"give format = one of {', '.join(FORMATS)}")
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One record as read: either a JSON line or fields to render with a template."""
-
-    where: str
-    source: str
-    license: str | None
-    line: str | None = None  # a JSON line (jsonl sources)
-    fields: dict[str, Any] | None = None
-    template: str | None = None
-    properties: tuple[str, ...] = ()
-    mol_column: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    where: str
-    source: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"where": self.where, "source": self.source, "reason": self.reason}
-
-
 def _open_binary(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
@@ -117,12 +94,31 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+#: The longest line a reader takes (bytes, line end included). A longer one is a reject naming
+#: its file:line, read past in blocks of this size: a 50 MB single-line JSON document used to
+#: take 6.6 GB (the tokenizer's working memory grows ~100x the text) and now costs at most this.
+MAX_LINE_BYTES = 4 * 2**20
+
+
 def _lines(path: Path, source: str) -> Iterator[tuple[int, str] | Reject]:
-    """Numbered text lines; bad UTF-8 and truncated compressed files become rejects."""
+    """Numbered text lines; bad UTF-8, lines over `MAX_LINE_BYTES` and truncated compressed
+    files become rejects."""
     number = 0
+    limit = MAX_LINE_BYTES
     try:
         with _open_binary(path) as handle:
-            for number, raw in enumerate(handle, start=1):
+            while raw := handle.readline(limit + 1):
+                number += 1
+                if len(raw) > limit and not raw.endswith(b"\n"):
+                    length = len(raw)
+                    while (rest := handle.readline(limit)) and not rest.endswith(b"\n"):
+                        length += len(rest)
+                    length += len(rest)
+                    yield Reject(f"{path}:{number}", source,
+                                 f"line of {length:,} bytes is longer than the limit of "
+                                 f"{limit:,} bytes (kiban.corpus.readers.MAX_LINE_BYTES); split "
+                                 "the record")
+                    continue
                 if number == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Excel)
                 try:
@@ -143,6 +139,9 @@ def _lines(path: Path, source: str) -> Iterator[tuple[int, str] | Reject]:
 def read_source(spec: SourceSpec) -> Iterator[RawRecord | Reject]:
     """All records of one source, in file order, up to ``spec.limit``."""
     path = spec.resolved_path
+    if path.is_dir():
+        raise IsADirectoryError(f"source {path} is a directory, not a file: name the files in "
+                                f"it (e.g. {path}/*.jsonl)")
     if not path.is_file():
         raise FileNotFoundError(f"source file {path} does not exist")
     reader = {"jsonl": _read_jsonl, "csv": _read_csv, "sdf": _read_sdf,
@@ -202,31 +201,54 @@ def _template_and_mol_column(spec: SourceSpec, columns: list[str]) -> tuple[str,
 
 
 def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
+    """CSV read as the csv module reads it (a quoted field may hold line breaks); a record's
+    place is the line it starts on."""
+    pending: list[Reject] = []  # lines that could not be read, reported in file order
+    numbers: list[int] = []  # the lines of the record being parsed
+
+    def lines() -> Iterator[str]:
+        for item in _lines(path, spec.label):
+            if isinstance(item, Reject):
+                pending.append(item)
+            else:
+                numbers.append(item[0])
+                yield item[1] + "\n"  # the line end, so that csv keeps it inside quotes
+
+    reader = csv.reader(lines())
     header: list[str] | None = None
     template, mol_column = "", None
-    for item in _lines(path, spec.label):
-        if isinstance(item, Reject):
-            yield item
+    while True:
+        numbers.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:  # e.g. a field past csv's size limit
+            yield from pending
+            pending.clear()
+            yield Reject(f"{path}:{numbers[0] if numbers else '?'}", spec.label,
+                         f"malformed CSV: {error}")
             continue
-        number, line = item
-        if not line.strip():
+        yield from pending
+        pending.clear()
+        if not any(field.strip() for field in row):
             continue
-        row = next(csv.reader([line]))
         if header is None:
             header = row
             template, mol_column = _template_and_mol_column(spec, header)
             missing = [c for c in spec.columns if c not in header]
             if missing:
-                raise ValueError(f"{path}:1: columns {missing} named in the source spec are "
-                                 f"not in the header {header}")
+                raise ValueError(f"{path}:{numbers[0]}: columns {missing} named in the source "
+                                 f"spec are not in the header {header}")
             continue
-        where = f"{path}:{number}"
+        where = f"{path}:{numbers[0]}"
         if len(row) != len(header):
             yield Reject(where, spec.label,
                          f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
             continue
         yield RawRecord(where, spec.label, spec.license, fields=dict(zip(header, row)),
                         template=template, properties=spec.properties, mol_column=mol_column)
+    yield from pending
 
 
 def _read_sdf(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:

@@ -1,4 +1,15 @@
-"""Reading a built corpus (`Corpus`) and corpus recipes (TOML)."""
+"""Reading a built corpus (`Corpus`) and corpus recipes (TOML).
+
+`Corpus` is the one owner of a corpus directory's layout: the manifest, the token shards and
+their document offsets, ``documents.parquet``, the tokenizer, and where the index lives. The
+builder writes to the paths it names and the index reads through it.
+
+Integrity: a version-2 manifest records the size and sha256 of every shard file and of
+``documents.parquet``; `Corpus.tokens`, `Corpus.offsets` and `Corpus.documents_table` check them
+before handing out data (once per process while the file is unchanged), so a damaged file is an
+error naming it, never a wrong answer. Version-1 corpora (no checksums) stay readable; their
+files are checked by size only (and by the index's own checksums, see `kiban.index.build`).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +18,66 @@ import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kiban.corpus.build import FORMAT_NAME, FORMAT_VERSION, MANIFEST, BuildConfig
 from kiban.corpus.readers import SourceSpec
 from kiban.document import Document
+from kiban.errors import InputError
+from kiban.formats import FormatError, check, register
+from kiban.io import cached_file_sha256
+
+if TYPE_CHECKING:
+    from kiban.corpus.build import BuildConfig
 
 
-class CorpusError(ValueError):
-    pass
+#: The binary files a manifest describes, each a registered format of its own (stamped in the
+#: manifest's ``layout``, checked on opening), so that a change to either is a new version.
+TOKEN_SHARDS = register(
+    "kiban.corpus.shards", 1,
+    description="shards/tokens-NNNNNN.bin: token ids (the manifest's token_dtype, native order), "
+                "each document followed by end-of-text; shards/offsets-NNNNNN.npy: int64 "
+                "document starts plus the token count")
+DOCUMENTS_TABLE = register(
+    "kiban.corpus.documents", 1,
+    description="documents.parquet: one row per kept document, in shard order (id, source, "
+                "license, where, sha256, n_tokens, n_<modality>, shard, token_offset, text, meta)")
+
+
+def _from_v1(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no file checksums and no source fingerprints (both read as unknown); its
+    shards and documents table are version 1 of theirs."""
+    return {**manifest, "checksums": {}, "source_files": None,
+            "layout": {"shards": TOKEN_SHARDS.stamp(), "documents": DOCUMENTS_TABLE.stamp()}}
+
+
+def layout_stamp() -> dict[str, dict[str, Any]]:
+    """The ``layout`` a build writes into the manifest."""
+    return {"shards": TOKEN_SHARDS.stamp(), "documents": DOCUMENTS_TABLE.stamp()}
+
+
+#: The corpus manifest. v2 added ``checksums`` (shard files and documents.parquet: size and
+#: sha256) and ``source_files`` (each source's path, size, mtime and sha256 when built).
+CORPUS_FORMAT = register("kiban.corpus", 2, description="a built kiban corpus (manifest.json)",
+                         upgrades={1: _from_v1})
+MANIFEST = "manifest.json"
+DOCUMENTS = "documents.parquet"
+INDEX_DIR = "index"
+
+
+def tokens_file(shard: int) -> str:
+    """The path of shard ``shard``'s tokens, relative to the corpus directory."""
+    return f"shards/tokens-{shard:06d}.bin"
+
+
+def offsets_file(shard: int) -> str:
+    """The path of shard ``shard``'s document offsets, relative to the corpus directory."""
+    return f"shards/offsets-{shard:06d}.npy"
+
+
+class CorpusError(InputError):
+    """A corpus directory that is missing, incomplete, damaged, or of another format."""
 
 
 class Corpus:
@@ -29,34 +89,161 @@ class Corpus:
         if not path.is_file():
             hint = " (a build is unfinished: run it again to resume)" \
                 if (self.directory / ".work").is_dir() else ""
+            if self.directory.exists() and not self.directory.is_dir():
+                raise CorpusError(f"{self.directory} is not a built kiban corpus: it is a file")
             raise CorpusError(f"{path} is missing: {self.directory} is not a built kiban "
                               f"corpus{hint}")
         try:
-            self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise CorpusError(f"{path}: corrupt manifest ({error.msg})") from None
-        if self.manifest.get("format") != FORMAT_NAME or self.manifest.get("version") != FORMAT_VERSION:
-            raise CorpusError(f"{path}: format {self.manifest.get('format')!r} version "
-                              f"{self.manifest.get('version')!r}; this kiban reads "
-                              f"{FORMAT_NAME!r} version {FORMAT_VERSION}")
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CorpusError(f"{path}: corrupt manifest ({error}); rebuild the corpus") from None
+        try:
+            self.manifest: dict[str, Any] = check(raw, CORPUS_FORMAT, where=path)
+        except FormatError as error:
+            raise CorpusError(str(error)) from None
+        layout = self.manifest.get("layout") or {}
+        try:
+            for key, fmt in (("shards", TOKEN_SHARDS), ("documents", DOCUMENTS_TABLE)):
+                check(layout.get(key, {}), fmt, where=f"{path} (layout.{key})")
+        except FormatError as error:
+            raise CorpusError(str(error)) from None
+        try:
+            self._shards = int(self.manifest["shards"])
+            self._dtype = np.dtype(self.manifest["token_dtype"])
+            self._eos_id = int(self.manifest["eos_id"])
+            self._vocab_size = int(self.manifest["vocab_size"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CorpusError(f"{path}: corrupt manifest (shards, token_dtype, eos_id, "
+                              f"vocab_size: {error!r}); rebuild the corpus") from None
 
+    # --- layout -------------------------------------------------------------------------------
     @property
     def shard_count(self) -> int:
-        return int(self.manifest["shards"])
+        return self._shards
 
     @property
     def token_dtype(self) -> np.dtype:
-        return np.dtype(self.manifest["token_dtype"])
+        return self._dtype
 
-    def tokens(self, shard: int) -> np.ndarray:
-        """The shard's tokens, memory-mapped (read-only)."""
-        path = self.directory / "shards" / f"tokens-{shard:06d}.bin"
-        if path.stat().st_size == 0:
+    @property
+    def eos_id(self) -> int:
+        return self._eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def tokenizer_sha256(self) -> str | None:
+        return self.manifest.get("tokenizer_sha256")
+
+    def tokens_path(self, shard: int) -> Path:
+        return self.directory / tokens_file(shard)
+
+    def offsets_path(self, shard: int) -> Path:
+        return self.directory / offsets_file(shard)
+
+    @property
+    def documents_path(self) -> Path:
+        return self.directory / DOCUMENTS
+
+    @property
+    def index_directory(self) -> Path:
+        """Where `kiban.index` keeps this corpus's suffix arrays."""
+        return self.directory / INDEX_DIR
+
+    # --- integrity ----------------------------------------------------------------------------
+    @property
+    def checksums(self) -> dict[str, dict[str, Any]]:
+        """Relative path -> {"bytes", "sha256"} of the files the manifest vouches for ({} for a
+        version-1 corpus)."""
+        return self.manifest.get("checksums") or {}
+
+    def check_file(self, relative: str, *, digest: bool = True) -> Path:
+        """``relative``'s path, once its size (and with ``digest`` its sha256) is what the
+        manifest records; a file the manifest does not record is only checked to exist."""
+        path = self.directory / relative
+        if not path.is_file():
+            raise CorpusError(f"{path} is missing: the corpus is incomplete; rebuild it")
+        expected = self.checksums.get(relative)
+        if expected is None:
+            return path
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise CorpusError(f"{path} has {size:,} bytes, the corpus manifest records "
+                              f"{expected['bytes']:,}: the file is damaged or was replaced; "
+                              "rebuild the corpus")
+        if digest:
+            actual = cached_file_sha256(path)
+            if actual != expected["sha256"]:
+                raise CorpusError(f"{path}: sha256 {actual[:16]}… differs from the "
+                                  f"{expected['sha256'][:16]}… in the corpus manifest: the file "
+                                  "is damaged; rebuild the corpus")
+        return path
+
+    def verify(self, *, values: bool = True) -> dict[str, Any]:
+        """Check every file the manifest vouches for (sizes and sha256), and with ``values`` the
+        shards' contents: token ids inside the vocabulary, offsets that split the tokens into
+        documents each ending with the end-of-text id. Raises `CorpusError` naming the first
+        problem; returns what was checked."""
+        from kiban.io import files_sha256
+
+        paths = [self.check_file(r, digest=False) for r in sorted(self.checksums)]
+        for relative, path, actual in zip(sorted(self.checksums), paths, files_sha256(paths)):
+            if actual != self.checksums[relative]["sha256"]:
+                raise CorpusError(f"{path}: sha256 {actual[:16]}… differs from the "
+                                  f"{self.checksums[relative]['sha256'][:16]}… in the corpus "
+                                  "manifest: the file is damaged; rebuild the corpus")
+        if values:
+            for shard in range(self.shard_count):
+                self._check_values(shard)
+        return {"files": len(paths), "shards": self.shard_count, "values": values}
+
+    def _check_values(self, shard: int) -> None:
+        tokens, offsets = self.tokens(shard), self.offsets(shard)
+        if len(tokens):
+            largest = int(tokens.max())
+            if largest >= self.vocab_size:
+                position = int(np.argmax(tokens >= self.vocab_size))
+                raise CorpusError(f"{self.tokens_path(shard)}: token id {int(tokens[position])} "
+                                  f"at position {position:,} is outside the vocabulary "
+                                  f"(0 … {self.vocab_size - 1}): the shard is damaged; rebuild "
+                                  "the corpus")
+        ends = np.asarray(offsets[1:], dtype=np.int64) - 1
+        if len(ends) and np.any(tokens[ends] != self.eos_id):
+            document = int(np.flatnonzero(tokens[ends] != self.eos_id)[0])
+            raise CorpusError(f"{self.tokens_path(shard)}: document {document} does not end with "
+                              f"the end-of-text id {self.eos_id}: the shard or its offsets are "
+                              "damaged; rebuild the corpus")
+
+    # --- data ---------------------------------------------------------------------------------
+    def tokens(self, shard: int, *, verify: bool = True) -> np.ndarray:
+        """The shard's tokens, memory-mapped (read-only), checked against the manifest."""
+        path = self.check_file(tokens_file(shard), digest=verify)
+        size = path.stat().st_size
+        if size % self.token_dtype.itemsize:
+            raise CorpusError(f"{path}: {size} bytes is not a whole number of {self.token_dtype} "
+                              "tokens: the corpus is damaged; rebuild it")
+        if size == 0:
             return np.zeros(0, dtype=self.token_dtype)
         return np.memmap(path, dtype=self.token_dtype, mode="r")
 
-    def offsets(self, shard: int) -> np.ndarray:
-        return np.load(self.directory / "shards" / f"offsets-{shard:06d}.npy", mmap_mode="r")
+    def offsets(self, shard: int, *, verify: bool = True) -> np.ndarray:
+        """Document starts of the shard plus its token count (int64), checked: document *i* is
+        ``tokens[offsets[i]:offsets[i+1]]``, its end-of-text token included."""
+        path = self.check_file(offsets_file(shard), digest=verify)
+        try:
+            offsets = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as error:
+            raise CorpusError(f"{path}: unreadable ({error}); the corpus is damaged: rebuild it") \
+                from None
+        tokens = self.tokens_path(shard).stat().st_size // self.token_dtype.itemsize
+        if (offsets.ndim != 1 or len(offsets) == 0 or offsets.dtype.kind not in "iu"
+                or int(offsets[0]) != 0 or int(offsets[-1]) != tokens
+                or np.any(np.diff(offsets) < 1)):
+            raise CorpusError(f"{path}: document offsets do not fit the {tokens} tokens of "
+                              f"{tokens_file(shard)}; the corpus is damaged: rebuild it")
+        return offsets
 
     @cached_property
     def tokenizer(self):
@@ -68,17 +255,28 @@ class Corpus:
                               "was built with (its sha256 differs from the manifest's)")
         return tokenizer
 
-    def documents_table(self, columns: list[str] | None = None):
+    def documents_table(self, columns: list[str] | None = None, *, verify: bool = True):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.directory / "documents.parquet", columns=columns)
+        path = self.check_file(DOCUMENTS, digest=verify)
+        try:
+            return pq.read_table(path, columns=columns)
+        except (pa.ArrowException, OSError) as error:
+            raise CorpusError(f"{path}: unreadable ({error}); the corpus is damaged: rebuild it") \
+                from None
 
     def document_row(self, document_id: str) -> dict[str, Any]:
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        table = pq.read_table(self.directory / "documents.parquet",
-                              filters=pc.field("id") == document_id)
+        path = self.check_file(DOCUMENTS)
+        try:
+            table = pq.read_table(path, filters=pc.field("id") == document_id)
+        except (pa.ArrowException, OSError) as error:
+            raise CorpusError(f"{path}: unreadable ({error}); the corpus is damaged: rebuild it") \
+                from None
         if table.num_rows == 0:
             raise CorpusError(f"no document with id {document_id!r} in {self.directory}")
         return table.to_pylist()[0]
@@ -95,8 +293,15 @@ class Corpus:
         return {"directory": str(self.directory), **{k: self.manifest[k] for k in keys}}
 
 
+def as_corpus(corpus: Corpus | str | os.PathLike) -> Corpus:
+    """``corpus`` itself, or the `Corpus` in that directory."""
+    return corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+
+
 def load_recipe(path: str | os.PathLike, **overrides: Any) -> BuildConfig:
     """A `BuildConfig` from a TOML recipe: ``[build]`` options and ``[[source]]`` tables."""
+    from kiban.corpus.build import BuildConfig
+
     path = Path(path)
     try:
         recipe = tomllib.loads(path.read_text(encoding="utf-8"))

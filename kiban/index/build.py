@@ -10,69 +10,58 @@ Layout, beside the corpus's own ``shards/``::
     CORPUS/index/sa-NNNNNN.npy        int32 suffix array (int64 once those bytes reach 2**31)
     CORPUS/index/first-NNNNNN.npy     int64 start row of every first token's block (vocab + 1)
 
-Building again builds only shards whose suffix array is missing or unreadable or whose tokens
-changed; adding a shard never rebuilds the others.
+Building again builds only shards whose suffix array is missing, unreadable or damaged (its
+sha256 differs from the manifest's) or whose tokens changed; adding a shard never rebuilds the
+others. Every file is hashed on every build (in parallel threads): "up to date" is checked, never
+assumed. The corpus's paths come from its `Corpus` (the one owner of that layout).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kiban.io import atomic_open, atomic_write_text, file_sha256
+from kiban.corpus.store import Corpus, CorpusError, as_corpus, offsets_file, tokens_file
+from kiban.errors import InputError
+from kiban.formats import FormatError, check, register, write_json
+from kiban.io import atomic_open, cached_file_sha256, file_sha256
 
-FORMAT_NAME = "kiban.index"
-FORMAT_VERSION = 1
-INDEX_DIR = "index"
+#: The index manifest: per shard, the tokens it was built from and the sha256 of its files.
+INDEX_FORMAT = register("kiban.index", 1, description="a corpus's suffix-array index "
+                                                      "(index/manifest.json)")
+#: The suffix arrays and block tables, stamped in the index manifest's ``layout`` (an index
+#: manifest without one, as version 1 wrote them, holds version 1 of these).
+SUFFIX_ARRAYS = register(
+    "kiban.index.suffix-arrays", 1,
+    description="index/sa-NNNNNN.npy: the shard's token suffix array (int32, int64 past 2**31 "
+                "bytes); index/first-NNNNNN.npy: int64 first suffix-array row of each token "
+                "(vocabulary size + 1 entries)")
+MANIFEST = "manifest.json"
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(InputError):
     """An index or the corpus under it is missing, corrupt, or of another version."""
 
 
-@dataclass(frozen=True)
-class CorpusLayout:
-    """What the index needs to know of a corpus: its manifest's token facts and shard paths."""
+def suffix_array_path(corpus: Corpus, shard: int) -> Path:
+    return corpus.index_directory / f"sa-{shard:06d}.npy"
 
-    directory: Path
-    shards: int
-    token_dtype: np.dtype
-    eos_id: int
-    vocab_size: int
-    tokenizer_sha256: str | None
 
-    @classmethod
-    def read(cls, directory: str | os.PathLike) -> CorpusLayout:
-        directory = Path(directory)
-        path = directory / "manifest.json"
-        if not path.is_file():
-            raise IndexFormatError(f"{path} is missing: {directory} is not a built kiban corpus")
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            return cls(directory, int(manifest["shards"]), np.dtype(manifest["token_dtype"]),
-                       int(manifest["eos_id"]), int(manifest["vocab_size"]),
-                       manifest.get("tokenizer_sha256"))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise IndexFormatError(f"{path}: corrupt corpus manifest ({error})") from None
+def first_rows_path(corpus: Corpus, shard: int) -> Path:
+    """int64, vocabulary size + 1 entries: token t's suffix-array rows are
+    ``first_rows[t]:first_rows[t+1]``."""
+    return corpus.index_directory / f"first-{shard:06d}.npy"
 
-    def tokens_path(self, shard: int) -> Path:
-        return self.directory / "shards" / f"tokens-{shard:06d}.bin"
 
-    def offsets_path(self, shard: int) -> Path:
-        return self.directory / "shards" / f"offsets-{shard:06d}.npy"
-
-    def suffix_array_path(self, shard: int) -> Path:
-        return self.directory / INDEX_DIR / f"sa-{shard:06d}.npy"
-
-    def first_rows_path(self, shard: int) -> Path:
-        """int64, vocabulary size + 1 entries: token t's suffix-array rows are
-        ``first_rows[t]:first_rows[t+1]``."""
-        return self.directory / INDEX_DIR / f"first-{shard:06d}.npy"
+def open_corpus(corpus: Corpus | str | os.PathLike) -> Corpus:
+    """The `Corpus` to index, its errors as `IndexFormatError`."""
+    try:
+        return as_corpus(corpus)
+    except CorpusError as error:
+        raise IndexFormatError(str(error)) from None
 
 
 def _build_shard(task: tuple[str, int, str, str, str, int]) -> dict[str, Any]:
@@ -81,6 +70,11 @@ def _build_shard(task: tuple[str, int, str, str, str, int]) -> dict[str, Any]:
     tokens = np.fromfile(tokens_path, dtype=np.dtype(dtype))
     # the suffix array is sorted by first token, so token t's rows are one block whose length is
     # t's frequency: block starts are the cumulative counts (a count of one token needs no search)
+    if len(tokens) and int(tokens.max()) >= vocab_size:
+        position = int(np.argmax(tokens >= vocab_size))
+        raise IndexFormatError(f"{tokens_path}: token id {int(tokens[position])} at position "
+                               f"{position:,} is outside the vocabulary (0 … {vocab_size - 1}): "
+                               "the shard is damaged; rebuild the corpus")
     counts = np.bincount(tokens, minlength=vocab_size) if len(tokens) else np.zeros(vocab_size,
                                                                                      np.int64)
     first_rows = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -92,7 +86,7 @@ def _build_shard(task: tuple[str, int, str, str, str, int]) -> dict[str, Any]:
         np.save(handle, suffix_array)
     with atomic_open(first_rows_path, "wb") as handle:
         np.save(handle, first_rows)
-    return {"shard": shard, "tokens": int(len(tokens)), "tokens_sha256": file_sha256(Path(tokens_path)),
+    return {"shard": shard, "tokens": len(tokens), "tokens_sha256": file_sha256(Path(tokens_path)),
             "tokens_mtime_ns": mtime_ns,
             "suffix_array_dtype": str(suffix_array.dtype),
             "suffix_array_sha256": file_sha256(Path(out_path)),
@@ -133,94 +127,143 @@ def _suffix_array(tokens: np.ndarray) -> np.ndarray:
     return byte_suffix_array[:kept]
 
 
-def read_index_manifest(layout: CorpusLayout) -> dict[str, Any] | None:
-    path = layout.directory / INDEX_DIR / "manifest.json"
+def read_index_manifest(corpus: Corpus) -> dict[str, Any] | None:
+    """The index manifest of ``corpus``, checked; None when it has no index yet."""
+    import json
+
+    path = corpus.index_directory / MANIFEST
     if not path.is_file():
         return None
+    rebuild = f"run `kiban index build {corpus.directory}` to rebuild it"
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = check(json.loads(path.read_text(encoding="utf-8")), INDEX_FORMAT, where=path)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IndexFormatError(f"{path}: corrupt index manifest ({error}); run "
-                               f"`kiban index build {layout.directory}` to rebuild it") from None
-    if not isinstance(manifest, dict):
-        raise IndexFormatError(f"{path}: corrupt index manifest (not a JSON object); run "
-                               f"`kiban index build {layout.directory}` to rebuild it")
-    if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
-        raise IndexFormatError(f"{path}: format {manifest.get('format')!r} version "
-                               f"{manifest.get('version')!r}; this kiban reads {FORMAT_NAME!r} "
-                               f"version {FORMAT_VERSION}: run `kiban index build "
-                               f"{layout.directory}` to rebuild the index")
+        raise IndexFormatError(f"{path}: corrupt index manifest ({error}); {rebuild}") from None
+    except FormatError as error:
+        raise IndexFormatError(f"{error}; {rebuild}") from None
+    try:
+        layout = manifest.get("layout") or {"suffix_arrays": SUFFIX_ARRAYS.stamp()}
+        check(layout.get("suffix_arrays", {}), SUFFIX_ARRAYS,
+              where=f"{path} (layout.suffix_arrays)")
+    except FormatError as error:
+        raise IndexFormatError(f"{error}; {rebuild}") from None
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not all(
             isinstance(e, dict) and _ENTRY_KEYS <= e.keys() for e in shards) \
             or [e["shard"] for e in shards] != list(range(len(shards))) \
             or "tokenizer_sha256" not in manifest:
-        raise IndexFormatError(f"{path}: corrupt index manifest (shard entries); run "
-                               f"`kiban index build {layout.directory}` to rebuild it")
+        raise IndexFormatError(f"{path}: corrupt index manifest (shard entries); {rebuild}")
     return manifest
 
 
 _ENTRY_KEYS = {"shard", "tokens", "tokens_sha256", "suffix_array_sha256"}
 
 
-def build_index(corpus_dir: str | os.PathLike, *, workers: int = 1, verify: bool = False,
+def build_index(corpus: Corpus | str | os.PathLike, *, workers: int = 1, verify: bool = False,
                 progress: bool = False) -> dict[str, Any]:
-    """Build the suffix arrays a corpus lacks; returns the index manifest.
+    """Build the suffix arrays a corpus lacks; returns the index manifest, whose ``built_now``
+    lists the shards built by this call and ``rebuilt_because`` why each existing one was.
 
-    A shard is (re)built when its suffix array is missing or unreadable, its recorded size
-    differs from the tokens file, the tokens file was rewritten (modification time) with other
-    contents, or (with ``verify``) a checksum differs. An index manifest that is unreadable, of
-    another version or for another tokenizer is replaced: every shard is built again."""
-    layout = CorpusLayout.read(corpus_dir)
-    try:
-        manifest = read_index_manifest(layout)
-    except IndexFormatError:
-        manifest = None  # unreadable or of another version: build the whole index again
-    if manifest and manifest.get("tokenizer_sha256") != layout.tokenizer_sha256:
-        manifest = None  # the corpus was rebuilt with another tokenizer: nothing can be reused
-    entries = {e["shard"]: e for e in (manifest or {}).get("shards", [])}
-    todo = []
-    for shard in range(layout.shards):
-        tokens_path = layout.tokens_path(shard)
+    The corpus's shard files are checked against its manifest's checksums first: a damaged
+    corpus is an error (an index built over it would answer wrongly), never "up to date". A
+    shard's index is (re)built when its suffix array or block table is missing, unreadable or
+    differs from its recorded sha256 (every file is hashed: a damaged index is rebuilt, not
+    reported up to date), or its tokens changed. With ``verify``, the corpus's values are
+    checked too (token ids inside the vocabulary, documents ending with end-of-text) and
+    ``documents.parquet`` against its checksum. An index manifest that is unreadable, of another
+    version or for another tokenizer is replaced: every shard is built again."""
+    corpus = open_corpus(corpus)
+    if workers < 1:
+        raise IndexFormatError(f"workers must be >= 1, got {workers}")
+    for shard in range(corpus.shard_count):
+        tokens_path = corpus.tokens_path(shard)
         if not tokens_path.is_file():
             raise IndexFormatError(f"{tokens_path} is missing: the corpus is incomplete")
-        entry = entries.get(shard)
-        sa_path = layout.suffix_array_path(shard)
-        stat = tokens_path.stat()
-        n_tokens, extra = divmod(stat.st_size, layout.token_dtype.itemsize)
-        if extra:
-            raise IndexFormatError(f"{tokens_path}: {stat.st_size} bytes is not a whole number "
-                                   f"of {layout.token_dtype} tokens: the corpus is corrupt; "
-                                   "rebuild it")
-        stale = (entry is None or entry["tokens"] != n_tokens
-                 or not _suffix_array_readable(sa_path, n_tokens)
-                 or not layout.first_rows_path(shard).is_file()
-                 or (verify and (file_sha256(tokens_path) != entry["tokens_sha256"]
-                                 or file_sha256(sa_path) != entry["suffix_array_sha256"])))
-        if not stale and entry.get("tokens_mtime_ns") != stat.st_mtime_ns:
-            # rewritten since (same size: a corpus rebuilt with the same tokenizer): rebuild
-            # only if the tokens differ, else just remember the new time
-            stale = file_sha256(tokens_path) != entry["tokens_sha256"]
-            if not stale:
-                entries[shard] = {**entry, "tokens_mtime_ns": stat.st_mtime_ns}
-        if stale:
-            todo.append((str(tokens_path), shard, str(layout.token_dtype), str(sa_path),
-                         str(layout.first_rows_path(shard)), layout.vocab_size))
-    (layout.directory / INDEX_DIR).mkdir(exist_ok=True)
+        if tokens_path.stat().st_size % corpus.token_dtype.itemsize:
+            raise IndexFormatError(f"{tokens_path}: {tokens_path.stat().st_size} bytes is not a "
+                                   f"whole number of {corpus.token_dtype} tokens: the corpus is "
+                                   "damaged; rebuild it")
+    try:
+        if verify:
+            corpus.verify(values=True)
+        else:
+            from kiban.io import files_sha256
+
+            # hash the shard files in parallel threads; check_file then finds them cached
+            files_sha256([corpus.directory / f(s) for s in range(corpus.shard_count)
+                          for f in (tokens_file, offsets_file)])
+            for shard in range(corpus.shard_count):
+                corpus.check_file(tokens_file(shard))
+                corpus.check_file(offsets_file(shard))
+    except CorpusError as error:
+        raise IndexFormatError(str(error)) from None
+    try:
+        manifest = read_index_manifest(corpus)
+    except IndexFormatError:
+        manifest = None  # unreadable or of another version: build the whole index again
+    if manifest and manifest.get("tokenizer_sha256") != corpus.tokenizer_sha256:
+        manifest = None  # the corpus was rebuilt with another tokenizer: nothing can be reused
+    entries = {e["shard"]: e for e in (manifest or {}).get("shards", [])}
+    todo, reasons = [], {}
+    for shard in range(corpus.shard_count):
+        tokens_path = corpus.tokens_path(shard)
+        n_tokens = tokens_path.stat().st_size // corpus.token_dtype.itemsize
+        reason = _stale_reason(corpus, shard, entries.get(shard), n_tokens)
+        if reason:
+            if shard in entries:
+                reasons[shard] = reason
+            todo.append((str(tokens_path), shard, str(corpus.token_dtype),
+                         str(suffix_array_path(corpus, shard)), str(first_rows_path(corpus, shard)),
+                         corpus.vocab_size))
+        elif entries[shard].get("tokens_mtime_ns") != tokens_path.stat().st_mtime_ns:
+            entries[shard] = {**entries[shard], "tokens_mtime_ns": tokens_path.stat().st_mtime_ns}
+    corpus.index_directory.mkdir(exist_ok=True)
     from tqdm import tqdm
 
     with tqdm(total=len(todo), desc="index", unit="shard", disable=not progress, leave=False) as bar:
         for entry in _map(_build_shard, todo, workers):
             entries[entry["shard"]] = entry
             bar.update(1)
-    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
-                "tokenizer_sha256": layout.tokenizer_sha256, "token_dtype": str(layout.token_dtype),
-                "eos_id": layout.eos_id, "vocab_size": layout.vocab_size,
-                "shards": [entries[s] for s in range(layout.shards)],
-                "built_now": sorted(t[1] for t in todo)}
-    atomic_write_text(layout.directory / INDEX_DIR / "manifest.json",
-                      json.dumps(manifest, indent=1))
-    return manifest
+    return write_json(corpus.index_directory / MANIFEST, INDEX_FORMAT, {
+        "tokenizer_sha256": corpus.tokenizer_sha256, "token_dtype": str(corpus.token_dtype),
+        "eos_id": corpus.eos_id, "vocab_size": corpus.vocab_size,
+        "layout": {"suffix_arrays": SUFFIX_ARRAYS.stamp()},
+        "shards": [entries[s] for s in range(corpus.shard_count)],
+        "built_now": sorted(t[1] for t in todo),
+        "rebuilt_because": {str(s): r for s, r in sorted(reasons.items())}})
+
+
+def _stale_reason(corpus: Corpus, shard: int, entry: dict | None, n_tokens: int) -> str | None:
+    """Why shard ``shard``'s index must be built again, or None when it is up to date. Every
+    file is hashed (cached within the process): up to date means checked, not assumed."""
+    if entry is None:
+        return "not indexed"
+    if entry["tokens"] != n_tokens:
+        return f"the shard has {n_tokens:,} tokens, the index {entry['tokens']:,}"
+    tokens_path = corpus.tokens_path(shard)
+    if cached_file_sha256(tokens_path) != entry["tokens_sha256"]:
+        # the corpus's own checksum (checked above where it has one) vouches for the tokens: they
+        # were rewritten by a rebuild of the corpus, and the index follows them. A version-1
+        # corpus has none: its manifest, written last by a build, tells a rebuild (newer than the
+        # index) from tokens changed under an unchanged corpus (damage)
+        if tokens_file(shard) not in corpus.checksums and (
+                (corpus.directory / "manifest.json").stat().st_mtime_ns
+                <= (corpus.index_directory / MANIFEST).stat().st_mtime_ns):
+            raise IndexFormatError(f"{tokens_path}: sha256 differs from the one indexed, and the "
+                                   "corpus was not rebuilt since: the shard is damaged (a "
+                                   "version-1 corpus records no checksums of its own); rebuild "
+                                   "the corpus")
+        return "the shard's tokens changed"
+    sa_path, rows_path = suffix_array_path(corpus, shard), first_rows_path(corpus, shard)
+    if not _suffix_array_readable(sa_path, n_tokens):
+        return f"{sa_path.name} is missing or unreadable"
+    if cached_file_sha256(sa_path) != entry["suffix_array_sha256"]:
+        return f"{sa_path.name} differs from its recorded sha256 (damaged)"
+    if not rows_path.is_file():
+        return f"{rows_path.name} is missing"
+    if "first_rows_sha256" in entry and cached_file_sha256(rows_path) != entry["first_rows_sha256"]:
+        return f"{rows_path.name} differs from its recorded sha256 (damaged)"
+    return None
 
 
 def _suffix_array_readable(path: Path, n_tokens: int) -> bool:

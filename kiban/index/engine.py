@@ -12,12 +12,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
+from kiban.corpus.store import Corpus, CorpusError
 from kiban.index import _kernels
-from kiban.index.build import CorpusLayout, IndexFormatError, read_index_manifest
-from kiban.io import file_sha256
+from kiban.index.build import (
+    IndexFormatError,
+    first_rows_path,
+    open_corpus,
+    read_index_manifest,
+    suffix_array_path,
+)
+from kiban.io import files_sha256
 
 
 class QueryError(ValueError):
@@ -97,90 +105,125 @@ class TraceSpan:
 
 
 class TokenIndex:
-    """Exact n-gram search over one corpus directory's shards (see `kiban.index.build`)."""
+    """Exact n-gram search over one corpus's shards (see `kiban.index.build`).
 
-    def __init__(self, corpus_dir: str | os.PathLike, *, verify: bool = False):
-        self.layout = CorpusLayout.read(corpus_dir)
-        manifest = read_index_manifest(self.layout)
+    Opening checks every file it maps against its sha256 (the corpus manifest's for the tokens
+    and offsets, the index manifest's for the suffix arrays and block tables; hashed in parallel
+    threads, once per process while a file is unchanged), so a damaged file is an
+    `IndexFormatError` naming it rather than wrong counts. ``verify=False`` skips the hashing
+    (sizes and structure are still checked) for callers that have just verified."""
+
+    def __init__(self, corpus: Corpus | str | os.PathLike, *, verify: bool = True):
+        self.corpus = open_corpus(corpus)
+        directory = self.corpus.directory
+        manifest = read_index_manifest(self.corpus)
         if manifest is None:
-            raise IndexFormatError(f"{self.layout.directory} has no index: run "
-                                   f"`kiban index build {self.layout.directory}`")
-        if manifest["tokenizer_sha256"] != self.layout.tokenizer_sha256:
+            raise IndexFormatError(f"{directory} has no index: run `kiban index build "
+                                   f"{directory}`")
+        if manifest["tokenizer_sha256"] != self.corpus.tokenizer_sha256:
             raise IndexFormatError(
-                f"the index in {self.layout.directory / 'index'} was built for tokenizer "
+                f"the index in {self.corpus.index_directory} was built for tokenizer "
                 f"{str(manifest['tokenizer_sha256'])[:12]}…, the corpus now has "
-                f"{str(self.layout.tokenizer_sha256)[:12]}…: run `kiban index build "
-                f"{self.layout.directory}` to rebuild it")
-        if len(manifest["shards"]) != self.layout.shards:
+                f"{str(self.corpus.tokenizer_sha256)[:12]}…: run `kiban index build "
+                f"{directory}` to rebuild it")
+        if len(manifest["shards"]) != self.corpus.shard_count:
             raise IndexFormatError(f"the index covers {len(manifest['shards'])} shards, the corpus "
-                                   f"has {self.layout.shards}: run `kiban index build "
-                                   f"{self.layout.directory}` to bring it up to date")
+                                   f"has {self.corpus.shard_count}: run `kiban index build "
+                                   f"{directory}` to bring it up to date")
         self.manifest = manifest
-        self.eos_id = self.layout.eos_id
-        self.vocab_size = self.layout.vocab_size
-        self.shards = [self._open_shard(entry, verify) for entry in manifest["shards"]]
+        self.eos_id = self.corpus.eos_id
+        self.vocab_size = self.corpus.vocab_size
+        if verify:
+            self._verify(manifest["shards"])
+        try:
+            self.shards = [self._open_shard(entry) for entry in manifest["shards"]]
+        except CorpusError as error:
+            raise IndexFormatError(str(error)) from None
 
-    def _open_shard(self, entry: dict, verify: bool) -> Shard:
-        number = entry["shard"]
-        tokens_path = self.layout.tokens_path(number)
-        sa_path = self.layout.suffix_array_path(number)
-        for path in (tokens_path, self.layout.offsets_path(number)):
+    def _verify(self, entries: list[dict]) -> None:
+        """Every mapped file against its sha256: the tokens against the corpus manifest's (or,
+        for a version-1 corpus, the index's), the index files against the index manifest's."""
+        corpus = self.corpus
+        expected: list[tuple[Path, str | None, str]] = []
+        for entry in entries:
+            number = entry["shard"]
+            for relative in (corpus.tokens_path(number), corpus.offsets_path(number)):
+                recorded = corpus.checksums.get(str(relative.relative_to(corpus.directory)))
+                if recorded is not None:
+                    expected.append((relative, recorded["sha256"], "the corpus manifest"))
+            expected.append((corpus.tokens_path(number), entry["tokens_sha256"],
+                             "the index manifest"))
+            expected.append((suffix_array_path(corpus, number), entry["suffix_array_sha256"],
+                             "the index manifest"))
+            if "first_rows_sha256" in entry:
+                expected.append((first_rows_path(corpus, number), entry["first_rows_sha256"],
+                                 "the index manifest"))
+        for path, _, _ in expected:
             if not path.is_file():
-                raise IndexFormatError(f"{path} is missing: the corpus is incomplete; rebuild it")
-        if not sa_path.is_file():
-            raise IndexFormatError(f"{sa_path} is missing: run `kiban index build "
-                                   f"{self.layout.directory}` to rebuild it")
+                raise IndexFormatError(f"{path} is missing: run `kiban index build "
+                                       f"{corpus.directory}` to rebuild it (or rebuild the "
+                                       "corpus)")
+        for entry in entries:  # sizes first: a cheaper check with a plainer message
+            self._check_tokens_size(entry)
+        digests = files_sha256(list(dict.fromkeys(p for p, _, _ in expected)))
+        actual = dict(zip(dict.fromkeys(p for p, _, _ in expected), digests))
+        for path, digest, source in expected:
+            if actual[path] != digest:
+                corpus_file = path.parent.name == "shards"
+                remedy = ("the corpus is damaged: rebuild it" if corpus_file else
+                          f"run `kiban index build {corpus.directory}` to rebuild it")
+                raise IndexFormatError(f"{path}: sha256 {actual[path][:16]}… differs from the "
+                                       f"{digest[:16]}… in {source}: the file is damaged or "
+                                       f"changed; {remedy}")
+
+    def _check_tokens_size(self, entry: dict) -> None:
+        tokens_path = self.corpus.tokens_path(entry["shard"])
+        if not tokens_path.is_file():
+            raise IndexFormatError(f"{tokens_path} is missing: the corpus is incomplete; "
+                                   "rebuild it")
         size = tokens_path.stat().st_size
-        if size != entry["tokens"] * self.layout.token_dtype.itemsize:
+        if size != entry["tokens"] * self.corpus.token_dtype.itemsize:
             raise IndexFormatError(f"{tokens_path} has {size} bytes, the index expects "
                                    f"{entry['tokens']} tokens: the corpus changed; run `kiban "
-                                   f"index build {self.layout.directory}` to rebuild the index")
-        if verify:
-            for path, key in ((tokens_path, "tokens_sha256"), (sa_path, "suffix_array_sha256")):
-                if file_sha256(path) != entry[key]:
-                    raise IndexFormatError(f"{path}: checksum mismatch (corrupt or changed "
-                                           f"file); run `kiban index build --verify "
-                                           f"{self.layout.directory}` to rebuild the index")
+                                   f"index build {self.corpus.directory}` to rebuild the index")
+
+    def _open_shard(self, entry: dict) -> Shard:
+        number = entry["shard"]
+        corpus = self.corpus
+        sa_path = suffix_array_path(corpus, number)
+        if not sa_path.is_file():
+            raise IndexFormatError(f"{sa_path} is missing: run `kiban index build "
+                                   f"{corpus.directory}` to rebuild it")
+        self._check_tokens_size(entry)
+        # digests were checked above (or skipped on purpose): sizes and structure only here
+        tokens = corpus.tokens(number, verify=False)
+        offsets = corpus.offsets(number, verify=False)
         try:
             suffix_array = np.load(sa_path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as error:
             raise IndexFormatError(f"{sa_path}: unreadable suffix array ({error}); run `kiban "
-                                   f"index build {self.layout.directory}` to rebuild it") from None
+                                   f"index build {corpus.directory}` to rebuild it") from None
         if suffix_array.shape != (entry["tokens"],) or suffix_array.dtype.kind != "i":
             raise IndexFormatError(f"{sa_path}: {suffix_array.shape} {suffix_array.dtype} entries "
                                    f"for {entry['tokens']} tokens: corrupt; run `kiban index "
-                                   f"build {self.layout.directory}` to rebuild it")
-        tokens = (np.memmap(tokens_path, dtype=self.layout.token_dtype, mode="r")
-                  if size else np.zeros(0, dtype=self.layout.token_dtype))
-        offsets_path = self.layout.offsets_path(number)
-        try:
-            offsets = np.load(offsets_path)
-        except (ValueError, OSError, EOFError) as error:
-            raise IndexFormatError(f"{offsets_path}: unreadable ({error}); the corpus is "
-                                   "corrupt: rebuild it") from None
-        if (offsets.ndim != 1 or len(offsets) == 0 or offsets.dtype.kind not in "iu"
-                or int(offsets[0]) != 0 or int(offsets[-1]) != entry["tokens"]
-                or np.any(np.diff(offsets) < 1)):
-            raise IndexFormatError(f"{offsets_path}: document offsets do not fit the "
-                                   f"{entry['tokens']} tokens of {tokens_path.name}; the corpus "
-                                   "is corrupt: rebuild it")
+                                   f"build {corpus.directory}` to rebuild it")
         # plain read-only ndarray views of the maps: numba dispatches on them without memmap
         # overhead, and every shard's arrays have one numba type (an empty shard's too)
         tokens, suffix_array = tokens.view(np.ndarray), suffix_array.view(np.ndarray)
         tokens.flags.writeable = False
         suffix_array.flags.writeable = False
-        first_rows_path = self.layout.first_rows_path(number)
+        rows_path = first_rows_path(corpus, number)
         try:
-            first_rows = np.load(first_rows_path)
+            first_rows = np.load(rows_path)
         except (ValueError, OSError, EOFError) as error:
-            raise IndexFormatError(f"{first_rows_path}: missing or unreadable ({error}); run "
-                                   f"`kiban index build {self.layout.directory}`") from None
+            raise IndexFormatError(f"{rows_path}: missing or unreadable ({error}); run "
+                                   f"`kiban index build {corpus.directory}`") from None
         if (first_rows.ndim != 1 or len(first_rows) < 1 or int(first_rows[0]) != 0
                 or int(first_rows[-1]) != entry["tokens"]):
-            raise IndexFormatError(f"{first_rows_path}: does not fit the {entry['tokens']} "
+            raise IndexFormatError(f"{rows_path}: does not fit the {entry['tokens']} "
                                    f"tokens of the shard; run `kiban index build "
-                                   f"{self.layout.directory}` to rebuild it")
-        return Shard(number, tokens, suffix_array, offsets, first_rows)
+                                   f"{corpus.directory}` to rebuild it")
+        return Shard(number, tokens, suffix_array, np.array(offsets), first_rows)
 
     # --- basics -------------------------------------------------------------------------------
     @cached_property

@@ -17,8 +17,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from kiban.index.build import IndexFormatError
-from kiban.index.engine import (Match, NextTokens, QueryError, TokenIndex, TraceSpan,
-                                select_spans, spans_from_lengths)
+from kiban.index.engine import (
+    Match,
+    NextTokens,
+    QueryError,
+    TokenIndex,
+    TraceSpan,
+    select_spans,
+    spans_from_lengths,
+)
 
 
 class FederatedIndex:
@@ -28,7 +35,7 @@ class FederatedIndex:
         self.names: list[str] = []
         self.missing: list[tuple[str, str]] = []
         for part in parts:
-            name = str(part.layout.directory if isinstance(part, TokenIndex) else part)
+            name = str(part.corpus.directory if isinstance(part, TokenIndex) else part)
             try:
                 self.parts.append(part if isinstance(part, TokenIndex) else TokenIndex(part))
                 self.names.append(name)
@@ -41,8 +48,8 @@ class FederatedIndex:
                                    + "; ".join(f"{n}: {r}" for n, r in self.missing))
         first = self.parts[0]
         for name, part in zip(self.names[1:], self.parts[1:]):
-            if (part.layout.tokenizer_sha256, part.eos_id, part.vocab_size) != (
-                    first.layout.tokenizer_sha256, first.eos_id, first.vocab_size):
+            if (part.corpus.tokenizer_sha256, part.eos_id, part.vocab_size) != (
+                    first.corpus.tokenizer_sha256, first.eos_id, first.vocab_size):
                 raise IndexFormatError(f"{name} was tokenized with another tokenizer than "
                                        f"{self.names[0]}: parts of one index must share it")
         self.eos_id, self.vocab_size = first.eos_id, first.vocab_size

@@ -9,12 +9,14 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kiban.corpus.store import Corpus, CorpusError
 from kiban.document import MODALITY_TAGS
+from kiban.errors import did_you_mean
+from kiban.index.build import IndexFormatError
 from kiban.index.engine import Match, QueryError, TokenIndex
 
 Query = str | Sequence[int]
@@ -47,60 +49,113 @@ class SpanTrace:
                 "documents": [d.to_dict() for d in self.documents]}
 
 
+class ContaminationError(QueryError):
+    """An evaluation file that cannot be checked as given (unreadable items, none readable)."""
+
+
+def _canonical_or_as_written(text: str) -> str:
+    """``text`` canonicalised as `kiban.corpus.clean.canonical_text` stores documents, or as
+    written when a span does not parse or a tag is malformed (a fragment)."""
+    from kiban.corpus.clean import canonical_text
+
+    try:
+        return canonical_text(text)
+    except ValueError:
+        return text
+
+
 class CorpusSearch:
-    """Exact search over a built and indexed corpus directory."""
+    """Exact search over a built and indexed corpus (a `Corpus` or its directory). Every file is
+    checked against its checksum when opened (see `TokenIndex`; ``documents.parquet`` when the
+    first documents are looked up)."""
 
-    def __init__(self, corpus_dir: str | os.PathLike, *, verify: bool = False):
-        from kiban.corpus.store import Corpus
-
-        self.directory = Path(corpus_dir)
-        self.corpus = Corpus(self.directory)
-        self.index = TokenIndex(self.directory, verify=verify)
-        self.tokenizer = self.corpus.tokenizer  # checks it is the corpus's own tokenizer
+    def __init__(self, corpus: Corpus | str | os.PathLike, *, verify: bool = True):
+        self.index = TokenIndex(corpus, verify=verify)
+        self.corpus = self.index.corpus
+        self.directory = self.corpus.directory
+        self._verify = verify
+        try:
+            self.tokenizer = self.corpus.tokenizer  # checks it is the corpus's own tokenizer
+        except CorpusError as error:
+            raise IndexFormatError(str(error)) from None
 
     # --- queries ------------------------------------------------------------------------------
-    def encode(self, query: Query, *, modality: str | None = None) -> np.ndarray:
-        """Token ids of a query: ids as given, or text tokenized with the corpus tokenizer; with
-        ``modality``, a bare text is tokenized as the inside of that span (as written: it may be
-        a fragment). A tagged text is first canonicalised as the corpus's documents were
-        (``<mol>OCC</mol>`` is stored as ``<mol>CCO</mol>``), unless a span does not parse."""
-        if isinstance(query, str):
-            if modality is not None:
-                if modality not in MODALITY_TAGS:
-                    raise QueryError(f"unknown modality {modality!r}; known: "
-                                     f"{', '.join(MODALITY_TAGS)}")
-                try:
-                    ids = self.tokenizer.encode(f"<{modality}>{query}</{modality}>")[1:-1]
-                except ValueError as error:  # a tag inside the query text
-                    raise QueryError(f"cannot tokenize the query as <{modality}>: {error}") \
-                        from None
-            else:
-                from kiban.corpus.clean import canonical_text
+    def encode(self, query: Query, *, modality: str | None = None,
+               as_text: bool = False) -> np.ndarray:
+        """Token ids of a query: ids as given, or text tokenized with the corpus tokenizer.
 
-                try:
-                    text = canonical_text(query)
-                except ValueError:  # a span that is a fragment, or a malformed tag: as written
-                    text = query
-                try:
-                    ids = self.tokenizer.encode(text)
-                except ValueError as error:  # a malformed tag in the query text
-                    raise QueryError(f"cannot tokenize the query: {error}") from None
-            if not ids:
-                raise QueryError(f"the query {query!r} tokenizes to nothing")
-            return self.index.as_ids(ids)
-        return self.index.as_ids(query)
+        With ``modality``, a bare text is tokenized as the inside of that span, as written (it
+        may be a fragment, e.g. part of a SMILES). A tagged text is canonicalised as the corpus's
+        documents were (``<mol>OCC</mol>`` is stored as ``<mol>CCO</mol>``). Either way, a span
+        its codec cannot read (a SMILES RDKit rejects) is a `QueryError` giving the codec's
+        reason, since its count would be 0 for a reason the user cannot see; with ``as_text``
+        it is searched as the text written instead."""
+        if not isinstance(query, str):
+            return self.index.as_ids(query)
+        from kiban.document import DocumentError, split_tagged
+        from kiban.modalities import CodecError, get_codec
 
-    def count(self, query: Query, *, modality: str | None = None) -> int:
-        return self.index.count(self.encode(query, modality=modality))
+        if modality is not None:
+            if modality not in MODALITY_TAGS:
+                raise QueryError(f"unknown modality {modality!r}{did_you_mean(modality, MODALITY_TAGS)}"
+                                 f"; known: {', '.join(MODALITY_TAGS)}")
+            try:
+                ids = self.tokenizer.encode(f"<{modality}>{query}</{modality}>")[1:-1]
+            except ValueError as error:  # a tag inside the query text
+                raise QueryError(f"cannot tokenize the query as <{modality}>: {error}") from None
+            if ids and not as_text:
+                self._check_span(modality, query, get_codec, CodecError)
+        else:
+            if not as_text:
+                try:
+                    segments = split_tagged(query)
+                except DocumentError:  # a malformed tag (e.g. an unclosed one): as written
+                    segments = []
+                for segment in segments:
+                    if segment.modality is not None:
+                        self._check_span(segment.modality, segment.text, get_codec, CodecError)
+            text = _canonical_or_as_written(query)
+            try:
+                ids = self.tokenizer.encode(text)
+            except ValueError as error:  # a malformed tag in the query text
+                raise QueryError(f"cannot tokenize the query: {error}") from None
+        if not ids:
+            raise QueryError(f"the query {query!r} tokenizes to nothing")
+        return self.index.as_ids(ids)
 
-    def count_batch(self, queries: Sequence[Query], *, modality: str | None = None) -> list[int]:
-        return self.index.count_batch([self.encode(q, modality=modality) for q in queries])
+    @staticmethod
+    def _check_span(modality: str, text: str, get_codec, codec_error) -> str:
+        """The canonical text of a query span, or a `QueryError` with the codec's reason."""
+        try:
+            return get_codec(modality).canonical(text)
+        except codec_error as error:
+            what = {"mol": "a molecule", "crystal": "a crystal", "num": "a number",
+                    "protein": "a protein sequence"}.get(modality, f"a {modality}")
+            reason = getattr(error, "reason", str(error))
+            raise QueryError(f"{text!r} is not {what} ({reason}): a <{modality}> query is "
+                             "matched against canonical spans and would count 0; pass --as-text "
+                             "(as_text=True) to search for it as the text written") from None
+
+    def count(self, query: Query, *, modality: str | None = None, as_text: bool = False) -> int:
+        return self.index.count(self.encode(query, modality=modality, as_text=as_text))
+
+    def count_batch(self, queries: Sequence[Query], *, modality: str | None = None,
+                    as_text: bool = False) -> list[int]:
+        return self.index.count_batch([self.encode(q, modality=modality, as_text=as_text)
+                                       for q in queries])
 
     # --- documents ----------------------------------------------------------------------------
     @cached_property
     def _table(self) -> dict[str, np.ndarray]:
         columns = ["id", "source", "license", "where", *[f"n_{m}" for m in MODALITY_TAGS]]
-        table = self.corpus.documents_table(columns)
+        try:
+            table = self.corpus.documents_table(columns, verify=self._verify)
+        except CorpusError as error:
+            raise IndexFormatError(str(error)) from None
+        if table.num_rows != self.index.documents:
+            raise IndexFormatError(f"{self.corpus.documents_path} has {table.num_rows:,} rows, "
+                                   f"the shards {self.index.documents:,} documents: the corpus "
+                                   "is damaged; rebuild it")
         return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
     @cached_property
@@ -126,7 +181,7 @@ class CorpusSearch:
     def docs(self, query: Query, *, limit: int = 10, source: str | None = None,
              license: str | None = None, modality: str | None = None,
              query_modality: str | None = None, context: int = 20,
-             scan_limit: int = 1_000_000) -> list[DocumentHit]:
+             scan_limit: int = 1_000_000, as_text: bool = False) -> list[DocumentHit]:
         """Documents containing the query (each once, in suffix-array order), optionally only
         those of a ``source``, a ``license``, or with a span of ``modality``. At most
         ``scan_limit`` occurrences are examined when filtering."""
@@ -135,7 +190,7 @@ class CorpusSearch:
         if modality is not None and modality not in MODALITY_TAGS:
             raise QueryError(f"unknown modality filter {modality!r}; known: "
                              f"{', '.join(MODALITY_TAGS)}")
-        ids = self.encode(query, modality=query_modality)
+        ids = self.encode(query, modality=query_modality, as_text=as_text)
         filtered = source is not None or license is not None or modality is not None
         matches = self._occurrences(ids)  # lazily: a frequent query has millions
         if filtered:
@@ -165,8 +220,8 @@ class CorpusSearch:
 
     # --- ∞-gram -------------------------------------------------------------------------------
     def next(self, query: Query, *, modality: str | None = None, top: int | None = None,
-             ) -> dict[str, Any]:
-        ids = self.encode(query, modality=modality)
+             as_text: bool = False) -> dict[str, Any]:
+        ids = self.encode(query, modality=modality, as_text=as_text)
         result = self.index.next_tokens(ids)
         order = np.argsort(-result.counts, kind="stable")
         if top is not None:
@@ -178,8 +233,9 @@ class CorpusSearch:
                             "count": int(result.counts[i]),
                             "prob": int(result.counts[i]) / total} for i in order]}
 
-    def prob(self, query: Query, *, modality: str | None = None) -> dict[str, Any]:
-        ids = self.encode(query, modality=modality)
+    def prob(self, query: Query, *, modality: str | None = None,
+             as_text: bool = False) -> dict[str, Any]:
+        ids = self.encode(query, modality=modality, as_text=as_text)
         probabilities, log_prob = self.index.sequence_prob(ids)
         return {"tokens": [self.tokenizer.decode([int(t)]) for t in ids],
                 "probs": probabilities, "log_prob": log_prob}
@@ -187,37 +243,56 @@ class CorpusSearch:
     # --- trace --------------------------------------------------------------------------------
     def trace(self, query: Query, *, modality: str | None = None, min_length: int = 1,
               max_count: int | None = None, max_spans: int | None = None,
-              documents_per_span: int = 10, context: int = 20) -> list[SpanTrace]:
+              documents_per_span: int = 10, context: int = 20,
+              as_text: bool = False) -> list[SpanTrace]:
         """The maximal spans of a text (e.g. a model's output) found verbatim in the corpus, each
         with its count and the documents it occurs in."""
-        ids = self.encode(query, modality=modality)
+        ids = self.encode(query, modality=modality, as_text=as_text)
         spans = self.index.trace(ids, min_length=min_length, max_count=max_count,
                                  max_spans=max_spans, matches_per_span=documents_per_span)
         return [SpanTrace(s.start, s.end, self.tokenizer.decode(ids[s.start:s.end]), s.count,
                           [self._hit(m, s.length, context) for m in s.matches]) for s in spans]
 
     # --- contamination ------------------------------------------------------------------------
-    def contamination(self, eval_path: str | os.PathLike, *, n: int = 13) -> dict[str, Any]:
+    def contamination(self, eval_path: str | os.PathLike, *, n: int = 13,
+                      skip_unreadable: bool = False) -> dict[str, Any]:
         """Per evaluation item: the longest span it shares with the corpus (tokens) and the
-        fraction of its n-grams found in the corpus; and summary fractions."""
+        fraction of its n-grams found in the corpus; and summary fractions.
+
+        An item that cannot be read (bad JSON or UTF-8, an invalid span, nothing to tokenize)
+        is a `ContaminationError` naming its file:line, unless ``skip_unreadable`` (then it is
+        listed under ``unreadable``); a file with no readable item is always one: a check of
+        nothing must not report "0 contaminated"."""
         from kiban.corpus.clean import clean_record
         from kiban.corpus.readers import Reject, SourceSpec, read_source
         from kiban.index import _kernels
 
-        if n < 1:
-            raise QueryError(f"n must be >= 1, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise QueryError(f"the n-gram length must be an integer >= 1, got {n!r}")
         items, unreadable = [], []
-        for record in read_source(SourceSpec(path=str(eval_path))):
+
+        def refuse(where: str, reason: str) -> None:
+            unreadable.append({"where": where, "reason": reason})
+            if not skip_unreadable:
+                raise ContaminationError(f"{where}: unreadable evaluation item: {reason} (pass "
+                                         "--skip-unreadable to report such items and go on)")
+
+        try:
+            records = read_source(SourceSpec(path=str(eval_path)))
+        except ValueError as error:  # e.g. a file name with no known format
+            raise ContaminationError(f"{eval_path}: {error}") from None
+        for record in records:
             if isinstance(record, Reject):
-                unreadable.append(record.to_dict())
+                refuse(record.where, record.reason)
                 continue
             try:
                 text = clean_record(record).text
             except ValueError as error:
-                unreadable.append({"where": record.where, "reason": str(error)})
+                refuse(record.where, getattr(error, "reason", str(error)))
                 continue
             ids = self.tokenizer.encode(text)
             if not ids:
+                refuse(record.where, "the item tokenizes to nothing")
                 continue
             query = np.asarray(ids, dtype=np.int64)
             longest = 0
@@ -230,13 +305,17 @@ class CorpusSearch:
             items.append({"where": record.where, "tokens": len(ids), "longest_match": longest,
                           "ngram_overlap": overlap, "contaminated": longest >= min(n, len(ids))})
         total = len(items)
+        if total == 0:
+            first = f"; the first: {unreadable[0]['where']}: {unreadable[0]['reason']}" \
+                if unreadable else ""
+            raise ContaminationError(f"{eval_path}: no readable evaluation item "
+                                     f"({len(unreadable)} unreadable{first}): nothing was checked")
+        contaminated = sum(i["contaminated"] for i in items)
         return {"n": n, "items": items, "unreadable": unreadable,
-                "summary": {"items": total,
-                            "contaminated": sum(i["contaminated"] for i in items),
-                            "contaminated_fraction": (sum(i["contaminated"] for i in items) / total
-                                                      if total else 0.0),
-                            "mean_ngram_overlap": (sum(i["ngram_overlap"] for i in items) / total
-                                                   if total else 0.0)}}
+                "summary": {"items": total, "unreadable": len(unreadable),
+                            "contaminated": contaminated,
+                            "contaminated_fraction": contaminated / total,
+                            "mean_ngram_overlap": sum(i["ngram_overlap"] for i in items) / total}}
 
     # --- batch --------------------------------------------------------------------------------
     def run(self, command: str, query: Query, **options: Any) -> dict[str, Any]:
@@ -260,5 +339,5 @@ class CorpusSearch:
         """Many queries of one kind in one call (counts go through the compiled batch kernel)."""
         if command == "count":
             return [{"count": c} for c in self.count_batch(
-                queries, modality=options.get("modality"))]
+                queries, modality=options.get("modality"), as_text=options.get("as_text", False))]
         return [self.run(command, q, **options) for q in queries]

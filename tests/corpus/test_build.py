@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
 import signal
 import subprocess
 import time
@@ -15,6 +17,7 @@ import pytest
 
 from kiban.corpus import BuildConfig, BuildError, Corpus, CorpusError, SourceSpec, build_corpus
 from kiban.document import MODALITY_TAGS
+from kiban.io import file_sha256
 
 from .helpers import KIBAN, build, prose_documents, read_jsonl, tree_bytes, write_jsonl
 
@@ -49,7 +52,17 @@ def test_output_format(in_tmp, mixed):
     assert texts == unique
     assert len(good) - len(unique) == 2  # "OCC" spelled line 12 and the repeated document 20
 
-    assert (m["format"], m["version"]) == ("kiban.corpus", 1)
+    assert (m["format"], m["version"]) == ("kiban.corpus", 2)
+    assert sorted(m["checksums"]) == sorted(
+        [f"shards/{kind}-{i:06d}.{ext}" for i in range(7)
+         for kind, ext in (("tokens", "bin"), ("offsets", "npy"))] + ["documents.parquet"])
+    assert m["checksums"]["documents.parquet"] == {
+        "bytes": (in_tmp / "out" / "documents.parquet").stat().st_size,
+        "sha256": file_sha256(in_tmp / "out" / "documents.parquet")}
+    source = in_tmp / "docs.jsonl"
+    assert m["source_files"] == [{"path": "docs.jsonl", "bytes": source.stat().st_size,
+                                  "mtime_ns": source.stat().st_mtime_ns,
+                                  "sha256": file_sha256(source)}]
     assert m["documents"] == len(unique) == 41
     assert m["shards"] == math.ceil(len(mixed) / 7) == 7
     assert (m["rejected"], m["exact_duplicates"], m["near_duplicates"], m["duplicate_ids"],
@@ -132,6 +145,77 @@ def test_finished_directory_same_config_returns_manifest_other_config_errors(in_
     with pytest.raises(BuildError, match="already holds a corpus built with another configuration"):
         build_corpus(other, in_tmp / "out")
     assert tree_bytes(in_tmp / "out") == before
+
+
+def test_a_changed_source_is_refused_and_rebuilt_on_request(in_tmp, mixed):
+    # before: the second build returned the old corpus, without the new document, exit 0
+    config = BuildConfig(sources=(SourceSpec(path="docs.jsonl"),), chunk_size=9, vocab_size=400)
+    manifest = build_corpus(config, in_tmp / "out")
+    source = in_tmp / "docs.jsonl"
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+    assert build_corpus(config, in_tmp / "out") == manifest  # touched, same contents: up to date
+    before = tree_bytes(in_tmp / "out")
+    old_size, old_sha = source.stat().st_size, file_sha256(source)
+    with open(source, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"text": "A new document about <mol>CCCl</mol>."}) + "\n")
+    with pytest.raises(BuildError, match=re.escape(
+            f"{in_tmp / 'out'} was built from other contents of docs.jsonl (now "
+            f"{source.stat().st_size:,} bytes, sha256 {file_sha256(source)[:12]}…; built from "
+            f"{old_size:,} bytes, sha256 {old_sha[:12]}…): the corpus is out of date; build it "
+            "again with --rebuild (which replaces it) or choose a new --out")):
+        build_corpus(config, in_tmp / "out")
+    assert tree_bytes(in_tmp / "out") == before
+    (in_tmp / "out" / "index").mkdir()  # an index of the old corpus goes with it
+    rebuilt = build_corpus(config, in_tmp / "out", rebuild=True)
+    assert rebuilt["documents"] == manifest["documents"] + 1
+    assert rebuilt["source_files"][0]["sha256"] == file_sha256(source)
+    assert not (in_tmp / "out" / "index").exists()
+    assert "A new document about <mol>CCCl</mol>." in Corpus(in_tmp / "out").documents_table(
+        ["text"]).column("text").to_pylist()
+
+
+def test_a_source_changed_during_an_unfinished_build_is_refused(in_tmp, mixed):
+    strict = BuildConfig(sources=(SourceSpec(path="docs.jsonl"),), chunk_size=9, vocab_size=400,
+                         strict=True)
+    with pytest.raises(BuildError, match="--strict: record rejected"):
+        build_corpus(strict, in_tmp / "out")  # stops with an unfinished build in out/.work
+    with open(in_tmp / "docs.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"text": "one more"}) + "\n")
+    config = BuildConfig(sources=(SourceSpec(path="docs.jsonl"),), chunk_size=9, vocab_size=400)
+    with pytest.raises(BuildError, match=r"out holds an unfinished build of other contents of "
+                                         r"docs.jsonl \(now .*\); start it again with --rebuild"):
+        build_corpus(config, in_tmp / "out")
+    assert build_corpus(config, in_tmp / "out", rebuild=True)["documents"] == 42
+
+
+def test_a_version_1_corpus_is_read_and_its_changed_sources_are_noticed(in_tmp, mixed):
+    config = BuildConfig(sources=(SourceSpec(path="docs.jsonl"),), chunk_size=9, vocab_size=400)
+    build_corpus(config, in_tmp / "out")
+    path = in_tmp / "out" / "manifest.json"
+    old = json.loads(path.read_text())
+    for key in ("checksums", "source_files"):
+        del old[key]
+    path.write_text(json.dumps({**old, "version": 1}))
+    corpus = Corpus(in_tmp / "out")
+    assert corpus.manifest["version"] == 2 and corpus.checksums == {}  # upgraded in memory
+    assert len(corpus.tokens(0)) > 0
+    assert build_corpus(config, in_tmp / "out")["documents"] == 41
+    source = in_tmp / "docs.jsonl"  # no fingerprints: a source newer than the manifest changed
+    os.utime(source, ns=(source.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    with pytest.raises(BuildError, match=r"other contents of docs.jsonl \(modified after the "
+                                         r"corpus was built\)"):
+        build_corpus(config, in_tmp / "out")
+
+
+def test_a_directory_or_a_file_where_a_directory_belongs(in_tmp, mixed):
+    (in_tmp / "data").mkdir()
+    config = BuildConfig(sources=(SourceSpec(path="data", format="jsonl"),), vocab_size=400)
+    with pytest.raises(BuildError, match=re.escape(
+            "source data is a directory, not a file: name the files in it (e.g. data/*.jsonl)")):
+        build_corpus(config, in_tmp / "out")  # before: "source file data does not exist"
+    config = BuildConfig(sources=(SourceSpec(path="docs.jsonl"),), vocab_size=400)
+    with pytest.raises(BuildError, match="--out docs.jsonl is a file, not a directory"):
+        build_corpus(config, "docs.jsonl")
 
 
 def test_unfinished_directory_with_other_config_errors(in_tmp, mixed):
@@ -253,6 +337,9 @@ def test_kill_and_resume_gives_byte_identical_output(fast_tmp):
     reference, resumed = fast_tmp / "reference", fast_tmp / "resumed"
     _write_resume_inputs(reference)
     _write_resume_inputs(resumed)
+    for name in ("docs.jsonl", "extra.csv", "eval.jsonl"):  # the manifest records source times
+        stat = (reference / name).stat()
+        os.utime(resumed / name, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert _run_until(reference, None) == 0
     expected = tree_bytes(reference / "out")
     manifest = json.loads(expected["manifest.json"])

@@ -86,13 +86,13 @@ def test_bad_input_is_rejected_with_file_and_line(in_tmp, bad_inputs, kiban):
 def test_strict_stops_at_the_first_reject(in_tmp, bad_inputs, kiban):
     code, out, err = kiban("corpus", "build", *SOURCES, "--out", "out", "--vocab-size", "400",
                            "--strict")
-    assert code == 1
+    assert code == 2
     assert "--strict: record rejected: bad.jsonl:1: malformed JSON" in err
     assert not (in_tmp / "out" / "manifest.json").exists()
     # running it again resumes the build, and still stops at the same reject
     code, out, err = kiban("corpus", "build", *SOURCES, "--out", "out", "--vocab-size", "400",
                            "--strict")
-    assert code == 1
+    assert code == 2
     assert "--strict: record rejected: bad.jsonl:1: malformed JSON" in err
     assert not (in_tmp / "out" / "manifest.json").exists()
     # without --strict the same build finishes, keeping what was cleaned
@@ -106,7 +106,7 @@ def test_strict_stops_at_the_first_reject(in_tmp, bad_inputs, kiban):
 def test_everything_rejected_is_an_error(in_tmp, kiban):
     write_jsonl(in_tmp / "bad.jsonl", ['{"text": "<x>"}', "{oops"])
     code, out, err = kiban("corpus", "build", "bad.jsonl", "--out", "out", "--vocab-size", "400")
-    assert code == 1
+    assert code == 2
     assert "nothing could be built: all 2 records were rejected or dropped (2 rejected, " \
         "0 dropped); see out/rejects.jsonl and out/dropped.jsonl" in err
     assert not (in_tmp / "out" / "manifest.json").exists()
@@ -118,7 +118,7 @@ def test_everything_rejected_is_an_error(in_tmp, kiban):
     write_jsonl(in_tmp / "eval.jsonl", [{"text": text}])
     code, out, err = kiban("corpus", "build", "one.jsonl", "--out", "o2", "--vocab-size", "400",
                            "--decontaminate", "eval.jsonl")
-    assert code == 1
+    assert code == 2
     assert "nothing could be built: all 1 records were rejected or dropped (0 rejected, " \
         "1 dropped)" in err
 
@@ -126,12 +126,12 @@ def test_everything_rejected_is_an_error(in_tmp, kiban):
 def test_missing_source_is_a_clear_error(in_tmp, kiban):
     write_jsonl(in_tmp / "good.jsonl", [{"text": "x"}])
     code, out, err = kiban("corpus", "build", "good.jsonl", "missing.jsonl", "--out", "out")
-    assert code == 1
+    assert code == 2
     assert err.strip() == "kiban corpus build: error: source file missing.jsonl does not exist"
     assert not (in_tmp / "out").exists()
     (in_tmp / "notes.docx").write_bytes(b"PK")
     code, _, err = kiban("corpus", "build", "notes.docx", "--out", "out")
-    assert code == 1 and "cannot tell the format of 'notes.docx'" in err
+    assert code == 2 and "cannot tell the format of 'notes.docx'" in err
     assert not (in_tmp / "out").exists()
 
 
@@ -178,9 +178,9 @@ def test_info_and_show(in_tmp, kiban):
     assert code == 0 and json.loads(out)["where"] == "docs.jsonl:4"
 
     code, _, err = kiban("corpus", "show", "out", "nope")
-    assert code == 1 and "no document with id 'nope'" in err
+    assert code == 2 and "no document with id 'nope'" in err
     code, _, err = kiban("corpus", "info", "docs.jsonl")
-    assert code == 1 and "is not a built kiban corpus" in err
+    assert code == 2 and "is not a built kiban corpus" in err
 
 
 def test_recipe(in_tmp, kiban):
@@ -208,7 +208,7 @@ def test_recipe(in_tmp, kiban):
     with pytest.raises(CorpusError, match=r"\[\[source\]\] number 1: unknown keys \['colour'\]"):
         load_recipe(in_tmp / "bad.toml")
     code, _, err = kiban("corpus", "build", "bad.toml", "--out", "o2")
-    assert code == 1 and "unknown keys ['colour']" in err
+    assert code == 2 and "unknown keys ['colour']" in err
 
 
 def test_near_dedup_flags(in_tmp, kiban):
@@ -229,7 +229,27 @@ def test_near_dedup_flags(in_tmp, kiban):
     # datasketch cannot band a threshold this close to 1 with 128 permutations: a clear error
     code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "too-high", "--dedup", "near",
                            "--near-threshold", "0.99")
-    assert code == 1
+    assert code == 2
     assert err.startswith("kiban corpus build: error: near_threshold 0.99 with num_perm 128 "
                           "cannot be used for near-duplicate search")
     assert not (in_tmp / "too-high").exists()
+
+
+def test_a_changed_source_and_rebuild(in_tmp, kiban):
+    write_jsonl(in_tmp / "docs.jsonl", [{"text": "Salt dissolves in water."},
+                                        {"text": "Oil floats on water."}])
+    code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300")
+    assert code == 0, err
+    write_jsonl(in_tmp / "docs.jsonl", [{"text": "Salt dissolves in water."},
+                                        {"text": "Sugar dissolves in tea."}])
+    code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300")
+    assert (code, out) == (2, "")
+    assert err.startswith("kiban corpus build: error: out was built from other contents of "
+                          "docs.jsonl (now ")
+    assert err.endswith("the corpus is out of date; build it again with --rebuild (which "
+                        "replaces it) or choose a new --out\n")
+    code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300",
+                           "--rebuild", "--json")
+    assert code == 0, err
+    assert Corpus("out").documents_table(["text"]).column("text").to_pylist() == [
+        "Salt dissolves in water.", "Sugar dissolves in tea."]

@@ -287,3 +287,62 @@ def test_text_files_one_document_per_line(in_tmp):
     (in_tmp / "notes.txt").write_text("Ethanol <mol>OCC</mol>.\n\n  \nPlain prose line.\n")
     assert documents_of(SourceSpec(path="notes.txt")) == [
         ("notes.txt:1", "Ethanol <mol>CCO</mol>."), ("notes.txt:4", "Plain prose line.")]
+
+
+# --- data lost or cut silently (issue 15, fault 7) ---------------------------------------------
+def test_a_quoted_csv_field_keeps_its_line_break_and_records_their_first_line(in_tmp):
+    # before: the record was cut at the line break ("expected 3 fields, got 2") and the rest of
+    # the field read as a record of its own
+    (in_tmp / "notes.csv").write_text(
+        'smiles,logS,note\nCCO,-0.77,"boils at 78 C,\nmiscible with water"\n'
+        'c1ccccc1,-1.64,plain\nCCN,1\n\n"CCCl",0.1,"a ""quoted"" word"\n', encoding="utf-8")
+    spec = SourceSpec(path="notes.csv", template="<mol>{smiles}</mol> {note}",
+                      columns={"smiles": "mol"})
+    records = list(read_source(spec))
+    assert [(r.where, r.fields if isinstance(r, RawRecord) else r.reason) for r in records] == [
+        ("notes.csv:2", {"smiles": "CCO", "logS": "-0.77",
+                         "note": "boils at 78 C,\nmiscible with water"}),
+        ("notes.csv:4", {"smiles": "c1ccccc1", "logS": "-1.64", "note": "plain"}),
+        ("notes.csv:5", "expected 3 fields (smiles, logS, note), got 2"),
+        ("notes.csv:7", {"smiles": "CCCl", "logS": "0.1", "note": 'a "quoted" word'})]
+    assert clean_records(records).documents[0][1].text == \
+        "<mol>CCO</mol> boils at 78 C,\nmiscible with water"
+
+
+def test_csv_lines_that_are_not_utf8_are_rejects_in_file_order(in_tmp):
+    (in_tmp / "bad.csv").write_bytes(b"smiles,logS\nCCO,1\nC\xffC,2\nCCN,3\n")
+    records = list(read_source(SourceSpec(path="bad.csv")))
+    assert [(r.where, type(r).__name__) for r in records] == [
+        ("bad.csv:2", "RawRecord"), ("bad.csv:3", "Reject"), ("bad.csv:4", "RawRecord")]
+
+
+def test_a_line_over_the_limit_is_a_reject_and_reading_goes_on(in_tmp, monkeypatch):
+    from kiban.corpus import readers
+
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 64)
+    long_text = "x" * 1000
+    write_jsonl(in_tmp / "docs.jsonl", [{"text": "short one"}, {"text": long_text},
+                                        {"text": "short two"}])
+    records = list(read_source(SourceSpec(path="docs.jsonl")))
+    assert [r.where for r in records] == ["docs.jsonl:1", "docs.jsonl:2", "docs.jsonl:3"]
+    assert records[1] == Reject("docs.jsonl:2", "docs", (
+        f"line of {len(json.dumps({'text': long_text})) + 1:,} bytes is longer than the limit "
+        "of 64 bytes (kiban.corpus.readers.MAX_LINE_BYTES); split the record"))
+    assert json.loads(records[2].line) == {"text": "short two"}
+    # a build counts it among the rejects, with its line
+    corpus = build(in_tmp / "out", "docs.jsonl")
+    assert (corpus.manifest["documents"], corpus.manifest["rejected"]) == (2, 1)
+    assert readers.MAX_LINE_BYTES == 64
+
+
+def test_the_line_limit_is_4_mib():
+    from kiban.corpus.readers import MAX_LINE_BYTES
+
+    assert MAX_LINE_BYTES == 4 * 2**20
+
+
+def test_a_directory_is_not_a_source(in_tmp):
+    (in_tmp / "data").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"source data is a directory, not a file: name "
+                                                r"the files in it \(e.g. data/\*.jsonl\)"):
+        list(read_source(SourceSpec(path="data", format="jsonl")))

@@ -38,7 +38,7 @@ def write_bare_corpus(directory: Path, shards: Docs, *, dtype: str = "uint16", e
         np.asarray(tokens, dtype=dtype).tofile(directory / "shards" / f"tokens-{number:06d}.bin")
         np.save(directory / "shards" / f"offsets-{number:06d}.npy",
                 np.asarray(offsets, dtype=np.int64))
-    manifest = {"shards": len(shards), "token_dtype": dtype, "eos_id": eos_id,
+    manifest = {"format": "kiban.corpus", "version": 1, "shards": len(shards), "token_dtype": dtype, "eos_id": eos_id,
                 "vocab_size": vocab_size, "tokenizer_sha256": tokenizer_sha256}
     (directory / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return directory

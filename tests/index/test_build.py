@@ -26,7 +26,7 @@ def index_files(corpus: Path) -> dict[str, bytes]:
     """The index's files; of the manifest, all but the shards built by the last build."""
     files = {p.name: p.read_bytes() for p in sorted((corpus / "index").iterdir())}
     manifest = json.loads(files["manifest.json"])
-    del manifest["built_now"]
+    del manifest["built_now"], manifest["rebuilt_because"]
     return {**files, "manifest.json": manifest}
 
 
@@ -103,36 +103,47 @@ def test_changed_tokens_of_the_same_size_are_rebuilt(corpus):
     assert index.count([1, 3, 3]) == 1 and index.count([3, 3, 1]) == 0
 
 
-def test_verify_detects_a_flipped_byte(corpus):
+def test_a_flipped_byte_in_a_suffix_array_is_found_and_rebuilt(corpus):
     build_index(corpus)
     good = index_files(corpus)
     path = corpus / "index" / "sa-000002.npy"
     data = bytearray(path.read_bytes())
     data[-4] ^= 0x01  # a position inside the array: still a readable file of the right size
     path.write_bytes(bytes(data))
-    TokenIndex(corpus)  # without verify only sizes are checked
-    with pytest.raises(IndexFormatError, match=r"sa-000002.npy: checksum mismatch .*run `kiban "
-                                               r"index build --verify .*corpus`"):
-        TokenIndex(corpus, verify=True)
-    assert build_index(corpus)["built_now"] == []  # sizes and times agree: not noticed
-    assert build_index(corpus, verify=True)["built_now"] == [2]
+    with pytest.raises(IndexFormatError, match=r"sa-000002.npy: sha256 [0-9a-f]{16}… differs "
+                                               r"from the [0-9a-f]{16}… in the index manifest: "
+                                               r"the file is damaged or changed; run `kiban "
+                                               r"index build .*corpus` to rebuild it"):
+        TokenIndex(corpus)  # checked on opening: before, only with verify=True
+    TokenIndex(corpus, verify=False)  # sizes only, on request
+    manifest = build_index(corpus)  # before: "up to date" (built_now [])
+    assert manifest["built_now"] == [2]
+    assert manifest["rebuilt_because"] == {
+        "2": "sa-000002.npy differs from its recorded sha256 (damaged)"}
     assert index_files(corpus) == good
     assert_answers(corpus)
-    TokenIndex(corpus, verify=True)
 
 
-def test_verify_detects_changed_tokens(corpus):
+def test_damaged_tokens_of_a_version_1_corpus_are_an_error_not_an_index(corpus):
     build_index(corpus)
     path = corpus / "shards" / "tokens-000000.bin"
     times = path.stat()
     data = bytearray(path.read_bytes())
     data[0] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(IndexFormatError, match="tokens-000000.bin: checksum mismatch"):
-        TokenIndex(corpus, verify=True)
     assert times.st_size == path.stat().st_size
-    assert build_index(corpus, verify=True)["built_now"] == [0]
-    TokenIndex(corpus, verify=True)
+    with pytest.raises(IndexFormatError, match=r"tokens-000000.bin: sha256 .* differs from the "
+                                               r".* in the index manifest: .*the corpus is "
+                                               r"damaged: rebuild it"):
+        TokenIndex(corpus)
+    # no checksum in a version-1 corpus manifest, but it was written after the shards
+    with pytest.raises(IndexFormatError, match=r"tokens-000000.bin: sha256 differs from the one "
+                                               r"indexed, and the corpus was not rebuilt since: "
+                                               r"the shard is damaged .*rebuild the corpus"):
+        build_index(corpus)
+    write_bare_corpus(corpus, SHARDS, eos_id=0, vocab_size=10)  # the corpus rebuilt
+    assert build_index(corpus)["built_now"] == []  # the same tokens: the index is still right
+    assert_answers(corpus)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong length"])
@@ -240,7 +251,7 @@ def test_no_corpus_and_no_index(fast_tmp, corpus):
                                                r".*corpus`"):
         TokenIndex(corpus)
     (corpus / "manifest.json").write_text("{}")
-    with pytest.raises(IndexFormatError, match="corrupt corpus manifest"):
+    with pytest.raises(IndexFormatError, match="not a 'kiban.corpus' file"):
         build_index(corpus)
     write_bare_corpus(corpus, SHARDS, eos_id=0, vocab_size=10)
     (corpus / "shards" / "tokens-000001.bin").unlink()

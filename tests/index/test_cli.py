@@ -1,5 +1,5 @@
 """`kiban index build` and `kiban search ...`: the command line gives the library's answers, and
-clear errors with exit code 1."""
+clear errors with exit code 2 (bad input)."""
 
 from __future__ import annotations
 
@@ -51,11 +51,11 @@ def test_index_build(kiban, corpus):
     assert (code, err) == (0, "")
     tokens = sum((corpus / "shards" / f"tokens-{s:06d}.bin").stat().st_size // 2 for s in range(3))
     assert json.loads(out) == {"corpus": str(corpus), "shards": 3, "tokens": tokens,
-                               "built_now": [0, 1, 2]}
+                               "built_now": [0, 1, 2], "rebuilt_because": {}, "verified": False}
     code, out, _ = kiban("index", "build", corpus, "--workers", "2")
     assert code == 0
     assert out.strip() == f"index of {corpus}: 3 shards, {tokens:,} tokens; built now: 0 " \
-                          "shard(s), the others were up to date"
+                          "shard(s), the others were checked and up to date"
 
 
 def test_count_text_ids_and_modality(kiban, indexed, search):
@@ -74,9 +74,11 @@ def test_count_text_ids_and_modality(kiban, indexed, search):
     assert results(out) == [{"query": q, "count": search.count(q, modality="mol")}
                             for q in ("CCO", "c1ccccc1")]
     assert results(out)[0]["count"] > 0
-    code, out, _ = kiban("search", "count", indexed, " salt", "--modality", "num", "1")
+    code, out, _ = kiban("search", "count", indexed, " salt", "--modality", "num", "1",
+                         "--as-text")  # " salt" is no number: searched as the text written
     assert code == 0
-    assert out == (f"query ' salt'\n  count: {search.count(' salt', modality='num')}\n"
+    assert out == (f"query ' salt'\n  count: "
+                   f"{search.count(' salt', modality='num', as_text=True)}\n"
                    f"query '1'\n  count: {search.count('1', modality='num')}\n")
 
 
@@ -150,6 +152,46 @@ def test_contamination(kiban, indexed, search, fast_tmp):
     assert f"{eval_path}:1: longest shared span" in out
 
 
+def test_contamination_ngram_option_and_unreadable_items(kiban, indexed, search, fast_tmp):
+    rows = search.corpus.documents_table(["text"]).column("text").to_pylist()
+    eval_path = fast_tmp / "eval.jsonl"
+    eval_path.write_text(json.dumps({"text": rows[3]}) + "\n{broken\n", encoding="utf-8")
+    code, out, err = kiban("search", "contamination", indexed, eval_path, "--ngram", "8")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"kiban search contamination: error: {eval_path}:2: unreadable "
+                          "evaluation item: malformed JSON: ")
+    code, out, err = kiban("search", "contamination", indexed, eval_path, "--ngram", "8",
+                           "--skip-unreadable", "--json")
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report == search.contamination(eval_path, n=8, skip_unreadable=True)
+    assert report["n"] == 8 and report["summary"]["unreadable"] == 1
+    # a binary file: before, "0 of 0 items (0.0%)" and exit 0
+    binary = fast_tmp / "eval-binary.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)))
+    code, out, err = kiban("search", "contamination", indexed, binary, "--skip-unreadable")
+    assert (code, out) == (2, "")
+    assert err == (f"kiban search contamination: error: {binary}: no readable evaluation item (3 "
+                   f"unreadable; the first: {binary}:1: not valid UTF-8: byte 0x89 at column 1): "
+                   "nothing was checked\n")
+
+
+def test_a_query_that_is_not_a_molecule(kiban, indexed, search):
+    code, out, err = kiban("search", "count", indexed, "<mol>C1CC</mol>")
+    assert (code, out) == (2, "")
+    assert err == ("kiban search count: error: 'C1CC' is not a molecule (unclosed ring for "
+                   "input: 'C1CC'): a <mol> query is matched against canonical spans and would "
+                   "count 0; pass --as-text (as_text=True) to search for it as the text "
+                   "written\n")
+    code, out, err = kiban("search", "count", indexed, "--modality", "mol", "C1CC")
+    assert code == 2 and "'C1CC' is not a molecule" in err
+    code, out, err = kiban("search", "count", indexed, "--modality", "mol", "C1CC", "--as-text",
+                           "--json")
+    assert (code, err) == (0, "")
+    assert results(out) == [{"query": "C1CC",
+                             "count": search.count("C1CC", modality="mol", as_text=True)}]
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["count", "{corpus}", ""], "the query '' tokenizes to nothing"),
     (["count", "{corpus}"], "no query given: pass QUERY arguments or --file"),
@@ -161,12 +203,13 @@ def test_contamination(kiban, indexed, search, fast_tmp):
     (["docs", "{corpus}", "salt", "--limit", "0"], "limit must be >= 1"),
     (["count", "{corpus}", "x", "--file", "{corpus}/no-such-file.txt"], "no-such-file.txt"),
     (["contamination", "{corpus}", "{corpus}/no-such-eval.jsonl"], "no-such-eval.jsonl"),
-    (["contamination", "{corpus}", "{corpus}/papers.jsonl", "--n", "0"], "n must be >= 1"),
+    (["contamination", "{corpus}", "{corpus}/papers.jsonl", "--n", "0"],
+     "the n-gram length must be an integer >= 1, got 0"),
 ])
-def test_bad_queries_exit_1(kiban, indexed, argv, message):
+def test_bad_queries_exit_2(kiban, indexed, argv, message):
     argv = [a.replace("{corpus}", str(indexed)) for a in argv]
     code, out, err = kiban("search", *argv)
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err.startswith(f"kiban search {argv[0]}: error: ") and message in err
 
 
@@ -174,13 +217,13 @@ def test_missing_index_and_corpus(kiban, small_corpus, fast_tmp):
     bare = fast_tmp / "corpus"
     shutil.copytree(small_corpus, bare, ignore=shutil.ignore_patterns("index"))
     code, out, err = kiban("search", "count", bare, "salt")
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err == f"kiban search count: error: {bare} has no index: run `kiban index build " \
                   f"{bare}`\n"
     code, _, err = kiban("search", "docs", fast_tmp / "nothing", "salt")
-    assert code == 1 and "is not a built kiban corpus" in err
+    assert code == 2 and "is not a built kiban corpus" in err
     code, _, err = kiban("index", "build", fast_tmp / "nothing")
-    assert code == 1 and err.startswith("kiban index build: error: ") and \
+    assert code == 2 and err.startswith("kiban index build: error: ") and \
         "is not a built kiban corpus" in err
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage error
         kiban("search", "count", bare, "x", "--modality", "dna")

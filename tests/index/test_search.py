@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 from kiban.corpus import BuildConfig, SourceSpec, build_corpus
 from kiban.index import QueryError, build_index
-from kiban.index.search import CorpusSearch
+from kiban.index.search import ContaminationError, CorpusSearch
 
 from .helpers import PHRASE, Brute, moses_smiles
 
@@ -188,7 +189,10 @@ def test_contamination_marks_the_copied_item(search, brute, rows, fast_tmp):
     eval_path.write_text(json.dumps({"text": copied}) + "\n" + json.dumps({"text": new})
                          + "\n{broken json\n" + json.dumps({"text": "<mol>C1CC</mol>"}) + "\n",
                          encoding="utf-8")
-    report = search.contamination(eval_path, n=8)
+    with pytest.raises(ContaminationError, match=r"eval.jsonl:3: unreadable evaluation item: "
+                                                 r"malformed JSON: .*--skip-unreadable"):
+        search.contamination(eval_path, n=8)
+    report = search.contamination(eval_path, n=8, skip_unreadable=True)
     assert [i["contaminated"] for i in report["items"]] == [True, False]
     for item, text in zip(report["items"], (copied, new)):
         ids = search.tokenizer.encode(text)
@@ -201,11 +205,61 @@ def test_contamination_marks_the_copied_item(search, brute, rows, fast_tmp):
     assert report["items"][0]["where"].endswith("eval.jsonl:1")
     assert report["items"][1]["longest_match"] < 8
     assert [u["where"].rsplit(":", 1)[1] for u in report["unreadable"]] == ["3", "4"]
-    assert report["summary"] == {"items": 2, "contaminated": 1, "contaminated_fraction": 0.5,
+    assert report["unreadable"][1]["reason"] == ("span 1 <mol>: invalid mol 'C1CC': unclosed "
+                                                 "ring for input: 'C1CC'")
+    assert report["summary"] == {"items": 2, "unreadable": 2, "contaminated": 1,
+                                 "contaminated_fraction": 0.5,
                                  "mean_ngram_overlap": report["items"][1]["ngram_overlap"] / 2
                                  + 0.5}
-    with pytest.raises(QueryError, match="n must be >= 1"):
+    with pytest.raises(QueryError, match="the n-gram length must be an integer >= 1, got 0"):
         search.contamination(eval_path, n=0)
+
+
+def test_contamination_of_nothing_readable_is_an_error(search, fast_tmp):
+    # before: "0 of 0 items (0.0 %)" and exit 0, a check of nothing reported as a pass
+    binary = fast_tmp / "eval.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)))
+    with pytest.raises(ContaminationError, match=r"eval.jsonl:1: unreadable evaluation item: not "
+                                                 r"valid UTF-8: byte 0x89 at column 1"):
+        search.contamination(binary)
+    with pytest.raises(ContaminationError, match=r"eval.jsonl: no readable evaluation item \(3 "
+                                                 r"unreadable; the first: .*eval.jsonl:1: not "
+                                                 r"valid UTF-8.*\): nothing was checked"):
+        search.contamination(binary, skip_unreadable=True)
+    empty = fast_tmp / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ContaminationError, match="empty.jsonl: unreadable evaluation item: empty "
+                                                 "file: no records"):
+        search.contamination(empty)
+    with pytest.raises(ContaminationError, match=r"empty.jsonl: no readable evaluation item \(1 "
+                                                 r"unreadable"):
+        search.contamination(empty, skip_unreadable=True)
+
+
+def test_a_span_that_is_not_a_molecule_is_an_error_unless_asked_as_text(search):
+    # before: count 0, silently (no canonical span in the corpus can equal an invalid SMILES)
+    reason = "unclosed ring for input: 'C1CC'"
+    for call in (lambda: search.count("<mol>C1CC</mol>"),
+                 lambda: search.count("C1CC", modality="mol"),
+                 lambda: search.docs("solvent <mol>C1CC</mol>"),
+                 lambda: search.count_batch(["<mol>CCO</mol>", "<mol>C1CC</mol>"])):
+        with pytest.raises(QueryError, match=re.escape(
+                f"'C1CC' is not a molecule ({reason}): a <mol> query is matched against "
+                "canonical spans and would count 0; pass --as-text (as_text=True) to search for "
+                "it as the text written")):
+            call()
+    # as text: the tokens written, which a fragment of a larger SMILES may well match
+    fragment = "c1ccc"
+    with pytest.raises(QueryError, match="'c1ccc' is not a molecule"):
+        search.count(fragment, modality="mol")
+    assert search.count(fragment, modality="mol", as_text=True) == search.index.count(
+        search.tokenizer.encode(f"<mol>{fragment}</mol>")[1:-1])
+    assert search.count("<mol>C1CC</mol>", as_text=True) == search.index.count(
+        search.tokenizer.encode("<mol>C1CC</mol>"))
+    with pytest.raises(QueryError, match=r"'1\.2\.3' is not a number"):
+        search.count("<num>1.2.3</num>")
+    # valid spans are unaffected: canonicalised as before
+    assert search.count("<mol>OCC</mol>") == search.count("<mol>CCO</mol>")
 
 
 @pytest.mark.parametrize(("call", "message"), [
@@ -232,10 +286,13 @@ def test_bad_queries(search, call, message):
         call(search)
 
 
-def test_a_query_text_that_is_a_fragment_is_searched_as_written(search, rows):
-    # <mol>CC(</mol> does not parse: it is tokenized as written (and found nowhere)
-    assert search.count("<mol>CC(</mol>") == 0
-    assert search.count("CC(", modality="mol") == sum(
+def test_a_query_text_that_is_a_fragment_is_searched_as_written_when_asked(search, rows):
+    # <mol>CC(</mol> does not parse: an error (it used to count 0 silently); as text, it is
+    # tokenized as written (and found nowhere: every stored span is a whole canonical SMILES)
+    with pytest.raises(QueryError, match=r"'CC\(' is not a molecule \(syntax error"):
+        search.count("<mol>CC(</mol>")
+    assert search.count("<mol>CC(</mol>", as_text=True) == 0
+    assert search.count("CC(", modality="mol", as_text=True) == sum(
         1 for r in rows for _ in range(r["text"].count("CC(")))
     assert search.count_batch(["salt", " salt", [5]]) == [
         search.count("salt"), search.count(" salt"), search.count([5])]
