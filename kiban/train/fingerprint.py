@@ -66,8 +66,9 @@ def examples_fingerprint(files: Sequence[str | Path], *, examples: int,
     tokenizer = tokenizer_files(tokenizer_directory) if tokenizer_directory else {}
     return {"kind": "examples", "path": ", ".join(str(f) for f in files),
             "tokenizer": {**tokenizer, "fingerprint": tokenizer_fingerprint},
+            # by position, not path: finetune.data may move between a run and its resumption
             "contents": {"examples": int(examples),
-                         "files": {str(f): file_sha256(f) for f in files}}}
+                         "files_sha256": [file_sha256(f) for f in files]}}
 
 
 def _first_difference(saved: Any, current: Any, path: str = "") -> str | None:
