@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 # bench_train puts the kiban to measure first on sys.path (this checkout, or --kiban-root's)
-from bench_train import before_after  # noqa: E402
+from bench_train import before_after
 
 
 def build_model(device: str = "cpu", dtype: str = "float32"):

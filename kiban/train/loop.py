@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from kiban.errors import RunFailure
-from kiban.formats import write_json
 from kiban.formats import register as register_format
+from kiban.formats import write_json
 from kiban.io import atomic_write_text
 from kiban.train import checkpoint
 from kiban.train.batches import IGNORE, Batch, TrainData

@@ -153,8 +153,7 @@ def test_hf_engine_can_be_forced(kiban_model_dir, kiban_generator):
 # --- bad input ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, message", [
     ({"temperature": -1.0}, r"'temperature' parameter must be a finite number >= 0\. Got -1\.0"),
-    ({"temperature": float("inf")}, r"'temperature' parameter must be a finite number >= 0\. "
-                                    r"Got inf"),
+    ({"temperature": float("inf")}, r"'temperature' parameter must be a finite number >= 0\. Got inf"),
     ({"top_p": 0.0}, r"'top_p' parameter must be a number in \(0, 1\]\. Got 0\.0"),
     ({"top_p": 1.01}, r"'top_p' parameter .* Got 1\.01"),
     ({"n": 0}, r"'n' parameter must be an integer >= 1\. Got 0"),

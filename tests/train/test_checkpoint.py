@@ -127,6 +127,7 @@ def test_a_checkpoint_written_before_checksums_still_resumes(finished, tmp_path)
 
 def _corpus(root: Path, documents, **options) -> Path:
     from corpus.helpers import write_jsonl
+
     from kiban.corpus import BuildConfig, SourceSpec, build_corpus
 
     source = write_jsonl(root / "docs.jsonl", documents)

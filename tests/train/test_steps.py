@@ -103,10 +103,10 @@ def test_a_non_finite_loss_raises_before_the_step_is_applied():
 
 @pytest.mark.parametrize("options, message", [
     ({"steps": -1}, "The 'steps' parameter of train_steps must be an integer >= 0. Got -1"),
-    ({"batch_size": 0}, "The 'batch_size' parameter of train_steps must be an integer >= 1. "
-                        "Got 0"),
-    ({"lr": float("inf")}, "The 'lr' parameter of train_steps must be a finite number > 0. "
-                           "Got inf"),
+    ({"batch_size": 0}, ("The 'batch_size' parameter of train_steps must be an integer >= 1. "
+                         "Got 0")),
+    ({"lr": float("inf")}, ("The 'lr' parameter of train_steps must be a finite number > 0. "
+                            "Got inf")),
 ])
 def test_bad_options_are_value_errors(options, message):
     from kiban.train import train_steps
