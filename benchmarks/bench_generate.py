@@ -24,6 +24,14 @@ prose prompt, with and without the constraint mask: tokens/s of each and their r
 
 ``--device cuda`` runs both on the GPU (the results file says so; the greedy-identity check
 stays: with ``--dtype bfloat16`` the two may part on near-tied logits, which it reports).
+
+Before / after a change: ``--compare-with OLD`` times `Generator.generate` (the path behind
+``kiban generate``: encoding, constraints, decoding, checking spans) with this checkout's kiban
+and with the one in ``OLD``, one process each, alternately; the same model and tokenizer (seed
+0) in both. Cases: batch 1 greedy, and 32 rows sampled at temperature 1 with the constraint
+mask; ``--new-tokens`` tokens each; tokens/s is the median of 3 timed calls per process::
+
+    .venv/bin/python benchmarks/bench_generate.py --compare-with /tmp/old --new-tokens 32
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+# bench_train puts the kiban to measure first on sys.path (this checkout, or --kiban-root's)
+from bench_train import before_after
 
 
 def build_model(device: str = "cpu", dtype: str = "float32"):
@@ -136,6 +146,40 @@ def constraint_cost(repeats: int, new_tokens: int, device: str = "cpu") -> dict:
     return out
 
 
+def measure_generator(new_tokens: int) -> dict[str, float]:
+    """tokens/s of `Generator.generate` (median of 3 calls after a warm-up), by case."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kiban.generate.generator import Generator
+    from kiban.tokenizer import train_tokenizer
+
+    smiles = ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "C1CCCCC1"]
+    tokenizer = train_tokenizer([f"The compound <mol>{s}</mol> has a gap of <num>{i}.5 eV</num>."
+                                 for i, s in enumerate(smiles * 20)], vocab_size=400)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=4, vocab_size=tokenizer.vocab_size, max_position_embeddings=512,
+        bos_token_id=None, eos_token_id=None, pad_token_id=tokenizer.pad_id)).eval()
+    generator = Generator(model, tokenizer.hf, science=tokenizer, eos_ids=[-1],  # no stop
+                          pad_id=tokenizer.pad_id, model_dir=Path("."))
+    cases = {"batch1_greedy": (["The compound <mol>"], 0.0),
+             "batch32_sampled": (["The compound <mol>", "The compound"] * 16, 1.0)}
+    rates = {}
+    for name, (prompts, temperature) in cases.items():
+        times, tokens = [], 0
+        for repeat in range(4):
+            start = time.perf_counter()
+            completions = generator.generate(prompts, max_new_tokens=new_tokens,
+                                             temperature=temperature, seed=repeat)
+            if repeat:  # the first call builds the engine and the constraint tables
+                times.append(time.perf_counter() - start)
+                tokens = sum(c.completion_tokens for c in completions)
+        rates[name] = tokens / statistics.median(times)
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -153,9 +197,30 @@ def main() -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--compare-with", metavar="OLD_ROOT",
+                        help="time Generator.generate with this kiban and OLD_ROOT's, "
+                             "before / after (see the module docstring)")
+    parser.add_argument("--kiban-root", help=argparse.SUPPRESS)  # read by bench_train
+    parser.add_argument("--measure-generator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.new_tokens = 1, 16
+    if args.measure_generator:  # one process of --compare-with
+        print(json.dumps(measure_generator(args.new_tokens)))
+        return 0
+    if args.compare_with:
+        result = {"benchmark": "generate-before-after",
+                  "date": datetime.datetime.now(datetime.UTC).isoformat(),
+                  "new_tokens": args.new_tokens, "loadavg_at_start": os.getloadavg(),
+                  **before_after([__file__, "--measure-generator",
+                                  f"--new-tokens={args.new_tokens}"], args.compare_with,
+                                 args.repeats)}
+        result["loadavg_at_end"] = os.getloadavg()
+        out = args.out or RESULTS / "generate-before-after.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+        return 0
     import torch
     import transformers
 

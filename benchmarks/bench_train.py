@@ -18,6 +18,13 @@ is measured here for the CPU (fp32 2048³ matmul) and taken from the datasheet f
     .venv/bin/python benchmarks/bench_train.py --quick              # a smoke run
     python benchmarks/bench_train.py --device cuda --preset llama-1b --seq 2048 --batch 16 \\
         --micro 4 --compile --runners kiban,plain                   # on a GPU: MFU of a 1B model
+
+Before / after a change: ``--compare-with OLD`` runs the ``kiban`` runner with this checkout's
+kiban and with the one in ``OLD`` (e.g. ``git archive 531e3f1 kiban | tar -x -C /tmp/old``),
+each in its own process, alternately (the order flips every repeat), and reports tokens/s of
+each (median over repeats) and the median of the per-repeat ratios new/old::
+
+    .venv/bin/python benchmarks/bench_train.py --compare-with /tmp/old --repeats 5
 """
 
 from __future__ import annotations
@@ -35,7 +42,45 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+
+
+def _kiban_root() -> Path:
+    """This checkout, or the one ``--kiban-root DIR`` names (read before kiban is imported)."""
+    if "--kiban-root" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--kiban-root") + 1]).resolve()
+    return HERE.parent
+
+
+sys.path.insert(0, str(_kiban_root()))
+
+
+def before_after(command: list[str], old_root: Path, repeats: int) -> dict:
+    """Run ``command`` (a script and its options; its last stdout line is a JSON object of
+    tokens/s by case) with this checkout's kiban and with ``old_root``'s, one process each,
+    alternately (the order flips every repeat). Median tokens/s per case and version, and the
+    median of per-repeat ratios new/old per case."""
+    import os
+    import subprocess
+
+    roots = {"new": HERE.parent, "old": Path(old_root).resolve()}
+    runs: dict[str, list[dict[str, float]]] = {"new": [], "old": []}
+    for repeat in range(repeats):
+        for version in ("new", "old") if repeat % 2 == 0 else ("old", "new"):
+            result = subprocess.run(
+                [sys.executable, *command, "--kiban-root", str(roots[version])],
+                capture_output=True, text=True, check=False,
+                env={**os.environ, "PYTHONPATH": str(roots[version])})
+            if result.returncode != 0:
+                raise SystemExit(f"{version} ({roots[version]}) failed:\n{result.stderr[-3000:]}")
+            runs[version].append(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(f"repeat {repeat} {version}: {runs[version][-1]}", flush=True)
+    cases = list(runs["new"][0])
+    return {"roots": {k: str(v) for k, v in roots.items()}, "repeats": repeats,
+            "tokens_per_s": {v: {c: statistics.median(r[c] for r in runs[v]) for c in cases}
+                             for v in runs},
+            "new_over_old": {c: statistics.median(n[c] / o[c] for n, o in
+                                                  zip(runs["new"], runs["old"])) for c in cases},
+            "runs": runs}
 
 
 def model_config(args):
@@ -218,12 +263,41 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--runners", default="kiban,plain,trainer")
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps")
-    parser.add_argument("--out", default=str(HERE / "results" / "train.json"))
+    parser.add_argument("--out", default=None,
+                        help="results file (default results/train.json, or "
+                             "results/train-before-after.json with --compare-with)")
+    parser.add_argument("--compare-with", metavar="OLD_ROOT",
+                        help="a checkout (or `git archive` of kiban/) to compare the kiban "
+                             "runner with, before / after")
+    parser.add_argument("--kiban-root", help=argparse.SUPPRESS)  # read by _kiban_root
+    parser.add_argument("--measure-kiban", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.hidden, args.layers, args.heads, args.seq, args.batch = 32, 2, 2, 32, 4
         args.steps, args.warmup, args.repeats = 4, 1, 1
     args.micro = args.micro or args.batch
+    if args.measure_kiban:  # one run of the kiban runner, for --compare-with
+        print(json.dumps({"train": run_kiban(args, rows(args))}))
+        return
+    if args.compare_with:
+        options = [f"--{k}={getattr(args, k)}" for k in ("device", "hidden", "layers", "heads",
+                                                           "vocab", "seq", "batch", "micro",
+                                                           "steps", "warmup")]
+        options += [f"--preset={args.preset}"] if args.preset else []
+        options += ["--compile"] if args.compile else []
+        result = {"date": datetime.date.today().isoformat(),
+                  "machine": platform.processor() or platform.machine(),
+                  "config": {k: getattr(args, k) for k in ("preset", "hidden", "layers", "heads",
+                                                             "vocab", "seq", "batch", "micro",
+                                                             "steps", "warmup", "compile")},
+                  **before_after([__file__, "--measure-kiban", *options], args.compare_with,
+                                 args.repeats)}
+        out = Path(args.out or HERE / "results" / "train-before-after.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+        return
+    args.out = args.out or str(HERE / "results" / "train.json")
     import torch
     from transformers import LlamaForCausalLM
 

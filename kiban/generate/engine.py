@@ -26,6 +26,7 @@ GQA, biases, rope scaling, Qwen2, Mistral; batch 1 and padded batches) and every
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,8 +51,9 @@ class SamplingConfig:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, int | float) and self.temperature >= 0):
-            raise GenerationError(f"The 'temperature' parameter must be a number >= 0. "
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise GenerationError(f"The 'temperature' parameter must be a finite number >= 0. "
                                   f"Got {self.temperature!r} instead.")
         if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
             raise GenerationError(f"The 'top_p' parameter must be a number in (0, 1]. "

@@ -103,9 +103,16 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
                               f"Got {value!r} instead.")
 
 
-def check_parameters(*, n: int, max_new_tokens: int, temperature: float, top_p: float,
+def default_temperature(n: int) -> float:
+    """The temperature when none is given: 1 (sampling) for several completions per prompt,
+    0 (greedy) for one; n greedy completions of a prompt would be n identical copies."""
+    return 1.0 if n > 1 else 0.0
+
+
+def check_parameters(*, n: int, max_new_tokens: int, temperature: float | None, top_p: float,
                      seed: int | None, max_tries: int) -> Any:
-    """Validate the generation parameters (before any model is loaded); the `SamplingConfig`."""
+    """Validate the generation parameters (before any model is loaded); the `SamplingConfig`
+    (``temperature=None``: `default_temperature` of ``n``)."""
     from kiban.generate.engine import SamplingConfig
 
     _check_int("n", n, 1)
@@ -113,6 +120,8 @@ def check_parameters(*, n: int, max_new_tokens: int, temperature: float, top_p: 
     _check_int("max_tries", max_tries, 1)
     if seed is not None:
         _check_int("seed", seed, 0)
+    if temperature is None:
+        temperature = default_temperature(n)
     return SamplingConfig(temperature=temperature, top_p=top_p)
 
 
@@ -172,10 +181,14 @@ class Generator:
 
     # --- generation ---------------------------------------------------------------------------
     def generate(self, prompts: str | list[str], *, n: int = 1, max_new_tokens: int = 64,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 temperature: float | None = None, top_p: float = 1.0, seed: int | None = None,
                  constrain: bool = True, valid_only: bool = False, max_tries: int = 8,
                  ) -> list[Completion]:
         """``n`` completions per prompt (prompt-major order).
+
+        ``temperature``: 0 is greedy; without one, ``n > 1`` samples at temperature 1 and
+        ``n == 1`` is greedy (`default_temperature`). An explicit 0 with ``n > 1`` gives ``n``
+        identical completions.
 
         ``constrain`` masks tokens outside the current modality's vocabulary and SMILES grammar
         (kiban tokenizers only). ``valid_only`` resamples rows whose spans do not parse, up to
@@ -331,14 +344,41 @@ def _adapter_and_base(model_dir: Path) -> tuple[Path | None, Path]:
                           "directory; copy the base there or generate from the merged model")
 
 
+def _is_run_dir(directory: Path) -> bool:
+    """What ``kiban train`` / ``kiban finetune`` leave in their --out from the first step on."""
+    return (directory / "checkpoints").is_dir() or (directory / "run.json").is_file()
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model directory ``path`` names: ``path`` itself (a model or LoRA adapter
+    directory), or a training run's final model ``path/model``. A run that has not written its
+    final model yet is a `GenerationError` naming its newest checkpoint."""
+    path = Path(path)
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file() or \
+            not _is_run_dir(path):
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    from kiban.train.checkpoint import latest
+
+    newest = latest(path) if (path / "checkpoints").is_dir() else None
+    progress = f"its newest checkpoint is {newest}" if newest else "it has no checkpoint yet"
+    raise GenerationError(f"{path} is a training run without a final model yet ({path / 'model'} "
+                          f"is missing; {progress}): wait for the run to finish, or stop it with "
+                          "Ctrl-C (it saves the model of the step it stopped at), or resume it "
+                          "with `kiban train CONFIG --resume`")
+
+
 def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = "float32",
                    device: str = "cpu") -> Generator:
-    """Load a model directory (config.json, weights, tokenizer.json [+ kiban_tokenizer.json]).
+    """Load a model directory (config.json, weights, tokenizer.json [+ kiban_tokenizer.json]),
+    or the final model of a training run directory (`resolve_model_dir`; the generator's
+    ``model_dir`` says which was loaded).
 
     ``engine``: "auto" (the fast Llama decoder when the model allows it), "fast" (require it)
     or "hf" (the model's own forward, any causal LM). ``device``: where the model, its caches
     and the sampling run ("cpu", "cuda", "cuda:1", ...; measured so far on CPUs only)."""
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     from kiban.train.models import model_dir_problem
 
     adapter, model_dir = _adapter_and_base(model_dir)

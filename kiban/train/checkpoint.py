@@ -3,9 +3,12 @@
 A checkpoint is a directory ``OUT/checkpoints/step-NNNNNNNN`` holding the model and optimizer
 state (``torch.distributed.checkpoint``: sharded under FSDP2, one file per rank otherwise),
 ``trainer.pt`` (scheduler, step, config), ``rng-R.pt`` per rank (torch / CUDA / NumPy / Python
-generators) and ``meta.json`` (file sizes, written last). Every file is written inside
-``step-NNNNNNNN.tmp`` which is renamed into place only when complete, and ``latest`` is replaced
-atomically after the rename, so a kill at any moment leaves the previous checkpoint intact.
+generators) and ``meta.json`` (written last: format ``kiban.checkpoint`` version 2, the size and
+SHA-256 of every other file, and the fingerprint of the data the run trained on). Every file is
+written inside ``step-NNNNNNNN.tmp`` which is renamed into place only when complete, and
+``latest`` is replaced atomically after the rename, so a kill at any moment leaves the previous
+checkpoint intact. Loading re-hashes every file first: a flipped byte is refused by name instead
+of resuming to another loss (or unpickling damaged bytes).
 """
 
 from __future__ import annotations
@@ -14,16 +17,45 @@ import json
 import os
 import random
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kiban.io import atomic_write_text
+from kiban.errors import InputError
+from kiban.formats import FormatError, check, register, write_json
+from kiban.io import atomic_write_text, file_sha256
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(InputError):
+    """A checkpoint that cannot be resumed (incomplete, damaged, another process count): the
+    input of ``--resume`` is wrong, so exit status 2. The message names the file and the
+    checkpoint to fall back to."""
+
+
+def _from_v1(meta: dict[str, Any]) -> dict[str, Any]:
+    # version 1 (before formats were recorded) kept file sizes only: no checksums, no data
+    return {**meta, "sha256": {}, "data": None}
+
+
+CHECKPOINT = register("kiban.checkpoint", 2, upgrades={1: _from_v1},
+                      description="OUT/checkpoints/step-N/meta.json: step, world, file sizes "
+                                  "and SHA-256, data fingerprint")
+
+
+def read_meta(path: Path, fmt: Any) -> dict[str, Any]:
+    """A run or checkpoint metadata file, checked against ``fmt``; a file written before
+    formats were recorded (no ``format`` key) is read as version 1."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(f"{path} is missing: expected a {fmt.name!r} file there") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FormatError(f"{path}: corrupt, not a {fmt.name!r} JSON file ({error})") from None
+    if isinstance(meta, dict) and "format" not in meta:
+        meta = {"format": fmt.name, "version": 1, **meta}
+    return check(meta, fmt, where=path)
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
@@ -59,14 +91,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _sizes(directory: Path) -> dict[str, int]:
-    return {str(p.relative_to(directory)): p.stat().st_size
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "meta.json"}
+def _files(directory: Path) -> list[Path]:
+    return [p for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "meta.json"]
+
+
+def _hashes(directory: Path, files: list[Path]) -> dict[str, str]:
+    # hashlib releases the GIL on large blocks: one thread per file (a file per rank under
+    # torchrun) hashes them in parallel
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
+        digests = list(pool.map(file_sha256, files))
+    return {str(p.relative_to(directory)): d for p, d in zip(files, digests)}
 
 
 def save(out: Path, step: int, model: Any, optimizer: Any, trainer_state: dict[str, Any],
-         *, rank: int, world: int, keep: int) -> Path:
-    """Write checkpoint ``step`` (a collective when ``world > 1``: every rank calls it)."""
+         *, rank: int, world: int, keep: int, data: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint ``step`` (a collective when ``world > 1``: every rank calls it).
+    ``data`` is the fingerprint of what the run trains on, checked by ``--resume``."""
     import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -84,8 +124,11 @@ def save(out: Path, step: int, model: Any, optimizer: Any, trainer_state: dict[s
         torch.save(trainer_state, tmp / "trainer.pt")
     _barrier(world)
     if rank == 0:
-        meta = {"step": step, "world": world, "files": _sizes(tmp)}
-        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+        files = _files(tmp)
+        write_json(tmp / "meta.json", CHECKPOINT, {
+            "step": step, "world": world,
+            "files": {str(p.relative_to(tmp)): p.stat().st_size for p in files},
+            "sha256": _hashes(tmp, files), "data": data})
         _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -114,37 +157,58 @@ def clean_partial(out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fallback(path: Path) -> str:
+    """What to do when checkpoint ``path`` cannot be used: delete it and resume from the one
+    before (named), or start over when there is none."""
+    earlier = sorted(p for p in path.parent.glob("step-*")
+                     if p.is_dir() and not p.name.endswith(".tmp") and p.name < path.name)
+    if earlier:
+        return f"delete {path} to resume from {earlier[-1]}"
+    return f"no earlier checkpoint is kept: delete {path} and start the run again"
+
+
 def verify(path: Path, world: int) -> dict[str, Any]:
+    """The checkpoint's metadata, after checking every file's size and SHA-256 against it."""
     meta_path = path / "meta.json"
     if not meta_path.is_file():
-        raise CheckpointError(f"{path} has no meta.json: the checkpoint is incomplete; delete it "
-                              "to resume from the one before")
+        raise CheckpointError(f"{path} has no meta.json: the checkpoint is incomplete; "
+                              f"{fallback(path)}")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{meta_path}: corrupt ({error.msg})") from None
+        meta = read_meta(meta_path, CHECKPOINT)
+    except FormatError as error:
+        raise CheckpointError(f"{error}; {fallback(path)}") from None
     for name, size in meta["files"].items():
         file = path / name
         if not file.is_file():
-            raise CheckpointError(f"{file} is missing from the checkpoint; delete {path} to "
-                                  "resume from the one before")
+            raise CheckpointError(f"{file} is missing from the checkpoint; {fallback(path)}")
         if file.stat().st_size != size:
             raise CheckpointError(f"{file} has {file.stat().st_size} bytes, the checkpoint "
-                                  f"recorded {size}: it is truncated or corrupt; delete {path} to "
-                                  "resume from the one before")
+                                  f"recorded {size}: it is truncated or corrupt; "
+                                  f"{fallback(path)}")
+    recorded = meta["sha256"]
+    found = _hashes(path, [path / name for name in recorded])
+    for name, digest in recorded.items():
+        if found[name] != digest:
+            raise CheckpointError(f"{path / name}: its SHA-256 is {found[name][:16]}…, the "
+                                  f"checkpoint recorded {digest[:16]}… when it was saved: the "
+                                  f"file is damaged; {fallback(path)}")
     if meta["world"] != world:
         raise CheckpointError(f"{path} was written by {meta['world']} processes; resume it with "
                               f"the same number (got {world})")
     return meta
 
 
-def load(path: Path, model: Any, optimizer: Any, *, rank: int, world: int) -> dict[str, Any]:
-    """Restore model, optimizer and this rank's generators; returns the trainer state."""
+def load(path: Path, model: Any, optimizer: Any, *, rank: int, world: int,
+         verified: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore model, optimizer and this rank's generators; returns the trainer state.
+    ``verified``: the metadata `verify` returned for ``path`` (so its files are not hashed
+    twice); without it the checkpoint is verified here."""
     import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    verify(path, world)
+    if verified is None:
+        verify(path, world)
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     try:
@@ -153,7 +217,7 @@ def load(path: Path, model: Any, optimizer: Any, *, rank: int, world: int) -> di
         rng = torch.load(path / f"rng-{rank}.pt", weights_only=False)
     except Exception as error:  # torch raises many kinds for damaged files
         raise CheckpointError(f"{path}: cannot be read ({type(error).__name__}: {error}); "
-                              "delete it to resume from the one before") from None
+                              f"{fallback(path)}") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])
     set_rng_state(rng)

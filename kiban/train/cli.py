@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tomllib
 from typing import Any
 
-from kiban.train.config import ConfigError, load_config
+from kiban.errors import InputError
+from kiban.train.config import load_config
 
 
 def _setting(text: str) -> tuple[str, Any]:
@@ -77,25 +77,16 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def _run(handler, args: argparse.Namespace, **extra: Any) -> int:
+    """Run ``handler`` on the config. Errors propagate to `kiban._cli.run_command`: bad config,
+    data or checkpoint (ValueError family) exit 2; a run that fails (`TrainingDiverged`, a full
+    disk) exits 1."""
     import importlib.util
 
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"error: kiban {args.command} needs {' and '.join(missing)}: install the ml extra "
-              "(pip install 'kiban[ml]')", file=sys.stderr)
-        return 2
-    from kiban.corpus.store import CorpusError
-    from kiban.tokenizer import TokenizerError
-    from kiban.train.checkpoint import CheckpointError
-    from kiban.train.sft import SFTDataError
-
-    try:
-        config = _config(args, **extra)
-        summary = handler(config, resume=args.resume)
-    except (ConfigError, CheckpointError, CorpusError, TokenizerError, SFTDataError,
-            FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise InputError(f"kiban {args.command} needs {' and '.join(missing)}: install the ml "
+                         "extra (pip install 'kiban[ml]')")
+    summary = handler(_config(args, **extra), resume=args.resume)
     if summary.get("model") is not None:
         _report(summary, args.json)
     return 0

@@ -8,7 +8,6 @@ errors name the field (``optim.lr``) and the value.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from kiban.errors import did_you_mean
 from kiban.io import toml_value as _toml_value
 
 
@@ -145,8 +145,8 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
 
 
 def _closest(key: str, choices: list[str]) -> str:
-    match = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(choices))}"
+    hint = did_you_mean(key, choices, cutoff=0.5)
+    return hint if hint else f"; valid: {', '.join(sorted(choices))}"
 
 
 def _coerce(where: str, value: Any, hint: Any) -> Any:

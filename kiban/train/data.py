@@ -58,6 +58,8 @@ class PackedCorpusData:
         shard_lengths = np.array([len(self.corpus.tokens(s)) for s in range(self.corpus.shard_count)],
                                  dtype=np.int64)
         self._shard_base = np.concatenate([[0], np.cumsum(shard_lengths)])
+        self._shard_documents = np.bincount(shards, minlength=self.corpus.shard_count)
+        self._shard_tokens = shard_lengths
         starts = self._shard_base[shards] + offsets
         ids = table.column("id").to_numpy(zero_copy_only=False)
         valid = held_out(ids, config.validation_fraction, config.seed)
@@ -103,6 +105,13 @@ class PackedCorpusData:
     @property
     def vocab_size(self) -> int:
         return int(self.corpus.manifest["vocab_size"])
+
+    def fingerprint(self) -> dict:
+        """What ``--resume`` checks is unchanged (`kiban.train.fingerprint`)."""
+        from kiban.train.fingerprint import corpus_fingerprint
+
+        return corpus_fingerprint(self.corpus, shard_documents=self._shard_documents.tolist(),
+                                  shard_tokens=self._shard_tokens.tolist())
 
     def describe(self) -> dict:
         return {"documents": self.n_documents, "validation_documents": len(self._valid_docs),

@@ -7,6 +7,10 @@ takes the global batch of its step number from the data (so resuming and distrib
 data state), each rank its own rows, in micro-batches; the loss is the sum of token
 cross-entropies divided by the number of target tokens in the global batch, so accumulation and
 process count leave it — and the gradients — unchanged.
+
+A step whose loss or gradient norm is not finite stops the run (`TrainingDiverged`, exit 1)
+before the optimizer applies it, and no checkpoint or model is saved from parameters that are
+not finite: the error names the step and the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kiban.errors import RunFailure
+from kiban.formats import register as register_format
+from kiban.formats import write_json
 from kiban.io import atomic_write_text
 from kiban.train import checkpoint
 from kiban.train.batches import IGNORE, Batch, TrainData
@@ -28,6 +35,20 @@ from kiban.train.config import ConfigError, RunConfig, accumulation_steps, confi
 # dense bf16 peak FLOP/s per device, for MFU (vendor datasheets, no sparsity)
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12,
              "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12, "V100": 125e12}
+
+
+# run metadata: OUT/run.json (what the run is: parameters, data and its fingerprint) and
+# OUT/summary.json (how it ended); version 1 is what kiban wrote before formats were recorded
+RUN = register_format("kiban.train.run", 2, upgrades={1: lambda m: {**m, "data_fingerprint": None}},
+                      description="OUT/run.json: parameters, world, data, data_fingerprint")
+SUMMARY = register_format("kiban.train.summary", 2, upgrades={1: dict},
+                          description="OUT/summary.json and MODEL/kiban_run.json: steps, "
+                                      "final loss, tokens/s, run info")
+
+
+class TrainingDiverged(RunFailure):
+    """The loss or the gradient norm stopped being finite: the run stops before the step is
+    applied and saves nothing from it (exit status 1)."""
 
 
 @dataclass
@@ -41,6 +62,13 @@ class Env:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @classmethod
+    def local(cls, device: Any = "cpu") -> Env:
+        """One process on ``device``, no autocast: what a caller outside ``torchrun`` uses."""
+        import torch
+
+        return cls(0, 1, 0, torch.device(device), None)
 
 
 def setup(config: RunConfig) -> Env:
@@ -148,7 +176,8 @@ def make_optimizer(model: Any, config: RunConfig, env: Env) -> tuple[Any, Any]:
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _tensors(batch: Batch, device: Any) -> dict[str, Any]:
+def batch_tensors(batch: Batch, device: Any) -> dict[str, Any]:
+    """A `Batch` as the tensors `loss_sum` takes, on ``device``."""
     import torch
 
     out = {"input_ids": torch.from_numpy(batch.input_ids).to(device, non_blocking=True),
@@ -156,6 +185,9 @@ def _tensors(batch: Batch, device: Any) -> dict[str, Any]:
     if batch.attention_mask is not None:
         out["attention_mask"] = torch.from_numpy(batch.attention_mask).to(device)
     return out
+
+
+_tensors = batch_tensors  # the name before the public step API (kiban.train.steps)
 
 
 def loss_sum(model: Any, batch: dict[str, Any], env: Env) -> Any:
@@ -264,10 +296,60 @@ def prepare_out(config: RunConfig, out: Path, resume: bool) -> Path | None:
     return found
 
 
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(value, default=str))
+
+
+def resume_checkpoint(found: Path, env: Env, data_fingerprint: dict[str, Any] | None
+                      ) -> dict[str, Any]:
+    """The verified metadata of checkpoint ``found``, after checking that the data is the data
+    it trained on (a `ConfigError` saying what changed and what to do otherwise)."""
+    from kiban.train.fingerprint import data_change
+
+    meta = checkpoint.verify(found, env.world)
+    if data_fingerprint is not None:
+        change = data_change(meta["data"], data_fingerprint, checkpoint=str(found))
+        if change:
+            raise ConfigError(f"--resume: {change}")
+        if not meta["data"] and env.main:
+            print(f"kiban train: warning: {found} was written before checkpoints recorded their "
+                  "data; resuming without checking that the data is unchanged",
+                  file=sys.stderr)
+    return meta
+
+
+def _parameters_finite(model: Any, env: Env) -> bool:
+    """Every parameter (this rank's shard under FSDP2) finite, on every rank."""
+    import torch
+
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
+    bad = sum(float((~torch.isfinite(t.detach())).any()) for t in local if t.numel())
+    return _all_sum([bad], env)[0] == 0
+
+
+def _last_good(found: Path | None) -> str:
+    return f"the last good checkpoint is {found}" if found is not None else \
+        "no checkpoint was saved before it"
+
+
+def diverged(step: int, what: str, last_good: Path | None, config: RunConfig) -> TrainingDiverged:
+    """The error for a run that stopped at ``step`` (nothing from that step was saved)."""
+    advice = "lower optim.lr (or raise optim.warmup_steps) and start a new run (another --out)"
+    if last_good is not None:  # training is deterministic: the same config diverges again
+        advice = f"--resume from it replays the same steps; {advice}"
+    return TrainingDiverged(f"training diverged at step {step}: {what}; nothing from this step "
+                            f"was saved and no model was written; {_last_good(last_good)} "
+                            f"(optim.lr = {config.optim.lr}). {advice}")
+
+
 def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume: bool = False,
-          env: Env | None = None, save_model=None, extra_info: dict[str, Any] | None = None
-          ) -> dict[str, Any]:
-    """Train ``lm`` on ``data`` as ``config`` says; returns the run summary."""
+          env: Env | None = None, save_model=None, extra_info: dict[str, Any] | None = None,
+          data_fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``lm`` on ``data`` as ``config`` says; returns the run summary.
+
+    ``data_fingerprint`` (`kiban.train.fingerprint`) is recorded in every checkpoint and in
+    ``run.json``; ``--resume`` refuses data whose fingerprint differs from the checkpoint's.
+    Raises `TrainingDiverged` when the loss or the gradient norm is not finite."""
     import torch
 
     env = env or setup(config)
@@ -283,6 +365,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
         checkpoint.clean_partial(out)
     checkpoint._barrier(env.world)
     found = prepare_out(config, out, resume)
+    verified = resume_checkpoint(found, env, data_fingerprint) if found is not None else None
     accumulate = accumulation_steps(config, env.world)
     micro = t.batch_size // env.world // accumulate
     lm.to(env.device)
@@ -290,7 +373,8 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
     optimizer, scheduler = make_optimizer(model, config, env)
     start = 0
     if found is not None:
-        state = checkpoint.load(found, model, optimizer, rank=env.rank, world=env.world)
+        state = checkpoint.load(found, model, optimizer, rank=env.rank, world=env.world,
+                                verified=verified)
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
     if env.main:
@@ -306,7 +390,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
             "accumulation": accumulate, "micro_batch_size": micro,
             "data": data.describe(), **(extra_info or {})}
     if env.main:
-        atomic_write_text(out / "run.json", json.dumps(info, indent=1, default=str))
+        write_json(out / "run.json", RUN, _jsonable({**info, "data_fingerprint": data_fingerprint}))
     bar = None
     if env.main and t.progress and start < t.max_steps:
         from tqdm import tqdm
@@ -318,79 +402,91 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
     run_start = time.perf_counter()
     window_time = window_tokens = 0.0
     last: dict[str, Any] = {}
-    for step in range(start, t.max_steps):
-        began = time.perf_counter()
-        batch = data.global_batch(step, t.batch_size)
-        n_targets = batch.n_targets
-        if n_targets == 0:
-            raise ConfigError(f"step {step}: the global batch has no target tokens")
-        mine = batch.shard(env.rank, env.world)
-        local_loss = torch.zeros((), dtype=torch.float32, device=env.device)
-        parts = mine.micro_batches(micro)
-        for index, part in enumerate(parts):
-            sync = index == len(parts) - 1
-            tensors = _tensors(part, env.device)
-            context = _no_sync(model, sync)
-            with context:
-                loss = loss_sum(model, tensors, env)
-                # DDP and FSDP2 average gradients over ranks: scale so the mean is of the sum
-                (loss * (env.world / n_targets)).backward()
-            local_loss += loss.detach()  # no host sync inside the step
-        norm = None
-        if config.optim.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        total_loss, = _all_sum([float(local_loss)], env)
-        if env.device.type == "cuda":
-            torch.cuda.synchronize(env.device)
-        window_time += time.perf_counter() - began
-        tokens = int(batch.attention_mask.sum()) if batch.attention_mask is not None \
-            else batch.input_ids.size
-        window_tokens += tokens
-        done = step + 1
-        if bar is not None:
-            bar.update(1)
-        record = None
-        if done % t.log_every == 0 or done == t.max_steps:
-            rate = window_tokens / window_time if window_time else 0.0
-            record = {"step": done, "loss": total_loss / n_targets, "lr": lr,
-                      "grad_norm": norm, "tokens": tokens * done if batch.attention_mask is None
-                      else None, "tokens_per_s": rate,
-                      "elapsed_s": time.perf_counter() - run_start}
-            if peak:
-                record["mfu"] = rate * flops / (peak * env.world)
-            window_time = window_tokens = 0.0
+    last_good = found  # the newest checkpoint whose parameters are finite
+    try:
+        for step in range(start, t.max_steps):
+            began = time.perf_counter()
+            batch = data.global_batch(step, t.batch_size)
+            n_targets = batch.n_targets
+            if n_targets == 0:
+                raise ConfigError(f"step {step}: the global batch has no target tokens")
+            mine = batch.shard(env.rank, env.world)
+            local_loss = torch.zeros((), dtype=torch.float32, device=env.device)
+            parts = mine.micro_batches(micro)
+            for index, part in enumerate(parts):
+                sync = index == len(parts) - 1
+                tensors = _tensors(part, env.device)
+                context = _no_sync(model, sync)
+                with context:
+                    loss = loss_sum(model, tensors, env)
+                    # DDP and FSDP2 average gradients over ranks: scale so the mean is of the sum
+                    (loss * (env.world / n_targets)).backward()
+                local_loss += loss.detach()  # no host sync inside the step
+            norm = None
+            if config.optim.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            # the loss is summed over ranks before the update (a sync clipping already makes), so
+            # a non-finite one stops every rank before it reaches the weights
+            total_loss, = _all_sum([float(local_loss)], env)
+            if not math.isfinite(total_loss) or (norm is not None and not math.isfinite(norm)):
+                raise diverged(step + 1, f"the loss is {total_loss / n_targets} and the gradient "
+                                         f"norm {norm}", last_good, config)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if env.device.type == "cuda":
+                torch.cuda.synchronize(env.device)
+            window_time += time.perf_counter() - began
+            tokens = int(batch.attention_mask.sum()) if batch.attention_mask is not None \
+                else batch.input_ids.size
+            window_tokens += tokens
+            done = step + 1
             if bar is not None:
-                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{rate:,.0f}")
-        if (t.eval_every and done % t.eval_every == 0) or done == t.max_steps:
-            scores = evaluate(model, data, config, env)
-            record = {**(record or {"step": done}), **scores}
-        if record is not None:
-            last = record
-            if metrics:
-                metrics.write(record)
-        stopping = stop.requested(env)
-        if stopping and record is None:  # log the step stopped at
-            record = {"step": done, "loss": total_loss / n_targets, "lr": lr, "grad_norm": norm}
-            if metrics:
-                metrics.write(record)
-            last = record
-        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.max_steps \
-                or stopping:
-            checkpoint.save(out, done, model, optimizer,
-                            {"step": done, "scheduler": scheduler.state_dict()},
-                            rank=env.rank, world=env.world, keep=t.keep_checkpoints)
-        if stopping:
-            break
-    stop.restore()
-    if bar is not None:
-        bar.close()
-    if metrics:
-        metrics.close()
+                bar.update(1)
+            record = None
+            if done % t.log_every == 0 or done == t.max_steps:
+                rate = window_tokens / window_time if window_time else 0.0
+                record = {"step": done, "loss": total_loss / n_targets, "lr": lr,
+                          "grad_norm": norm, "tokens": tokens * done if batch.attention_mask is None
+                          else None, "tokens_per_s": rate,
+                          "elapsed_s": time.perf_counter() - run_start}
+                if peak:
+                    record["mfu"] = rate * flops / (peak * env.world)
+                window_time = window_tokens = 0.0
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{rate:,.0f}")
+            if (t.eval_every and done % t.eval_every == 0) or done == t.max_steps:
+                scores = evaluate(model, data, config, env)
+                record = {**(record or {"step": done}), **scores}
+            if record is not None:
+                last = record
+                if metrics:
+                    metrics.write(record)
+            stopping = stop.requested(env)
+            if stopping and record is None:  # log the step stopped at
+                record = {"step": done, "loss": total_loss / n_targets, "lr": lr, "grad_norm": norm}
+                if metrics:
+                    metrics.write(record)
+                last = record
+            if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.max_steps \
+                    or stopping:
+                if not _parameters_finite(model, env):
+                    raise diverged(done, "the parameters are not finite after the update (loss "
+                                         f"{total_loss / n_targets})", last_good, config)
+                last_good = checkpoint.save(out, done, model, optimizer,
+                                            {"step": done, "scheduler": scheduler.state_dict()},
+                                            rank=env.rank, world=env.world, keep=t.keep_checkpoints,
+                                            data=data_fingerprint)
+            if stopping:
+                break
+    finally:
+        stop.restore()
+        if bar is not None:
+            bar.close()
+        if metrics:
+            metrics.close()
     steps_done = max(start, int(last.get("step", start)))
     summary = {"out": str(out), "steps": steps_done, "max_steps": t.max_steps,
                "stopped_early": steps_done < t.max_steps,
@@ -400,7 +496,7 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
     (save_model or save_full_model)(model, lm, tokenizer, model_dir, env, summary)
     if env.main:
         summary["model"] = str(model_dir)
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+        write_json(out / "summary.json", SUMMARY, _jsonable(summary))
     return summary
 
 

@@ -211,7 +211,10 @@ def save_hf(lm: Any, state_dict: dict | None, tokenizer: Any, directory: Path,
     lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     tokenizer.save(tmp)
     if extra:
-        (tmp / "kiban_run.json").write_text(json.dumps(extra, indent=1, default=str))
+        from kiban.formats import write_json
+        from kiban.train.loop import SUMMARY
+
+        write_json(tmp / "kiban_run.json", SUMMARY, json.loads(json.dumps(extra, default=str)))
     if directory.exists():
         old = directory.with_name(directory.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

@@ -21,7 +21,8 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     lm = build_model(config.model, tokenizer, seq_len=config.data.seq_len, seed=config.train.seed)
     info = {"kind": "continued-pretraining" if config.model.base else "pretraining",
             "corpus": config.data.corpus, "base": config.model.base}
-    return train(config, data, tokenizer, lm, resume=resume, env=env, extra_info=info)
+    return train(config, data, tokenizer, lm, resume=resume, env=env, extra_info=info,
+                 data_fingerprint=data.fingerprint())
 
 
 def _model_tokenizer(config: RunConfig, texts: list[str]) -> Any:
@@ -100,5 +101,10 @@ def finetune(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 tok.save(directory)
     else:
         save = save_full_model
+    from kiban.train.fingerprint import examples_fingerprint
+
+    fingerprint = examples_fingerprint([f.data], examples=len(data.examples),
+                                       tokenizer_directory=None,
+                                       tokenizer_fingerprint=tokenizer.fingerprint)
     return train(config, data, tokenizer, lm, resume=resume, env=env, save_model=save,
-                 extra_info=info)
+                 extra_info=info, data_fingerprint=fingerprint)

@@ -13,11 +13,14 @@ from kiban.generate import cli
 
 
 def run(argv: list[str]) -> int:
+    """The exit status ``kiban generate ARGV`` gives (the handler under the one CLI runner)."""
+    from kiban._cli import run_command
+
     parser = argparse.ArgumentParser(prog="kiban")
     cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["generate", *argv])
     assert args.handler is cli.run
-    return args.handler(args)
+    return run_command("kiban generate", args.handler, args)
 
 
 def test_json_output(kiban_model_dir, capsys):
@@ -26,8 +29,9 @@ def test_json_output(kiban_model_dir, capsys):
                 "--seed", "3", "--json"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
-    assert set(payload) == {"model", "engine", "seconds", "completion_tokens", "completions"}
-    assert payload["engine"] == "fast-llama"
+    assert set(payload) == {"model", "engine", "temperature", "seconds", "completion_tokens",
+                            "completions"}
+    assert (payload["engine"], payload["temperature"]) == ("fast-llama", 0.8)
     assert [c["prompt"] for c in payload["completions"]] == ["The compound <mol>"] * 2 + ["Benzene"] * 2
     first = payload["completions"][0]
     assert set(first) == {"prompt", "text", "completion", "valid", "spans", "prompt_tokens",
@@ -54,8 +58,12 @@ def test_text_output(trained_model_dir, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--temperature", "-1"], "'temperature' parameter must be a number >= 0. Got -1.0"),
+    (["--temperature", "-1"], "'temperature' parameter must be a finite number >= 0. Got -1.0"),
+    (["--temperature", "inf"], "'temperature' parameter must be a finite number >= 0. Got inf"),
+    (["--temperature", "nan"], "'temperature' parameter must be a finite number >= 0. Got nan"),
     (["--top-p", "0"], "'top_p' parameter must be a number in (0, 1]. Got 0.0"),
+    (["--top-p", "1.5"], "'top_p' parameter must be a number in (0, 1]. Got 1.5"),
+    (["--top-p", "nan"], "'top_p' parameter must be a number in (0, 1]. Got nan"),
     (["--n", "0"], "'n' parameter must be an integer >= 1. Got 0"),
     (["--max-new-tokens", "0"], "'max_new_tokens' parameter must be an integer >= 1. Got 0"),
     (["--device", "gpu0"], "'device' parameter must name a torch device such as 'cpu' or "
@@ -65,6 +73,58 @@ def test_bad_parameters_exit_2(kiban_model_dir, capsys, argv, message):
     assert run([str(kiban_model_dir), "--prompt", "x", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kiban generate: error: ") and message in err
+
+
+def test_several_completions_are_sampled_unless_temperature_0_is_asked_for(kiban_model_dir,
+                                                                          capsys):
+    argv = [str(kiban_model_dir), "--prompt", "Benzene", "--n", "4", "--max-new-tokens", "6",
+            "--seed", "1", "--json", "--no-constrain"]
+    assert run(argv) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert sampled["temperature"] == 1.0
+    assert len({c["completion"] for c in sampled["completions"]}) > 1
+    assert run([*argv, "--temperature", "0"]) == 0  # explicit: n identical greedy copies
+    greedy = json.loads(capsys.readouterr().out)
+    assert greedy["temperature"] == 0.0
+    assert len({c["completion"] for c in greedy["completions"]}) == 1
+    assert run([*argv[:4], "1", *argv[5:]]) == 0  # one completion: greedy by default
+    assert json.loads(capsys.readouterr().out)["temperature"] == 0.0
+
+
+def test_help_says_what_temperature_0_with_several_completions_does(capsys):
+    with pytest.raises(SystemExit):
+        run(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Default: 0 for --n 1, 1 for --n > 1 (--temperature 0 with --n > 1 gives N " \
+           "identical copies)" in text
+    assert "MODEL_DIR|RUN_DIR" in text
+
+
+def test_a_training_run_directory_generates_from_its_final_model(kiban_model_dir, tmp_path,
+                                                                 capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(kiban_model_dir, run_dir / "model")
+    (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+    assert run([str(run_dir), "--prompt", "Benzene", "--max-new-tokens", "3", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["model"] == str(run_dir / "model")
+    assert out.err.startswith(f"kiban generate: {run_dir} is a training run: using its final "
+                              f"model {run_dir / 'model'}\n")
+
+
+def test_a_run_without_a_final_model_names_its_newest_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    for step in ("step-00000004", "step-00000008", "step-00000012.tmp"):
+        (run_dir / "checkpoints" / step).mkdir(parents=True)
+    assert run([str(run_dir), "--prompt", "x"]) == 2
+    assert capsys.readouterr().err == (
+        f"kiban generate: error: {run_dir} is a training run without a final model yet "
+        f"({run_dir / 'model'} is missing; its newest checkpoint is "
+        f"{run_dir / 'checkpoints' / 'step-00000008'}): wait for the run to finish, or stop it "
+        "with Ctrl-C (it saves the model of the step it stopped at), or resume it with "
+        "`kiban train CONFIG --resume`\n")
 
 
 def test_missing_model_exits_2(tmp_path, capsys):

@@ -138,7 +138,7 @@ def test_plain_hugging_face_directory(plain_model_dir):
     with torch.inference_mode():
         assert generator.model(input_ids=ids).logits[0, -1].argmax() >= vocab
     generator._engines.clear()  # a fast engine holds the weights it read
-    results = generator.generate(["Benzene is", "The"], n=2, max_new_tokens=5)
+    results = generator.generate(["Benzene is", "The"], n=2, max_new_tokens=5, temperature=0.0)
     assert all(max(c.completion_ids) < vocab for c in results)
 
 
@@ -152,7 +152,8 @@ def test_hf_engine_can_be_forced(kiban_model_dir, kiban_generator):
 
 # --- bad input ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, message", [
-    ({"temperature": -1.0}, r"'temperature' parameter must be a number >= 0\. Got -1\.0"),
+    ({"temperature": -1.0}, r"'temperature' parameter must be a finite number >= 0\. Got -1\.0"),
+    ({"temperature": float("inf")}, r"'temperature' parameter must be a finite number >= 0\. Got inf"),
     ({"top_p": 0.0}, r"'top_p' parameter must be a number in \(0, 1\]\. Got 0\.0"),
     ({"top_p": 1.01}, r"'top_p' parameter .* Got 1\.01"),
     ({"n": 0}, r"'n' parameter must be an integer >= 1\. Got 0"),
@@ -163,6 +164,18 @@ def test_hf_engine_can_be_forced(kiban_model_dir, kiban_generator):
 def test_out_of_range_parameters(kiban_generator, kwargs, message):
     with pytest.raises(GenerationError, match=message):
         kiban_generator.generate("x", **kwargs)
+
+
+def test_several_completions_sample_by_default(kiban_generator):
+    """Without a temperature, n > 1 samples (temperature 1) instead of n greedy copies."""
+    default = kiban_generator.generate("Benzene", n=4, max_new_tokens=6, seed=2, constrain=False)
+    tempered = kiban_generator.generate("Benzene", n=4, max_new_tokens=6, seed=2,
+                                        constrain=False, temperature=1.0)
+    assert [c.completion_ids for c in default] == [c.completion_ids for c in tempered]
+    assert len({c.completion_ids for c in default}) > 1
+    (greedy,) = kiban_generator.generate("Benzene", max_new_tokens=6, constrain=False)
+    assert greedy.completion_ids == kiban_generator.generate(
+        "Benzene", max_new_tokens=6, constrain=False, temperature=0.0)[0].completion_ids
 
 
 def test_bad_prompts(kiban_generator):

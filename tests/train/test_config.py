@@ -20,8 +20,8 @@ def test_defaults_round_trip_through_toml(tmp_path):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"trian": {}}, "unknown key 'trian'; did you mean 'train'?"),
-    ({"train": {"max_step": 3}}, "unknown key train.max_step; did you mean 'max_steps'?"),
+    ({"trian": {}}, "unknown key 'trian' (did you mean 'train'?)"),
+    ({"train": {"max_step": 3}}, "unknown key train.max_step (did you mean 'max_steps'?)"),
     ({"optim": {"learning_rate": 1e-3}}, "unknown key optim.learning_rate"),
     ({"train": {"max_steps": "ten"}}, "train.max_steps: expected an integer, got 'ten'"),
     ({"train": {"max_steps": 0}}, "train.max_steps = 0: expected an integer >= 1"),
