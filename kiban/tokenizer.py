@@ -18,8 +18,19 @@ encodes span *contents* with the prose BPE. So plain-HF **encoding** agrees with
 and tags, and differs inside ``<mol>``, ``<crystal>``, ``<protein>`` spans (and on ``±`` or units
 in ``<num>``); the tests pin down exactly that. Use `ScienceTokenizer` to encode training data.
 
-A piece of span content outside the science vocabulary (a rare bracket atom, an unseen unit) is
-encoded with the prose BPE, so ``decode(encode(text)) == text`` holds for every text.
+A SMILES bracket atom outside the vocabulary (``[Na]`` in a corpus that never wrote it) is split
+into *bracket parts* (`kiban.modalities._smiles`): ``[`` isotope digits, element, chirality,
+hydrogen count, charge, ``:`` class digits, ``]``, each an id of its own that no organic atom,
+ring label or bond outside brackets uses (``[Na]`` never contains the id of ``N``). The part ids
+are spelled in ``tokenizer.json`` with a private-use marker character that its decoder deletes,
+so plain `tokenizers`/`transformers` still decode them exactly. Any other piece of span content
+outside the science vocabulary (an unseen unit, a bracket that is no SMILES atom such as
+``[Xx]``) is encoded with the prose BPE, so ``decode(encode(text)) == text`` holds for every text.
+
+Format versions: 2 has the bracket parts (metadata ``smiles_brackets``); 1, written by kiban
+before them, spelled every out-of-vocabulary bracket atom with the prose BPE (``[Na]`` ->
+``[`` ``N`` ``a`` ``]``). Version-1 tokenizers load and encode exactly as they always did, so the
+ids of corpora and models built with them do not change.
 """
 
 from __future__ import annotations
@@ -39,9 +50,19 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kiban.document import _TAG_SHAPED, MODALITY_TAGS, split_tagged
+from kiban.formats import FormatError, check, register
+from kiban.modalities._smiles import (
+    BRACKET_ATOM_PATTERN,
+    BRACKET_PARTS,
+    ELEMENTS,
+    MARKER_PATTERN,
+    MARKERS,
+    alternation,
+    split_bracket_atom,
+)
 
 FORMAT_NAME = "kiban.tokenizer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "kiban_tokenizer.json"
 HF_FILE = "tokenizer.json"
 PROSE_FILE = "kiban_prose_tokenizer.json"  # only for tokenizers extended from a base model
@@ -52,12 +73,17 @@ UNKNOWN = "<|unk|>"  # internal sentinel for science pieces outside the vocabula
 SPECIAL_TOKENS = (END_OF_TEXT, PAD, UNKNOWN)
 TAG_TOKENS = tuple(t for name in MODALITY_TAGS for t in (f"<{name}>", f"</{name}>"))
 
-ELEMENTS = (
-    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
-    "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy "
-    "Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf "
-    "Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
-).split()
+
+
+def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 tokenizer has no bracket parts: it keeps spelling unknown bracket atoms with
+    the prose BPE (its ids must not change)."""
+    return {**meta, "smiles_brackets": None}
+
+
+TOKENIZER_FORMAT = register(FORMAT_NAME, FORMAT_VERSION, upgrades={1: _from_version_1},
+                            description="kiban_tokenizer.json: span patterns, science tokens, "
+                                        "SMILES bracket parts")
 
 
 @functools.cache
@@ -73,10 +99,6 @@ def space_group_symbols() -> tuple[str, ...]:
                              for h in range(1, 531)}))
 
 
-def _alternation(words: Iterable[str]) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w)))
-
-
 @functools.cache
 def span_patterns() -> dict[str, str]:
     """Per modality, the regex whose matches are that modality's tokens (Python `re` and
@@ -88,8 +110,8 @@ def span_patterns() -> dict[str, str]:
         "mol": SMILES_TOKEN_PATTERN,
         # the space group is the whole second line; element symbols, longest first; then single
         # digits, Wyckoff letters, and the separators of kiban crystal text
-        "crystal": rf"(?<=\n)(?:{_alternation(space_group_symbols())})(?=\n)"
-        rf"|{_alternation(ELEMENTS)}|[0-9]|[a-z]|[A-Z]|\.|-|\+|\(|\)| |\n",
+        "crystal": rf"(?<=\n)(?:{alternation(space_group_symbols())})(?=\n)"
+        rf"|{alternation(ELEMENTS)}|[0-9]|[a-z]|[A-Z]|\.|-|\+|\(|\)| |\n",
         "num": r"[0-9]|\.|-|\+|e(?=[-+0-9])|±|\(|\)| |\S+",
         "protein": rf"[{RESIDUES}]",
     }
@@ -143,19 +165,46 @@ def _prose_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     ])
 
 
+def _check_brackets(brackets: Any, *, where: str | os.PathLike) -> None:
+    """Format-2 ``smiles_brackets`` metadata: a bracket-atom pattern with the part groups, and
+    ``{text: id}`` for every part category."""
+    groups = {"isotope", "element", "chirality", "hydrogens", "charge", "map"}
+    try:
+        pattern_groups = set(re.compile(brackets["pattern"]).groupindex)
+        parts = brackets["parts"]
+        ok = groups <= pattern_groups and all(
+            isinstance(parts[c], dict) and all(isinstance(i, int) for i in parts[c].values())
+            for c in BRACKET_PARTS)
+    except (KeyError, TypeError, re.error):
+        ok = False
+    if not ok:
+        raise TokenizerError(
+            f"{where}: 'smiles_brackets' must be an object with 'pattern' (a regex with the groups "
+            f"{sorted(groups)}) and 'parts' ({{text: id}} for each of {list(BRACKET_PARTS)}); "
+            f"got {str(brackets)[:120]}")
+
+
 class ScienceTokenizer:
     """Span-aware tokenizer over one id space (see the module docstring).
 
     Build one with `train_tokenizer` or `extend_tokenizer`, save with `save`, load with `load`.
+    ``brackets`` is ``{"pattern": bracket-atom regex, "parts": {category: {text: id}}}`` (format
+    2), or None for a format-1 tokenizer, which spells unknown bracket atoms with the prose BPE.
     """
 
     def __init__(self, hf: Tokenizer, prose: Tokenizer, science: dict[str, dict[str, int]],
-                 patterns: dict[str, str], *, base: str | None = None):
+                 patterns: dict[str, str], *, base: str | None = None,
+                 brackets: dict[str, Any] | None = None):
         self.hf = hf
         self.prose = prose
         self.science = science
         self.patterns = patterns
         self.base = base
+        self.brackets = brackets
+        self.format_version = 1 if brackets is None else FORMAT_VERSION
+        if brackets is not None:
+            _check_brackets(brackets, where="ScienceTokenizer(brackets=...)")
+            self._bracket_parts = functools.lru_cache(maxsize=1 << 16)(self._split_bracket)
         self.tag_ids = {tag: self._required_id(tag) for tag in TAG_TOKENS}
         self.eos_id = self._required_id(END_OF_TEXT)
         self.pad_id = self._required_id(PAD)
@@ -289,13 +338,18 @@ class ScienceTokenizer:
         its prose fallback."""
         findall = self._span_findall[modality]
         get = self._span_vocab[modality].get
+        brackets = modality == "mol" and self.brackets is not None
         out: list[list[int]] = []
         slow: list[int] = []
         for k, text in enumerate(texts):
             pieces = findall(text)
             ids = list(map(get, pieces))
             if None in ids or sum(map(len, pieces)) != len(text):
-                slow.append(k)
+                # an unknown piece (bracket parts, format 2) or a gap the pattern skipped
+                whole = sum(map(len, pieces)) == len(text)
+                ids = self._with_bracket_parts(pieces, ids) if brackets and whole else None
+                if ids is None:
+                    slow.append(k)
             out.append(ids)
         for k, ids in zip(slow, self._encode_spans(modality, [texts[k] for k in slow])):
             out[k] = ids
@@ -335,21 +389,50 @@ class ScienceTokenizer:
         for text, encoding in zip(texts, batch):
             ids = encoding.ids
             if self.unk_id in ids:
-                ids = self._with_fallback(tokenizer, text)
+                ids = self._with_fallback(modality, tokenizer, text)
             out.append(ids)
         return out
 
-    def _with_fallback(self, tokenizer: Tokenizer, text: str) -> list[int]:
-        """Encode pieces outside the science vocabulary with the prose BPE (lossless)."""
+    def _with_fallback(self, modality: str, tokenizer: Tokenizer, text: str) -> list[int]:
+        """Encode pieces outside the science vocabulary as bracket parts (a SMILES bracket atom,
+        format 2) or else with the prose BPE (lossless)."""
+        brackets = modality == "mol" and self.brackets is not None
         encoding = tokenizer.encode(text, add_special_tokens=False)
         ids: list[int] = []
         for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
-            if token_id == self.unk_id:
-                ids.extend(self._prose_encoder.encode(text[start:end],
-                                                      add_special_tokens=False).ids)
-            else:
+            if token_id != self.unk_id:
                 ids.append(token_id)
+                continue
+            parts = self._bracket_parts(text[start:end]) if brackets else None
+            if parts is None:
+                parts = self._prose_encoder.encode(text[start:end], add_special_tokens=False).ids
+            ids.extend(parts)
         return ids
+
+    def _split_bracket(self, piece: str) -> list[int] | None:
+        """The bracket-part ids of the bracket atom ``piece`` (None if it is none)."""
+        parts = split_bracket_atom(piece, self.brackets["pattern"])
+        if parts is None:
+            return None
+        vocabulary = self.brackets["parts"]
+        try:
+            return [vocabulary[category][text] for category, text in parts]
+        except KeyError:  # a part this tokenizer lacks (a hand-edited vocabulary): prose
+            return None
+
+    def _with_bracket_parts(self, pieces: list[str], ids: list[int | None]) -> list[int] | None:
+        """``ids`` with each unknown piece replaced by its bracket parts (None if one is no
+        bracket atom)."""
+        out: list[int] = []
+        for piece, token_id in zip(pieces, ids):
+            if token_id is not None:
+                out.append(token_id)
+                continue
+            parts = self._bracket_parts(piece)
+            if parts is None:
+                return None
+            out += parts
+        return out
 
     # --- decoding -----------------------------------------------------------------------------
     def decode(self, ids: Iterable[int]) -> str:
@@ -368,10 +451,15 @@ class ScienceTokenizer:
 
     # --- persistence --------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
-        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "base": self.base,
+        # a format-1 tokenizer writes exactly what format 1 wrote: its fingerprint (which the
+        # corpora and models built with it record) stays the same
+        meta = {"format": FORMAT_NAME, "version": self.format_version, "base": self.base,
                 "special_tokens": list(SPECIAL_TOKENS), "tag_tokens": list(TAG_TOKENS),
                 "patterns": self.patterns, "science": self.science,
                 "prose_file": PROSE_FILE if self.base else HF_FILE}
+        if self.brackets is not None:
+            meta["smiles_brackets"] = self.brackets
+        return meta
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``tokenizer.json`` (+ transformers configs) and kiban's metadata, atomically."""
@@ -411,10 +499,13 @@ class ScienceTokenizer:
             raise TokenizerError(f"{meta_path}: corrupt JSON ({error.msg})") from None
         if not isinstance(meta, dict):
             raise TokenizerError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
-        if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
-            raise TokenizerError(f"{meta_path}: format {meta.get('format')!r} version "
-                                 f"{meta.get('version')!r}; this kiban reads {FORMAT_NAME!r} "
-                                 f"version {FORMAT_VERSION}")
+        written = meta.get("version")
+        try:
+            meta = check(meta, TOKENIZER_FORMAT, where=meta_path)
+        except FormatError as error:
+            raise TokenizerError(str(error)) from None
+        if written != 1:
+            _check_brackets(meta.get("smiles_brackets"), where=meta_path)
         try:
             files = {name: directory / name for name in (HF_FILE, meta["prose_file"])}
             for name, path in files.items():
@@ -428,7 +519,7 @@ class ScienceTokenizer:
                 except Exception as error:  # tokenizers raises a bare Exception
                     raise TokenizerError(f"{path}: not a readable tokenizer ({error})") from None
             return cls(loaded[HF_FILE], loaded[meta["prose_file"]], meta["science"],
-                       meta["patterns"], base=meta.get("base"))
+                       meta["patterns"], base=meta.get("base"), brackets=meta["smiles_brackets"])
         except (KeyError, TypeError) as error:
             raise TokenizerError(f"{meta_path}: incomplete metadata ({error!r} missing or wrong)"
                                  ) from None
@@ -495,25 +586,35 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8000, min_frequen
 
 def _with_science_vocabulary(tokenizer: Tokenizer, vocabulary: dict[str, list[str]],
                              ) -> ScienceTokenizer:
-    """Append science tokens missing from the BPE vocabulary (as unmerged vocabulary entries, so
-    they never change how prose encodes) and mark tags non-special (kept by ``decode``)."""
+    """Append science tokens and SMILES bracket parts missing from the BPE vocabulary (as
+    unmerged vocabulary entries, so they never change how prose encodes), let the decoder delete
+    the bracket parts' markers, and mark tags non-special (kept by ``decode``)."""
     spec = json.loads(tokenizer.to_str())
     vocab: dict[str, int] = spec["model"]["vocab"]
     next_id = max(vocab.values()) + 1
-    science: dict[str, dict[str, int]] = {}
-    for modality, tokens in vocabulary.items():
-        science[modality] = {}
-        for token in tokens:
-            spelled = byte_level(token)
-            if spelled not in vocab:
-                vocab[spelled] = next_id
-                next_id += 1
-            science[modality][token] = vocab[spelled]
+
+    def token_id(spelled: str) -> int:
+        nonlocal next_id
+        if spelled not in vocab:
+            vocab[spelled] = next_id
+            next_id += 1
+        return vocab[spelled]
+
+    science = {modality: {token: token_id(byte_level(token)) for token in tokens}
+               for modality, tokens in vocabulary.items()}
+    # a part's spelling is its marker (outside the byte alphabet, deleted by the decoder) and
+    # the byte-level spelling of its text
+    parts = {category: {text: token_id(MARKERS.get(category, "") + byte_level(text))
+                        for text in texts} for category, texts in BRACKET_PARTS.items()}
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"Regex": MARKER_PATTERN}, "content": ""},
+        spec["decoder"]]}
     for added in spec["added_tokens"]:
         if added["content"] in TAG_TOKENS:
             added["special"] = False
     hf = Tokenizer.from_str(json.dumps(spec))
-    return ScienceTokenizer(hf, hf, science, span_patterns())
+    return ScienceTokenizer(hf, hf, science, span_patterns(),
+                            brackets={"pattern": BRACKET_ATOM_PATTERN, "parts": parts})
 
 
 def _has_byte_level_decoder(tokenizer: Tokenizer) -> bool:
@@ -548,24 +649,37 @@ def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str]
     # (one character of the byte alphabet, i.e. the lone byte 0xB1) would decode to U+FFFD and
     # would be attached to the base's existing id for that byte. Spell it the byte-level way.
     spell = byte_level if _has_byte_level_decoder(hf) else (lambda token: token)
-    science: dict[str, dict[str, int]] = {}
-    for modality, tokens in _science_vocabulary(counts, min_frequency).items():
-        science[modality] = {}
-        for token in tokens:
-            ids = hf.encode(token, add_special_tokens=False).ids
-            if len(ids) == 1 and hf.decode(ids) == token:
-                science[modality][token] = ids[0]
-            else:
-                # a prose encoder that spells the token in pieces: add it whole (affects plain-HF
-                # encoding of prose containing it; kiban encodes prose with the unextended base)
-                spelled = spell(token)
-                hf.add_tokens([AddedToken(spelled, special=False, normalized=False)])
-                token_id = hf.token_to_id(spelled)
-                if hf.decode([token_id]) != token:
-                    raise TokenizerError(f"cannot add science token {token!r}: the base decoder "
-                                         f"turns it into {hf.decode([token_id])!r}")
-                science[modality][token] = token_id
+    if hf.decoder is None:
+        raise TokenizerError(f"{path} has no decoder: kiban needs one to decode science tokens "
+                             "exactly (a byte-level, Metaspace or WordPiece decoder)")
+    marked = [t for t in hf.get_vocab(with_added_tokens=True) if re.search(MARKER_PATTERN, t)]
+    if marked:
+        raise TokenizerError(f"{path} has tokens with kiban's bracket-part markers "
+                             f"{MARKER_PATTERN!r} (e.g. {marked[0]!r}); cannot extend it")
+    # the decoder deletes the markers of SMILES bracket parts first (no base token has one)
+    hf.decoder = decoders.Sequence([decoders.Replace(Regex(MARKER_PATTERN), ""), hf.decoder])
+
+    def science_id(token: str, spelled: str, *, reuse: bool) -> int:
+        ids = hf.encode(token, add_special_tokens=False).ids
+        if reuse and len(ids) == 1 and hf.decode(ids) == token:
+            return ids[0]
+        # a prose encoder that spells the token in pieces: add it whole (affects plain-HF
+        # encoding of prose containing it; kiban encodes prose with the unextended base)
+        hf.add_tokens([AddedToken(spelled, special=False, normalized=False)])
+        added = hf.token_to_id(spelled)
+        if hf.decode([added]) != token:
+            raise TokenizerError(f"cannot add science token {token!r}: the base decoder "
+                                 f"turns it into {hf.decode([added])!r}")
+        return added
+
+    science = {modality: {token: science_id(token, spell(token), reuse=True) for token in tokens}
+               for modality, tokens in _science_vocabulary(counts, min_frequency).items()}
+    # a marked part is never the base's token of its text ("[" and "]", unmarked, may be)
+    parts = {category: {text: science_id(text, MARKERS.get(category, "") + spell(text),
+                                         reuse=category not in MARKERS) for text in texts}
+             for category, texts in BRACKET_PARTS.items()}
     for token_id in range(base_size):  # the promise: no existing id changed
         if hf.id_to_token(token_id) != prose.id_to_token(token_id):
             raise TokenizerError(f"extending changed id {token_id}; refusing")
-    return ScienceTokenizer(hf, prose, science, span_patterns(), base=str(base_dir))
+    return ScienceTokenizer(hf, prose, science, span_patterns(), base=str(base_dir),
+                            brackets={"pattern": BRACKET_ATOM_PATTERN, "parts": parts})

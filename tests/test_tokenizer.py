@@ -18,9 +18,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kiban.document import MODALITY_TAGS, Segment, join_segments, split_tagged
 from kiban.modalities.protein import RESIDUES
+from kiban.formats import get_format
+from kiban.modalities.molecule import SMILES_TOKEN_PATTERN
+from kiban.modalities._smiles import BRACKET_ATOM_PATTERN, BRACKET_PARTS, split_bracket_atom
 from kiban.tokenizer import (
     ELEMENTS,
     END_OF_TEXT,
+    FORMAT_NAME,
+    FORMAT_VERSION,
     PAD,
     TAG_TOKENS,
     UNKNOWN,
@@ -42,7 +47,9 @@ SMILES = [
     "COc1ccc(-c2cc(=O)c3c(O)c(OC)c(OC)cc3o2)cc1O", "CCOC(=O)c1ncn2c1CN(C)C(=O)c1cc(F)ccc1-2",
     "Clc1ccccc1-c1nc(-c2ccncc2)no1", "N#CC(=O)[O-]", "C1CC2CCC1C2", "S=C=S", "O=[N+]([O-])c1ccccc1",
 ]
-OOV_SMILES = ["[Xe+3]", "C[13CH2]O", "[2H]C([2H])([2H])[2H]", "[Pt@SP1](Cl)(Cl)(N)N", "C[Ge]C"]
+OOV_SMILES = ["[Xe+3]", "C[13CH2]O", "[2H]C([2H])([2H])[2H]", "[Pt@SP1](Cl)(Cl)(N)N", "C[Ge]C",
+              "[Na]", "[Na+].[OH-]", "[13C@@H2+:12]O", "[Co@OH1](F)(F)(F)(F)(F)F", "[se]1cccc1",
+              "[HH]", "[Sc+3]", "[*:1]C", "[Fe+16]", "[Xx]C", "C[C@TH3]", "[]C", "[C C]", "C[N"]
 PROTEINS = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMSLFDFFKNKGSAA", "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSF"]
 NACL = ("NaCl\nFm-3m\n5.690 5.690 5.690\n90.00 90.00 90.00\nNa 4a 0.0000 0.0000 0.0000\n"
         "Cl 4b 0.5000 0.5000 0.5000")
@@ -113,10 +120,36 @@ def pieces(tok: ScienceTokenizer, ids) -> list[str]:
     return [tok.decode([i]) for i in ids]
 
 
+#: a bracket atom restated (isotope, element by the shortest match that lets the rest parse,
+#: chirality, hydrogens, charge, class); the element must then be one of BRACKET_ELEMENTS
+REFERENCE_BRACKET = re.compile(
+    r"\[([0-9]*)(.+?)(@(?:TH[12]|AL[12]|SP[1-3]|TB(?:1[0-9]|20|[1-9])|OH(?:[12][0-9]|30|[1-9]))"
+    r"|@@|@)?(H[0-9]?)?(\+\+|--|[+-](?:1[0-5]|[0-9])?)?(?::([0-9]+))?\]")
+BRACKET_ELEMENTS = {*ELEMENTS, "b", "c", "n", "o", "p", "s", "si", "as", "se", "te", "*"}
+
+
+def reference_bracket_ids(tok: ScienceTokenizer, piece: str) -> list[int] | None:
+    """The ids of a bracket atom's parts, or None (no bracket parts, or not a bracket atom)."""
+    match = REFERENCE_BRACKET.fullmatch(piece)
+    if tok.brackets is None or match is None or match.group(2) not in BRACKET_ELEMENTS:
+        return None
+    isotope, element, chirality, hydrogens, charge, atom_class = match.groups()
+    parts = tok.brackets["parts"]
+    ids = [parts["open"]["["], *(parts["digit"][d] for d in isotope), parts["element"][element]]
+    for category, text in (("chirality", chirality), ("hydrogens", hydrogens),
+                           ("charge", charge)):
+        if text:
+            ids.append(parts[category][text])
+    if atom_class:
+        ids += [parts["map"][":"], *(parts["digit"][d] for d in atom_class)]
+    return [*ids, parts["close"]["]"]]
+
+
 def reference_span_ids(tok: ScienceTokenizer, modality: str, content: str) -> list[int]:
     """The documented rule, restated with Python's `re`: the span's regex splits the content into
-    matches and the gaps between them; a piece in the science vocabulary is one id, any other
-    piece is encoded with the prose BPE."""
+    matches and the gaps between them; a piece in the science vocabulary is one id, a SMILES
+    bracket atom outside it is its bracket parts (format 2), any other piece is encoded with the
+    prose BPE."""
     pieces_, cursor = [], 0
     for match in re.finditer(tok.patterns[modality], content):
         if match.start() > cursor:
@@ -131,6 +164,8 @@ def reference_span_ids(tok: ScienceTokenizer, modality: str, content: str) -> li
     for piece in pieces_:
         if piece in vocabulary:
             ids.append(vocabulary[piece])
+        elif modality == "mol" and (parts := reference_bracket_ids(tok, piece)) is not None:
+            ids.extend(parts)
         else:
             ids.extend(tok.prose.encode(piece, add_special_tokens=False).ids)
     return ids
@@ -327,11 +362,12 @@ def test_tags_are_single_ids_that_never_merge(tok, plain):
 
 
 def test_out_of_vocabulary_span_pieces_fall_back_to_prose(tok, plain):
-    assert "[Xe+3]" not in tok.science["mol"]
-    text = "<mol>C[Xe+3]C</mol>"
+    # a bracket that is no SMILES atom (no element "Xx") is spelled with the prose BPE
+    assert "[Xx]" not in tok.science["mol"]
+    text = "<mol>C[Xx]C</mol>"
     ids = tok.encode(text)
     carbon = tok.science["mol"]["C"]
-    assert ids == [3, carbon, *tok.prose.encode("[Xe+3]").ids, carbon, 4]
+    assert ids == [3, carbon, *tok.prose.encode("[Xx]").ids, carbon, 4]
     assert tok.decode(ids) == text == plain.decode(ids)
     text = "<num>5 furlongs</num>"
     ids = tok.encode(text)
@@ -341,6 +377,179 @@ def test_out_of_vocabulary_span_pieces_fall_back_to_prose(tok, plain):
     # a character no span regex matches
     text = "<protein>MK😀T</protein>"
     assert tok.decode(tok.encode(text)) == text and tok.unk_id not in tok.encode(text)
+
+
+# --- SMILES bracket atoms ----------------------------------------------------------------------
+@pytest.mark.parametrize(("piece", "parts"), [
+    ("[Na]", [("open", "["), ("element", "Na"), ("close", "]")]),
+    ("[13C@@H2+:12]", [("open", "["), ("digit", "1"), ("digit", "3"), ("element", "C"),
+                       ("chirality", "@@"), ("hydrogens", "H2"), ("charge", "+"), ("map", ":"),
+                       ("digit", "1"), ("digit", "2"), ("close", "]")]),
+    ("[Cl-]", [("open", "["), ("element", "Cl"), ("charge", "-"), ("close", "]")]),
+    ("[Sc+3]", [("open", "["), ("element", "Sc"), ("charge", "+3"), ("close", "]")]),  # not S, c
+    ("[se]", [("open", "["), ("element", "se"), ("close", "]")]),
+    ("[nH+]", [("open", "["), ("element", "n"), ("hydrogens", "H"), ("charge", "+"),
+               ("close", "]")]),
+    ("[HH]", [("open", "["), ("element", "H"), ("hydrogens", "H"), ("close", "]")]),
+    ("[2H]", [("open", "["), ("digit", "2"), ("element", "H"), ("close", "]")]),
+    ("[Hg++]", [("open", "["), ("element", "Hg"), ("charge", "++"), ("close", "]")]),
+    ("[Co@OH30]", [("open", "["), ("element", "Co"), ("chirality", "@OH30"), ("close", "]")]),
+    ("[*:1]", [("open", "["), ("element", "*"), ("map", ":"), ("digit", "1"), ("close", "]")]),
+    ("[Og-15]", [("open", "["), ("element", "Og"), ("charge", "-15"), ("close", "]")]),
+    # not bracket atoms: no such element, charge or chirality; empty; a space; a prefix
+    ("[Xx]", None), ("[Fe+16]", None), ("[C@TH3]", None), ("[C@@@H]", None), ("[]", None),
+    ("[C C]", None), ("[CH12]", None), ("[C", None), ("[n-]C", None),
+])
+def test_bracket_atom_parts(piece, parts):
+    assert split_bracket_atom(piece) == parts
+
+
+def test_bracket_part_vocabulary():
+    assert len(BRACKET_PARTS["element"]) == 118 + 10 + 1  # the periodic table, aromatic, "*"
+    assert {"se", "te", "as", "si", "Uue"} & set(BRACKET_PARTS["element"]) == {"se", "te", "as",
+                                                                                "si"}
+    assert len(BRACKET_PARTS["chirality"]) == 2 + 2 + 2 + 3 + 20 + 30
+    assert len(BRACKET_PARTS["charge"]) == 4 + 32 and len(BRACKET_PARTS["hydrogens"]) == 11
+    assert sum(map(len, BRACKET_PARTS.values())) == 1 + 1 + 10 + 129 + 59 + 11 + 36 + 1
+
+
+def test_bracket_parts_are_ids_of_their_own(tok, plain):
+    parts = tok.brackets["parts"]
+    assert {c: sorted(texts) for c, texts in parts.items()} == {
+        c: sorted(texts) for c, texts in BRACKET_PARTS.items()}
+    part_ids = [i for texts in parts.values() for i in texts.values()]
+    assert len(set(part_ids)) == len(part_ids) == 248
+    # no organic atom, bond, ring label or whole bracket atom shares an id with a part ...
+    assert not set(part_ids) & set(tok.science["mol"].values())
+    # ... nor does any prose token, except "[" and "]" (SMILES writes them only as brackets)
+    prose = set(tok.prose.get_vocab().values()) - set(part_ids)
+    assert {i for i in part_ids if tok.prose.id_to_token(i) in ("[", "]")} == {
+        parts["open"]["["], parts["close"]["]"]}
+    assert len(prose) == tok.vocab_size - len(part_ids)
+    for category, texts in parts.items():
+        for text, token_id in texts.items():
+            assert tok.decode([token_id]) == plain.decode([token_id]) == text, (category, text)
+    # the same text in two categories is two ids: element H and a hydrogen count, ...
+    assert parts["element"]["H"] != parts["hydrogens"]["H"]
+    assert parts["charge"]["-"] != tok.science["mol"]["-"]  # ... a charge and a bond
+    assert parts["digit"]["1"] != tok.science["mol"]["1"]  # ... an isotope and a ring label
+    assert parts["map"][":"] != tok.science["mol"][":"]  # ... an atom class and a bond
+    assert parts["element"]["c"] != tok.science["mol"]["c"]  # ... [c] and c
+
+
+def test_out_of_vocabulary_bracket_atoms_are_split_into_bracket_parts(tok, plain):
+    assert "[Xe+3]" not in tok.science["mol"] and "[C@@H]" in tok.science["mol"]
+    parts = tok.brackets["parts"]
+    text = "<mol>C[Xe+3]C[C@@H]([13CH3:7])O</mol>"
+    ids = tok.encode(text)
+    mol = tok.science["mol"]
+    assert ids == [3, mol["C"], parts["open"]["["], parts["element"]["Xe"],
+                   parts["charge"]["+3"], parts["close"]["]"], mol["C"], mol["[C@@H]"], mol["("],
+                   parts["open"]["["], parts["digit"]["1"], parts["digit"]["3"],
+                   parts["element"]["C"], parts["hydrogens"]["H3"], parts["map"][":"],
+                   parts["digit"]["7"], parts["close"]["]"], mol[")"], mol["O"], 4]
+    assert pieces(tok, ids) == ["<mol>", "C", "[", "Xe", "+3", "]", "C", "[C@@H]", "(", "[", "1",
+                                "3", "C", "H3", ":", "7", "]", ")", "O", "</mol>"]
+    assert tok.decode(ids) == text == plain.decode(ids)
+    # the Rust path (a span with a gap the regex skips) splits them the same way
+    assert tok.encode("<mol>[Xe+3] C</mol>") == [3, *ids[2:6], tok.science["num"][" "], mol["C"], 4]
+
+
+NO_SODIUM = ["Ethylamine <mol>CCN</mol> and acetate <mol>CC(=O)[O-]</mol> in water.",
+             "Pyridine <mol>c1ccncc1</mol> boils at <num>388</num> K."] * 3
+
+
+def test_sodium_is_not_nitrogen():
+    """The fault: a bracket atom outside the vocabulary was spelled with the prose BPE, so
+    ``[Na+]`` held the id of the organic ``N`` and a search for nitrogen counted sodium."""
+    tok = train_tokenizer(NO_SODIUM, vocab_size=300, min_frequency=2)
+    assert not [t for t in tok.science["mol"] if "Na" in t]  # [Na+] is out of the vocabulary
+    nitrogen = tok.encode("<mol>N</mol>")[1:-1]
+    assert nitrogen == [tok.science["mol"]["N"]]
+    salt = tok.encode("<mol>[Na+].[Cl-]</mol>")
+    assert nitrogen[0] not in salt
+    assert pieces(tok, salt) == ["<mol>", "[", "Na", "+", "]", ".", "[", "Cl", "-", "]", "</mol>"]
+    # and what nitrogen there is, is found: the organic N, and none inside [NH4+] or [Na+]
+    text = "<mol>[NH4+].[Na+].CCN</mol>"
+    assert tok.encode(text).count(nitrogen[0]) == 1 and tok.decode(tok.encode(text)) == text
+
+
+#: the atom alternatives of the standard SMILES regex (SMILES_TOKEN_PATTERN)
+REGEX_ATOM = re.compile(r"\[[^\]]+\]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\*")
+
+
+def test_atoms_match_the_smiles_regex_on_rdkit_nci_molecules(tok):
+    """Every molecule of RDKit's NCI set: decoding restores it; the atoms of the encoding (a
+    whole-atom token, or the parts from "[" to "]" put together) are the regex's atom tokens and
+    as many as RDKit's atoms; inside brackets only bracket parts occur."""
+    from rdkit import Chem, RDConfig, rdBase
+
+    path = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+    smiles = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    assert len(smiles) == 4999
+    parts = tok.brackets["parts"]
+    part_ids = {i for texts in parts.values() for i in texts.values()}
+    opening, closing = parts["open"]["["], parts["close"]["]"]
+    split = 0
+    for text, ids in zip(smiles, tok.encode_batch([f"<mol>{s}</mol>" for s in smiles])):
+        ids = ids.tolist()[1:-1]
+        assert tok.decode(ids) == text
+        atoms, inside = [], None
+        for token_id in ids:
+            if inside is not None:
+                assert token_id in part_ids, (text, tok.decode([token_id]))
+                inside.append(tok.decode([token_id]))
+                if token_id == closing:
+                    atoms.append("".join(inside))
+                    inside, split = None, split + 1
+            elif token_id == opening:
+                inside = ["["]
+            else:
+                assert token_id not in part_ids, text
+                if REGEX_ATOM.fullmatch(tok.decode([token_id])):
+                    atoms.append(tok.decode([token_id]))
+        regex_atoms = [p for p in re.findall(SMILES_TOKEN_PATTERN, text) if REGEX_ATOM.fullmatch(p)]
+        assert atoms == regex_atoms, text
+        with rdBase.BlockLogs():
+            molecule = Chem.MolFromSmiles(text, sanitize=False)
+        assert molecule.GetNumAtoms() == len(atoms), text
+    # [CH] (2252 times), [C] (258), [Cu] (37) ... are split; [N+], [O-] ... are whole tokens
+    brackets = [p for s in smiles for p in re.findall(r"\[[^\]]+\]", s)]
+    assert split == len([p for p in brackets if p not in tok.science["mol"]]) == 2858
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_format_1_tokenizer_loads_and_encodes_as_it_always_did(tmp_path):
+    """tests/fixtures/tokenizer_v1 was written by kiban 531e3f1 (tokenizer format 1, before
+    bracket parts): its ids, fingerprint and saved files must not change."""
+    directory = FIXTURES / "tokenizer_v1"
+    expected = json.loads((directory / "expected.json").read_text(encoding="utf-8"))
+    old = ScienceTokenizer.load(directory)
+    assert (old.format_version, old.brackets, old.vocab_size) == (1, None, expected["vocab_size"])
+    assert old.fingerprint == expected["fingerprint"]
+    for case in expected["encodings"]:
+        assert old.encode(case["text"]) == case["ids"]
+        assert old.decode(case["ids"]) == case["text"]
+    # (format 1 puts the id of N in sodium: "[", "N", "a", "+", "]")
+    assert pieces(old, old.encode("<mol>[Na+]</mol>")) == ["<mol>", "[", "N", "a", "+", "]",
+                                                           "</mol>"]
+    old.save(tmp_path)
+    for name in ("kiban_tokenizer.json", "tokenizer.json"):
+        assert (tmp_path / name).read_bytes() == (directory / name).read_bytes()
+    assert json.loads((tmp_path / "kiban_tokenizer.json").read_text())["version"] == 1
+
+
+def test_saved_metadata_is_format_2(tok, saved):
+    meta = json.loads((saved / "kiban_tokenizer.json").read_text(encoding="utf-8"))
+    assert (meta["format"], meta["version"]) == ("kiban.tokenizer", 2) == (
+        FORMAT_NAME, FORMAT_VERSION)
+    assert meta["smiles_brackets"] == {"pattern": BRACKET_ATOM_PATTERN,
+                                       "parts": tok.brackets["parts"]}
+    fmt = get_format("kiban.tokenizer")
+    assert (fmt.version, fmt.readable_versions) == (2, (1, 2))
+    assert tok.format_version == 2
 
 
 # --- plain Hugging Face files -----------------------------------------------------------------
@@ -498,10 +707,14 @@ def test_load_plain_hf_directory_without_metadata(saved, tmp_path):
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"version": 2}, "format 'kiban.tokenizer' version 2; this kiban reads 'kiban.tokenizer' "
-                     "version 1"),
-    ({"version": None}, "format 'kiban.tokenizer' version None; this kiban reads"),
-    ({"format": "other"}, "format 'other' version 1; this kiban reads 'kiban.tokenizer' version 1"),
+    ({"version": 3}, "kiban_tokenizer.json: 'kiban.tokenizer' version 3 was written by a newer "
+                     "kiban; this one reads versions 1-2: upgrade kiban"),
+    ({"version": 0}, "'kiban.tokenizer' version 0 is too old; this kiban reads versions 1-2"),
+    ({"version": None}, "'kiban.tokenizer' with version None; expected an integer"),
+    ({"format": "other"}, "not a 'kiban.tokenizer' file (it says format='other', version=2)"),
+    ({"smiles_brackets": None}, "kiban_tokenizer.json: 'smiles_brackets' must be an object with "
+                                "'pattern'"),
+    ({"smiles_brackets": {"pattern": "[", "parts": {}}}, "'smiles_brackets' must be an object"),
     ({"science": None}, "incomplete metadata"),
     ({"patterns": {"mol": "C"}}, "incomplete metadata"),
     ({"prose_file": "gone.json"}, "gone.json is missing"),
@@ -665,6 +878,34 @@ def test_extend_round_trip_and_science_tokens(extended):
         "<mol>", "[C@@H]", "(", "Cl", ")", "Br", "%10", "</mol>"]
     assert pieces(extended, extended.encode(f"<crystal>{NACL}</crystal>"))[1:6] == [
         "Na", "Cl", "\n", "Fm-3m", "\n"]
+
+
+def test_extend_adds_bracket_parts_after_the_base(base_dir, extended, tmp_path):
+    base = Tokenizer.from_file(str(base_dir / "tokenizer.json"))
+    base_size = base.get_vocab_size(with_added_tokens=True)
+    parts = extended.brackets["parts"]
+    for category, texts in parts.items():
+        for text, token_id in texts.items():
+            assert extended.decode([token_id]) == text
+            # "[" and "]" are the base's own tokens; every other part is an id of its own
+            assert (token_id < base_size) is (category in ("open", "close")), (category, text)
+    ids = extended.encode("<mol>[Na].[K+]</mol>")
+    assert pieces(extended, ids) == ["<mol>", "[", "Na", "]", ".", "[", "K", "+", "]", "</mol>"]
+    assert extended.science["mol"]["N"] not in ids and ids[2] == parts["element"]["Na"]
+    # a base whose vocabulary holds a marker character cannot be extended (its decoder would
+    # delete it), and a base without a decoder cannot decode science tokens exactly
+    spec = json.loads(base.to_str())
+    spec["model"]["vocab"]["\ue002N"] = len(spec["model"]["vocab"])
+    (tmp_path / "marked").mkdir()
+    (tmp_path / "marked" / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(TokenizerError, match="has tokens with kiban's bracket-part markers"):
+        extend_tokenizer(tmp_path / "marked")
+    spec = json.loads(base.to_str())
+    spec["decoder"] = None
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(TokenizerError, match="has no decoder: kiban needs one"):
+        extend_tokenizer(tmp_path / "bare")
 
 
 @given(tagged_texts())

@@ -10,13 +10,18 @@ Per row the state is a few integers held in (B,)-shaped tensors and updated by t
   row of a (V, 100) table (a label opens a ring the first time and closes it the second);
 * ``last_kind``: the kind of the last SMILES piece (start, atom, bond, ``(``, ``)``, ``.``,
   ring label, other), which a (kinds, kinds) table turns into the kinds allowed next;
-* ``fresh_ring``: the ring label the last piece opened, which may not close on the same atom.
+* ``fresh_ring``: the ring label the last piece opened, which may not close on the same atom;
+* ``bracket``: where in a SMILES bracket atom the row is (0 outside one), for tokenizers that
+  split bracket atoms into parts (format 2, `kiban.modalities._smiles`).
 
 Allowed tokens: in prose, the prose vocabulary, the four opening tags and end-of-text; inside
 ``<m>``, the tokenizer's science tokens for ``m`` and ``</m>``. Inside ``<mol>`` additionally:
 the SMILES bigram rules of `FOLLOWS` (a span starts with an atom; a bond is followed by an atom
 or a ring label; ``(`` by an atom or a bond; ...); ``)`` only at depth > 0; ``</mol>`` only at
-depth 0 with no open ring bond, after an atom, ``)`` or a ring label. These are necessary
+depth 0 with no open ring bond, after an atom, ``)`` or a ring label. A bracket atom written
+in parts is an atom: ``[`` may come where an atom may, and inside it only bracket parts, in the
+order of `BRACKET_NEXT` (isotope digits? element chirality? hydrogens? charge? ``:`` class
+digits? then ``]``); nothing closes the span inside it. These are necessary
 conditions for a valid SMILES, not sufficient (valence, aromaticity): `kiban.generate.Generator`
 can resample rows RDKit rejects.
 
@@ -35,6 +40,18 @@ from torch import Tensor
 
 from kiban.document import MODALITY_TAGS
 from kiban.generate.engine import TokenConstraint
+from kiban.modalities._smiles import (
+    BRACKET_PARTS,
+    CHARGE,
+    CHIRALITY,
+    CLOSE,
+    DIGIT,
+    ELEMENT,
+    HYDROGENS,
+    MAP,
+    OPEN,
+    alternation,
+)
 from kiban.tokenizer import SPECIAL_TOKENS, TAG_TOKENS, ScienceTokenizer
 
 PROSE = 0
@@ -62,6 +79,43 @@ FOLLOWS = {
 }
 #: kinds a SMILES may end with
 CAN_END = {ATOM, BRANCH_CLOSE, RING, OTHER}
+
+# where a row is in a bracket atom written in parts: outside one, or after its "[", isotope
+# digits, element, chirality, hydrogen count, charge, class ":", class digits
+(OUTSIDE, AFTER_OPEN, AFTER_ISOTOPE, AFTER_ELEMENT, AFTER_CHIRALITY, AFTER_HYDROGENS,
+ AFTER_CHARGE, AFTER_MAP, AFTER_CLASS) = range(9)
+#: per stage, the part categories that may come next and the stage each leads to
+BRACKET_NEXT = {
+    OUTSIDE: {OPEN: AFTER_OPEN},
+    AFTER_OPEN: {DIGIT: AFTER_ISOTOPE, ELEMENT: AFTER_ELEMENT},
+    AFTER_ISOTOPE: {DIGIT: AFTER_ISOTOPE, ELEMENT: AFTER_ELEMENT},
+    AFTER_ELEMENT: {CHIRALITY: AFTER_CHIRALITY, HYDROGENS: AFTER_HYDROGENS,
+                    CHARGE: AFTER_CHARGE, MAP: AFTER_MAP, CLOSE: OUTSIDE},
+    AFTER_CHIRALITY: {HYDROGENS: AFTER_HYDROGENS, CHARGE: AFTER_CHARGE, MAP: AFTER_MAP,
+                      CLOSE: OUTSIDE},
+    AFTER_HYDROGENS: {CHARGE: AFTER_CHARGE, MAP: AFTER_MAP, CLOSE: OUTSIDE},
+    AFTER_CHARGE: {MAP: AFTER_MAP, CLOSE: OUTSIDE},
+    AFTER_MAP: {DIGIT: AFTER_CLASS},
+    AFTER_CLASS: {DIGIT: AFTER_CLASS, CLOSE: OUTSIDE},
+}
+#: the text of an unclosed bracket atom after its "[" (a prompt that ends inside one)
+_OPEN_BRACKET = re.compile(
+    rf"(?P<isotope>[0-9]+)?(?:(?P<element>{alternation(BRACKET_PARTS[ELEMENT])})"
+    rf"(?P<chirality>{alternation(BRACKET_PARTS[CHIRALITY])})?(?P<hydrogens>H[0-9]?)?"
+    rf"(?P<charge>{alternation(BRACKET_PARTS[CHARGE])})?(?P<map>:(?P<atom_class>[0-9]+)?)?)?")
+_STAGE_OF_GROUP = {"atom_class": AFTER_CLASS, "map": AFTER_MAP, "charge": AFTER_CHARGE,
+                   "hydrogens": AFTER_HYDROGENS, "chirality": AFTER_CHIRALITY,
+                   "element": AFTER_ELEMENT, "isotope": AFTER_ISOTOPE}
+
+
+def open_bracket_stage(text: str) -> int:
+    """The stage after the unclosed bracket atom whose text after ``[`` is ``text`` (OUTSIDE if
+    no bracket atom starts so)."""
+    match = _OPEN_BRACKET.fullmatch(text)
+    if match is None:
+        return OUTSIDE
+    return next((stage for group, stage in _STAGE_OF_GROUP.items() if match.group(group)),
+                AFTER_OPEN)
 
 
 def piece_kind(piece: str) -> int:
@@ -104,6 +158,7 @@ class PromptState:
     rings: frozenset[int] = frozenset()
     last_kind: int = START
     fresh_ring: int | None = None
+    bracket: int = OUTSIDE
 
     @classmethod
     def of(cls, text: str) -> PromptState:
@@ -114,6 +169,12 @@ class PromptState:
         content = text[tags[-1].end():]
         if modality != "mol":
             return cls(modality, span_length=len(content))
+        opening = content.rfind("[")
+        bracket = OUTSIDE
+        if opening > content.rfind("]"):  # the prompt ends inside a bracket atom
+            bracket = open_bracket_stage(content[opening + 1:])
+            if bracket != OUTSIDE:
+                content = content[:opening]
         pieces = re.findall(_smiles_token_pattern(), content)
         depth, rings, fresh = 0, set(), None
         for piece in pieces:
@@ -123,6 +184,9 @@ class PromptState:
                 label = int(piece.lstrip("%"))
                 fresh = None if label in rings else label
                 rings ^= {label}
+        if bracket != OUTSIDE:  # an atom under way
+            return cls(modality, span_length=len(pieces) + 1, depth=depth, rings=frozenset(rings),
+                       last_kind=ATOM, bracket=bracket)
         return cls(modality, span_length=len(pieces), depth=depth, rings=frozenset(rings),
                    last_kind=piece_kind(pieces[-1]) if pieces else START, fresh_ring=fresh)
 
@@ -146,6 +210,10 @@ class ModalityConstraints:
         self.open_mode = torch.zeros(vocab_size, dtype=torch.long)  # opening tag -> its mode
         self.is_close = torch.zeros(vocab_size, dtype=torch.bool)
         self.close_ids = torch.tensor([tokenizer.tag_ids[f"</{m}>"] for m in MODALITY_TAGS])
+        # SMILES bracket parts (format 2; none for a format-1 tokenizer): {id: category}
+        parts = {token_id: category
+                 for category, texts in (tokenizer.brackets or {"parts": {}})["parts"].items()
+                 for token_id in texts.values()}
         for mode, modality in enumerate(MODALITY_TAGS, start=1):
             opening, closing = tokenizer.tag_ids[f"<{modality}>"], tokenizer.tag_ids[f"</{modality}>"]
             allowed[PROSE, opening] = True
@@ -153,7 +221,18 @@ class ModalityConstraints:
             allowed[mode, closing] = True
             self.open_mode[opening] = mode
             self.is_close[closing] = True
+        allowed[MOL, list(parts)] = True
         self.allowed = allowed  # (modes, V)
+        self.has_brackets = bool(parts)
+        # per stage, the next stage after each token; -1: not allowed there. Outside a bracket
+        # every other token keeps the row outside; inside one, only its parts may come.
+        self.bracket_next = torch.full((len(BRACKET_NEXT), vocab_size), -1, dtype=torch.long)
+        self.bracket_next[OUTSIDE] = OUTSIDE
+        self.bracket_next[OUTSIDE, list(parts)] = -1
+        for stage, after in BRACKET_NEXT.items():
+            for token_id, category in parts.items():
+                if category in after:
+                    self.bracket_next[stage, token_id] = after[category]
         mol = tokenizer.science.get("mol", {})
         self.depth_delta = torch.zeros(vocab_size, dtype=torch.long)
         self.ring_bits = torch.zeros(vocab_size, RING_LABELS, dtype=torch.bool)
@@ -165,6 +244,7 @@ class ModalityConstraints:
             if _RING.fullmatch(token):
                 self.ring_label[token_id] = int(token.lstrip("%"))
                 self.ring_bits[token_id, int(token.lstrip("%"))] = True
+        self.kind[list(parts)] = ATOM  # "[" starts an atom; after "]" an atom has been written
         follows = torch.zeros(len(FOLLOWS), len(FOLLOWS), dtype=torch.bool)
         for kind, after in FOLLOWS.items():
             follows[kind, sorted(after)] = True
@@ -175,7 +255,7 @@ class ModalityConstraints:
         self._copies: dict[torch.device, ModalityConstraints] = {self.device: self}
 
     _TABLES = ("allowed", "open_mode", "is_close", "close_ids", "depth_delta", "ring_bits",
-               "kind", "ring_label", "follows", "can_end")
+               "kind", "ring_label", "follows", "can_end", "bracket_next")
 
     def on(self, device: torch.device) -> ModalityConstraints:
         """These tables on ``device`` (a copy made once per device; itself on the CPU)."""
@@ -207,14 +287,17 @@ class ModalityConstraints:
             depth=torch.tensor([s.depth for s in states]), rings=rings,
             last_kind=torch.tensor([s.last_kind for s in states]),
             fresh_ring=torch.tensor([_NO_RING if s.fresh_ring is None else s.fresh_ring
-                                     for s in states]))
+                                     for s in states]),
+            # a format-1 tokenizer has no parts: a prompt's open bracket is read as today
+            bracket=torch.tensor([s.bracket if self.has_brackets else OUTSIDE for s in states]))
 
 
 class ConstraintTracker(TokenConstraint):
     """The per-row state of one generation (see the module docstring)."""
 
     def __init__(self, tables: ModalityConstraints, *, mode: Tensor, span_length: Tensor,
-                 depth: Tensor, rings: Tensor, last_kind: Tensor, fresh_ring: Tensor):
+                 depth: Tensor, rings: Tensor, last_kind: Tensor, fresh_ring: Tensor,
+                 bracket: Tensor):
         self.tables = tables
         self.mode = mode  # (B,)
         self.span_length = span_length  # (B,)
@@ -222,25 +305,30 @@ class ConstraintTracker(TokenConstraint):
         self.rings = rings  # (B, 100)
         self.last_kind = last_kind  # (B,)
         self.fresh_ring = fresh_ring  # (B,): a label, or _NO_RING
+        self.bracket = bracket  # (B,): a bracket stage, OUTSIDE outside one
 
     def allowed(self) -> Tensor:
         """(B, V) bool: the tokens each row may emit next."""
         t = self.tables
         allowed = t.allowed[self.mode]  # (B, V), a fresh tensor
         in_mol = self.mode == MOL
-        mol_open = in_mol & ((self.depth > 0) | self.rings.any(-1) | ~t.can_end[self.last_kind])
+        in_bracket = self.bracket != OUTSIDE
+        mol_open = in_mol & ((self.depth > 0) | self.rings.any(-1) | ~t.can_end[self.last_kind]
+                             | in_bracket)
         allowed[:, t.close_ids] &= ((self.span_length > 0) & ~mol_open)[:, None]
         if t.rparen_id is not None:
             allowed[:, t.rparen_id] &= ~in_mol | (self.depth > 0)
-        # SMILES bigrams, and no ring closed on the atom that opened it ("C11")
+        # SMILES bigrams, and no ring closed on the atom that opened it ("C11"); inside a
+        # bracket atom, its grammar instead
         smiles_ok = t.follows[self.last_kind] & (t.ring_label != self.fresh_ring[:, None])
+        smiles_ok = (smiles_ok | in_bracket[:, None]) & (t.bracket_next[self.bracket] >= 0)
         allowed &= ~in_mol[:, None] | smiles_ok
         return allowed
 
     def mask_(self, logits: Tensor) -> Tensor:
         return logits.masked_fill_(~self.allowed(), float("-inf"))
 
-    _STATE = ("mode", "span_length", "depth", "rings", "last_kind", "fresh_ring")
+    _STATE = ("mode", "span_length", "depth", "rings", "last_kind", "fresh_ring", "bracket")
 
     def to(self, device: torch.device) -> ConstraintTracker:
         device = torch.device(device)
@@ -259,6 +347,8 @@ class ConstraintTracker(TokenConstraint):
         label = t.ring_label[tokens]  # (B,), -1 unless a ring label
         opened = in_mol & (label >= 0) & ~self.rings.gather(1, label.clamp(min=0)[:, None])[:, 0]
         self.fresh_ring = torch.where(opened, label, _NO_RING)
+        self.bracket = torch.where(in_mol & ~closes,
+                                   t.bracket_next[self.bracket, tokens].clamp(min=OUTSIDE), OUTSIDE)
         self.depth = torch.where(opens, 0, self.depth + t.depth_delta[tokens] * in_mol)
         self.rings = (self.rings ^ (t.ring_bits[tokens] & in_mol[:, None])) & ~opens[:, None]
         self.span_length = torch.where(opens, 0, self.span_length + content)
