@@ -1,5 +1,5 @@
 """``kiban property train / predict / evaluate`` (kiban/tasks/property_cli.py) and the library
-behind it (kiban/tasks/molecules/property_model.py), on small files the tests write."""
+behind it (kiban/tasks/molecules/properties/saved_models.py), on small files the tests write."""
 
 from __future__ import annotations
 
@@ -21,18 +21,18 @@ from rdkit.Chem import Crippen  # noqa: E402
 
 from kiban.cli import main  # noqa: E402
 from kiban.io import _UMASK  # noqa: E402
-from kiban.tasks.molecules.properties import (  # noqa: E402
+from kiban.tasks.molecules.properties.predictors import (  # noqa: E402
     FingerprintForest,
     PropertyLM,
     rmse,
-    scaffold_split,
 )
-from kiban.tasks.molecules.property_model import (  # noqa: E402
+from kiban.tasks.molecules.properties.saved_models import (  # noqa: E402
     FORMAT,
     MANIFEST,
     PropertyModel,
     PropertyModelError,
 )
+from kiban.tasks.molecules.properties.scaffold_split import scaffold_split  # noqa: E402
 
 RINGS = ["c1ccccc1", "C1CCCCC1", "c1ccncc1", "c1ccc2ccccc2c1", "C1CCCC1", "c1ccsc1", "C1CCNCC1",
          "c1ccoc1", "C1CCOC1", "c1cnccn1"]

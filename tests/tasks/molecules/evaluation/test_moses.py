@@ -23,16 +23,18 @@ from rdkit.Chem import AllChem  # noqa: E402
 
 from kiban.data import moses_smiles  # noqa: E402
 from kiban.tasks import cli  # noqa: E402
-from kiban.tasks.molecules import (  # noqa: E402
+from kiban.tasks.molecules.evaluation import (  # noqa: E402  # noqa: E402
     METRIC_NAMES,
     MosesResult,
+    _chemnet,
+    _tanimoto,
     evaluate_moses,
     evaluate_moses_file,
     moses_metrics,
     read_samples,
 )
-from kiban.tasks.molecules import _chemnet, _features, _tanimoto  # noqa: E402
-from kiban.tasks.molecules.moses import (  # noqa: E402
+from kiban.tasks.molecules.evaluation import _moses_features as _features  # noqa: E402
+from kiban.tasks.molecules.evaluation.moses import (  # noqa: E402
     cosine_similarity,
     fraction_unique,
     wasserstein_1d,

@@ -24,7 +24,6 @@ method trains on the training part and is scored on the test part (RMSE / ROC-AU
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import os
 import pickle
@@ -39,27 +38,29 @@ from typing import Any
 import numpy as np
 from rdkit import Chem
 
+from kiban.chem import MORGAN_BITS, MORGAN_RADIUS, canonical_smiles
+from kiban.errors import did_you_mean
 from kiban.io import _UMASK, file_sha256
-from kiban.tasks.molecules._features import parse
-from kiban.tasks.molecules.properties import (
+from kiban.tasks.molecules._smiles_file import parse_line, read_lines
+from kiban.tasks.molecules.properties.datasets import (
     DATASETS,
-    METHODS,
-    METRIC,
-    MORGAN_BITS,
-    MORGAN_RADIUS,
     TASKS,
     DatasetSpec,
-    FingerprintForest,
-    LMSettings,
     PropertyDataError,
     PropertyDataset,
+    read_property_file,
+)
+from kiban.tasks.molecules.properties.predictors import (
+    METHODS,
+    METRIC,
+    FingerprintForest,
+    LMSettings,
     PropertyLM,
     evaluate_split,
     finetune_property_model,
-    read_property_file,
-    scaffold_split,
     summarize_runs,
 )
+from kiban.tasks.molecules.properties.scaffold_split import scaffold_split
 
 FORMAT = "kiban.property-model"
 FORMAT_VERSION = 1
@@ -203,9 +204,8 @@ def resolve_spec(data: str, *, task: str | None = None, smiles_column: str | Non
         return spec
     if path.suffix or os.sep in data:
         raise FileNotFoundError(f"{data}: no such file")
-    close = difflib.get_close_matches(data.lower(), DATASETS, n=3, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise PropertyDataError(f"{data!r} is neither a file nor a shipped dataset; {hint}"
+    raise PropertyDataError(f"{data!r} is neither a file nor a shipped dataset"
+                            f"{did_you_mean(data.lower(), DATASETS, n=3, cutoff=0.4)}; "
                             f"shipped: {', '.join(DATASETS)}")
 
 
@@ -365,7 +365,7 @@ class PropertyModel:
             return np.zeros(0), {}
         if self.method == "rf":
             return np.asarray(self.forest.predict(molecules), dtype=np.float64), {}
-        smiles = [Chem.MolToSmiles(mol) for mol in molecules]
+        smiles = [canonical_smiles(mol) for mol in molecules]
         question = self.manifest["question"]
         if self.task == "classification":
             return self.lm.smiles_class_probabilities(smiles, question), {}
@@ -433,10 +433,8 @@ def read_smiles_rows(path: str | os.PathLike, *, smiles_column: str | None = Non
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() in (".smi", ".txt", ".smiles"):
-        from kiban.tasks.molecules.moses import read_samples
-
         return [(f"{path}:{number}", (line.split() or [""])[0])
-                for number, line in enumerate(read_samples(path), start=1)]
+                for number, line in enumerate(read_lines(path), start=1)]
     delimiter = _delimiter(path)
     header = _header(path, delimiter)
     if smiles_column is None:
@@ -464,7 +462,7 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike, *,
     model = PropertyModel(model_dir)
     rows = read_smiles_rows(path, smiles_column=smiles_column,
                             default_column=model.smiles_column)
-    parsed = [parse(text) if text else (None, "no SMILES in this row") for _, text in rows]
+    parsed = [parse_line(text) if text else (None, "no SMILES in this row") for _, text in rows]
     good = [i for i, (mol, _) in enumerate(parsed) if mol is not None]
     values, failures = model.predict([parsed[i][0] for i in good])
     predictions: dict[int, float | None] = {i: float(values[k]) for k, i in enumerate(good)}
