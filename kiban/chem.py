@@ -225,7 +225,7 @@ def sa_score(mol: Chem.Mol) -> float:
     raw = fragment_score + complexity + symmetry
     score = 11.0 - (raw - -4.0 + 1) / (2.5 - -4.0) * 9.0  # raw range [-4, 2.5] onto [1, 10]
     if score > 8.0:
-        score = 8.0 + math.log(score + 1.0 - 9.0)  # written as Contrib writes it: same rounding
+        score = 8.0 + math.log(score + 1.0 - 9.0)  # as Contrib writes it
     return min(max(score, 1.0), 10.0)
 
 

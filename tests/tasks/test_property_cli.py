@@ -147,7 +147,7 @@ def test_predict_reads_smi_files_and_writes_csv_to_stdout(tmp_path, capsys):
 
 
 # --- bad input ----------------------------------------------------------------------------------
-def test_bad_input_is_a_clear_error_with_a_nonzero_exit(tmp_path, capsys):
+def test_bad_input_is_a_clear_error_with_exit_2(tmp_path, capsys):
     regression = _regression_file(tmp_path / "r.csv")
     out = str(tmp_path / "m")
     cases = [
@@ -167,8 +167,8 @@ def test_bad_input_is_a_clear_error_with_a_nonzero_exit(tmp_path, capsys):
          f"(a classification target must be 0 or 1): {tmp_path / 'c.csv'}:3: label '2'"),
         (["train", str(_write(tmp_path / "one.csv", ["smiles,y", "CCO,1", "CCN,1"])), "--out",
           out, "--task", "classification"], "every target is 1"),
-        (["train", "bbb", "--out", out], "'bbb' is neither a file nor a shipped dataset; did you "
-                                         "mean bbbp"),
+        (["train", "bbb", "--out", out], "'bbb' is neither a file nor a shipped dataset (did you "
+                                         "mean 'bbbp'?); shipped: logs, lipophilicity, bbbp,"),
         (["train", "bbbp", "--out", out, "--task", "regression"],
          "dataset 'bbbp' is a classification set"),
         (["train", str(tmp_path / "absent.csv"), "--out", out], "absent.csv: no such file"),
@@ -184,7 +184,7 @@ def test_bad_input_is_a_clear_error_with_a_nonzero_exit(tmp_path, capsys):
     ]
     for argv, message in cases:
         code, _, err = _run(capsys, "property", *argv)
-        assert code == 1, argv
+        assert code == 2, argv
         assert err.startswith(f"kiban property {argv[0]}: error: "), err
         assert message in err, (message, err)
     assert not (tmp_path / "m").exists()
@@ -198,7 +198,7 @@ def test_model_directories_refuse_overwrite_and_unknown_formats(tmp_path, capsys
     assert main(argv) == 0
     first = (model / MANIFEST).read_text()
     code, _, err = _run(capsys, *argv)
-    assert code == 1 and "directory exists and is not empty (pass --overwrite" in err
+    assert code == 2 and "directory exists and is not empty (pass --overwrite" in err
     assert main(argv + ["--overwrite", "--seed", "1"]) == 0
     assert (model / MANIFEST).read_text() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "r.csv"]
@@ -216,7 +216,7 @@ def test_model_directories_refuse_overwrite_and_unknown_formats(tmp_path, capsys
     with pytest.raises(PropertyModelError, match=r"manifest lacks \['question'\]"):
         PropertyModel(model)
     code, _, err = _run(capsys, "property", "predict", str(tmp_path), data)
-    assert code == 1 and f"{tmp_path}: not a kiban property model (no manifest.json)" in err
+    assert code == 2 and f"{tmp_path}: not a kiban property model (no manifest.json)" in err
 
 
 # --- evaluate -----------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def test_properties_and_range_checks_on_known_molecules():
                                         PropertyRange("qed", high=0.56)))) is True  # QED 0.550
     assert in_range("CCO", RangeSpec((PropertyRange("tpsa", 20.23, 20.23),))) is True  # inclusive
     assert in_range("C1CC", RangeSpec((PropertyRange("qed", low=0),))) is None
+    assert in_range("", RangeSpec((PropertyRange("qed", low=0),))) is None  # was a TypeError
     assert RangeSpec((PropertyRange("mw", 250, 300), PropertyRange("tpsa", high=60))).name == \
         "MW in [250, 300] and TPSA <= 60"
     with pytest.raises(ValueError, match="Got 'pka' instead"):

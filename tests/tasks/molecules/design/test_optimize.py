@@ -17,6 +17,7 @@ from kiban.tasks.molecules.design.optimize import (
     Oracle,
     crossover,
     finetune_steps,
+    get_oracle,
     graph_ga,
     heavy_atoms_oracle,
     mpo_oracle,
@@ -46,6 +47,24 @@ def test_oracle_counts_calls_and_caches_by_canonical_smiles():
     assert oracle("OCC") == 0.5  # cached molecules are answered after the budget
     with pytest.raises(BudgetExhausted, match="budget of 3 calls"):
         oracle("CCC")
+
+
+def test_an_empty_smiles_is_not_a_molecule_and_costs_nothing():
+    # REINVENT scores the text of every closed span: "<mol></mol>" gave "", which was scored as
+    # an empty molecule (QED 0.34, a paid call)
+    oracle = Oracle(heavy_atoms_oracle, budget=3)
+    assert oracle.score_many(["", "CCO ethanol", "CCO"]) == [None, 0.03, 0.03]
+    assert oracle.history == [("CCO", 0.03)]
+    assert get_oracle("qed", 1)("") is None
+
+
+def test_unknown_oracle_names_the_close_one():
+    with pytest.raises(ValueError, match=r"unknown oracle 'qde' \(did you mean 'qed'\?\); "
+                                         "known: qed, celecoxib, aripiprazole, mpo"):
+        get_oracle("qde", 10)
+    with pytest.raises(ValueError, match=r"must be a valid SMILES. Got 'C1CC' instead "
+                                         r"\(unclosed ring"):
+        similarity_oracle("C1CC")
 
 
 def test_oracle_rejects_a_bad_budget():

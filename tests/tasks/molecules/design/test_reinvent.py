@@ -114,6 +114,7 @@ def test_diversity_filter_zeroes_repeats_and_full_scaffold_buckets():
         [0.0, 0.3, 0.0]
     assert diversity.rewards(["c1ccccc1O"], [0.6]) == [0.0]   # bucket still full
     assert diversity.rewards(["C1CCNCC1C"], [0.6]) == [0.6]   # another scaffold
+    assert diversity.rewards(["", "CCCC"], [0.6, 0.6]) == [0.0, 0.6]  # "" is not a molecule
 
 
 def test_top_rewarded_keeps_the_best_fraction():
