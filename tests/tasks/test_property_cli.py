@@ -20,6 +20,7 @@ from rdkit import Chem  # noqa: E402
 from rdkit.Chem import Crippen  # noqa: E402
 
 from kiban.cli import main  # noqa: E402
+from kiban.formats import FormatError  # noqa: E402
 from kiban.io import _UMASK  # noqa: E402
 from kiban.tasks.molecules.properties.predictors import (  # noqa: E402
     FingerprintForest,
@@ -204,8 +205,11 @@ def test_model_directories_refuse_overwrite_and_unknown_formats(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "r.csv"]
     manifest = json.loads((model / MANIFEST).read_text())
     (model / MANIFEST).write_text(json.dumps({**manifest, "version": 2}))
-    with pytest.raises(PropertyModelError, match="version 2; this kiban reads "
-                                                 "'kiban.property-model' version 1"):
+    with pytest.raises(FormatError, match="'kiban.property-model' version 2 was written by a "
+                                          "newer kiban; this one reads versions 1"):
+        PropertyModel(model)
+    (model / MANIFEST).write_text("{not json")
+    with pytest.raises(FormatError, match="not valid JSON .*expected a 'kiban.property-model'"):
         PropertyModel(model)
     (model / MANIFEST).write_text(json.dumps({**manifest, "method": "svm"}))
     with pytest.raises(PropertyModelError, match="method 'svm' / task 'regression'; expected "

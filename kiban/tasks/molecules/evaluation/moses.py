@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from kiban.data import moses_smiles, package_file
+from kiban.formats import register
 from kiban.tasks.molecules._smiles_file import read_lines
 from kiban.tasks.molecules.evaluation._moses_features import (
     InvalidSample,
@@ -38,8 +39,9 @@ from kiban.tasks.molecules.evaluation._moses_features import (
     describe,
 )
 
-RESULT_FORMAT = "kiban.moses_result"
-RESULT_VERSION = 1
+#: `MosesResult.as_dict` (``kiban eval moses --json``)
+MOSES_RESULT = register("kiban.moses_result", 1, description="MOSES metrics of one sample set")
+RESULT_FORMAT, RESULT_VERSION = MOSES_RESULT.name, MOSES_RESULT.version
 UNIQUE_AT = (1000, 10000)
 REFERENCE_SETS = (("Test", "test"), ("TestSF", "test_scaffolds"))
 PROPERTIES = ("logP", "SA", "QED", "weight")
@@ -93,7 +95,7 @@ class MosesResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form with a format name and version (invalid samples: the first 20)."""
         return {
-            "format": RESULT_FORMAT, "version": RESULT_VERSION, "source": self.source,
+            **MOSES_RESULT.stamp(), "source": self.source,
             "n_samples": self.n_samples, "n_valid": self.n_valid,
             "metrics": dict(self.values), "not_computed": dict(self.reasons),
             "invalid": {"count": self.n_invalid,
