@@ -82,6 +82,8 @@ def passes_filters(mol: Chem.Mol) -> bool:
     with_hydrogens = Chem.AddHs(mol)
     if any(with_hydrogens.HasSubstructMatch(pattern) for pattern in filter_patterns()):
         return False
+    # molsets' last filter, kept as molsets writes it: the non-isomeric SMILES must re-parse (a
+    # property of the molecule, not its identity, so not kiban.chem's canonical SMILES)
     smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
     return bool(smiles) and Chem.MolFromSmiles(smiles) is not None
 
