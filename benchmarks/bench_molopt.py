@@ -1,9 +1,9 @@
 """Property-conditioned generation and goal-directed optimisation with a small kiban model.
 
-Part 1 (`kiban.tasks.molecules.conditioned`): for each range specification, N samples prompted
+Part 1 (`kiban.tasks.molecules.design.conditioned`): for each range specification, N samples prompted
 with target properties vs N samples prompted with ``<mol>`` (the same model) filtered afterwards;
 success = valid samples whose RDKit properties are all in range.
-Part 2 (`kiban.tasks.molecules.optimize`, `.reinvent`): QED, Tanimoto to celecoxib, and an MPO
+Part 2 (`kiban.tasks.molecules.design.optimize`, `.reinvent`): QED, Tanimoto to celecoxib, and an MPO
 objective, each at a fixed oracle budget, for REINVENT's augmented likelihood on the model
 (``model-augmented``), the model in the loop (sample, score, fine-tune on the best:
 ``model-loop``), plain sampling from the same model (no fine-tuning), and a graph GA; top-10
@@ -74,7 +74,7 @@ def prepare(args) -> tuple[Path, Path, dict]:
 
 def conditioned_part(args, corpus: Path, model: Path) -> dict:
     from kiban.generate import load_generator
-    from kiban.tasks.molecules.conditioned import Reference, evaluate_conditioning
+    from kiban.tasks.molecules.design.conditioned import Reference, evaluate_conditioning
 
     reference = Reference.from_corpus(corpus)
     generator = load_generator(model)
@@ -90,10 +90,10 @@ def _oracle_runs(args, corpus: Path, model: Path, oracle_name: str) -> list[dict
     """Every (seed, method) run on one oracle (one worker process with --jobs)."""
     import torch
 
-    from kiban.tasks.molecules.conditioned import Reference
-    from kiban.tasks.molecules.optimize import (GAConfig, LoopConfig, get_oracle, graph_ga,
+    from kiban.tasks.molecules.design.conditioned import Reference
+    from kiban.tasks.molecules.design.optimize import (GAConfig, LoopConfig, get_oracle, graph_ga,
                                                 optimize_with_model)
-    from kiban.tasks.molecules.reinvent import AugmentedConfig, optimize_augmented_likelihood
+    from kiban.tasks.molecules.design.reinvent import AugmentedConfig, optimize_augmented_likelihood
 
     if args.jobs > 1:
         torch.set_num_threads(1)
@@ -128,8 +128,8 @@ def _oracle_runs(args, corpus: Path, model: Path, oracle_name: str) -> list[dict
 
 def molopt_part(args, corpus: Path, model: Path) -> dict:
     """All oracles; with --jobs N, one spawned process per oracle (N at a time)."""
-    from kiban.tasks.molecules.optimize import GAConfig, LoopConfig
-    from kiban.tasks.molecules.reinvent import AugmentedConfig
+    from kiban.tasks.molecules.design.optimize import GAConfig, LoopConfig
+    from kiban.tasks.molecules.design.reinvent import AugmentedConfig
 
     if args.jobs > 1:
         import multiprocessing

@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kiban.generate import load_generator
-    from kiban.tasks.molecules.moses import evaluate_moses_file
+    from kiban.tasks.molecules.evaluation.moses import evaluate_moses_file
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -81,17 +81,11 @@ def overlap_with_corpus(corpus_smiles: set[str], smiles: list[str]) -> int:
 
 
 def moses_canonical(molecules: int) -> set[str]:
-    from rdkit import Chem, rdBase
-
+    from kiban.chem import canonical_or_none
     from kiban.data import moses_smiles
 
-    out = set()
-    with rdBase.BlockLogs():
-        for smiles in moses_smiles("train", molecules):
-            mol = Chem.MolFromSmiles(smiles)
-            if mol is not None:
-                out.add(Chem.MolToSmiles(mol))
-    return out
+    canonical = (canonical_or_none(smiles) for smiles in moses_smiles("train", molecules))
+    return {smiles for smiles in canonical if smiles is not None}
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/moses_parity/compare.py SAMPLES \
         --reference results/reference-X.json --out results/parity-X
 
-Runs `kiban.tasks.molecules.evaluate_moses_file` (same worker count as the reference run) and
+Runs `kiban.tasks.molecules.evaluation.evaluate_moses_file` (same worker count as the reference run) and
 writes PREFIX.json and PREFIX.md with, per metric, both values, |kiban - molsets| and whether it
 is within the tolerance (1e-6), or kiban's reason when kiban declines to compute it.
 """
@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from kiban.tasks.molecules import METRIC_NAMES, evaluate_moses_file
+from kiban.tasks.molecules.evaluation import METRIC_NAMES, evaluate_moses_file
 
 TOLERANCE = 1e-6
 

@@ -1,6 +1,9 @@
-"""``kiban eval moses SAMPLES_FILE``: parse, call `evaluate_moses_file`, print.
+"""``kiban eval moses SAMPLES_FILE`` and ``kiban report molecules MODEL_DIR``: parse, call one
+library function of `kiban.tasks.molecules.evaluation`, print.
 
-RDKit, numba and torch are imported inside `run`, so building the parser stays fast.
+Handlers raise (``kiban.cli.main`` runs them through `kiban._cli.run_command`): bad input is a
+`ValueError` (exit 2), a failed run a `RuntimeError` (exit 1). RDKit, numba and torch are
+imported inside the handlers, so building the parser stays fast.
 """
 
 from __future__ import annotations
@@ -8,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,17 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 when the metrics were computed (some may be None with a reason); 1 on bad input."""
+    """0 when the metrics were computed (some may be None with a reason)."""
     if args.n_jobs < 1:
-        print(f"kiban eval moses: error: --n-jobs must be >= 1, got {args.n_jobs}", file=sys.stderr)
-        return 1
-    from kiban.tasks.molecules.moses import evaluate_moses_file
+        raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
+    from kiban.tasks.molecules.evaluation.moses import evaluate_moses_file
 
-    try:
-        result = evaluate_moses_file(args.samples, n_jobs=args.n_jobs, device=args.device)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"kiban eval moses: error: {error}", file=sys.stderr)
-        return 1
+    result = evaluate_moses_file(args.samples, n_jobs=args.n_jobs, device=args.device)
     payload = result.as_dict()
     if args.json:
         print(json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
@@ -88,20 +85,12 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from kiban.corpus.store import CorpusError
-    from kiban.generate import GenerationError
-    from kiban.index import IndexFormatError
-    from kiban.tasks.molecules.report import molecule_report
-
     if args.n < 1:
-        print(f"error: --n must be >= 1, got {args.n}", file=sys.stderr)
-        return 2
-    try:
-        values = molecule_report(args.model, args.corpus, args.out, n=args.n,
-                                 temperature=args.temperature, seed=args.seed)
-    except (CorpusError, GenerationError, IndexFormatError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    from kiban.tasks.molecules.evaluation.report import molecule_report
+
+    values = molecule_report(args.model, args.corpus, args.out, n=args.n,
+                             temperature=args.temperature, seed=args.seed)
     if args.json:
         print(json.dumps({k: v for k, v in values.items() if k != "traces"}, indent=1))
     else:

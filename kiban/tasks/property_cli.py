@@ -1,7 +1,10 @@
 """``kiban property train / predict / evaluate``: parse, call one function of
-`kiban.tasks.molecules.property_model`, print.
+`kiban.tasks.molecules.properties.saved_models`, print.
 
-RDKit, scikit-learn and torch are imported inside the handlers, so building the parser stays fast.
+Handlers raise (``kiban.cli.main`` runs them through `kiban._cli.run_command`): bad data, a bad
+option or a model directory that cannot be used is a `ValueError` (exit 2), a missing file a
+`FileNotFoundError` (exit 2), a failed run a `RuntimeError` (exit 1). RDKit, scikit-learn and
+torch are imported inside the handlers, so building the parser stays fast.
 """
 
 from __future__ import annotations
@@ -101,11 +104,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             "n_jobs": args.jobs, "device": args.device}
 
 
-def _fail(command: str, error: BaseException) -> int:
-    print(f"kiban property {command}: error: {error}", file=sys.stderr)
-    return 1
-
-
 def _rows(count: int) -> str:
     return f"{count:,} row" + ("" if count == 1 else "s")
 
@@ -118,14 +116,13 @@ def _report_bad_rows(examples: list[dict[str, str]], count: int) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from kiban.tasks.molecules.property_model import (PropertyDataError, PropertyModelError,
-                                                      TrainOptions, train_property_model)
+    from kiban.tasks.molecules.properties.saved_models import (
+        TrainOptions,
+        train_property_model,
+    )
 
-    try:
-        options = TrainOptions(**_options(args), method=args.method, seed=args.seed)
-        manifest = train_property_model(options, args.out, overwrite=args.overwrite)
-    except (PropertyDataError, PropertyModelError, FileNotFoundError, ValueError) as error:
-        return _fail("train", error)
+    options = TrainOptions(**_options(args), method=args.method, seed=args.seed)
+    manifest = train_property_model(options, args.out, overwrite=args.overwrite)
     data = manifest["training_data"]
     _report_bad_rows(manifest.pop("bad_examples"), data["bad_rows"])
     if args.json:
@@ -140,13 +137,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from kiban.io import atomic_write_text
-    from kiban.tasks.molecules.property_model import (PropertyDataError, PropertyModelError,
-                                                      predict_file)
+    from kiban.tasks.molecules.properties.saved_models import predict_file
 
-    try:
-        predictions = predict_file(args.model, args.input, smiles_column=args.smiles_column)
-    except (PropertyDataError, PropertyModelError, FileNotFoundError) as error:
-        return _fail("predict", error)
+    predictions = predict_file(args.model, args.input, smiles_column=args.smiles_column)
     for row in predictions.failed:
         print(f"kiban property predict: {row.where}: no prediction: {row.error}",
               file=sys.stderr)
@@ -194,16 +187,15 @@ def _render_evaluation(result: dict[str, Any]) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from kiban.tasks.molecules.property_model import (EvaluateOptions, PropertyDataError,
-                                                      evaluate_property_data)
+    from kiban.tasks.molecules.properties.saved_models import (
+        EvaluateOptions,
+        evaluate_property_data,
+    )
 
     methods = ("rf", "lm") if args.method == "both" else (args.method,)
-    try:
-        options = EvaluateOptions(**_options(args), methods=methods, seeds=tuple(args.seeds),
-                                  work=args.work)
-        result = evaluate_property_data(options)
-    except (PropertyDataError, FileNotFoundError, ValueError) as error:
-        return _fail("evaluate", error)
+    options = EvaluateOptions(**_options(args), methods=methods, seeds=tuple(args.seeds),
+                              work=args.work)
+    result = evaluate_property_data(options)
     _report_bad_rows(result["data"]["bad_examples"], result["data"]["bad_records"])
     if args.json:
         from kiban.cli import _finite

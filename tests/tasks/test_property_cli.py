@@ -1,5 +1,5 @@
 """``kiban property train / predict / evaluate`` (kiban/tasks/property_cli.py) and the library
-behind it (kiban/tasks/molecules/property_model.py), on small files the tests write."""
+behind it (kiban/tasks/molecules/properties/saved_models.py), on small files the tests write."""
 
 from __future__ import annotations
 
@@ -20,19 +20,20 @@ from rdkit import Chem  # noqa: E402
 from rdkit.Chem import Crippen  # noqa: E402
 
 from kiban.cli import main  # noqa: E402
+from kiban.formats import FormatError  # noqa: E402
 from kiban.io import _UMASK  # noqa: E402
-from kiban.tasks.molecules.properties import (  # noqa: E402
+from kiban.tasks.molecules.properties.predictors import (  # noqa: E402
     FingerprintForest,
     PropertyLM,
     rmse,
-    scaffold_split,
 )
-from kiban.tasks.molecules.property_model import (  # noqa: E402
+from kiban.tasks.molecules.properties.saved_models import (  # noqa: E402
     FORMAT,
     MANIFEST,
     PropertyModel,
     PropertyModelError,
 )
+from kiban.tasks.molecules.properties.scaffold_split import scaffold_split  # noqa: E402
 
 RINGS = ["c1ccccc1", "C1CCCCC1", "c1ccncc1", "c1ccc2ccccc2c1", "C1CCCC1", "c1ccsc1", "C1CCNCC1",
          "c1ccoc1", "C1CCOC1", "c1cnccn1"]
@@ -147,7 +148,7 @@ def test_predict_reads_smi_files_and_writes_csv_to_stdout(tmp_path, capsys):
 
 
 # --- bad input ----------------------------------------------------------------------------------
-def test_bad_input_is_a_clear_error_with_a_nonzero_exit(tmp_path, capsys):
+def test_bad_input_is_a_clear_error_with_exit_2(tmp_path, capsys):
     regression = _regression_file(tmp_path / "r.csv")
     out = str(tmp_path / "m")
     cases = [
@@ -167,8 +168,8 @@ def test_bad_input_is_a_clear_error_with_a_nonzero_exit(tmp_path, capsys):
          f"(a classification target must be 0 or 1): {tmp_path / 'c.csv'}:3: label '2'"),
         (["train", str(_write(tmp_path / "one.csv", ["smiles,y", "CCO,1", "CCN,1"])), "--out",
           out, "--task", "classification"], "every target is 1"),
-        (["train", "bbb", "--out", out], "'bbb' is neither a file nor a shipped dataset; did you "
-                                         "mean bbbp"),
+        (["train", "bbb", "--out", out], "'bbb' is neither a file nor a shipped dataset (did you "
+                                         "mean 'bbbp'?); shipped: logs, lipophilicity, bbbp,"),
         (["train", "bbbp", "--out", out, "--task", "regression"],
          "dataset 'bbbp' is a classification set"),
         (["train", str(tmp_path / "absent.csv"), "--out", out], "absent.csv: no such file"),
@@ -184,7 +185,7 @@ def test_bad_input_is_a_clear_error_with_a_nonzero_exit(tmp_path, capsys):
     ]
     for argv, message in cases:
         code, _, err = _run(capsys, "property", *argv)
-        assert code == 1, argv
+        assert code == 2, argv
         assert err.startswith(f"kiban property {argv[0]}: error: "), err
         assert message in err, (message, err)
     assert not (tmp_path / "m").exists()
@@ -198,14 +199,17 @@ def test_model_directories_refuse_overwrite_and_unknown_formats(tmp_path, capsys
     assert main(argv) == 0
     first = (model / MANIFEST).read_text()
     code, _, err = _run(capsys, *argv)
-    assert code == 1 and "directory exists and is not empty (pass --overwrite" in err
+    assert code == 2 and "directory exists and is not empty (pass --overwrite" in err
     assert main(argv + ["--overwrite", "--seed", "1"]) == 0
     assert (model / MANIFEST).read_text() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "r.csv"]
     manifest = json.loads((model / MANIFEST).read_text())
     (model / MANIFEST).write_text(json.dumps({**manifest, "version": 2}))
-    with pytest.raises(PropertyModelError, match="version 2; this kiban reads "
-                                                 "'kiban.property-model' version 1"):
+    with pytest.raises(FormatError, match="'kiban.property-model' version 2 was written by a "
+                                          "newer kiban; this one reads versions 1"):
+        PropertyModel(model)
+    (model / MANIFEST).write_text("{not json")
+    with pytest.raises(FormatError, match="not valid JSON .*expected a 'kiban.property-model'"):
         PropertyModel(model)
     (model / MANIFEST).write_text(json.dumps({**manifest, "method": "svm"}))
     with pytest.raises(PropertyModelError, match="method 'svm' / task 'regression'; expected "
@@ -216,7 +220,7 @@ def test_model_directories_refuse_overwrite_and_unknown_formats(tmp_path, capsys
     with pytest.raises(PropertyModelError, match=r"manifest lacks \['question'\]"):
         PropertyModel(model)
     code, _, err = _run(capsys, "property", "predict", str(tmp_path), data)
-    assert code == 1 and f"{tmp_path}: not a kiban property model (no manifest.json)" in err
+    assert code == 2 and f"{tmp_path}: not a kiban property model (no manifest.json)" in err
 
 
 # --- evaluate -----------------------------------------------------------------------------------

@@ -1,14 +1,12 @@
-"""Molecule-generation benchmarks."""
+"""Molecule tasks, by product:
 
-from kiban.tasks.molecules.moses import (
-    METRIC_NAMES,
-    InvalidSample,
-    MosesResult,
-    evaluate_moses,
-    evaluate_moses_file,
-    moses_metrics,
-    read_samples,
-)
+* `kiban.tasks.molecules.evaluation`: score a generator's molecules (every MOSES metric; the
+  HTML report of a trained model, traced back to its corpus).
+* `kiban.tasks.molecules.properties`: property prediction (MoleculeNet-style sets, scaffold
+  splits, a fingerprint forest and a fine-tuned kiban model; saved property models).
+* `kiban.tasks.molecules.design`: make molecules with wanted properties (oracles, graph GA, the
+  model in the loop, REINVENT's augmented likelihood, property-conditioned prompting).
 
-__all__ = ["METRIC_NAMES", "InvalidSample", "MosesResult", "evaluate_moses",
-           "evaluate_moses_file", "moses_metrics", "read_samples"]
+The chemistry they share (canonical SMILES, fingerprints, scaffolds, descriptors) is
+`kiban.chem`; ``_smiles_file`` reads SMILES from data files for evaluation and properties alike.
+"""

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from kiban import chem
 from kiban.io import atomic_write_text
 
 PROPERTIES = {"qed": "QED", "logp": "logP", "mw": "molecular weight", "tpsa": "TPSA",
@@ -47,20 +48,15 @@ class Report:
 
 
 def morgan_bits(molecules: list) -> np.ndarray:
-    from rdkit.Chem import rdFingerprintGenerator
-
-    generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
-    return np.array([generator.GetFingerprintAsNumPy(m) for m in molecules], dtype=np.uint8) \
-        .reshape(len(molecules), 2048)
+    """(n, 2048) uint8 Morgan radius-2 bits."""
+    return chem.morgan_fingerprints(molecules, radius=2, n_bits=2048)
 
 
 def training_molecules(corpus_dir: str | Path) -> TrainingMolecules:
     """Every distinct molecule of the corpus (its spans are canonical already) with the first
     document that holds it."""
-    from rdkit import Chem
-
     from kiban.corpus.store import Corpus
-    from kiban.tasks.molecules._tanimoto import pack_fingerprints
+    from kiban.tasks.molecules.evaluation._tanimoto import pack_fingerprints
 
     table = Corpus(corpus_dir).documents_table(["id", "text", "n_mol"])
     seen: dict[str, str] = {}
@@ -70,7 +66,7 @@ def training_molecules(corpus_dir: str | Path) -> TrainingMolecules:
             for smiles in _MOL_SPAN.findall(text):
                 seen.setdefault(smiles, doc_id)
     smiles = list(seen)
-    molecules = [Chem.MolFromSmiles(s) for s in smiles]
+    molecules = [chem.mol_or_none(s) for s in smiles]
     keep = [i for i, m in enumerate(molecules) if m is not None]
     words, counts = pack_fingerprints(morgan_bits([molecules[i] for i in keep]))
     return TrainingMolecules([smiles[i] for i in keep], [seen[smiles[i]] for i in keep],
@@ -93,9 +89,7 @@ def nearest(words: np.ndarray, counts: np.ndarray, reference: TrainingMolecules,
 
 
 def properties(molecules: list) -> dict[str, np.ndarray]:
-    from kiban.corpus.clean import PROPERTY_FUNCTIONS
-
-    return {name: np.array([PROPERTY_FUNCTIONS[name](m) for m in molecules], dtype=np.float64)
+    return {name: np.array([chem.DESCRIPTORS[name](m) for m in molecules], dtype=np.float64)
             for name in PROPERTIES}
 
 
@@ -187,12 +181,15 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
                     grid: int = 12) -> dict[str, Any]:
     """Sample ``n`` molecules from the model, evaluate them against the corpus's molecules and
     write ``out`` (HTML) plus ``out`` with suffix ``.json`` (the numbers). Returns the numbers."""
-    from rdkit import Chem, rdBase
+    from rdkit import rdBase
 
     from kiban.generate import load_generator
     from kiban.index.search import CorpusSearch
-    from kiban.tasks.molecules._tanimoto import mean_similarity, pack_fingerprints
-    from kiban.tasks.molecules.moses import wasserstein_1d
+    from kiban.tasks.molecules.evaluation._tanimoto import (
+        mean_similarity,
+        pack_fingerprints,
+    )
+    from kiban.tasks.molecules.evaluation.moses import wasserstein_1d
 
     model_dir, corpus_dir, out = Path(model_dir), Path(corpus_dir), Path(out)
     quiet = rdBase.BlockLogs()  # invalid samples are counted, not printed  # noqa: F841
@@ -239,7 +236,7 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
     plot = loss_plot(run / "metrics.jsonl")
     sections.append("<h2>Model</h2>" + _table(run_rows) + (plot or ""))
 
-    mols = [Chem.MolFromSmiles(s) for s in unique]
+    mols = [chem.mol_or_none(s) for s in unique]
     pairs = [(s, m) for s, m in zip(unique, mols) if m is not None]
     if pairs:
         started = time.perf_counter()
@@ -251,7 +248,7 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(reference.smiles), size=min(3000, len(reference.smiles)),
                             replace=False)
-        train_props = properties([Chem.MolFromSmiles(reference.smiles[i]) for i in sample])
+        train_props = properties([chem.mol_or_none(reference.smiles[i]) for i in sample])
         gen_props = properties([m for _, m in pairs])
         values["wasserstein"] = {k: wasserstein_1d(train_props[k], gen_props[k])
                                  for k in PROPERTIES}
@@ -308,7 +305,7 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
                 f"training tokens:</p><ul>{span_rows}</ul><p>most similar training molecule "
                 f"(Tanimoto {sim:.2f}): <code>{html.escape(reference.smiles[j])}</code> in "
                 f"document <code>{html.escape(reference.documents[j])}</code></p></div>"
-                f"{molecule_svg(Chem.MolFromSmiles(reference.smiles[j]), 180)}</div>")
+                f"{molecule_svg(chem.parse_smiles(reference.smiles[j]), 180)}</div>")
         values["traces"] = traces
         timings["trace_s"] = time.perf_counter() - started
         sections.append("<h2>Where they come from</h2><p>Each generated molecule traced back to "

@@ -17,24 +17,28 @@ if importlib.util.find_spec("sklearn") is None:
     pytest.skip("scikit-learn is needed", allow_module_level=True)
 from rdkit import Chem, rdBase  # noqa: E402
 
-from kiban.tasks.molecules.properties import (  # noqa: E402
+from kiban.chem import morgan_fingerprints  # noqa: E402
+from kiban.tasks.molecules.properties.datasets import (  # noqa: E402
     DATASETS,
     DatasetSpec,
+    PropertyDataError,
+    load_dataset,
+    read_property_file,
+)
+from kiban.tasks.molecules.properties.predictors import (  # noqa: E402
     FingerprintForest,
     LMSettings,
-    PropertyDataError,
     PropertyLM,
     completion_text,
     finetune_property_model,
     format_value,
-    load_dataset,
-    morgan_fingerprints,
-    murcko_scaffold,
-    read_property_file,
     rmse,
     roc_auc,
-    scaffold_split,
     write_examples,
+)
+from kiban.tasks.molecules.properties.scaffold_split import (  # noqa: E402
+    murcko_scaffold,
+    scaffold_split,
 )
 
 REGRESSION = DatasetSpec(name="toy", task="regression", path="unused",

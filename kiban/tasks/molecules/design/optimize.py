@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 from rdkit import Chem, rdBase
-from rdkit.Chem import AllChem, Crippen, DataStructs, rdMolDescriptors
-from rdkit.Chem import QED as _QED
+from rdkit.Chem import AllChem, DataStructs
+
+from kiban import chem
+from kiban.errors import did_you_mean
 
 #: GuacaMol's similarity targets.
 CELECOXIB = "Cc1ccc(-c2cc(C(F)(F)F)nn2-c2ccc(S(N)(=O)=O)cc2)cc1"
@@ -42,27 +44,21 @@ class BudgetExhausted(RuntimeError):
 
 # --- oracles ----------------------------------------------------------------------------------
 def qed_oracle(mol: Chem.Mol) -> float:
-    return _QED.qed(mol)
-
-
-@cache
-def _morgan_generator():
-    from rdkit.Chem import rdFingerprintGenerator
-
-    return rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    return chem.qed(mol)
 
 
 def morgan_fingerprint(mol: Chem.Mol):
     """Morgan radius 2 (ECFP4-like), 2048 bits."""
-    return _morgan_generator().GetFingerprint(mol)
+    return chem.morgan_fingerprint(mol, radius=2, n_bits=2048)
 
 
 def similarity_oracle(target_smiles: str) -> Callable[[Chem.Mol], float]:
     """Tanimoto similarity of Morgan r2 2048-bit fingerprints to ``target_smiles``."""
-    target = Chem.MolFromSmiles(target_smiles)
-    if target is None:
+    try:
+        target = chem.parse_smiles(target_smiles)
+    except chem.SmilesError as error:
         raise ValueError(f"The 'target_smiles' parameter of similarity_oracle must be a valid "
-                         f"SMILES. Got {target_smiles!r} instead.")
+                         f"SMILES. Got {target_smiles!r} instead ({error.reason}).") from None
     target_fingerprint = morgan_fingerprint(target)
 
     def similarity(mol: Chem.Mol) -> float:
@@ -81,8 +77,8 @@ def mpo_oracle(mol: Chem.Mol) -> float:
     """Geometric mean of three desirabilities (GuacaMol/PMO MPO style): QED itself, logP in
     [2, 3] (Gaussian fall-off, sd 0.5) and TPSA in [40, 80] Å² (sd 10)."""
     parts = (qed_oracle(mol),
-             window_desirability(Crippen.MolLogP(mol), 2.0, 3.0, 0.5),
-             window_desirability(rdMolDescriptors.CalcTPSA(mol), 40.0, 80.0, 10.0))
+             window_desirability(chem.logp(mol), 2.0, 3.0, 0.5),
+             window_desirability(chem.tpsa(mol), 40.0, 80.0, 10.0))
     return float(np.prod(parts) ** (1.0 / len(parts)))
 
 
@@ -101,15 +97,9 @@ ORACLES: dict[str, Callable[[], Callable[[Chem.Mol], float]]] = {
 
 def get_oracle(name: str, budget: int) -> Oracle:
     if name not in ORACLES:
-        raise ValueError(f"unknown oracle {name!r}; known: {', '.join(ORACLES)}")
+        raise ValueError(f"unknown oracle {name!r}{did_you_mean(name, ORACLES)}; "
+                         f"known: {', '.join(ORACLES)}")
     return Oracle(ORACLES[name](), budget=budget, name=name)
-
-
-def canonical_smiles(smiles: str) -> str | None:
-    """RDKit canonical SMILES, or None when RDKit cannot read it."""
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
-    return None if mol is None else Chem.MolToSmiles(mol)
 
 
 @dataclass
@@ -117,7 +107,8 @@ class Oracle:
     """A scoring function with a call budget, a cache by canonical SMILES and a call history.
 
     ``history`` holds ``(canonical_smiles, score)`` in call order: one entry per paid call.
-    Invalid SMILES score None and cost nothing (no molecule reaches the scoring function)."""
+    Invalid SMILES (`kiban.chem.canonical_or_none` is None: unreadable, empty, no atoms) score
+    None and cost nothing (no molecule reaches the scoring function)."""
 
     function: Callable[[Chem.Mol], float]
     budget: int
@@ -141,15 +132,15 @@ class Oracle:
     def __call__(self, smiles: str) -> float | None:
         """The score of ``smiles``; raises `BudgetExhausted` for a new molecule once the budget
         is spent (cached molecules are still answered)."""
-        key = canonical_smiles(smiles)
+        key = chem.canonical_or_none(smiles)
         if key is None:
             return None
         if key in self.cache:
             return self.cache[key]
         if self.exhausted:
             raise BudgetExhausted(f"oracle {self.name!r}: budget of {self.budget} calls spent")
-        with rdBase.BlockLogs():
-            score = float(self.function(Chem.MolFromSmiles(key)))
+        with rdBase.BlockLogs():  # a scoring function's RDKit warnings are not the user's
+            score = float(self.function(chem.mol_or_none(key)))
         self.cache[key] = score
         self.history.append((key, score))
         return score
@@ -161,7 +152,7 @@ class Oracle:
             try:
                 scores.append(self(s))
             except BudgetExhausted:
-                key = canonical_smiles(s)
+                key = chem.canonical_or_none(s)
                 scores.append(self.cache.get(key) if key else None)
         return scores
 
@@ -255,10 +246,10 @@ def _acceptable(mol: Chem.Mol | None, max_heavy_atoms: int) -> Chem.Mol | None:
         with rdBase.BlockLogs():
             mol = Chem.Mol(mol)
             Chem.SanitizeMol(mol)
-            mol = Chem.MolFromSmiles(Chem.MolToSmiles(mol))
+            mol = chem.mol_or_none(chem.canonical_smiles(mol))
     except (ValueError, RuntimeError):
         return None
-    if mol is None or "." in Chem.MolToSmiles(mol):
+    if mol is None or "." in chem.canonical_smiles(mol):
         return None
     if not 1 < mol.GetNumHeavyAtoms() <= max_heavy_atoms:
         return None
@@ -370,18 +361,18 @@ def graph_ga(oracle: Oracle, start: Sequence[str], *, config: GAConfig = GAConfi
     the first population is drawn from (scored through the oracle, so they count)."""
     rng = random.Random(seed)
     began = time.perf_counter()
-    pool = [s for s in start if canonical_smiles(s)]
+    pool = [s for s in start if chem.canonical_or_none(s)]
     rng.shuffle(pool)
     population: dict[str, float] = {}
     for smiles in pool[:config.population_size]:
         score = oracle.score_many([smiles])[0]
         if score is not None:
-            population[canonical_smiles(smiles)] = score
+            population[chem.canonical_or_none(smiles)] = score
     generations = 0
     while not oracle.exhausted and generations < config.max_generations:
         generations += 1
         members = list(population)
-        mols = {s: Chem.MolFromSmiles(s) for s in members}
+        mols = {s: chem.mol_or_none(s) for s in members}
         weights = np.array([population[s] for s in members]) + 1e-6  # score-proportional mating
         children: list[str] = []
         for _ in range(config.offspring_size):
@@ -390,7 +381,7 @@ def graph_ga(oracle: Oracle, start: Sequence[str], *, config: GAConfig = GAConfi
             if child is not None and rng.random() < config.mutation_rate:
                 child = mutate(child, rng, max_heavy_atoms=config.max_heavy_atoms) or child
             if child is not None:
-                children.append(Chem.MolToSmiles(child))
+                children.append(chem.canonical_smiles(child))
         for smiles, score in zip(children, oracle.score_many(children)):
             if score is not None:
                 population[smiles] = score
@@ -428,13 +419,11 @@ def diverse_top(history: Sequence[tuple[str, float]], k: int, max_per_scaffold: 
     ranked = sorted(history, key=lambda item: -item[1])
     if max_per_scaffold is None:
         return [s for s, _ in ranked[:k]]
-    from rdkit.Chem.Scaffolds import MurckoScaffold
-
     taken: dict[str, int] = {}
     out: list[str] = []
     for smiles, _ in ranked:
-        mol = Chem.MolFromSmiles(smiles)
-        scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=mol) if mol is not None else ""
+        mol = chem.mol_or_none(smiles)
+        scaffold = chem.murcko_scaffold(mol) if mol is not None else ""
         if taken.get(scaffold, 0) >= max_per_scaffold:
             continue
         taken[scaffold] = taken.get(scaffold, 0) + 1

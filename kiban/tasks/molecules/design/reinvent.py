@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from kiban.tasks.molecules.optimize import Oracle, sample_round, summarize
+from kiban import chem
+from kiban.tasks.molecules.design.optimize import Oracle, sample_round, summarize
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,17 +112,13 @@ class DiversityFilter:
         self.buckets: dict[str, int] = {}
 
     def rewards(self, smiles: list[str], scores: list[float]) -> list[float]:
-        from rdkit import Chem, rdBase
-        from rdkit.Chem.Scaffolds import MurckoScaffold
-
         out = []
         for text, score in zip(smiles, scores):
-            with rdBase.BlockLogs():
-                mol = Chem.MolFromSmiles(text)
+            mol = chem.mol_or_none(text)
             if mol is None:
                 out.append(0.0)
                 continue
-            key = Chem.MolToSmiles(mol)
+            key = chem.canonical_smiles(mol)
             if key in self.seen:
                 out.append(0.0)
                 continue
@@ -129,7 +126,7 @@ class DiversityFilter:
             if score < self.min_score:
                 out.append(score)
                 continue
-            scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=mol)
+            scaffold = chem.murcko_scaffold(mol)
             full = self.buckets.get(scaffold, 0) >= self.bucket
             self.buckets[scaffold] = self.buckets.get(scaffold, 0) + 1
             out.append(0.0 if full else score)

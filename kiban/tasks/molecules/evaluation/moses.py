@@ -31,10 +31,17 @@ from typing import Any
 import numpy as np
 
 from kiban.data import moses_smiles, package_file
-from kiban.tasks.molecules._features import InvalidSample, MoleculeFeatures, describe
+from kiban.formats import register
+from kiban.tasks.molecules._smiles_file import read_lines
+from kiban.tasks.molecules.evaluation._moses_features import (
+    InvalidSample,
+    MoleculeFeatures,
+    describe,
+)
 
-RESULT_FORMAT = "kiban.moses_result"
-RESULT_VERSION = 1
+#: `MosesResult.as_dict` (``kiban eval moses --json``)
+MOSES_RESULT = register("kiban.moses_result", 1, description="MOSES metrics of one sample set")
+RESULT_FORMAT, RESULT_VERSION = MOSES_RESULT.name, MOSES_RESULT.version
 UNIQUE_AT = (1000, 10000)
 REFERENCE_SETS = (("Test", "test"), ("TestSF", "test_scaffolds"))
 PROPERTIES = ("logP", "SA", "QED", "weight")
@@ -88,7 +95,7 @@ class MosesResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form with a format name and version (invalid samples: the first 20)."""
         return {
-            "format": RESULT_FORMAT, "version": RESULT_VERSION, "source": self.source,
+            **MOSES_RESULT.stamp(), "source": self.source,
             "n_samples": self.n_samples, "n_valid": self.n_valid,
             "metrics": dict(self.values), "not_computed": dict(self.reasons),
             "invalid": {"count": self.n_invalid,
@@ -102,13 +109,7 @@ def read_samples(path: str | Path) -> list[str]:
     """One sample per line, surrounding whitespace stripped. Every line is a sample, blank ones
     included (they count as invalid); a final newline only ends the last line. Bytes that are not
     UTF-8 are kept as U+FFFD so the line is reported, not the whole file rejected."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"samples file {path} does not exist or is not a file")
-    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.strip() for line in lines]
+    return read_lines(path)
 
 
 def evaluate_moses_file(path: str | Path, *, n_jobs: int = 1, device: str = "cpu",
@@ -177,7 +178,7 @@ def evaluate_moses(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu
     _fcd_and_similarities(molecules, canonical, bits, device, batch_size, values, reasons, timings)
 
     started = time.perf_counter()
-    from kiban.tasks.molecules._tanimoto import mean_similarity
+    from kiban.tasks.molecules.evaluation._tanimoto import mean_similarity
 
     row_mean, row_mean_square = mean_similarity(bits, device=device)
     values["IntDiv"] = float(1 - row_mean.mean())
@@ -199,8 +200,8 @@ def evaluate_moses(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu
 
 def _fcd_and_similarities(molecules, canonical, bits, device, batch_size, values, reasons,
                           timings) -> None:
-    from kiban.tasks.molecules import _chemnet
-    from kiban.tasks.molecules._tanimoto import (
+    from kiban.tasks.molecules.evaluation import _chemnet
+    from kiban.tasks.molecules.evaluation._tanimoto import (
         nearest_similarity,
         nearest_similarity_packed,
         pack_fingerprints,
@@ -289,7 +290,7 @@ def reference_statistics(split: str) -> dict[str, dict[str, Any]]:
 
 @lru_cache(maxsize=2)
 def _packed_reference_fingerprints(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from kiban.tasks.molecules._tanimoto import pack_fingerprints
+    from kiban.tasks.molecules.evaluation._tanimoto import pack_fingerprints
 
     return pack_fingerprints(reference_statistics(split)["SNN"]["fps"])
 

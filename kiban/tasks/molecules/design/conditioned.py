@@ -12,8 +12,8 @@ satisfies the spec (a coherent joint target); ``"uniform"`` then replaces each c
 property by a uniform draw from its range (open ends closed at the training data's 1st/99th
 percentile). The baseline is the same model prompted with ``<mol>`` alone (the corpus also holds
 every molecule without its properties) and filtered afterwards: rejection sampling with the same
-number of samples. Properties are computed with the corpus builder's functions
-(`kiban.corpus.clean.PROPERTY_FUNCTIONS`), so prompt numbers and checks mean the same thing.
+number of samples. Properties are computed with the descriptor table the corpus builder uses
+(`kiban.chem.DESCRIPTORS`), so prompt numbers and checks mean the same thing.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kiban.chem import DESCRIPTORS, mol_or_none
 
 #: Property order and names in the conditioning prefix.
 PROPERTY_LABELS = {"qed": "QED", "logp": "logP", "mw": "MW", "tpsa": "TPSA", "sa": "SA"}
@@ -90,18 +92,14 @@ DEFAULT_SPECS = (
 
 
 def compute_properties(mol: Any) -> dict[str, float]:
-    """QED, logP, MW, TPSA, SA of an `rdkit.Chem.Mol`, by the corpus builder's functions."""
-    from kiban.corpus.clean import PROPERTY_FUNCTIONS
-
-    return {name: float(PROPERTY_FUNCTIONS[name](mol)) for name in PROPERTY_LABELS}
+    """QED, logP, MW, TPSA, SA of an `rdkit.Chem.Mol`, by `kiban.chem.DESCRIPTORS` (the corpus
+    builder's table)."""
+    return {name: float(DESCRIPTORS[name](mol)) for name in PROPERTY_LABELS}
 
 
 def smiles_properties(smiles: str) -> dict[str, float] | None:
     """`compute_properties` of a SMILES; None when RDKit cannot read it."""
-    from rdkit import Chem, rdBase
-
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
+    mol = mol_or_none(smiles)
     return None if mol is None else compute_properties(mol)
 
 

@@ -24,8 +24,6 @@ method trains on the training part and is scored on the test part (RMSE / ROC-AU
 from __future__ import annotations
 
 import csv
-import difflib
-import json
 import os
 import pickle
 import shutil
@@ -39,31 +37,36 @@ from typing import Any
 import numpy as np
 from rdkit import Chem
 
+from kiban.chem import MORGAN_BITS, MORGAN_RADIUS, canonical_smiles
+from kiban.errors import did_you_mean
+from kiban.formats import read_json, register, write_json
 from kiban.io import _UMASK, file_sha256
-from kiban.tasks.molecules._features import parse
-from kiban.tasks.molecules.properties import (
+from kiban.tasks.molecules._smiles_file import parse_line, read_lines
+from kiban.tasks.molecules.properties.datasets import (
     DATASETS,
-    METHODS,
-    METRIC,
-    MORGAN_BITS,
-    MORGAN_RADIUS,
     TASKS,
     DatasetSpec,
-    FingerprintForest,
-    LMSettings,
     PropertyDataError,
     PropertyDataset,
+    read_property_file,
+)
+from kiban.tasks.molecules.properties.predictors import (
+    METHODS,
+    METRIC,
+    FingerprintForest,
+    LMSettings,
     PropertyLM,
     evaluate_split,
     finetune_property_model,
-    read_property_file,
-    scaffold_split,
     summarize_runs,
 )
+from kiban.tasks.molecules.properties.scaffold_split import scaffold_split
 
-FORMAT = "kiban.property-model"
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: ``manifest.json`` of a saved property model directory (see the module docstring)
+PROPERTY_MODEL = register("kiban.property-model", 1,
+                          description="a saved property model directory's manifest.json")
+FORMAT, FORMAT_VERSION = PROPERTY_MODEL.name, PROPERTY_MODEL.version
 FOREST_FILE = "forest.pkl"
 LM_DIR = "model"
 MIN_EVALUATE_MOLECULES = 10
@@ -203,9 +206,8 @@ def resolve_spec(data: str, *, task: str | None = None, smiles_column: str | Non
         return spec
     if path.suffix or os.sep in data:
         raise FileNotFoundError(f"{data}: no such file")
-    close = difflib.get_close_matches(data.lower(), DATASETS, n=3, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise PropertyDataError(f"{data!r} is neither a file nor a shipped dataset; {hint}"
+    raise PropertyDataError(f"{data!r} is neither a file nor a shipped dataset"
+                            f"{did_you_mean(data.lower(), DATASETS, n=3, cutoff=0.4)}; "
                             f"shipped: {', '.join(DATASETS)}")
 
 
@@ -253,7 +255,7 @@ def train_property_model(options: TrainOptions, out: str | os.PathLike, *,
     """Train ``options.method`` on all of ``options.data`` and save the model directory ``out``.
     Returns its manifest (with ``bad_examples``: the first unparseable rows, not saved)."""
     from kiban import __version__
-    from kiban.io import atomic_open, atomic_write_text
+    from kiban.io import atomic_open
 
     out = Path(out)
     _check_out(out, overwrite)
@@ -297,7 +299,7 @@ def train_property_model(options: TrainOptions, out: str | os.PathLike, *,
                          "completion": " <num>{value}</num>"}
         description = dataset.describe()
         manifest = {
-            "format": FORMAT, "version": FORMAT_VERSION, "method": options.method,
+            "method": options.method,
             "task": dataset.task, "question": dataset.question,
             "smiles_column": spec.smiles_column, "target_column": spec.target_column,
             "training_data": {
@@ -309,7 +311,7 @@ def train_property_model(options: TrainOptions, out: str | os.PathLike, *,
             "predictor": predictor, "options": asdict(options),
             "train_seconds": round(time.perf_counter() - start, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kiban": __version__}
-        atomic_write_text(built / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        manifest = write_json(built / MANIFEST, PROPERTY_MODEL, manifest)
         _place(built, out)
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
@@ -326,14 +328,7 @@ class PropertyModel:
         if not path.is_file():
             raise PropertyModelError(f"{self.directory}: not a kiban property model "
                                      f"(no {MANIFEST})")
-        try:
-            self.manifest = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise PropertyModelError(f"{path}: not JSON ({error})") from None
-        kind = (self.manifest.get("format"), self.manifest.get("version"))
-        if kind != (FORMAT, FORMAT_VERSION):
-            raise PropertyModelError(f"{path}: format {kind[0]!r} version {kind[1]!r}; this "
-                                     f"kiban reads {FORMAT!r} version {FORMAT_VERSION}")
+        self.manifest = read_json(path, PROPERTY_MODEL)
         missing = [k for k in ("method", "task", "question", "smiles_column", "predictor")
                    if k not in self.manifest]
         if missing:
@@ -365,7 +360,7 @@ class PropertyModel:
             return np.zeros(0), {}
         if self.method == "rf":
             return np.asarray(self.forest.predict(molecules), dtype=np.float64), {}
-        smiles = [Chem.MolToSmiles(mol) for mol in molecules]
+        smiles = [canonical_smiles(mol) for mol in molecules]
         question = self.manifest["question"]
         if self.task == "classification":
             return self.lm.smiles_class_probabilities(smiles, question), {}
@@ -433,10 +428,8 @@ def read_smiles_rows(path: str | os.PathLike, *, smiles_column: str | None = Non
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() in (".smi", ".txt", ".smiles"):
-        from kiban.tasks.molecules.moses import read_samples
-
         return [(f"{path}:{number}", (line.split() or [""])[0])
-                for number, line in enumerate(read_samples(path), start=1)]
+                for number, line in enumerate(read_lines(path), start=1)]
     delimiter = _delimiter(path)
     header = _header(path, delimiter)
     if smiles_column is None:
@@ -464,7 +457,7 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike, *,
     model = PropertyModel(model_dir)
     rows = read_smiles_rows(path, smiles_column=smiles_column,
                             default_column=model.smiles_column)
-    parsed = [parse(text) if text else (None, "no SMILES in this row") for _, text in rows]
+    parsed = [parse_line(text) if text else (None, "no SMILES in this row") for _, text in rows]
     good = [i for i, (mol, _) in enumerate(parsed) if mol is not None]
     values, failures = model.predict([parsed[i][0] for i in good])
     predictions: dict[int, float | None] = {i: float(values[k]) for k, i in enumerate(good)}

@@ -1,0 +1,34 @@
+"""Molecule design: oracles with a call budget (`Oracle`, `get_oracle`, PMO's `top_k_auc`), the
+graph GA (`graph_ga`), a kiban model in the loop (`optimize_with_model`), REINVENT's augmented
+likelihood (`optimize_augmented_likelihood`), and property-conditioned prompting
+(`evaluate_conditioning`)."""
+
+from kiban.tasks.molecules.design.conditioned import (
+    DEFAULT_SPECS,
+    PropertyRange,
+    RangeSpec,
+    Reference,
+    conditioning_prompt,
+    evaluate_conditioning,
+)
+from kiban.tasks.molecules.design.optimize import (
+    ORACLES,
+    BudgetExhausted,
+    GAConfig,
+    LoopConfig,
+    Oracle,
+    get_oracle,
+    graph_ga,
+    optimize_with_model,
+    top_k_auc,
+)
+from kiban.tasks.molecules.design.reinvent import (
+    AugmentedConfig,
+    DiversityFilter,
+    optimize_augmented_likelihood,
+)
+
+__all__ = ["DEFAULT_SPECS", "ORACLES", "AugmentedConfig", "BudgetExhausted", "DiversityFilter",
+           "GAConfig", "LoopConfig", "Oracle", "PropertyRange", "RangeSpec", "Reference",
+           "conditioning_prompt", "evaluate_conditioning", "get_oracle", "graph_ga",
+           "optimize_augmented_likelihood", "optimize_with_model", "top_k_auc"]
