@@ -191,6 +191,23 @@ def test_interrupted_experiments_are_failed_not_rerun(tmp_path, fn_path):
     assert all("interrupted" in f.reason for f in store.failures())
 
 
+@pytest.mark.parametrize("proposer", ["sobol", "random"])
+def test_failed_proposals_are_taken_for_the_proposer(tmp_path, fn_path, proposer):
+    """After the initial design, an interrupted and a crashed proposal: the next proposals
+    (sobol's sequence restarts from the number of points drawn) repeat neither."""
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, proposer, 1)))
+    run_campaign(store, 3, instrument=FakeInstrument())
+    crashed = run_campaign(store, 4, instrument=FakeInstrument(fail_ids={4}))
+    assert crashed.failed == 1
+    (interrupted,) = propose(store)
+    store.mark_running([interrupted.id])                  # a process died here
+    run_campaign(store, 8, instrument=FakeInstrument())
+    params = [json.dumps(p.params, sort_keys=True) for p in store.proposals()]
+    assert len(params) == 8 and len(set(params)) == 8
+    assert [p.status for p in store.proposals()] == ["completed"] * 3 + ["failed"] * 2 + \
+        ["completed"] * 3
+
+
 # ---------------------------------------------------------------------------------------------
 # recording results from CSV
 
