@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -177,7 +177,6 @@ class Store:
         self.db = connection
         self.notes: list[str] = []          # what opening changed (an upgrade), for the user
         self._lease: Lease | None = None    # held by this object (re-entrant)
-        self._lease_depth = 0
         self._lease_lost: str | None = None
 
     # -- opening
@@ -224,16 +223,17 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: not a kiban campaign database ({error})") from None
-        version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
-        check({"format": CAMPAIGN_STORE.name if row is not None else None,
-               "version": version if version is not None else (row and row[0])},
-              CAMPAIGN_STORE, where=path)
+        if row is None:
+            raise StoreError(f"{path}: not a kiban campaign database (its meta table has no "
+                             "schema version)")
+        version = int(row[0]) if str(row[0]).isdigit() else row[0]
+        check({"format": CAMPAIGN_STORE.name, "version": version}, CAMPAIGN_STORE, where=path)
         store = cls(path, db)
         if version < SCHEMA_VERSION:
-            store._upgrade(version)
+            store._upgrade()
         return store
 
-    def _upgrade(self, version: int) -> None:
+    def _upgrade(self) -> None:
         """Bring an older store up to `SCHEMA_VERSION` in place (what changed: `notes`)."""
         with self.transaction() as db:
             found = int(db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
@@ -272,12 +272,8 @@ class Store:
 
         Refused with `CampaignBusy` (naming the holder) while another live process holds it; a
         stale lease is taken over and ``log`` told so."""
-        if self._lease is not None:
-            self._lease_depth += 1
-            try:
-                yield self._lease
-            finally:
-                self._lease_depth -= 1
+        if self._lease is not None:      # an inner step of the command that holds it
+            yield self._lease
             return
         mine = Lease(uuid.uuid4().hex, os.getpid(), socket.gethostname(), command,
                      time.time(), time.time())
@@ -291,7 +287,7 @@ class Store:
                                        "campaign at a time: wait for it to finish or stop it")
                 message = (f"{self.path}: took over the lease of {held.describe(mine.since)}: "
                            f"{why}")
-                self._event("lease-takeover", {"previous": held.__dict__, "reason": why})
+                self._event("lease-takeover", {"previous": asdict(held), "reason": why})
                 if log:
                     log(message)
             db.execute("INSERT OR REPLACE INTO lease VALUES (1, ?, ?, ?, ?, ?, ?)",

@@ -20,59 +20,7 @@ from kiban.lab.campaign import (RecordError, best, campaign_documents, init_camp
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
 
-ROOT = Path(__file__).resolve().parents[2]
-
-CONFIG = """
-[campaign]
-name = "quad"
-proposer = "{proposer}"
-batch_size = {batch}
-initial = 3
-seed = 0
-
-[[parameters]]
-name = "x"
-type = "continuous"
-low = -1.0
-high = 1.0
-
-[[parameters]]
-name = "y"
-type = "continuous"
-low = 0.0
-high = 2.0
-
-[[objectives]]
-name = "score"
-goal = "max"
-low = -100
-high = 100
-
-[instrument]
-kind = "function"
-target = "labfn:measure"
-workers = 0
-"""
-
-FUNCTION = """
-import json, os, time
-
-def measure(params):
-    log = os.environ.get("LABFN_LOG")
-    if log:
-        with open(log, "a") as handle:
-            handle.write(json.dumps(params, sort_keys=True) + "\\n")
-    time.sleep(float(os.environ.get("LABFN_SLEEP", "0")))
-    x, y = params["x"], params["y"]
-    return {"score": -(x - 0.3) ** 2 - (y - 1.2) ** 2, "extra": x + y}
-"""
-
-
-def write_config(tmp_path: Path, proposer: str = "random", batch: int = 2) -> Path:
-    path = tmp_path / "campaign.toml"
-    path.write_text(CONFIG.format(proposer=proposer, batch=batch))
-    (tmp_path / "labfn.py").write_text(FUNCTION)
-    return path
+from .helpers import CONFIG, FUNCTION, init_in_subprocess, write_config
 
 
 @pytest.fixture
@@ -243,6 +191,23 @@ def test_interrupted_experiments_are_failed_not_rerun(tmp_path, fn_path):
     assert all("interrupted" in f.reason for f in store.failures())
 
 
+@pytest.mark.parametrize("proposer", ["sobol", "random"])
+def test_failed_proposals_are_taken_for_the_proposer(tmp_path, fn_path, proposer):
+    """After the initial design, an interrupted and a crashed proposal: the next proposals
+    (sobol's sequence restarts from the number of points drawn) repeat neither."""
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, proposer, 1)))
+    run_campaign(store, 3, instrument=FakeInstrument())
+    crashed = run_campaign(store, 4, instrument=FakeInstrument(fail_ids={4}))
+    assert crashed.failed == 1
+    (interrupted,) = propose(store)
+    store.mark_running([interrupted.id])                  # a process died here
+    run_campaign(store, 8, instrument=FakeInstrument())
+    params = [json.dumps(p.params, sort_keys=True) for p in store.proposals()]
+    assert len(params) == 8 and len(set(params)) == 8
+    assert [p.status for p in store.proposals()] == ["completed"] * 3 + ["failed"] * 2 + \
+        ["completed"] * 3
+
+
 # ---------------------------------------------------------------------------------------------
 # recording results from CSV
 
@@ -385,14 +350,9 @@ def test_best_and_documents(tmp_path, fn_path):
 
 
 def test_kill_9_loses_nothing_and_runs_nothing_twice(tmp_path):
-    config = write_config(tmp_path, "random", 2)
-    db = tmp_path / "c.db"
-    log = tmp_path / "calls.log"
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", LABFN_LOG=str(log),
-               LABFN_SLEEP="0.15")
-    kiban = [sys.executable, "-m", "kiban", "lab"]
-    subprocess.run([*kiban, "init", str(config), "--db", str(db)], check=True, env=env,
-                   capture_output=True)
+    db, log = tmp_path / "c.db", tmp_path / "calls.log"
+    kiban, env = init_in_subprocess(tmp_path, write_config(tmp_path, "random", 2), db,
+                                    LABFN_LOG=str(log), LABFN_SLEEP="0.15")
     proc = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "16", "--quiet"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
@@ -560,30 +520,14 @@ def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
                               "proposed": 6}
 
 
-SLOW = """
-import json, os, time
-
-def measure(params):
-    with open(os.environ["LABFN_LOG"], "a") as handle:
-        handle.write(json.dumps(params, sort_keys=True) + "\\n")
-        handle.flush()
-    time.sleep(float(os.environ.get("LABFN_SLEEP", "0")))
-    return {"score": -(params["x"] - 0.3) ** 2 - (params["y"] - 1.2) ** 2}
-"""
-
 
 def _kill_while_measuring(tmp_path: Path, proposer: str, batch: int, started: int) -> list[str]:
     """`kiban lab run` killed with SIGKILL while its instrument measures (the log gets a line
     when a measurement starts, then the function sleeps 0.6 s), then run again to the budget; the
     parameter sets the instrument was given, in order."""
-    config = write_config(tmp_path, proposer, batch)
-    (tmp_path / "labfn.py").write_text(SLOW)
     db, log = tmp_path / "c.db", tmp_path / "calls.log"
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", LABFN_LOG=str(log),
-               LABFN_SLEEP="0.6")
-    kiban = [sys.executable, "-m", "kiban", "lab"]
-    subprocess.run([*kiban, "init", str(config), "--db", str(db)], check=True, env=env,
-                   capture_output=True)
+    kiban, env = init_in_subprocess(tmp_path, write_config(tmp_path, proposer, batch), db,
+                                    LABFN_LOG=str(log), LABFN_SLEEP="0.6")
     proc = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "8", "--quiet"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

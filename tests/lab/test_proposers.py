@@ -78,6 +78,22 @@ def test_package_import_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_making_a_model_proposer_to_check_a_campaign_imports_no_torch():
+    """`lab init` makes the proposer to check its options: torch loads only to propose."""
+    code = ("import sys\n"
+            "from kiban.lab.space import parse_config\n"
+            "from kiban.lab.proposers import make_proposer\n"
+            "for kind in ('botorch', 'generative'):\n"
+            "    raw = {'campaign': {'proposer': kind}, 'instrument': {'kind': 'lookup'},\n"
+            "           'parameters': [{'name': 'm', 'type': 'molecule', 'candidates': ['CO']}],\n"
+            "           'objectives': [{'name': 'f'}], 'proposer': {'samples': 8}}\n"
+            "    print(make_proposer(parse_config(raw), sampler=lambda n, s: []).name)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["botorch", "generative", "False"]
+
+
 def test_make_proposer_builds_each_kind_with_its_options():
     p = make_proposer(config({}, "botorch", {"num_restarts": 2, "raw_samples": 32}))
     assert p.name == "botorch" and p.options.num_restarts == 2

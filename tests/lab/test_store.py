@@ -17,47 +17,11 @@ from kiban.lab.campaign import propose, run_campaign
 from kiban.lab.space import load_config
 from kiban.lab.store import CAMPAIGN_STORE, CampaignBusy, Store
 
-ROOT = Path(__file__).resolve().parents[2]
-
-CONFIG = """
-[campaign]
-name = "quad"
-proposer = "sobol"
-batch_size = 1
-initial = 2
-seed = 0
-
-[[parameters]]
-name = "x"
-type = "continuous"
-low = -1.0
-high = 1.0
-
-[[objectives]]
-name = "score"
-goal = "max"
-
-[instrument]
-kind = "function"
-target = "leasefn:measure"
-workers = 0
-"""
-
-FUNCTION = """
-import json, os, time
-
-def measure(params):
-    with open(os.environ["LEASEFN_LOG"], "a") as handle:
-        handle.write(json.dumps(params, sort_keys=True) + "\\n")
-    time.sleep(float(os.environ.get("LEASEFN_SLEEP", "0")))
-    return {"score": -params["x"] ** 2}
-"""
+from .helpers import ROOT, init_in_subprocess, write_config
 
 
 def _campaign(tmp_path: Path) -> Path:
-    (tmp_path / "c.toml").write_text(CONFIG)
-    (tmp_path / "leasefn.py").write_text(FUNCTION)
-    return tmp_path / "c.toml"
+    return write_config(tmp_path, "sobol", 1)
 
 
 def _dead_pid() -> int:
@@ -67,13 +31,9 @@ def _dead_pid() -> int:
 
 
 def test_two_runs_on_one_campaign_the_second_is_refused_naming_the_first(tmp_path):
-    config = _campaign(tmp_path)
     db, log = tmp_path / "c.db", tmp_path / "calls.log"
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", LEASEFN_LOG=str(log),
-               LEASEFN_SLEEP="0.3")
-    kiban = [sys.executable, "-m", "kiban", "lab"]
-    subprocess.run([*kiban, "init", str(config), "--db", str(db)], check=True, env=env,
-                   capture_output=True)
+    kiban, env = init_in_subprocess(tmp_path, _campaign(tmp_path), db, LABFN_LOG=str(log),
+                                    LABFN_SLEEP="0.3")
     first = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "6", "--json"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -112,7 +72,6 @@ def test_a_lease_is_re_entrant_and_released(tmp_path):
 
 def test_the_lease_of_a_dead_process_is_taken_over_with_a_message(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("LEASEFN_LOG", str(tmp_path / "calls.log"))
     store = Store.create(tmp_path / "c.db", load_config(_campaign(tmp_path)))
     pid = _dead_pid()
     now = time.time()
@@ -132,7 +91,7 @@ def test_the_lease_of_a_dead_process_is_taken_over_with_a_message(tmp_path, monk
 
 def propose_unleased(store: Store) -> list:
     """A proposal added as the killed process would have (it held the lease)."""
-    return store.add_proposals([{"x": 0.0}], "sobol")
+    return store.add_proposals([{"x": 0.0, "y": 1.0}], "sobol")
 
 
 def test_a_lease_another_host_stopped_renewing_is_stale(tmp_path):

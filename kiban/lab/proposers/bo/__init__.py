@@ -40,23 +40,38 @@ the cube part when there are other parameters); the acquisition is evaluated ove
 candidate molecules (the parameter's candidates and/or samples from its model), observed and
 pending molecules excluded in molecule-only spaces.
 
-Modules: `layout` (the input vector), `surrogate` (outcome transforms, the GP), `acquisition`
-(acquisition functions), `optimiser` (one call's greedy batch), `proposer` (options, design,
-then model).
+Modules: `options` (the options, no torch), `proposer` (the design, then the model; imports
+torch only to propose), `layout` (the input vector), `surrogate` (outcome transforms, the GP),
+`acquisition` (acquisition functions), `optimiser` (one call's greedy batch).
 """
 
-from kiban.lab.proposers.bo.acquisition import (MIN_NUM_OBJECTIVES_PAREGO, exploit_acquisition,
-                                                make_acquisition, reference_point)
-from kiban.lab.proposers.bo.layout import (DTYPE, MAX_DISCRETE_VALUES, Layout, canonical,
-                                           used_molecules)
-from kiban.lab.proposers.bo.optimiser import MAX_CHOICES_ENUMERATE, BatchOptimiser
-from kiban.lab.proposers.bo.proposer import (MIN_OBSERVED, BotorchOptions, BotorchProposer,
-                                             ModelOptions)
-from kiban.lab.proposers.bo.surrogate import (WARPS, Warp, fit_model, marginal_posterior,
-                                              utility_thresholds, warp_outcomes, winsorize)
+import importlib
+from typing import Any
 
-__all__ = ["BatchOptimiser", "BotorchOptions", "BotorchProposer", "DTYPE", "Layout",
-           "MAX_CHOICES_ENUMERATE", "MAX_DISCRETE_VALUES", "MIN_NUM_OBJECTIVES_PAREGO",
-           "MIN_OBSERVED", "ModelOptions", "WARPS", "Warp", "canonical", "exploit_acquisition",
-           "fit_model", "make_acquisition", "marginal_posterior", "reference_point",
-           "used_molecules", "utility_thresholds", "warp_outcomes", "winsorize"]
+# name -> the module that defines it. Loaded on first use (PEP 562): the proposer and its
+# options import no torch, so `make_proposer` can check a campaign without it; the model
+# modules (torch, BoTorch, gpytorch) load when a name of theirs is asked for.
+_EXPORTS = {
+    "BotorchProposer": "proposer", "MIN_OBSERVED": "proposer",
+    "BotorchOptions": "options", "ModelOptions": "options", "WARPS": "options",
+    "Warp": "options",
+    "DTYPE": "layout", "MAX_DISCRETE_VALUES": "layout", "Layout": "layout",
+    "canonical": "layout", "used_molecules": "layout",
+    "fit_model": "surrogate", "marginal_posterior": "surrogate",
+    "utility_thresholds": "surrogate", "warp_outcomes": "surrogate", "winsorize": "surrogate",
+    "MIN_NUM_OBJECTIVES_PAREGO": "acquisition", "exploit_acquisition": "acquisition",
+    "make_acquisition": "acquisition", "reference_point": "acquisition",
+    "BatchOptimiser": "optimiser", "MAX_CHOICES_ENUMERATE": "optimiser",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kiban.lab.proposers.base import Observation, ProposerError, canonical_smiles, clean
+from kiban.lab.proposers.base import Observation, canonical_smiles, clean
 from kiban.lab.proposers.molecules import fingerprints
 from kiban.lab.space import Categorical, Composition, Continuous, Integer, Space
 
@@ -21,10 +21,7 @@ class Layout:
     """Where each parameter lives in the model's input vector, and the way back."""
 
     def __init__(self, space: Space, fp_bits: int, fp_radius: int) -> None:
-        if len(space.molecules) > 1:
-            raise ProposerError("the botorch and generative proposers handle one molecule "
-                                f"parameter, got {[m.name for m in space.molecules]}; use "
-                                "proposer = 'random' or 'sobol'")
+        # at most one molecule parameter: `BotorchProposer.check_space` refuses more
         self.space = space
         self.dim = space.dim
         self.mol = space.molecules[0] if space.molecules else None

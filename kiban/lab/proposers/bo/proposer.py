@@ -1,22 +1,20 @@
-"""The botorch proposer: its options, the Sobol design first, then `BatchOptimiser`."""
+"""The botorch proposer: the Sobol design first, then `BatchOptimiser`.
+
+Imports no torch until it proposes (torch, BoTorch and the model modules load in `propose`), so
+that making one to check a campaign (`kiban lab init`) takes no seconds of imports.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import random
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from kiban.lab.options import require
-from kiban.lab.proposers.base import Observation, Proposer, ProposerError, ProposerOptions, \
-    check_n
-from kiban.lab.proposers.bo.layout import Layout, used_molecules
-from kiban.lab.proposers.bo.optimiser import BatchOptimiser
-from kiban.lab.proposers.bo.surrogate import Warp
+from kiban.lab.proposers.base import Observation, Proposer, ProposerError, check_n
+from kiban.lab.proposers.bo.options import BotorchOptions, ModelOptions
 from kiban.lab.proposers.design import (batch_from_stream, design_stream, seen_keys,
                                         torch_constraints)
 from kiban.lab.proposers.molecules import (Sampler, canonical_candidates, model_dir,
@@ -24,44 +22,6 @@ from kiban.lab.proposers.molecules import (Sampler, canonical_candidates, model_
 from kiban.lab.space import Space
 
 MIN_OBSERVED = 2               # fewer observations: keep drawing the Sobol design
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelOptions(ProposerOptions):
-    """The options of the model-based proposers (botorch, generative)."""
-
-    num_restarts: int = 2         # Ax: 20
-    raw_samples: int = 96         # Ax: 1024
-    mc_samples: int = 64          # BoTorch default: 512
-    maxiter: int = 15             # L-BFGS-B iterations per restart (BoTorch: 200)
-    max_enumerate: int = 20       # discrete combinations enumerated with optimize_acqf_mixed
-    fp_bits: int = 2048           # Morgan fingerprint length (molecules)
-    fp_radius: int = 2
-    samples: int = 64             # molecules sampled from a Molecule param's model per round
-    temperature: float = 1.0
-    max_new_tokens: int = 128
-    cube_samples: int = 16        # conditions tried per molecule (molecule + other params)
-    threads: int = 1              # torch and BLAS threads while proposing (0: leave them)
-    screen: int = 128             # molecules: qLogNEI only on the best by mean + 2 sd (0: all)
-    warp: Warp = "none"           # one objective: "power" (Box-Cox / Yeo-Johnson) outcomes
-    exploit_after: int = 0        # one objective: from this many observations on, propose
-                                  # the best by the posterior (qSimpleRegret); 0: never
-    constrained_budget: bool = True   # linear constraints: CONSTRAINED_BUDGET for the four
-                                      # optimiser options not set explicitly
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                require(value >= 0, f"option {f.name!r} must be an integer >= 0, got {value!r}")
-        require(self.temperature > 0, f"option 'temperature' must be a number > 0, got "
-                                      f"{self.temperature!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BotorchOptions(ModelOptions):
-    max_candidates: int = 2000        # molecules scored per step (random subset beyond)
-    new_molecules_only: bool = False  # mixed spaces: never reuse an observed molecule
 
 
 class BotorchProposer(Proposer):
@@ -120,7 +80,10 @@ class BotorchProposer(Proposer):
     def check_space(self, space: Space) -> None:
         """Refuse what this proposer cannot do before the first round (several molecule
         parameters, a molecule model directory that does not exist)."""
-        Layout(space, 1, 1)
+        if len(space.molecules) > 1:
+            raise ProposerError("the botorch and generative proposers handle one molecule "
+                                f"parameter, got {[m.name for m in space.molecules]}; use "
+                                "proposer = 'random' or 'sobol'")
         if int(self.options.exploit_after) > 0 and len(space.objectives) != 1:
             raise ProposerError("option 'exploit_after' works with one objective (this "
                                 f"campaign has {len(space.objectives)})")
@@ -131,6 +94,8 @@ class BotorchProposer(Proposer):
     # -- proposing
     def propose(self, space: Space, observed: list[Observation], pending: list[dict],
                 n: int, seed: int) -> list[dict]:
+        import torch
+
         check_n(n)
         self.check_space(space)
         threads = torch.get_num_threads()
@@ -152,6 +117,8 @@ class BotorchProposer(Proposer):
 
     def _propose(self, space: Space, observed: list[Observation], pending: list[dict],
                  n: int, seed: int) -> list[dict]:
+        from kiban.lab.proposers.bo.layout import used_molecules
+
         seen = seen_keys(space, observed, pending)
         drawn = len(observed) + len(pending)
         n_design = n if len(observed) < MIN_OBSERVED else min(n, max(0, self.initial - drawn))
@@ -173,9 +140,15 @@ class BotorchProposer(Proposer):
 
     def _model_batch(self, space: Space, observed: list[Observation], pending: list[dict],
                      n: int, seed: int, seen: set, first: dict | None) -> list[dict]:
-        from botorch.exceptions.warnings import (BadInitialCandidatesWarning, InputDataWarning,
-                                                 OptimizationWarning)
-        from linear_operator.utils.warnings import NumericalWarning
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # torch.jit in linear_operator
+            from botorch.exceptions.warnings import (BadInitialCandidatesWarning,
+                                                     InputDataWarning, OptimizationWarning)
+            from linear_operator.utils.warnings import NumericalWarning
+
+            from kiban.lab.proposers.bo.optimiser import BatchOptimiser
 
         seed = int(seed) % (2 ** 31)
         py_state, np_state = random.getstate(), np.random.get_state()

@@ -5,7 +5,7 @@ its marginal posterior."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,12 +16,9 @@ with warnings.catch_warnings():
 
 from kiban.lab.proposers.base import ProposerError
 from kiban.lab.proposers.bo.layout import Layout
+from kiban.lab.proposers.bo.options import WARPS
 from kiban.lab.proposers.gpfit import fit_fast
 from kiban.lab.space import Space
-
-Warp = Literal["none", "power"]    # outcome transforms before the GP (`warp_outcomes`)
-WARPS = get_args(Warp)
-
 
 def winsorize(Y: np.ndarray, thresholds: list[float | None]) -> np.ndarray:
     """Ax's automatic winsorisation of utilities (to maximise): clip the bad (low) tail at the
