@@ -11,7 +11,6 @@ diff the two files. Every key must match but ``table_source`` (which table it re
 """
 import hashlib
 import json
-import random
 import sys
 
 import numpy as np
