@@ -156,10 +156,12 @@ class Molecule:
     def check(self, value: Any) -> str | None:
         if not isinstance(value, str) or not value.strip():
             return f"expected a SMILES string, got {value!r}"
-        from rdkit import Chem
+        from kiban.chem import SmilesError, parse_smiles
 
-        if Chem.MolFromSmiles(value) is None:
-            return f"expected a valid SMILES, RDKit cannot parse {value!r}"
+        try:
+            parse_smiles(value)
+        except SmilesError as error:
+            return f"expected a valid SMILES, RDKit cannot parse {value!r}: {error.reason}"
         return None
 
 

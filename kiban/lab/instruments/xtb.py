@@ -46,18 +46,12 @@ def warm_up() -> None:
 
 
 def _parse(smiles: str) -> Any:
-    from rdkit import Chem, rdBase
+    from kiban.chem import SmilesError, parse_smiles
 
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
-    if mol is not None and mol.GetNumAtoms() > 0:
-        return mol
-    with rdBase.CaptureErrorLog() as capture:   # parse again, keeping RDKit's reason
-        Chem.MolFromSmiles(smiles)
-    lines = [ln.split("]", 1)[-1].strip() if ln.startswith("[") else ln.strip()
-             for ln in capture.messages.splitlines() if ln.strip()]
-    reason = "; ".join(lines[:2]) or ("no atoms" if mol is not None else "RDKit cannot parse it")
-    raise XtbInputError(f"invalid SMILES {smiles!r}: {reason}")
+    try:
+        return parse_smiles(smiles)
+    except SmilesError as error:
+        raise XtbInputError(f"invalid SMILES {smiles!r}: {error.reason}") from None
 
 
 def embed(smiles: str, seed: int = 42, preopt: str = "mmff") -> tuple[Any, str, str]:
@@ -66,7 +60,9 @@ def embed(smiles: str, seed: int = 42, preopt: str = "mmff") -> tuple[Any, str, 
     from rdkit import Chem, rdBase
     from rdkit.Chem import AllChem
 
-    canonical = Chem.MolToSmiles(_parse(smiles))
+    from kiban.chem import canonical_smiles
+
+    canonical = canonical_smiles(_parse(smiles))
     mol = Chem.AddHs(_parse(canonical))
     bad = sorted({a.GetSymbol() for a in mol.GetAtoms()
                   if not 1 <= a.GetAtomicNum() <= MAX_Z})

@@ -86,11 +86,11 @@ def check_n(n: int) -> None:
 
 
 def canonical_smiles(smiles: str) -> str:
-    """RDKit canonical SMILES: the identity of a molecule (so 'OCC' and 'CCO' are one)."""
-    from rdkit import Chem
+    """RDKit canonical SMILES: the identity of a molecule (so 'OCC' and 'CCO' are one); text
+    that is not a molecule is its own identity."""
+    from kiban.chem import canonical_or_none
 
-    mol = Chem.MolFromSmiles(smiles)
-    return Chem.MolToSmiles(mol) if mol is not None else smiles
+    return canonical_or_none(smiles) or smiles
 
 
 def params_key(space: Space, params: dict[str, Any]) -> tuple:

@@ -20,29 +20,27 @@ _GENERATORS: dict[str, Any] = {}
 
 def unique_canonical(smiles: Iterable[str]) -> list[str]:
     """Valid molecules, canonical, first occurrence kept (order is part of determinism)."""
-    from rdkit import Chem
+    from kiban.chem import canonical_or_none
 
     out: dict[str, None] = {}
     for s in smiles:
-        mol = Chem.MolFromSmiles(str(s)) if s else None
-        if mol is not None and mol.GetNumAtoms() > 0:
-            out.setdefault(Chem.MolToSmiles(mol), None)
+        key = canonical_or_none(str(s)) if s else None
+        if key is not None:
+            out.setdefault(key, None)
     return list(out)
 
 
 def fingerprints(smiles: list[str], bits: int = 2048, radius: int = 2) -> np.ndarray:
     """Morgan bit vectors (``len(smiles) x bits``, 0/1 floats) for the Tanimoto kernel."""
-    from rdkit import Chem, DataStructs
-    from rdkit.Chem import rdFingerprintGenerator
+    from kiban.chem import SmilesError, morgan_fingerprints, parse_smiles
 
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=bits)
-    out = np.zeros((len(smiles), bits), dtype=np.float64)
-    for i, s in enumerate(smiles):
-        mol = Chem.MolFromSmiles(s)
-        if mol is None:
-            raise ProposerError(f"cannot fingerprint {s!r}: RDKit cannot parse it")
-        DataStructs.ConvertToNumpyArray(gen.GetFingerprint(mol), out[i])
-    return out
+    mols = []
+    for s in smiles:
+        try:
+            mols.append(parse_smiles(s))
+        except SmilesError as error:
+            raise ProposerError(f"cannot fingerprint {s!r}: {error.reason}") from None
+    return morgan_fingerprints(mols, radius=radius, n_bits=bits, dtype=np.float64)
 
 
 def model_dir(mol: Molecule) -> Path:
