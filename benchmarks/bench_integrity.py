@@ -133,10 +133,9 @@ def extract_base(commit: str, into: Path) -> Path:
 def machine_info() -> dict:
     model = ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle
+                          if line.startswith("model name")), "")
     except OSError:
         pass
     return {"cpu_count": os.cpu_count(), "processor": model, "python": platform.python_version(),
