@@ -70,23 +70,30 @@ def worker(args: argparse.Namespace) -> None:
         from kiban.index.search import CorpusSearch
 
         queries = json.loads(Path(args.query_file).read_text())
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         search = CorpusSearch(args.corpus)
         result["open_s"] = time.perf_counter() - start
+        result["open_cpu_s"] = time.process_time() - cpu  # hashing threads included
         search.count(queries[0])
         result["open_and_first_count_s"] = time.perf_counter() - start
-        counts, count_times = [], []
+        # wall and CPU time of each call: on a shared machine the CPU time of this (single
+        # threaded) work is the steadier of the two
+        counts, count_times, count_cpu = [], [], []
         for query in queries:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             counts.append(search.count(query))
+            count_cpu.append(time.thread_time() - cpu)
             count_times.append(time.perf_counter() - start)
-        docs_times = []
+        docs_times, docs_cpu = [], []
         for query in queries[: max(1, len(queries) // 5)]:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             search.docs(query, limit=5)
+            docs_cpu.append(time.thread_time() - cpu)
             docs_times.append(time.perf_counter() - start)
         result.update(count_median_s=statistics.median(count_times),
-                      docs_median_s=statistics.median(docs_times), counts=counts)
+                      count_cpu_median_s=statistics.median(count_cpu),
+                      docs_median_s=statistics.median(docs_times),
+                      docs_cpu_median_s=statistics.median(docs_cpu), counts=counts)
     print(json.dumps(result))
 
 
@@ -133,10 +140,9 @@ def extract_base(commit: str, into: Path) -> Path:
 def machine_info() -> dict:
     model = ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle
+                          if line.startswith("model name")), "")
     except OSError:
         pass
     return {"cpu_count": os.cpu_count(), "processor": model, "python": platform.python_version(),
@@ -166,6 +172,9 @@ def main() -> None:
     parser.add_argument("--new", type=Path, default=CHECKOUT,
                         help="new kiban (a directory holding kiban/); default: this checkout")
     parser.add_argument("--out", type=Path, default=RESULTS / "integrity.json")
+    parser.add_argument("--work", type=Path, help="keep the corpora here (default: a temporary "
+                                                  "directory, removed); with --build-repeats 0 "
+                                                  "the corpora already there are queried")
     parser.add_argument("--worker", choices=["build", "query"], dest="task", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
@@ -174,13 +183,18 @@ def main() -> None:
     if args.task:
         return worker(args)
 
-    scratch = Path(tempfile.mkdtemp(prefix="kiban-bench-integrity-",
-                                    dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
+    if args.work:
+        scratch = args.work
+        scratch.mkdir(parents=True, exist_ok=True)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="kiban-bench-integrity-",
+                                        dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
     try:
         base = args.base or extract_base(BASE_COMMIT, scratch / "base")
         roots = {"old": base, "new": args.new}
         source = scratch / "source.jsonl"
-        write_source(source, args.docs)
+        if args.build_repeats or not source.is_file():
+            write_source(source, args.docs)
         queries_path = scratch / "queries.json"
         queries_path.write_text(json.dumps(make_queries(args.queries)))
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -219,9 +233,11 @@ def main() -> None:
                        "bytes_hashed_on_open": sum(
                            p.stat().st_size for p in (scratch / "corpus-new").rglob("*")
                            if p.suffix in (".bin", ".npy"))},
-            "build": summarise(builds, ("corpus_build_s", "index_build_s", "index_uptodate_s")),
-            "query": summarise(queries, ("open_s", "open_and_first_count_s", "count_median_s",
-                                         "docs_median_s")),
+            "build": summarise(builds, ("corpus_build_s", "index_build_s", "index_uptodate_s"))
+            if builds else {},
+            "query": summarise(queries, ("open_s", "open_cpu_s", "open_and_first_count_s",
+                                         "count_median_s", "count_cpu_median_s",
+                                         "docs_median_s", "docs_cpu_median_s")),
             "raw": {"build": builds, "query": queries},
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,13 +245,14 @@ def main() -> None:
         print(f"| measure | old ({BASE_COMMIT}) | new | new/old |")
         print("|---|---:|---:|---:|")
         for section in ("build", "query"):
-            for key, row in result[section].items():
+            for key, row in result[section].items():  # (no build rows when corpora were reused)
                 print(f"| {key} | {row['old'] * 1000:.3f} ms | {row['new'] * 1000:.3f} ms | "
                       f"{row['ratio_of_medians']:.3f} |")
         print(f"\n{result['config']['tokens']:,} tokens in {result['config']['shards']} shards; "
               f"written to {args.out}")
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,12 @@ def convert(data: Path, out: Path, shards: int) -> dict:
         np.save(out / "shards" / f"offsets-{s:06d}.npy", offsets)
     # a kiban corpus manifest (checksums of the shards included: TokenIndex checks them on
     # opening, as it does for a corpus kiban built), marked as a benchmark conversion
-    from kiban.corpus.store import CORPUS_FORMAT, layout_stamp, offsets_file, tokens_file
+    from kiban.corpus.store import (
+        CORPUS_FORMAT,
+        layout_stamp,
+        offsets_file,
+        tokens_file,
+    )
     from kiban.formats import write_json
     from kiban.io import files_sha256
 

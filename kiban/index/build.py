@@ -68,13 +68,13 @@ def _build_shard(task: tuple[str, int, str, str, str, int]) -> dict[str, Any]:
     tokens_path, shard, dtype, out_path, first_rows_path, vocab_size = task
     mtime_ns = os.stat(tokens_path).st_mtime_ns
     tokens = np.fromfile(tokens_path, dtype=np.dtype(dtype))
-    # the suffix array is sorted by first token, so token t's rows are one block whose length is
-    # t's frequency: block starts are the cumulative counts (a count of one token needs no search)
-    if len(tokens) and int(tokens.max()) >= vocab_size:
+    if len(tokens) and int(tokens.max()) >= vocab_size:  # an index of such ids would answer wrongly
         position = int(np.argmax(tokens >= vocab_size))
         raise IndexFormatError(f"{tokens_path}: token id {int(tokens[position])} at position "
                                f"{position:,} is outside the vocabulary (0 … {vocab_size - 1}): "
                                "the shard is damaged; rebuild the corpus")
+    # the suffix array is sorted by first token, so token t's rows are one block whose length is
+    # t's frequency: block starts are the cumulative counts (a count of one token needs no search)
     counts = np.bincount(tokens, minlength=vocab_size) if len(tokens) else np.zeros(vocab_size,
                                                                                      np.int64)
     first_rows = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

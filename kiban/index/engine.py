@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiban.corpus.store import Corpus, CorpusError
+from kiban.corpus.store import Corpus, CorpusError, offsets_file, tokens_file
 from kiban.index import _kernels
 from kiban.index.build import (
     IndexFormatError,
@@ -147,10 +147,11 @@ class TokenIndex:
         expected: list[tuple[Path, str | None, str]] = []
         for entry in entries:
             number = entry["shard"]
-            for relative in (corpus.tokens_path(number), corpus.offsets_path(number)):
-                recorded = corpus.checksums.get(str(relative.relative_to(corpus.directory)))
+            for relative in (tokens_file(number), offsets_file(number)):
+                recorded = corpus.checksums.get(relative)
                 if recorded is not None:
-                    expected.append((relative, recorded["sha256"], "the corpus manifest"))
+                    expected.append((corpus.directory / relative, recorded["sha256"],
+                                     "the corpus manifest"))
             expected.append((corpus.tokens_path(number), entry["tokens_sha256"],
                              "the index manifest"))
             expected.append((suffix_array_path(corpus, number), entry["suffix_array_sha256"],

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kiban.corpus.store import Corpus
 from kiban.index.build import IndexFormatError
 from kiban.index.engine import (
     Match,
@@ -29,13 +30,14 @@ from kiban.index.engine import (
 
 
 class FederatedIndex:
-    def __init__(self, parts: Sequence[str | os.PathLike | TokenIndex], *,
+    def __init__(self, parts: Sequence[str | os.PathLike | Corpus | TokenIndex], *,
                  allow_partial: bool = False):
         self.parts: list[TokenIndex] = []
         self.names: list[str] = []
         self.missing: list[tuple[str, str]] = []
         for part in parts:
-            name = str(part.corpus.directory if isinstance(part, TokenIndex) else part)
+            name = str(part.corpus.directory if isinstance(part, TokenIndex)
+                       else part.directory if isinstance(part, Corpus) else part)
             try:
                 self.parts.append(part if isinstance(part, TokenIndex) else TokenIndex(part))
                 self.names.append(name)

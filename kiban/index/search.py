@@ -106,7 +106,7 @@ class CorpusSearch:
             if ids and not as_text:
                 self._check_span(modality, query, get_codec, CodecError)
         else:
-            if not as_text:
+            if not as_text and "<" in query:  # a span needs a tag (and the split costs 2 %)
                 try:
                     segments = split_tagged(query)
                 except DocumentError:  # a malformed tag (e.g. an unclosed one): as written
