@@ -63,23 +63,3 @@ def run_command(prog: str, handler: Callable[[Any], int | None], args: Any) -> i
         return code
     return 0 if status is None else int(status)
 
-
-def finite(value: Any) -> Any:
-    """JSON has no infinities or NaN: they are written as null (e.g. -inf log-probabilities)."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def print_payload(payload: Any, as_json: bool, render: Callable[[Any], None]) -> None:
-    """``--json``: the payload as JSON on stdout (non-finite numbers as null); else ``render``."""
-    import json
-
-    if as_json:
-        print(json.dumps(finite(payload), indent=1, ensure_ascii=False, allow_nan=False))
-    else:
-        render(payload)

@@ -12,11 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kiban.io import json_ready
-
-#: kept for `kiban.tasks.property_cli`, which imports it from here (`kiban.io.json_ready`)
-_finite = json_ready
-
 
 def _version() -> str:
     """``kiban X.Y.Z`` from the installed package's metadata (the source tree's pyproject when

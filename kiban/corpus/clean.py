@@ -7,62 +7,21 @@ NFC, so two spellings of the same content become the same text.
 
 from __future__ import annotations
 
-import functools
 import json
 import string
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from kiban.corpus.records import PROPERTY_NAMES, RawRecord, Reject
+from kiban.chem import DESCRIPTORS, canonical_smiles
+from kiban.corpus.records import RawRecord, Reject
 from kiban.document import Document, DocumentError, Segment, join_segments, split_tagged
 from kiban.modalities import CodecError, get_codec
 
 
-def _qed(mol) -> float:
-    from rdkit.Chem import QED
-
-    return QED.qed(mol)
-
-
-def _logp(mol) -> float:
-    from rdkit.Chem import Crippen
-
-    return Crippen.MolLogP(mol)
-
-
-def _mw(mol) -> float:
-    from rdkit.Chem import Descriptors
-
-    return Descriptors.MolWt(mol)
-
-
-def _tpsa(mol) -> float:
-    from rdkit.Chem import rdMolDescriptors
-
-    return rdMolDescriptors.CalcTPSA(mol)
-
-
-@functools.cache
-def _sascorer():
-    import os
-    import sys
-
-    from rdkit.Chem import RDConfig
-
-    sys.path.append(os.path.join(RDConfig.RDContribDir, "SA_Score"))
-    import sascorer  # RDKit's contributed synthetic-accessibility scorer (Ertl & Schuffenhauer)
-
-    return sascorer
-
-
-def _sa(mol) -> float:
-    return _sascorer().calculateScore(mol)
-
-
-#: Properties a CSV/SDF source can ask to compute from its molecule column, written as numbers
-#: with 4 significant digits under the property's name in the template.
-PROPERTY_FUNCTIONS: dict[str, Callable] = dict(zip(PROPERTY_NAMES, (_qed, _logp, _mw, _tpsa, _sa)))
+#: Properties a CSV/SDF source can ask to compute from its molecule column (kiban.chem's
+#: descriptor table), written as numbers with 4 significant digits under the property's name.
+PROPERTY_FUNCTIONS: Mapping[str, Callable] = DESCRIPTORS
 
 
 @dataclass
@@ -143,7 +102,7 @@ def _molblock_smiles(molblock: str) -> str:
         raise CodecError("mol", molblock.splitlines()[0] if molblock else "",
                          "RDKit could not read the MOL block"
                          + (f": {reason[-1].split('] ', 1)[-1]}" if reason else ""))
-    return Chem.MolToSmiles(mol)
+    return canonical_smiles(mol)
 
 
 def clean_record(record: RawRecord) -> Document:

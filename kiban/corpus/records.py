@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Properties a CSV/SDF source can ask to compute from its molecule column (the functions are
-#: `kiban.corpus.clean.PROPERTY_FUNCTIONS`, keyed by exactly these names).
+#: `kiban.chem.DESCRIPTORS`, keyed by exactly these names).
 PROPERTY_NAMES = ("qed", "logp", "mw", "tpsa", "sa")
 
 

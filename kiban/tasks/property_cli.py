@@ -198,9 +198,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_property_data(options)
     _report_bad_rows(result["data"]["bad_examples"], result["data"]["bad_records"])
     if args.json:
-        from kiban.cli import _finite
+        from kiban.io import json_ready
 
-        print(json.dumps(_finite(result), indent=1, allow_nan=False))
+        print(json.dumps(json_ready(result), indent=1, allow_nan=False))
     else:
         _render_evaluation(result)
     return 0
