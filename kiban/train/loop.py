@@ -430,8 +430,9 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
             # a non-finite one stops every rank before it reaches the weights
             total_loss, = _all_sum([float(local_loss)], env)
             if not math.isfinite(total_loss) or (norm is not None and not math.isfinite(norm)):
-                raise diverged(step + 1, f"the loss is {total_loss / n_targets} and the gradient "
-                                         f"norm {norm}", last_good, config)
+                clipped = "" if norm is None else f" and the gradient norm {norm}"
+                raise diverged(step + 1, f"the loss is {total_loss / n_targets}{clipped}",
+                               last_good, config)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()

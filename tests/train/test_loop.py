@@ -70,6 +70,7 @@ def test_divergence_after_a_checkpoint_names_it_and_saves_nothing_more(tiny_corp
     assert checkpoints(out) == ["step-00000004"] and not (out / "model").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_non_finite_parameters_are_never_checkpointed(tiny_corpus, tmp_path, monkeypatch, capsys):
     """A finite loss whose update leaves an infinite weight (the next loss would show it, one
     step too late for the checkpoint written now) is caught before the save."""
