@@ -10,18 +10,12 @@ from __future__ import annotations
 import json
 import string
 import unicodedata
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from kiban.chem import DESCRIPTORS, canonical_smiles
 from kiban.corpus.records import RawRecord, Reject
 from kiban.document import Document, DocumentError, Segment, join_segments, split_tagged
 from kiban.modalities import CodecError, get_codec
-
-
-#: Properties a CSV/SDF source can ask to compute from its molecule column (kiban.chem's
-#: descriptor table), written as numbers with 4 significant digits under the property's name.
-PROPERTY_FUNCTIONS: Mapping[str, Callable] = DESCRIPTORS
 
 
 @dataclass
@@ -63,7 +57,7 @@ def _render(record: RawRecord) -> str:
         from kiban.modalities.number import Quantity
 
         for name in record.properties:
-            fields[name] = Quantity.from_float(PROPERTY_FUNCTIONS[name](mol)).text
+            fields[name] = Quantity.from_float(DESCRIPTORS[name](mol)).text
     for name, value in fields.items():
         if value is None or (isinstance(value, str) and not value.strip()):
             if "{" + name + "}" in (record.template or ""):

@@ -60,7 +60,7 @@ class SFTSource:
 
     JSONL: ``prompt_field`` and ``completion_field`` name the two string fields of each object.
     CSV: ``prompt_template`` and ``completion_template`` are `str.format` templates over the
-    columns and the computed ``properties`` (see `kiban.corpus.clean.PROPERTY_FUNCTIONS`), which
+    columns and the computed ``properties`` (see `kiban.chem.DESCRIPTORS`), which
     are computed from ``mol_column`` (default: a column named ``smiles``/``canonical_smiles``).
     """
 
@@ -180,14 +180,14 @@ def _example_from_row(record: RawRecord, source: SFTSource) -> Example:
 
 def _check_template_fields(source: SFTSource, record: RawRecord) -> None:
     """A template naming a field that no row can have is a configuration error, not a row's."""
-    from kiban.corpus.clean import PROPERTY_FUNCTIONS
+    from kiban.chem import DESCRIPTORS
 
     available = set(record.fields or {}) | set(source.properties)
     for part, template in (("prompt_template", source.prompt_template),
                            ("completion_template", source.completion_template)):
         unknown = sorted(_template_fields(template) - available)
         if unknown:
-            hint = [p for p in unknown if p in PROPERTY_FUNCTIONS]
+            hint = [p for p in unknown if p in DESCRIPTORS]
             raise ValueError(
                 f"{source.path}: {part} {template!r} names {unknown}, which are neither columns "
                 f"({', '.join(record.fields or {})}) nor computed properties"

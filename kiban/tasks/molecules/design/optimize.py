@@ -448,30 +448,16 @@ class _DocumentStartTokenizer:
 def finetune_steps(model: Any, science: Any, smiles: Sequence[str], *, steps: int,
                    batch_size: int, lr: float, seed: int, optimizer: Any = None) -> Any:
     """``steps`` AdamW steps of document loss on ``<mol>SMILES</mol>`` rows (kiban's
-    `SupervisedData` batches and the training loop's `loss_sum`). Returns the optimizer, so its
-    moments carry over between rounds."""
-    import torch
-
-    from kiban.train.loop import Env, _tensors, loss_sum
+    `SupervisedData` batches through the public step API, `kiban.train.train_steps`). Returns the
+    optimizer, so its moments carry over between rounds."""
+    from kiban.train import train_steps
     from kiban.train.sft import Example, SupervisedData
 
     examples = [Example("", f"<mol>{s}</mol>", f"top-k:{i}", "top-k") for i, s in enumerate(smiles)]
     data = SupervisedData(examples, _DocumentStartTokenizer(science), seq_len=256, seed=seed,
                           validation_fraction=0.0)
-    env = Env(0, 1, 0, torch.device("cpu"), None)
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    for step in range(steps):
-        batch = data.global_batch(step, min(batch_size, data.train_examples))
-        tensors = _tensors(batch, env.device)
-        loss = loss_sum(model, tensors, env) / batch.n_targets
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    model.eval()
-    return optimizer
+    return train_steps(model, data, steps=steps, batch_size=batch_size, lr=lr,
+                       optimizer=optimizer)
 
 
 def sample_round(loaded: Any, model: Any, config: Any, seed: int) -> list[Any]:
