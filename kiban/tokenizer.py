@@ -47,7 +47,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    trainers,
+)
 
 from kiban.document import _TAG_SHAPED, MODALITY_TAGS, split_tagged
 from kiban.formats import FormatError, check, register
@@ -72,7 +80,6 @@ PAD = "<|pad|>"
 UNKNOWN = "<|unk|>"  # internal sentinel for science pieces outside the vocabulary; never emitted
 SPECIAL_TOKENS = (END_OF_TEXT, PAD, UNKNOWN)
 TAG_TOKENS = tuple(t for name in MODALITY_TAGS for t in (f"<{name}>", f"</{name}>"))
-
 
 
 def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:

@@ -17,10 +17,14 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kiban.document import MODALITY_TAGS, Segment, join_segments, split_tagged
-from kiban.modalities.protein import RESIDUES
 from kiban.formats import get_format
+from kiban.modalities._smiles import (
+    BRACKET_ATOM_PATTERN,
+    BRACKET_PARTS,
+    split_bracket_atom,
+)
 from kiban.modalities.molecule import SMILES_TOKEN_PATTERN
-from kiban.modalities._smiles import BRACKET_ATOM_PATTERN, BRACKET_PARTS, split_bracket_atom
+from kiban.modalities.protein import RESIDUES
 from kiban.tokenizer import (
     ELEMENTS,
     END_OF_TEXT,
@@ -707,13 +711,12 @@ def test_load_plain_hf_directory_without_metadata(saved, tmp_path):
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"version": 3}, "kiban_tokenizer.json: 'kiban.tokenizer' version 3 was written by a newer "
-                     "kiban; this one reads versions 1-2: upgrade kiban"),
+    ({"version": 3}, ("kiban_tokenizer.json: 'kiban.tokenizer' version 3 was written by a newer "
+                      "kiban; this one reads versions 1-2: upgrade kiban")),
     ({"version": 0}, "'kiban.tokenizer' version 0 is too old; this kiban reads versions 1-2"),
     ({"version": None}, "'kiban.tokenizer' with version None; expected an integer"),
     ({"format": "other"}, "not a 'kiban.tokenizer' file (it says format='other', version=2)"),
-    ({"smiles_brackets": None}, "kiban_tokenizer.json: 'smiles_brackets' must be an object with "
-                                "'pattern'"),
+    ({"smiles_brackets": None}, "kiban_tokenizer.json: 'smiles_brackets' must be an object"),
     ({"smiles_brackets": {"pattern": "[", "parts": {}}}, "'smiles_brackets' must be an object"),
     ({"science": None}, "incomplete metadata"),
     ({"patterns": {"mol": "C"}}, "incomplete metadata"),

@@ -249,6 +249,9 @@ class ModalityConstraints:
         for kind, after in FOLLOWS.items():
             follows[kind, sorted(after)] = True
         self.follows = follows[:, self.kind]  # (kinds, V): may token v follow a piece of kind k
+        if self.has_brackets:  # then one row per stage inside a bracket atom: (kinds + 8, V)
+            bracket_ok = self.bracket_next >= 0
+            self.follows = torch.cat([self.follows & bracket_ok[OUTSIDE], bracket_ok[OUTSIDE + 1:]])
         self.can_end = torch.tensor([k in CAN_END for k in range(len(FOLLOWS))])
         self.rparen_id = mol.get(")")
         self.device = torch.device("cpu")
@@ -312,16 +315,19 @@ class ConstraintTracker(TokenConstraint):
         t = self.tables
         allowed = t.allowed[self.mode]  # (B, V), a fresh tensor
         in_mol = self.mode == MOL
-        in_bracket = self.bracket != OUTSIDE
-        mol_open = in_mol & ((self.depth > 0) | self.rings.any(-1) | ~t.can_end[self.last_kind]
-                             | in_bracket)
+        mol_open = in_mol & ((self.depth > 0) | self.rings.any(-1) | ~t.can_end[self.last_kind])
+        if t.has_brackets:
+            mol_open |= self.bracket != OUTSIDE
         allowed[:, t.close_ids] &= ((self.span_length > 0) & ~mol_open)[:, None]
         if t.rparen_id is not None:
             allowed[:, t.rparen_id] &= ~in_mol | (self.depth > 0)
         # SMILES bigrams, and no ring closed on the atom that opened it ("C11"); inside a
-        # bracket atom, its grammar instead
-        smiles_ok = t.follows[self.last_kind] & (t.ring_label != self.fresh_ring[:, None])
-        smiles_ok = (smiles_ok | in_bracket[:, None]) & (t.bracket_next[self.bracket] >= 0)
+        # bracket atom, its grammar instead (the rows of `follows` after the kinds)
+        follows_row = self.last_kind
+        if t.has_brackets:
+            follows_row = torch.where(self.bracket == OUTSIDE, self.last_kind,
+                                      len(FOLLOWS) - 1 + self.bracket)
+        smiles_ok = t.follows[follows_row] & (t.ring_label != self.fresh_ring[:, None])
         allowed &= ~in_mol[:, None] | smiles_ok
         return allowed
 
@@ -347,8 +353,10 @@ class ConstraintTracker(TokenConstraint):
         label = t.ring_label[tokens]  # (B,), -1 unless a ring label
         opened = in_mol & (label >= 0) & ~self.rings.gather(1, label.clamp(min=0)[:, None])[:, 0]
         self.fresh_ring = torch.where(opened, label, _NO_RING)
-        self.bracket = torch.where(in_mol & ~closes,
-                                   t.bracket_next[self.bracket, tokens].clamp(min=OUTSIDE), OUTSIDE)
+        if t.has_brackets:
+            self.bracket = torch.where(in_mol & ~closes,
+                                       t.bracket_next[self.bracket, tokens].clamp(min=OUTSIDE),
+                                       OUTSIDE)
         self.depth = torch.where(opens, 0, self.depth + t.depth_delta[tokens] * in_mol)
         self.rings = (self.rings ^ (t.ring_bits[tokens] & in_mol[:, None])) & ~opens[:, None]
         self.span_length = torch.where(opens, 0, self.span_length + content)
