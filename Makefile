@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kiban-installed
 DEMO_OUT ?= out/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -41,8 +41,14 @@ demo: setup
 	$(PY) -m kiban report molecules $(DEMO_OUT)/model/model --corpus $(DEMO_OUT)/corpus \
 	    --n 1000 --seed 0 --out $(DEMO_OUT)/report.html
 
-test: setup
+# lint, format and the import-layer contracts (pyproject.toml) first: they take seconds
+test: setup lint
 	$(PY) -m pytest -n 2 -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check kiban tests benchmarks scripts
+	$(VENV)/bin/ruff format --check kiban tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
 # the benchmarks that finish in minutes (benchmarks/README.md lists the others and why not)
 bench: setup

@@ -61,7 +61,7 @@ def _descendants(root: int) -> list[int]:
             try:
                 with open(f"/proc/{entry}/stat") as handle:
                     stat = handle.read()
-                parent_of[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+                parent_of[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
             except (OSError, ValueError):
                 continue
     found, frontier = [], [root]
@@ -119,8 +119,10 @@ def instrument(build_module, sampler: MemorySampler) -> tuple[dict, callable]:
                     "wall_s": time.perf_counter() - wall0,
                     "main_cpu_s": time.process_time() - cpu0,
                     "workers_cpu_s": (children1.ru_utime + children1.ru_stime)
-                    - (children0.ru_utime + children0.ru_stime)}
+                    - (children0.ru_utime + children0.ru_stime),
+                }
                 sampler.phase = "between stages"
+
         return timed
 
     for name, function in originals.items():
@@ -129,6 +131,7 @@ def instrument(build_module, sampler: MemorySampler) -> tuple[dict, callable]:
     def restore():
         for name, function in originals.items():
             setattr(build_module, name, function)
+
     return timings, restore
 
 
@@ -148,8 +151,12 @@ def input_stats(path: Path, limit: int | None) -> dict:
                 break
             rows += 1
             chars += len(line.rstrip("\r\n"))
-    return {"file": str(path), "file_bytes": path.stat().st_size, "rows": rows,
-            "smiles_chars": chars}
+    return {
+        "file": str(path),
+        "file_bytes": path.stat().st_size,
+        "rows": rows,
+        "smiles_chars": chars,
+    }
 
 
 def machine_info() -> dict:
@@ -157,28 +164,42 @@ def machine_info() -> dict:
 
     model = None
     try:
-        model = next((line.split(":", 1)[1].strip() for line in
-                      Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), None)
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            None,
+        )
     except OSError:
         pass
-    return {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "processor": model,
-            "tokenizers": tokenizers.__version__,
-            "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS"),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                / 2**30, 1),
-            "loadavg_at_start": os.getloadavg()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": model,
+        "tokenizers": tokenizers.__version__,
+        "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS"),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "loadavg_at_start": os.getloadavg(),
+    }
 
 
 def profile_rows(stats, top: int) -> list[dict]:
     rows = []
-    for (filename, line, name), (cc, nc, tottime, cumtime, _) in stats.stats.items():
+    for (filename, line, name), (_cc, nc, tottime, cumtime, _) in stats.stats.items():
         # paths relative to site-packages or to this checkout, wherever it is
         short = filename.split("site-packages/")[-1].removeprefix(f"{CHECKOUT}/")
         where = f"{short}:{line}({name})" if filename != "~" else name
-        rows.append({"function": where, "ncalls": nc, "tottime_s": round(tottime, 3),
-                     "cumtime_s": round(cumtime, 3)})
+        rows.append(
+            {
+                "function": where,
+                "ncalls": nc,
+                "tottime_s": round(tottime, 3),
+                "cumtime_s": round(cumtime, 3),
+            }
+        )
     rows.sort(key=lambda r: -r["tottime_s"])
     return rows[:top]
 
@@ -199,53 +220,82 @@ def profile_clean_chunk(spec, records: int) -> dict:
     clean_records(items)
     profiler.disable()
     wall = time.perf_counter() - wall0
-    return {"records": len(items), "wall_s_profiled": wall,
-            "top": profile_rows(pstats.Stats(profiler), 20)}
+    return {
+        "records": len(items),
+        "wall_s_profiled": wall,
+        "top": profile_rows(pstats.Stats(profiler), 20),
+    }
 
 
 # --- main --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=None,
-                        help=f"first N SMILES only (default: all {MOSES_ROWS:,})")
+    parser.add_argument(
+        "--limit", type=int, default=None, help=f"first N SMILES only (default: all {MOSES_ROWS:,})"
+    )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="records per chunk/shard (default: BuildConfig's)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="records per chunk/shard (default: BuildConfig's)",
+    )
     parser.add_argument("--dedup", default="exact", choices=["none", "exact", "near"])
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--work-dir", default=None,
-                        help="corpus output directory (default benchmarks/results/tmp/corpus-N)")
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="corpus output directory (default benchmarks/results/tmp/corpus-N)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the built corpus")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile the main process and clean_records on one chunk")
-    parser.add_argument("--name", default=None,
-                        help="result name (default bench_corpus[-LIMIT][-profile])")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the main process and clean_records on one chunk",
+    )
+    parser.add_argument(
+        "--name", default=None, help="result name (default bench_corpus[-LIMIT][-profile])"
+    )
     args = parser.parse_args(argv)
 
     from kiban.corpus import build as build_module
     from kiban.corpus.build import BuildConfig, build_corpus
     from kiban.corpus.readers import SourceSpec
 
-    name = args.name or "bench_corpus" + (f"-{args.limit}" if args.limit else "") + \
-        ("-profile" if args.profile else "")
+    name = args.name or "bench_corpus" + (f"-{args.limit}" if args.limit else "") + (
+        "-profile" if args.profile else ""
+    )
     out = Path(args.work_dir or RESULTS / "tmp" / f"corpus-{args.limit or 'all'}")
     if out.exists():
         shutil.rmtree(out)  # a fresh build: an existing one would resume or return at once
-    spec = SourceSpec(package="moses", path="dataset/data/train.csv.gz", name="moses-train",
-                      columns={"SMILES": "mol"}, template="<mol>{SMILES}</mol>", limit=args.limit)
+    spec = SourceSpec(
+        package="moses",
+        path="dataset/data/train.csv.gz",
+        name="moses-train",
+        columns={"SMILES": "mol"},
+        template="<mol>{SMILES}</mol>",
+        limit=args.limit,
+    )
     options = {"dedup": args.dedup, "vocab_size": args.vocab_size}
     if args.chunk_size:
         options["chunk_size"] = args.chunk_size
     config = BuildConfig(sources=(spec,), **options)
 
-    result = {"benchmark": "corpus", "name": name,
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "machine": machine_info(), "args": vars(args),
-              "config": json.loads(json.dumps(config.to_dict(), default=str)),
-              "input": input_stats(spec.resolved_path, args.limit), "profiled": args.profile}
-    print(f"building {result['input']['rows']:,} records -> {out} (workers={args.workers})",
-          file=sys.stderr)
+    result = {
+        "benchmark": "corpus",
+        "name": name,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_info(),
+        "args": vars(args),
+        "config": json.loads(json.dumps(config.to_dict(), default=str)),
+        "input": input_stats(spec.resolved_path, args.limit),
+        "profiled": args.profile,
+    }
+    print(
+        f"building {result['input']['rows']:,} records -> {out} (workers={args.workers})",
+        file=sys.stderr,
+    )
 
     sampler = MemorySampler()
     sampler.start()
@@ -271,29 +321,48 @@ def main(argv: list[str] | None = None) -> int:
 
     documents, tokens = manifest["documents"], manifest["tokens"]
     shard_bytes = directory_bytes(out / "shards", "tokens-*.bin")
-    sizes = {"shard_tokens_bytes": shard_bytes,
-             "shard_offsets_bytes": directory_bytes(out / "shards", "offsets-*.npy"),
-             "documents_parquet_bytes": (out / "documents.parquet").stat().st_size,
-             "tokenizer_bytes": directory_bytes(out / "tokenizer"),
-             "total_bytes": directory_bytes(out)}
-    result["manifest"] = {k: manifest[k] for k in (
-        "documents", "tokens", "shards", "rejected", "exact_duplicates", "duplicate_ids",
-        "vocab_size", "token_dtype")}
+    sizes = {
+        "shard_tokens_bytes": shard_bytes,
+        "shard_offsets_bytes": directory_bytes(out / "shards", "offsets-*.npy"),
+        "documents_parquet_bytes": (out / "documents.parquet").stat().st_size,
+        "tokenizer_bytes": directory_bytes(out / "tokenizer"),
+        "total_bytes": directory_bytes(out),
+    }
+    result["manifest"] = {
+        k: manifest[k]
+        for k in (
+            "documents",
+            "tokens",
+            "shards",
+            "rejected",
+            "exact_duplicates",
+            "duplicate_ids",
+            "vocab_size",
+            "token_dtype",
+        )
+    }
     result["sizes"] = sizes
     records = result["input"]["rows"]
     result["throughput"] = {
-        "wall_s": wall, "main_cpu_s": main_cpu,
+        "wall_s": wall,
+        "main_cpu_s": main_cpu,
         "workers_cpu_s": children.ru_utime + children.ru_stime,
-        "input_records_per_s": records / wall, "documents_per_s": documents / wall,
+        "input_records_per_s": records / wall,
+        "documents_per_s": documents / wall,
         "tokens_per_s": tokens / wall,
         "shard_bytes_per_token": shard_bytes / tokens,
         "output_bytes_per_token": sizes["total_bytes"] / tokens,
         "offsets_bytes_per_document": sizes["shard_offsets_bytes"] / documents,
         "tokens_per_document": tokens / documents,
-        "smiles_chars_per_token": result["input"]["smiles_chars"] / tokens}
-    stage_records = {"clean_stage": records, "dedup_stage": records - manifest["rejected"],
-                     "tokenizer_stage": documents, "shard_stage": documents,
-                     "finish": documents}
+        "smiles_chars_per_token": result["input"]["smiles_chars"] / tokens,
+    }
+    stage_records = {
+        "clean_stage": records,
+        "dedup_stage": records - manifest["rejected"],
+        "tokenizer_stage": documents,
+        "shard_stage": documents,
+        "finish": documents,
+    }
     for stage, entry in timings.items():
         entry["records_per_s"] = stage_records[stage] / entry["wall_s"]
         entry["share_of_wall"] = entry["wall_s"] / wall
@@ -305,13 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_sum_processes": sampler.peak_processes,
         "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "largest_child_maxrss_mib": children.ru_maxrss / 1024,
-        "sampler_interval_s": sampler.interval}
+        "sampler_interval_s": sampler.interval,
+    }
     if profiler:
         import pstats
 
         result["profile_main_process_top"] = profile_rows(pstats.Stats(profiler), 30)
         result["profile_clean_records"] = profile_clean_chunk(
-            spec, min(args.limit or config.chunk_size, config.chunk_size, 20_000))
+            spec, min(args.limit or config.chunk_size, config.chunk_size, 20_000)
+        )
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     if not args.keep:
         shutil.rmtree(out)
@@ -325,27 +396,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(result: dict) -> str:
     t, m, mem = result["throughput"], result["manifest"], result["memory"]
-    lines = [f"build_corpus, MOSES train, {result['input']['rows']:,} records, workers="
-             f"{result['args']['workers']}, dedup {result['config']['dedup']}, chunk "
-             f"{result['config']['chunk_size']:,}" + (" (PROFILED: times inflated)"
-                                                     if result["profiled"] else ""), "",
-             "| documents | tokens | wall s | docs/s | tokens/s | shard B/token | output B/token "
-             "| peak RSS (sum) MiB |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
-             f"| {m['documents']:,} | {m['tokens']:,} | {t['wall_s']:.1f} | "
-             f"{t['documents_per_s']:,.0f} | {t['tokens_per_s']:,.0f} | "
-             f"{t['shard_bytes_per_token']:.2f} | {t['output_bytes_per_token']:.2f} | "
-             f"{mem['peak_rss_sum_mib']:,.0f} |", "",
-             "| stage | wall s | share | main CPU s | workers CPU s | records/s | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"build_corpus, MOSES train, {result['input']['rows']:,} records, workers="
+        f"{result['args']['workers']}, dedup {result['config']['dedup']}, chunk "
+        f"{result['config']['chunk_size']:,}"
+        + (" (PROFILED: times inflated)" if result["profiled"] else ""),
+        "",
+        "| documents | tokens | wall s | docs/s | tokens/s | shard B/token | output B/token "
+        "| peak RSS (sum) MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {m['documents']:,} | {m['tokens']:,} | {t['wall_s']:.1f} | "
+        f"{t['documents_per_s']:,.0f} | {t['tokens_per_s']:,.0f} | "
+        f"{t['shard_bytes_per_token']:.2f} | {t['output_bytes_per_token']:.2f} | "
+        f"{mem['peak_rss_sum_mib']:,.0f} |",
+        "",
+        "| stage | wall s | share | main CPU s | workers CPU s | records/s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for stage, s in result["stages"].items():
-        lines.append(f"| {stage} | {s['wall_s']:.1f} | {s['share_of_wall']:.0%} | "
-                     f"{s['main_cpu_s']:.1f} | {s['workers_cpu_s']:.1f} | "
-                     f"{s['records_per_s']:,.0f} | {s['peak_rss_mib']:,.0f} |")
-    lines.append(f"\n{m['exact_duplicates']:,} exact duplicates, {m['rejected']:,} rejected; "
-                 f"{t['tokens_per_document']:.1f} tokens/document, "
-                 f"{t['smiles_chars_per_token']:.2f} SMILES chars/token; self maxrss "
-                 f"{mem['self_maxrss_mib']:,.0f} MiB, largest worker maxrss "
-                 f"{mem['largest_child_maxrss_mib']:,.0f} MiB")
+        lines.append(
+            f"| {stage} | {s['wall_s']:.1f} | {s['share_of_wall']:.0%} | "
+            f"{s['main_cpu_s']:.1f} | {s['workers_cpu_s']:.1f} | "
+            f"{s['records_per_s']:,.0f} | {s['peak_rss_mib']:,.0f} |"
+        )
+    lines.append(
+        f"\n{m['exact_duplicates']:,} exact duplicates, {m['rejected']:,} rejected; "
+        f"{t['tokens_per_document']:.1f} tokens/document, "
+        f"{t['smiles_chars_per_token']:.2f} SMILES chars/token; self maxrss "
+        f"{mem['self_maxrss_mib']:,.0f} MiB, largest worker maxrss "
+        f"{mem['largest_child_maxrss_mib']:,.0f} MiB"
+    )
     return "\n".join(lines)
 
 

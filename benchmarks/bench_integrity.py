@@ -41,11 +41,23 @@ CHECKOUT = HERE.parent
 RESULTS = HERE / "results"
 BASE_COMMIT = "531e3f1"
 
-WORDS = ("the a molecule crystal solvent binds reacts with strongly weakly under heat pressure "
-         "and slowly quickly forms salt water acid base ring chain bond zeolite framework "
-         "catalyst surface yield ligand metal oxide").split()
-SMILES = ("CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCC", "NCC(=O)O", "CC(C)O", "OC1CCCCC1",
-          "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CC(=O)Oc1ccccc1C(=O)O")
+WORDS = (
+    "the a molecule crystal solvent binds reacts with strongly weakly under heat pressure "
+    "and slowly quickly forms salt water acid base ring chain bond zeolite framework "
+    "catalyst surface yield ligand metal oxide"
+).split()
+SMILES = (
+    "CCO",
+    "c1ccccc1",
+    "CC(=O)O",
+    "CCN",
+    "CCCC",
+    "NCC(=O)O",
+    "CC(C)O",
+    "OC1CCCCC1",
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+    "CC(=O)Oc1ccccc1C(=O)O",
+)
 
 
 # --- worker: runs inside the variant's Python ----------------------------------------------------
@@ -57,8 +69,13 @@ def worker(args: argparse.Namespace) -> None:
 
         shutil.rmtree(args.corpus, ignore_errors=True)
         start = time.perf_counter()
-        build_corpus(BuildConfig(sources=(SourceSpec(path=args.source),), vocab_size=4000,
-                                 chunk_size=args.chunk_size), args.corpus, workers=1)
+        build_corpus(
+            BuildConfig(
+                sources=(SourceSpec(path=args.source),), vocab_size=4000, chunk_size=args.chunk_size
+            ),
+            args.corpus,
+            workers=1,
+        )
         result["corpus_build_s"] = time.perf_counter() - start
         start = time.perf_counter()
         build_index(args.corpus)
@@ -90,10 +107,13 @@ def worker(args: argparse.Namespace) -> None:
             search.docs(query, limit=5)
             docs_cpu.append(time.thread_time() - cpu)
             docs_times.append(time.perf_counter() - start)
-        result.update(count_median_s=statistics.median(count_times),
-                      count_cpu_median_s=statistics.median(count_cpu),
-                      docs_median_s=statistics.median(docs_times),
-                      docs_cpu_median_s=statistics.median(docs_cpu), counts=counts)
+        result.update(
+            count_median_s=statistics.median(count_times),
+            count_cpu_median_s=statistics.median(count_cpu),
+            docs_median_s=statistics.median(docs_times),
+            docs_cpu_median_s=statistics.median(docs_cpu),
+            counts=counts,
+        )
     print(json.dumps(result))
 
 
@@ -114,8 +134,10 @@ def write_source(path: Path, documents: int, seed: int = 0) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(documents):
             words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40)))
-            text = (f"{words} <mol>{rng.choice(SMILES)}</mol> measured "
-                    f"<num>{rng.randint(0, 99999) / 100}</num> in run {i}.")
+            text = (
+                f"{words} <mol>{rng.choice(SMILES)}</mol> measured "
+                f"<num>{rng.randint(0, 99999) / 100}</num> in run {i}."
+            )
             handle.write(json.dumps({"id": f"d{i}", "text": text}) + "\n")
 
 
@@ -131,8 +153,9 @@ def make_queries(count: int, seed: int = 1) -> list[str]:
 def extract_base(commit: str, into: Path) -> Path:
     """``git archive COMMIT kiban`` of this checkout, extracted into ``into``."""
     into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(CHECKOUT), "archive", commit, "kiban"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "archive", commit, "kiban"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -141,12 +164,18 @@ def machine_info() -> dict:
     model = ""
     try:
         with open("/proc/cpuinfo") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle
-                          if line.startswith("model name")), "")
+            model = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                "",
+            )
     except OSError:
         pass
-    return {"cpu_count": os.cpu_count(), "processor": model, "python": platform.python_version(),
-            "loadavg": os.getloadavg()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": model,
+        "python": platform.python_version(),
+        "loadavg": os.getloadavg(),
+    }
 
 
 def summarise(rows: list[dict], keys: tuple[str, ...]) -> dict:
@@ -155,8 +184,12 @@ def summarise(rows: list[dict], keys: tuple[str, ...]) -> dict:
         old = statistics.median(r["old"][key] for r in rows)
         new = statistics.median(r["new"][key] for r in rows)
         ratios = [r["new"][key] / r["old"][key] for r in rows if r["old"][key] > 0]
-        summary[key] = {"old": old, "new": new, "ratio_of_medians": new / old if old else None,
-                        "median_ratio": statistics.median(ratios) if ratios else None}
+        summary[key] = {
+            "old": old,
+            "new": new,
+            "ratio_of_medians": new / old if old else None,
+            "median_ratio": statistics.median(ratios) if ratios else None,
+        }
     return summary
 
 
@@ -167,14 +200,25 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300, help="count queries per repeat")
     parser.add_argument("--repeats", type=int, default=7, help="query-latency repeats")
     parser.add_argument("--build-repeats", type=int, default=2, help="corpus-build repeats")
-    parser.add_argument("--base", type=Path, help="old kiban (a directory holding kiban/); "
-                                                  f"default: git archive {BASE_COMMIT}")
-    parser.add_argument("--new", type=Path, default=CHECKOUT,
-                        help="new kiban (a directory holding kiban/); default: this checkout")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help=f"old kiban (a directory holding kiban/); default: git archive {BASE_COMMIT}",
+    )
+    parser.add_argument(
+        "--new",
+        type=Path,
+        default=CHECKOUT,
+        help="new kiban (a directory holding kiban/); default: this checkout",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "integrity.json")
-    parser.add_argument("--work", type=Path, help="keep the corpora here (default: a temporary "
-                                                  "directory, removed); with --build-repeats 0 "
-                                                  "the corpora already there are queried")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep the corpora here (default: a temporary "
+        "directory, removed); with --build-repeats 0 "
+        "the corpora already there are queried",
+    )
     parser.add_argument("--worker", choices=["build", "query"], dest="task", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
@@ -187,8 +231,12 @@ def main() -> None:
         scratch = args.work
         scratch.mkdir(parents=True, exist_ok=True)
     else:
-        scratch = Path(tempfile.mkdtemp(prefix="kiban-bench-integrity-",
-                                        dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
+        scratch = Path(
+            tempfile.mkdtemp(
+                prefix="kiban-bench-integrity-",
+                dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
+            )
+        )
     try:
         base = args.base or extract_base(BASE_COMMIT, scratch / "base")
         roots = {"old": base, "new": args.new}
@@ -205,9 +253,13 @@ def main() -> None:
             order = ("old", "new") if repeat % 2 == 0 else ("new", "old")
             row = {}
             for name in order:
-                row[name] = run_variant(roots[name], "build", source=source,
-                                        corpus=scratch / f"corpus-{name}",
-                                        chunk_size=args.chunk_size)
+                row[name] = run_variant(
+                    roots[name],
+                    "build",
+                    source=source,
+                    corpus=scratch / f"corpus-{name}",
+                    chunk_size=args.chunk_size,
+                )
                 print(f"build {repeat} {name}: {row[name]}", file=sys.stderr)
             builds.append(row)
         queries = []
@@ -215,29 +267,49 @@ def main() -> None:
             order = ("old", "new") if repeat % 2 == 0 else ("new", "old")
             row = {}
             for name in order:
-                row[name] = run_variant(roots[name], "query", corpus=scratch / f"corpus-{name}",
-                                        query_file=queries_path)
+                row[name] = run_variant(
+                    roots[name], "query", corpus=scratch / f"corpus-{name}", query_file=queries_path
+                )
             if row["old"].pop("counts") != row["new"].pop("counts"):
                 raise SystemExit("old and new kiban give different counts")
-            print(f"query {repeat}: " + ", ".join(f"{n} {row[n]}" for n in order),
-                  file=sys.stderr)
+            print(f"query {repeat}: " + ", ".join(f"{n} {row[n]}" for n in order), file=sys.stderr)
             queries.append(row)
         manifest = json.loads((scratch / "corpus-new" / "manifest.json").read_text())
         result = {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "started": started, "machine": machine, "loadavg_at_end": os.getloadavg(),
-            "config": {"docs": args.docs, "chunk_size": args.chunk_size,
-                       "queries": args.queries, "repeats": args.repeats,
-                       "build_repeats": args.build_repeats, "base": BASE_COMMIT,
-                       "tokens": manifest["tokens"], "shards": manifest["shards"],
-                       "bytes_hashed_on_open": sum(
-                           p.stat().st_size for p in (scratch / "corpus-new").rglob("*")
-                           if p.suffix in (".bin", ".npy"))},
+            "started": started,
+            "machine": machine,
+            "loadavg_at_end": os.getloadavg(),
+            "config": {
+                "docs": args.docs,
+                "chunk_size": args.chunk_size,
+                "queries": args.queries,
+                "repeats": args.repeats,
+                "build_repeats": args.build_repeats,
+                "base": BASE_COMMIT,
+                "tokens": manifest["tokens"],
+                "shards": manifest["shards"],
+                "bytes_hashed_on_open": sum(
+                    p.stat().st_size
+                    for p in (scratch / "corpus-new").rglob("*")
+                    if p.suffix in (".bin", ".npy")
+                ),
+            },
             "build": summarise(builds, ("corpus_build_s", "index_build_s", "index_uptodate_s"))
-            if builds else {},
-            "query": summarise(queries, ("open_s", "open_cpu_s", "open_and_first_count_s",
-                                         "count_median_s", "count_cpu_median_s",
-                                         "docs_median_s", "docs_cpu_median_s")),
+            if builds
+            else {},
+            "query": summarise(
+                queries,
+                (
+                    "open_s",
+                    "open_cpu_s",
+                    "open_and_first_count_s",
+                    "count_median_s",
+                    "count_cpu_median_s",
+                    "docs_median_s",
+                    "docs_cpu_median_s",
+                ),
+            ),
             "raw": {"build": builds, "query": queries},
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,10 +318,14 @@ def main() -> None:
         print("|---|---:|---:|---:|")
         for section in ("build", "query"):
             for key, row in result[section].items():  # (no build rows when corpora were reused)
-                print(f"| {key} | {row['old'] * 1000:.3f} ms | {row['new'] * 1000:.3f} ms | "
-                      f"{row['ratio_of_medians']:.3f} |")
-        print(f"\n{result['config']['tokens']:,} tokens in {result['config']['shards']} shards; "
-              f"written to {args.out}")
+                print(
+                    f"| {key} | {row['old'] * 1000:.3f} ms | {row['new'] * 1000:.3f} ms | "
+                    f"{row['ratio_of_medians']:.3f} |"
+                )
+        print(
+            f"\n{result['config']['tokens']:,} tokens in {result['config']['shards']} shards; "
+            f"written to {args.out}"
+        )
     finally:
         if not args.work:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -49,11 +49,21 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 AX_METRIC = "measured"
-DATASETS = ["alkox", "benzylation", "colors_bob", "colors_n9", "fullerenes", "hplc",
-            "photo_pce10", "photo_wf3", "snar", "suzuki"]
+DATASETS = [
+    "alkox",
+    "benzylation",
+    "colors_bob",
+    "colors_n9",
+    "fullerenes",
+    "hplc",
+    "photo_pce10",
+    "photo_wf3",
+    "snar",
+    "suzuki",
+]
 
 
-PROPOSER_OPTIONS: dict = {}   # --options: the [proposer] table of kiban's campaigns
+PROPOSER_OPTIONS: dict = {}  # --options: the [proposer] table of kiban's campaigns
 
 
 def campaign_config(dataset: str, proposer: str, seed: int, batch: int = 1):
@@ -62,8 +72,13 @@ def campaign_config(dataset: str, proposer: str, seed: int, batch: int = 1):
     from kiban.lab.space import parse_config
 
     raw = instrument_space({"kind": "olympus", "dataset": dataset})
-    raw["campaign"] = {"name": f"bench-{dataset}", "proposer": proposer, "batch_size": batch,
-                       "initial": 5, "seed": seed}
+    raw["campaign"] = {
+        "name": f"bench-{dataset}",
+        "proposer": proposer,
+        "batch_size": batch,
+        "initial": 5,
+        "seed": seed,
+    }
     if proposer == "botorch" and PROPOSER_OPTIONS:
         raw["proposer"] = dict(PROPOSER_OPTIONS)
     return parse_config(raw)
@@ -80,13 +95,16 @@ def ax_parameters(space):
     for p in space.parameters:
         if isinstance(p, Composition):
             free = p.components[:-1]
-            params += [RangeParameterConfig(name=c, parameter_type="float", bounds=(0.0, p.total))
-                       for c in free]
+            params += [
+                RangeParameterConfig(name=c, parameter_type="float", bounds=(0.0, p.total))
+                for c in free
+            ]
             constraints.append(" + ".join(free) + f" <= {p.total}")
             fill[p.components[-1]] = (free, p.total)
         else:
-            params.append(RangeParameterConfig(name=p.name, parameter_type="float",
-                                               bounds=(p.low, p.high)))
+            params.append(
+                RangeParameterConfig(name=p.name, parameter_type="float", bounds=(p.low, p.high))
+            )
     return params, constraints, fill
 
 
@@ -98,8 +116,9 @@ def ax_client(space, seed: int):
     client.configure_experiment(parameters=params, parameter_constraints=constraints or None)
     objective = space.objectives[0]
     # Ax parses the objective as an expression: a metric called "yield" is a syntax error
-    client.configure_optimization(objective=AX_METRIC if objective.goal == "max"
-                                  else f"-{AX_METRIC}")
+    client.configure_optimization(
+        objective=AX_METRIC if objective.goal == "max" else f"-{AX_METRIC}"
+    )
     return client, fill
 
 
@@ -121,8 +140,11 @@ def run_kiban(dataset: str, proposer: str, seed: int, budget: int) -> dict:
         start = time.perf_counter()
         run_campaign(store, budget)
         wall = time.perf_counter() - start
-        values = [store.result(p.id).values[objective.name] for p in store.proposals()
-                  if p.status == "completed"]
+        values = [
+            store.result(p.id).values[objective.name]
+            for p in store.proposals()
+            if p.status == "completed"
+        ]
         store.close()
     return {"values": values, "wall_s": wall}
 
@@ -137,7 +159,7 @@ def run_ax(dataset: str, seed: int, budget: int) -> dict:
     values = []
     start = time.perf_counter()
     for _ in range(budget):
-        (index, params), = client.get_next_trials(max_trials=1).items()
+        ((index, params),) = client.get_next_trials(max_trials=1).items()
         (outcome,) = list(instrument.run_batch([(index, ax_params(params, fill))]))
         if outcome.values is None:
             client.mark_trial_failed(index)
@@ -162,8 +184,15 @@ def olympus(args) -> None:
         for seed in args.seeds:
             for method in args.methods:
                 options = dict(PROPOSER_OPTIONS) if method == "kiban" else {}
-                key = run_key({"dataset": dataset, "seed": seed, "method": method,
-                               "budget": args.budget, "options": options})
+                key = run_key(
+                    {
+                        "dataset": dataset,
+                        "seed": seed,
+                        "method": method,
+                        "budget": args.budget,
+                        "options": options,
+                    }
+                )
                 if args.summary_only:
                     continue
                 if key in have:
@@ -171,25 +200,39 @@ def olympus(args) -> None:
                 if method == "ax":
                     run = run_ax(dataset, seed, args.budget)
                 else:
-                    run = run_kiban(dataset, "botorch" if method == "kiban" else "random", seed,
-                                    args.budget)
-                run.update(dataset=dataset, seed=seed, method=method, budget=args.budget,
-                           best=best_of(run["values"], OLYMPUS_GOALS[dataset]))
+                    run = run_kiban(
+                        dataset, "botorch" if method == "kiban" else "random", seed, args.budget
+                    )
+                run.update(
+                    dataset=dataset,
+                    seed=seed,
+                    method=method,
+                    budget=args.budget,
+                    best=best_of(run["values"], OLYMPUS_GOALS[dataset]),
+                )
                 if options:
                     run["options"] = options
                 done["runs"].append(run)
                 tmp = out.with_suffix(".tmp")
                 tmp.write_text(json.dumps(done, indent=1))
                 os.replace(tmp, out)
-                print(f"{dataset:12s} seed {seed} {method:6s} best {run['best']:.4g} "
-                      f"({run['wall_s']:.1f} s)", flush=True)
+                print(
+                    f"{dataset:12s} seed {seed} {method:6s} best {run['best']:.4g} "
+                    f"({run['wall_s']:.1f} s)",
+                    flush=True,
+                )
     summarise(done, args.budget)
 
 
 def run_key(run: dict) -> tuple:
     """A run's identity: dataset, seed, method, budget and the kiban options it ran with."""
-    return (run["dataset"], run["seed"], run["method"], run["budget"],
-            json.dumps(run.get("options") or {}, sort_keys=True))
+    return (
+        run["dataset"],
+        run["seed"],
+        run["method"],
+        run["budget"],
+        json.dumps(run.get("options") or {}, sort_keys=True),
+    )
 
 
 def best_values(done: dict, dataset: str, method: str, budget: int) -> list[float]:
@@ -197,14 +240,21 @@ def best_values(done: dict, dataset: str, method: str, budget: int) -> list[floa
     return list(by_seed(done["runs"], method, budget).get(dataset, {}).values())
 
 
-def by_seed(runs: list[dict], method: str, budget: int, options: dict | None = None,
-            ) -> dict[str, dict[int, float]]:
+def by_seed(
+    runs: list[dict],
+    method: str,
+    budget: int,
+    options: dict | None = None,
+) -> dict[str, dict[int, float]]:
     """dataset -> seed -> best value, for one method (and kiban options)."""
     want = json.dumps(options or {}, sort_keys=True)
     out: dict[str, dict[int, float]] = {}
     for r in runs:
-        if r["method"] == method and r["budget"] == budget and \
-                json.dumps(r.get("options") or {}, sort_keys=True) == want:
+        if (
+            r["method"] == method
+            and r["budget"] == budget
+            and json.dumps(r.get("options") or {}, sort_keys=True) == want
+        ):
             out.setdefault(r["dataset"], {})[r["seed"]] = r["best"]
     return out
 
@@ -230,8 +280,10 @@ def chance(args) -> None:
         return sign[d] * statistics.median(a) >= sign[d] * statistics.median(b)
 
     def draw_vs_ax() -> list[bool]:
-        return [at_least(rng.sample(list(kiban[d].values()), n),
-                         rng.sample(list(ax[d].values()), n), d) for d in DATASETS]
+        return [
+            at_least(rng.sample(list(kiban[d].values()), n), rng.sample(list(ax[d].values()), n), d)
+            for d in DATASETS
+        ]
 
     def draw_vs_self() -> list[bool]:
         out = []
@@ -242,21 +294,30 @@ def chance(args) -> None:
 
     if not kiban:
         raise SystemExit("no default kiban runs in " + ", ".join(args.results))
-    print(f"seeds run: kiban {min(len(v) for v in kiban.values())}, "
-          f"Ax {min((len(v) for v in ax.values()), default=0)}; {args.draws} draws of {n} seeds")
+    print(
+        f"seeds run: kiban {min(len(v) for v in kiban.values())}, "
+        f"Ax {min((len(v) for v in ax.values()), default=0)}; {args.draws} draws of {n} seeds"
+    )
     result = {"draws": args.draws, "results": args.results, "pooled": []}
-    for d in DATASETS:   # every seed of each: medians and a Mann-Whitney U test
+    for d in DATASETS:  # every seed of each: medians and a Mann-Whitney U test
         a, b = list(kiban.get(d, {}).values()), list(ax.get(d, {}).values())
         if len(a) < 3 or len(b) < 3:
             continue
-        row = {"dataset": d, "kiban_seeds": len(a), "ax_seeds": len(b),
-               "kiban": statistics.median(a), "ax": statistics.median(b),
-               "p": mannwhitneyu(a, b, alternative="two-sided").pvalue,
-               "kiban_at_least": at_least(a, b, d)}
+        row = {
+            "dataset": d,
+            "kiban_seeds": len(a),
+            "ax_seeds": len(b),
+            "kiban": statistics.median(a),
+            "ax": statistics.median(b),
+            "p": mannwhitneyu(a, b, alternative="two-sided").pvalue,
+            "kiban_at_least": at_least(a, b, d),
+        }
         result["pooled"].append(row)
-        print(f"pooled {d:12s} kiban {row['kiban']:.4g} [{len(a)}]  Ax {row['ax']:.4g} "
-              f"[{len(b)}]  median >= {'yes' if row['kiban_at_least'] else 'no'}  "
-              f"p {row['p']:.2f}")
+        print(
+            f"pooled {d:12s} kiban {row['kiban']:.4g} [{len(a)}]  Ax {row['ax']:.4g} "
+            f"[{len(b)}]  median >= {'yes' if row['kiban_at_least'] else 'no'}  "
+            f"p {row['p']:.2f}"
+        )
     fewest = min(len(v) for v in kiban.values())
     for name, draw in (("kiban vs Ax", draw_vs_ax), ("kiban vs kiban", draw_vs_self)):
         if name == "kiban vs kiban" and fewest < 2 * n:
@@ -270,10 +331,17 @@ def chance(args) -> None:
         p7 = sum(t >= 7 for t in totals) / len(totals)
         per = {d: sum(w[i] for w in wins) / len(wins) for i, d in enumerate(DATASETS)}
         result[name] = {"p_goal": p7, "mean_wins": statistics.mean(totals), "per_dataset": per}
-        print(f"{name}: P(>= 7 of 10) = {p7:.2f}, mean datasets at >= {statistics.mean(totals):.2f}; "
-              "P(median >=) per dataset: " + ", ".join(f"{d} {v:.2f}" for d, v in per.items()))
-    variants = sorted({json.dumps(r["options"], sort_keys=True) for r in runs
-                       if r["method"] == "kiban" and r.get("options")})
+        print(
+            f"{name}: P(>= 7 of 10) = {p7:.2f}, mean datasets at >= {statistics.mean(totals):.2f}; "
+            "P(median >=) per dataset: " + ", ".join(f"{d} {v:.2f}" for d, v in per.items())
+        )
+    variants = sorted(
+        {
+            json.dumps(r["options"], sort_keys=True)
+            for r in runs
+            if r["method"] == "kiban" and r.get("options")
+        }
+    )
     result["variants"] = {}
     for text in variants:
         other = by_seed(runs, "kiban", args.budget, json.loads(text))
@@ -287,25 +355,43 @@ def chance(args) -> None:
             wins += ge
             # probability that a run of the variant beats a run of the default (ties half)
             beat = sum((sign[d] * (y - x) > 0) + 0.5 * (y == x) for x in a for y in b) / (
-                len(a) * len(b))
+                len(a) * len(b)
+            )
             pairs.append(beat)
             # paired by seed (same design, and the same steps until an option changes one)
             better = sum(sign[d] * (y - x) > 0 for x, y in zip(a, b))
             worse = sum(sign[d] * (y - x) < 0 for x, y in zip(a, b))
-            rows.append({"dataset": d, "seeds": len(seeds), "default": statistics.median(a),
-                         "variant": statistics.median(b), "p_beat": beat,
-                         "p": mannwhitneyu(a, b, alternative="two-sided").pvalue,
-                         "better": better, "worse": worse, "p_sign": sign_test(better, worse)})
+            rows.append(
+                {
+                    "dataset": d,
+                    "seeds": len(seeds),
+                    "default": statistics.median(a),
+                    "variant": statistics.median(b),
+                    "p_beat": beat,
+                    "p": mannwhitneyu(a, b, alternative="two-sided").pvalue,
+                    "better": better,
+                    "worse": worse,
+                    "p_sign": sign_test(better, worse),
+                }
+            )
         better, worse = (sum(r[k] for r in rows) for k in ("better", "worse"))
         p_sign = sign_test(better, worse)
-        result["variants"][text] = {"at_least_default": wins, "datasets": len(rows),
-                                    "mean_p_beat": statistics.mean(pairs), "rows": rows,
-                                    "better": better, "worse": worse, "p_sign": p_sign}
-        print(f"options {text}: median >= default on {wins} of {len(rows)}; mean P(a run "
-              f"beats a default run) {statistics.mean(pairs):.2f}; smallest p "
-              f"{min(r['p'] for r in rows):.2f}; same seed: better {better}, worse {worse} "
-              f"(sign test p {p_sign:.3g}); by dataset: " + ", ".join(
-                  f"{r['dataset']} {r['better']}/{r['worse']}" for r in rows))
+        result["variants"][text] = {
+            "at_least_default": wins,
+            "datasets": len(rows),
+            "mean_p_beat": statistics.mean(pairs),
+            "rows": rows,
+            "better": better,
+            "worse": worse,
+            "p_sign": p_sign,
+        }
+        print(
+            f"options {text}: median >= default on {wins} of {len(rows)}; mean P(a run "
+            f"beats a default run) {statistics.mean(pairs):.2f}; smallest p "
+            f"{min(r['p'] for r in rows):.2f}; same seed: better {better}, worse {worse} "
+            f"(sign test p {p_sign:.3g}); by dataset: "
+            + ", ".join(f"{r['dataset']} {r['better']}/{r['worse']}" for r in rows)
+        )
     if args.chance_out:
         Path(args.chance_out).write_text(json.dumps(result, indent=1))
 
@@ -334,7 +420,7 @@ def summarise(done: dict, budget: int) -> None:
 
     wins = compared = 0
     better = worse = 0
-    print(f"\n| dataset | goal | kiban | random | Ax `Client` | kiban ≥ Ax | p (kiban vs Ax) |")
+    print("\n| dataset | goal | kiban | random | Ax `Client` | kiban ≥ Ax | p (kiban vs Ax) |")
     print("|---|---|---:|---:|---:|:---:|---:|")
     for dataset in DATASETS:
         st = {m: stats(best_values(done, dataset, m, budget)) for m in ("kiban", "random", "ax")}
@@ -355,15 +441,24 @@ def summarise(done: dict, budget: int) -> None:
                 kiban_ahead = sign * statistics.median(ours) > sign * statistics.median(theirs)
                 better += kiban_ahead
                 worse += not kiban_ahead
-        print(f"| {dataset} | {OLYMPUS_GOALS[dataset]} | {cell(st['kiban'])} | "
-              f"{cell(st['random'])} | {cell(st['ax'])} | {verdict} | {p_text} |")
-    print(f"\nmedian (quartiles) [seeds] of the best value after {budget} experiments; "
-          f"kiban ≥ Ax on {wins} of {compared} datasets; a difference at p < 0.05 (two-sided "
-          f"Mann-Whitney U over seeds): kiban ahead on {better}, behind on {worse}")
-    walls = {m: statistics.median([r["wall_s"] for r in done["runs"] if r["method"] == m])
-             for m in ("kiban", "random", "ax") if any(r["method"] == m for r in done["runs"])}
-    print("median wall time per 30-experiment run: "
-          + ", ".join(f"{m} {w:.1f} s" for m, w in walls.items()))
+        print(
+            f"| {dataset} | {OLYMPUS_GOALS[dataset]} | {cell(st['kiban'])} | "
+            f"{cell(st['random'])} | {cell(st['ax'])} | {verdict} | {p_text} |"
+        )
+    print(
+        f"\nmedian (quartiles) [seeds] of the best value after {budget} experiments; "
+        f"kiban ≥ Ax on {wins} of {compared} datasets; a difference at p < 0.05 (two-sided "
+        f"Mann-Whitney U over seeds): kiban ahead on {better}, behind on {worse}"
+    )
+    walls = {
+        m: statistics.median([r["wall_s"] for r in done["runs"] if r["method"] == m])
+        for m in ("kiban", "random", "ax")
+        if any(r["method"] == m for r in done["runs"])
+    }
+    print(
+        "median wall time per 30-experiment run: "
+        + ", ".join(f"{m} {w:.1f} s" for m, w in walls.items())
+    )
 
 
 def timing(args) -> None:
@@ -388,19 +483,28 @@ def timing(args) -> None:
             proposer.propose(config.space, observed, [], 8, seed=repeat)
             kiban_t.append(time.perf_counter() - start)
             client, fill = ax_client(config.space, repeat)
-            for x, y in zip(xs, ys):   # a composition's last part is implied in Ax
-                index = client.attach_trial(parameters={k: v for k, v in x.items()
-                                                        if k not in fill})
+            for x, y in zip(xs, ys):  # a composition's last part is implied in Ax
+                index = client.attach_trial(
+                    parameters={k: v for k, v in x.items() if k not in fill}
+                )
                 client.complete_trial(index, raw_data={AX_METRIC: y})
             start = time.perf_counter()
             client.get_next_trials(max_trials=8)
             ax_t.append(time.perf_counter() - start)
-        case = {"observations": n_obs, "kiban_s": statistics.median(kiban_t),
-                "ax_s": statistics.median(ax_t), "kiban_all": kiban_t, "ax_all": ax_t}
+        case = {
+            "observations": n_obs,
+            "kiban_s": statistics.median(kiban_t),
+            "ax_s": statistics.median(ax_t),
+            "kiban_all": kiban_t,
+            "ax_all": ax_t,
+        }
         case["ax_over_kiban"] = case["ax_s"] / case["kiban_s"]
         result["cases"].append(case)
-        print(f"{n_obs} observations: kiban {case['kiban_s']:.3f} s, Ax {case['ax_s']:.3f} s "
-              f"per batch of 8 (Ax/kiban {case['ax_over_kiban']:.2f}×)", flush=True)
+        print(
+            f"{n_obs} observations: kiban {case['kiban_s']:.3f} s, Ax {case['ax_s']:.3f} s "
+            f"per batch of 8 (Ax/kiban {case['ax_over_kiban']:.2f}×)",
+            flush=True,
+        )
     Path(args.timing_out).write_text(json.dumps(result, indent=1))
 
 
@@ -409,21 +513,38 @@ def main() -> None:
     parser.add_argument("--part", choices=["olympus", "timing", "all", "chance"], default="all")
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
-    parser.add_argument("--methods", nargs="+", default=["kiban", "random", "ax"],
-                        choices=["kiban", "random", "ax"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["kiban", "random", "ax"], choices=["kiban", "random", "ax"]
+    )
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results" / "lab-olympus.json"))
-    parser.add_argument("--summary-only", action="store_true",
-                        help="print the table of what the results file holds; run nothing")
-    parser.add_argument("--options", default="{}",
-                        help='kiban proposer options as JSON, e.g. \'{"num_restarts": 10}\'')
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="print the table of what the results file holds; run nothing",
+    )
+    parser.add_argument(
+        "--options",
+        default="{}",
+        help="kiban proposer options as JSON, e.g. '{\"num_restarts\": 10}'",
+    )
     parser.add_argument("--timing-dataset", default="hplc", choices=DATASETS)
     parser.add_argument("--timing-out", default=str(HERE / "results" / "lab-timing.json"))
-    parser.add_argument("--results", nargs="+", default=[str(HERE / "results" / f) for f in (
-        "lab-olympus.json", "lab-olympus-seeds10-19.json", "lab-olympus-kiban-heldout.json",
-        "lab-olympus-ax-seeds20-39.json")],
-        help="--part chance: the results files to pool")
+    parser.add_argument(
+        "--results",
+        nargs="+",
+        default=[
+            str(HERE / "results" / f)
+            for f in (
+                "lab-olympus.json",
+                "lab-olympus-seeds10-19.json",
+                "lab-olympus-kiban-heldout.json",
+                "lab-olympus-ax-seeds20-39.json",
+            )
+        ],
+        help="--part chance: the results files to pool",
+    )
     parser.add_argument("--draws", type=int, default=20000, help="--part chance: resamples")
     parser.add_argument("--chance-out", default=str(HERE / "results" / "lab-chance.json"))
     args = parser.parse_args()

@@ -46,10 +46,13 @@ def compute_table(n: int, out: Path) -> dict:
     from kiban.lab.space import parse_config
 
     smiles = moses_smiles("test", n)
-    config = parse_config({"parameters": [{"name": "smiles", "type": "molecule",
-                                           "candidates": smiles}],
-                           "objectives": [{"name": "gap_ev", "goal": "min"}],
-                           "instrument": {"kind": "xtb", "workers": 2}})
+    config = parse_config(
+        {
+            "parameters": [{"name": "smiles", "type": "molecule", "candidates": smiles}],
+            "objectives": [{"name": "gap_ev", "goal": "min"}],
+            "instrument": {"kind": "xtb", "workers": 2},
+        }
+    )
     instrument = make_instrument(dict(config.instrument), config.space)
     start = time.perf_counter()
     gaps, failed = {}, {}
@@ -64,20 +67,34 @@ def compute_table(n: int, out: Path) -> dict:
     return table
 
 
-def campaign(table_path: Path, smiles: list[str], proposer: str, seed: int, budget: int,
-             batch: int) -> list[str]:
+def campaign(
+    table_path: Path, smiles: list[str], proposer: str, seed: int, budget: int, batch: int
+) -> list[str]:
     from kiban.lab.campaign import run_campaign
     from kiban.lab.space import parse_config
     from kiban.lab.store import Store
 
-    config = parse_config({
-        "campaign": {"name": "gap", "proposer": proposer, "batch_size": batch, "initial": 8,
-                     "seed": seed},
-        "parameters": [{"name": "smiles", "type": "molecule", "candidates": smiles}],
-        "objectives": [{"name": "gap_ev", "goal": "min"}],
-        "instrument": {"kind": "function", "target": "bench_lab_molecules:lookup_gap",
-                       "path": str(HERE), "workers": 0, "measures": ["gap_ev"],
-                       "options": {"table": str(table_path)}}})
+    config = parse_config(
+        {
+            "campaign": {
+                "name": "gap",
+                "proposer": proposer,
+                "batch_size": batch,
+                "initial": 8,
+                "seed": seed,
+            },
+            "parameters": [{"name": "smiles", "type": "molecule", "candidates": smiles}],
+            "objectives": [{"name": "gap_ev", "goal": "min"}],
+            "instrument": {
+                "kind": "function",
+                "target": "bench_lab_molecules:lookup_gap",
+                "path": str(HERE),
+                "workers": 0,
+                "measures": ["gap_ev"],
+                "options": {"table": str(table_path)},
+            },
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.create(Path(tmp) / "c.db", config)
         run_campaign(store, budget)
@@ -96,36 +113,63 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     table_path = out.with_name(out.stem + f"-table-{args.n}.json")
-    table = json.loads(table_path.read_text()) if table_path.exists() else \
-        compute_table(args.n, table_path)
+    table = (
+        json.loads(table_path.read_text())
+        if table_path.exists()
+        else compute_table(args.n, table_path)
+    )
     gaps = table["gaps"]
     smiles = sorted(gaps)
     order = sorted(gaps.values())
     top = set(sorted(gaps, key=gaps.get)[: max(1, len(gaps) // 100)])
-    print(f"{len(gaps)} molecules computed ({len(table['failed'])} failed) in "
-          f"{table['xtb_wall_s']:.0f} s; gap range {order[0]:.3f}–{order[-1]:.3f} eV", flush=True)
+    print(
+        f"{len(gaps)} molecules computed ({len(table['failed'])} failed) in "
+        f"{table['xtb_wall_s']:.0f} s; gap range {order[0]:.3f}–{order[-1]:.3f} eV",
+        flush=True,
+    )
     runs = []
     for method in ("botorch", "random"):
         for seed in args.seeds:
             start = time.perf_counter()
             found = campaign(table_path, smiles, method, seed, args.budget, args.batch)
             best = min(gaps[s] for s in found)
-            runs.append({"method": method, "seed": seed, "best_gap_ev": best,
-                         "rank": order.index(best) + 1, "top1pct_found": len(top & set(found)),
-                         "wall_s": time.perf_counter() - start})
-            print(f"{method:8s} seed {seed}: best {best:.3f} eV (rank {runs[-1]['rank']} of "
-                  f"{len(order)}), top-1 % found {runs[-1]['top1pct_found']} of {len(top)}",
-                  flush=True)
+            runs.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "best_gap_ev": best,
+                    "rank": order.index(best) + 1,
+                    "top1pct_found": len(top & set(found)),
+                    "wall_s": time.perf_counter() - start,
+                }
+            )
+            print(
+                f"{method:8s} seed {seed}: best {best:.3f} eV (rank {runs[-1]['rank']} of "
+                f"{len(order)}), top-1 % found {runs[-1]['top1pct_found']} of {len(top)}",
+                flush=True,
+            )
     summary = {}
     for method in ("botorch", "random"):
         mine = [r for r in runs if r["method"] == method]
-        summary[method] = {k: statistics.median(r[k] for r in mine)
-                           for k in ("best_gap_ev", "rank", "top1pct_found", "wall_s")}
-        print(f"{method:8s} median: best {summary[method]['best_gap_ev']:.3f} eV, rank "
-              f"{summary[method]['rank']:g}, top-1 % found {summary[method]['top1pct_found']:g}")
-    result = {"n": len(gaps), "budget": args.budget, "batch": args.batch, "seeds": args.seeds,
-              "optimum_gap_ev": order[0], "top1pct": len(top), "runs": runs,
-              "summary": summary, "cpus": os.cpu_count()}
+        summary[method] = {
+            k: statistics.median(r[k] for r in mine)
+            for k in ("best_gap_ev", "rank", "top1pct_found", "wall_s")
+        }
+        print(
+            f"{method:8s} median: best {summary[method]['best_gap_ev']:.3f} eV, rank "
+            f"{summary[method]['rank']:g}, top-1 % found {summary[method]['top1pct_found']:g}"
+        )
+    result = {
+        "n": len(gaps),
+        "budget": args.budget,
+        "batch": args.batch,
+        "seeds": args.seeds,
+        "optimum_gap_ev": order[0],
+        "top1pct": len(top),
+        "runs": runs,
+        "summary": summary,
+        "cpus": os.cpu_count(),
+    }
     out.write_text(json.dumps(result, indent=1))
 
 

@@ -43,9 +43,13 @@ def main() -> None:
     began = time.perf_counter()
     lines, tokens = [], 0
     for first in range(0, args.n, args.batch):
-        batch = generator.generate("<mol>", n=min(args.batch, args.n - first),
-                                   max_new_tokens=args.max_new_tokens,
-                                   temperature=args.temperature, seed=args.seed + first)
+        batch = generator.generate(
+            "<mol>",
+            n=min(args.batch, args.n - first),
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            seed=args.seed + first,
+        )
         for completion in batch:
             text = completion.spans[0].text if completion.spans else completion.completion
             lines.append(text.replace("\n", " ").strip())
@@ -58,15 +62,23 @@ def main() -> None:
     result = evaluate_moses_file(samples, n_jobs=args.n_jobs)
     evaluation_s = time.perf_counter() - began
     run = Path(args.model).parent
-    summary = json.loads((run / "summary.json").read_text()) \
-        if (run / "summary.json").is_file() else None
-    report = {"model": str(args.model), "samples": args.n, "temperature": args.temperature,
-              "seed": args.seed, "generated_tokens": tokens, "sampling_s": sampling_s,
-              "evaluation_s": evaluation_s, "metrics": dict(result.values),
-              "not_computable": dict(result.reasons), "training": summary}
+    summary = (
+        json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+    )
+    report = {
+        "model": str(args.model),
+        "samples": args.n,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "generated_tokens": tokens,
+        "sampling_s": sampling_s,
+        "evaluation_s": evaluation_s,
+        "metrics": dict(result.values),
+        "not_computable": dict(result.reasons),
+        "training": summary,
+    }
     (out / "moses.json").write_text(json.dumps(report, indent=1, default=str))
-    print(json.dumps({k: v for k, v in report.items() if k != "training"}, indent=1,
-                     default=str))
+    print(json.dumps({k: v for k, v in report.items() if k != "training"}, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -42,17 +42,26 @@ from kiban.tasks.molecules.properties import (  # noqa: E402
     summarize_runs,
 )
 
-PRETRAIN_TEMPLATE = ("<mol>{SMILES}</mol> has QED <num>{qed}</num>, logP <num>{logp}</num>, "
-                     "molecular weight <num>{mw} g/mol</num> and TPSA <num>{tpsa} Å²</num>.")
+PRETRAIN_TEMPLATE = (
+    "<mol>{SMILES}</mol> has QED <num>{qed}</num>, logP <num>{logp}</num>, "
+    "molecular weight <num>{mw} g/mol</num> and TPSA <num>{tpsa} Å²</num>."
+)
 
 
 def build_pretraining_corpus(out: Path, molecules: int) -> dict:
     from kiban.corpus.build import BuildConfig, build_corpus
     from kiban.corpus.readers import SourceSpec
 
-    source = SourceSpec(path="dataset/data/train.csv.gz", package="moses", name="moses-train",
-                        license="MIT", limit=molecules, columns={"SMILES": "mol"},
-                        properties=("qed", "logp", "mw", "tpsa"), template=PRETRAIN_TEMPLATE)
+    source = SourceSpec(
+        path="dataset/data/train.csv.gz",
+        package="moses",
+        name="moses-train",
+        license="MIT",
+        limit=molecules,
+        columns={"SMILES": "mol"},
+        properties=("qed", "logp", "mw", "tpsa"),
+        template=PRETRAIN_TEMPLATE,
+    )
     config = BuildConfig(sources=(source,), dedup="exact", vocab_size=2000, min_frequency=2)
     return build_corpus(config, out, workers=1)
 
@@ -68,11 +77,21 @@ def pretrain_base(corpus: Path, out: Path, steps: int, seed: int) -> dict:
             return summary
     shutil.rmtree(out, ignore_errors=True)  # another step count, or a run that was stopped
     config = RunConfig(
-        out=str(out), model=ModelConfig(preset="llama-1m"),
+        out=str(out),
+        model=ModelConfig(preset="llama-1m"),
         data=DataConfig(corpus=str(corpus), seq_len=128, validation_fraction=0.01, seed=seed),
         optim=OptimConfig(lr=3e-3, warmup_steps=10),
-        train=TrainConfig(max_steps=steps, batch_size=16, micro_batch_size=16, seed=seed,
-                          eval_every=0, checkpoint_every=0, log_every=10, progress=False))
+        train=TrainConfig(
+            max_steps=steps,
+            batch_size=16,
+            micro_batch_size=16,
+            seed=seed,
+            eval_every=0,
+            checkpoint_every=0,
+            log_every=10,
+            progress=False,
+        ),
+    )
     return pretrain(config)
 
 
@@ -99,8 +118,12 @@ def main() -> int:
     parser.add_argument("--finetune-lr", type=float, default=2e-3)
     parser.add_argument("--pretrain-molecules", type=int, default=None)
     parser.add_argument("--pretrain-steps", type=int, default=None)
-    parser.add_argument("--hiv-limit", type=int, default=4000,
-                        help="random subsample of HIV before the split; 0: all 41,120")
+    parser.add_argument(
+        "--hiv-limit",
+        type=int,
+        default=4000,
+        help="random subsample of HIV before the split; 0: all 41,120",
+    )
     parser.add_argument("--rf-jobs", type=int, default=1, help="forest worker threads")
     parser.add_argument("--no-lm", action="store_true", help="random forest only")
     parser.add_argument("--no-rf", action="store_true", help="language model only")
@@ -110,15 +133,22 @@ def main() -> int:
     if args.no_lm and args.no_rf:
         parser.error("--no-lm and --no-rf leave nothing to run")
     quick = args.quick
-    datasets = args.datasets or (["logs", "bbbp"] if quick else
-                                 ["logs", "lipophilicity", "bbbp", "bace"])
+    datasets = args.datasets or (
+        ["logs", "bbbp"] if quick else ["logs", "lipophilicity", "bbbp", "bace"]
+    )
     seeds = list(range(args.seeds or (1 if quick else 3)))
     trees = args.trees or (50 if quick else 100)
     finetune_steps = args.finetune_steps or (20 if quick else 50)
     pretrain_molecules = args.pretrain_molecules or (2000 if quick else 10000)
     pretrain_steps = args.pretrain_steps or (20 if quick else 100)
-    out_path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
-        "properties-quick.json" if quick else "properties.json")
+    out_path = (
+        Path(args.out)
+        if args.out
+        else ROOT
+        / "benchmarks"
+        / "results"
+        / ("properties-quick.json" if quick else "properties.json")
+    )
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     import torch
@@ -127,14 +157,23 @@ def main() -> int:
     started = time.perf_counter()
     result: dict = {
         "benchmark": "molecular property prediction: kiban LM vs random forest (Morgan)",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or
-        platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "load_average_start": load_start, "quick": quick, "seeds": seeds,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_start": load_start,
+        "quick": quick,
+        "seeds": seeds,
         "split": "chemprop scaffold_balanced 80/10/10 (test part scored; validation unused)",
-        "random_forest": {"features": "Morgan radius 2, 2048 bits (RDKit MorganGenerator)",
-                          "n_estimators": trees, "n_jobs": args.rf_jobs,
-                          "other": "scikit-learn defaults"},
-        "lm": None, "datasets": {}}
+        "random_forest": {
+            "features": "Morgan radius 2, 2048 bits (RDKit MorganGenerator)",
+            "n_estimators": trees,
+            "n_jobs": args.rf_jobs,
+            "other": "scikit-learn defaults",
+        },
+        "lm": None,
+        "datasets": {},
+    }
     if args.no_rf:
         result["random_forest"] = None
     lm_base = None
@@ -150,31 +189,45 @@ def main() -> int:
         corpus_smiles = moses_canonical(pretrain_molecules)
         result["lm"] = {
             "pretraining_corpus": f"MOSES train, first {pretrain_molecules} molecules, "
-                                  "RDKit-computed QED/logP/MW/TPSA (no benchmark labels)",
-            "corpus_documents": manifest.get("counts", {}).get("documents",
-                                                                manifest.get("documents")),
-            "corpus_build_s": corpus_s, "pretrain_s": time.perf_counter() - t0,
-            "pretrain_steps": pretrain_steps, "pretrain_batch": "16 x 128 tokens",
+            "RDKit-computed QED/logP/MW/TPSA (no benchmark labels)",
+            "corpus_documents": manifest.get("counts", {}).get(
+                "documents", manifest.get("documents")
+            ),
+            "corpus_build_s": corpus_s,
+            "pretrain_s": time.perf_counter() - t0,
+            "pretrain_steps": pretrain_steps,
+            "pretrain_batch": "16 x 128 tokens",
             "pretrain_final_loss": summary.get("loss"),
             "parameters": summary.get("parameters"),
-            "finetune": {"steps": finetune_steps, "batch_size": args.finetune_batch,
-                         "lr": args.finetune_lr, "warmup_steps": 10, "seq_len": 256,
-                         "full fine-tuning": True},
-            "prediction": {"classification": "P('1') / (P('0') + P('1')) after ' <num>'",
-                           "regression": "greedy kiban.generate decoding inside <num>, parsed "
-                                         "as float (unparsed -> training mean)"}}
+            "finetune": {
+                "steps": finetune_steps,
+                "batch_size": args.finetune_batch,
+                "lr": args.finetune_lr,
+                "warmup_steps": 10,
+                "seq_len": 256,
+                "full fine-tuning": True,
+            },
+            "prediction": {
+                "classification": "P('1') / (P('0') + P('1')) after ' <num>'",
+                "regression": "greedy kiban.generate decoding inside <num>, parsed "
+                "as float (unparsed -> training mean)",
+            },
+        }
     loaded = {}
     for name in datasets:
         t0 = time.perf_counter()
         dataset = load_dataset(name, limit=(args.hiv_limit or None) if name == "hiv" else None)
         loaded[name] = dataset
-        entry = {"data": dataset.describe(), "load_s": time.perf_counter() - t0,
-                 "metric": METRIC[dataset.task], "runs": []}
+        entry = {
+            "data": dataset.describe(),
+            "load_s": time.perf_counter() - t0,
+            "metric": METRIC[dataset.task],
+            "runs": [],
+        }
         if lm_base is not None:
             entry["test_molecules_in_pretraining_corpus"] = []
         result["datasets"][name] = entry
-        print(f"[{name}] {len(dataset)} molecules, {len(dataset.bad_records)} bad rows",
-              flush=True)
+        print(f"[{name}] {len(dataset)} molecules, {len(dataset.bad_records)} bad rows", flush=True)
     # seed-major: every dataset gets seed 0 before any gets seed 1, so a run stopped early
     # still covers every dataset (the JSON is rewritten after each run, with what completed)
     for seed in seeds:
@@ -182,18 +235,34 @@ def main() -> int:
             dataset, entry = loaded[name], result["datasets"][name]
             split = scaffold_split(dataset.molecules, seed=seed)
             if lm_base is not None:
-                entry["test_molecules_in_pretraining_corpus"].append(overlap_with_corpus(
-                    corpus_smiles, [dataset.smiles[i] for i in split.test]))
-            settings = LMSettings(max_steps=finetune_steps, batch_size=args.finetune_batch,
-                                  lr=args.finetune_lr)
+                entry["test_molecules_in_pretraining_corpus"].append(
+                    overlap_with_corpus(corpus_smiles, [dataset.smiles[i] for i in split.test])
+                )
+            settings = LMSettings(
+                max_steps=finetune_steps, batch_size=args.finetune_batch, lr=args.finetune_lr
+            )
             methods = [m for m, on in (("rf", not args.no_rf), ("lm", lm_base is not None)) if on]
-            run = evaluate_split(dataset, split, seed=seed, methods=methods,
-                                 trees=trees, n_jobs=args.rf_jobs, lm_base=lm_base,
-                                 lm_settings=settings, work=work / f"ft-{name}-seed{seed}")
+            run = evaluate_split(
+                dataset,
+                split,
+                seed=seed,
+                methods=methods,
+                trees=trees,
+                n_jobs=args.rf_jobs,
+                lm_base=lm_base,
+                lm_settings=settings,
+                work=work / f"ft-{name}-seed{seed}",
+            )
             entry["runs"].append(run)
-            print(f"[{name}] seed {seed}: " + ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in run.items() if k not in ("split",)), flush=True)
+            print(
+                f"[{name}] seed {seed}: "
+                + ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in run.items()
+                    if k not in ("split",)
+                ),
+                flush=True,
+            )
             entry.update(summarize_runs(entry["runs"]))
             write(out_path, result, started)
     write(out_path, result, started)

@@ -22,8 +22,11 @@ COMMANDS = {
     "kiban train --help": [str(KIBAN), "train", "--help"],
     "kiban generate --help": [str(KIBAN), "generate", "--help"],
     "python -c 'import torch'": [sys.executable, "-c", "import torch"],
-    "python -c 'from transformers import LlamaForCausalLM'":
-        [sys.executable, "-c", "from transformers import LlamaForCausalLM"],
+    "python -c 'from transformers import LlamaForCausalLM'": [
+        sys.executable,
+        "-c",
+        "from transformers import LlamaForCausalLM",
+    ],
 }
 
 
@@ -38,8 +41,9 @@ def main() -> None:
             began = time.perf_counter()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - began)
-    result = {name: {"median_s": statistics.median(v), "max_s": max(v)} for name, v in
-              times.items()}
+    result = {
+        name: {"median_s": statistics.median(v), "max_s": max(v)} for name, v in times.items()
+    }
     Path(args.out).write_text(json.dumps(result, indent=1))
     for name, row in result.items():
         print(f"{name:55s} {row['median_s']:.3f} s (max {row['max_s']:.3f})")

@@ -91,11 +91,16 @@ def machine_info() -> dict:
     import tokenizers
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "processor": _cpu_model(),
-            "tokenizers": tokenizers.__version__, "numpy": numpy.__version__,
-            "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS"),
-            "loadavg_at_start": load}
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "tokenizers": tokenizers.__version__,
+        "numpy": numpy.__version__,
+        "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS"),
+        "loadavg_at_start": load,
+    }
 
 
 def _cpu_model() -> str | None:
@@ -120,9 +125,13 @@ def train_plain(texts: list[str], vocab_size: int):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                                  special_tokens=[*SPECIAL_TOKENS, *TAG_TOKENS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=[*SPECIAL_TOKENS, *TAG_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
 
@@ -130,7 +139,7 @@ def train_plain(texts: list[str], vocab_size: int):
 # --- measurement -------------------------------------------------------------------------------
 def batches(texts: list[str], size: int):
     for start in range(0, len(texts), size):
-        yield texts[start:start + size]
+        yield texts[start : start + size]
 
 
 def methods(kiban_tok, plain_tok) -> dict:
@@ -154,7 +163,7 @@ def time_interleaved(functions: dict, texts: list[str], batch_size: int, repeats
     wall = {n: [] for n in names}
     cpu = {n: [] for n in names}
     for repeat in range(repeats):
-        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             function = functions[name]
             c0, t0 = time.process_time(), time.perf_counter()
@@ -176,10 +185,16 @@ def profile_top(function, texts: list[str], batch_size: int, top: int = 12) -> l
     profiler.disable()
     stats = pstats.Stats(profiler)
     rows = []
-    for (filename, line, name), (cc, nc, tottime, cumtime, _) in stats.stats.items():
+    for (filename, line, name), (_cc, nc, tottime, cumtime, _) in stats.stats.items():
         where = f"{Path(filename).name}:{line}({name})" if filename != "~" else name
-        rows.append({"function": where, "ncalls": nc, "tottime_s": round(tottime, 4),
-                     "cumtime_s": round(cumtime, 4)})
+        rows.append(
+            {
+                "function": where,
+                "ncalls": nc,
+                "tottime_s": round(tottime, 4),
+                "cumtime_s": round(cumtime, 4),
+            }
+        )
     rows.sort(key=lambda r: -r["tottime_s"])
     return rows[:top]
 
@@ -189,15 +204,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=200_000, help="documents per text set")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed repeats")
-    parser.add_argument("--batch-size", type=int, default=8192,
-                        help="texts per encode_batch call (8192, as build_corpus uses)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8192,
+        help="texts per encode_batch call (8192, as build_corpus uses)",
+    )
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="RAYON_NUM_THREADS for both tokenizers (default: the environment's, "
-                             "else the CPU count)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="RAYON_NUM_THREADS for both tokenizers (default: the environment's, "
+        "else the CPU count)",
+    )
     parser.add_argument("--sets", nargs="+", default=["mol", "mixed"], choices=["mol", "mixed"])
-    parser.add_argument("--no-profile", action="store_true",
-                        help="skip the stage breakdown and cProfile of kiban")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the stage breakdown and cProfile of kiban"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "bench_tokenizer.json"))
     args = parser.parse_args(argv)
@@ -212,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     from kiban.tokenizer import train_tokenizer
 
     started = time.perf_counter()
-    result = {"benchmark": "tokenizer", "date": datetime.datetime.now().astimezone().isoformat(
-        timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(), "config": vars(args) | {"threads": threads}, "sets": {}}
+    result = {
+        "benchmark": "tokenizer",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_info(),
+        "config": vars(args) | {"threads": threads},
+        "sets": {},
+    }
     smiles = read_smiles(args.docs)
     sets = text_sets(smiles, args.seed)
     for name in args.sets:
@@ -228,23 +257,34 @@ def main(argv: list[str] | None = None) -> int:
         functions = methods(kiban_tok, plain_tok)
         tokens = {n: count_tokens(f, texts, args.batch_size) for n, f in functions.items()}
         chars = sum(map(len, texts))
-        print(f"[{name}] trained in {t1 - t0:.1f}s (kiban) / {t2 - t1:.1f}s (plain); timing",
-              file=sys.stderr)
+        print(
+            f"[{name}] trained in {t1 - t0:.1f}s (kiban) / {t2 - t1:.1f}s (plain); timing",
+            file=sys.stderr,
+        )
         timings = time_interleaved(functions, texts, args.batch_size, args.repeats)
-        entry = {"docs": len(texts), "chars": chars, "example": texts[0],
-                 "vocab_size": {"kiban": kiban_tok.vocab_size,
-                                "plain": plain_tok.get_vocab_size(with_added_tokens=True)},
-                 "train_s": {"kiban": t1 - t0, "plain": t2 - t1},
-
-                 "tokens": tokens, "methods": {}}
+        entry = {
+            "docs": len(texts),
+            "chars": chars,
+            "example": texts[0],
+            "vocab_size": {
+                "kiban": kiban_tok.vocab_size,
+                "plain": plain_tok.get_vocab_size(with_added_tokens=True),
+            },
+            "train_s": {"kiban": t1 - t0, "plain": t2 - t1},
+            "tokens": tokens,
+            "methods": {},
+        }
         for method, wall in timings["wall_s"].items():
             median = statistics.median(wall)
             entry["methods"][method] = {
                 "median_wall_s": median,
                 "median_cpu_s": statistics.median(timings["cpu_s"][method]),
-                "docs_per_s": len(texts) / median, "tokens_per_s": tokens[method] / median,
+                "docs_per_s": len(texts) / median,
+                "tokens_per_s": tokens[method] / median,
                 "chars_per_token": chars / tokens[method],
-                "wall_s": wall, "cpu_s": timings["cpu_s"][method]}
+                "wall_s": wall,
+                "cpu_s": timings["cpu_s"][method],
+            }
         # ratios (docs/s of A over docs/s of B = time of B over time of A), per repeat, median:
         # the members of a pair ran next to each other, under the same load
         ratios = {}
@@ -257,13 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         entry["docs_per_s_ratio"] = ratios
         cpu = timings["cpu_s"]
         entry["cpu_ratio"] = {
-            key: statistics.median(b / a for a, b in zip(cpu[key.split("/")[0]],
-                                                         cpu[key.split("/")[1]]))
-            for key in ratios}
+            key: statistics.median(
+                b / a for a, b in zip(cpu[key.split("/")[0]], cpu[key.split("/")[1]])
+            )
+            for key in ratios
+        }
         if not args.no_profile:
             print(f"[{name}] profile", file=sys.stderr)
-            entry["kiban_profile_top"] = profile_top(kiban_tok.encode_batch, texts,
-                                                     args.batch_size)
+            entry["kiban_profile_top"] = profile_top(kiban_tok.encode_batch, texts, args.batch_size)
         result["sets"][name] = entry
     result["machine"]["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["wall_s_total"] = time.perf_counter() - started
@@ -277,26 +318,37 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(result: dict) -> str:
     threads = result["config"]["threads"]
-    lines = [f"RAYON_NUM_THREADS={threads}, {result['machine']['cpu_count']} CPUs, tokenizers "
-             f"{result['machine']['tokenizers']}, batch {result['config']['batch_size']}, median "
-             f"of {result['config']['repeats']} interleaved repeats", "",
-             "| set | method | docs/s | tokens/s | chars/token | wall s | docs/s vs plain | "
-             "vs plain_fast |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"RAYON_NUM_THREADS={threads}, {result['machine']['cpu_count']} CPUs, tokenizers "
+        f"{result['machine']['tokenizers']}, batch {result['config']['batch_size']}, median "
+        f"of {result['config']['repeats']} interleaved repeats",
+        "",
+        "| set | method | docs/s | tokens/s | chars/token | wall s | docs/s vs plain | "
+        "vs plain_fast |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, entry in result["sets"].items():
         ratios = entry["docs_per_s_ratio"]
         for method, m in entry["methods"].items():
             vs_plain = f"{ratios.get(f'{method}/plain', 1.0):.2f}"
             vs_fast = f"{ratios.get(f'{method}/plain_fast', 1.0):.2f}"
-            lines.append(f"| {name} | {method} | {m['docs_per_s']:,.0f} | "
-                         f"{m['tokens_per_s']:,.0f} | {m['chars_per_token']:.2f} | "
-                         f"{m['median_wall_s']:.2f} | {vs_plain} | {vs_fast} |")
+            lines.append(
+                f"| {name} | {method} | {m['docs_per_s']:,.0f} | "
+                f"{m['tokens_per_s']:,.0f} | {m['chars_per_token']:.2f} | "
+                f"{m['median_wall_s']:.2f} | {vs_plain} | {vs_fast} |"
+            )
     for name, entry in result["sets"].items():
         stages = entry.get("kiban_stages")
         if stages:
             total = sum(v for k, v in stages["median_s"].items() if k != "spans_python_re")
-            lines += ["", f"kiban stages, {name} ({stages['prose_segments']:,} prose / "
-                      f"{stages['span_segments']:,} span segments):", "",
-                      "| stage | s | share |", "|---|---:|---:|"]
+            lines += [
+                "",
+                f"kiban stages, {name} ({stages['prose_segments']:,} prose / "
+                f"{stages['span_segments']:,} span segments):",
+                "",
+                "| stage | s | share |",
+                "|---|---:|---:|",
+            ]
             for stage, seconds in stages["median_s"].items():
                 share = f"{seconds / total:.0%}" if stage != "spans_python_re" else "(alt.)"
                 lines.append(f"| {stage} | {seconds:.2f} | {share} |")

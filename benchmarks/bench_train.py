@@ -68,19 +68,28 @@ def before_after(command: list[str], old_root: Path, repeats: int) -> dict:
         for version in ("new", "old") if repeat % 2 == 0 else ("old", "new"):
             result = subprocess.run(
                 [sys.executable, *command, "--kiban-root", str(roots[version])],
-                capture_output=True, text=True, check=False,
-                env={**os.environ, "PYTHONPATH": str(roots[version])})
+                capture_output=True,
+                text=True,
+                check=False,
+                env={**os.environ, "PYTHONPATH": str(roots[version])},
+            )
             if result.returncode != 0:
                 raise SystemExit(f"{version} ({roots[version]}) failed:\n{result.stderr[-3000:]}")
             runs[version].append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(f"repeat {repeat} {version}: {runs[version][-1]}", flush=True)
     cases = list(runs["new"][0])
-    return {"roots": {k: str(v) for k, v in roots.items()}, "repeats": repeats,
-            "tokens_per_s": {v: {c: statistics.median(r[c] for r in runs[v]) for c in cases}
-                             for v in runs},
-            "new_over_old": {c: statistics.median(n[c] / o[c] for n, o in
-                                                  zip(runs["new"], runs["old"])) for c in cases},
-            "runs": runs}
+    return {
+        "roots": {k: str(v) for k, v in roots.items()},
+        "repeats": repeats,
+        "tokens_per_s": {
+            v: {c: statistics.median(r[c] for r in runs[v]) for c in cases} for v in runs
+        },
+        "new_over_old": {
+            c: statistics.median(n[c] / o[c] for n, o in zip(runs["new"], runs["old"]))
+            for c in cases
+        },
+        "runs": runs,
+    }
 
 
 def model_config(args):
@@ -90,12 +99,18 @@ def model_config(args):
         from kiban.train.config import ModelConfig
         from kiban.train.models import llama_config
 
-        return llama_config(ModelConfig(preset=args.preset), args.vocab, eos_id=0, pad_id=1,
-                            seq_len=args.seq)
-    return LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
-                       intermediate_size=4 * args.hidden, num_hidden_layers=args.layers,
-                       num_attention_heads=args.heads, num_key_value_heads=args.heads,
-                       max_position_embeddings=max(512, args.seq))
+        return llama_config(
+            ModelConfig(preset=args.preset), args.vocab, eos_id=0, pad_id=1, seq_len=args.seq
+        )
+    return LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=max(512, args.seq),
+    )
 
 
 def build(args):
@@ -109,8 +124,7 @@ def build(args):
 
 def rows(args) -> np.ndarray:
     rng = np.random.default_rng(0)
-    return rng.integers(0, args.vocab, size=(args.steps * args.batch, args.seq + 1),
-                        dtype=np.int64)
+    return rng.integers(0, args.vocab, size=(args.steps * args.batch, args.seq + 1), dtype=np.int64)
 
 
 class ArrayData:
@@ -122,7 +136,7 @@ class ArrayData:
     def global_batch(self, step, batch_size):
         from kiban.train.batches import Batch
 
-        block = self.array[step * batch_size:(step + 1) * batch_size]
+        block = self.array[step * batch_size : (step + 1) * batch_size]
         return Batch(block[:, :-1], block[:, 1:])
 
     def validation_batches(self, batch_size, max_batches=None):
@@ -140,8 +154,7 @@ class Vocab:
 def autocast(args):
     import torch
 
-    return torch.autocast(args.device, dtype=torch.bfloat16,
-                          enabled=args.device == "cuda")
+    return torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda")
 
 
 def step_rates(times: list[float], tokens: int, warmup: int) -> float:
@@ -153,17 +166,27 @@ def run_kiban(args, data) -> float:
     from kiban.train.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = config_from_dict({"out": tmp, "model": {"preset": "llama-1m"},
-                                   "optim": {"lr": 1e-3, "warmup_steps": 0},
-                                   "train": {"max_steps": args.steps, "batch_size": args.batch,
-                                             "micro_batch_size": args.micro, "eval_every": 0,
-                                             "checkpoint_every": 0, "progress": False,
-                                             "device": args.device, "compile": args.compile,
-                                             "log_every": 1}})
-        train(config, ArrayData(data), Vocab(args.vocab), build(args),
-              save_model=lambda *a: None)
+        config = config_from_dict(
+            {
+                "out": tmp,
+                "model": {"preset": "llama-1m"},
+                "optim": {"lr": 1e-3, "warmup_steps": 0},
+                "train": {
+                    "max_steps": args.steps,
+                    "batch_size": args.batch,
+                    "micro_batch_size": args.micro,
+                    "eval_every": 0,
+                    "checkpoint_every": 0,
+                    "progress": False,
+                    "device": args.device,
+                    "compile": args.compile,
+                    "log_every": 1,
+                },
+            }
+        )
+        train(config, ArrayData(data), Vocab(args.vocab), build(args), save_model=lambda *a: None)
         records = [json.loads(x) for x in Path(tmp, "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r["tokens_per_s"] for r in records[args.warmup:])
+    return statistics.median(r["tokens_per_s"] for r in records[args.warmup :])
 
 
 def run_plain(args, data) -> float:
@@ -182,12 +205,18 @@ def run_plain(args, data) -> float:
     accumulate = args.batch // args.micro
     for step in range(args.steps):
         began = time.perf_counter()
-        block = torch.from_numpy(data[step * args.batch:(step + 1) * args.batch]).to(device)
+        block = torch.from_numpy(data[step * args.batch : (step + 1) * args.batch]).to(device)
         for part in block.chunk(accumulate):
             with autocast(args):
                 logits = lm(input_ids=part[:, :-1], use_cache=False).logits
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   part[:, 1:].reshape(-1), reduction="sum") / part[:, 1:].numel()
+            loss = (
+                F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    part[:, 1:].reshape(-1),
+                    reduction="sum",
+                )
+                / part[:, 1:].numel()
+            )
             (loss / accumulate).backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
         optimizer.step()
@@ -215,20 +244,32 @@ def run_trainer(args, data) -> float:
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self.began)
 
-    dataset = [{"input_ids": torch.from_numpy(row[:-1]), "labels": torch.from_numpy(row[:-1])}
-               for row in data]
+    dataset = [
+        {"input_ids": torch.from_numpy(row[:-1]), "labels": torch.from_numpy(row[:-1])}
+        for row in data
+    ]
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         training = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=args.micro,
-            gradient_accumulation_steps=args.batch // args.micro, max_steps=args.steps,
-            learning_rate=1e-3, lr_scheduler_type="constant", max_grad_norm=1.0,
-            logging_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True,
-            dataloader_num_workers=0, use_cpu=args.device == "cpu",
-            bf16=args.device == "cuda", optim="adamw_torch_fused" if args.device == "cuda"
-            else "adamw_torch", torch_compile=args.compile, seed=0)
-        Trainer(model=build(args), args=training, train_dataset=dataset,
-                callbacks=[clock]).train()
+            output_dir=tmp,
+            per_device_train_batch_size=args.micro,
+            gradient_accumulation_steps=args.batch // args.micro,
+            max_steps=args.steps,
+            learning_rate=1e-3,
+            lr_scheduler_type="constant",
+            max_grad_norm=1.0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=args.device == "cpu",
+            bf16=args.device == "cuda",
+            optim="adamw_torch_fused" if args.device == "cuda" else "adamw_torch",
+            torch_compile=args.compile,
+            seed=0,
+        )
+        Trainer(model=build(args), args=training, train_dataset=dataset, callbacks=[clock]).train()
     return step_rates(clock.times, args.batch * args.seq, args.warmup)
 
 
@@ -243,7 +284,7 @@ def cpu_peak() -> float:
         began = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - began)
-    return 2 * 2048 ** 3 / min(times)
+    return 2 * 2048**3 / min(times)
 
 
 def main() -> None:
@@ -263,12 +304,18 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--runners", default="kiban,plain,trainer")
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps")
-    parser.add_argument("--out", default=None,
-                        help="results file (default results/train.json, or "
-                             "results/train-before-after.json with --compare-with)")
-    parser.add_argument("--compare-with", metavar="OLD_ROOT",
-                        help="a checkout (or `git archive` of kiban/) to compare the kiban "
-                             "runner with, before / after")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results file (default results/train.json, or "
+        "results/train-before-after.json with --compare-with)",
+    )
+    parser.add_argument(
+        "--compare-with",
+        metavar="OLD_ROOT",
+        help="a checkout (or `git archive` of kiban/) to compare the kiban "
+        "runner with, before / after",
+    )
     parser.add_argument("--kiban-root", help=argparse.SUPPRESS)  # read by _kiban_root
     parser.add_argument("--measure-kiban", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -280,18 +327,46 @@ def main() -> None:
         print(json.dumps({"train": run_kiban(args, rows(args))}))
         return
     if args.compare_with:
-        options = [f"--{k}={getattr(args, k)}" for k in ("device", "hidden", "layers", "heads",
-                                                           "vocab", "seq", "batch", "micro",
-                                                           "steps", "warmup")]
+        options = [
+            f"--{k}={getattr(args, k)}"
+            for k in (
+                "device",
+                "hidden",
+                "layers",
+                "heads",
+                "vocab",
+                "seq",
+                "batch",
+                "micro",
+                "steps",
+                "warmup",
+            )
+        ]
         options += [f"--preset={args.preset}"] if args.preset else []
         options += ["--compile"] if args.compile else []
-        result = {"date": datetime.date.today().isoformat(),
-                  "machine": platform.processor() or platform.machine(),
-                  "config": {k: getattr(args, k) for k in ("preset", "hidden", "layers", "heads",
-                                                             "vocab", "seq", "batch", "micro",
-                                                             "steps", "warmup", "compile")},
-                  **before_after([__file__, "--measure-kiban", *options], args.compare_with,
-                                 args.repeats)}
+        result = {
+            "date": datetime.date.today().isoformat(),
+            "machine": platform.processor() or platform.machine(),
+            "config": {
+                k: getattr(args, k)
+                for k in (
+                    "preset",
+                    "hidden",
+                    "layers",
+                    "heads",
+                    "vocab",
+                    "seq",
+                    "batch",
+                    "micro",
+                    "steps",
+                    "warmup",
+                    "compile",
+                )
+            },
+            **before_after(
+                [__file__, "--measure-kiban", *options], args.compare_with, args.repeats
+            ),
+        }
         out = Path(args.out or HERE / "results" / "train-before-after.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
@@ -305,8 +380,10 @@ def main() -> None:
 
     data = rows(args)
     probe = LlamaForCausalLM(model_config(args))
-    flops = 6.0 * count_parameters(probe)["matmul"] + \
-        12.0 * probe.config.num_hidden_layers * probe.config.hidden_size * args.seq
+    flops = (
+        6.0 * count_parameters(probe)["matmul"]
+        + 12.0 * probe.config.num_hidden_layers * probe.config.hidden_size * args.seq
+    )
     parameters = count_parameters(probe)["total"]
     del probe
     if args.device == "cuda":
@@ -320,17 +397,35 @@ def main() -> None:
     chosen = args.runners.split(",")
     rates: dict[str, list[float]] = {name: [] for name in chosen}
     for repeat in range(args.repeats):
-        order = chosen[repeat % len(chosen):] + chosen[:repeat % len(chosen)]
+        order = chosen[repeat % len(chosen) :] + chosen[: repeat % len(chosen)]
         for runner in order:
             rates[runner].append(runners[runner](args, data))
             print(f"repeat {repeat} {runner}: {rates[runner][-1]:,.0f} tokens/s", flush=True)
     result = {
-        "date": datetime.date.today().isoformat(), "device": name,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "parameters": parameters, "flops_per_token": flops, "peak_flops": peak,
-        "config": {k: getattr(args, k) for k in ("preset", "hidden", "layers", "heads", "vocab",
-                                                   "seq", "batch", "micro", "steps", "warmup",
-                                                   "repeats", "compile")},
+        "date": datetime.date.today().isoformat(),
+        "device": name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "parameters": parameters,
+        "flops_per_token": flops,
+        "peak_flops": peak,
+        "config": {
+            k: getattr(args, k)
+            for k in (
+                "preset",
+                "hidden",
+                "layers",
+                "heads",
+                "vocab",
+                "seq",
+                "batch",
+                "micro",
+                "steps",
+                "warmup",
+                "repeats",
+                "compile",
+            )
+        },
         "tokens_per_s": {k: statistics.median(v) for k, v in rates.items()},
         "runs": rates,
     }
@@ -339,7 +434,8 @@ def main() -> None:
     for other in chosen:
         if other != "kiban" and "kiban" in rates:
             result[f"kiban_over_{other}"] = statistics.median(
-                a / b for a, b in zip(rates["kiban"], rates[other]))
+                a / b for a, b in zip(rates["kiban"], rates[other])
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))

@@ -13,8 +13,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-_INPUT_OS_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-                    FileExistsError)
+_INPUT_OS_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    FileExistsError,
+)
 
 
 def exit_code_of(error: BaseException) -> int | None:
@@ -38,8 +43,9 @@ def describe(error: BaseException) -> str:
             reason += " (free some space, or write elsewhere; the job resumes from what was kept)"
         return f"{reason}{where}"
     if isinstance(error, UnicodeDecodeError):
-        return (f"not a text file in UTF-8 ({error.reason} at byte {error.start}); "
-                "is it a binary file?")
+        return (
+            f"not a text file in UTF-8 ({error.reason} at byte {error.start}); is it a binary file?"
+        )
     if isinstance(error, KeyError) and len(error.args) == 1:
         return str(error.args[0])
     text = str(error)
@@ -62,4 +68,3 @@ def run_command(prog: str, handler: Callable[[Any], int | None], args: Any) -> i
         print(f"{prog}: error: {describe(error)}", file=sys.stderr)
         return code
     return 0 if status is None else int(status)
-

@@ -120,8 +120,13 @@ def morgan_fingerprint(mol: Chem.Mol, *, radius: int = MORGAN_RADIUS, n_bits: in
     return _morgan_generator(radius, n_bits).GetFingerprint(mol)
 
 
-def morgan_fingerprints(molecules: Sequence[Chem.Mol], *, radius: int = MORGAN_RADIUS,
-                        n_bits: int = MORGAN_BITS, dtype: type = np.uint8) -> np.ndarray:
+def morgan_fingerprints(
+    molecules: Sequence[Chem.Mol],
+    *,
+    radius: int = MORGAN_RADIUS,
+    n_bits: int = MORGAN_BITS,
+    dtype: type = np.uint8,
+) -> np.ndarray:
     """(len(molecules), n_bits) array of 0/1 Morgan bits (RDKit's MorganGenerator)."""
     generator = _morgan_generator(radius, n_bits)
     out = np.zeros((len(molecules), n_bits), dtype=dtype)
@@ -217,8 +222,14 @@ def sa_score(mol: Chem.Mol) -> float:
     n_spiro = rdMolDescriptors.CalcNumSpiroAtoms(mol)
     n_bridgehead = rdMolDescriptors.CalcNumBridgeheadAtoms(mol)
     macrocycle = math.log10(2) if any(len(r) > 8 for r in mol.GetRingInfo().AtomRings()) else 0.0
-    complexity = 0.0 - (n_atoms ** 1.005 - n_atoms) - math.log10(n_chiral + 1) \
-        - math.log10(n_spiro + 1) - math.log10(n_bridgehead + 1) - macrocycle
+    complexity = (
+        0.0
+        - (n_atoms**1.005 - n_atoms)
+        - math.log10(n_chiral + 1)
+        - math.log10(n_spiro + 1)
+        - math.log10(n_bridgehead + 1)
+        - macrocycle
+    )
     # symmetric molecules (few distinct environments per atom) are easier to make
     symmetry = math.log(float(n_atoms) / len(counts)) * 0.5 if n_atoms > len(counts) else 0.0
 
@@ -230,8 +241,9 @@ def sa_score(mol: Chem.Mol) -> float:
 
 
 #: The descriptors by the names corpus sources, reports and conditioning prompts use.
-DESCRIPTORS: Mapping[str, Callable[[Chem.Mol], float]] = MappingProxyType({
-    "qed": qed, "logp": logp, "mw": molecular_weight, "tpsa": tpsa, "sa": sa_score})
+DESCRIPTORS: Mapping[str, Callable[[Chem.Mol], float]] = MappingProxyType(
+    {"qed": qed, "logp": logp, "mw": molecular_weight, "tpsa": tpsa, "sa": sa_score}
+)
 
 
 __all__ = [

@@ -29,8 +29,11 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kiban", description="Transparent scientific "
-                                     "foundation models: corpora, search, models, tasks, lab.")
+    parser = argparse.ArgumentParser(
+        prog="kiban",
+        description="Transparent scientific "
+        "foundation models: corpora, search, models, tasks, lab.",
+    )
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

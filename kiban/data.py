@@ -12,8 +12,10 @@ def package_file(package: str, path: str) -> Path:
     such as molsets and crystal-toolkit are installed without their heavy dependencies)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed; it provides {path!r} "
-                                "(see the README's install step)")
+        raise FileNotFoundError(
+            f"package {package!r} is not installed; it provides {path!r} "
+            "(see the README's install step)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / path
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 FORMAT_NAME = "kiban.document"
 FORMAT_VERSION = 1
@@ -221,8 +222,13 @@ class Document:
 
     def replace(self, **changes: Any) -> Document:
         """A new document with some fields changed (the id is kept unless given)."""
-        fields = {"text": self.text, "id": self.id, "source": self.source,
-                  "license": self.license, "meta": self.meta}
+        fields = {
+            "text": self.text,
+            "id": self.id,
+            "source": self.source,
+            "license": self.license,
+            "meta": self.meta,
+        }
         fields.update(changes)
         return Document(fields.pop("text"), **fields)
 
@@ -269,8 +275,13 @@ class Document:
                 where=where,
             )
         try:
-            return cls(record["text"], id=record.get("id"), source=record.get("source"),
-                       license=record.get("license"), meta=record.get("meta"))
+            return cls(
+                record["text"],
+                id=record.get("id"),
+                source=record.get("source"),
+                license=record.get("license"),
+                meta=record.get("meta"),
+            )
         except DocumentError as error:
             raise DocumentError(error.reason, where=where) from None
 
@@ -282,6 +293,7 @@ class Document:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DocumentError(f"malformed JSON: {error.msg}: column {error.colno}",
-                                where=where) from None
+            raise DocumentError(
+                f"malformed JSON: {error.msg}: column {error.colno}", where=where
+            ) from None
         return cls.from_dict(record, where=where)

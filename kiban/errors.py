@@ -24,14 +24,16 @@ class RunFailure(RuntimeError):
     exit_code = 1
 
 
-def close_matches(value: object, choices: Iterable[object], *, n: int = 1,
-                  cutoff: float = 0.6) -> list[str]:
+def close_matches(
+    value: object, choices: Iterable[object], *, n: int = 1, cutoff: float = 0.6
+) -> list[str]:
     """The ``n`` choices closest to ``value`` (difflib ratio >= ``cutoff``), best first."""
     return difflib.get_close_matches(str(value), [str(c) for c in choices], n=n, cutoff=cutoff)
 
 
-def did_you_mean(value: object, choices: Iterable[object], *, n: int = 1,
-                 cutoff: float = 0.6) -> str:
+def did_you_mean(
+    value: object, choices: Iterable[object], *, n: int = 1, cutoff: float = 0.6
+) -> str:
     """``" (did you mean 'x'?)"`` for the closest choice, or ``""`` when none is close.
 
     Written to be appended to a message: ``f"unknown kind {kind!r}{did_you_mean(kind, kinds)}"``.

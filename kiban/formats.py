@@ -58,14 +58,16 @@ class Format:
 _FORMATS: dict[str, Format] = {}
 
 
-def register(name: str, version: int, *, description: str = "",
-             upgrades: Mapping[int, Upgrade] | None = None) -> Format:
+def register(
+    name: str, version: int, *, description: str = "", upgrades: Mapping[int, Upgrade] | None = None
+) -> Format:
     """Register (or return the identical existing) format ``name`` at ``version``."""
-    fmt = Format(name=name, version=version, description=description,
-                 upgrades=dict(upgrades or {}))
+    fmt = Format(name=name, version=version, description=description, upgrades=dict(upgrades or {}))
     existing = _FORMATS.get(name)
     if existing is not None and (existing.version, existing.upgrades.keys()) != (
-            fmt.version, fmt.upgrades.keys()):
+        fmt.version,
+        fmt.upgrades.keys(),
+    ):
         raise ValueError(f"format {name!r} is already registered at version {existing.version}")
     _FORMATS.setdefault(name, fmt)
     return _FORMATS[name]
@@ -75,8 +77,10 @@ def get_format(name: str) -> Format:
     try:
         return _FORMATS[name]
     except KeyError:
-        raise FormatError(f"unknown format {name!r}{did_you_mean(name, _FORMATS)}; "
-                          f"registered: {', '.join(sorted(_FORMATS))}") from None
+        raise FormatError(
+            f"unknown format {name!r}{did_you_mean(name, _FORMATS)}; "
+            f"registered: {', '.join(sorted(_FORMATS))}"
+        ) from None
 
 
 def registered() -> dict[str, Format]:
@@ -87,20 +91,27 @@ def registered() -> dict[str, Format]:
 def check(meta: Mapping[str, Any], fmt: Format, *, where: str | os.PathLike) -> dict[str, Any]:
     """``meta`` checked to be ``fmt`` at a readable version, upgraded to the current version."""
     if not isinstance(meta, Mapping):
-        raise FormatError(f"{where}: expected a JSON object with 'format' and 'version', got "
-                          f"{type(meta).__name__}")
+        raise FormatError(
+            f"{where}: expected a JSON object with 'format' and 'version', got "
+            f"{type(meta).__name__}"
+        )
     name, version = meta.get("format"), meta.get("version")
     if name != fmt.name:
-        raise FormatError(f"{where}: not a {fmt.name!r} file (it says format={name!r}, "
-                          f"version={version!r})")
+        raise FormatError(
+            f"{where}: not a {fmt.name!r} file (it says format={name!r}, version={version!r})"
+        )
     if not isinstance(version, int) or isinstance(version, bool):
         raise FormatError(f"{where}: {fmt.name!r} with version {version!r}; expected an integer")
     if version > fmt.version:
-        raise FormatError(f"{where}: {fmt.name!r} version {version} was written by a newer kiban; "
-                          f"this one reads versions {_span(fmt.readable_versions)}: upgrade kiban")
+        raise FormatError(
+            f"{where}: {fmt.name!r} version {version} was written by a newer kiban; "
+            f"this one reads versions {_span(fmt.readable_versions)}: upgrade kiban"
+        )
     if version not in fmt.readable_versions:
-        raise FormatError(f"{where}: {fmt.name!r} version {version} is too old; this kiban reads "
-                          f"versions {_span(fmt.readable_versions)}: rebuild it")
+        raise FormatError(
+            f"{where}: {fmt.name!r} version {version} is too old; this kiban reads "
+            f"versions {_span(fmt.readable_versions)}: rebuild it"
+        )
     meta = dict(meta)
     while (current := meta["version"]) < fmt.version:
         meta = {**fmt.upgrades[current](meta), "version": current + 1}
@@ -123,13 +134,16 @@ def read_json(path: str | os.PathLike, fmt: Format) -> dict[str, Any]:
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as error:
-        raise FormatError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column "
-                          f"{error.colno}); expected a {fmt.name!r} file") from None
+        raise FormatError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column "
+            f"{error.colno}); expected a {fmt.name!r} file"
+        ) from None
     return check(meta, fmt, where=path)
 
 
-def write_json(path: str | os.PathLike, fmt: Format, payload: Mapping[str, Any], *,
-               indent: int | None = 1) -> dict[str, Any]:
+def write_json(
+    path: str | os.PathLike, fmt: Format, payload: Mapping[str, Any], *, indent: int | None = 1
+) -> dict[str, Any]:
     """Write ``payload`` stamped with ``fmt``'s name and version, atomically. Returns it."""
     meta = {**fmt.stamp(), **{k: v for k, v in payload.items() if k not in ("format", "version")}}
     atomic_write_text(path, json.dumps(meta, indent=indent, ensure_ascii=False) + "\n")

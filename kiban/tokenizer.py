@@ -88,9 +88,12 @@ def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "smiles_brackets": None}
 
 
-TOKENIZER_FORMAT = register(FORMAT_NAME, FORMAT_VERSION, upgrades={1: _from_version_1},
-                            description="kiban_tokenizer.json: span patterns, science tokens, "
-                                        "SMILES bracket parts")
+TOKENIZER_FORMAT = register(
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    upgrades={1: _from_version_1},
+    description="kiban_tokenizer.json: span patterns, science tokens, SMILES bracket parts",
+)
 
 
 @functools.cache
@@ -102,8 +105,9 @@ def space_group_symbols() -> tuple[str, ...]:
 
     with warnings.catch_warnings():  # spglib >= 2.5 warns about its own error handling mode
         warnings.simplefilter("ignore", DeprecationWarning)
-        return tuple(sorted({spglib.get_spacegroup_type(h).international_short
-                             for h in range(1, 531)}))
+        return tuple(
+            sorted({spglib.get_spacegroup_type(h).international_short for h in range(1, 531)})
+        )
 
 
 @functools.cache
@@ -129,13 +133,72 @@ def _base_science_tokens() -> dict[str, list[str]]:
     from kiban.modalities.protein import RESIDUES
 
     digits = [str(d) for d in range(10)]
-    smiles = ["B", "Br", "C", "Cl", "N", "O", "S", "P", "F", "I", "b", "c", "n", "o", "s", "p",
-              "(", ")", ".", "=", "#", "-", "+", "\\", "/", ":", "~", "@", "?", ">", "*", "$",
-              *digits, "[nH]", "[C@H]", "[C@@H]", "[C@]", "[C@@]", "[N+]", "[O-]", "[NH+]",
-              "[NH2+]", "[NH3+]", "[n+]", "[S@]", "[S@@]", "[Si]", "[Se]", "[H]"]
+    smiles = [
+        "B",
+        "Br",
+        "C",
+        "Cl",
+        "N",
+        "O",
+        "S",
+        "P",
+        "F",
+        "I",
+        "b",
+        "c",
+        "n",
+        "o",
+        "s",
+        "p",
+        "(",
+        ")",
+        ".",
+        "=",
+        "#",
+        "-",
+        "+",
+        "\\",
+        "/",
+        ":",
+        "~",
+        "@",
+        "?",
+        ">",
+        "*",
+        "$",
+        *digits,
+        "[nH]",
+        "[C@H]",
+        "[C@@H]",
+        "[C@]",
+        "[C@@]",
+        "[N+]",
+        "[O-]",
+        "[NH+]",
+        "[NH2+]",
+        "[NH3+]",
+        "[n+]",
+        "[S@]",
+        "[S@@]",
+        "[Si]",
+        "[Se]",
+        "[H]",
+    ]
     smiles += [f"%{i:02d}" for i in range(10, 100)]
-    crystal = [*space_group_symbols(), *ELEMENTS, *digits, *"abcdefghijklmnopqrstuvwxyz",
-               "A", ".", "-", "+", "(", ")", " ", "\n"]
+    crystal = [
+        *space_group_symbols(),
+        *ELEMENTS,
+        *digits,
+        *"abcdefghijklmnopqrstuvwxyz",
+        "A",
+        ".",
+        "-",
+        "+",
+        "(",
+        ")",
+        " ",
+        "\n",
+    ]
     number = [*digits, ".", "-", "+", "e", "±", "(", ")", " "]
     return {"mol": smiles, "crystal": crystal, "num": number, "protein": list(RESIDUES)}
 
@@ -143,8 +206,11 @@ def _base_science_tokens() -> dict[str, list[str]]:
 @functools.cache
 def _byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character table used by byte-level BPE."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -166,10 +232,12 @@ class TokenizerError(ValueError):
 
 
 def _prose_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"[0-9]"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"[0-9]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
 
 
 def _check_brackets(brackets: Any, *, where: str | os.PathLike) -> None:
@@ -181,14 +249,16 @@ def _check_brackets(brackets: Any, *, where: str | os.PathLike) -> None:
         parts = brackets["parts"]
         ok = groups <= pattern_groups and all(
             isinstance(parts[c], dict) and all(isinstance(i, int) for i in parts[c].values())
-            for c in BRACKET_PARTS)
+            for c in BRACKET_PARTS
+        )
     except (KeyError, TypeError, re.error):
         ok = False
     if not ok:
         raise TokenizerError(
             f"{where}: 'smiles_brackets' must be an object with 'pattern' (a regex with the groups "
             f"{sorted(groups)}) and 'parts' ({{text: id}} for each of {list(BRACKET_PARTS)}); "
-            f"got {str(brackets)[:120]}")
+            f"got {str(brackets)[:120]}"
+        )
 
 
 class ScienceTokenizer:
@@ -199,9 +269,16 @@ class ScienceTokenizer:
     2), or None for a format-1 tokenizer, which spells unknown bracket atoms with the prose BPE.
     """
 
-    def __init__(self, hf: Tokenizer, prose: Tokenizer, science: dict[str, dict[str, int]],
-                 patterns: dict[str, str], *, base: str | None = None,
-                 brackets: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        hf: Tokenizer,
+        prose: Tokenizer,
+        science: dict[str, dict[str, int]],
+        patterns: dict[str, str],
+        *,
+        base: str | None = None,
+        brackets: dict[str, Any] | None = None,
+    ):
         self.hf = hf
         self.prose = prose
         self.science = science
@@ -221,14 +298,17 @@ class ScienceTokenizer:
         # "<|endoftext|>" must not get an end of document in its middle
         self._prose_encoder = Tokenizer.from_str(prose.to_str())
         self._prose_encoder.encode_special_tokens = True
-        self._tag_pair = {m: (self.tag_ids[f"<{m}>"], self.tag_ids[f"</{m}>"])
-                          for m in MODALITY_TAGS}
+        self._tag_pair = {
+            m: (self.tag_ids[f"<{m}>"], self.tag_ids[f"</{m}>"]) for m in MODALITY_TAGS
+        }
         self._open_ids = np.array([self.tag_ids[f"<{m}>"] for m in MODALITY_TAGS])
         self._span_findall = {m: re.compile(p).findall for m, p in self.patterns.items()}
         self._span_vocab = {m: dict(self.science.get(m, {})) for m in MODALITY_TAGS}
         self._skeleton_ok = all(
             self._prose_encoder.encode(f"a<{m}></{m}>b", add_special_tokens=False).ids[1:3]
-            == list(self._tag_pair[m]) for m in MODALITY_TAGS)
+            == list(self._tag_pair[m])
+            for m in MODALITY_TAGS
+        )
         self._fast = hasattr(Tokenizer, "encode_batch_fast")
 
     def _required_id(self, token: str) -> int:
@@ -241,8 +321,9 @@ class ScienceTokenizer:
         vocab = dict(self.science.get(modality, {}))
         vocab[UNKNOWN] = self.unk_id
         tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNKNOWN))
-        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(self.patterns[modality]),
-                                                       behavior="isolated")
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(
+            Regex(self.patterns[modality]), behavior="isolated"
+        )
         return tokenizer
 
     # --- sizes and identity -------------------------------------------------------------------
@@ -300,18 +381,21 @@ class ScienceTokenizer:
                 for j, ids in zip(index, self._lookup_spans(modality, [spans[j] for j in index])):
                     span_ids[j] = ids
         skeleton_len = np.fromiter(map(len, skeleton_ids), np.int64, len(skeleton_ids))
-        flat = np.fromiter(itertools.chain.from_iterable(skeleton_ids), np.int64,
-                           int(skeleton_len.sum()))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(skeleton_ids), np.int64, int(skeleton_len.sum())
+        )
         span_len = np.fromiter(map(len, span_ids), np.int64, len(span_ids))
-        span_flat = np.fromiter(itertools.chain.from_iterable(span_ids), np.int64,
-                                int(span_len.sum()))
+        span_flat = np.fromiter(
+            itertools.chain.from_iterable(span_ids), np.int64, int(span_len.sum())
+        )
         positions = np.flatnonzero(np.isin(flat, self._open_ids))
         if len(positions) != len(span_ids):  # cannot happen: prose never yields a tag id
             raise TokenizerError("internal error: opening tags and spans disagree")
         out = np.insert(flat, np.repeat(positions + 1, span_len), span_flat)
         owner = np.repeat(np.arange(len(texts)), skeleton_len)[positions]
-        lengths = skeleton_len + np.bincount(owner, weights=span_len,
-                                             minlength=len(texts)).astype(np.int64)
+        lengths = skeleton_len + np.bincount(owner, weights=span_len, minlength=len(texts)).astype(
+            np.int64
+        )
         return np.split(out, np.cumsum(lengths)[:-1]) if len(texts) else []
 
     def _skeleton(self, text: str, spans: list[str], modalities: list[str]) -> str | None:
@@ -326,8 +410,13 @@ class ScienceTokenizer:
         i = 1
         while i < n:
             name = parts[i + 1]
-            if parts[i] or name not in MODALITY_TAGS or i + 5 > n or parts[i + 3] != "/" \
-                    or parts[i + 4] != name:
+            if (
+                parts[i]
+                or name not in MODALITY_TAGS
+                or i + 5 > n
+                or parts[i + 3] != "/"
+                or parts[i + 4] != name
+            ):
                 split_tagged(text)  # raises the precise DocumentError
                 raise TokenizerError(f"internal error: tag grammar disagreement on {text!r}")
             spans.append(parts[i + 2])
@@ -372,9 +461,11 @@ class ScienceTokenizer:
                 if segment.modality is None:
                     ids += self._encode_prose([segment.text])[0]
                 else:
-                    ids += [self._tag_pair[segment.modality][0],
-                            *self._encode_spans(segment.modality, [segment.text])[0],
-                            self._tag_pair[segment.modality][1]]
+                    ids += [
+                        self._tag_pair[segment.modality][0],
+                        *self._encode_spans(segment.modality, [segment.text])[0],
+                        self._tag_pair[segment.modality][1],
+                    ]
             out.append(np.asarray(ids, dtype=np.int64))
         return out
 
@@ -382,8 +473,10 @@ class ScienceTokenizer:
         if not texts:
             return []
         if self._fast:
-            return [e.ids for e in self._prose_encoder.encode_batch_fast(
-                texts, add_special_tokens=False)]
+            return [
+                e.ids
+                for e in self._prose_encoder.encode_batch_fast(texts, add_special_tokens=False)
+            ]
         return [e.ids for e in self._prose_encoder.encode_batch(texts, add_special_tokens=False)]
 
     def _encode_spans(self, modality: str, texts: list[str]) -> list[list[int]]:
@@ -391,7 +484,8 @@ class ScienceTokenizer:
             return []
         tokenizer = self._span_tokenizers[modality]
         batch = (tokenizer.encode_batch_fast if self._fast else tokenizer.encode_batch)(
-            texts, add_special_tokens=False)
+            texts, add_special_tokens=False
+        )
         out = []
         for text, encoding in zip(texts, batch):
             ids = encoding.ids
@@ -460,10 +554,16 @@ class ScienceTokenizer:
     def _metadata(self) -> dict[str, Any]:
         # a format-1 tokenizer writes exactly what format 1 wrote: its fingerprint (which the
         # corpora and models built with it record) stays the same
-        meta = {"format": FORMAT_NAME, "version": self.format_version, "base": self.base,
-                "special_tokens": list(SPECIAL_TOKENS), "tag_tokens": list(TAG_TOKENS),
-                "patterns": self.patterns, "science": self.science,
-                "prose_file": PROSE_FILE if self.base else HF_FILE}
+        meta = {
+            "format": FORMAT_NAME,
+            "version": self.format_version,
+            "base": self.base,
+            "special_tokens": list(SPECIAL_TOKENS),
+            "tag_tokens": list(TAG_TOKENS),
+            "patterns": self.patterns,
+            "science": self.science,
+            "prose_file": PROSE_FILE if self.base else HF_FILE,
+        }
         if self.brackets is not None:
             meta["smiles_brackets"] = self.brackets
         return meta
@@ -477,20 +577,31 @@ class ScienceTokenizer:
         atomic_write_text(directory / HF_FILE, self.hf.to_str(pretty=False))
         if self.base:
             atomic_write_text(directory / PROSE_FILE, self.prose.to_str(pretty=False))
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": END_OF_TEXT,
-                  "pad_token": PAD, "bos_token": None, "unk_token": None,
-                  "clean_up_tokenization_spaces": False, "model_max_length": 1_000_000_000}
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": END_OF_TEXT,
+            "pad_token": PAD,
+            "bos_token": None,
+            "unk_token": None,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": 1_000_000_000,
+        }
         if self.base and (Path(self.base) / "tokenizer_config.json").is_file():
             # keep the base model's own settings (its tokenizer class, bos/eos handling)
             base_config = json.loads((Path(self.base) / "tokenizer_config.json").read_text())
             base_config.pop("added_tokens_decoder", None)  # ids now come from tokenizer.json
-            atomic_write_text(directory / "tokenizer_config.json", json.dumps(base_config, indent=1))
+            atomic_write_text(
+                directory / "tokenizer_config.json", json.dumps(base_config, indent=1)
+            )
         else:
             atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=1))
-            atomic_write_text(directory / "special_tokens_map.json", json.dumps(
-                {"eos_token": END_OF_TEXT, "pad_token": PAD}, indent=1))
-        atomic_write_text(directory / METADATA_FILE, json.dumps(self._metadata(), indent=1,
-                                                               ensure_ascii=False))
+            atomic_write_text(
+                directory / "special_tokens_map.json",
+                json.dumps({"eos_token": END_OF_TEXT, "pad_token": PAD}, indent=1),
+            )
+        atomic_write_text(
+            directory / METADATA_FILE, json.dumps(self._metadata(), indent=1, ensure_ascii=False)
+        )
         return directory
 
     @classmethod
@@ -498,8 +609,10 @@ class ScienceTokenizer:
         directory = Path(directory)
         meta_path = directory / METADATA_FILE
         if not meta_path.is_file():
-            raise TokenizerError(f"{meta_path} is missing: {directory} is not a kiban tokenizer "
-                                 "directory (expected tokenizer.json and kiban_tokenizer.json)")
+            raise TokenizerError(
+                f"{meta_path} is missing: {directory} is not a kiban tokenizer "
+                "directory (expected tokenizer.json and kiban_tokenizer.json)"
+            )
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
@@ -515,26 +628,36 @@ class ScienceTokenizer:
             _check_brackets(meta.get("smiles_brackets"), where=meta_path)
         try:
             files = {name: directory / name for name in (HF_FILE, meta["prose_file"])}
-            for name, path in files.items():
+            for path in files.values():
                 if not path.is_file():
-                    raise TokenizerError(f"{path} is missing: {directory} is an incomplete kiban "
-                                         "tokenizer directory")
+                    raise TokenizerError(
+                        f"{path} is missing: {directory} is an incomplete kiban tokenizer directory"
+                    )
             loaded = {}
             for name, path in files.items():
                 try:
                     loaded[name] = Tokenizer.from_file(str(path))
-                except Exception as error:  # tokenizers raises a bare Exception
+                except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception
                     raise TokenizerError(f"{path}: not a readable tokenizer ({error})") from None
-            return cls(loaded[HF_FILE], loaded[meta["prose_file"]], meta["science"],
-                       meta["patterns"], base=meta.get("base"), brackets=meta["smiles_brackets"])
+            return cls(
+                loaded[HF_FILE],
+                loaded[meta["prose_file"]],
+                meta["science"],
+                meta["patterns"],
+                base=meta.get("base"),
+                brackets=meta["smiles_brackets"],
+            )
         except (KeyError, TypeError) as error:
-            raise TokenizerError(f"{meta_path}: incomplete metadata ({error!r} missing or wrong)"
-                                 ) from None
+            raise TokenizerError(
+                f"{meta_path}: incomplete metadata ({error!r} missing or wrong)"
+            ) from None
 
 
 # --- training ---------------------------------------------------------------------------------
-def count_science_tokens(texts: Iterable[str], counts: dict[str, Counter] | None = None,
-                         ) -> dict[str, Counter]:
+def count_science_tokens(
+    texts: Iterable[str],
+    counts: dict[str, Counter] | None = None,
+) -> dict[str, Counter]:
     """Count span tokens per modality (Python regex; used once, when training)."""
     patterns = {m: re.compile(p) for m, p in span_patterns().items()}
     counts = counts if counts is not None else {m: Counter() for m in MODALITY_TAGS}
@@ -552,22 +675,34 @@ def _science_vocabulary(counts: dict[str, Counter], min_frequency: int) -> dict[
     for modality, base in _base_science_tokens().items():
         tokens = list(dict.fromkeys(base))
         seen = set(tokens)
-        extra = sorted(((t, c) for t, c in counts.get(modality, Counter()).items()
-                        if c >= min_frequency and t not in seen), key=lambda tc: (-tc[1], tc[0]))
+        extra = sorted(
+            (
+                (t, c)
+                for t, c in counts.get(modality, Counter()).items()
+                if c >= min_frequency and t not in seen
+            ),
+            key=lambda tc: (-tc[1], tc[0]),
+        )
         vocabulary[modality] = tokens + [t for t, _ in extra]
     return vocabulary
 
 
-def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2,
-                    ) -> ScienceTokenizer:
+def train_tokenizer(
+    texts: Iterable[str],
+    *,
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+) -> ScienceTokenizer:
     """Train the prose BPE on the prose of ``texts`` and collect span tokens, in one pass.
 
     ``vocab_size`` is the size of the prose BPE (bytes, merges, special and tag tokens); science
     tokens not already in it are added after, so the final vocabulary is somewhat larger.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS) + len(TAG_TOKENS):
-        raise TokenizerError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS) + len(TAG_TOKENS)} "
-                             f"(256 bytes + special and tag tokens), got {vocab_size}")
+        raise TokenizerError(
+            f"vocab_size must be at least {256 + len(SPECIAL_TOKENS) + len(TAG_TOKENS)} "
+            f"(256 bytes + special and tag tokens), got {vocab_size}"
+        )
     counts: dict[str, Counter] = {m: Counter() for m in MODALITY_TAGS}
     patterns = {m: re.compile(p) for m, p in span_patterns().items()}
 
@@ -577,13 +712,17 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8000, min_frequen
                 if segment.modality is None:
                     yield segment.text
                 else:
-                    counts[segment.modality].update(patterns[segment.modality].findall(segment.text))
+                    counts[segment.modality].update(
+                        patterns[segment.modality].findall(segment.text)
+                    )
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = _prose_pre_tokenizer()
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        show_progress=False,
         special_tokens=[*SPECIAL_TOKENS, *TAG_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
@@ -591,8 +730,10 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8000, min_frequen
     return _with_science_vocabulary(tokenizer, _science_vocabulary(counts, min_frequency))
 
 
-def _with_science_vocabulary(tokenizer: Tokenizer, vocabulary: dict[str, list[str]],
-                             ) -> ScienceTokenizer:
+def _with_science_vocabulary(
+    tokenizer: Tokenizer,
+    vocabulary: dict[str, list[str]],
+) -> ScienceTokenizer:
     """Append science tokens and SMILES bracket parts missing from the BPE vocabulary (as
     unmerged vocabulary entries, so they never change how prose encodes), let the decoder delete
     the bracket parts' markers, and mark tags non-special (kept by ``decode``)."""
@@ -607,21 +748,30 @@ def _with_science_vocabulary(tokenizer: Tokenizer, vocabulary: dict[str, list[st
             next_id += 1
         return vocab[spelled]
 
-    science = {modality: {token: token_id(byte_level(token)) for token in tokens}
-               for modality, tokens in vocabulary.items()}
+    science = {
+        modality: {token: token_id(byte_level(token)) for token in tokens}
+        for modality, tokens in vocabulary.items()
+    }
     # a part's spelling is its marker (outside the byte alphabet, deleted by the decoder) and
     # the byte-level spelling of its text
-    parts = {category: {text: token_id(MARKERS.get(category, "") + byte_level(text))
-                        for text in texts} for category, texts in BRACKET_PARTS.items()}
-    spec["decoder"] = {"type": "Sequence", "decoders": [
-        {"type": "Replace", "pattern": {"Regex": MARKER_PATTERN}, "content": ""},
-        spec["decoder"]]}
+    parts = {
+        category: {text: token_id(MARKERS.get(category, "") + byte_level(text)) for text in texts}
+        for category, texts in BRACKET_PARTS.items()
+    }
+    spec["decoder"] = {
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Replace", "pattern": {"Regex": MARKER_PATTERN}, "content": ""},
+            spec["decoder"],
+        ],
+    }
     for added in spec["added_tokens"]:
         if added["content"] in TAG_TOKENS:
             added["special"] = False
     hf = Tokenizer.from_str(json.dumps(spec))
-    return ScienceTokenizer(hf, hf, science, span_patterns(),
-                            brackets={"pattern": BRACKET_ATOM_PATTERN, "parts": parts})
+    return ScienceTokenizer(
+        hf, hf, science, span_patterns(), brackets={"pattern": BRACKET_ATOM_PATTERN, "parts": parts}
+    )
 
 
 def _has_byte_level_decoder(tokenizer: Tokenizer) -> bool:
@@ -630,16 +780,19 @@ def _has_byte_level_decoder(tokenizer: Tokenizer) -> bool:
     return any(part.get("type") == "ByteLevel" for part in parts)
 
 
-def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str] = (),
-                     min_frequency: int = 2) -> ScienceTokenizer:
+def extend_tokenizer(
+    base_dir: str | os.PathLike, *, corpus_texts: Iterable[str] = (), min_frequency: int = 2
+) -> ScienceTokenizer:
     """Extend a local Hugging Face tokenizer (a base-model directory) with kiban's tags and
     science tokens. Existing ids never change: tokens the base already spells as one id keep
     that id, the rest are appended as added tokens after the base vocabulary."""
     base_dir = Path(base_dir)
     path = base_dir / HF_FILE
     if not path.is_file():
-        raise TokenizerError(f"{path} is missing: a base model directory needs a tokenizer.json "
-                             "(a fast Hugging Face tokenizer)")
+        raise TokenizerError(
+            f"{path} is missing: a base model directory needs a tokenizer.json "
+            "(a fast Hugging Face tokenizer)"
+        )
     prose = Tokenizer.from_file(str(path))
     hf = Tokenizer.from_file(str(path))
     base_size = hf.get_vocab_size(with_added_tokens=True)
@@ -647,8 +800,11 @@ def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str]
         if hf.token_to_id(token) is None:
             hf.add_special_tokens([AddedToken(token, special=True, normalized=False)])
             prose.add_special_tokens([AddedToken(token, special=True, normalized=False)])
-    tags = [AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS
-            if hf.token_to_id(t) is None]
+    tags = [
+        AddedToken(t, special=False, normalized=False)
+        for t in TAG_TOKENS
+        if hf.token_to_id(t) is None
+    ]
     hf.add_tokens(tags)
     prose.add_tokens(tags)
     counts = count_science_tokens(corpus_texts)
@@ -657,12 +813,16 @@ def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str]
     # would be attached to the base's existing id for that byte. Spell it the byte-level way.
     spell = byte_level if _has_byte_level_decoder(hf) else (lambda token: token)
     if hf.decoder is None:
-        raise TokenizerError(f"{path} has no decoder: kiban needs one to decode science tokens "
-                             "exactly (a byte-level, Metaspace or WordPiece decoder)")
+        raise TokenizerError(
+            f"{path} has no decoder: kiban needs one to decode science tokens "
+            "exactly (a byte-level, Metaspace or WordPiece decoder)"
+        )
     marked = [t for t in hf.get_vocab(with_added_tokens=True) if re.search(MARKER_PATTERN, t)]
     if marked:
-        raise TokenizerError(f"{path} has tokens with kiban's bracket-part markers "
-                             f"{MARKER_PATTERN!r} (e.g. {marked[0]!r}); cannot extend it")
+        raise TokenizerError(
+            f"{path} has tokens with kiban's bracket-part markers "
+            f"{MARKER_PATTERN!r} (e.g. {marked[0]!r}); cannot extend it"
+        )
     # the decoder deletes the markers of SMILES bracket parts first (no base token has one)
     hf.decoder = decoders.Sequence([decoders.Replace(Regex(MARKER_PATTERN), ""), hf.decoder])
 
@@ -675,18 +835,34 @@ def extend_tokenizer(base_dir: str | os.PathLike, *, corpus_texts: Iterable[str]
         hf.add_tokens([AddedToken(spelled, special=False, normalized=False)])
         added = hf.token_to_id(spelled)
         if hf.decode([added]) != token:
-            raise TokenizerError(f"cannot add science token {token!r}: the base decoder "
-                                 f"turns it into {hf.decode([added])!r}")
+            raise TokenizerError(
+                f"cannot add science token {token!r}: the base decoder "
+                f"turns it into {hf.decode([added])!r}"
+            )
         return added
 
-    science = {modality: {token: science_id(token, spell(token), reuse=True) for token in tokens}
-               for modality, tokens in _science_vocabulary(counts, min_frequency).items()}
+    science = {
+        modality: {token: science_id(token, spell(token), reuse=True) for token in tokens}
+        for modality, tokens in _science_vocabulary(counts, min_frequency).items()
+    }
     # a marked part is never the base's token of its text ("[" and "]", unmarked, may be)
-    parts = {category: {text: science_id(text, MARKERS.get(category, "") + spell(text),
-                                         reuse=category not in MARKERS) for text in texts}
-             for category, texts in BRACKET_PARTS.items()}
+    parts = {
+        category: {
+            text: science_id(
+                text, MARKERS.get(category, "") + spell(text), reuse=category not in MARKERS
+            )
+            for text in texts
+        }
+        for category, texts in BRACKET_PARTS.items()
+    }
     for token_id in range(base_size):  # the promise: no existing id changed
         if hf.id_to_token(token_id) != prose.id_to_token(token_id):
             raise TokenizerError(f"extending changed id {token_id}; refusing")
-    return ScienceTokenizer(hf, prose, science, span_patterns(), base=str(base_dir),
-                            brackets={"pattern": BRACKET_ATOM_PATTERN, "parts": parts})
+    return ScienceTokenizer(
+        hf,
+        prose,
+        science,
+        span_patterns(),
+        base=str(base_dir),
+        brackets={"pattern": BRACKET_ATOM_PATTERN, "parts": parts},
+    )

@@ -15,10 +15,22 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from kiban import chem
 from kiban.modalities import CodecError
 
-MOLECULES = ["CCO", "CC(=O)Oc1ccccc1C(=O)O", "Cc1ccc(-c2cc(C(F)(F)F)nn2-c2ccc(S(N)(=O)=O)cc2)cc1",
-             "C[C@H](N)C(=O)O", "O[C@H]1CC[C@@H](c2ccccc2)CC1", "[2H]C([2H])([2H])c1ccccc1",
-             "C/C=C/c1ccc2ccccc2c1", "c1ccc2c(c1)CCN2C1CC1", "[Na+].[Cl-]", "C1CC2CCC1C2",
-             "C1CCC2(CC1)CCCC2", "C1CCCCCCCCC1", "[Si]1[Si][Si]1", "CCCCCCCC"]
+MOLECULES = [
+    "CCO",
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "Cc1ccc(-c2cc(C(F)(F)F)nn2-c2ccc(S(N)(=O)=O)cc2)cc1",
+    "C[C@H](N)C(=O)O",
+    "O[C@H]1CC[C@@H](c2ccccc2)CC1",
+    "[2H]C([2H])([2H])c1ccccc1",
+    "C/C=C/c1ccc2ccccc2c1",
+    "c1ccc2c(c1)CCN2C1CC1",
+    "[Na+].[Cl-]",
+    "C1CC2CCC1C2",
+    "C1CCC2(CC1)CCCC2",
+    "C1CCCCCCCCC1",
+    "[Si]1[Si][Si]1",
+    "CCCCCCCC",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +54,15 @@ def test_canonical_smiles_is_rdkits_isomeric_canonical_smiles():
     assert chem.canonical_smiles("F/C=C/F") == "F/C=C/F"  # isomeric: stereo kept
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("", "empty SMILES"),
-    ("C1CC", "unclosed ring for input: 'C1CC'"),
-    ("C(C)(C)(C)(C)C", "Explicit valence for atom # 0 C, 5, is greater than permitted"),
-    ("hello", "syntax error while parsing: hello; check for mistakes around position 1"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty SMILES"),
+        ("C1CC", "unclosed ring for input: 'C1CC'"),
+        ("C(C)(C)(C)(C)C", "Explicit valence for atom # 0 C, 5, is greater than permitted"),
+        ("hello", "syntax error while parsing: hello; check for mistakes around position 1"),
+    ],
+)
 def test_invalid_smiles_raise_one_error_with_rdkits_reason(text, reason):
     with pytest.raises(chem.SmilesError) as caught:
         chem.parse_smiles(text)
@@ -111,22 +126,27 @@ def test_murcko_scaffold_is_rdkits():
     for smiles in MOLECULES:
         mol = Chem.MolFromSmiles(smiles)
         assert chem.murcko_scaffold(mol) == MurckoScaffold.MurckoScaffoldSmiles(mol=mol)
-        assert chem.murcko_scaffold(mol, isomeric=True) == \
-            Chem.MolToSmiles(MurckoScaffold.GetScaffoldForMol(mol))
+        assert chem.murcko_scaffold(mol, isomeric=True) == Chem.MolToSmiles(
+            MurckoScaffold.GetScaffoldForMol(mol)
+        )
     chiral = Chem.MolFromSmiles("c1ccc(cc1)[C@H]1CCC[C@@H](C1)c1ccccc1")
     assert chem.murcko_scaffold(chiral) == "c1ccc(C2CCCC(c3ccccc3)C2)cc1"
     assert chem.murcko_scaffold(chiral, isomeric=True) == "c1ccc([C@H]2CCC[C@H](c3ccccc3)C2)cc1"
     labelled = Chem.MolFromSmiles("[13cH]1ccc(C)cc1")
-    assert (chem.murcko_scaffold(labelled), chem.murcko_scaffold(labelled, isomeric=True)) == \
-        ("c1ccccc1", "c1cc[13cH]cc1")
+    assert (chem.murcko_scaffold(labelled), chem.murcko_scaffold(labelled, isomeric=True)) == (
+        "c1ccccc1",
+        "c1cc[13cH]cc1",
+    )
     assert chem.murcko_scaffold(Chem.MolFromSmiles("CCCC")) == ""  # acyclic: the empty scaffold
 
 
 def test_murcko_scaffold_min_rings_is_mosess_rule():
     assert chem.murcko_scaffold(Chem.MolFromSmiles("CCc1ccccc1"), min_rings=2) is None
     assert chem.murcko_scaffold(Chem.MolFromSmiles("CCCC"), min_rings=1) is None
-    assert chem.murcko_scaffold(Chem.MolFromSmiles("CCc1ccc(Cc2ccccc2)cc1O"), min_rings=2) \
+    assert (
+        chem.murcko_scaffold(Chem.MolFromSmiles("CCc1ccc(Cc2ccccc2)cc1O"), min_rings=2)
         == "c1ccc(Cc2ccccc2)cc1"
+    )
 
 
 # --- descriptors ------------------------------------------------------------------------------
@@ -148,7 +168,9 @@ def test_sa_score_equals_rdkit_contrib_bit_for_bit(sascorer):
     scores = [chem.sa_score(Chem.MolFromSmiles(s)) for s in smiles]
     assert scores == [sascorer.calculateScore(Chem.MolFromSmiles(s)) for s in smiles]
     # the smoothed 10-end
-    assert chem.sa_score(Chem.MolFromSmiles("[Si]1[Si][Si]1")) == pytest.approx(8.11326089, abs=1e-8)
+    assert chem.sa_score(Chem.MolFromSmiles("[Si]1[Si][Si]1")) == pytest.approx(
+        8.11326089, abs=1e-8
+    )
 
 
 def test_sa_score_of_no_atoms_is_an_error():
@@ -159,8 +181,11 @@ def test_sa_score_of_no_atoms_is_an_error():
 # --- layering ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("first", ["kiban.chem", "kiban.modalities.molecule", "kiban.modalities"])
 def test_imports_in_any_order_without_a_cycle(first):
-    code = (f"import {first}; import kiban.chem, kiban.modalities.molecule; "
-            "from kiban.modalities import get_codec; print(get_codec('mol').canonical('OCC'))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, check=False)
+    code = (
+        f"import {first}; import kiban.chem, kiban.modalities.molecule; "
+        "from kiban.modalities import get_codec; print(get_codec('mol').canonical('OCC'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert (result.returncode, result.stdout) == (0, "CCO\n"), result.stderr

@@ -41,15 +41,17 @@ def corpus(tmp_path) -> Path:
 def source(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"text": f"Salt {i} dissolves in water."}) + "\n"
-                            for i in range(3)), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"text": f"Salt {i} dissolves in water."}) + "\n" for i in range(3)),
+        encoding="utf-8",
+    )
     return path
 
 
 def one_error_line(err: str, prog: str) -> str:
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"{prog}: error: "), err
-    return err[len(f"{prog}: error: "):].rstrip("\n")
+    return err[len(f"{prog}: error: ") :].rstrip("\n")
 
 
 def test_version_comes_from_the_package_metadata(kiban, capsys):
@@ -73,27 +75,48 @@ def test_modality_choices_come_from_the_codec_registry():
     assert sorted(modality.choices) == ["crystal", "mol", "num", "protein"]
 
 
-@pytest.mark.parametrize("argv", [
-    ["corpus", "build", "SRC", "--out", "OUT", "--workers", "2"],
-    ["index", "build", "CORPUS", "--workers", "2"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["corpus", "build", "SRC", "--out", "OUT", "--workers", "2"],
+        ["index", "build", "CORPUS", "--workers", "2"],
+    ],
+)
 def test_workers_on_the_commands_that_use_them(argv):
     args = build_parser().parse_args(argv)
     assert args.workers == 2
 
 
-@pytest.mark.parametrize(("argv", "prog", "message"), [
-    (["corpus", "build", "docs.jsonl", "--out", "docs.jsonl"], "kiban corpus build",
-     "--out docs.jsonl is a file, not a directory"),
-    (["corpus", "build", "docs.jsonl", "--out", "out", "--workers", "0"], "kiban corpus build",
-     "workers must be >= 1, got 0"),
-    (["corpus", "build", ".", "--out", "out"], "kiban corpus build",
-     "source . is a directory, not a file: name the files in it (e.g. ./*.jsonl)"),
-    (["corpus", "info", "docs.jsonl"], "kiban corpus info",
-     "docs.jsonl is not a built kiban corpus: it is a file"),
-    (["index", "build", "nowhere"], "kiban index build",
-     "nowhere/manifest.json is missing: nowhere is not a built kiban corpus"),
-])
+@pytest.mark.parametrize(
+    ("argv", "prog", "message"),
+    [
+        (
+            ["corpus", "build", "docs.jsonl", "--out", "docs.jsonl"],
+            "kiban corpus build",
+            "--out docs.jsonl is a file, not a directory",
+        ),
+        (
+            ["corpus", "build", "docs.jsonl", "--out", "out", "--workers", "0"],
+            "kiban corpus build",
+            "workers must be >= 1, got 0",
+        ),
+        (
+            ["corpus", "build", ".", "--out", "out"],
+            "kiban corpus build",
+            "source . is a directory, not a file: name the files in it (e.g. ./*.jsonl)",
+        ),
+        (
+            ["corpus", "info", "docs.jsonl"],
+            "kiban corpus info",
+            "docs.jsonl is not a built kiban corpus: it is a file",
+        ),
+        (
+            ["index", "build", "nowhere"],
+            "kiban index build",
+            "nowhere/manifest.json is missing: nowhere is not a built kiban corpus",
+        ),
+    ],
+)
 def test_input_errors_exit_2(kiban, source, argv, prog, message):
     code, out, err = kiban(*argv)
     assert (code, out) == (2, "")
@@ -103,8 +126,10 @@ def test_input_errors_exit_2(kiban, source, argv, prog, message):
 def test_an_out_below_a_file_exits_2(kiban, source):
     code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "docs.jsonl/corpus")
     assert (code, out) == (2, "")
-    assert one_error_line(err, "kiban corpus build") == \
-        "--out docs.jsonl/corpus: docs.jsonl is a file, not a directory"
+    assert (
+        one_error_line(err, "kiban corpus build")
+        == "--out docs.jsonl/corpus: docs.jsonl is a file, not a directory"
+    )
 
 
 def test_an_unwritable_out_exits_2(kiban, source, tmp_path, monkeypatch):
@@ -130,14 +155,17 @@ def test_a_full_disk_exits_1_and_says_so(kiban, source, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(build, "atomic_write_bytes", full)
-        code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size",
-                               "300")
+        code, out, err = kiban(
+            "corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300"
+        )
     assert (code, out) == (1, "")
     assert one_error_line(err, "kiban corpus build") == (
         "No space left on device (free some space, or write elsewhere; the job resumes from what "
-        "was kept): out/shards/tokens-000000.bin")
-    code, out, err = kiban("corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300",
-                           "--json")  # space freed: the same command resumes and finishes
+        "was kept): out/shards/tokens-000000.bin"
+    )
+    code, out, err = kiban(
+        "corpus", "build", "docs.jsonl", "--out", "out", "--vocab-size", "300", "--json"
+    )  # space freed: the same command resumes and finishes
     assert code == 0, err
     assert json.loads(out)["documents"] == 3
 
@@ -161,17 +189,20 @@ def test_binary_inputs_exit_2(kiban, corpus, source, tmp_path):
     code, out, err = kiban("corpus", "build", "image.jsonl", "--out", "out", "--vocab-size", "300")
     assert (code, out) == (2, "")
     assert one_error_line(err, "kiban corpus build").startswith(
-        "nothing could be built: all 3 records were rejected or dropped (3 rejected, 0 dropped)")
+        "nothing could be built: all 3 records were rejected or dropped (3 rejected, 0 dropped)"
+    )
     (tmp_path / "queries.txt").write_bytes(PNG)
     code, out, err = kiban("search", "count", corpus, "--file", "queries.txt")
     assert (code, out) == (2, "")
     assert one_error_line(err, "kiban search count") == (
-        "not a text file in UTF-8 (invalid start byte at byte 0); is it a binary file?")
+        "not a text file in UTF-8 (invalid start byte at byte 0); is it a binary file?"
+    )
     code, out, err = kiban("search", "contamination", corpus, "image.jsonl")
     assert (code, out) == (2, "")
     assert one_error_line(err, "kiban search contamination") == (
         "image.jsonl:1: unreadable evaluation item: not valid UTF-8: byte 0x89 at column 1 (pass "
-        "--skip-unreadable to report such items and go on)")
+        "--skip-unreadable to report such items and go on)"
+    )
 
 
 def test_a_damaged_corpus_exits_2_on_every_command(kiban, corpus):
@@ -179,11 +210,15 @@ def test_a_damaged_corpus_exits_2_on_every_command(kiban, corpus):
     data = bytearray(path.read_bytes())
     data[4] ^= 0xFF
     path.write_bytes(bytes(data))
-    for argv, prog in ((["search", "count", corpus, " boils"], "kiban search count"),
-                       (["search", "contamination", corpus, FIXTURE.parent / "docs.jsonl"],
-                        "kiban search contamination"),
-                       (["index", "build", corpus], "kiban index build"),
-                       (["corpus", "verify", corpus], "kiban corpus verify")):
+    for argv, prog in (
+        (["search", "count", corpus, " boils"], "kiban search count"),
+        (
+            ["search", "contamination", corpus, FIXTURE.parent / "docs.jsonl"],
+            "kiban search contamination",
+        ),
+        (["index", "build", corpus], "kiban index build"),
+        (["corpus", "verify", corpus], "kiban corpus verify"),
+    ):
         code, out, err = kiban(*argv)
         assert (code, out) == (2, ""), argv
         assert "tokens-000001.bin: sha256 " in one_error_line(err, prog)

@@ -40,8 +40,13 @@ def test_document_fields_spans_and_id():
     assert d.sha256 == hashlib.sha256(TEXT.encode("utf-8")).hexdigest()
     assert d.source == "demo" and d.license == "CC0-1.0" and dict(d.meta) == {"k": 1}
     assert d.modality_counts() == {"mol": 1, "num": 1}
-    assert d.segments == [Segment(None, "Ethanol "), Segment("mol", "CCO"),
-                          Segment(None, " boils at "), Segment("num", "78.37"), Segment(None, " C.")]
+    assert d.segments == [
+        Segment(None, "Ethanol "),
+        Segment("mol", "CCO"),
+        Segment(None, " boils at "),
+        Segment("num", "78.37"),
+        Segment(None, " C."),
+    ]
 
 
 def test_content_id_of_unicode_is_sha256_of_utf8():
@@ -63,11 +68,14 @@ def test_plain_prose_and_empty_text():
 
 
 def test_span_offsets_point_at_the_content_for_every_modality():
-    text = ("a<mol>c1ccccc1</mol>b<crystal>X\nP1\n</crystal><num></num>"
-            "<protein>MKV</protein>")
+    text = "a<mol>c1ccccc1</mol>b<crystal>X\nP1\n</crystal><num></num><protein>MKV</protein>"
     d = Document(text)
-    assert d.spans == (Span("mol", 6, 14), Span("crystal", 30, 35), Span("num", 50, 50),
-                       Span("protein", 65, 68))
+    assert d.spans == (
+        Span("mol", 6, 14),
+        Span("crystal", 30, 35),
+        Span("num", 50, 50),
+        Span("protein", 65, 68),
+    )
     for span in d.spans:
         assert text[span.start - len(span.modality) - 2 : span.start] == f"<{span.modality}>"
         assert text[span.end : span.end + len(span.modality) + 3] == f"</{span.modality}>"
@@ -117,22 +125,41 @@ def test_replace_keeps_the_id_unless_given():
 def test_to_dict_omits_absent_fields():
     assert Document("t").to_dict() == {"id": content_id("t"), "text": "t"}
     assert Document("t", id="i", source="s", license="l", meta={"a": [1]}).to_dict() == {
-        "id": "i", "text": "t", "source": "s", "license": "l", "meta": {"a": [1]}}
+        "id": "i",
+        "text": "t",
+        "source": "s",
+        "license": "l",
+        "meta": {"a": [1]},
+    }
 
 
 def test_as_dict_has_format_name_and_version():
     d = Document(TEXT, source="s")
-    assert d.as_dict() == {"@format": "kiban.document", "@version": 1, "id": d.id, "text": TEXT,
-                           "source": "s"}
+    assert d.as_dict() == {
+        "@format": "kiban.document",
+        "@version": 1,
+        "id": d.id,
+        "text": TEXT,
+        "source": "s",
+    }
     assert (FORMAT_NAME, FORMAT_VERSION) == ("kiban.document", 1)
     back = Document.from_dict(d.as_dict())
     assert back == d and back.to_dict() == d.to_dict()
 
 
 def test_json_round_trip_exact():
-    d = Document("Ünïcödé 水 🧪 <mol>OCC</mol>\n\t\"quotes\" \\ back", source="src",
-                 license="MIT", meta={"year": 2024, "tags": ["x", "y"], "f": 1.5, "n": None,
-                                      "deep": {"a": {"b": [True, False]}}})
+    d = Document(
+        'Ünïcödé 水 🧪 <mol>OCC</mol>\n\t"quotes" \\ back',
+        source="src",
+        license="MIT",
+        meta={
+            "year": 2024,
+            "tags": ["x", "y"],
+            "f": 1.5,
+            "n": None,
+            "deep": {"a": {"b": [True, False]}},
+        },
+    )
     line = d.to_json()
     assert "\n" not in line and "水" in line and "🧪" in line  # one line, not ASCII-escaped
     assert json.loads(line) == d.to_dict()
@@ -146,16 +173,24 @@ def test_from_json_without_id_computes_it():
 
 
 BAD_TEXTS = [
-    ("a <mool>C</mool>", ["unknown tag '<mool>' at character 2",
-                          "known tags: <mol>, <crystal>, <num>, <protein>", "&lt;"]),
+    (
+        "a <mool>C</mool>",
+        [
+            "unknown tag '<mool>' at character 2",
+            "known tags: <mol>, <crystal>, <num>, <protein>",
+            "&lt;",
+        ],
+    ),
     ("<MOL>C</MOL>", ["unknown tag '<MOL>' at character 0"]),
     ("x </b>", ["unknown tag '</b>' at character 2"]),
     ("<mol>CCO", ["unclosed tag <mol> opened at character 0"]),
     ("ok <num>1</num> <protein>MK", ["unclosed tag <protein> opened at character 16"]),
     ("CCO</mol>", ["closing tag </mol> at character 3 but expected no closing tag"]),
     ("<mol>C</num>", ["closing tag </num> at character 6 but expected </mol>"]),
-    ("<mol>C<num>1</num></mol>", ["tag <num> at character 6 opens inside <mol> opened at "
-                                  "character 0; spans do not nest"]),
+    (
+        "<mol>C<num>1</num></mol>",
+        ["tag <num> at character 6 opens inside <mol> opened at character 0; spans do not nest"],
+    ),
     ("<mol>C<mol>C</mol></mol>", ["tag <mol> at character 6 opens inside <mol>", "do not nest"]),
 ]
 
@@ -169,30 +204,42 @@ def test_bad_tagged_text(text, fragments):
             assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize(("record", "fragments"), [
-    ({"id": "x"}, ["missing required field 'text'"]),
-    ({"text": 5}, ["'text' must be a string, got int"]),
-    ({"text": None}, ["'text' must be a string, got NoneType"]),
-    ({"text": "a", "id": 5}, ["'id' must be a string or absent, got 5"]),
-    ({"text": "a", "source": ["s"]}, ["'source' must be a string or absent"]),
-    ({"text": "a", "license": 1}, ["'license' must be a string or absent"]),
-    ({"text": "a", "meta": [1]}, ["'meta' must be an object, got list"]),
-    ({"text": "a", "foo": 1, "bar": 2},
-     ["unknown field(s) ['bar', 'foo']; expected id, text, source, license, meta"]),
-    ({"text": "a", "spans": []}, ["unknown field(s) ['spans']"]),
-    ({"@format": "kiban.document", "@version": 2, "text": "a"},
-     ["unsupported document format 'kiban.document' version 2",
-      "this kiban reads 'kiban.document' version 1"]),
-    ({"@format": "other", "@version": 1, "text": "a"}, ["unsupported document format 'other'"]),
-    ({"@version": "1", "text": "a"}, ["version '1'"]),
-    ({"@version": True, "text": "a"}, ["version True"]),
-    ({"@version": 1.0, "text": "a"}, ["version 1.0"]),
-    ({"text": "<mol>C"}, ["unclosed tag <mol> opened at character 0"]),
-    ({"text": "a\ud800b"}, ["'text' is not valid Unicode: lone surrogate '\\ud800' at character 1"]),
-    ({"text": "a", "id": "\udc00"}, ["'id' is not valid Unicode"]),
-    ([1, 2], ["expected a JSON object with a 'text' field, got list"]),
-    ("text", ["expected a JSON object with a 'text' field, got str"]),
-])
+@pytest.mark.parametrize(
+    ("record", "fragments"),
+    [
+        ({"id": "x"}, ["missing required field 'text'"]),
+        ({"text": 5}, ["'text' must be a string, got int"]),
+        ({"text": None}, ["'text' must be a string, got NoneType"]),
+        ({"text": "a", "id": 5}, ["'id' must be a string or absent, got 5"]),
+        ({"text": "a", "source": ["s"]}, ["'source' must be a string or absent"]),
+        ({"text": "a", "license": 1}, ["'license' must be a string or absent"]),
+        ({"text": "a", "meta": [1]}, ["'meta' must be an object, got list"]),
+        (
+            {"text": "a", "foo": 1, "bar": 2},
+            ["unknown field(s) ['bar', 'foo']; expected id, text, source, license, meta"],
+        ),
+        ({"text": "a", "spans": []}, ["unknown field(s) ['spans']"]),
+        (
+            {"@format": "kiban.document", "@version": 2, "text": "a"},
+            [
+                "unsupported document format 'kiban.document' version 2",
+                "this kiban reads 'kiban.document' version 1",
+            ],
+        ),
+        ({"@format": "other", "@version": 1, "text": "a"}, ["unsupported document format 'other'"]),
+        ({"@version": "1", "text": "a"}, ["version '1'"]),
+        ({"@version": True, "text": "a"}, ["version True"]),
+        ({"@version": 1.0, "text": "a"}, ["version 1.0"]),
+        ({"text": "<mol>C"}, ["unclosed tag <mol> opened at character 0"]),
+        (
+            {"text": "a\ud800b"},
+            ["'text' is not valid Unicode: lone surrogate '\\ud800' at character 1"],
+        ),
+        ({"text": "a", "id": "\udc00"}, ["'id' is not valid Unicode"]),
+        ([1, 2], ["expected a JSON object with a 'text' field, got list"]),
+        ("text", ["expected a JSON object with a 'text' field, got str"]),
+    ],
+)
 def test_bad_records(record, fragments):
     with pytest.raises(DocumentError) as info:
         Document.from_dict(record, where="data.jsonl:7")
@@ -218,14 +265,17 @@ def test_constructor_errors_have_no_where():
     assert info.value.where is None
 
 
-@pytest.mark.parametrize(("line", "fragments"), [
-    ("{", ["malformed JSON: Expecting property name enclosed in double quotes: column 2"]),
-    ("", ["malformed JSON: Expecting value: column 1"]),
-    ('{"text": "a"} x', ["malformed JSON: Extra data: column 15"]),
-    ('{"text": "a\\ud800"}', ["lone surrogate"]),
-    ("[]", ["expected a JSON object"]),
-    ('{"text": "x <bad>"}', ["unknown tag '<bad>' at character 2"]),
-])
+@pytest.mark.parametrize(
+    ("line", "fragments"),
+    [
+        ("{", ["malformed JSON: Expecting property name enclosed in double quotes: column 2"]),
+        ("", ["malformed JSON: Expecting value: column 1"]),
+        ('{"text": "a"} x', ["malformed JSON: Extra data: column 15"]),
+        ('{"text": "a\\ud800"}', ["lone surrogate"]),
+        ("[]", ["expected a JSON object"]),
+        ('{"text": "x <bad>"}', ["unknown tag '<bad>' at character 2"]),
+    ],
+)
 def test_bad_json_lines(line, fragments):
     with pytest.raises(DocumentError) as info:
         Document.from_json(line, where="f.jsonl:3")
@@ -235,10 +285,27 @@ def test_bad_json_lines(line, fragments):
 
 
 # --- literal '<' in prose ---------------------------------------------------------------------
-@pytest.mark.parametrize("text", [
-    "x < 5", "a<->b", "&lt;mol>C&lt;/mol>", "if a<b and c>d", "<1>", "< mol>", "<mol >", "<>",
-    "</>", "<<", "x <= y", "<-mol>", "<_mol>", "&lt;b> bold", "</ mol>", "a < b > c",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x < 5",
+        "a<->b",
+        "&lt;mol>C&lt;/mol>",
+        "if a<b and c>d",
+        "<1>",
+        "< mol>",
+        "<mol >",
+        "<>",
+        "</>",
+        "<<",
+        "x <= y",
+        "<-mol>",
+        "<_mol>",
+        "&lt;b> bold",
+        "</ mol>",
+        "a < b > c",
+    ],
+)
 def test_literal_angle_brackets_are_prose(text):
     assert split_tagged(text) == [Segment(None, text)]
     d = Document(text)
@@ -247,8 +314,13 @@ def test_literal_angle_brackets_are_prose(text):
 
 def test_literal_angle_brackets_around_spans():
     text = "<<mol>C</mol>> x<5 <num>1</num><"
-    assert split_tagged(text) == [Segment(None, "<"), Segment("mol", "C"), Segment(None, "> x<5 "),
-                                  Segment("num", "1"), Segment(None, "<")]
+    assert split_tagged(text) == [
+        Segment(None, "<"),
+        Segment("mol", "C"),
+        Segment(None, "> x<5 "),
+        Segment("num", "1"),
+        Segment(None, "<"),
+    ]
     assert Document(text).spans == (Span("mol", 6, 7), Span("num", 24, 25))
 
 
@@ -262,8 +334,7 @@ def test_empty_spans_are_kept_and_empty_prose_dropped():
     assert join_segments([Segment(None, ""), Segment("mol", "")]) == "<mol></mol>"
 
 
-@given(name=st.from_regex(r"\A[A-Za-z][A-Za-z0-9_-]{0,8}\Z", fullmatch=True),
-       closing=st.booleans())
+@given(name=st.from_regex(r"\A[A-Za-z][A-Za-z0-9_-]{0,8}\Z", fullmatch=True), closing=st.booleans())
 @settings(max_examples=100, deadline=None)
 def test_any_other_tag_shaped_sequence_is_an_error(name, closing):
     tag = f"<{'/' if closing else ''}{name}>"
@@ -308,7 +379,8 @@ def _check_round_trip(segments: list[Segment]) -> None:
     assert join_segments(split_tagged(text)) == text
     spans = spans_of(text)
     assert [(s.modality, text[s.start : s.end]) for s in spans] == [
-        (s.modality, s.text) for s in expected if s.modality is not None]
+        (s.modality, s.text) for s in expected if s.modality is not None
+    ]
     for span in spans:
         assert text[span.start - len(span.modality) - 2 : span.start] == f"<{span.modality}>"
         assert text[span.end : span.end + len(span.modality) + 3] == f"</{span.modality}>"

@@ -44,19 +44,60 @@ from kiban.tokenizer import (
 
 # --- a small corpus -------------------------------------------------------------------------
 SMILES = [
-    "CCO", "OCC", "c1ccccc1", "Cc1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "Cn1c(=O)c2c(ncn2C)n(C)c1=O",
-    "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O", "CC(=O)Nc1ccc(O)cc1", "C[C@H](N)C(=O)O", "F[C@H](Cl)Br",
-    "C/C=C/C", "[Na+].[Cl-]", "c1ccc2ccccc2c1", "O=C([O-])c1ccccc1", "C[NH3+]", "Brc1ccc(Br)cc1",
-    "C%10CCCCC%10", "[nH]1cccc1", "C[Si](C)(C)C", "CC1C2CCC(C2)C1CN(CCO)C(=O)c1ccc(Cl)cc1",
-    "COc1ccc(-c2cc(=O)c3c(O)c(OC)c(OC)cc3o2)cc1O", "CCOC(=O)c1ncn2c1CN(C)C(=O)c1cc(F)ccc1-2",
-    "Clc1ccccc1-c1nc(-c2ccncc2)no1", "N#CC(=O)[O-]", "C1CC2CCC1C2", "S=C=S", "O=[N+]([O-])c1ccccc1",
+    "CCO",
+    "OCC",
+    "c1ccccc1",
+    "Cc1ccccc1",
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "Cn1c(=O)c2c(ncn2C)n(C)c1=O",
+    "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O",
+    "CC(=O)Nc1ccc(O)cc1",
+    "C[C@H](N)C(=O)O",
+    "F[C@H](Cl)Br",
+    "C/C=C/C",
+    "[Na+].[Cl-]",
+    "c1ccc2ccccc2c1",
+    "O=C([O-])c1ccccc1",
+    "C[NH3+]",
+    "Brc1ccc(Br)cc1",
+    "C%10CCCCC%10",
+    "[nH]1cccc1",
+    "C[Si](C)(C)C",
+    "CC1C2CCC(C2)C1CN(CCO)C(=O)c1ccc(Cl)cc1",
+    "COc1ccc(-c2cc(=O)c3c(O)c(OC)c(OC)cc3o2)cc1O",
+    "CCOC(=O)c1ncn2c1CN(C)C(=O)c1cc(F)ccc1-2",
+    "Clc1ccccc1-c1nc(-c2ccncc2)no1",
+    "N#CC(=O)[O-]",
+    "C1CC2CCC1C2",
+    "S=C=S",
+    "O=[N+]([O-])c1ccccc1",
 ]
-OOV_SMILES = ["[Xe+3]", "C[13CH2]O", "[2H]C([2H])([2H])[2H]", "[Pt@SP1](Cl)(Cl)(N)N", "C[Ge]C",
-              "[Na]", "[Na+].[OH-]", "[13C@@H2+:12]O", "[Co@OH1](F)(F)(F)(F)(F)F", "[se]1cccc1",
-              "[HH]", "[Sc+3]", "[*:1]C", "[Fe+16]", "[Xx]C", "C[C@TH3]", "[]C", "[C C]", "C[N"]
+OOV_SMILES = [
+    "[Xe+3]",
+    "C[13CH2]O",
+    "[2H]C([2H])([2H])[2H]",
+    "[Pt@SP1](Cl)(Cl)(N)N",
+    "C[Ge]C",
+    "[Na]",
+    "[Na+].[OH-]",
+    "[13C@@H2+:12]O",
+    "[Co@OH1](F)(F)(F)(F)(F)F",
+    "[se]1cccc1",
+    "[HH]",
+    "[Sc+3]",
+    "[*:1]C",
+    "[Fe+16]",
+    "[Xx]C",
+    "C[C@TH3]",
+    "[]C",
+    "[C C]",
+    "C[N",
+]
 PROTEINS = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMSLFDFFKNKGSAA", "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSF"]
-NACL = ("NaCl\nFm-3m\n5.690 5.690 5.690\n90.00 90.00 90.00\nNa 4a 0.0000 0.0000 0.0000\n"
-        "Cl 4b 0.5000 0.5000 0.5000")
+NACL = (
+    "NaCl\nFm-3m\n5.690 5.690 5.690\n90.00 90.00 90.00\nNa 4a 0.0000 0.0000 0.0000\n"
+    "Cl 4b 0.5000 0.5000 0.5000"
+)
 CRYSTALS = [
     NACL,
     "Si2\nFd-3m\n5.469 5.469 5.469\n90.00 90.00 90.00\nSi 8a 0.0000 0.0000 0.0000",
@@ -65,8 +106,18 @@ CRYSTALS = [
     "CuO\nC2/c\n4.684 3.423 5.129\n90.00 99.54 90.00\nCu 4c 0.2500 0.2500 0.0000",
     "ZnO\nP6_3mc\n3.250 3.250 5.207\n90.00 90.00 120.0\nZn 2b 0.3333 0.6667 0.0000",
 ]
-NUMBERS = ["1.31±0.02 eV", "78.37", "-2.50e-3", "298.15 K", "2.165 g cm^-3", "1.310", "0.5 eV",
-           "1e5", "6.02214076e23", "42"]
+NUMBERS = [
+    "1.31±0.02 eV",
+    "78.37",
+    "-2.50e-3",
+    "298.15 K",
+    "2.165 g cm^-3",
+    "1.310",
+    "0.5 eV",
+    "1e5",
+    "6.02214076e23",
+    "42",
+]
 PROSE = [
     "The quick brown fox jumps over the lazy dog.",
     "In SMILES, benzene is written c1ccccc1 and toluene Cc1ccccc1; success comes to those who "
@@ -82,10 +133,14 @@ def corpus() -> list[str]:
     for i in range(120):
         smiles, number = SMILES[i % len(SMILES)], NUMBERS[i % len(NUMBERS)]
         protein, crystal = PROTEINS[i % len(PROTEINS)], CRYSTALS[i % len(CRYSTALS)]
-        texts.append(f"{PROSE[i % len(PROSE)]} The compound <mol>{smiles}</mol> has a band gap of "
-                     f"<num>{number}</num>.")
-        texts.append(f"The protein <protein>{protein}</protein> binds; the structure is\n"
-                     f"<crystal>{crystal}</crystal>\n{PROSE[(i + 2) % len(PROSE)]}")
+        texts.append(
+            f"{PROSE[i % len(PROSE)]} The compound <mol>{smiles}</mol> has a band gap of "
+            f"<num>{number}</num>."
+        )
+        texts.append(
+            f"The protein <protein>{protein}</protein> binds; the structure is\n"
+            f"<crystal>{crystal}</crystal>\n{PROSE[(i + 2) % len(PROSE)]}"
+        )
     return texts
 
 
@@ -128,7 +183,8 @@ def pieces(tok: ScienceTokenizer, ids) -> list[str]:
 #: chirality, hydrogens, charge, class); the element must then be one of BRACKET_ELEMENTS
 REFERENCE_BRACKET = re.compile(
     r"\[([0-9]*)(.+?)(@(?:TH[12]|AL[12]|SP[1-3]|TB(?:1[0-9]|20|[1-9])|OH(?:[12][0-9]|30|[1-9]))"
-    r"|@@|@)?(H[0-9]?)?(\+\+|--|[+-](?:1[0-5]|[0-9])?)?(?::([0-9]+))?\]")
+    r"|@@|@)?(H[0-9]?)?(\+\+|--|[+-](?:1[0-5]|[0-9])?)?(?::([0-9]+))?\]"
+)
 BRACKET_ELEMENTS = {*ELEMENTS, "b", "c", "n", "o", "p", "s", "si", "as", "se", "te", "*"}
 
 
@@ -140,8 +196,7 @@ def reference_bracket_ids(tok: ScienceTokenizer, piece: str) -> list[int] | None
     isotope, element, chirality, hydrogens, charge, atom_class = match.groups()
     parts = tok.brackets["parts"]
     ids = [parts["open"]["["], *(parts["digit"][d] for d in isotope), parts["element"][element]]
-    for category, text in (("chirality", chirality), ("hydrogens", hydrogens),
-                           ("charge", charge)):
+    for category, text in (("chirality", chirality), ("hydrogens", hydrogens), ("charge", charge)):
         if text:
             ids.append(parts[category][text])
     if atom_class:
@@ -194,14 +249,36 @@ def reference_ids(tok: ScienceTokenizer, text: str, *, plain_hf: bool = False) -
 
 # --- random tagged texts ----------------------------------------------------------------------
 TAG_SHAPED = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9_-]*)>")
-PROSE_SAMPLES = ["x < 5", "a<->b", "&lt;mol>", "日本語のテキスト", "🧪🔬👩‍🔬", "  \n\n\t ", "\r\n",
-                 "<", "<<", "</", "1 < 2 > 0", "in 2024,", " C ", "c1ccccc1", "Ġ Ċ", "\x00\x7f",
-                 "e\u0301 é", "\u200b\ufeff", "<mol", "</mol"]
+PROSE_SAMPLES = [
+    "x < 5",
+    "a<->b",
+    "&lt;mol>",
+    "日本語のテキスト",
+    "🧪🔬👩‍🔬",
+    "  \n\n\t ",
+    "\r\n",
+    "<",
+    "<<",
+    "</",
+    "1 < 2 > 0",
+    "in 2024,",
+    " C ",
+    "c1ccccc1",
+    "Ġ Ċ",
+    "\x00\x7f",
+    "e\u0301 é",
+    "\u200b\ufeff",
+    "<mol",
+    "</mol",
+]
 prose_strategy = st.text(st.characters(exclude_categories=("Cs",)), max_size=25) | st.sampled_from(
-    PROSE_SAMPLES)
+    PROSE_SAMPLES
+)
 number_strategy = st.from_regex(
     r"\A-?[0-9]{1,6}(\.[0-9]{1,6})?(e-?[1-9][0-9]?)?(±[0-9]\.[0-9]{1,3})?"
-    r"( (eV|K|GPa|kJ/mol|Å|°C|g cm\^-3|furlongs))?\Z", fullmatch=True) | st.sampled_from(NUMBERS)
+    r"( (eV|K|GPa|kJ/mol|Å|°C|g cm\^-3|furlongs))?\Z",
+    fullmatch=True,
+) | st.sampled_from(NUMBERS)
 
 
 @st.composite
@@ -209,14 +286,20 @@ def crystal_strategy(draw) -> str:
     elements = draw(st.lists(st.sampled_from(ELEMENTS), min_size=1, max_size=3))
     formula = "".join(e + draw(st.sampled_from(["", "2", "3", "4"])) for e in elements)
     group = draw(st.sampled_from(space_group_symbols()))
-    number = st.decimals(min_value=0, max_value=50, places=4, allow_nan=False,
-                         allow_infinity=False).map(lambda d: f"{d:.4f}")
-    lines = [formula, group, " ".join(draw(number) for _ in range(3)),
-             " ".join(draw(st.sampled_from(["90.00", "120.0", "99.54"])) for _ in range(3))]
+    number = st.decimals(
+        min_value=0, max_value=50, places=4, allow_nan=False, allow_infinity=False
+    ).map(lambda d: f"{d:.4f}")
+    lines = [
+        formula,
+        group,
+        " ".join(draw(number) for _ in range(3)),
+        " ".join(draw(st.sampled_from(["90.00", "120.0", "99.54"])) for _ in range(3)),
+    ]
     for element in elements:
         wyckoff = draw(st.integers(1, 48)), draw(st.sampled_from("abcdefghijkl"))
-        lines.append(f"{element} {wyckoff[0]}{wyckoff[1]} "
-                     + " ".join(draw(number) for _ in range(3)))
+        lines.append(
+            f"{element} {wyckoff[0]}{wyckoff[1]} " + " ".join(draw(number) for _ in range(3))
+        )
     return "\n".join(lines)
 
 
@@ -243,7 +326,7 @@ def tagged_texts(draw) -> str:
 
 # --- round trip -------------------------------------------------------------------------------
 @given(tagged_texts())
-@example("<|endoftext|>")   # found by Hypothesis in CI, 2026-11-29
+@example("<|endoftext|>")  # found by Hypothesis in CI, 2026-11-29
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_round_trip_and_the_documented_rule_on_random_texts(tok, plain, text):
     ids = tok.encode(text)
@@ -259,7 +342,8 @@ def test_round_trip_and_the_documented_rule_on_random_texts(tok, plain, text):
     specials = [t.content for t in plain.get_added_tokens_decoder().values() if t.special]
     if not any(s in text for s in specials):
         assert plain.encode(text, add_special_tokens=False).ids == reference_ids(
-            tok, text, plain_hf=True)
+            tok, text, plain_hf=True
+        )
     # encoding is local to segments: the whole is the concatenation of its parts
     assert ids == [i for s in split_tagged(text) for i in tok.encode(join_segments([s]))]
 
@@ -285,8 +369,16 @@ def test_fixed_texts_round_trip(tok, plain):
 # --- span-aware tokenization ------------------------------------------------------------------
 def test_special_and_tag_ids(tok):
     assert (tok.eos_id, tok.pad_id, tok.unk_id) == (0, 1, 2)
-    assert tok.tag_ids == {"<mol>": 3, "</mol>": 4, "<crystal>": 5, "</crystal>": 6, "<num>": 7,
-                           "</num>": 8, "<protein>": 9, "</protein>": 10}
+    assert tok.tag_ids == {
+        "<mol>": 3,
+        "</mol>": 4,
+        "<crystal>": 5,
+        "</crystal>": 6,
+        "<num>": 7,
+        "</num>": 8,
+        "<protein>": 9,
+        "</protein>": 10,
+    }
     assert TAG_TOKENS == tuple(tok.tag_ids)
     assert [tok.id_to_token(i) for i in range(3)] == [END_OF_TEXT, PAD, UNKNOWN]
 
@@ -298,17 +390,51 @@ def test_smiles_tokens_are_single_ids(tok):
     assert len(ids) == 10
     assert ids == [3, *[tok.science["mol"][t] for t in "c1ccccc1"], 4]
     assert pieces(tok, tok.encode("<mol>O=[N+]([O-])c1ccccc1</mol>"))[1:7] == [
-        "O", "=", "[N+]", "(", "[O-]", ")"]
+        "O",
+        "=",
+        "[N+]",
+        "(",
+        "[O-]",
+        ")",
+    ]
 
 
 def test_number_tokens_are_digits(tok):
     assert pieces(tok, tok.encode("<num>-2.50e-3</num>")) == [
-        "<num>", "-", "2", ".", "5", "0", "e", "-", "3", "</num>"]
+        "<num>",
+        "-",
+        "2",
+        ".",
+        "5",
+        "0",
+        "e",
+        "-",
+        "3",
+        "</num>",
+    ]
     assert pieces(tok, tok.encode("<num>1.31±0.02 eV</num>")) == [
-        "<num>", "1", ".", "3", "1", "±", "0", ".", "0", "2", " ", "eV", "</num>"]
+        "<num>",
+        "1",
+        ".",
+        "3",
+        "1",
+        "±",
+        "0",
+        ".",
+        "0",
+        "2",
+        " ",
+        "eV",
+        "</num>",
+    ]
     assert "eV" in tok.science["num"]  # a unit seen often enough in the corpus is one token
     assert pieces(tok, tok.encode("<num>6.02214076e23</num>"))[1:] == [
-        *"6.02214076", "e", "2", "3", "</num>"]
+        *"6.02214076",
+        "e",
+        "2",
+        "3",
+        "</num>",
+    ]
 
 
 def test_digits_in_prose_are_single_tokens(tok):
@@ -325,9 +451,23 @@ def test_protein_tokens_are_residues(tok):
 def test_crystal_tokens(tok):
     ids = tok.encode(f"<crystal>{NACL}</crystal>")
     assert pieces(tok, ids) == [
-        "<crystal>", "Na", "Cl", "\n", "Fm-3m", "\n", *"5.690 5.690 5.690", "\n",
-        *"90.00 90.00 90.00", "\n", "Na", *" 4a 0.0000 0.0000 0.0000", "\n",
-        "Cl", *" 4b 0.5000 0.5000 0.5000", "</crystal>"]
+        "<crystal>",
+        "Na",
+        "Cl",
+        "\n",
+        "Fm-3m",
+        "\n",
+        *"5.690 5.690 5.690",
+        "\n",
+        *"90.00 90.00 90.00",
+        "\n",
+        "Na",
+        *" 4a 0.0000 0.0000 0.0000",
+        "\n",
+        "Cl",
+        *" 4b 0.5000 0.5000 0.5000",
+        "</crystal>",
+    ]
 
 
 def test_every_space_group_symbol_is_one_token(tok):
@@ -359,8 +499,9 @@ def test_tags_are_single_ids_that_never_merge(tok, plain):
         assert [t for t in vocabulary if tag in t or tag[:-1] in t] == [tag]
     text = "x<mol>C</mol>y mol><num>1</num>"
     ids = tok.encode(text)
-    assert ids[1] == 3 and ids[3] == 4 and pieces(tok, ids)[:5] == ["x", "<mol>", "C", "</mol>",
-                                                                     "y"]
+    assert (
+        ids[1] == 3 and ids[3] == 4 and pieces(tok, ids)[:5] == ["x", "<mol>", "C", "</mol>", "y"]
+    )
     for tag in TAG_TOKENS:
         assert ids.count(tok.tag_ids[tag]) == text.count(tag)
 
@@ -375,8 +516,13 @@ def test_out_of_vocabulary_span_pieces_fall_back_to_prose(tok, plain):
     assert tok.decode(ids) == text == plain.decode(ids)
     text = "<num>5 furlongs</num>"
     ids = tok.encode(text)
-    assert ids == [7, tok.science["num"]["5"], tok.science["num"][" "],
-                   *tok.prose.encode("furlongs").ids, 8]
+    assert ids == [
+        7,
+        tok.science["num"]["5"],
+        tok.science["num"][" "],
+        *tok.prose.encode("furlongs").ids,
+        8,
+    ]
     assert tok.decode(ids) == text
     # a character no span regex matches
     text = "<protein>MK😀T</protein>"
@@ -384,34 +530,66 @@ def test_out_of_vocabulary_span_pieces_fall_back_to_prose(tok, plain):
 
 
 # --- SMILES bracket atoms ----------------------------------------------------------------------
-@pytest.mark.parametrize(("piece", "parts"), [
-    ("[Na]", [("open", "["), ("element", "Na"), ("close", "]")]),
-    ("[13C@@H2+:12]", [("open", "["), ("digit", "1"), ("digit", "3"), ("element", "C"),
-                       ("chirality", "@@"), ("hydrogens", "H2"), ("charge", "+"), ("map", ":"),
-                       ("digit", "1"), ("digit", "2"), ("close", "]")]),
-    ("[Cl-]", [("open", "["), ("element", "Cl"), ("charge", "-"), ("close", "]")]),
-    ("[Sc+3]", [("open", "["), ("element", "Sc"), ("charge", "+3"), ("close", "]")]),  # not S, c
-    ("[se]", [("open", "["), ("element", "se"), ("close", "]")]),
-    ("[nH+]", [("open", "["), ("element", "n"), ("hydrogens", "H"), ("charge", "+"),
-               ("close", "]")]),
-    ("[HH]", [("open", "["), ("element", "H"), ("hydrogens", "H"), ("close", "]")]),
-    ("[2H]", [("open", "["), ("digit", "2"), ("element", "H"), ("close", "]")]),
-    ("[Hg++]", [("open", "["), ("element", "Hg"), ("charge", "++"), ("close", "]")]),
-    ("[Co@OH30]", [("open", "["), ("element", "Co"), ("chirality", "@OH30"), ("close", "]")]),
-    ("[*:1]", [("open", "["), ("element", "*"), ("map", ":"), ("digit", "1"), ("close", "]")]),
-    ("[Og-15]", [("open", "["), ("element", "Og"), ("charge", "-15"), ("close", "]")]),
-    # not bracket atoms: no such element, charge or chirality; empty; a space; a prefix
-    ("[Xx]", None), ("[Fe+16]", None), ("[C@TH3]", None), ("[C@@@H]", None), ("[]", None),
-    ("[C C]", None), ("[CH12]", None), ("[C", None), ("[n-]C", None),
-])
+@pytest.mark.parametrize(
+    ("piece", "parts"),
+    [
+        ("[Na]", [("open", "["), ("element", "Na"), ("close", "]")]),
+        (
+            "[13C@@H2+:12]",
+            [
+                ("open", "["),
+                ("digit", "1"),
+                ("digit", "3"),
+                ("element", "C"),
+                ("chirality", "@@"),
+                ("hydrogens", "H2"),
+                ("charge", "+"),
+                ("map", ":"),
+                ("digit", "1"),
+                ("digit", "2"),
+                ("close", "]"),
+            ],
+        ),
+        ("[Cl-]", [("open", "["), ("element", "Cl"), ("charge", "-"), ("close", "]")]),
+        (
+            "[Sc+3]",
+            [("open", "["), ("element", "Sc"), ("charge", "+3"), ("close", "]")],
+        ),  # not S, c
+        ("[se]", [("open", "["), ("element", "se"), ("close", "]")]),
+        (
+            "[nH+]",
+            [("open", "["), ("element", "n"), ("hydrogens", "H"), ("charge", "+"), ("close", "]")],
+        ),
+        ("[HH]", [("open", "["), ("element", "H"), ("hydrogens", "H"), ("close", "]")]),
+        ("[2H]", [("open", "["), ("digit", "2"), ("element", "H"), ("close", "]")]),
+        ("[Hg++]", [("open", "["), ("element", "Hg"), ("charge", "++"), ("close", "]")]),
+        ("[Co@OH30]", [("open", "["), ("element", "Co"), ("chirality", "@OH30"), ("close", "]")]),
+        ("[*:1]", [("open", "["), ("element", "*"), ("map", ":"), ("digit", "1"), ("close", "]")]),
+        ("[Og-15]", [("open", "["), ("element", "Og"), ("charge", "-15"), ("close", "]")]),
+        # not bracket atoms: no such element, charge or chirality; empty; a space; a prefix
+        ("[Xx]", None),
+        ("[Fe+16]", None),
+        ("[C@TH3]", None),
+        ("[C@@@H]", None),
+        ("[]", None),
+        ("[C C]", None),
+        ("[CH12]", None),
+        ("[C", None),
+        ("[n-]C", None),
+    ],
+)
 def test_bracket_atom_parts(piece, parts):
     assert split_bracket_atom(piece) == parts
 
 
 def test_bracket_part_vocabulary():
     assert len(BRACKET_PARTS["element"]) == 118 + 10 + 1  # the periodic table, aromatic, "*"
-    assert {"se", "te", "as", "si", "Uue"} & set(BRACKET_PARTS["element"]) == {"se", "te", "as",
-                                                                                "si"}
+    assert {"se", "te", "as", "si", "Uue"} & set(BRACKET_PARTS["element"]) == {
+        "se",
+        "te",
+        "as",
+        "si",
+    }
     assert len(BRACKET_PARTS["chirality"]) == 2 + 2 + 2 + 3 + 20 + 30
     assert len(BRACKET_PARTS["charge"]) == 4 + 32 and len(BRACKET_PARTS["hydrogens"]) == 11
     assert sum(map(len, BRACKET_PARTS.values())) == 1 + 1 + 10 + 129 + 59 + 11 + 36 + 1
@@ -420,7 +598,8 @@ def test_bracket_part_vocabulary():
 def test_bracket_parts_are_ids_of_their_own(tok, plain):
     parts = tok.brackets["parts"]
     assert {c: sorted(texts) for c, texts in parts.items()} == {
-        c: sorted(texts) for c, texts in BRACKET_PARTS.items()}
+        c: sorted(texts) for c, texts in BRACKET_PARTS.items()
+    }
     part_ids = [i for texts in parts.values() for i in texts.values()]
     assert len(set(part_ids)) == len(part_ids) == 248
     # no organic atom, bond, ring label or whole bracket atom shares an id with a part ...
@@ -428,7 +607,9 @@ def test_bracket_parts_are_ids_of_their_own(tok, plain):
     # ... nor does any prose token, except "[" and "]" (SMILES writes them only as brackets)
     prose = set(tok.prose.get_vocab().values()) - set(part_ids)
     assert {i for i in part_ids if tok.prose.id_to_token(i) in ("[", "]")} == {
-        parts["open"]["["], parts["close"]["]"]}
+        parts["open"]["["],
+        parts["close"]["]"],
+    }
     assert len(prose) == tok.vocab_size - len(part_ids)
     for category, texts in parts.items():
         for text, token_id in texts.items():
@@ -447,20 +628,59 @@ def test_out_of_vocabulary_bracket_atoms_are_split_into_bracket_parts(tok, plain
     text = "<mol>C[Xe+3]C[C@@H]([13CH3:7])O</mol>"
     ids = tok.encode(text)
     mol = tok.science["mol"]
-    assert ids == [3, mol["C"], parts["open"]["["], parts["element"]["Xe"],
-                   parts["charge"]["+3"], parts["close"]["]"], mol["C"], mol["[C@@H]"], mol["("],
-                   parts["open"]["["], parts["digit"]["1"], parts["digit"]["3"],
-                   parts["element"]["C"], parts["hydrogens"]["H3"], parts["map"][":"],
-                   parts["digit"]["7"], parts["close"]["]"], mol[")"], mol["O"], 4]
-    assert pieces(tok, ids) == ["<mol>", "C", "[", "Xe", "+3", "]", "C", "[C@@H]", "(", "[", "1",
-                                "3", "C", "H3", ":", "7", "]", ")", "O", "</mol>"]
+    assert ids == [
+        3,
+        mol["C"],
+        parts["open"]["["],
+        parts["element"]["Xe"],
+        parts["charge"]["+3"],
+        parts["close"]["]"],
+        mol["C"],
+        mol["[C@@H]"],
+        mol["("],
+        parts["open"]["["],
+        parts["digit"]["1"],
+        parts["digit"]["3"],
+        parts["element"]["C"],
+        parts["hydrogens"]["H3"],
+        parts["map"][":"],
+        parts["digit"]["7"],
+        parts["close"]["]"],
+        mol[")"],
+        mol["O"],
+        4,
+    ]
+    assert pieces(tok, ids) == [
+        "<mol>",
+        "C",
+        "[",
+        "Xe",
+        "+3",
+        "]",
+        "C",
+        "[C@@H]",
+        "(",
+        "[",
+        "1",
+        "3",
+        "C",
+        "H3",
+        ":",
+        "7",
+        "]",
+        ")",
+        "O",
+        "</mol>",
+    ]
     assert tok.decode(ids) == text == plain.decode(ids)
     # the Rust path (a span with a gap the regex skips) splits them the same way
     assert tok.encode("<mol>[Xe+3] C</mol>") == [3, *ids[2:6], tok.science["num"][" "], mol["C"], 4]
 
 
-NO_SODIUM = ["Ethylamine <mol>CCN</mol> and acetate <mol>CC(=O)[O-]</mol> in water.",
-             "Pyridine <mol>c1ccncc1</mol> boils at <num>388</num> K."] * 3
+NO_SODIUM = [
+    "Ethylamine <mol>CCN</mol> and acetate <mol>CC(=O)[O-]</mol> in water.",
+    "Pyridine <mol>c1ccncc1</mol> boils at <num>388</num> K.",
+] * 3
 
 
 def test_sodium_is_not_nitrogen():
@@ -537,8 +757,15 @@ def test_a_format_1_tokenizer_loads_and_encodes_as_it_always_did(tmp_path):
         assert old.encode(case["text"]) == case["ids"]
         assert old.decode(case["ids"]) == case["text"]
     # (format 1 puts the id of N in sodium: "[", "N", "a", "+", "]")
-    assert pieces(old, old.encode("<mol>[Na+]</mol>")) == ["<mol>", "[", "N", "a", "+", "]",
-                                                           "</mol>"]
+    assert pieces(old, old.encode("<mol>[Na+]</mol>")) == [
+        "<mol>",
+        "[",
+        "N",
+        "a",
+        "+",
+        "]",
+        "</mol>",
+    ]
     old.save(tmp_path)
     for name in ("kiban_tokenizer.json", "tokenizer.json"):
         assert (tmp_path / name).read_bytes() == (directory / name).read_bytes()
@@ -547,10 +774,13 @@ def test_a_format_1_tokenizer_loads_and_encodes_as_it_always_did(tmp_path):
 
 def test_saved_metadata_is_format_2(tok, saved):
     meta = json.loads((saved / "kiban_tokenizer.json").read_text(encoding="utf-8"))
-    assert (meta["format"], meta["version"]) == ("kiban.tokenizer", 2) == (
-        FORMAT_NAME, FORMAT_VERSION)
-    assert meta["smiles_brackets"] == {"pattern": BRACKET_ATOM_PATTERN,
-                                       "parts": tok.brackets["parts"]}
+    assert (
+        (meta["format"], meta["version"]) == ("kiban.tokenizer", 2) == (FORMAT_NAME, FORMAT_VERSION)
+    )
+    assert meta["smiles_brackets"] == {
+        "pattern": BRACKET_ATOM_PATTERN,
+        "parts": tok.brackets["parts"],
+    }
     fmt = get_format("kiban.tokenizer")
     assert (fmt.version, fmt.readable_versions) == (2, (1, 2))
     assert tok.format_version == 2
@@ -559,8 +789,11 @@ def test_saved_metadata_is_format_2(tok, saved):
 # --- plain Hugging Face files -----------------------------------------------------------------
 def test_saved_files(saved):
     assert sorted(p.name for p in saved.iterdir()) == [
-        "kiban_tokenizer.json", "special_tokens_map.json", "tokenizer.json",
-        "tokenizer_config.json"]
+        "kiban_tokenizer.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     config = json.loads((saved / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert (config["eos_token"], config["pad_token"]) == (END_OF_TEXT, PAD)
@@ -587,17 +820,31 @@ def test_transformers_loads_and_decodes(tok, saved):
         ids = tok.encode(text)
         assert hf.decode(ids) == text
     # where plain HF encoding agrees with kiban: prose, tags, digit-only numbers
-    agree = ["plain prose only", FIXED_TEXTS[2], "Measured in 2024 at 300 K.",
-             "<mol></mol><num></num>", "<num>123</num>", "<num>-2.50e-3</num>",
-             "a <num>1.31</num> b <num>6.02214076e23</num>", "x < 5 <num>0.0</num>"]
+    agree = [
+        "plain prose only",
+        FIXED_TEXTS[2],
+        "Measured in 2024 at 300 K.",
+        "<mol></mol><num></num>",
+        "<num>123</num>",
+        "<num>-2.50e-3</num>",
+        "a <num>1.31</num> b <num>6.02214076e23</num>",
+        "x < 5 <num>0.0</num>",
+    ]
     for text in agree:
         assert hf.encode(text, add_special_tokens=False) == tok.encode(text)
 
 
 def test_plain_encoding_agrees_on_prose_tags_and_digits(tok, plain):
-    for text in ["plain prose only", FIXED_TEXTS[2], "in 2024 at 300 K", "<mol></mol>",
-                 "<crystal></crystal><protein></protein>", "<num>123</num>",
-                 "<num>-2.50e-3</num>", "The gap is <num>1.31</num> here. <num>1e5</num>"]:
+    for text in [
+        "plain prose only",
+        FIXED_TEXTS[2],
+        "in 2024 at 300 K",
+        "<mol></mol>",
+        "<crystal></crystal><protein></protein>",
+        "<num>123</num>",
+        "<num>-2.50e-3</num>",
+        "The gap is <num>1.31</num> here. <num>1e5</num>",
+    ]:
         assert plain.encode(text, add_special_tokens=False).ids == tok.encode(text)
 
 
@@ -605,8 +852,12 @@ def test_plain_encoding_differs_inside_spans(tok, plain):
     # the prose BPE merged "cc" (the corpus writes SMILES in prose), so plain HF encodes
     # c1ccccc1 with merges while kiban writes one token per atom
     assert byte_level("cc") in tok.prose.get_vocab()
-    for text in ["<mol>c1ccccc1</mol>", "<protein>MKTAYIAKQR</protein>",
-                 "<num>1.31±0.02 eV</num>", f"<crystal>{NACL}</crystal>"]:
+    for text in [
+        "<mol>c1ccccc1</mol>",
+        "<protein>MKTAYIAKQR</protein>",
+        "<num>1.31±0.02 eV</num>",
+        f"<crystal>{NACL}</crystal>",
+    ]:
         kiban_ids = tok.encode(text)
         plain_ids = plain.encode(text, add_special_tokens=False).ids
         assert plain_ids != kiban_ids
@@ -640,17 +891,23 @@ def test_training_is_deterministic_across_processes(tok, saved, tmp_path):
         "print(tok.fingerprint)\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "RAYON_NUM_THREADS": "3"}
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "corpus.json"),
-                             str(tmp_path / "out")], capture_output=True, text=True, env=env,
-                            timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "corpus.json"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
     assert result.stdout.strip() == tok.fingerprint
     for name in ("tokenizer.json", "kiban_tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / "out" / name).read_bytes() == (saved / name).read_bytes()
 
 
 def test_fingerprint_changes_with_the_corpus(tok):
-    other = train_tokenizer(corpus() + ["quokka quokka quokka"] * 5, vocab_size=600,
-                            min_frequency=2)
+    other = train_tokenizer(
+        corpus() + ["quokka quokka quokka"] * 5, vocab_size=600, min_frequency=2
+    )
     assert other.fingerprint != tok.fingerprint
     smaller = train_tokenizer(corpus(), vocab_size=400, min_frequency=2)
     assert smaller.fingerprint not in (tok.fingerprint, other.fingerprint)
@@ -699,29 +956,40 @@ def test_load_missing_directory(tmp_path):
         ScienceTokenizer.load(tmp_path / "nowhere")
     assert str(info.value) == (
         f"{tmp_path / 'nowhere' / 'kiban_tokenizer.json'} is missing: {tmp_path / 'nowhere'} is "
-        "not a kiban tokenizer directory (expected tokenizer.json and kiban_tokenizer.json)")
+        "not a kiban tokenizer directory (expected tokenizer.json and kiban_tokenizer.json)"
+    )
 
 
 def test_load_plain_hf_directory_without_metadata(saved, tmp_path):
     directory = _copy(saved, tmp_path / "t")
     (directory / "kiban_tokenizer.json").unlink()
-    with pytest.raises(TokenizerError, match="kiban_tokenizer.json is missing: .* is not a kiban "
-                                             "tokenizer directory"):
+    with pytest.raises(
+        TokenizerError,
+        match="kiban_tokenizer.json is missing: .* is not a kiban tokenizer directory",
+    ):
         ScienceTokenizer.load(directory)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"version": 3}, ("kiban_tokenizer.json: 'kiban.tokenizer' version 3 was written by a newer "
-                      "kiban; this one reads versions 1-2: upgrade kiban")),
-    ({"version": 0}, "'kiban.tokenizer' version 0 is too old; this kiban reads versions 1-2"),
-    ({"version": None}, "'kiban.tokenizer' with version None; expected an integer"),
-    ({"format": "other"}, "not a 'kiban.tokenizer' file (it says format='other', version=2)"),
-    ({"smiles_brackets": None}, "kiban_tokenizer.json: 'smiles_brackets' must be an object"),
-    ({"smiles_brackets": {"pattern": "[", "parts": {}}}, "'smiles_brackets' must be an object"),
-    ({"science": None}, "incomplete metadata"),
-    ({"patterns": {"mol": "C"}}, "incomplete metadata"),
-    ({"prose_file": "gone.json"}, "gone.json is missing"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"version": 3},
+            (
+                "kiban_tokenizer.json: 'kiban.tokenizer' version 3 was written by a newer "
+                "kiban; this one reads versions 1-2: upgrade kiban"
+            ),
+        ),
+        ({"version": 0}, "'kiban.tokenizer' version 0 is too old; this kiban reads versions 1-2"),
+        ({"version": None}, "'kiban.tokenizer' with version None; expected an integer"),
+        ({"format": "other"}, "not a 'kiban.tokenizer' file (it says format='other', version=2)"),
+        ({"smiles_brackets": None}, "kiban_tokenizer.json: 'smiles_brackets' must be an object"),
+        ({"smiles_brackets": {"pattern": "[", "parts": {}}}, "'smiles_brackets' must be an object"),
+        ({"science": None}, "incomplete metadata"),
+        ({"patterns": {"mol": "C"}}, "incomplete metadata"),
+        ({"prose_file": "gone.json"}, "gone.json is missing"),
+    ],
+)
 def test_load_bad_metadata(saved, tmp_path, changes, message):
     directory = _copy(saved, tmp_path / "t")
     _edit_metadata(directory, **changes)
@@ -750,12 +1018,20 @@ def test_load_a_tokenizer_without_kiban_tokens(tmp_path):
     directory = tmp_path / "t"
     directory.mkdir()
     Tokenizer(models.WordLevel({"a": 0, "<|unk|>": 1}, unk_token="<|unk|>")).save(
-        str(directory / "tokenizer.json"))
-    meta = {"format": "kiban.tokenizer", "version": 1, "base": None, "science": {},
-            "patterns": span_patterns(), "prose_file": "tokenizer.json"}
+        str(directory / "tokenizer.json")
+    )
+    meta = {
+        "format": "kiban.tokenizer",
+        "version": 1,
+        "base": None,
+        "science": {},
+        "patterns": span_patterns(),
+        "prose_file": "tokenizer.json",
+    }
     (directory / "kiban_tokenizer.json").write_text(json.dumps(meta))
-    with pytest.raises(TokenizerError, match="tokenizer has no '<mol>' token; is it a kiban "
-                                             "tokenizer?"):
+    with pytest.raises(
+        TokenizerError, match="tokenizer has no '<mol>' token; is it a kiban tokenizer?"
+    ):
         ScienceTokenizer.load(directory)
 
 
@@ -765,8 +1041,10 @@ def test_decode_rejects_ids_outside_the_vocabulary(tok):
     for bad in ([size], [0, -1], [10**9, size + 1, 5]):
         with pytest.raises(TokenizerError) as info:
             tok.decode(bad)
-        assert str(info.value) == (f"token ids {[i for i in bad if not 0 <= i < size]} are "
-                                   f"outside the vocabulary (size {size})")
+        assert str(info.value) == (
+            f"token ids {[i for i in bad if not 0 <= i < size]} are "
+            f"outside the vocabulary (size {size})"
+        )
 
 
 def test_vocab_size_too_small():
@@ -792,8 +1070,10 @@ def _word_level_tokenizer(size: int) -> ScienceTokenizer:
     return ScienceTokenizer(hf, hf, {m: {} for m in MODALITY_TAGS}, span_patterns())
 
 
-@pytest.mark.parametrize(("size", "dtype"), [(65535, np.uint16), (65536, np.uint16),
-                                             (65537, np.uint32), (70000, np.uint32)])
+@pytest.mark.parametrize(
+    ("size", "dtype"),
+    [(65535, np.uint16), (65536, np.uint16), (65537, np.uint32), (70000, np.uint32)],
+)
 def test_token_dtype_rule(size, dtype):
     tokenizer = _word_level_tokenizer(size)
     assert tokenizer.vocab_size == size
@@ -802,8 +1082,13 @@ def test_token_dtype_rule(size, dtype):
 
 
 # --- extending a base tokenizer ---------------------------------------------------------------
-ENGLISH = ["The cat sat on the mat.", "A dog ran in the park.", "Scientists measure things.",
-           "The weather was fine and the sun was warm.", "Reading papers takes time."]
+ENGLISH = [
+    "The cat sat on the mat.",
+    "A dog ran in the park.",
+    "Scientists measure things.",
+    "The weather was fine and the sun was warm.",
+    "Reading papers takes time.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -811,9 +1096,12 @@ def base_dir(tmp_path_factory) -> Path:
     base = Tokenizer(models.BPE())
     base.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     base.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=[END_OF_TEXT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     base.train_from_iterator(ENGLISH * 20, trainer=trainer)
     directory = tmp_path_factory.mktemp("base")
     base.save(str(directory / "tokenizer.json"))
@@ -848,7 +1136,8 @@ def test_extend_appends_new_tokens_after_the_base(base_dir, extended):
     for tag in TAG_TOKENS:
         assert extended.hf.encode(tag, add_special_tokens=False).ids == [extended.tag_ids[tag]]
     assert sorted(extended.hf.get_vocab(with_added_tokens=True).values()) == list(
-        range(extended.vocab_size))
+        range(extended.vocab_size)
+    )
     for modality, tokens in extended.science.items():
         for token, token_id in tokens.items():
             assert extended.decode([token_id]) == token, (modality, token)
@@ -878,9 +1167,22 @@ def test_extend_round_trip_and_science_tokens(extended):
         assert extended.decode(ids) == text
         assert ids == reference_ids(extended, text)
     assert pieces(extended, extended.encode("<mol>[C@@H](Cl)Br%10</mol>")) == [
-        "<mol>", "[C@@H]", "(", "Cl", ")", "Br", "%10", "</mol>"]
+        "<mol>",
+        "[C@@H]",
+        "(",
+        "Cl",
+        ")",
+        "Br",
+        "%10",
+        "</mol>",
+    ]
     assert pieces(extended, extended.encode(f"<crystal>{NACL}</crystal>"))[1:6] == [
-        "Na", "Cl", "\n", "Fm-3m", "\n"]
+        "Na",
+        "Cl",
+        "\n",
+        "Fm-3m",
+        "\n",
+    ]
 
 
 def test_extend_adds_bracket_parts_after_the_base(base_dir, extended, tmp_path):
@@ -922,8 +1224,12 @@ def test_extend_round_trip_on_random_texts(extended, text):
 def test_extended_save_load(extended, tmp_path):
     extended.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "kiban_prose_tokenizer.json", "kiban_tokenizer.json", "special_tokens_map.json",
-        "tokenizer.json", "tokenizer_config.json"]
+        "kiban_prose_tokenizer.json",
+        "kiban_tokenizer.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     loaded = ScienceTokenizer.load(tmp_path)
     from transformers import AutoTokenizer
 
@@ -945,7 +1251,11 @@ def test_extend_is_deterministic(base_dir, extended):
 
 
 def test_extend_missing_base(tmp_path):
-    with pytest.raises(TokenizerError, match=re.escape(
+    with pytest.raises(
+        TokenizerError,
+        match=re.escape(
             f"{tmp_path / 'tokenizer.json'} is missing: a base model directory needs a "
-            "tokenizer.json")):
+            "tokenizer.json"
+        ),
+    ):
         extend_tokenizer(tmp_path)

@@ -25,8 +25,11 @@ def timed(fn, repeats):
     walls, cpus = [], []
     fn()  # untimed
     for _ in range(repeats):
-        c = time.process_time(); t = time.perf_counter(); fn()
-        walls.append(time.perf_counter() - t); cpus.append(time.process_time() - c)
+        c = time.process_time()
+        t = time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
     return statistics.median(walls), statistics.median(cpus)
 
 
@@ -48,7 +51,8 @@ def main():
 
         ix = TokenIndex(path)
         label = f"kiban[{len(ix.shards)} shard{'s' if len(ix.shards) > 1 else ''}]"
-        ix.count([1]); ix.count_batch([[1]])
+        ix.count([1])
+        ix.count_batch([[1]])
         engines[f"{label} count_batch"] = lambda qs, ix=ix: ix.count_batch(qs)
         engines[f"{label} loop count"] = lambda qs, ix=ix: [ix.count(q) for q in qs]
     if a.ig:
@@ -57,12 +61,15 @@ def main():
 
         for prefetch in (True, False):
             ig = InfiniGramAdapter(a.ig, prefetch=prefetch)
-            engines[f"infini-gram{'' if prefetch else ' no-prefetch'} loop count"] = \
+            engines[f"infini-gram{'' if prefetch else ' no-prefetch'} loop count"] = (
                 lambda qs, e=ig.e: [e.count(input_ids=q)["count"] for q in qs]
+            )
     if a.tg:
         from tokengrams import MemmapIndex
 
-        tg = MemmapIndex(os.path.join(a.tg, "tokens.u16"), os.path.join(a.tg, "index.tg"), vocab=2**16)
+        tg = MemmapIndex(
+            os.path.join(a.tg, "tokens.u16"), os.path.join(a.tg, "index.tg"), vocab=2**16
+        )
         engines["tokengrams loop count"] = lambda qs, tg=tg: [tg.count(q) for q in qs]
     res = {"queries": a.queries, "repeats": a.repeats, "host_cpus": os.cpu_count(), "results": {}}
     reference = {}
@@ -71,9 +78,14 @@ def main():
             out = fn(qs)
             ref = reference.setdefault(key, out)
             wall, cpu = timed(lambda: fn(qs), a.repeats)
-            r = {"n_queries": len(qs), "qps_wall": round(len(qs) / wall), "qps_cpu": round(len(qs) / cpu),
-                 "us_per_query_cpu": round(cpu / len(qs) * 1e6, 2), "agrees": list(out) == list(ref),
-                 "loadavg_1m": round(os.getloadavg()[0], 2)}
+            r = {
+                "n_queries": len(qs),
+                "qps_wall": round(len(qs) / wall),
+                "qps_cpu": round(len(qs) / cpu),
+                "us_per_query_cpu": round(cpu / len(qs) * 1e6, 2),
+                "agrees": list(out) == list(ref),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            }
             res["results"][f"{name}/{key}"] = r
             print(f"{name:40s} {key:8s}", json.dumps(r), flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

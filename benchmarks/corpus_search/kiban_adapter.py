@@ -58,13 +58,18 @@ class KibanAdapter:
         self.version = f"kiban {_sources_fingerprint()} ({len(self.ix.shards)} shards)"
         if load_to_ram:  # not the default anywhere in the harness runs; kept for the flag
             for s in self.ix.shards:
-                np.asarray(s.tokens).sum(); np.asarray(s.suffix_array).sum()
+                np.asarray(s.tokens).sum()
+                np.asarray(s.suffix_array).sum()
         self.doc_base = np.cumsum([0] + [len(s.offsets) - 1 for s in self.ix.shards])
         # compile (or load from numba's cache) every kernel once, outside the timed region
         t = time.perf_counter()
         probe = [int(self.ix.shards[0].tokens[0])]
-        self.ix.count(probe); self.ix.count_batch([probe]); self.ix.matches(probe, limit=1)
-        self.ix.infgram_prob(probe, probe[0]); self.ix.next_tokens(probe); self.ix.trace(probe * 2)
+        self.ix.count(probe)
+        self.ix.count_batch([probe])
+        self.ix.matches(probe, limit=1)
+        self.ix.infgram_prob(probe, probe[0])
+        self.ix.next_tokens(probe)
+        self.ix.trace(probe * 2)
         self.jit_s = time.perf_counter() - t
 
     # --- protocol -------------------------------------------------------------------------------
@@ -81,7 +86,7 @@ class KibanAdapter:
 
     def ntd(self, p):
         if p and self.ix.count(p) == 0:  # prompt unseen: the exact n-gram ntd is empty
-            return {}                    # (next_tokens would back off to a shorter suffix)
+            return {}  # (next_tokens would back off to a shorter suffix)
         return self.ix.next_tokens(p).probabilities()
 
     def infgram_prob(self, p, c):
@@ -110,9 +115,13 @@ class KibanAdapter:
         return out
 
     def trace(self, ids, max_cnt=10, min_len=1, density=0.05, docs_per_span=10, ctx=250):
-        spans = self.ix.trace(ids, min_length=min_len, max_count=max_cnt,
-                              max_spans=int(math.ceil(len(ids) * density)),
-                              matches_per_span=docs_per_span)
+        spans = self.ix.trace(
+            ids,
+            min_length=min_len,
+            max_count=max_cnt,
+            max_spans=int(math.ceil(len(ids) * density)),
+            matches_per_span=docs_per_span,
+        )
         out = []
         for s in spans:
             docs = []

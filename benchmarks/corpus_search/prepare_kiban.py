@@ -70,7 +70,7 @@ def convert(data: Path, out: Path, shards: int) -> dict:
     for s in range(shards):
         d0, d1 = int(bounds[s]), int(bounds[s + 1])
         t0, t1 = int(starts[d0]), int(starts[d1])
-        local_ends = starts[d0 + 1:d1 + 1] - t0  # end of each document in the shard's slice
+        local_ends = starts[d0 + 1 : d1 + 1] - t0  # end of each document in the shard's slice
         stream = np.insert(tok[t0:t1], local_ends, np.uint16(EOS))
         stream.tofile(out / "shards" / f"tokens-{s:06d}.bin")
         offsets = np.concatenate([[0], local_ends + np.arange(1, d1 - d0 + 1)]).astype(np.int64)
@@ -88,13 +88,28 @@ def convert(data: Path, out: Path, shards: int) -> dict:
     from kiban.io import files_sha256
 
     files = [f(s) for s in range(shards) for f in (tokens_file, offsets_file)]
-    checksums = {relative: {"bytes": (out / relative).stat().st_size, "sha256": digest}
-                 for relative, digest in zip(files, files_sha256([out / r for r in files]))}
-    write_json(out / "manifest.json", CORPUS_FORMAT, {
-        "converted_by": "benchmarks/corpus_search/prepare_kiban.py", "shards": shards,
-        "documents": n_docs, "tokens": int(len(tok) + n_docs), "token_dtype": "uint16",
-        "eos_id": EOS, "vocab_size": VOCAB, "tokenizer_sha256": None, "source": str(data),
-        "layout": layout_stamp(), "checksums": checksums, "source_files": None})
+    checksums = {
+        relative: {"bytes": (out / relative).stat().st_size, "sha256": digest}
+        for relative, digest in zip(files, files_sha256([out / r for r in files]))
+    }
+    write_json(
+        out / "manifest.json",
+        CORPUS_FORMAT,
+        {
+            "converted_by": "benchmarks/corpus_search/prepare_kiban.py",
+            "shards": shards,
+            "documents": n_docs,
+            "tokens": int(len(tok) + n_docs),
+            "token_dtype": "uint16",
+            "eos_id": EOS,
+            "vocab_size": VOCAB,
+            "tokenizer_sha256": None,
+            "source": str(data),
+            "layout": layout_stamp(),
+            "checksums": checksums,
+            "source_files": None,
+        },
+    )
     return {"documents": n_docs, "tokens_corpus": int(len(tok))}
 
 
@@ -126,9 +141,11 @@ def _tree_rss_kib(root: int) -> int:
 
 
 def build(out: Path, workers: int) -> dict:
-    code = ("import sys, time; sys.path.insert(0, %r); from kiban.index import build_index; "
-            "t = time.perf_counter(); build_index(%r, workers=%d); "
-            "print('BUILD_INDEX_S', time.perf_counter() - t)") % (str(KIBAN_ROOT), str(out), workers)
+    code = (
+        "import sys, time; sys.path.insert(0, %r); from kiban.index import build_index; "
+        "t = time.perf_counter(); build_index(%r, workers=%d); "
+        "print('BUILD_INDEX_S', time.perf_counter() - t)"
+    ) % (str(KIBAN_ROOT), str(out), workers)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -150,11 +167,15 @@ def build(out: Path, workers: int) -> dict:
         raise SystemExit(f"build_index failed ({proc.returncode})")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     inner = float(stdout.split("BUILD_INDEX_S")[1].split()[0])
-    return {"build_wall_s": round(wall, 2), "build_index_call_s": round(inner, 2),
-            "build_cpu_s": round((after.ru_utime - before.ru_utime)
-                                 + (after.ru_stime - before.ru_stime), 2),
-            "build_peak_tree_rss_MiB": round(peak[0] / 1024, 1),
-            "build_max_rss_largest_process_MiB": round(after.ru_maxrss / 1024, 1)}
+    return {
+        "build_wall_s": round(wall, 2),
+        "build_index_call_s": round(inner, 2),
+        "build_cpu_s": round(
+            (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2
+        ),
+        "build_peak_tree_rss_MiB": round(peak[0] / 1024, 1),
+        "build_max_rss_largest_process_MiB": round(after.ru_maxrss / 1024, 1),
+    }
 
 
 def main() -> None:
@@ -169,9 +190,14 @@ def main() -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    rep: dict = {"data": str(data), "out": str(out), "shards": a.shards, "workers": a.workers,
-                 "kiban_index_sources_sha256": kiban_fingerprint(),
-                 "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    rep: dict = {
+        "data": str(data),
+        "out": str(out),
+        "shards": a.shards,
+        "workers": a.workers,
+        "kiban_index_sources_sha256": kiban_fingerprint(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
     t = time.perf_counter()
     rep.update(convert(data, out, a.shards))
     rep["prepare_s"] = round(time.perf_counter() - t, 2)

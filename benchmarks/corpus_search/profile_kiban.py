@@ -46,8 +46,14 @@ def main():
 
     ix = TokenIndex(a.index)
     Q = np.load(a.queries)
-    res = {"index": a.index, "shards": len(ix.shards), "loadavg_1m": os.getloadavg()[0], "count": {},
-           "infgram_prob_n32": {}, "trace": {}}
+    res = {
+        "index": a.index,
+        "shards": len(ix.shards),
+        "loadavg_1m": os.getloadavg()[0],
+        "count": {},
+        "infgram_prob_n32": {},
+        "trace": {},
+    }
     sh = ix.shards[0]
 
     # --- count: API call vs its parts ---------------------------------------------------------
@@ -57,23 +63,34 @@ def main():
         r = {
             "TokenIndex.count": per_call_us(ix.count, qs),
             "as_ids (asarray + first_invalid)": per_call_us(ix.as_ids, qs),
-            "np.asarray(list, int64) only": per_call_us(lambda q: np.asarray(q, dtype=np.int64), qs),
+            "np.asarray(list, int64) only": per_call_us(
+                lambda q: np.asarray(q, dtype=np.int64), qs
+            ),
             "first_invalid kernel only": per_call_us(
-                lambda x: _kernels.first_invalid(x, ix.vocab_size, ix.eos_id), arrs),
+                lambda x: _kernels.first_invalid(x, ix.vocab_size, ix.eos_id), arrs
+            ),
             "Shard.find (first-token block, then search), per shard": per_call_us(
-                lambda x: [s.find(x) for s in ix.shards], arrs),
+                lambda x: [s.find(x) for s in ix.shards], arrs
+            ),
             "find_range kernel, plain arrays, per shard": per_call_us(
-                lambda x: [_kernels.find_range(s.tokens, s.suffix_array, x, 0, len(x)) for s in ix.shards], arrs),
+                lambda x: [
+                    _kernels.find_range(s.tokens, s.suffix_array, x, 0, len(x)) for s in ix.shards
+                ],
+                arrs,
+            ),
             "count_batch, per query (whole set in one call)": round(
-                per_call_us(lambda _: ix.count_batch(qs), [0]) / len(qs), 2),
+                per_call_us(lambda _: ix.count_batch(qs), [0]) / len(qs), 2
+            ),
         }
         # frequent unigrams: the 20 most frequent ids (p99 blow-up check)
         res["count"][f"n{n}"] = r
     tok = np.asarray(sh.tokens[: min(len(sh.tokens), 20_000_000)])
     freq = np.bincount(tok, minlength=65536)
     top = [[int(t)] for t in np.argsort(freq)[::-1][:20]]
-    res["count"]["top20_unigrams"] = {"TokenIndex.count": per_call_us(ix.count, top),
-                                      "counts": [ix.count(q) for q in top[:5]]}
+    res["count"]["top20_unigrams"] = {
+        "TokenIndex.count": per_call_us(ix.count, top),
+        "counts": [ix.count(q) for q in top[:5]],
+    }
 
     # --- ∞-gram prob, 32-token prompts (31 + 1) ------------------------------------------------
     calls = {"n": 0}
@@ -95,7 +112,11 @@ def main():
         "_ranges calls per query": round(calls["n"] / len(qs), 2),
         "_ranges per call": per_call_us(ix._ranges, arrs),
         "lower bound: 1 find_range per shard": per_call_us(
-            lambda x: [_kernels.find_range(s.tokens, s.suffix_array, x, 0, len(x)) for s in ix.shards], arrs),
+            lambda x: [
+                _kernels.find_range(s.tokens, s.suffix_array, x, 0, len(x)) for s in ix.shards
+            ],
+            arrs,
+        ),
     }
 
     # --- trace ---------------------------------------------------------------------------------
@@ -104,16 +125,24 @@ def main():
         arrs = [np.asarray(q, dtype=np.int64) for q in qs]
         import math
 
-        kw = dict(min_length=1, max_count=10, max_spans=int(math.ceil(L * 0.05)), matches_per_span=10)
+        kw = dict(
+            min_length=1, max_count=10, max_spans=int(math.ceil(L * 0.05)), matches_per_span=10
+        )
         spans = [ix.maximal_spans(x) for x in arrs]
         r = {
             "TokenIndex.trace": per_call_us(lambda q: ix.trace(q, **kw), qs, repeats=3),
             "maximal_spans": per_call_us(ix.maximal_spans, arrs, repeats=3),
             "longest_matches kernel (all shards)": per_call_us(
-                lambda x: [_kernels.longest_matches(s.tokens, s.suffix_array, x) for s in ix.shards], arrs, repeats=3),
+                lambda x: [
+                    _kernels.longest_matches(s.tokens, s.suffix_array, x) for s in ix.shards
+                ],
+                arrs,
+                repeats=3,
+            ),
             "maximal spans per text": round(statistics.fmean(len(s) for s in spans), 1),
             "count() of every maximal span": per_call_us(
-                lambda p: [ix.count(p[0][a:b]) for a, b in p[1]], list(zip(arrs, spans)), repeats=3),
+                lambda p: [ix.count(p[0][a:b]) for a, b in p[1]], list(zip(arrs, spans)), repeats=3
+            ),
         }
         pr = cProfile.Profile()
         pr.enable()
@@ -137,7 +166,7 @@ def build_phases(data):
     import subprocess
     import sys
 
-    prog = r'''
+    prog = r"""
 import sys, time, resource, hashlib, numpy as np, pydivsufsort
 tok = np.fromfile(sys.argv[1] + "/tokens.u16", dtype=np.uint16)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -151,13 +180,18 @@ elif phase == "sha256_tokens":
     hashlib.sha256(tok.tobytes()).hexdigest()
 dt = time.perf_counter() - t
 print(dt, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, tok.nbytes / 2**20)
-'''
+"""
     out = {}
     for phase in ("pydivsufsort_u16", "divsufsort_bytes_only", "sha256_tokens"):
-        r = subprocess.run([sys.executable, "-c", prog, data, phase], capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, "-c", prog, data, phase], capture_output=True, text=True, check=True
+        )
         dt, extra, data_mib = map(float, r.stdout.split())
-        out[phase] = {"seconds": round(dt, 2), "peak_rss_beyond_loaded_tokens_MiB": round(extra, 1),
-                      "tokens_MiB": round(data_mib, 1)}
+        out[phase] = {
+            "seconds": round(dt, 2),
+            "peak_rss_beyond_loaded_tokens_MiB": round(extra, 1),
+            "tokens_MiB": round(data_mib, 1),
+        }
     return out
 
 

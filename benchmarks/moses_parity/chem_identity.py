@@ -9,6 +9,7 @@ diff the two files. Every key must match but ``table_source`` (which table it re
     PYTHONPATH=. python benchmarks/moses_parity/chem_identity.py after.json \
         /tmp/chemprobe/samples-2k.smi --moses --props
 """
+
 import hashlib
 import json
 import sys
@@ -21,6 +22,7 @@ from kiban.data import moses_smiles
 
 def imp(new, old):
     import importlib
+
     try:
         return importlib.import_module(new)
     except ModuleNotFoundError:
@@ -28,29 +30,65 @@ def imp(new, old):
 
 
 def h(array):
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16] + str(
-        np.asarray(array).dtype) + str(np.asarray(array).shape)
+    return (
+        hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+        + str(np.asarray(array).dtype)
+        + str(np.asarray(array).shape)
+    )
 
 
 out = {}
 lines = open(sys.argv[2], encoding="utf-8").read().split("\n")[:-1]
-extra = ["", " ", "CCO ethanol", "CCO\tethanol", " CCO", "C C", "[Na+].[Cl-]", "C1CC", "*",
-         "[H][H]", "C[C@H](N)C(=O)O", "C[C@@H]1CC[C@H](C)CC1", "c1ccccc1", "hello world",
-         "C(C)(C)(C)(C)C", "N#N", "[2H]C", "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC",
-         "C1CC2CCC1C2", "C1CCC2(CC1)CCCC2", "C1CCCCCCCCC1", "CC.CC"]
+extra = [
+    "",
+    " ",
+    "CCO ethanol",
+    "CCO\tethanol",
+    " CCO",
+    "C C",
+    "[Na+].[Cl-]",
+    "C1CC",
+    "*",
+    "[H][H]",
+    "C[C@H](N)C(=O)O",
+    "C[C@@H]1CC[C@H](C)CC1",
+    "c1ccccc1",
+    "hello world",
+    "C(C)(C)(C)(C)C",
+    "N#N",
+    "[2H]C",
+    "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC",
+    "C1CC2CCC1C2",
+    "C1CCC2(CC1)CCCC2",
+    "C1CCCCCCCCC1",
+    "CC.CC",
+]
 texts = lines + extra
 test = moses_smiles("test", limit=3000)
 
 # --- MOSES per-molecule features (old _features.describe / new evaluation._moses_features)
-features = imp("kiban.tasks.molecules.evaluation._moses_features", "kiban.tasks.molecules._features")
+features = imp(
+    "kiban.tasks.molecules.evaluation._moses_features", "kiban.tasks.molecules._features"
+)
 rows = []
 for t in texts:
     d = features.describe(t)
     if isinstance(d, str):
         rows.append(["invalid"])  # reasons change by design; validity must not
     else:
-        rows.append([d.canonical, d.fingerprint.hex(), list(d.fragments), d.scaffold,
-                     d.passes_filters, d.logp.hex(), d.sa.hex(), d.qed.hex(), d.weight.hex()])
+        rows.append(
+            [
+                d.canonical,
+                d.fingerprint.hex(),
+                list(d.fragments),
+                d.scaffold,
+                d.passes_filters,
+                d.logp.hex(),
+                d.sa.hex(),
+                d.qed.hex(),
+                d.weight.hex(),
+            ]
+        )
 out["moses_features"] = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 out["moses_valid"] = sum(r != ["invalid"] for r in rows)
 out["moses_sa_hex_over_8"] = [r[6] for r in rows if r != ["invalid"] and float.fromhex(r[6]) > 8]
@@ -58,10 +96,12 @@ out["moses_sa_hex_over_8"] = [r[6] for r in rows if r != ["invalid"] and float.f
 # --- properties: dataset read, scaffolds, split, fingerprints, forest
 if "--props" in sys.argv:
     datasets = imp("kiban.tasks.molecules.properties.datasets", "kiban.tasks.molecules.properties")
-    split_mod = imp("kiban.tasks.molecules.properties.scaffold_split",
-                    "kiban.tasks.molecules.properties")
-    predictors = imp("kiban.tasks.molecules.properties.predictors",
-                     "kiban.tasks.molecules.properties")
+    split_mod = imp(
+        "kiban.tasks.molecules.properties.scaffold_split", "kiban.tasks.molecules.properties"
+    )
+    predictors = imp(
+        "kiban.tasks.molecules.properties.predictors", "kiban.tasks.molecules.properties"
+    )
     chem_fp = getattr(predictors, "morgan_fingerprints", None)
     ds = datasets.load_dataset("bbbp")
     out["bbbp_smiles"] = hashlib.sha256("\n".join(ds.smiles).encode()).hexdigest()
@@ -77,6 +117,7 @@ if "--props" in sys.argv:
         out["bbbp_fp"] = h(chem_fp(ds.molecules[:500]))
     else:
         from kiban.chem import morgan_fingerprints
+
         out["bbbp_fp"] = h(morgan_fingerprints(ds.molecules[:500]))
 
 # --- design: oracles, canonical keys, scaffolds in diverse_top / DiversityFilter, graph GA
@@ -92,16 +133,18 @@ out["oracle_mpo"] = [None if s is None else s.hex() for s in mpo.score_many(good
 hist = [(s, float(i % 17)) for i, s in enumerate(test[:600])]
 out["diverse_top"] = optimize.diverse_top(hist, 64, 2)
 df = reinvent.DiversityFilter(3, 0.4)
-out["diversity_rewards"] = df.rewards(test[:600] + test[:50] + extra[2:],
-                                      [(i % 10) / 10 for i in range(600 + 50 + len(extra) - 2)])
+out["diversity_rewards"] = df.rewards(
+    test[:600] + test[:50] + extra[2:], [(i % 10) / 10 for i in range(600 + 50 + len(extra) - 2)]
+)
 ga_oracle = optimize.get_oracle("qed", 300)
-ga = optimize.graph_ga(ga_oracle, test[:200], config=optimize.GAConfig(population_size=20,
-                                                                         offspring_size=40),
-                       seed=3)
+ga = optimize.graph_ga(
+    ga_oracle, test[:200], config=optimize.GAConfig(population_size=20, offspring_size=40), seed=3
+)
 out["graph_ga"] = [ga["top10_auc"].hex(), ga["generations"], ga_oracle.history[-5:]]
 props = [conditioned.smiles_properties(s) for s in test[:300] + extra[2:]]
-out["conditioned_props"] = [None if p is None else {k: v.hex() for k, v in p.items()}
-                            for p in props]
+out["conditioned_props"] = [
+    None if p is None else {k: v.hex() for k, v in p.items()} for p in props
+]
 
 # --- report: fingerprints and property table
 report = imp("kiban.tasks.molecules.evaluation.report", "kiban.tasks.molecules.report")
@@ -112,21 +155,25 @@ out["report_props"] = {k: h(v) for k, v in report.properties(mols).items()}
 # --- corpus clean's table (call site not owned: the proposed replacement is kiban.chem's)
 try:
     from kiban.chem import DESCRIPTORS as table
+
     out["table_source"] = "kiban.chem.DESCRIPTORS"
 except ImportError:
     from kiban.corpus.clean import PROPERTY_FUNCTIONS as table
+
     out["table_source"] = "kiban.corpus.clean.PROPERTY_FUNCTIONS"
 out["descriptor_table"] = {k: h(np.array([f(m) for m in mols])) for k, f in table.items()}
 
 # --- lab's fingerprints (not owned; proposed replacement: kiban.chem.morgan_fingerprints)
 try:
     from kiban.chem import canonical_or_none, morgan_fingerprints
+
     fps = morgan_fingerprints([Chem.MolFromSmiles(s) for s in test[:300]], dtype=np.float64)
     keys = [canonical_or_none(s) for s in texts[:300] + extra]
     keys = [k if k is not None else s for k, s in zip(keys, texts[:300] + extra)]
 except ImportError:
     from kiban.lab.proposers.base import canonical_smiles
     from kiban.lab.proposers.molecules import fingerprints
+
     fps = fingerprints(test[:300])
     keys = [canonical_smiles(s) for s in texts[:300] + extra]
 out["lab_fingerprints"] = h(fps)

@@ -37,16 +37,31 @@ def main() -> None:
     for name in METRIC_NAMES:
         ours, theirs = result[name], reference["metrics"].get(name)
         difference = None if ours is None or theirs is None else abs(ours - theirs)
-        rows.append({"metric": name, "kiban": ours, "molsets": theirs, "abs_diff": difference,
-                     "within_tolerance": difference is not None and difference <= TOLERANCE,
-                     "kiban_reason": result.reasons.get(name)})
-    versions = {name: importlib.metadata.version(name)
-                for name in ("rdkit", "torch", "numpy", "scipy", "numba", "fcd_torch", "molsets")}
-    payload = {"samples": str(args.samples), "n_samples": result.n_samples,
-               "n_valid": result.n_valid, "tolerance": TOLERANCE, "n_jobs": reference["n_jobs"],
-               "wall_seconds": {"kiban": seconds, "molsets": reference["wall_seconds"]},
-               "kiban_stage_seconds": dict(result.timings), "rows": rows,
-               "versions": {"kiban_env": versions, "reference_env": reference["versions"]}}
+        rows.append(
+            {
+                "metric": name,
+                "kiban": ours,
+                "molsets": theirs,
+                "abs_diff": difference,
+                "within_tolerance": difference is not None and difference <= TOLERANCE,
+                "kiban_reason": result.reasons.get(name),
+            }
+        )
+    versions = {
+        name: importlib.metadata.version(name)
+        for name in ("rdkit", "torch", "numpy", "scipy", "numba", "fcd_torch", "molsets")
+    }
+    payload = {
+        "samples": str(args.samples),
+        "n_samples": result.n_samples,
+        "n_valid": result.n_valid,
+        "tolerance": TOLERANCE,
+        "n_jobs": reference["n_jobs"],
+        "wall_seconds": {"kiban": seconds, "molsets": reference["wall_seconds"]},
+        "kiban_stage_seconds": dict(result.timings),
+        "rows": rows,
+        "versions": {"kiban_env": versions, "reference_env": reference["versions"]},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     args.out.with_suffix(".md").write_text(markdown(payload), encoding="utf-8")
@@ -59,17 +74,31 @@ def _cell(value) -> str:
 
 def markdown(payload: dict) -> str:
     wall = payload["wall_seconds"]
-    lines = [f"Samples `{payload['samples']}`: {payload['n_samples']:,} lines, "
-             f"{payload['n_valid']:,} valid; {payload['n_jobs']} worker processes.", "",
-             "| metric | kiban | molsets | abs diff | ≤ 1e-6 |", "|---|---:|---:|---:|:---:|"]
+    lines = [
+        f"Samples `{payload['samples']}`: {payload['n_samples']:,} lines, "
+        f"{payload['n_valid']:,} valid; {payload['n_jobs']} worker processes.",
+        "",
+        "| metric | kiban | molsets | abs diff | ≤ 1e-6 |",
+        "|---|---:|---:|---:|:---:|",
+    ]
     for row in payload["rows"]:
         diff = "—" if row["abs_diff"] is None else f"{row['abs_diff']:.1e}"
-        ok = "yes" if row["within_tolerance"] else f"no: {row['kiban_reason']}" \
-            if row["kiban_reason"] else "no"
-        lines.append(f"| {row['metric']} | {_cell(row['kiban'])} | {_cell(row['molsets'])} | "
-                     f"{diff} | {ok} |")
-    lines += ["", f"Wall time: kiban {wall['kiban']:.1f} s, molsets {wall['molsets']:.1f} s "
-              f"(molsets / kiban = {wall['molsets'] / wall['kiban']:.2f}).", ""]
+        ok = (
+            "yes"
+            if row["within_tolerance"]
+            else f"no: {row['kiban_reason']}"
+            if row["kiban_reason"]
+            else "no"
+        )
+        lines.append(
+            f"| {row['metric']} | {_cell(row['kiban'])} | {_cell(row['molsets'])} | {diff} | {ok} |"
+        )
+    lines += [
+        "",
+        f"Wall time: kiban {wall['kiban']:.1f} s, molsets {wall['molsets']:.1f} s "
+        f"(molsets / kiban = {wall['molsets'] / wall['kiban']:.2f}).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -17,8 +17,18 @@ import numpy as np
 
 from kiban.data import moses_smiles
 
-JUNK = ["hello world", "C1CC", "c1cccc1", "CC(C", "[Xx]C", "C%99C", "N(=O)(=O)(=O)=O", "12345",
-        "<mol>CCO</mol>", "\x00\x01\x02"]
+JUNK = [
+    "hello world",
+    "C1CC",
+    "c1cccc1",
+    "CC(C",
+    "[Xx]C",
+    "C%99C",
+    "N(=O)(=O)(=O)=O",
+    "12345",
+    "<mol>CCO</mol>",
+    "\x00\x01\x02",
+]
 
 
 def corrupt(smiles: str, rng: np.random.Generator) -> str:
@@ -30,7 +40,7 @@ def corrupt(smiles: str, rng: np.random.Generator) -> str:
         digits = [i for i, ch in enumerate(smiles) if ch.isdigit()]
         if digits:
             i = digits[int(rng.integers(len(digits)))]
-            return smiles[:i] + smiles[i + 1:]
+            return smiles[:i] + smiles[i + 1 :]
     return smiles.replace("C", "Q", 1) if "C" in smiles else smiles + "Q"
 
 

@@ -33,11 +33,10 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=2)
     args = parser.parse_args()
 
-    import torch
-
     # fcd_torch 1.0.7 calls torch.load(path) without weights_only; torch >= 2.6 defaults to True,
     # which reads ChemNet's plain tensors/dicts fine, so nothing is patched here.
     import moses
+    import torch
 
     smiles = read_samples(args.samples)
     start = time.perf_counter()
@@ -45,13 +44,27 @@ def main() -> None:
         warnings.simplefilter("ignore")
         metrics = moses.get_all_metrics(smiles, n_jobs=args.n_jobs, device="cpu")
     seconds = time.perf_counter() - start
-    values = {name: (None if value is None or (isinstance(value, float) and math.isnan(value))
-                     else float(value)) for name, value in metrics.items()}
-    versions = {name: importlib.metadata.version(name)
-                for name in ("molsets", "fcd_torch", "rdkit", "torch", "numpy", "pandas", "scipy")}
-    payload = {"samples": str(args.samples), "n_samples": len(smiles), "n_jobs": args.n_jobs,
-               "torch_threads": torch.get_num_threads(), "wall_seconds": seconds,
-               "metrics": values, "versions": versions}
+    values = {
+        name: (
+            None
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else float(value)
+        )
+        for name, value in metrics.items()
+    }
+    versions = {
+        name: importlib.metadata.version(name)
+        for name in ("molsets", "fcd_torch", "rdkit", "torch", "numpy", "pandas", "scipy")
+    }
+    payload = {
+        "samples": str(args.samples),
+        "n_samples": len(smiles),
+        "n_jobs": args.n_jobs,
+        "torch_threads": torch.get_num_threads(),
+        "wall_seconds": seconds,
+        "metrics": values,
+        "versions": versions,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(payload, indent=1))

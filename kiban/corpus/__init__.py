@@ -8,5 +8,15 @@ from kiban.corpus.build import BuildConfig, BuildError, build_corpus
 from kiban.corpus.readers import RawRecord, Reject, SourceSpec, read_source
 from kiban.corpus.store import Corpus, CorpusError, load_recipe
 
-__all__ = ["BuildConfig", "BuildError", "Corpus", "CorpusError", "RawRecord", "Reject",
-           "SourceSpec", "build_corpus", "load_recipe", "read_source"]
+__all__ = [
+    "BuildConfig",
+    "BuildError",
+    "Corpus",
+    "CorpusError",
+    "RawRecord",
+    "Reject",
+    "SourceSpec",
+    "build_corpus",
+    "load_recipe",
+    "read_source",
+]

@@ -56,8 +56,16 @@ from kiban.io import (
 
 DEDUP_MODES = ("none", "exact", "near")
 #: What a finished build leaves in its output directory (removed by a ``rebuild``).
-OUTPUTS = (MANIFEST, DOCUMENTS, "rejects.jsonl", "dropped.jsonl", "shards", "tokenizer", INDEX_DIR,
-           ".work")
+OUTPUTS = (
+    MANIFEST,
+    DOCUMENTS,
+    "rejects.jsonl",
+    "dropped.jsonl",
+    "shards",
+    "tokenizer",
+    INDEX_DIR,
+    ".work",
+)
 
 
 class BuildError(InputError):
@@ -104,8 +112,14 @@ class BuildConfig:
         return record
 
 
-def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 1,
-                 progress: bool = False, rebuild: bool = False) -> dict[str, Any]:
+def build_corpus(
+    config: BuildConfig,
+    out: str | os.PathLike,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    rebuild: bool = False,
+) -> dict[str, Any]:
     """Build (or resume building) a corpus in ``out``; returns the manifest.
 
     A finished corpus built with the same configuration from unchanged sources is returned as
@@ -134,9 +148,11 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
         try:  # datasketch cannot band every (threshold, num_perm): fail before anything is written
             MinHashLSH(threshold=config.near_threshold, num_perm=config.num_perm)
         except ValueError as error:
-            raise BuildError(f"near_threshold {config.near_threshold} with num_perm "
-                             f"{config.num_perm} cannot be used for near-duplicate search "
-                             f"({error}); lower the threshold") from None
+            raise BuildError(
+                f"near_threshold {config.near_threshold} with num_perm "
+                f"{config.num_perm} cannot be used for near-duplicate search "
+                f"({error}); lower the threshold"
+            ) from None
     config_json = json.dumps(config.to_dict(), sort_keys=True, default=str)
     manifest_path = out / MANIFEST
     if rebuild:
@@ -146,28 +162,37 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
 
         manifest = Corpus(out).manifest
         if json.dumps(manifest["config"], sort_keys=True, default=str) != config_json:
-            raise BuildError(f"{out} already holds a corpus built with another configuration; "
-                             "choose a new --out or remove it")
-        changed = _changed_inputs(config, manifest.get("source_files"),
-                                  built_ns=manifest_path.stat().st_mtime_ns)
+            raise BuildError(
+                f"{out} already holds a corpus built with another configuration; "
+                "choose a new --out or remove it"
+            )
+        changed = _changed_inputs(
+            config, manifest.get("source_files"), built_ns=manifest_path.stat().st_mtime_ns
+        )
         if changed:
-            raise BuildError(f"{out} was built from other contents of {changed}: the corpus is "
-                             "out of date; build it again with --rebuild (which replaces it) or "
-                             "choose a new --out")
+            raise BuildError(
+                f"{out} was built from other contents of {changed}: the corpus is "
+                "out of date; build it again with --rebuild (which replaces it) or "
+                "choose a new --out"
+            )
         shutil.rmtree(work, ignore_errors=True)  # a build killed while removing it
         return manifest
     work.mkdir(parents=True, exist_ok=True)
     saved_config = work / "config.json"
     saved_sources = work / "sources.json"
     if saved_config.is_file() and saved_config.read_text() != config_json:
-        raise BuildError(f"{out} holds an unfinished build with another configuration; resume it "
-                         f"with the same options, or remove {out}")
+        raise BuildError(
+            f"{out} holds an unfinished build with another configuration; resume it "
+            f"with the same options, or remove {out}"
+        )
     if saved_config.is_file():
         recorded = json.loads(saved_sources.read_text()) if saved_sources.is_file() else None
         changed = _changed_inputs(config, recorded, built_ns=saved_config.stat().st_mtime_ns)
         if changed:
-            raise BuildError(f"{out} holds an unfinished build of other contents of {changed}; "
-                             "start it again with --rebuild, or remove it")
+            raise BuildError(
+                f"{out} holds an unfinished build of other contents of {changed}; "
+                "start it again with --rebuild, or remove it"
+            )
     if not saved_sources.is_file():  # a new build (or one begun by a kiban without them)
         atomic_write_text(saved_sources, json.dumps(_fingerprints(config), indent=1))
     atomic_write_text(saved_config, config_json)
@@ -184,27 +209,37 @@ def build_corpus(config: BuildConfig, out: str | os.PathLike, *, workers: int = 
 
 def _check_input_file(path: Path, kind: str) -> None:
     if path.is_dir():
-        raise BuildError(f"{kind} {path} is a directory, not a file: name the files in it "
-                         f"(e.g. {path}/*.jsonl)")
+        raise BuildError(
+            f"{kind} {path} is a directory, not a file: name the files in it (e.g. {path}/*.jsonl)"
+        )
     if not path.is_file():
         raise BuildError(f"{kind} file {path} does not exist")
 
 
 def _input_paths(config: BuildConfig) -> list[Path]:
-    return [spec.resolved_path for spec in config.sources] + [Path(p) for p in
-                                                              config.decontaminate]
+    return [spec.resolved_path for spec in config.sources] + [Path(p) for p in config.decontaminate]
 
 
 def _fingerprints(config: BuildConfig) -> list[dict[str, Any]]:
     """Path, size, modification time and sha256 of every source and evaluation file."""
     paths = _input_paths(config)
-    return [{"path": str(path), "bytes": path.stat().st_size,
-             "mtime_ns": path.stat().st_mtime_ns, "sha256": digest}
-            for path, digest in zip(paths, files_sha256(paths))]
+    return [
+        {
+            "path": str(path),
+            "bytes": path.stat().st_size,
+            "mtime_ns": path.stat().st_mtime_ns,
+            "sha256": digest,
+        }
+        for path, digest in zip(paths, files_sha256(paths))
+    ]
 
 
-def _changed_inputs(config: BuildConfig, recorded: list[dict] | None, *, built_ns: int,
-                    ) -> str | None:
+def _changed_inputs(
+    config: BuildConfig,
+    recorded: list[dict] | None,
+    *,
+    built_ns: int,
+) -> str | None:
     """The first input whose contents differ from ``recorded`` (its fingerprint when the build
     began), described; None when all are the same. Size and time equal count as unchanged (as
     make and rsync do) without reading the file. Without fingerprints (a version-1 corpus), a
@@ -225,8 +260,10 @@ def _changed_inputs(config: BuildConfig, recorded: list[dict] | None, *, built_n
             continue
         digest = file_sha256(path)
         if digest != entry["sha256"]:
-            return (f"{path} (now {stat.st_size:,} bytes, sha256 {digest[:12]}…; built from "
-                    f"{entry['bytes']:,} bytes, sha256 {entry['sha256'][:12]}…)")
+            return (
+                f"{path} (now {stat.st_size:,} bytes, sha256 {digest[:12]}…; built from "
+                f"{entry['bytes']:,} bytes, sha256 {entry['sha256'][:12]}…)"
+            )
     return None
 
 
@@ -237,8 +274,10 @@ def _remove_outputs(out: Path) -> None:
         return
     if not ((out / MANIFEST).is_file() or (out / ".work").is_dir()):
         if any(out.iterdir()):
-            raise BuildError(f"--rebuild: {out} holds no kiban corpus (no {MANIFEST}); not "
-                             "removing anything there")
+            raise BuildError(
+                f"--rebuild: {out} holds no kiban corpus (no {MANIFEST}); not "
+                "removing anything there"
+            )
         return
     for name in OUTPUTS:
         path = out / name
@@ -284,8 +323,11 @@ def _write_clean_chunk(work: Path, index: int, result: CleanResult, num_perm: in
         from kiban.corpus.dedup import MinHasher
 
         hasher = MinHasher(num_perm)
-        signatures = np.stack([hasher.signature(d.text) for _, d in result.documents]) \
-            if result.documents else np.zeros((0, num_perm), dtype=np.uint64)
+        signatures = (
+            np.stack([hasher.signature(d.text) for _, d in result.documents])
+            if result.documents
+            else np.zeros((0, num_perm), dtype=np.uint64)
+        )
         with atomic_open(work / "clean" / f"minhash-{index:06d}.npy", "wb") as handle:
             np.save(handle, signatures)
     with atomic_open(work / "clean" / f"rejects-{index:06d}.jsonl", "w", encoding="utf-8") as h:
@@ -293,8 +335,9 @@ def _write_clean_chunk(work: Path, index: int, result: CleanResult, num_perm: in
             h.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
     with atomic_open(_clean_path(work, index), "w", encoding="utf-8") as handle:
         for where, document in result.documents:
-            handle.write(json.dumps({"where": where, **document.to_dict()}, ensure_ascii=False)
-                         + "\n")
+            handle.write(
+                json.dumps({"where": where, **document.to_dict()}, ensure_ascii=False) + "\n"
+            )
 
 
 def _clean_task(task: tuple[int, list, Path, int | None]) -> tuple[int, int, str | None]:
@@ -322,11 +365,12 @@ def _clean_stage(config: BuildConfig, work: Path, *, workers: int, progress: boo
                     line = h.readline()
                 if line:
                     reject = json.loads(line)
-                    raise BuildError(f"--strict: record rejected: {reject['where']}: "
-                                     f"{reject['reason']}")
+                    raise BuildError(
+                        f"--strict: record rejected: {reject['where']}: {reject['reason']}"
+                    )
 
     bar = _progress(progress, "clean", unit="chunk")
-    for index, n_rejects, first_reject in _ordered_map(_clean_task, tasks(), workers):
+    for _index, n_rejects, first_reject in _ordered_map(_clean_task, tasks(), workers):
         if config.strict and n_rejects:
             raise BuildError(f"--strict: record rejected: {first_reject}")
         bar.update(1)
@@ -408,9 +452,12 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
             elif lsh is not None:
                 lean = hasher.lean(signatures[position])
                 # LSH candidates only probably reach the threshold: check their estimated Jaccard
-                similar = [key for key in lsh.query(lean) if _estimated_jaccard(
-                    signatures[position], chunk_signatures, signature_of[key])
-                    >= config.near_threshold]
+                similar = [
+                    key
+                    for key in lsh.query(lean)
+                    if _estimated_jaccard(signatures[position], chunk_signatures, signature_of[key])
+                    >= config.near_threshold
+                ]
                 if similar:
                     reason, of = "near_duplicate", min(similar)
                 else:
@@ -418,8 +465,9 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
                     signature_of[record["id"]] = (index, position)
             if reason:
                 keep[position] = False
-                dropped.append({"id": record["id"], "where": record["where"], "reason": reason,
-                                "of": of})
+                dropped.append(
+                    {"id": record["id"], "where": record["where"], "reason": reason, "of": of}
+                )
             else:
                 seen_text.setdefault(digest, record["id"])
                 seen_id[record["id"]] = record["where"]
@@ -428,8 +476,9 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
             np.save(handle, keep)
         with atomic_open(work / "dedup" / f"ids-{index:06d}.json", "w") as handle:
             json.dump([renamed.get(i) for i in range(len(records))], handle)
-        with atomic_open(work / "dedup" / f"dropped-{index:06d}.jsonl", "w",
-                         encoding="utf-8") as handle:
+        with atomic_open(
+            work / "dedup" / f"dropped-{index:06d}.jsonl", "w", encoding="utf-8"
+        ) as handle:
             for entry in dropped:
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         bar.update(1)
@@ -437,8 +486,11 @@ def _dedup_stage(config: BuildConfig, work: Path, chunks: int, *, progress: bool
     atomic_write_text(done, "")
 
 
-def _estimated_jaccard(signature: np.ndarray, chunk_signatures: list, where: tuple[int, int],
-                       ) -> float:
+def _estimated_jaccard(
+    signature: np.ndarray,
+    chunk_signatures: list,
+    where: tuple[int, int],
+) -> float:
     """Estimated Jaccard similarity of two MinHash signatures (as `LeanMinHash.jaccard`)."""
     other = chunk_signatures[where[0]][where[1]]
     return float(np.count_nonzero(signature == other)) / len(signature)
@@ -470,11 +522,13 @@ def _tokenizer_stage(config: BuildConfig, out: Path, work: Path, chunks: int):
     if config.tokenizer:
         tokenizer = ScienceTokenizer.load(config.tokenizer)
     elif config.base_tokenizer:
-        tokenizer = extend_tokenizer(config.base_tokenizer, corpus_texts=texts(),
-                                     min_frequency=config.min_frequency)
+        tokenizer = extend_tokenizer(
+            config.base_tokenizer, corpus_texts=texts(), min_frequency=config.min_frequency
+        )
     else:
-        tokenizer = train_tokenizer(texts(), vocab_size=config.vocab_size,
-                                    min_frequency=config.min_frequency)
+        tokenizer = train_tokenizer(
+            texts(), vocab_size=config.vocab_size, min_frequency=config.min_frequency
+        )
     tokenizer.save(directory)
     atomic_write_text(done, tokenizer.fingerprint)
     return tokenizer
@@ -500,8 +554,9 @@ def _contamination_index(config: BuildConfig, tokenizer):
     return ContaminationIndex(items, config.decontaminate_n)
 
 
-def _shard_stage(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer, *,
-                 progress: bool) -> None:
+def _shard_stage(
+    config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer, *, progress: bool
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -518,7 +573,9 @@ def _shard_stage(config: BuildConfig, out: Path, work: Path, chunks: int, tokeni
         records = list(_kept_records(work, index))
         token_lists = []
         for start in range(0, len(records), 8192):
-            token_lists += tokenizer.encode_batch([r["text"] for r in records[start:start + 8192]])
+            token_lists += tokenizer.encode_batch(
+                [r["text"] for r in records[start : start + 8192]]
+            )
         dropped = []
         if contamination is not None and records:
             matches = contamination.match(token_lists)
@@ -528,35 +585,47 @@ def _shard_stage(config: BuildConfig, out: Path, work: Path, chunks: int, tokeni
                     kept_records.append(record)
                     kept_tokens.append(tokens)
                 else:
-                    dropped.append({"id": record["id"], "where": record["where"],
-                                    "reason": "decontaminated", "of": contamination.items[match]})
+                    dropped.append(
+                        {
+                            "id": record["id"],
+                            "where": record["where"],
+                            "reason": "decontaminated",
+                            "of": contamination.items[match],
+                        }
+                    )
             records, token_lists = kept_records, kept_tokens
         lengths = np.array([len(t) + 1 for t in token_lists], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         tokens = np.full(int(offsets[-1]), tokenizer.eos_id, dtype=dtype)
         for start, ids in zip(offsets[:-1], token_lists):
-            tokens[start:start + len(ids)] = ids
+            tokens[start : start + len(ids)] = ids
         atomic_write_bytes(out / tokens_file(index), tokens.tobytes())
         with atomic_open(out / offsets_file(index), "wb") as handle:
             np.save(handle, offsets)
-        with atomic_open(work / "documents" / f"decontaminated-{index:06d}.jsonl", "w",
-                         encoding="utf-8") as handle:
+        with atomic_open(
+            work / "documents" / f"decontaminated-{index:06d}.jsonl", "w", encoding="utf-8"
+        ) as handle:
             for entry in dropped:
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        table = pa.table({
-            "id": [r["id"] for r in records],
-            "source": [r.get("source") for r in records],
-            "license": [r.get("license") for r in records],
-            "where": [r["where"] for r in records],
-            "sha256": [hashlib.sha256(r["text"].encode("utf-8")).hexdigest() for r in records],
-            "n_tokens": lengths,
-            **{f"n_{m}": [_count_spans(r["text"], m) for r in records] for m in MODALITY_TAGS},
-            "shard": np.full(len(records), index, dtype=np.int32),
-            "token_offset": offsets[:-1],
-            "text": [r["text"] for r in records],
-            "meta": [json.dumps(r["meta"], ensure_ascii=False) if r.get("meta") else None
-                     for r in records],
-        }, schema=_documents_schema())
+        table = pa.table(
+            {
+                "id": [r["id"] for r in records],
+                "source": [r.get("source") for r in records],
+                "license": [r.get("license") for r in records],
+                "where": [r["where"] for r in records],
+                "sha256": [hashlib.sha256(r["text"].encode("utf-8")).hexdigest() for r in records],
+                "n_tokens": lengths,
+                **{f"n_{m}": [_count_spans(r["text"], m) for r in records] for m in MODALITY_TAGS},
+                "shard": np.full(len(records), index, dtype=np.int32),
+                "token_offset": offsets[:-1],
+                "text": [r["text"] for r in records],
+                "meta": [
+                    json.dumps(r["meta"], ensure_ascii=False) if r.get("meta") else None
+                    for r in records
+                ],
+            },
+            schema=_documents_schema(),
+        )
         with atomic_open(part, "wb") as handle:
             pq.write_table(table, handle, compression="zstd")
         bar.update(1)
@@ -570,13 +639,21 @@ def _count_spans(text: str, modality: str) -> int:
 def _documents_schema():
     import pyarrow as pa
 
-    return pa.schema([
-        ("id", pa.string()), ("source", pa.string()), ("license", pa.string()),
-        ("where", pa.string()), ("sha256", pa.string()), ("n_tokens", pa.int64()),
-        *[(f"n_{m}", pa.int64()) for m in MODALITY_TAGS],
-        ("shard", pa.int32()), ("token_offset", pa.int64()), ("text", pa.string()),
-        ("meta", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("source", pa.string()),
+            ("license", pa.string()),
+            ("where", pa.string()),
+            ("sha256", pa.string()),
+            ("n_tokens", pa.int64()),
+            *[(f"n_{m}", pa.int64()) for m in MODALITY_TAGS],
+            ("shard", pa.int32()),
+            ("token_offset", pa.int64()),
+            ("text", pa.string()),
+            ("meta", pa.string()),
+        ]
+    )
 
 
 # --- stage 5: finish ---------------------------------------------------------------------------
@@ -596,8 +673,9 @@ def _finish(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer) 
             tokens += int(np.sum(table.column("n_tokens").to_numpy())) if table.num_rows else 0
             sources.update(table.column("source").to_pylist())
             for modality in MODALITY_TAGS:
-                modalities[modality] += int(np.sum(table.column(f"n_{modality}").to_numpy())) \
-                    if table.num_rows else 0
+                modalities[modality] += (
+                    int(np.sum(table.column(f"n_{modality}").to_numpy())) if table.num_rows else 0
+                )
         writer.close()
     rejected_by_source: collections.Counter = collections.Counter()
     with atomic_open(out / "rejects.jsonl", "w", encoding="utf-8") as handle:
@@ -608,20 +686,26 @@ def _finish(config: BuildConfig, out: Path, work: Path, chunks: int, tokenizer) 
                 rejected_by_source[json.loads(line)["source"]] += 1
     with atomic_open(out / "dropped.jsonl", "w", encoding="utf-8") as handle:
         for index in range(chunks):
-            for name in (work / "dedup" / f"dropped-{index:06d}.jsonl",
-                         work / "documents" / f"decontaminated-{index:06d}.jsonl"):
+            for name in (
+                work / "dedup" / f"dropped-{index:06d}.jsonl",
+                work / "documents" / f"decontaminated-{index:06d}.jsonl",
+            ):
                 for line in open(name, encoding="utf-8"):
                     handle.write(line)
                     counts[json.loads(line)["reason"]] += 1
     if documents == 0:
         dropped = sum(counts.values()) - counts["rejected"]
-        raise BuildError(f"nothing could be built: all {counts['rejected'] + dropped} records were "
-                         f"rejected or dropped ({counts['rejected']} rejected, {dropped} dropped); "
-                         f"see {out / 'rejects.jsonl'} and {out / 'dropped.jsonl'} for the reasons")
+        raise BuildError(
+            f"nothing could be built: all {counts['rejected'] + dropped} records were "
+            f"rejected or dropped ({counts['rejected']} rejected, {dropped} dropped); "
+            f"see {out / 'rejects.jsonl'} and {out / 'dropped.jsonl'} for the reasons"
+        )
     # checksums of what readers map: verified by `Corpus` before it hands out data
     checked = [f(i) for i in range(chunks) for f in (tokens_file, offsets_file)] + [DOCUMENTS]
-    checksums = {relative: {"bytes": (out / relative).stat().st_size, "sha256": digest}
-                 for relative, digest in zip(checked, files_sha256([out / r for r in checked]))}
+    checksums = {
+        relative: {"bytes": (out / relative).stat().st_size, "sha256": digest}
+        for relative, digest in zip(checked, files_sha256([out / r for r in checked]))
+    }
     manifest = {
         "documents": documents,
         "tokens": tokens,

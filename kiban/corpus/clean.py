@@ -65,11 +65,14 @@ def _render(record: RawRecord) -> str:
     try:
         return _TEMPLATE_FORMATTER.vformat(record.template, (), fields)
     except KeyError as error:
-        raise DocumentError(f"template names field {error.args[0]!r}, which the record lacks; "
-                            f"fields: {', '.join(fields)}") from None
+        raise DocumentError(
+            f"template names field {error.args[0]!r}, which the record lacks; "
+            f"fields: {', '.join(fields)}"
+        ) from None
     except (AttributeError, IndexError, TypeError) as error:  # e.g. "{mw.err}" on a str
-        raise DocumentError(f"cannot fill the template {record.template!r}: "
-                            f"{type(error).__name__}: {error}") from None
+        raise DocumentError(
+            f"cannot fill the template {record.template!r}: {type(error).__name__}: {error}"
+        ) from None
 
 
 class _TemplateFormatter(string.Formatter):
@@ -93,9 +96,12 @@ def _molblock_smiles(molblock: str) -> str:
         mol = Chem.MolFromMolBlock(molblock)
     if mol is None:
         reason = capture.messages.strip().splitlines()
-        raise CodecError("mol", molblock.splitlines()[0] if molblock else "",
-                         "RDKit could not read the MOL block"
-                         + (f": {reason[-1].split('] ', 1)[-1]}" if reason else ""))
+        raise CodecError(
+            "mol",
+            molblock.splitlines()[0] if molblock else "",
+            "RDKit could not read the MOL block"
+            + (f": {reason[-1].split('] ', 1)[-1]}" if reason else ""),
+        )
     return canonical_smiles(mol)
 
 

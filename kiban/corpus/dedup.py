@@ -41,8 +41,10 @@ class MinHasher:
             raise ValueError(f"num_perm must be at least 2, got {num_perm}")
         self.num_perm, self.seed, self.shingle = num_perm, seed, shingle
         self._scheme = _legacy_scheme()
-        self._a, self._b = (np.asarray(p, dtype=np.uint64) for p in
-                            MinHash(num_perm=num_perm, seed=seed, **self._scheme).permutations)
+        self._a, self._b = (
+            np.asarray(p, dtype=np.uint64)
+            for p in MinHash(num_perm=num_perm, seed=seed, **self._scheme).permutations
+        )
 
     def signature(self, text: str) -> np.ndarray:
         data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint64)

@@ -46,12 +46,16 @@ class SourceSpec:
 
     def __post_init__(self):
         if self.format not in ("auto", *FORMATS):
-            raise ValueError(f"source {self.path!r}: format must be one of auto, "
-                             f"{', '.join(FORMATS)}; got {self.format!r}")
+            raise ValueError(
+                f"source {self.path!r}: format must be one of auto, "
+                f"{', '.join(FORMATS)}; got {self.format!r}"
+            )
         unknown = [p for p in self.properties if p not in PROPERTY_NAMES]
         if unknown:
-            raise ValueError(f"source {self.path!r}: unknown properties {unknown}; "
-                             f"known: {', '.join(PROPERTY_NAMES)}")
+            raise ValueError(
+                f"source {self.path!r}: unknown properties {unknown}; "
+                f"known: {', '.join(PROPERTY_NAMES)}"
+            )
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"source {self.path!r}: limit must be >= 0, got {self.limit}")
 
@@ -77,13 +81,21 @@ class SourceSpec:
         if self.format != "auto":
             return self.format
         name = self.path.lower().removesuffix(".gz").removesuffix(".xz")
-        for ext, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".csv", "csv"),
-                         (".sdf", "sdf"), (".cif", "cif"), (".json", "structures"),
-                         (".txt", "text")):
+        for ext, fmt in (
+            (".jsonl", "jsonl"),
+            (".ndjson", "jsonl"),
+            (".csv", "csv"),
+            (".sdf", "sdf"),
+            (".cif", "cif"),
+            (".json", "structures"),
+            (".txt", "text"),
+        ):
             if name.endswith(ext):
                 return fmt
-        raise ValueError(f"cannot tell the format of {self.path!r} from its name; "
-                         f"give format = one of {', '.join(FORMATS)}")
+        raise ValueError(
+            f"cannot tell the format of {self.path!r} from its name; "
+            f"give format = one of {', '.join(FORMATS)}"
+        )
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
@@ -114,23 +126,32 @@ def _lines(path: Path, source: str) -> Iterator[tuple[int, str] | Reject]:
                     while (rest := handle.readline(limit)) and not rest.endswith(b"\n"):
                         length += len(rest)
                     length += len(rest)
-                    yield Reject(f"{path}:{number}", source,
-                                 f"line of {length:,} bytes is longer than the limit of "
-                                 f"{limit:,} bytes (kiban.corpus.readers.MAX_LINE_BYTES); split "
-                                 "the record")
+                    yield Reject(
+                        f"{path}:{number}",
+                        source,
+                        f"line of {length:,} bytes is longer than the limit of "
+                        f"{limit:,} bytes (kiban.corpus.readers.MAX_LINE_BYTES); split "
+                        "the record",
+                    )
                     continue
                 if number == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Excel)
                 try:
                     yield number, raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as error:
-                    yield Reject(f"{path}:{number}", source,
-                                 f"not valid UTF-8: byte 0x{raw[error.start]:02x} at column "
-                                 f"{error.start + 1}")
+                    yield Reject(
+                        f"{path}:{number}",
+                        source,
+                        f"not valid UTF-8: byte 0x{raw[error.start]:02x} at column "
+                        f"{error.start + 1}",
+                    )
     except (EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error) as error:
-        yield Reject(f"{path}:{number + 1}", source,
-                     f"compressed file is truncated or corrupt after line {number} ({error}); "
-                     "records before it were read")
+        yield Reject(
+            f"{path}:{number + 1}",
+            source,
+            f"compressed file is truncated or corrupt after line {number} ({error}); "
+            "records before it were read",
+        )
         return  # one reject for the file, not a second one calling it empty
     if number == 0:
         yield Reject(f"{path}", source, "empty file: no records")
@@ -140,12 +161,19 @@ def read_source(spec: SourceSpec) -> Iterator[RawRecord | Reject]:
     """All records of one source, in file order, up to ``spec.limit``."""
     path = spec.resolved_path
     if path.is_dir():
-        raise IsADirectoryError(f"source {path} is a directory, not a file: name the files in "
-                                f"it (e.g. {path}/*.jsonl)")
+        raise IsADirectoryError(
+            f"source {path} is a directory, not a file: name the files in it (e.g. {path}/*.jsonl)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"source file {path} does not exist")
-    reader = {"jsonl": _read_jsonl, "csv": _read_csv, "sdf": _read_sdf,
-              "structures": _read_structures, "cif": _read_cif, "text": _read_text}[spec.file_format]
+    reader = {
+        "jsonl": _read_jsonl,
+        "csv": _read_csv,
+        "sdf": _read_sdf,
+        "structures": _read_structures,
+        "cif": _read_cif,
+        "text": _read_text,
+    }[spec.file_format]
     count = 0
     for item in reader(spec, path):
         if spec.limit is not None and isinstance(item, RawRecord) and count >= spec.limit:
@@ -171,8 +199,13 @@ def _read_text(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
         if isinstance(item, Reject):
             yield item
         elif item[1].strip():
-            yield RawRecord(f"{path}:{item[0]}", spec.label, spec.license,
-                            fields={"text": item[1]}, template="{text}")
+            yield RawRecord(
+                f"{path}:{item[0]}",
+                spec.label,
+                spec.license,
+                fields={"text": item[1]},
+                template="{text}",
+            )
 
 
 def _default_template(columns: list[str], modalities: dict[str, str]) -> tuple[str, dict]:
@@ -189,14 +222,17 @@ def _default_template(columns: list[str], modalities: dict[str, str]) -> tuple[s
 
 
 def _template_and_mol_column(spec: SourceSpec, columns: list[str]) -> tuple[str, str | None]:
-    template, modalities = (spec.template, spec.columns) if spec.template else \
-        _default_template(columns, spec.columns)
+    template, modalities = (
+        (spec.template, spec.columns) if spec.template else _default_template(columns, spec.columns)
+    )
     mol_columns = [c for c, m in modalities.items() if m == "mol"]
     if not mol_columns:
         mol_columns = [c for c in columns if c.lower() in ("smiles", "canonical_smiles")]
     if spec.properties and not mol_columns:
-        raise ValueError(f"source {spec.path!r}: properties {list(spec.properties)} need a "
-                         "molecule column (columns = {{COLUMN = \"mol\"}})")
+        raise ValueError(
+            f"source {spec.path!r}: properties {list(spec.properties)} need a "
+            'molecule column (columns = {{COLUMN = "mol"}})'
+        )
     return template, (mol_columns[0] if mol_columns else None)
 
 
@@ -226,8 +262,9 @@ def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
         except csv.Error as error:  # e.g. a field past csv's size limit
             yield from pending
             pending.clear()
-            yield Reject(f"{path}:{numbers[0] if numbers else '?'}", spec.label,
-                         f"malformed CSV: {error}")
+            yield Reject(
+                f"{path}:{numbers[0] if numbers else '?'}", spec.label, f"malformed CSV: {error}"
+            )
             continue
         yield from pending
         pending.clear()
@@ -238,16 +275,28 @@ def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
             template, mol_column = _template_and_mol_column(spec, header)
             missing = [c for c in spec.columns if c not in header]
             if missing:
-                raise ValueError(f"{path}:{numbers[0]}: columns {missing} named in the source "
-                                 f"spec are not in the header {header}")
+                raise ValueError(
+                    f"{path}:{numbers[0]}: columns {missing} named in the source "
+                    f"spec are not in the header {header}"
+                )
             continue
         where = f"{path}:{numbers[0]}"
         if len(row) != len(header):
-            yield Reject(where, spec.label,
-                         f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
+            yield Reject(
+                where,
+                spec.label,
+                f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}",
+            )
             continue
-        yield RawRecord(where, spec.label, spec.license, fields=dict(zip(header, row)),
-                        template=template, properties=spec.properties, mol_column=mol_column)
+        yield RawRecord(
+            where,
+            spec.label,
+            spec.license,
+            fields=dict(zip(header, row)),
+            template=template,
+            properties=spec.properties,
+            mol_column=mol_column,
+        )
     yield from pending
 
 
@@ -284,8 +333,15 @@ def _sdf_record(spec: SourceSpec, path: Path, start: int, block: list[str]) -> R
             fields[name] = (fields[name] + "\n" + line) if name in fields else line
     fields["molblock"] = "\n".join(molblock)
     template = spec.template or "<mol>{smiles}</mol>"
-    return RawRecord(f"{path}:{start}", spec.label, spec.license, fields=fields,
-                     template=template, properties=spec.properties, mol_column="smiles")
+    return RawRecord(
+        f"{path}:{start}",
+        spec.label,
+        spec.license,
+        fields=fields,
+        template=template,
+        properties=spec.properties,
+        mol_column="smiles",
+    )
 
 
 def _read_cif(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
@@ -295,8 +351,13 @@ def _read_cif(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
             yield item
             return
         text_lines.append(item[1])
-    yield RawRecord(f"{path}:1", spec.label, spec.license, fields={"cif": "\n".join(text_lines)},
-                    template=spec.template or "<crystal>{cif}</crystal>")
+    yield RawRecord(
+        f"{path}:1",
+        spec.label,
+        spec.license,
+        fields={"cif": "\n".join(text_lines)},
+        template=spec.template or "<crystal>{cif}</crystal>",
+    )
 
 
 def _read_structures(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
@@ -305,8 +366,13 @@ def _read_structures(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Rejec
     try:
         with _open_binary(path) as handle:
             data = json.loads(handle.read().decode("utf-8"))
-    except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError,
-            json.JSONDecodeError) as error:
+    except (
+        EOFError,
+        gzip.BadGzipFile,
+        zlib.error,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+    ) as error:
         yield Reject(f"{path}", spec.label, f"unreadable structure table: {error}")
         return
     if isinstance(data, dict) and "structure" in data and isinstance(data["structure"], dict):
@@ -314,14 +380,18 @@ def _read_structures(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Rejec
         rows = ({column: values.get(key) for column, values in data.items()} for key in keys)
     elif isinstance(data, list):
         keys = [str(i) for i in range(len(data))]
-        rows = (row if isinstance(row, dict) and "structure" in row else {"structure": row}
-                for row in data)
+        rows = (
+            row if isinstance(row, dict) and "structure" in row else {"structure": row}
+            for row in data
+        )
     else:
-        yield Reject(f"{path}", spec.label, "expected a list of records or a column-oriented "
-                                            "table with a 'structure' column")
+        yield Reject(
+            f"{path}",
+            spec.label,
+            "expected a list of records or a column-oriented table with a 'structure' column",
+        )
         return
     template = spec.template or "<crystal>{structure}</crystal>"
     for key, row in zip(keys, rows):
         fields = {k: (json.dumps(v) if k == "structure" else v) for k, v in row.items()}
-        yield RawRecord(f"{path}#{key}", spec.label, spec.license, fields=fields,
-                        template=template)
+        yield RawRecord(f"{path}#{key}", spec.label, spec.license, fields=fields, template=template)

@@ -35,21 +35,29 @@ if TYPE_CHECKING:
 #: The binary files a manifest describes, each a registered format of its own (stamped in the
 #: manifest's ``layout``, checked on opening), so that a change to either is a new version.
 TOKEN_SHARDS = register(
-    "kiban.corpus.shards", 1,
+    "kiban.corpus.shards",
+    1,
     description="shards/tokens-NNNNNN.bin: token ids (the manifest's token_dtype, native order), "
-                "each document followed by end-of-text; shards/offsets-NNNNNN.npy: int64 "
-                "document starts plus the token count")
+    "each document followed by end-of-text; shards/offsets-NNNNNN.npy: int64 "
+    "document starts plus the token count",
+)
 DOCUMENTS_TABLE = register(
-    "kiban.corpus.documents", 1,
+    "kiban.corpus.documents",
+    1,
     description="documents.parquet: one row per kept document, in shard order (id, source, "
-                "license, where, sha256, n_tokens, n_<modality>, shard, token_offset, text, meta)")
+    "license, where, sha256, n_tokens, n_<modality>, shard, token_offset, text, meta)",
+)
 
 
 def _from_v1(manifest: dict[str, Any]) -> dict[str, Any]:
     """Version 1 had no file checksums and no source fingerprints (both read as unknown); its
     shards and documents table are version 1 of theirs."""
-    return {**manifest, "checksums": {}, "source_files": None,
-            "layout": {"shards": TOKEN_SHARDS.stamp(), "documents": DOCUMENTS_TABLE.stamp()}}
+    return {
+        **manifest,
+        "checksums": {},
+        "source_files": None,
+        "layout": {"shards": TOKEN_SHARDS.stamp(), "documents": DOCUMENTS_TABLE.stamp()},
+    }
 
 
 def layout_stamp() -> dict[str, dict[str, Any]]:
@@ -59,8 +67,9 @@ def layout_stamp() -> dict[str, dict[str, Any]]:
 
 #: The corpus manifest. v2 added ``checksums`` (shard files and documents.parquet: size and
 #: sha256) and ``source_files`` (each source's path, size, mtime and sha256 when built).
-CORPUS_FORMAT = register("kiban.corpus", 2, description="a built kiban corpus (manifest.json)",
-                         upgrades={1: _from_v1})
+CORPUS_FORMAT = register(
+    "kiban.corpus", 2, description="a built kiban corpus (manifest.json)", upgrades={1: _from_v1}
+)
 MANIFEST = "manifest.json"
 DOCUMENTS = "documents.parquet"
 INDEX_DIR = "index"
@@ -87,12 +96,16 @@ class Corpus:
         self.directory = Path(directory)
         path = self.directory / MANIFEST
         if not path.is_file():
-            hint = " (a build is unfinished: run it again to resume)" \
-                if (self.directory / ".work").is_dir() else ""
+            hint = (
+                " (a build is unfinished: run it again to resume)"
+                if (self.directory / ".work").is_dir()
+                else ""
+            )
             if self.directory.exists() and not self.directory.is_dir():
                 raise CorpusError(f"{self.directory} is not a built kiban corpus: it is a file")
-            raise CorpusError(f"{path} is missing: {self.directory} is not a built kiban "
-                              f"corpus{hint}")
+            raise CorpusError(
+                f"{path} is missing: {self.directory} is not a built kiban corpus{hint}"
+            )
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -113,8 +126,10 @@ class Corpus:
             self._eos_id = int(self.manifest["eos_id"])
             self._vocab_size = int(self.manifest["vocab_size"])
         except (KeyError, TypeError, ValueError) as error:
-            raise CorpusError(f"{path}: corrupt manifest (shards, token_dtype, eos_id, "
-                              f"vocab_size: {error!r}); rebuild the corpus") from None
+            raise CorpusError(
+                f"{path}: corrupt manifest (shards, token_dtype, eos_id, "
+                f"vocab_size: {error!r}); rebuild the corpus"
+            ) from None
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -170,15 +185,19 @@ class Corpus:
             return path
         size = path.stat().st_size
         if size != expected["bytes"]:
-            raise CorpusError(f"{path} has {size:,} bytes, the corpus manifest records "
-                              f"{expected['bytes']:,}: the file is damaged or was replaced; "
-                              "rebuild the corpus")
+            raise CorpusError(
+                f"{path} has {size:,} bytes, the corpus manifest records "
+                f"{expected['bytes']:,}: the file is damaged or was replaced; "
+                "rebuild the corpus"
+            )
         if digest:
             actual = cached_file_sha256(path)
             if actual != expected["sha256"]:
-                raise CorpusError(f"{path}: sha256 {actual[:16]}… differs from the "
-                                  f"{expected['sha256'][:16]}… in the corpus manifest: the file "
-                                  "is damaged; rebuild the corpus")
+                raise CorpusError(
+                    f"{path}: sha256 {actual[:16]}… differs from the "
+                    f"{expected['sha256'][:16]}… in the corpus manifest: the file "
+                    "is damaged; rebuild the corpus"
+                )
         return path
 
     def verify(self, *, values: bool = True) -> dict[str, Any]:
@@ -191,9 +210,11 @@ class Corpus:
         paths = [self.check_file(r, digest=False) for r in sorted(self.checksums)]
         for relative, path, actual in zip(sorted(self.checksums), paths, files_sha256(paths)):
             if actual != self.checksums[relative]["sha256"]:
-                raise CorpusError(f"{path}: sha256 {actual[:16]}… differs from the "
-                                  f"{self.checksums[relative]['sha256'][:16]}… in the corpus "
-                                  "manifest: the file is damaged; rebuild the corpus")
+                raise CorpusError(
+                    f"{path}: sha256 {actual[:16]}… differs from the "
+                    f"{self.checksums[relative]['sha256'][:16]}… in the corpus "
+                    "manifest: the file is damaged; rebuild the corpus"
+                )
         if values:
             for shard in range(self.shard_count):
                 self._check_values(shard)
@@ -205,16 +226,20 @@ class Corpus:
             largest = int(tokens.max())
             if largest >= self.vocab_size:
                 position = int(np.argmax(tokens >= self.vocab_size))
-                raise CorpusError(f"{self.tokens_path(shard)}: token id {int(tokens[position])} "
-                                  f"at position {position:,} is outside the vocabulary "
-                                  f"(0 … {self.vocab_size - 1}): the shard is damaged; rebuild "
-                                  "the corpus")
+                raise CorpusError(
+                    f"{self.tokens_path(shard)}: token id {int(tokens[position])} "
+                    f"at position {position:,} is outside the vocabulary "
+                    f"(0 … {self.vocab_size - 1}): the shard is damaged; rebuild "
+                    "the corpus"
+                )
         ends = np.asarray(offsets[1:], dtype=np.int64) - 1
         if len(ends) and np.any(tokens[ends] != self.eos_id):
             document = int(np.flatnonzero(tokens[ends] != self.eos_id)[0])
-            raise CorpusError(f"{self.tokens_path(shard)}: document {document} does not end with "
-                              f"the end-of-text id {self.eos_id}: the shard or its offsets are "
-                              "damaged; rebuild the corpus")
+            raise CorpusError(
+                f"{self.tokens_path(shard)}: document {document} does not end with "
+                f"the end-of-text id {self.eos_id}: the shard or its offsets are "
+                "damaged; rebuild the corpus"
+            )
 
     # --- data ---------------------------------------------------------------------------------
     def tokens(self, shard: int, *, verify: bool = True) -> np.ndarray:
@@ -222,8 +247,10 @@ class Corpus:
         path = self.check_file(tokens_file(shard), digest=verify)
         size = path.stat().st_size
         if size % self.token_dtype.itemsize:
-            raise CorpusError(f"{path}: {size} bytes is not a whole number of {self.token_dtype} "
-                              "tokens: the corpus is damaged; rebuild it")
+            raise CorpusError(
+                f"{path}: {size} bytes is not a whole number of {self.token_dtype} "
+                "tokens: the corpus is damaged; rebuild it"
+            )
         if size == 0:
             return np.zeros(0, dtype=self.token_dtype)
         return np.memmap(path, dtype=self.token_dtype, mode="r")
@@ -235,14 +262,22 @@ class Corpus:
         try:
             offsets = np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as error:
-            raise CorpusError(f"{path}: unreadable ({error}); the corpus is damaged: rebuild it") \
-                from None
+            raise CorpusError(
+                f"{path}: unreadable ({error}); the corpus is damaged: rebuild it"
+            ) from None
         tokens = self.tokens_path(shard).stat().st_size // self.token_dtype.itemsize
-        if (offsets.ndim != 1 or len(offsets) == 0 or offsets.dtype.kind not in "iu"
-                or int(offsets[0]) != 0 or int(offsets[-1]) != tokens
-                or np.any(np.diff(offsets) < 1)):
-            raise CorpusError(f"{path}: document offsets do not fit the {tokens} tokens of "
-                              f"{tokens_file(shard)}; the corpus is damaged: rebuild it")
+        if (
+            offsets.ndim != 1
+            or len(offsets) == 0
+            or offsets.dtype.kind not in "iu"
+            or int(offsets[0]) != 0
+            or int(offsets[-1]) != tokens
+            or np.any(np.diff(offsets) < 1)
+        ):
+            raise CorpusError(
+                f"{path}: document offsets do not fit the {tokens} tokens of "
+                f"{tokens_file(shard)}; the corpus is damaged: rebuild it"
+            )
         return offsets
 
     @cached_property
@@ -251,8 +286,10 @@ class Corpus:
 
         tokenizer = ScienceTokenizer.load(self.directory / "tokenizer")
         if tokenizer.fingerprint != self.manifest["tokenizer_sha256"]:
-            raise CorpusError(f"{self.directory / 'tokenizer'} is not the tokenizer this corpus "
-                              "was built with (its sha256 differs from the manifest's)")
+            raise CorpusError(
+                f"{self.directory / 'tokenizer'} is not the tokenizer this corpus "
+                "was built with (its sha256 differs from the manifest's)"
+            )
         return tokenizer
 
     def documents_table(self, columns: list[str] | None = None, *, verify: bool = True):
@@ -263,8 +300,9 @@ class Corpus:
         try:
             return pq.read_table(path, columns=columns)
         except (pa.ArrowException, OSError) as error:
-            raise CorpusError(f"{path}: unreadable ({error}); the corpus is damaged: rebuild it") \
-                from None
+            raise CorpusError(
+                f"{path}: unreadable ({error}); the corpus is damaged: rebuild it"
+            ) from None
 
     def document_row(self, document_id: str) -> dict[str, Any]:
         import pyarrow as pa
@@ -275,21 +313,40 @@ class Corpus:
         try:
             table = pq.read_table(path, filters=pc.field("id") == document_id)
         except (pa.ArrowException, OSError) as error:
-            raise CorpusError(f"{path}: unreadable ({error}); the corpus is damaged: rebuild it") \
-                from None
+            raise CorpusError(
+                f"{path}: unreadable ({error}); the corpus is damaged: rebuild it"
+            ) from None
         if table.num_rows == 0:
             raise CorpusError(f"no document with id {document_id!r} in {self.directory}")
         return table.to_pylist()[0]
 
     def document(self, document_id: str) -> Document:
         row = self.document_row(document_id)
-        return Document(row["text"], id=row["id"], source=row["source"], license=row["license"],
-                        meta=json.loads(row["meta"]) if row["meta"] else None)
+        return Document(
+            row["text"],
+            id=row["id"],
+            source=row["source"],
+            license=row["license"],
+            meta=json.loads(row["meta"]) if row["meta"] else None,
+        )
 
     def info(self) -> dict[str, Any]:
-        keys = ("documents", "tokens", "shards", "rejected", "exact_duplicates",
-                "near_duplicates", "duplicate_ids", "decontaminated", "modalities", "sources",
-                "rejected_by_source", "vocab_size", "token_dtype", "tokenizer_sha256")
+        keys = (
+            "documents",
+            "tokens",
+            "shards",
+            "rejected",
+            "exact_duplicates",
+            "near_duplicates",
+            "duplicate_ids",
+            "decontaminated",
+            "modalities",
+            "sources",
+            "rejected_by_source",
+            "vocab_size",
+            "token_dtype",
+            "tokenizer_sha256",
+        )
         return {"directory": str(self.directory), **{k: self.manifest[k] for k in keys}}
 
 
@@ -309,8 +366,9 @@ def load_recipe(path: str | os.PathLike, **overrides: Any) -> BuildConfig:
         raise CorpusError(f"{path}: not valid TOML: {error}") from None
     unknown = set(recipe) - {"build", "source"}
     if unknown:
-        raise CorpusError(f"{path}: unknown top-level keys {sorted(unknown)}; expected [build] "
-                          "and [[source]]")
+        raise CorpusError(
+            f"{path}: unknown top-level keys {sorted(unknown)}; expected [build] and [[source]]"
+        )
     fields = {f for f in BuildConfig.__dataclass_fields__ if f != "sources"}
     options = dict(recipe.get("build", {}))
     bad = set(options) - fields
@@ -321,14 +379,19 @@ def load_recipe(path: str | os.PathLike, **overrides: Any) -> BuildConfig:
     for number, table in enumerate(recipe.get("source", []), start=1):
         bad = set(table) - source_fields
         if bad:
-            raise CorpusError(f"{path}: [[source]] number {number}: unknown keys {sorted(bad)}; "
-                              f"known: {sorted(source_fields)}")
+            raise CorpusError(
+                f"{path}: [[source]] number {number}: unknown keys {sorted(bad)}; "
+                f"known: {sorted(source_fields)}"
+            )
         table = dict(table)
         if "properties" in table:
             table["properties"] = tuple(table["properties"])
         if table.get("package") is None and not Path(table["path"]).is_absolute():
-            table["path"] = str((path.parent / table["path"]).resolve()) \
-                if (path.parent / table["path"]).exists() else table["path"]
+            table["path"] = (
+                str((path.parent / table["path"]).resolve())
+                if (path.parent / table["path"]).exists()
+                else table["path"]
+            )
         try:
             sources.append(SourceSpec(**table))
         except (TypeError, ValueError) as error:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
 ONE = np.float32(1.0)
 ZERO = np.float32(0.0)
 
@@ -51,9 +50,29 @@ def _rope_(v, cos, sin, heads, head_dim, offset):
 
 
 @njit(cache=True, fastmath=False)
-def _layer(x, norm1, qkv, qkv_bias, out_w, out_bias, norm2, gate_up, gate_up_bias, down,
-           down_bias, k_cache, v_cache, slot, cos, sin, heads, kv_heads, head_dim, scaling,
-           eps):
+def _layer(
+    x,
+    norm1,
+    qkv,
+    qkv_bias,
+    out_w,
+    out_bias,
+    norm2,
+    gate_up,
+    gate_up_bias,
+    down,
+    down_bias,
+    k_cache,
+    v_cache,
+    slot,
+    cos,
+    sin,
+    heads,
+    kv_heads,
+    head_dim,
+    scaling,
+    eps,
+):
     """One decoder layer for one token; writes slot ``slot`` of the (Hkv, T, D) caches."""
     q_width = heads * head_dim
     kv_width = kv_heads * head_dim
@@ -108,16 +127,36 @@ def _layer(x, norm1, qkv, qkv_bias, out_w, out_bias, norm2, gate_up, gate_up_bia
 
 
 @njit(cache=True, fastmath=False)
-def step_one(x, layers, caches, slot, cos, sin, final_norm, lm_head, heads, kv_heads, head_dim,
-             scaling, eps):
+def step_one(
+    x, layers, caches, slot, cos, sin, final_norm, lm_head, heads, kv_heads, head_dim, scaling, eps
+):
     """The logits (V,) after the token whose embedding is ``x`` (C,) at cache slot ``slot``.
     ``layers``: a tuple, per layer (norm1, qkv, qkv_bias, out, out_bias, norm2, gate_up,
     gate_up_bias, down, down_bias), empty arrays for absent biases; ``caches``: a tuple, per
     layer (K, V) of shape (Hkv, T, D). float32 throughout; ``scaling`` and ``eps`` float32."""
     for i in range(len(layers)):
         w = layers[i]
-        x = _layer(x, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9],
-                   caches[i][0], caches[i][1], slot, cos, sin, heads, kv_heads, head_dim,
-                   scaling, eps)
+        x = _layer(
+            x,
+            w[0],
+            w[1],
+            w[2],
+            w[3],
+            w[4],
+            w[5],
+            w[6],
+            w[7],
+            w[8],
+            w[9],
+            caches[i][0],
+            caches[i][1],
+            slot,
+            cos,
+            sin,
+            heads,
+            kv_heads,
+            head_dim,
+            scaling,
+            eps,
+        )
     return np.dot(_rms_norm(x, final_norm, eps), lm_head)
-

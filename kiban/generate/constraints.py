@@ -82,17 +82,35 @@ CAN_END = {ATOM, BRANCH_CLOSE, RING, OTHER}
 
 # where a row is in a bracket atom written in parts: outside one, or after its "[", isotope
 # digits, element, chirality, hydrogen count, charge, class ":", class digits
-(OUTSIDE, AFTER_OPEN, AFTER_ISOTOPE, AFTER_ELEMENT, AFTER_CHIRALITY, AFTER_HYDROGENS,
- AFTER_CHARGE, AFTER_MAP, AFTER_CLASS) = range(9)
+(
+    OUTSIDE,
+    AFTER_OPEN,
+    AFTER_ISOTOPE,
+    AFTER_ELEMENT,
+    AFTER_CHIRALITY,
+    AFTER_HYDROGENS,
+    AFTER_CHARGE,
+    AFTER_MAP,
+    AFTER_CLASS,
+) = range(9)
 #: per stage, the part categories that may come next and the stage each leads to
 BRACKET_NEXT = {
     OUTSIDE: {OPEN: AFTER_OPEN},
     AFTER_OPEN: {DIGIT: AFTER_ISOTOPE, ELEMENT: AFTER_ELEMENT},
     AFTER_ISOTOPE: {DIGIT: AFTER_ISOTOPE, ELEMENT: AFTER_ELEMENT},
-    AFTER_ELEMENT: {CHIRALITY: AFTER_CHIRALITY, HYDROGENS: AFTER_HYDROGENS,
-                    CHARGE: AFTER_CHARGE, MAP: AFTER_MAP, CLOSE: OUTSIDE},
-    AFTER_CHIRALITY: {HYDROGENS: AFTER_HYDROGENS, CHARGE: AFTER_CHARGE, MAP: AFTER_MAP,
-                      CLOSE: OUTSIDE},
+    AFTER_ELEMENT: {
+        CHIRALITY: AFTER_CHIRALITY,
+        HYDROGENS: AFTER_HYDROGENS,
+        CHARGE: AFTER_CHARGE,
+        MAP: AFTER_MAP,
+        CLOSE: OUTSIDE,
+    },
+    AFTER_CHIRALITY: {
+        HYDROGENS: AFTER_HYDROGENS,
+        CHARGE: AFTER_CHARGE,
+        MAP: AFTER_MAP,
+        CLOSE: OUTSIDE,
+    },
     AFTER_HYDROGENS: {CHARGE: AFTER_CHARGE, MAP: AFTER_MAP, CLOSE: OUTSIDE},
     AFTER_CHARGE: {MAP: AFTER_MAP, CLOSE: OUTSIDE},
     AFTER_MAP: {DIGIT: AFTER_CLASS},
@@ -102,10 +120,17 @@ BRACKET_NEXT = {
 _OPEN_BRACKET = re.compile(
     rf"(?P<isotope>[0-9]+)?(?:(?P<element>{alternation(BRACKET_PARTS[ELEMENT])})"
     rf"(?P<chirality>{alternation(BRACKET_PARTS[CHIRALITY])})?(?P<hydrogens>H[0-9]?)?"
-    rf"(?P<charge>{alternation(BRACKET_PARTS[CHARGE])})?(?P<map>:(?P<atom_class>[0-9]+)?)?)?")
-_STAGE_OF_GROUP = {"atom_class": AFTER_CLASS, "map": AFTER_MAP, "charge": AFTER_CHARGE,
-                   "hydrogens": AFTER_HYDROGENS, "chirality": AFTER_CHIRALITY,
-                   "element": AFTER_ELEMENT, "isotope": AFTER_ISOTOPE}
+    rf"(?P<charge>{alternation(BRACKET_PARTS[CHARGE])})?(?P<map>:(?P<atom_class>[0-9]+)?)?)?"
+)
+_STAGE_OF_GROUP = {
+    "atom_class": AFTER_CLASS,
+    "map": AFTER_MAP,
+    "charge": AFTER_CHARGE,
+    "hydrogens": AFTER_HYDROGENS,
+    "chirality": AFTER_CHIRALITY,
+    "element": AFTER_ELEMENT,
+    "isotope": AFTER_ISOTOPE,
+}
 
 
 def open_bracket_stage(text: str) -> int:
@@ -114,8 +139,9 @@ def open_bracket_stage(text: str) -> int:
     match = _OPEN_BRACKET.fullmatch(text)
     if match is None:
         return OUTSIDE
-    return next((stage for group, stage in _STAGE_OF_GROUP.items() if match.group(group)),
-                AFTER_OPEN)
+    return next(
+        (stage for group, stage in _STAGE_OF_GROUP.items() if match.group(group)), AFTER_OPEN
+    )
 
 
 def piece_kind(piece: str) -> int:
@@ -140,8 +166,10 @@ def prose_token_ids(tokenizer: ScienceTokenizer) -> set[int]:
     excluded = {*SPECIAL_TOKENS, *TAG_TOKENS}
     excluded |= {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
     if model.get("type") == "BPE" and tokenizer.base is None:
-        merged = {"".join(m.split(" ", 1)) if isinstance(m, str) else "".join(m)
-                  for m in model.get("merges", [])}
+        merged = {
+            "".join(m.split(" ", 1)) if isinstance(m, str) else "".join(m)
+            for m in model.get("merges", [])
+        }
         ids = {i for t, i in model["vocab"].items() if len(t) == 1 or t in merged}
     else:
         ids = set(tokenizer.prose.get_vocab(with_added_tokens=True).values())
@@ -166,13 +194,13 @@ class PromptState:
         if not tags or tags[-1].group(1):
             return cls(None)
         modality = tags[-1].group(2)
-        content = text[tags[-1].end():]
+        content = text[tags[-1].end() :]
         if modality != "mol":
             return cls(modality, span_length=len(content))
         opening = content.rfind("[")
         bracket = OUTSIDE
         if opening > content.rfind("]"):  # the prompt ends inside a bracket atom
-            bracket = open_bracket_stage(content[opening + 1:])
+            bracket = open_bracket_stage(content[opening + 1 :])
             if bracket != OUTSIDE:
                 content = content[:opening]
         pieces = re.findall(_smiles_token_pattern(), content)
@@ -185,10 +213,22 @@ class PromptState:
                 fresh = None if label in rings else label
                 rings ^= {label}
         if bracket != OUTSIDE:  # an atom under way
-            return cls(modality, span_length=len(pieces) + 1, depth=depth, rings=frozenset(rings),
-                       last_kind=ATOM, bracket=bracket)
-        return cls(modality, span_length=len(pieces), depth=depth, rings=frozenset(rings),
-                   last_kind=piece_kind(pieces[-1]) if pieces else START, fresh_ring=fresh)
+            return cls(
+                modality,
+                span_length=len(pieces) + 1,
+                depth=depth,
+                rings=frozenset(rings),
+                last_kind=ATOM,
+                bracket=bracket,
+            )
+        return cls(
+            modality,
+            span_length=len(pieces),
+            depth=depth,
+            rings=frozenset(rings),
+            last_kind=piece_kind(pieces[-1]) if pieces else START,
+            fresh_ring=fresh,
+        )
 
 
 def _smiles_token_pattern() -> str:
@@ -211,11 +251,16 @@ class ModalityConstraints:
         self.is_close = torch.zeros(vocab_size, dtype=torch.bool)
         self.close_ids = torch.tensor([tokenizer.tag_ids[f"</{m}>"] for m in MODALITY_TAGS])
         # SMILES bracket parts (format 2; none for a format-1 tokenizer): {id: category}
-        parts = {token_id: category
-                 for category, texts in (tokenizer.brackets or {"parts": {}})["parts"].items()
-                 for token_id in texts.values()}
+        parts = {
+            token_id: category
+            for category, texts in (tokenizer.brackets or {"parts": {}})["parts"].items()
+            for token_id in texts.values()
+        }
         for mode, modality in enumerate(MODALITY_TAGS, start=1):
-            opening, closing = tokenizer.tag_ids[f"<{modality}>"], tokenizer.tag_ids[f"</{modality}>"]
+            opening, closing = (
+                tokenizer.tag_ids[f"<{modality}>"],
+                tokenizer.tag_ids[f"</{modality}>"],
+            )
             allowed[PROSE, opening] = True
             allowed[mode, list(tokenizer.science.get(modality, {}).values())] = True
             allowed[mode, closing] = True
@@ -251,14 +296,27 @@ class ModalityConstraints:
         self.follows = follows[:, self.kind]  # (kinds, V): may token v follow a piece of kind k
         if self.has_brackets:  # then one row per stage inside a bracket atom: (kinds + 8, V)
             bracket_ok = self.bracket_next >= 0
-            self.follows = torch.cat([self.follows & bracket_ok[OUTSIDE], bracket_ok[OUTSIDE + 1:]])
+            self.follows = torch.cat(
+                [self.follows & bracket_ok[OUTSIDE], bracket_ok[OUTSIDE + 1 :]]
+            )
         self.can_end = torch.tensor([k in CAN_END for k in range(len(FOLLOWS))])
         self.rparen_id = mol.get(")")
         self.device = torch.device("cpu")
         self._copies: dict[torch.device, ModalityConstraints] = {self.device: self}
 
-    _TABLES = ("allowed", "open_mode", "is_close", "close_ids", "depth_delta", "ring_bits",
-               "kind", "ring_label", "follows", "can_end", "bracket_next")
+    _TABLES = (
+        "allowed",
+        "open_mode",
+        "is_close",
+        "close_ids",
+        "depth_delta",
+        "ring_bits",
+        "kind",
+        "ring_label",
+        "follows",
+        "can_end",
+        "bracket_next",
+    )
 
     def on(self, device: torch.device) -> ModalityConstraints:
         """These tables on ``device`` (a copy made once per device; itself on the CPU)."""
@@ -274,33 +332,48 @@ class ModalityConstraints:
 
     def stop_ids(self, states: list[PromptState]) -> Tensor:
         """(B, 2): end-of-text, and the closing tag of a span the prompt left open (else -1)."""
-        closing = [self.tokenizer.tag_ids[f"</{s.modality}>"] if s.modality else -1
-                   for s in states]
+        closing = [self.tokenizer.tag_ids[f"</{s.modality}>"] if s.modality else -1 for s in states]
         return torch.tensor([[self.tokenizer.eos_id, c] for c in closing], dtype=torch.long)
 
     def track(self, states: list[PromptState]) -> ConstraintTracker:
         batch = len(states)
-        mode = torch.tensor([0 if s.modality is None else 1 + MODALITY_TAGS.index(s.modality)
-                             for s in states], dtype=torch.long)
+        mode = torch.tensor(
+            [0 if s.modality is None else 1 + MODALITY_TAGS.index(s.modality) for s in states],
+            dtype=torch.long,
+        )
         rings = torch.zeros(batch, RING_LABELS, dtype=torch.bool)
         for row, state in enumerate(states):
             rings[row, sorted(state.rings)] = True
         return ConstraintTracker(
-            self, mode=mode, span_length=torch.tensor([s.span_length for s in states]),
-            depth=torch.tensor([s.depth for s in states]), rings=rings,
+            self,
+            mode=mode,
+            span_length=torch.tensor([s.span_length for s in states]),
+            depth=torch.tensor([s.depth for s in states]),
+            rings=rings,
             last_kind=torch.tensor([s.last_kind for s in states]),
-            fresh_ring=torch.tensor([_NO_RING if s.fresh_ring is None else s.fresh_ring
-                                     for s in states]),
+            fresh_ring=torch.tensor(
+                [_NO_RING if s.fresh_ring is None else s.fresh_ring for s in states]
+            ),
             # a format-1 tokenizer has no parts: a prompt's open bracket is read as today
-            bracket=torch.tensor([s.bracket if self.has_brackets else OUTSIDE for s in states]))
+            bracket=torch.tensor([s.bracket if self.has_brackets else OUTSIDE for s in states]),
+        )
 
 
 class ConstraintTracker(TokenConstraint):
     """The per-row state of one generation (see the module docstring)."""
 
-    def __init__(self, tables: ModalityConstraints, *, mode: Tensor, span_length: Tensor,
-                 depth: Tensor, rings: Tensor, last_kind: Tensor, fresh_ring: Tensor,
-                 bracket: Tensor):
+    def __init__(
+        self,
+        tables: ModalityConstraints,
+        *,
+        mode: Tensor,
+        span_length: Tensor,
+        depth: Tensor,
+        rings: Tensor,
+        last_kind: Tensor,
+        fresh_ring: Tensor,
+        bracket: Tensor,
+    ):
         self.tables = tables
         self.mode = mode  # (B,)
         self.span_length = span_length  # (B,)
@@ -325,8 +398,9 @@ class ConstraintTracker(TokenConstraint):
         # bracket atom, its grammar instead (the rows of `follows` after the kinds)
         follows_row = self.last_kind
         if t.has_brackets:
-            follows_row = torch.where(self.bracket == OUTSIDE, self.last_kind,
-                                      len(FOLLOWS) - 1 + self.bracket)
+            follows_row = torch.where(
+                self.bracket == OUTSIDE, self.last_kind, len(FOLLOWS) - 1 + self.bracket
+            )
         smiles_ok = t.follows[follows_row] & (t.ring_label != self.fresh_ring[:, None])
         allowed &= ~in_mol[:, None] | smiles_ok
         return allowed
@@ -340,8 +414,9 @@ class ConstraintTracker(TokenConstraint):
         device = torch.device(device)
         if device == self.tables.device:
             return self
-        return ConstraintTracker(self.tables.on(device),
-                                 **{name: getattr(self, name).to(device) for name in self._STATE})
+        return ConstraintTracker(
+            self.tables.on(device), **{name: getattr(self, name).to(device) for name in self._STATE}
+        )
 
     def advance(self, tokens: Tensor) -> None:
         t = self.tables
@@ -354,14 +429,15 @@ class ConstraintTracker(TokenConstraint):
         opened = in_mol & (label >= 0) & ~self.rings.gather(1, label.clamp(min=0)[:, None])[:, 0]
         self.fresh_ring = torch.where(opened, label, _NO_RING)
         if t.has_brackets:
-            self.bracket = torch.where(in_mol & ~closes,
-                                       t.bracket_next[self.bracket, tokens].clamp(min=OUTSIDE),
-                                       OUTSIDE)
+            self.bracket = torch.where(
+                in_mol & ~closes, t.bracket_next[self.bracket, tokens].clamp(min=OUTSIDE), OUTSIDE
+            )
         self.depth = torch.where(opens, 0, self.depth + t.depth_delta[tokens] * in_mol)
         self.rings = (self.rings ^ (t.ring_bits[tokens] & in_mol[:, None])) & ~opens[:, None]
         self.span_length = torch.where(opens, 0, self.span_length + content)
-        self.last_kind = torch.where(opens, START, torch.where(in_mol, t.kind[tokens],
-                                                               self.last_kind))
+        self.last_kind = torch.where(
+            opens, START, torch.where(in_mol, t.kind[tokens], self.last_kind)
+        )
         self.mode = torch.where(opens, t.open_mode[tokens], torch.where(closes, PROSE, self.mode))
 
 
@@ -373,7 +449,7 @@ class VocabularyLimit(TokenConstraint):
         self.vocab_size = vocab_size
 
     def mask_(self, logits: Tensor) -> Tensor:
-        logits[:, self.vocab_size:] = float("-inf")
+        logits[:, self.vocab_size :] = float("-inf")
         return logits
 
     def advance(self, tokens: Tensor) -> None:

@@ -51,21 +51,30 @@ class SamplingConfig:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
-            raise GenerationError(f"The 'temperature' parameter must be a finite number >= 0. "
-                                  f"Got {self.temperature!r} instead.")
+        if not (
+            isinstance(self.temperature, int | float)
+            and math.isfinite(self.temperature)
+            and self.temperature >= 0
+        ):
+            raise GenerationError(
+                f"The 'temperature' parameter must be a finite number >= 0. "
+                f"Got {self.temperature!r} instead."
+            )
         if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
-            raise GenerationError(f"The 'top_p' parameter must be a number in (0, 1]. "
-                                  f"Got {self.top_p!r} instead.")
+            raise GenerationError(
+                f"The 'top_p' parameter must be a number in (0, 1]. Got {self.top_p!r} instead."
+            )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
 
-def pick_tokens(logits: Tensor, sampling: SamplingConfig, generator: torch.Generator | None,
-                ) -> Tensor:
+def pick_tokens(
+    logits: Tensor,
+    sampling: SamplingConfig,
+    generator: torch.Generator | None,
+) -> Tensor:
     """One token per row of ``logits`` (B, V) -> (B,)."""
     if sampling.greedy:
         return logits.argmax(-1)
@@ -84,7 +93,7 @@ class DecodeEngine(abc.ABC):
     """Next-token logits for a left-padded batch: `prefill` once, then `step` per token."""
 
     name: ClassVar[str]
-    device: torch.device = torch.device("cpu")   # where its weights, caches and logits live
+    device: torch.device = torch.device("cpu")  # where its weights, caches and logits live
 
     @abc.abstractmethod
     def prefill(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:
@@ -154,7 +163,9 @@ class _Layer:
 
 
 def _cat_bias(*biases: Tensor | None) -> Tensor | None:
-    return None if all(b is None for b in biases) else torch.cat([b for b in biases if b is not None])
+    return (
+        None if all(b is None for b in biases) else torch.cat([b for b in biases if b is not None])
+    )
 
 
 def _columns(*weights: Tensor) -> Tensor:
@@ -222,13 +233,20 @@ class Products:
     (greedy tokens are checked equal to Hugging Face's with every choice)."""
 
     def __init__(self, weights: list[Tensor], small: str = "auto", large: str = "auto"):
-        for name, value, choices in (("blas", small, _SMALL_CHOICES),
-                                     ("large", large, _LARGE_CHOICES)):
+        for name, value, choices in (
+            ("blas", small, _SMALL_CHOICES),
+            ("large", large, _LARGE_CHOICES),
+        ):
             if value not in choices:
-                raise GenerationError(f"The '{name}' parameter must be one of {choices}. "
-                                      f"Got {value!r} instead.")
-        usable = bool(weights) and all(w.device.type == "cpu" and w.dtype in (
-            torch.float32, torch.float64) and w.is_contiguous() for w in weights)
+                raise GenerationError(
+                    f"The '{name}' parameter must be one of {choices}. Got {value!r} instead."
+                )
+        usable = bool(weights) and all(
+            w.device.type == "cpu"
+            and w.dtype in (torch.float32, torch.float64)
+            and w.is_contiguous()
+            for w in weights
+        )
         self._arrays = {w.data_ptr(): w.numpy() for w in weights} if usable else {}
         self._packed: dict[int, Tensor] = {}
         largest = max(weights, key=Tensor.numel) if weights else None
@@ -243,8 +261,9 @@ class Products:
             packed = _onednn_pack(largest)
             if packed is not None and (large == "onednn" or self._measure_large(largest, packed)):
                 self.large_library = "onednn"
-                self._packed = {w.data_ptr(): (packed if w is largest else _onednn_pack(w))
-                                for w in weights}
+                self._packed = {
+                    w.data_ptr(): (packed if w is largest else _onednn_pack(w)) for w in weights
+                }
 
     @staticmethod
     def _measure_small(weight: Tensor) -> str:
@@ -252,8 +271,9 @@ class Products:
 
         x = torch.randn(1, weight.shape[0], dtype=weight.dtype)
         xa, wa = x.numpy(), weight.numpy()
-        median = _median_seconds({"torch": lambda: torch.mm(x, weight),
-                                  "numpy": lambda: np.matmul(xa, wa)})
+        median = _median_seconds(
+            {"torch": lambda: torch.mm(x, weight), "numpy": lambda: np.matmul(xa, wa)}
+        )
         return "numpy" if median["numpy"] < 0.9 * median["torch"] else "torch"
 
     @staticmethod
@@ -263,8 +283,13 @@ class Products:
         expected = torch.mm(x, weight)
         if not torch.allclose(_onednn_linear(x, packed, None), expected, rtol=1e-4, atol=1e-4):
             return False
-        median = _median_seconds({"torch": lambda: torch.mm(x, weight),
-                                  "onednn": lambda: _onednn_linear(x, packed, None)}, repeats=9)
+        median = _median_seconds(
+            {
+                "torch": lambda: torch.mm(x, weight),
+                "onednn": lambda: _onednn_linear(x, packed, None),
+            },
+            repeats=9,
+        )
         return median["onednn"] < 0.9 * median["torch"]
 
     def __call__(self, x: Tensor, columns: Tensor, bias: Tensor | None) -> Tensor:
@@ -315,14 +340,20 @@ class LlamaEngine(DecodeEngine):
         self.lm_head = _columns(model.lm_head.weight)  # (C, V), tied or not
         self.layers = [self._fuse(layer) for layer in model.model.layers]
         self.linear = Products(
-            [self.lm_head] + [w for layer in self.layers
-                              for w in (layer.qkv, layer.out, layer.gate_up, layer.down)],
-            blas, large)
+            [self.lm_head]
+            + [
+                w
+                for layer in self.layers
+                for w in (layer.qkv, layer.out, layer.gate_up, layer.down)
+            ],
+            blas,
+            large,
+        )
         self.max_positions = config.max_position_embeddings
         self._cos: Tensor | None = None
         self._sin: Tensor | None = None
         self._caches: list[tuple[Tensor, Tensor]] = []
-        self._one_row: tuple | None = None   # the compiled batch-1 step's arrays, when in use
+        self._one_row: tuple | None = None  # the compiled batch-1 step's arrays, when in use
         self._one_row_weights: tuple | None = None
 
     @property
@@ -341,9 +372,20 @@ class LlamaEngine(DecodeEngine):
                 return empty if t is None else t.numpy()
 
             self._one_row_weights = tuple(
-                (arr(w.attn_norm), arr(w.qkv), arr(w.qkv_bias), arr(w.out), arr(w.out_bias),
-                 arr(w.mlp_norm), arr(w.gate_up), arr(w.gate_up_bias), arr(w.down),
-                 arr(w.down_bias)) for w in self.layers)
+                (
+                    arr(w.attn_norm),
+                    arr(w.qkv),
+                    arr(w.qkv_bias),
+                    arr(w.out),
+                    arr(w.out_bias),
+                    arr(w.mlp_norm),
+                    arr(w.gate_up),
+                    arr(w.gate_up_bias),
+                    arr(w.down),
+                    arr(w.down_bias),
+                )
+                for w in self.layers
+            )
         return self._one_row_weights
 
     def _fuse(self, layer: Any) -> _Layer:
@@ -352,17 +394,26 @@ class LlamaEngine(DecodeEngine):
             q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
             qkv_bias = None
             if q.bias is not None or k.bias is not None or v.bias is not None:
-                qkv_bias = torch.cat([lin.bias if lin.bias is not None
-                                      else torch.zeros(lin.out_features, dtype=self.dtype)
-                                      for lin in (q, k, v)])
+                qkv_bias = torch.cat(
+                    [
+                        lin.bias
+                        if lin.bias is not None
+                        else torch.zeros(lin.out_features, dtype=self.dtype)
+                        for lin in (q, k, v)
+                    ]
+                )
             return _Layer(
                 attn_norm=layer.input_layernorm.weight.detach(),
-                qkv=_columns(q.weight, k.weight, v.weight), qkv_bias=qkv_bias,
-                out=_columns(attn.o_proj.weight), out_bias=_detach(attn.o_proj.bias),
+                qkv=_columns(q.weight, k.weight, v.weight),
+                qkv_bias=qkv_bias,
+                out=_columns(attn.o_proj.weight),
+                out_bias=_detach(attn.o_proj.bias),
                 mlp_norm=layer.post_attention_layernorm.weight.detach(),
                 gate_up=_columns(mlp.gate_proj.weight, mlp.up_proj.weight),
                 gate_up_bias=_cat_bias(mlp.gate_proj.bias, mlp.up_proj.bias),
-                down=_columns(mlp.down_proj.weight), down_bias=_detach(mlp.down_proj.bias))
+                down=_columns(mlp.down_proj.weight),
+                down_bias=_detach(mlp.down_proj.bias),
+            )
 
     def _rotary_table(self, length: int) -> None:
         """cos and signed sin (length, A) for positions 0..length-1, repeated over the q and k
@@ -389,7 +440,9 @@ class LlamaEngine(DecodeEngine):
             return F.rms_norm(x, self._norm_shape, weight, self.eps)
         # as Hugging Face writes it: normalise in fp32, cast back, then scale
         x32 = x.float()
-        return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(
+            x.dtype
+        )
 
     def _rope(self, qk: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """qk (..., A) with cos/sin (..., A): the rotary embedding of every q and k head."""
@@ -397,8 +450,9 @@ class LlamaEngine(DecodeEngine):
         return qk * cos + halves.flip(-2).flatten(-3) * sin
 
     def _mlp(self, x: Tensor, layer: _Layer) -> Tensor:
-        gate, up = self.linear(self._rms_norm(x, layer.mlp_norm), layer.gate_up,
-                               layer.gate_up_bias).chunk(2, dim=-1)
+        gate, up = self.linear(
+            self._rms_norm(x, layer.mlp_norm), layer.gate_up, layer.gate_up_bias
+        ).chunk(2, dim=-1)
         return self.linear(F.silu(gate) * up, layer.down, layer.down_bias)
 
     def prefill(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:
@@ -407,7 +461,8 @@ class LlamaEngine(DecodeEngine):
         if total > self.max_positions:
             raise GenerationError(
                 f"prompt length {length} + max_new_tokens {max_new_tokens} = {total} exceeds the "
-                f"model's max_position_embeddings={self.max_positions}")
+                f"model's max_position_embeddings={self.max_positions}"
+            )
         self._rotary_table(total)
         shape = (batch, self.kv_heads, total, self.head_dim)
         on = {"dtype": self.dtype, "device": self.device}
@@ -425,24 +480,36 @@ class LlamaEngine(DecodeEngine):
             causal = torch.ones(length, length, dtype=torch.bool, device=self.device).tril()
             # a padding query attends to itself only (its output is never used; avoids NaN)
             prefill_mask = (causal & attention_mask[:, None, None, :]) | torch.eye(
-                length, dtype=torch.bool, device=self.device)
+                length, dtype=torch.bool, device=self.device
+            )
         else:
             prefill_mask = None
         self._slot = length
         self._next_position = positions[:, -1] + 1  # (B,)
         # one sequence in float32 with NumPy's BLAS measured faster: later steps run compiled
         self._one_row = None
-        if batch == 1 and self.dtype == torch.float32 and self.linear.library == "numpy" \
-                and self.device.type == "cpu":
+        if (
+            batch == 1
+            and self.dtype == torch.float32
+            and self.linear.library == "numpy"
+            and self.device.type == "cpu"
+        ):
             import numpy as np
 
             from kiban.generate._onerow import step_one
 
-            self._one_row = (step_one, self._one_row_arrays(),
-                             tuple((k[0].numpy(), v[0].numpy()) for k, v in self._caches),
-                             self._cos.numpy(), self._sin.numpy(), self.embed.numpy(),
-                             self.final_norm.numpy(), self.lm_head.numpy(),
-                             np.float32(self.scaling), np.float32(self.eps))
+            self._one_row = (
+                step_one,
+                self._one_row_arrays(),
+                tuple((k[0].numpy(), v[0].numpy()) for k, v in self._caches),
+                self._cos.numpy(),
+                self._sin.numpy(),
+                self.embed.numpy(),
+                self.final_norm.numpy(),
+                self.lm_head.numpy(),
+                np.float32(self.scaling),
+                np.float32(self.eps),
+            )
         x = F.embedding(input_ids.reshape(-1), self.embed)  # (B*T, C)
         flat = positions.reshape(-1)
         cos, sin = self._cos[flat], self._sin[flat]  # (B*T, A)
@@ -451,15 +518,24 @@ class LlamaEngine(DecodeEngine):
             proj = self.linear(self._rms_norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias)
             qk = self._rope(proj[:, :rotary], cos, sin)  # (B*T, A)
             q = qk[:, :q_width].view(batch, length, self.heads, head_dim).transpose(1, 2)
-            k_cache[:, :, :length] = qk[:, q_width:].view(
-                batch, length, self.kv_heads, head_dim).transpose(1, 2)
-            v_cache[:, :, :length] = proj[:, rotary:].view(
-                batch, length, self.kv_heads, head_dim).transpose(1, 2)
+            k_cache[:, :, :length] = (
+                qk[:, q_width:].view(batch, length, self.kv_heads, head_dim).transpose(1, 2)
+            )
+            v_cache[:, :, :length] = (
+                proj[:, rotary:].view(batch, length, self.kv_heads, head_dim).transpose(1, 2)
+            )
             attended = F.scaled_dot_product_attention(
-                q, k_cache[:, :, :length], v_cache[:, :, :length], attn_mask=prefill_mask,
-                is_causal=not padded, scale=self.scaling, enable_gqa=self.gqa)  # (B, H, T, D)
-            x = x + self.linear(attended.transpose(1, 2).reshape(batch * length, q_width),
-                                layer.out, layer.out_bias)
+                q,
+                k_cache[:, :, :length],
+                v_cache[:, :, :length],
+                attn_mask=prefill_mask,
+                is_causal=not padded,
+                scale=self.scaling,
+                enable_gqa=self.gqa,
+            )  # (B, H, T, D)
+            x = x + self.linear(
+                attended.transpose(1, 2).reshape(batch * length, q_width), layer.out, layer.out_bias
+            )
             x = x + self._mlp(x, layer)
         last = x.view(batch, length, -1)[:, -1]  # (B, C)
         return self.linear(self._rms_norm(last, self.final_norm), self.lm_head, None)  # (B, V)
@@ -483,24 +559,40 @@ class LlamaEngine(DecodeEngine):
             k_cache[:, :, slot] = qk[:, q_width:].view(batch, self.kv_heads, head_dim)
             v_cache[:, :, slot] = proj[:, rotary:].view(batch, self.kv_heads, head_dim)
             attended = F.scaled_dot_product_attention(
-                qk[:, :q_width].view(batch, self.heads, 1, head_dim), k_cache[:, :, :end],
-                v_cache[:, :, :end], attn_mask=bias, scale=self.scaling,
-                enable_gqa=self.gqa)  # (B, H, 1, D)
+                qk[:, :q_width].view(batch, self.heads, 1, head_dim),
+                k_cache[:, :, :end],
+                v_cache[:, :, :end],
+                attn_mask=bias,
+                scale=self.scaling,
+                enable_gqa=self.gqa,
+            )  # (B, H, 1, D)
             x = x + self.linear(attended.reshape(batch, q_width), layer.out, layer.out_bias)
             x = x + self._mlp(x, layer)
         self._slot = end
         self._next_position = position + 1
         return self.linear(self._rms_norm(x, self.final_norm), self.lm_head, None)  # (B, V)
 
-
     def _step_one_row(self, token: int) -> Tensor:
         """`step` for one sequence, as one compiled call (`kiban.generate._onerow`)."""
-        step_one, weights, caches, cos, sin, embed, final_norm, lm_head, scaling, eps = \
+        step_one, weights, caches, cos, sin, embed, final_norm, lm_head, scaling, eps = (
             self._one_row
+        )
         position = int(self._next_position[0])
-        logits = step_one(embed[token].copy(), weights, caches, self._slot, cos[position],
-                          sin[position], final_norm, lm_head, self.heads, self.kv_heads,
-                          self.head_dim, scaling, eps)
+        logits = step_one(
+            embed[token].copy(),
+            weights,
+            caches,
+            self._slot,
+            cos[position],
+            sin[position],
+            final_norm,
+            lm_head,
+            self.heads,
+            self.kv_heads,
+            self.head_dim,
+            scaling,
+            eps,
+        )
         self._slot += 1
         self._next_position = self._next_position + 1
         return torch.from_numpy(logits).unsqueeze(0)
@@ -527,30 +619,46 @@ class HFLoopEngine(DecodeEngine):
         if self.max_positions is not None and total > self.max_positions:
             raise GenerationError(
                 f"prompt length {input_ids.shape[1]} + max_new_tokens {max_new_tokens} = {total} "
-                f"exceeds the model's max_position_embeddings={self.max_positions}")
+                f"exceeds the model's max_position_embeddings={self.max_positions}"
+            )
         self._mask = attention_mask.long()
         positions = (self._mask.cumsum(-1) - 1).clamp(min=0)
         self._next_position = positions[:, -1:] + 1
         self._cache = DynamicCache(config=self.model.config)
-        output = self.model(input_ids=input_ids, attention_mask=self._mask,
-                            position_ids=positions, cache=self._cache, use_cache=True)
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=self._mask,
+            position_ids=positions,
+            cache=self._cache,
+            use_cache=True,
+        )
         return output.logits[:, -1]
 
     def step(self, tokens: Tensor) -> Tensor:
         self._mask = torch.cat([self._mask, self._mask.new_ones(self._mask.shape[0], 1)], dim=1)
-        output = self.model(input_ids=tokens[:, None], attention_mask=self._mask,
-                            position_ids=self._next_position, cache=self._cache, use_cache=True)
+        output = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self._mask,
+            position_ids=self._next_position,
+            cache=self._cache,
+            use_cache=True,
+        )
         self._next_position = self._next_position + 1
         return output.logits[:, -1]
 
 
-def choose_engine(model: Any, kind: str = "auto", *, total_length: int | None = None,
-                  ) -> type[DecodeEngine]:
+def choose_engine(
+    model: Any,
+    kind: str = "auto",
+    *,
+    total_length: int | None = None,
+) -> type[DecodeEngine]:
     """`LlamaEngine` when the model allows it (``kind`` "auto" or "fast"), else `HFLoopEngine`.
     ``kind="fast"`` on a model the fast path cannot run is an error naming why."""
     if kind not in ("auto", "fast", "hf"):
-        raise GenerationError(f"The 'engine' parameter must be 'auto', 'fast' or 'hf'. "
-                              f"Got {kind!r} instead.")
+        raise GenerationError(
+            f"The 'engine' parameter must be 'auto', 'fast' or 'hf'. Got {kind!r} instead."
+        )
     if kind == "hf":
         return HFLoopEngine
     problem = fast_path_problem(model)
@@ -564,8 +672,12 @@ def choose_engine(model: Any, kind: str = "auto", *, total_length: int | None = 
     return HFLoopEngine
 
 
-def build_engine(model: Any, kind: str = "auto", *, total_length: int | None = None,
-                 ) -> DecodeEngine:
+def build_engine(
+    model: Any,
+    kind: str = "auto",
+    *,
+    total_length: int | None = None,
+) -> DecodeEngine:
     """The engine `choose_engine` picks, built over ``model``."""
     return choose_engine(model, kind, total_length=total_length)(model)
 
@@ -578,10 +690,18 @@ class DecodeOutput:
     stopped: Tensor  # (B,) bool: the row met one of its stop tokens (else ran out of tokens)
 
 
-def decode(engine: DecodeEngine, input_ids: Tensor, attention_mask: Tensor, *,
-           max_new_tokens: int, sampling: SamplingConfig = SamplingConfig(),
-           generator: torch.Generator | None = None, stop_ids: Tensor | None = None,
-           constraint: TokenConstraint | None = None, pad_id: int = 0) -> DecodeOutput:
+def decode(
+    engine: DecodeEngine,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    generator: torch.Generator | None = None,
+    stop_ids: Tensor | None = None,
+    constraint: TokenConstraint | None = None,
+    pad_id: int = 0,
+) -> DecodeOutput:
     """Generate up to ``max_new_tokens`` per row of the left-padded ``input_ids`` (B, T).
 
     ``stop_ids`` (B, K) lists each row's stop tokens (-1 = none); a row that emits one keeps it
@@ -591,8 +711,10 @@ def decode(engine: DecodeEngine, input_ids: Tensor, attention_mask: Tensor, *,
     there; a sampling ``generator`` must already be there); the output comes back on the CPU."""
     device = engine.device
     if generator is not None and not sampling.greedy and generator.device.type != device.type:
-        raise GenerationError(f"the sampling generator is on {generator.device}, the model on "
-                              f"{device}: make it with torch.Generator(device={str(device)!r})")
+        raise GenerationError(
+            f"the sampling generator is on {generator.device}, the model on "
+            f"{device}: make it with torch.Generator(device={str(device)!r})"
+        )
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     if stop_ids is not None:
         stop_ids = stop_ids.to(device)

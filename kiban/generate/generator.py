@@ -56,11 +56,17 @@ class Completion:
     tries: int = 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "text": self.text, "completion": self.completion,
-                "valid": self.valid, "spans": [s.as_dict() for s in self.spans],
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "stop_reason": self.stop_reason,
-                "tries": self.tries}
+        return {
+            "prompt": self.prompt,
+            "text": self.text,
+            "completion": self.completion,
+            "valid": self.valid,
+            "spans": [s.as_dict() for s in self.spans],
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "stop_reason": self.stop_reason,
+            "tries": self.tries,
+        }
 
 
 def check_spans(text: str, generated_from: int) -> tuple[GeneratedSpan, ...]:
@@ -77,30 +83,43 @@ def check_spans(text: str, generated_from: int) -> tuple[GeneratedSpan, ...]:
             open_name, open_end = (None, 0) if closing else (name, match.end())
             continue
         if not closing and open_name is not None:
-            spans.append(GeneratedSpan(open_name, text[open_end:match.start()],
-                                       error=f"<{name}> opened inside <{open_name}>"))
+            spans.append(
+                GeneratedSpan(
+                    open_name,
+                    text[open_end : match.start()],
+                    error=f"<{name}> opened inside <{open_name}>",
+                )
+            )
             open_name, open_end = name, match.end()
         elif not closing:
             open_name, open_end = name, match.end()
         elif open_name != name:
             spans.append(GeneratedSpan(name, "", error=f"stray closing tag </{name}>"))
         else:
-            content = text[open_end:match.start()]
+            content = text[open_end : match.start()]
             try:
-                spans.append(GeneratedSpan(name, content, canonical=get_codec(name).canonical(content)))
+                spans.append(
+                    GeneratedSpan(name, content, canonical=get_codec(name).canonical(content))
+                )
             except CodecError as error:
                 spans.append(GeneratedSpan(name, content, error=error.reason))
             open_name = None
     if open_name is not None and len(text) > generated_from:
-        spans.append(GeneratedSpan(open_name, text[open_end:],
-                                   error=f"<{open_name}> span not closed when generation stopped"))
+        spans.append(
+            GeneratedSpan(
+                open_name,
+                text[open_end:],
+                error=f"<{open_name}> span not closed when generation stopped",
+            )
+        )
     return tuple(spans)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise GenerationError(f"The '{name}' parameter must be an integer >= {minimum}. "
-                              f"Got {value!r} instead.")
+        raise GenerationError(
+            f"The '{name}' parameter must be an integer >= {minimum}. Got {value!r} instead."
+        )
 
 
 def default_temperature(n: int) -> float:
@@ -109,8 +128,15 @@ def default_temperature(n: int) -> float:
     return 1.0 if n > 1 else 0.0
 
 
-def check_parameters(*, n: int, max_new_tokens: int, temperature: float | None, top_p: float,
-                     seed: int | None, max_tries: int) -> Any:
+def check_parameters(
+    *,
+    n: int,
+    max_new_tokens: int,
+    temperature: float | None,
+    top_p: float,
+    seed: int | None,
+    max_tries: int,
+) -> Any:
     """Validate the generation parameters (before any model is loaded); the `SamplingConfig`
     (``temperature=None``: `default_temperature` of ``n``)."""
     from kiban.generate.engine import SamplingConfig
@@ -128,8 +154,17 @@ def check_parameters(*, n: int, max_new_tokens: int, temperature: float | None, 
 class Generator:
     """Generates from one loaded model. Build with `load_generator`."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, science: Any | None, eos_ids: list[int],
-                 pad_id: int, model_dir: Path, engine: str = "auto"):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        science: Any | None,
+        eos_ids: list[int],
+        pad_id: int,
+        model_dir: Path,
+        engine: str = "auto",
+    ):
         self.model = model
         self.hf_tokenizer = tokenizer  # tokenizers.Tokenizer: decoding (and plain encoding)
         self.science = science  # ScienceTokenizer or None (plain Hugging Face directory)
@@ -158,8 +193,9 @@ class Generator:
                 else:  # a prompt that ends inside a span: encode it closed, drop the closer
                     ids = self.science.encode(f"{prompt}</{state.modality}>")[:-1]
             except DocumentError as error:
-                raise GenerationError(f"The 'prompt' parameter is not valid tagged text: "
-                                      f"{error}. Got {prompt!r}.") from None
+                raise GenerationError(
+                    f"The 'prompt' parameter is not valid tagged text: {error}. Got {prompt!r}."
+                ) from None
         # an empty prompt starts a new document
         return ids or [self.eos_ids[0] if self.eos_ids[0] >= 0 else self.pad_id]
 
@@ -180,10 +216,19 @@ class Generator:
         return self._constraints
 
     # --- generation ---------------------------------------------------------------------------
-    def generate(self, prompts: str | list[str], *, n: int = 1, max_new_tokens: int = 64,
-                 temperature: float | None = None, top_p: float = 1.0, seed: int | None = None,
-                 constrain: bool = True, valid_only: bool = False, max_tries: int = 8,
-                 ) -> list[Completion]:
+    def generate(
+        self,
+        prompts: str | list[str],
+        *,
+        n: int = 1,
+        max_new_tokens: int = 64,
+        temperature: float | None = None,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        constrain: bool = True,
+        valid_only: bool = False,
+        max_tries: int = 8,
+    ) -> list[Completion]:
         """``n`` completions per prompt (prompt-major order).
 
         ``temperature``: 0 is greedy; without one, ``n > 1`` samples at temperature 1 and
@@ -198,14 +243,26 @@ class Generator:
 
         if isinstance(prompts, str):
             prompts = [prompts]
-        if not isinstance(prompts, list) or not prompts or \
-                not all(isinstance(p, str) for p in prompts):
-            raise GenerationError(f"The 'prompts' parameter must be a string or a non-empty list "
-                                  f"of strings. Got {prompts!r} instead.")
-        sampling = check_parameters(n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                                    top_p=top_p, seed=seed, max_tries=max_tries)
+        if (
+            not isinstance(prompts, list)
+            or not prompts
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            raise GenerationError(
+                f"The 'prompts' parameter must be a string or a non-empty list "
+                f"of strings. Got {prompts!r} instead."
+            )
+        sampling = check_parameters(
+            n=n,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            max_tries=max_tries,
+        )
         generator = torch.Generator(device=self.device).manual_seed(
-            seed if seed is not None else secrets.randbits(63))
+            seed if seed is not None else secrets.randbits(63)
+        )
         rows = [p for p in prompts for _ in range(n)]
         encoded = {p: self._encode(p) for p in prompts}
         results = self._run(rows, encoded, max_new_tokens, sampling, generator, constrain)
@@ -215,15 +272,28 @@ class Generator:
                 pending = [i for i, r in enumerate(results) if not r.valid]
                 if not pending:
                     break
-                again = self._run([rows[i] for i in pending], encoded, max_new_tokens, sampling,
-                                  generator, constrain)
+                again = self._run(
+                    [rows[i] for i in pending],
+                    encoded,
+                    max_new_tokens,
+                    sampling,
+                    generator,
+                    constrain,
+                )
                 for i, result in zip(pending, again):
                     results[i] = result
                     tries[i] += 1
         return [Completion(**{**_fields(r), "tries": t}) for r, t in zip(results, tries)]
 
-    def _run(self, rows: list[str], encoded: dict[str, list[int]], max_new_tokens: int,
-             sampling: Any, generator: Any, constrain: bool) -> list[Completion]:
+    def _run(
+        self,
+        rows: list[str],
+        encoded: dict[str, list[int]],
+        max_new_tokens: int,
+        sampling: Any,
+        generator: Any,
+        constrain: bool,
+    ) -> list[Completion]:
         import torch
 
         from kiban.generate.engine import decode
@@ -233,8 +303,8 @@ class Generator:
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.bool)
         for row, row_ids in enumerate(ids):
-            input_ids[row, width - len(row_ids):] = torch.tensor(row_ids)
-            attention_mask[row, width - len(row_ids):] = True
+            input_ids[row, width - len(row_ids) :] = torch.tensor(row_ids)
+            attention_mask[row, width - len(row_ids) :] = True
         constraint = None
         if self.science is not None:
             from kiban.generate.constraints import PromptState
@@ -253,32 +323,47 @@ class Generator:
             constraint = VocabularyLimit(known)
         engine = self._engine(width + max_new_tokens)
         self.last_engine = engine.name
-        output = decode(engine, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-                        sampling=sampling, generator=generator, stop_ids=stop_ids,
-                        constraint=constraint, pad_id=self.pad_id)
+        output = decode(
+            engine,
+            input_ids,
+            attention_mask,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            generator=generator,
+            stop_ids=stop_ids,
+            constraint=constraint,
+            pad_id=self.pad_id,
+        )
         results = []
         for row, prompt in enumerate(rows):
             generated = output.tokens[row, : int(output.lengths[row])].tolist()
-            results.append(self._completion(prompt, ids[row], generated,
-                                            bool(output.stopped[row])))
+            results.append(self._completion(prompt, ids[row], generated, bool(output.stopped[row])))
         return results
 
-    def _completion(self, prompt: str, prompt_ids: list[int], generated: list[int],
-                    stopped: bool) -> Completion:
+    def _completion(
+        self, prompt: str, prompt_ids: list[int], generated: list[int], stopped: bool
+    ) -> Completion:
         stop_reason = "length"
         if stopped:
             stop_reason = "eos" if generated[-1] in self.eos_ids else "span_closed"
         shown = generated[:-1] if stop_reason == "eos" else generated
-        decode = (lambda i: self.hf_tokenizer.decode(i, skip_special_tokens=False))
+        decode = lambda i: self.hf_tokenizer.decode(i, skip_special_tokens=False)
         prompt_text = decode(prompt_ids)
         full = decode(prompt_ids + shown)
-        completion = full[len(prompt_text):] if full.startswith(prompt_text) else decode(shown)
+        completion = full[len(prompt_text) :] if full.startswith(prompt_text) else decode(shown)
         text = prompt + completion
         spans = check_spans(text, len(prompt)) if self.science is not None else ()
-        return Completion(prompt=prompt, text=text, completion=completion,
-                          valid=all(s.valid for s in spans), spans=spans,
-                          prompt_tokens=len(prompt_ids), completion_tokens=len(generated),
-                          stop_reason=stop_reason, completion_ids=tuple(generated))
+        return Completion(
+            prompt=prompt,
+            text=text,
+            completion=completion,
+            valid=all(s.valid for s in spans),
+            spans=spans,
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(generated),
+            stop_reason=stop_reason,
+            completion_ids=tuple(generated),
+        )
 
 
 def _fields(completion: Completion) -> dict[str, Any]:
@@ -306,16 +391,20 @@ def check_device(device: str) -> Any:
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError):
-        raise GenerationError(f"The 'device' parameter must name a torch device such as 'cpu' or "
-                              f"'cuda:0'. Got {device!r} instead.") from None
+        raise GenerationError(
+            f"The 'device' parameter must name a torch device such as 'cpu' or "
+            f"'cuda:0'. Got {device!r} instead."
+        ) from None
     if target.type == "cuda":
         if not torch.cuda.is_available():
             raise GenerationError(
                 f"device {device!r}: no CUDA device is usable here (torch {torch.__version__}, "
-                f"built for CUDA {torch.version.cuda}); use device='cpu'")
+                f"built for CUDA {torch.version.cuda}); use device='cpu'"
+            )
         if target.index is not None and target.index >= torch.cuda.device_count():
-            raise GenerationError(f"device {device!r}: this machine has "
-                                  f"{torch.cuda.device_count()} CUDA device(s)")
+            raise GenerationError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif target.type != "cpu":
         raise GenerationError(f"device {device!r}: generation runs on 'cpu' or 'cuda' devices")
     return target
@@ -330,18 +419,22 @@ def _adapter_and_base(model_dir: Path) -> tuple[Path | None, Path]:
 
     try:
         base = json.loads((model_dir / "adapter_config.json").read_text())[
-            "base_model_name_or_path"]
+            "base_model_name_or_path"
+        ]
     except (ValueError, KeyError) as error:
-        raise GenerationError(f"{model_dir / 'adapter_config.json'}: no readable "
-                              f"base_model_name_or_path ({error})") from None
+        raise GenerationError(
+            f"{model_dir / 'adapter_config.json'}: no readable base_model_name_or_path ({error})"
+        ) from None
     candidates = [Path(base)] if base else []
     candidates += [model_dir.parent] if (model_dir.parent / "config.json").is_file() else []
     for candidate in candidates:
         if (candidate / "config.json").is_file():
             return model_dir, candidate
-    raise GenerationError(f"{model_dir} is a LoRA adapter whose base model {base!r} "
-                          "(adapter_config.json: base_model_name_or_path) is not a local model "
-                          "directory; copy the base there or generate from the merged model")
+    raise GenerationError(
+        f"{model_dir} is a LoRA adapter whose base model {base!r} "
+        "(adapter_config.json: base_model_name_or_path) is not a local model "
+        "directory; copy the base there or generate from the merged model"
+    )
 
 
 def _is_run_dir(directory: Path) -> bool:
@@ -354,8 +447,11 @@ def resolve_model_dir(path: str | Path) -> Path:
     directory), or a training run's final model ``path/model``. A run that has not written its
     final model yet is a `GenerationError` naming its newest checkpoint."""
     path = Path(path)
-    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file() or \
-            not _is_run_dir(path):
+    if (
+        (path / "config.json").is_file()
+        or (path / "adapter_config.json").is_file()
+        or not _is_run_dir(path)
+    ):
         return path
     if (path / "model" / "config.json").is_file():
         return path / "model"
@@ -363,14 +459,17 @@ def resolve_model_dir(path: str | Path) -> Path:
 
     newest = latest(path) if (path / "checkpoints").is_dir() else None
     progress = f"its newest checkpoint is {newest}" if newest else "it has no checkpoint yet"
-    raise GenerationError(f"{path} is a training run without a final model yet ({path / 'model'} "
-                          f"is missing; {progress}): wait for the run to finish, or stop it with "
-                          "Ctrl-C (it saves the model of the step it stopped at), or resume it "
-                          "with `kiban train CONFIG --resume`")
+    raise GenerationError(
+        f"{path} is a training run without a final model yet ({path / 'model'} "
+        f"is missing; {progress}): wait for the run to finish, or stop it with "
+        "Ctrl-C (it saves the model of the step it stopped at), or resume it "
+        "with `kiban train CONFIG --resume`"
+    )
 
 
-def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = "float32",
-                   device: str = "cpu") -> Generator:
+def load_generator(
+    model_dir: str | Path, *, engine: str = "auto", dtype: str = "float32", device: str = "cpu"
+) -> Generator:
     """Load a model directory (config.json, weights, tokenizer.json [+ kiban_tokenizer.json]),
     or the final model of a training run directory (`resolve_model_dir`; the generator's
     ``model_dir`` says which was loaded).
@@ -386,11 +485,13 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
     if problem:
         raise GenerationError(problem)
     if not (model_dir / "tokenizer.json").is_file():
-        raise GenerationError(f"{model_dir / 'tokenizer.json'} is missing: generation needs the "
-                              "model's tokenizer")
+        raise GenerationError(
+            f"{model_dir / 'tokenizer.json'} is missing: generation needs the model's tokenizer"
+        )
     if engine not in ("auto", "fast", "hf"):
-        raise GenerationError(f"The 'engine' parameter must be 'auto', 'fast' or 'hf'. "
-                              f"Got {engine!r} instead.")
+        raise GenerationError(
+            f"The 'engine' parameter must be 'auto', 'fast' or 'hf'. Got {engine!r} instead."
+        )
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
@@ -407,16 +508,18 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
     else:
         try:
             tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        except Exception as error:  # tokenizers raises a bare Exception
-            raise GenerationError(f"{model_dir / 'tokenizer.json'}: not a readable tokenizer "
-                                  f"({error})") from None
+        except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception
+            raise GenerationError(
+                f"{model_dir / 'tokenizer.json'}: not a readable tokenizer ({error})"
+            ) from None
     target = check_device(device)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise GenerationError(f"The 'dtype' parameter must name a torch dtype. Got {dtype!r}.")
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype,
-                                                     attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch_dtype, attn_implementation="sdpa"
+        )
     except (OSError, ValueError) as error:
         raise GenerationError(f"{model_dir}: cannot load the model ({error})") from None
     if adapter is not None:
@@ -425,8 +528,9 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
         try:
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         except (OSError, ValueError, KeyError, RuntimeError) as error:
-            raise GenerationError(f"{adapter}: cannot apply the LoRA adapter to {model_dir} "
-                                  f"({error})") from None
+            raise GenerationError(
+                f"{adapter}: cannot apply the LoRA adapter to {model_dir} ({error})"
+            ) from None
     model.eval()
     if target.type != "cpu":
         model.to(target)
@@ -436,9 +540,22 @@ def load_generator(model_dir: str | Path, *, engine: str = "auto", dtype: str = 
         raise GenerationError(
             f"tokenizer vocabulary ({vocab} tokens, {model_dir / 'tokenizer.json'}) is larger "
             f"than the model's embedding ({embeddings} rows, vocab_size in "
-            f"{model_dir / 'config.json'})")
+            f"{model_dir / 'config.json'})"
+        )
     eos_ids = [science.eos_id] if science is not None else _eos_ids(model, tokenizer, model_dir)
-    pad_id = science.pad_id if science is not None else next(
-        (i for i in (model.config.pad_token_id, eos_ids[0]) if isinstance(i, int) and i >= 0), 0)
-    return Generator(model, tokenizer, science=science, eos_ids=eos_ids, pad_id=pad_id,
-                     model_dir=model_dir, engine=engine)
+    pad_id = (
+        science.pad_id
+        if science is not None
+        else next(
+            (i for i in (model.config.pad_token_id, eos_ids[0]) if isinstance(i, int) and i >= 0), 0
+        )
+    )
+    return Generator(
+        model,
+        tokenizer,
+        science=science,
+        eos_ids=eos_ids,
+        pad_id=pad_id,
+        model_dir=model_dir,
+        engine=engine,
+    )

@@ -4,5 +4,13 @@ from kiban.index.build import IndexFormatError, build_index
 from kiban.index.engine import Match, NextTokens, QueryError, TokenIndex, TraceSpan
 from kiban.index.federated import FederatedIndex
 
-__all__ = ["FederatedIndex", "IndexFormatError", "Match", "NextTokens", "QueryError", "TokenIndex", "TraceSpan",
-           "build_index"]
+__all__ = [
+    "FederatedIndex",
+    "IndexFormatError",
+    "Match",
+    "NextTokens",
+    "QueryError",
+    "TokenIndex",
+    "TraceSpan",
+    "build_index",
+]

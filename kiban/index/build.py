@@ -30,15 +30,18 @@ from kiban.formats import FormatError, check, register, write_json
 from kiban.io import atomic_open, cached_file_sha256, file_sha256
 
 #: The index manifest: per shard, the tokens it was built from and the sha256 of its files.
-INDEX_FORMAT = register("kiban.index", 1, description="a corpus's suffix-array index "
-                                                      "(index/manifest.json)")
+INDEX_FORMAT = register(
+    "kiban.index", 1, description="a corpus's suffix-array index (index/manifest.json)"
+)
 #: The suffix arrays and block tables, stamped in the index manifest's ``layout`` (an index
 #: manifest without one, as version 1 wrote them, holds version 1 of these).
 SUFFIX_ARRAYS = register(
-    "kiban.index.suffix-arrays", 1,
+    "kiban.index.suffix-arrays",
+    1,
     description="index/sa-NNNNNN.npy: the shard's token suffix array (int32, int64 past 2**31 "
-                "bytes); index/first-NNNNNN.npy: int64 first suffix-array row of each token "
-                "(vocabulary size + 1 entries)")
+    "bytes); index/first-NNNNNN.npy: int64 first suffix-array row of each token "
+    "(vocabulary size + 1 entries)",
+)
 MANIFEST = "manifest.json"
 
 
@@ -70,13 +73,16 @@ def _build_shard(task: tuple[str, int, str, str, str, int]) -> dict[str, Any]:
     tokens = np.fromfile(tokens_path, dtype=np.dtype(dtype))
     if len(tokens) and int(tokens.max()) >= vocab_size:  # an index of such ids would answer wrongly
         position = int(np.argmax(tokens >= vocab_size))
-        raise IndexFormatError(f"{tokens_path}: token id {int(tokens[position])} at position "
-                               f"{position:,} is outside the vocabulary (0 … {vocab_size - 1}): "
-                               "the shard is damaged; rebuild the corpus")
+        raise IndexFormatError(
+            f"{tokens_path}: token id {int(tokens[position])} at position "
+            f"{position:,} is outside the vocabulary (0 … {vocab_size - 1}): "
+            "the shard is damaged; rebuild the corpus"
+        )
     # the suffix array is sorted by first token, so token t's rows are one block whose length is
     # t's frequency: block starts are the cumulative counts (a count of one token needs no search)
-    counts = np.bincount(tokens, minlength=vocab_size) if len(tokens) else np.zeros(vocab_size,
-                                                                                     np.int64)
+    counts = (
+        np.bincount(tokens, minlength=vocab_size) if len(tokens) else np.zeros(vocab_size, np.int64)
+    )
     first_rows = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     if len(tokens):
         suffix_array = _suffix_array(tokens)
@@ -86,11 +92,15 @@ def _build_shard(task: tuple[str, int, str, str, str, int]) -> dict[str, Any]:
         np.save(handle, suffix_array)
     with atomic_open(first_rows_path, "wb") as handle:
         np.save(handle, first_rows)
-    return {"shard": shard, "tokens": len(tokens), "tokens_sha256": file_sha256(Path(tokens_path)),
-            "tokens_mtime_ns": mtime_ns,
-            "suffix_array_dtype": str(suffix_array.dtype),
-            "suffix_array_sha256": file_sha256(Path(out_path)),
-            "first_rows_sha256": file_sha256(Path(first_rows_path))}
+    return {
+        "shard": shard,
+        "tokens": len(tokens),
+        "tokens_sha256": file_sha256(Path(tokens_path)),
+        "tokens_mtime_ns": mtime_ns,
+        "suffix_array_dtype": str(suffix_array.dtype),
+        "suffix_array_sha256": file_sha256(Path(out_path)),
+        "first_rows_sha256": file_sha256(Path(first_rows_path)),
+    }
 
 
 def _suffix_array(tokens: np.ndarray) -> np.ndarray:
@@ -118,9 +128,11 @@ def _suffix_array(tokens: np.ndarray) -> np.ndarray:
     from kiban.index._kernels import compact_aligned
 
     byte_suffix_array = np.empty(n, dtype=np.int32)
-    status = libdivsufsort.divsufsort(_get_bytes_pointer(big_endian),
-                                      byte_suffix_array.ctypes.data_as(
-                                          ctypes.POINTER(ctypes.c_int32)), ctypes.c_int32(n))
+    status = libdivsufsort.divsufsort(
+        _get_bytes_pointer(big_endian),
+        byte_suffix_array.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+        ctypes.c_int32(n),
+    )
     if status:
         raise RuntimeError(f"libdivsufsort failed with status {status}")
     kept = compact_aligned(byte_suffix_array, tokens.dtype.itemsize)
@@ -143,15 +155,18 @@ def read_index_manifest(corpus: Corpus) -> dict[str, Any] | None:
         raise IndexFormatError(f"{error}; {rebuild}") from None
     try:
         layout = manifest.get("layout") or {"suffix_arrays": SUFFIX_ARRAYS.stamp()}
-        check(layout.get("suffix_arrays", {}), SUFFIX_ARRAYS,
-              where=f"{path} (layout.suffix_arrays)")
+        check(
+            layout.get("suffix_arrays", {}), SUFFIX_ARRAYS, where=f"{path} (layout.suffix_arrays)"
+        )
     except FormatError as error:
         raise IndexFormatError(f"{error}; {rebuild}") from None
     shards = manifest.get("shards")
-    if not isinstance(shards, list) or not all(
-            isinstance(e, dict) and _ENTRY_KEYS <= e.keys() for e in shards) \
-            or [e["shard"] for e in shards] != list(range(len(shards))) \
-            or "tokenizer_sha256" not in manifest:
+    if (
+        not isinstance(shards, list)
+        or not all(isinstance(e, dict) and _ENTRY_KEYS <= e.keys() for e in shards)
+        or [e["shard"] for e in shards] != list(range(len(shards)))
+        or "tokenizer_sha256" not in manifest
+    ):
         raise IndexFormatError(f"{path}: corrupt index manifest (shard entries); {rebuild}")
     return manifest
 
@@ -159,8 +174,13 @@ def read_index_manifest(corpus: Corpus) -> dict[str, Any] | None:
 _ENTRY_KEYS = {"shard", "tokens", "tokens_sha256", "suffix_array_sha256"}
 
 
-def build_index(corpus: Corpus | str | os.PathLike, *, workers: int = 1, verify: bool = False,
-                progress: bool = False) -> dict[str, Any]:
+def build_index(
+    corpus: Corpus | str | os.PathLike,
+    *,
+    workers: int = 1,
+    verify: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Build the suffix arrays a corpus lacks; returns the index manifest, whose ``built_now``
     lists the shards built by this call and ``rebuilt_because`` why each existing one was.
 
@@ -180,9 +200,11 @@ def build_index(corpus: Corpus | str | os.PathLike, *, workers: int = 1, verify:
         if not tokens_path.is_file():
             raise IndexFormatError(f"{tokens_path} is missing: the corpus is incomplete")
         if tokens_path.stat().st_size % corpus.token_dtype.itemsize:
-            raise IndexFormatError(f"{tokens_path}: {tokens_path.stat().st_size} bytes is not a "
-                                   f"whole number of {corpus.token_dtype} tokens: the corpus is "
-                                   "damaged; rebuild it")
+            raise IndexFormatError(
+                f"{tokens_path}: {tokens_path.stat().st_size} bytes is not a "
+                f"whole number of {corpus.token_dtype} tokens: the corpus is "
+                "damaged; rebuild it"
+            )
     try:
         if verify:
             corpus.verify(values=True)
@@ -190,8 +212,13 @@ def build_index(corpus: Corpus | str | os.PathLike, *, workers: int = 1, verify:
             from kiban.io import files_sha256
 
             # hash the shard files in parallel threads; check_file then finds them cached
-            files_sha256([corpus.directory / f(s) for s in range(corpus.shard_count)
-                          for f in (tokens_file, offsets_file)])
+            files_sha256(
+                [
+                    corpus.directory / f(s)
+                    for s in range(corpus.shard_count)
+                    for f in (tokens_file, offsets_file)
+                ]
+            )
             for shard in range(corpus.shard_count):
                 corpus.check_file(tokens_file(shard))
                 corpus.check_file(offsets_file(shard))
@@ -212,25 +239,41 @@ def build_index(corpus: Corpus | str | os.PathLike, *, workers: int = 1, verify:
         if reason:
             if shard in entries:
                 reasons[shard] = reason
-            todo.append((str(tokens_path), shard, str(corpus.token_dtype),
-                         str(suffix_array_path(corpus, shard)), str(first_rows_path(corpus, shard)),
-                         corpus.vocab_size))
+            todo.append(
+                (
+                    str(tokens_path),
+                    shard,
+                    str(corpus.token_dtype),
+                    str(suffix_array_path(corpus, shard)),
+                    str(first_rows_path(corpus, shard)),
+                    corpus.vocab_size,
+                )
+            )
         elif entries[shard].get("tokens_mtime_ns") != tokens_path.stat().st_mtime_ns:
             entries[shard] = {**entries[shard], "tokens_mtime_ns": tokens_path.stat().st_mtime_ns}
     corpus.index_directory.mkdir(exist_ok=True)
     from tqdm import tqdm
 
-    with tqdm(total=len(todo), desc="index", unit="shard", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=len(todo), desc="index", unit="shard", disable=not progress, leave=False
+    ) as bar:
         for entry in _map(_build_shard, todo, workers):
             entries[entry["shard"]] = entry
             bar.update(1)
-    return write_json(corpus.index_directory / MANIFEST, INDEX_FORMAT, {
-        "tokenizer_sha256": corpus.tokenizer_sha256, "token_dtype": str(corpus.token_dtype),
-        "eos_id": corpus.eos_id, "vocab_size": corpus.vocab_size,
-        "layout": {"suffix_arrays": SUFFIX_ARRAYS.stamp()},
-        "shards": [entries[s] for s in range(corpus.shard_count)],
-        "built_now": sorted(t[1] for t in todo),
-        "rebuilt_because": {str(s): r for s, r in sorted(reasons.items())}})
+    return write_json(
+        corpus.index_directory / MANIFEST,
+        INDEX_FORMAT,
+        {
+            "tokenizer_sha256": corpus.tokenizer_sha256,
+            "token_dtype": str(corpus.token_dtype),
+            "eos_id": corpus.eos_id,
+            "vocab_size": corpus.vocab_size,
+            "layout": {"suffix_arrays": SUFFIX_ARRAYS.stamp()},
+            "shards": [entries[s] for s in range(corpus.shard_count)],
+            "built_now": sorted(t[1] for t in todo),
+            "rebuilt_because": {str(s): r for s, r in sorted(reasons.items())},
+        },
+    )
 
 
 def _stale_reason(corpus: Corpus, shard: int, entry: dict | None, n_tokens: int) -> str | None:
@@ -247,12 +290,15 @@ def _stale_reason(corpus: Corpus, shard: int, entry: dict | None, n_tokens: int)
         # corpus has none: its manifest, written last by a build, tells a rebuild (newer than the
         # index) from tokens changed under an unchanged corpus (damage)
         if tokens_file(shard) not in corpus.checksums and (
-                (corpus.directory / "manifest.json").stat().st_mtime_ns
-                <= (corpus.index_directory / MANIFEST).stat().st_mtime_ns):
-            raise IndexFormatError(f"{tokens_path}: sha256 differs from the one indexed, and the "
-                                   "corpus was not rebuilt since: the shard is damaged (a "
-                                   "version-1 corpus records no checksums of its own); rebuild "
-                                   "the corpus")
+            (corpus.directory / "manifest.json").stat().st_mtime_ns
+            <= (corpus.index_directory / MANIFEST).stat().st_mtime_ns
+        ):
+            raise IndexFormatError(
+                f"{tokens_path}: sha256 differs from the one indexed, and the "
+                "corpus was not rebuilt since: the shard is damaged (a "
+                "version-1 corpus records no checksums of its own); rebuild "
+                "the corpus"
+            )
         return "the shard's tokens changed"
     sa_path, rows_path = suffix_array_path(corpus, shard), first_rows_path(corpus, shard)
     if not _suffix_array_readable(sa_path, n_tokens):

@@ -18,13 +18,24 @@ from kiban.io import emit
 # CLI option -> keyword of the CorpusSearch method, per search subcommand
 _SEARCH_OPTIONS = {
     "count": {"modality": "modality", "as_text": "as_text"},
-    "docs": {"modality": "query_modality", "limit": "limit", "source": "source",
-             "license": "license", "has_modality": "modality", "as_text": "as_text"},
+    "docs": {
+        "modality": "query_modality",
+        "limit": "limit",
+        "source": "source",
+        "license": "license",
+        "has_modality": "modality",
+        "as_text": "as_text",
+    },
     "next": {"modality": "modality", "top": "top", "as_text": "as_text"},
     "prob": {"modality": "modality", "as_text": "as_text"},
-    "trace": {"modality": "modality", "min_length": "min_length", "max_count": "max_count",
-              "max_spans": "max_spans", "docs_per_span": "documents_per_span",
-              "as_text": "as_text"},
+    "trace": {
+        "modality": "modality",
+        "min_length": "min_length",
+        "max_count": "max_count",
+        "max_spans": "max_spans",
+        "docs_per_span": "documents_per_span",
+        "as_text": "as_text",
+    },
 }
 
 
@@ -38,52 +49,80 @@ def span_modalities() -> list[str]:
 
 def add_parsers(commands) -> None:
     """Mount ``index`` and ``search`` on the top-level ``kiban`` subparsers."""
-    index = commands.add_parser("index", help="build the exact-search index of a corpus",
-                                description="Suffix-array index over a corpus's token shards.")
+    index = commands.add_parser(
+        "index",
+        help="build the exact-search index of a corpus",
+        description="Suffix-array index over a corpus's token shards.",
+    )
     index_commands = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
     build = index_commands.add_parser(
-        "build", help="build missing, stale or damaged shard indexes",
+        "build",
+        help="build missing, stale or damaged shard indexes",
         description="Build one suffix array per shard (pydivsufsort). Every file is checked "
-                    "against its sha256 first: a damaged corpus is an error, a damaged index "
-                    "shard is rebuilt; shards that check out are kept.")
+        "against its sha256 first: a damaged corpus is an error, a damaged index "
+        "shard is rebuilt; shards that check out are kept.",
+    )
     build.add_argument("corpus", metavar="CORPUS_DIR")
     build.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    build.add_argument("--verify", action="store_true",
-                       help="also check the corpus's values (token ids inside the vocabulary, "
-                            "documents ending with end-of-text) and documents.parquet")
+    build.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check the corpus's values (token ids inside the vocabulary, "
+        "documents ending with end-of-text) and documents.parquet",
+    )
     build.add_argument("--json", action="store_true")
     build.set_defaults(handler=index_build)
 
-    search = commands.add_parser("search", help="exact queries over an indexed corpus",
-                                 description="Exact queries over the very tokens a model trains "
-                                             "on. A query is text (tokenized with the corpus "
-                                             "tokenizer) or, with --ids, token ids.")
-    search_commands = search.add_subparsers(dest="search_command", required=True,
-                                            metavar="SUBCOMMAND")
+    search = commands.add_parser(
+        "search",
+        help="exact queries over an indexed corpus",
+        description="Exact queries over the very tokens a model trains "
+        "on. A query is text (tokenized with the corpus "
+        "tokenizer) or, with --ids, token ids.",
+    )
+    search_commands = search.add_subparsers(
+        dest="search_command", required=True, metavar="SUBCOMMAND"
+    )
     modalities = span_modalities()
-    helps = {"count": "number of occurrences", "docs": "documents containing the query",
-             "next": "∞-gram next-token distribution", "prob": "∞-gram probability of a sequence",
-             "trace": "maximal verbatim spans of a text, with their documents"}
+    helps = {
+        "count": "number of occurrences",
+        "docs": "documents containing the query",
+        "next": "∞-gram next-token distribution",
+        "prob": "∞-gram probability of a sequence",
+        "trace": "maximal verbatim spans of a text, with their documents",
+    }
     for name, text in helps.items():
-        sub = search_commands.add_parser(name, help=text, description=text[0].upper() + text[1:]
-                                         + ". Several queries in one call are answered as a batch.")
+        sub = search_commands.add_parser(
+            name,
+            help=text,
+            description=text[0].upper()
+            + text[1:]
+            + ". Several queries in one call are answered as a batch.",
+        )
         sub.add_argument("corpus", metavar="CORPUS_DIR")
         sub.add_argument("query", nargs="*", metavar="QUERY")
         sub.add_argument("--file", help="more queries, one per line")
         sub.add_argument("--ids", action="store_true", help="queries are token ids: 5,17,9")
-        sub.add_argument("--modality", choices=modalities,
-                         help="tokenize a bare query as the inside of this span")
-        sub.add_argument("--as-text", action="store_true",
-                         help="search a span that does not parse (e.g. a SMILES RDKit rejects, or "
-                              "a fragment of one) as the text written, instead of an error")
+        sub.add_argument(
+            "--modality",
+            choices=modalities,
+            help="tokenize a bare query as the inside of this span",
+        )
+        sub.add_argument(
+            "--as-text",
+            action="store_true",
+            help="search a span that does not parse (e.g. a SMILES RDKit rejects, or "
+            "a fragment of one) as the text written, instead of an error",
+        )
         sub.add_argument("--json", action="store_true")
         sub.set_defaults(handler=search_queries)
     docs = search_commands.choices["docs"]
     docs.add_argument("--limit", type=int, default=10)
     docs.add_argument("--source", help="only documents of this source")
     docs.add_argument("--license", help="only documents under this license")
-    docs.add_argument("--has-modality", choices=modalities,
-                      help="only documents with a span of this modality")
+    docs.add_argument(
+        "--has-modality", choices=modalities, help="only documents with a span of this modality"
+    )
     search_commands.choices["next"].add_argument("--top", type=int, default=20)
     trace = search_commands.choices["trace"]
     trace.add_argument("--min-length", type=int, default=1)
@@ -91,16 +130,28 @@ def add_parsers(commands) -> None:
     trace.add_argument("--max-spans", type=int, default=None)
     trace.add_argument("--docs-per-span", type=int, default=10)
     contamination = search_commands.add_parser(
-        "contamination", help="evaluation items that overlap the corpus",
+        "contamination",
+        help="evaluation items that overlap the corpus",
         description="Per evaluation item: the longest span shared with the corpus and its n-gram "
-                    "overlap; summary fractions. An unreadable item is an error naming its line "
-                    "(exit 2), unless --skip-unreadable; no readable item at all is always one.")
+        "overlap; summary fractions. An unreadable item is an error naming its line "
+        "(exit 2), unless --skip-unreadable; no readable item at all is always one.",
+    )
     contamination.add_argument("corpus", metavar="CORPUS_DIR")
     contamination.add_argument("eval_file", metavar="EVAL_FILE")
-    contamination.add_argument("--ngram", "--n", dest="ngram", type=int, default=13, metavar="N",
-                               help="n-gram length in tokens (default 13; --n is an alias)")
-    contamination.add_argument("--skip-unreadable", action="store_true",
-                               help="report unreadable items and go on with the others")
+    contamination.add_argument(
+        "--ngram",
+        "--n",
+        dest="ngram",
+        type=int,
+        default=13,
+        metavar="N",
+        help="n-gram length in tokens (default 13; --n is an alias)",
+    )
+    contamination.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="report unreadable items and go on with the others",
+    )
     contamination.add_argument("--json", action="store_true")
     contamination.set_defaults(handler=search_contamination)
 
@@ -108,17 +159,27 @@ def add_parsers(commands) -> None:
 def index_build(args: argparse.Namespace) -> None:
     from kiban.index import build_index
 
-    manifest = build_index(args.corpus, workers=args.workers, verify=args.verify,
-                           progress=not args.json and sys.stderr.isatty())
-    summary = {"corpus": args.corpus, "shards": len(manifest["shards"]),
-               "tokens": sum(e["tokens"] for e in manifest["shards"]),
-               "built_now": manifest["built_now"],
-               "rebuilt_because": manifest["rebuilt_because"], "verified": args.verify}
+    manifest = build_index(
+        args.corpus,
+        workers=args.workers,
+        verify=args.verify,
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    summary = {
+        "corpus": args.corpus,
+        "shards": len(manifest["shards"]),
+        "tokens": sum(e["tokens"] for e in manifest["shards"]),
+        "built_now": manifest["built_now"],
+        "rebuilt_because": manifest["rebuilt_because"],
+        "verified": args.verify,
+    }
 
     def render(p: dict[str, Any]) -> None:
         checked = "checked" + (" (with --verify)" if p["verified"] else "")
-        print(f"index of {p['corpus']}: {p['shards']} shards, {p['tokens']:,} tokens; built now: "
-              f"{len(p['built_now'])} shard(s), the others were {checked} and up to date")
+        print(
+            f"index of {p['corpus']}: {p['shards']} shards, {p['tokens']:,} tokens; built now: "
+            f"{len(p['built_now'])} shard(s), the others were {checked} and up to date"
+        )
         for shard, reason in p["rebuilt_because"].items():
             print(f"  shard {shard} rebuilt: {reason}")
 
@@ -151,8 +212,11 @@ def search_queries(args: argparse.Namespace) -> None:
     command = args.search_command
     options = {keyword: getattr(args, dest) for dest, keyword in _SEARCH_OPTIONS[command].items()}
     results = search.run_batch(command, queries, **options)
-    payload = {"results": [{"query": q if isinstance(q, str) else list(q), **r}
-                           for q, r in zip(queries, results)]}
+    payload = {
+        "results": [
+            {"query": q if isinstance(q, str) else list(q), **r} for q, r in zip(queries, results)
+        ]
+    }
     emit(payload, args.json, _render_search)
 
 
@@ -160,7 +224,8 @@ def search_contamination(args: argparse.Namespace) -> None:
     from kiban.index.search import CorpusSearch
 
     report = CorpusSearch(args.corpus).contamination(
-        args.eval_file, n=args.ngram, skip_unreadable=args.skip_unreadable)
+        args.eval_file, n=args.ngram, skip_unreadable=args.skip_unreadable
+    )
     emit(report, args.json, _render_contamination)
 
 
@@ -180,13 +245,17 @@ def _render_search(payload: dict[str, Any]) -> None:
 
 def _render_contamination(report: dict[str, Any]) -> None:
     summary = report["summary"]
-    print(f"{summary['contaminated']} of {summary['items']} items share a span of "
-          f">= {report['n']} tokens with the corpus "
-          f"({summary['contaminated_fraction']:.1%}); mean {report['n']}-gram overlap "
-          f"{summary['mean_ngram_overlap']:.3f}")
+    print(
+        f"{summary['contaminated']} of {summary['items']} items share a span of "
+        f">= {report['n']} tokens with the corpus "
+        f"({summary['contaminated_fraction']:.1%}); mean {report['n']}-gram overlap "
+        f"{summary['mean_ngram_overlap']:.3f}"
+    )
     for item in report["items"]:
         if item["contaminated"]:
-            print(f"  {item['where']}: longest shared span {item['longest_match']} tokens, "
-                  f"overlap {item['ngram_overlap']:.2f}")
+            print(
+                f"  {item['where']}: longest shared span {item['longest_match']} tokens, "
+                f"overlap {item['ngram_overlap']:.2f}"
+            )
     for item in report["unreadable"]:
         print(f"  unreadable {item['where']}: {item['reason']}")

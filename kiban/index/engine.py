@@ -56,8 +56,9 @@ class Shard:
         lo, hi = self.token_block(int(query[0]))
         if len(query) == 1 or hi <= lo:
             return lo, hi
-        return _kernels.find_range_within(self.tokens, self.suffix_array, lo, hi, query, 0,
-                                          len(query))
+        return _kernels.find_range_within(
+            self.tokens, self.suffix_array, lo, hi, query, 0, len(query)
+        )
 
 
 @dataclass(frozen=True)
@@ -118,18 +119,20 @@ class TokenIndex:
         directory = self.corpus.directory
         manifest = read_index_manifest(self.corpus)
         if manifest is None:
-            raise IndexFormatError(f"{directory} has no index: run `kiban index build "
-                                   f"{directory}`")
+            raise IndexFormatError(f"{directory} has no index: run `kiban index build {directory}`")
         if manifest["tokenizer_sha256"] != self.corpus.tokenizer_sha256:
             raise IndexFormatError(
                 f"the index in {self.corpus.index_directory} was built for tokenizer "
                 f"{str(manifest['tokenizer_sha256'])[:12]}…, the corpus now has "
                 f"{str(self.corpus.tokenizer_sha256)[:12]}…: run `kiban index build "
-                f"{directory}` to rebuild it")
+                f"{directory}` to rebuild it"
+            )
         if len(manifest["shards"]) != self.corpus.shard_count:
-            raise IndexFormatError(f"the index covers {len(manifest['shards'])} shards, the corpus "
-                                   f"has {self.corpus.shard_count}: run `kiban index build "
-                                   f"{directory}` to bring it up to date")
+            raise IndexFormatError(
+                f"the index covers {len(manifest['shards'])} shards, the corpus "
+                f"has {self.corpus.shard_count}: run `kiban index build "
+                f"{directory}` to bring it up to date"
+            )
         self.manifest = manifest
         self.eos_id = self.corpus.eos_id
         self.vocab_size = self.corpus.vocab_size
@@ -150,20 +153,34 @@ class TokenIndex:
             for relative in (tokens_file(number), offsets_file(number)):
                 recorded = corpus.checksums.get(relative)
                 if recorded is not None:
-                    expected.append((corpus.directory / relative, recorded["sha256"],
-                                     "the corpus manifest"))
-            expected.append((corpus.tokens_path(number), entry["tokens_sha256"],
-                             "the index manifest"))
-            expected.append((suffix_array_path(corpus, number), entry["suffix_array_sha256"],
-                             "the index manifest"))
+                    expected.append(
+                        (corpus.directory / relative, recorded["sha256"], "the corpus manifest")
+                    )
+            expected.append(
+                (corpus.tokens_path(number), entry["tokens_sha256"], "the index manifest")
+            )
+            expected.append(
+                (
+                    suffix_array_path(corpus, number),
+                    entry["suffix_array_sha256"],
+                    "the index manifest",
+                )
+            )
             if "first_rows_sha256" in entry:
-                expected.append((first_rows_path(corpus, number), entry["first_rows_sha256"],
-                                 "the index manifest"))
+                expected.append(
+                    (
+                        first_rows_path(corpus, number),
+                        entry["first_rows_sha256"],
+                        "the index manifest",
+                    )
+                )
         for path, _, _ in expected:
             if not path.is_file():
-                raise IndexFormatError(f"{path} is missing: run `kiban index build "
-                                       f"{corpus.directory}` to rebuild it (or rebuild the "
-                                       "corpus)")
+                raise IndexFormatError(
+                    f"{path} is missing: run `kiban index build "
+                    f"{corpus.directory}` to rebuild it (or rebuild the "
+                    "corpus)"
+                )
         for entry in entries:  # sizes first: a cheaper check with a plainer message
             self._check_tokens_size(entry)
         digests = files_sha256(list(dict.fromkeys(p for p, _, _ in expected)))
@@ -171,30 +188,39 @@ class TokenIndex:
         for path, digest, source in expected:
             if actual[path] != digest:
                 corpus_file = path.parent.name == "shards"
-                remedy = ("the corpus is damaged: rebuild it" if corpus_file else
-                          f"run `kiban index build {corpus.directory}` to rebuild it")
-                raise IndexFormatError(f"{path}: sha256 {actual[path][:16]}… differs from the "
-                                       f"{digest[:16]}… in {source}: the file is damaged or "
-                                       f"changed; {remedy}")
+                remedy = (
+                    "the corpus is damaged: rebuild it"
+                    if corpus_file
+                    else f"run `kiban index build {corpus.directory}` to rebuild it"
+                )
+                raise IndexFormatError(
+                    f"{path}: sha256 {actual[path][:16]}… differs from the "
+                    f"{digest[:16]}… in {source}: the file is damaged or "
+                    f"changed; {remedy}"
+                )
 
     def _check_tokens_size(self, entry: dict) -> None:
         tokens_path = self.corpus.tokens_path(entry["shard"])
         if not tokens_path.is_file():
-            raise IndexFormatError(f"{tokens_path} is missing: the corpus is incomplete; "
-                                   "rebuild it")
+            raise IndexFormatError(
+                f"{tokens_path} is missing: the corpus is incomplete; rebuild it"
+            )
         size = tokens_path.stat().st_size
         if size != entry["tokens"] * self.corpus.token_dtype.itemsize:
-            raise IndexFormatError(f"{tokens_path} has {size} bytes, the index expects "
-                                   f"{entry['tokens']} tokens: the corpus changed; run `kiban "
-                                   f"index build {self.corpus.directory}` to rebuild the index")
+            raise IndexFormatError(
+                f"{tokens_path} has {size} bytes, the index expects "
+                f"{entry['tokens']} tokens: the corpus changed; run `kiban "
+                f"index build {self.corpus.directory}` to rebuild the index"
+            )
 
     def _open_shard(self, entry: dict) -> Shard:
         number = entry["shard"]
         corpus = self.corpus
         sa_path = suffix_array_path(corpus, number)
         if not sa_path.is_file():
-            raise IndexFormatError(f"{sa_path} is missing: run `kiban index build "
-                                   f"{corpus.directory}` to rebuild it")
+            raise IndexFormatError(
+                f"{sa_path} is missing: run `kiban index build {corpus.directory}` to rebuild it"
+            )
         self._check_tokens_size(entry)
         # digests were checked above (or skipped on purpose): sizes and structure only here
         tokens = corpus.tokens(number, verify=False)
@@ -202,12 +228,16 @@ class TokenIndex:
         try:
             suffix_array = np.load(sa_path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as error:
-            raise IndexFormatError(f"{sa_path}: unreadable suffix array ({error}); run `kiban "
-                                   f"index build {corpus.directory}` to rebuild it") from None
+            raise IndexFormatError(
+                f"{sa_path}: unreadable suffix array ({error}); run `kiban "
+                f"index build {corpus.directory}` to rebuild it"
+            ) from None
         if suffix_array.shape != (entry["tokens"],) or suffix_array.dtype.kind != "i":
-            raise IndexFormatError(f"{sa_path}: {suffix_array.shape} {suffix_array.dtype} entries "
-                                   f"for {entry['tokens']} tokens: corrupt; run `kiban index "
-                                   f"build {corpus.directory}` to rebuild it")
+            raise IndexFormatError(
+                f"{sa_path}: {suffix_array.shape} {suffix_array.dtype} entries "
+                f"for {entry['tokens']} tokens: corrupt; run `kiban index "
+                f"build {corpus.directory}` to rebuild it"
+            )
         # plain read-only ndarray views of the maps: numba dispatches on them without memmap
         # overhead, and every shard's arrays have one numba type (an empty shard's too)
         tokens, suffix_array = tokens.view(np.ndarray), suffix_array.view(np.ndarray)
@@ -217,13 +247,21 @@ class TokenIndex:
         try:
             first_rows = np.load(rows_path)
         except (ValueError, OSError, EOFError) as error:
-            raise IndexFormatError(f"{rows_path}: missing or unreadable ({error}); run "
-                                   f"`kiban index build {corpus.directory}`") from None
-        if (first_rows.ndim != 1 or len(first_rows) < 1 or int(first_rows[0]) != 0
-                or int(first_rows[-1]) != entry["tokens"]):
-            raise IndexFormatError(f"{rows_path}: does not fit the {entry['tokens']} "
-                                   f"tokens of the shard; run `kiban index build "
-                                   f"{corpus.directory}` to rebuild it")
+            raise IndexFormatError(
+                f"{rows_path}: missing or unreadable ({error}); run "
+                f"`kiban index build {corpus.directory}`"
+            ) from None
+        if (
+            first_rows.ndim != 1
+            or len(first_rows) < 1
+            or int(first_rows[0]) != 0
+            or int(first_rows[-1]) != entry["tokens"]
+        ):
+            raise IndexFormatError(
+                f"{rows_path}: does not fit the {entry['tokens']} "
+                f"tokens of the shard; run `kiban index build "
+                f"{corpus.directory}` to rebuild it"
+            )
         return Shard(number, tokens, suffix_array, np.array(offsets), first_rows)
 
     # --- basics -------------------------------------------------------------------------------
@@ -243,8 +281,9 @@ class TokenIndex:
         try:
             array = np.asarray(ids)
         except (TypeError, ValueError, OverflowError):
-            raise QueryError(f"a query is a flat list of integer token ids, got {_short(ids)}") \
-                from None
+            raise QueryError(
+                f"a query is a flat list of integer token ids, got {_short(ids)}"
+            ) from None
         if array.ndim != 1 or isinstance(ids, (str, bytes)):
             raise QueryError(f"a query is a flat list of integer token ids, got {_short(ids)}")
         if array.size == 0:
@@ -253,23 +292,32 @@ class TokenIndex:
             raise QueryError("empty query: give at least one token")
         if array.dtype.kind not in "iu":
             # 1.5, "5" or True are not token ids (a cast would silently turn them into some)
-            if array.dtype.kind == "O" and all(isinstance(x, (int, np.integer))
-                                               and not isinstance(x, bool) for x in array):
-                raise QueryError(f"token ids {array[:5].tolist()} are outside the vocabulary "
-                                 f"(0 … {self.vocab_size - 1})")  # Python ints past 64 bits
+            if array.dtype.kind == "O" and all(
+                isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in array
+            ):
+                raise QueryError(
+                    f"token ids {array[:5].tolist()} are outside the vocabulary "
+                    f"(0 … {self.vocab_size - 1})"
+                )  # Python ints past 64 bits
             raise QueryError(f"token ids must be integers, got {_short(ids)}")
         if array.dtype == np.uint64 and int(array.max()) > np.iinfo(np.int64).max:
-            raise QueryError(f"token ids {array[array > self.vocab_size][:5].tolist()} are "
-                             f"outside the vocabulary (0 … {self.vocab_size - 1})")
+            raise QueryError(
+                f"token ids {array[array > self.vocab_size][:5].tolist()} are "
+                f"outside the vocabulary (0 … {self.vocab_size - 1})"
+            )
         array = array.astype(np.int64, copy=False)
         bad = _kernels.first_invalid(array, self.vocab_size, self.eos_id)
         if bad >= 0:
             if array[bad] == self.eos_id:
-                raise QueryError(f"the query contains the document separator (id {self.eos_id}) "
-                                 f"at position {bad}; matches never cross documents")
+                raise QueryError(
+                    f"the query contains the document separator (id {self.eos_id}) "
+                    f"at position {bad}; matches never cross documents"
+                )
             outside = array[(array < 0) | (array >= self.vocab_size)]
-            raise QueryError(f"token ids {outside[:5].tolist()} are outside the vocabulary "
-                             f"(0 … {self.vocab_size - 1})")
+            raise QueryError(
+                f"token ids {outside[:5].tolist()} are outside the vocabulary "
+                f"(0 … {self.vocab_size - 1})"
+            )
         return array
 
     def as_continuation(self, token: int) -> int:
@@ -278,8 +326,9 @@ class TokenIndex:
         if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
             raise QueryError(f"a continuation is one integer token id, got {_short(token)}")
         if not 0 <= token < self.vocab_size:
-            raise QueryError(f"token id {token} is outside the vocabulary "
-                             f"(0 … {self.vocab_size - 1})")
+            raise QueryError(
+                f"token id {token} is outside the vocabulary (0 … {self.vocab_size - 1})"
+            )
         return int(token)
 
     def _ranges(self, ids: np.ndarray) -> list[tuple[Shard, int, int]]:
@@ -361,7 +410,7 @@ class TokenIndex:
         lo, hi = 1, len(prompt)
         while lo <= hi:
             length = (lo + hi) // 2
-            ranges = self._ranges(prompt[len(prompt) - length:])
+            ranges = self._ranges(prompt[len(prompt) - length :])
             if sum(b - a for _, a, b in ranges) > 0:
                 best_length, best_ranges = length, ranges
                 lo = length + 1
@@ -374,11 +423,13 @@ class TokenIndex:
         query = self.as_ids(prompt, allow_empty=True)
         length, ranges = self._longest_suffix(query)
         if length == 0:  # nothing of the prompt was seen: unigram counts, off the block tables
-            counts = np.zeros(max(len(s.first_rows) for s in self.shards) - 1
-                              if self.shards else 0, dtype=np.int64)
+            counts = np.zeros(
+                max(len(s.first_rows) for s in self.shards) - 1 if self.shards else 0,
+                dtype=np.int64,
+            )
             for shard in self.shards:
                 block = np.diff(shard.first_rows)
-                counts[:len(block)] += block
+                counts[: len(block)] += block
             tokens = np.flatnonzero(counts)
             return NextTokens(0, self.total_tokens, tokens.astype(np.int64), counts[tokens])
         merged: dict[int, int] = {}
@@ -386,13 +437,18 @@ class TokenIndex:
         for shard, lo, hi in ranges:
             count += hi - lo
             if hi > lo:
-                tokens, counts = _kernels.next_tokens(shard.tokens, shard.suffix_array, lo, hi,
-                                                      length)
+                tokens, counts = _kernels.next_tokens(
+                    shard.tokens, shard.suffix_array, lo, hi, length
+                )
                 for t, c in zip(tokens.tolist(), counts.tolist()):
                     merged[t] = merged.get(t, 0) + c
         order = sorted(merged)
-        return NextTokens(length, count, np.array(order, dtype=np.int64),
-                          np.array([merged[t] for t in order], dtype=np.int64))
+        return NextTokens(
+            length,
+            count,
+            np.array(order, dtype=np.int64),
+            np.array([merged[t] for t in order], dtype=np.int64),
+        )
 
     def infgram_prob(self, prompt: Sequence[int], continuation: int) -> tuple[float, int]:
         """P(continuation | longest seen suffix of prompt), and that suffix's length."""
@@ -431,15 +487,28 @@ class TokenIndex:
         span (a span starting earlier that reaches as far)."""
         return spans_from_lengths(self.longest_match_lengths(ids))
 
-    def trace(self, ids: Sequence[int], *, min_length: int = 1, max_count: int | None = None,
-              max_spans: int | None = None, matches_per_span: int = 10) -> list[TraceSpan]:
+    def trace(
+        self,
+        ids: Sequence[int],
+        *,
+        min_length: int = 1,
+        max_count: int | None = None,
+        max_spans: int | None = None,
+        matches_per_span: int = 10,
+    ) -> list[TraceSpan]:
         """OLMoTrace-style attribution: the maximal verbatim spans of ``ids``, each with its
         exact count and its first ``matches_per_span`` occurrences.
 
         Spans shorter than ``min_length`` or occurring more than ``max_count`` times are left
         out; of the rest the ``max_spans`` longest are kept (ties: earlier first)."""
-        return select_spans(self, self.as_ids(ids), min_length=min_length, max_count=max_count,
-                            max_spans=max_spans, matches_per_span=matches_per_span)
+        return select_spans(
+            self,
+            self.as_ids(ids),
+            min_length=min_length,
+            max_count=max_count,
+            max_spans=max_spans,
+            matches_per_span=matches_per_span,
+        )
 
 
 def spans_from_lengths(longest: np.ndarray) -> list[tuple[int, int]]:
@@ -450,8 +519,15 @@ def spans_from_lengths(longest: np.ndarray) -> list[tuple[int, int]]:
     return [(int(i), int(ends[i])) for i in np.flatnonzero(keep)]
 
 
-def select_spans(index, query: np.ndarray, *, min_length: int, max_count: int | None,
-                 max_spans: int | None, matches_per_span: int) -> list[TraceSpan]:
+def select_spans(
+    index,
+    query: np.ndarray,
+    *,
+    min_length: int,
+    max_count: int | None,
+    max_spans: int | None,
+    matches_per_span: int,
+) -> list[TraceSpan]:
     """The trace of ``query`` over ``index`` (a `TokenIndex` or a `FederatedIndex`)."""
     spans = []
     for start, end in index.maximal_spans(query):
@@ -464,6 +540,7 @@ def select_spans(index, query: np.ndarray, *, min_length: int, max_count: int | 
     spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
     if max_spans is not None:
         spans = spans[:max_spans]
-    return [TraceSpan(start, end, count,
-                      tuple(index.matches(query[start:end], limit=matches_per_span)))
-            for start, end, count in spans]
+    return [
+        TraceSpan(start, end, count, tuple(index.matches(query[start:end], limit=matches_per_span)))
+        for start, end, count in spans
+    ]

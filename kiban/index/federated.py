@@ -30,14 +30,23 @@ from kiban.index.engine import (
 
 
 class FederatedIndex:
-    def __init__(self, parts: Sequence[str | os.PathLike | Corpus | TokenIndex], *,
-                 allow_partial: bool = False):
+    def __init__(
+        self,
+        parts: Sequence[str | os.PathLike | Corpus | TokenIndex],
+        *,
+        allow_partial: bool = False,
+    ):
         self.parts: list[TokenIndex] = []
         self.names: list[str] = []
         self.missing: list[tuple[str, str]] = []
         for part in parts:
-            name = str(part.corpus.directory if isinstance(part, TokenIndex)
-                       else part.directory if isinstance(part, Corpus) else part)
+            name = str(
+                part.corpus.directory
+                if isinstance(part, TokenIndex)
+                else part.directory
+                if isinstance(part, Corpus)
+                else part
+            )
             try:
                 self.parts.append(part if isinstance(part, TokenIndex) else TokenIndex(part))
                 self.names.append(name)
@@ -46,14 +55,21 @@ class FederatedIndex:
                     raise
                 self.missing.append((name, str(error)))
         if not self.parts:
-            raise IndexFormatError("no part of the federated index could be opened: "
-                                   + "; ".join(f"{n}: {r}" for n, r in self.missing))
+            raise IndexFormatError(
+                "no part of the federated index could be opened: "
+                + "; ".join(f"{n}: {r}" for n, r in self.missing)
+            )
         first = self.parts[0]
         for name, part in zip(self.names[1:], self.parts[1:]):
             if (part.corpus.tokenizer_sha256, part.eos_id, part.vocab_size) != (
-                    first.corpus.tokenizer_sha256, first.eos_id, first.vocab_size):
-                raise IndexFormatError(f"{name} was tokenized with another tokenizer than "
-                                       f"{self.names[0]}: parts of one index must share it")
+                first.corpus.tokenizer_sha256,
+                first.eos_id,
+                first.vocab_size,
+            ):
+                raise IndexFormatError(
+                    f"{name} was tokenized with another tokenizer than "
+                    f"{self.names[0]}: parts of one index must share it"
+                )
         self.eos_id, self.vocab_size = first.eos_id, first.vocab_size
 
     @property
@@ -83,15 +99,16 @@ class FederatedIndex:
             remaining = None if limit is None else limit - len(found)
             if remaining is not None and remaining <= 0:
                 break
-            found += [dataclasses.replace(m, part=number)
-                      for m in part.matches(ids, limit=remaining)]
+            found += [
+                dataclasses.replace(m, part=number) for m in part.matches(ids, limit=remaining)
+            ]
         return found
 
     def _suffix_length(self, prompt: np.ndarray) -> int:
         best, lo, hi = 0, 1, len(prompt)
         while lo <= hi:
             length = (lo + hi) // 2
-            if self.count(prompt[len(prompt) - length:]) > 0:
+            if self.count(prompt[len(prompt) - length :]) > 0:
                 best, lo = length, length + 1
             else:
                 hi = length - 1
@@ -100,7 +117,7 @@ class FederatedIndex:
     def next_tokens(self, prompt: Sequence[int]) -> NextTokens:
         query = self.as_ids(prompt, allow_empty=True)
         length = self._suffix_length(query)
-        suffix = query[len(query) - length:]
+        suffix = query[len(query) - length :]
         merged: dict[int, int] = {}
         count = 0
         for part in self.parts:
@@ -111,14 +128,19 @@ class FederatedIndex:
             for token, n in zip(result.tokens.tolist(), result.counts.tolist()):
                 merged[token] = merged.get(token, 0) + n
         order = sorted(merged)
-        return NextTokens(length, count, np.array(order, dtype=np.int64),
-                          np.array([merged[t] for t in order], dtype=np.int64))
+        return NextTokens(
+            length,
+            count,
+            np.array(order, dtype=np.int64),
+            np.array([merged[t] for t in order], dtype=np.int64),
+        )
 
     def infgram_prob(self, prompt: Sequence[int], continuation: int) -> tuple[float, int]:
         result = self.next_tokens(prompt)
         if continuation < 0 or continuation >= self.vocab_size:
-            raise QueryError(f"token id {continuation} is outside the vocabulary "
-                             f"(0 … {self.vocab_size - 1})")
+            raise QueryError(
+                f"token id {continuation} is outside the vocabulary (0 … {self.vocab_size - 1})"
+            )
         total = result.total
         hits = result.counts[result.tokens == continuation]
         return (int(hits[0]) / total if total and hits.size else 0.0), result.suffix_length
@@ -130,7 +152,20 @@ class FederatedIndex:
             np.maximum(longest, part.longest_match_lengths(query), out=longest)
         return spans_from_lengths(longest)
 
-    def trace(self, ids: Sequence[int], *, min_length: int = 1, max_count: int | None = None,
-              max_spans: int | None = None, matches_per_span: int = 10) -> list[TraceSpan]:
-        return select_spans(self, self.as_ids(ids), min_length=min_length, max_count=max_count,
-                            max_spans=max_spans, matches_per_span=matches_per_span)
+    def trace(
+        self,
+        ids: Sequence[int],
+        *,
+        min_length: int = 1,
+        max_count: int | None = None,
+        max_spans: int | None = None,
+        matches_per_span: int = 10,
+    ) -> list[TraceSpan]:
+        return select_spans(
+            self,
+            self.as_ids(ids),
+            min_length=min_length,
+            max_count=max_count,
+            max_spans=max_spans,
+            matches_per_span=matches_per_span,
+        )

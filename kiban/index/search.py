@@ -45,8 +45,13 @@ class SpanTrace:
     documents: list[DocumentHit] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "text": self.text, "count": self.count,
-                "documents": [d.to_dict() for d in self.documents]}
+        return {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "count": self.count,
+            "documents": [d.to_dict() for d in self.documents],
+        }
 
 
 class ContaminationError(QueryError):
@@ -80,8 +85,9 @@ class CorpusSearch:
             raise IndexFormatError(str(error)) from None
 
     # --- queries ------------------------------------------------------------------------------
-    def encode(self, query: Query, *, modality: str | None = None,
-               as_text: bool = False) -> np.ndarray:
+    def encode(
+        self, query: Query, *, modality: str | None = None, as_text: bool = False
+    ) -> np.ndarray:
         """Token ids of a query: ids as given, or text tokenized with the corpus tokenizer.
 
         With ``modality``, a bare text is tokenized as the inside of that span, as written (it
@@ -97,8 +103,10 @@ class CorpusSearch:
 
         if modality is not None:
             if modality not in MODALITY_TAGS:
-                raise QueryError(f"unknown modality {modality!r}{did_you_mean(modality, MODALITY_TAGS)}"
-                                 f"; known: {', '.join(MODALITY_TAGS)}")
+                raise QueryError(
+                    f"unknown modality {modality!r}{did_you_mean(modality, MODALITY_TAGS)}"
+                    f"; known: {', '.join(MODALITY_TAGS)}"
+                )
             try:
                 ids = self.tokenizer.encode(f"<{modality}>{query}</{modality}>")[1:-1]
             except ValueError as error:  # a tag inside the query text
@@ -129,20 +137,28 @@ class CorpusSearch:
         try:
             return get_codec(modality).canonical(text)
         except codec_error as error:
-            what = {"mol": "a molecule", "crystal": "a crystal", "num": "a number",
-                    "protein": "a protein sequence"}.get(modality, f"a {modality}")
+            what = {
+                "mol": "a molecule",
+                "crystal": "a crystal",
+                "num": "a number",
+                "protein": "a protein sequence",
+            }.get(modality, f"a {modality}")
             reason = getattr(error, "reason", str(error))
-            raise QueryError(f"{text!r} is not {what} ({reason}): a <{modality}> query is "
-                             "matched against canonical spans and would count 0; pass --as-text "
-                             "(as_text=True) to search for it as the text written") from None
+            raise QueryError(
+                f"{text!r} is not {what} ({reason}): a <{modality}> query is "
+                "matched against canonical spans and would count 0; pass --as-text "
+                "(as_text=True) to search for it as the text written"
+            ) from None
 
     def count(self, query: Query, *, modality: str | None = None, as_text: bool = False) -> int:
         return self.index.count(self.encode(query, modality=modality, as_text=as_text))
 
-    def count_batch(self, queries: Sequence[Query], *, modality: str | None = None,
-                    as_text: bool = False) -> list[int]:
-        return self.index.count_batch([self.encode(q, modality=modality, as_text=as_text)
-                                       for q in queries])
+    def count_batch(
+        self, queries: Sequence[Query], *, modality: str | None = None, as_text: bool = False
+    ) -> list[int]:
+        return self.index.count_batch(
+            [self.encode(q, modality=modality, as_text=as_text) for q in queries]
+        )
 
     # --- documents ----------------------------------------------------------------------------
     @cached_property
@@ -153,9 +169,11 @@ class CorpusSearch:
         except CorpusError as error:
             raise IndexFormatError(str(error)) from None
         if table.num_rows != self.index.documents:
-            raise IndexFormatError(f"{self.corpus.documents_path} has {table.num_rows:,} rows, "
-                                   f"the shards {self.index.documents:,} documents: the corpus "
-                                   "is damaged; rebuild it")
+            raise IndexFormatError(
+                f"{self.corpus.documents_path} has {table.num_rows:,} rows, "
+                f"the shards {self.index.documents:,} documents: the corpus "
+                "is damaged; rebuild it"
+            )
         return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
     @cached_property
@@ -175,21 +193,38 @@ class CorpusSearch:
         snippet = self.tokenizer.decode(shard.tokens[left:right])
         row = self._row(match)
         table = self._table
-        return DocumentHit(str(table["id"][row]), table["source"][row], table["license"][row],
-                           str(table["where"][row]), match.shard, match.position, snippet)
+        return DocumentHit(
+            str(table["id"][row]),
+            table["source"][row],
+            table["license"][row],
+            str(table["where"][row]),
+            match.shard,
+            match.position,
+            snippet,
+        )
 
-    def docs(self, query: Query, *, limit: int = 10, source: str | None = None,
-             license: str | None = None, modality: str | None = None,
-             query_modality: str | None = None, context: int = 20,
-             scan_limit: int = 1_000_000, as_text: bool = False) -> list[DocumentHit]:
+    def docs(
+        self,
+        query: Query,
+        *,
+        limit: int = 10,
+        source: str | None = None,
+        license: str | None = None,
+        modality: str | None = None,
+        query_modality: str | None = None,
+        context: int = 20,
+        scan_limit: int = 1_000_000,
+        as_text: bool = False,
+    ) -> list[DocumentHit]:
         """Documents containing the query (each once, in suffix-array order), optionally only
         those of a ``source``, a ``license``, or with a span of ``modality``. At most
         ``scan_limit`` occurrences are examined when filtering."""
         if limit < 1:
             raise QueryError(f"limit must be >= 1, got {limit}")
         if modality is not None and modality not in MODALITY_TAGS:
-            raise QueryError(f"unknown modality filter {modality!r}; known: "
-                             f"{', '.join(MODALITY_TAGS)}")
+            raise QueryError(
+                f"unknown modality filter {modality!r}; known: {', '.join(MODALITY_TAGS)}"
+            )
         ids = self.encode(query, modality=query_modality, as_text=as_text)
         filtered = source is not None or license is not None or modality is not None
         matches = self._occurrences(ids)  # lazily: a frequent query has millions
@@ -202,9 +237,11 @@ class CorpusSearch:
             row = self._row(match)
             if row in seen:
                 continue
-            if (source is not None and table["source"][row] != source) or \
-               (license is not None and table["license"][row] != license) or \
-               (modality is not None and table[f"n_{modality}"][row] == 0):
+            if (
+                (source is not None and table["source"][row] != source)
+                or (license is not None and table["license"][row] != license)
+                or (modality is not None and table[f"n_{modality}"][row] == 0)
+            ):
                 continue
             seen.add(row)
             hits.append(self._hit(match, len(ids), context))
@@ -219,43 +256,84 @@ class CorpusSearch:
                 yield from self.index._matches_in(shard, start, min(hi, start + chunk))
 
     # --- ∞-gram -------------------------------------------------------------------------------
-    def next(self, query: Query, *, modality: str | None = None, top: int | None = None,
-             as_text: bool = False) -> dict[str, Any]:
+    def next(
+        self,
+        query: Query,
+        *,
+        modality: str | None = None,
+        top: int | None = None,
+        as_text: bool = False,
+    ) -> dict[str, Any]:
         ids = self.encode(query, modality=modality, as_text=as_text)
         result = self.index.next_tokens(ids)
         order = np.argsort(-result.counts, kind="stable")
         if top is not None:
             order = order[:top]
         total = result.total
-        return {"suffix_length": result.suffix_length, "count": result.count, "total": total,
-                "tokens": [{"id": int(result.tokens[i]),
-                            "token": self.tokenizer.decode([int(result.tokens[i])]),
-                            "count": int(result.counts[i]),
-                            "prob": int(result.counts[i]) / total} for i in order]}
+        return {
+            "suffix_length": result.suffix_length,
+            "count": result.count,
+            "total": total,
+            "tokens": [
+                {
+                    "id": int(result.tokens[i]),
+                    "token": self.tokenizer.decode([int(result.tokens[i])]),
+                    "count": int(result.counts[i]),
+                    "prob": int(result.counts[i]) / total,
+                }
+                for i in order
+            ],
+        }
 
-    def prob(self, query: Query, *, modality: str | None = None,
-             as_text: bool = False) -> dict[str, Any]:
+    def prob(
+        self, query: Query, *, modality: str | None = None, as_text: bool = False
+    ) -> dict[str, Any]:
         ids = self.encode(query, modality=modality, as_text=as_text)
         probabilities, log_prob = self.index.sequence_prob(ids)
-        return {"tokens": [self.tokenizer.decode([int(t)]) for t in ids],
-                "probs": probabilities, "log_prob": log_prob}
+        return {
+            "tokens": [self.tokenizer.decode([int(t)]) for t in ids],
+            "probs": probabilities,
+            "log_prob": log_prob,
+        }
 
     # --- trace --------------------------------------------------------------------------------
-    def trace(self, query: Query, *, modality: str | None = None, min_length: int = 1,
-              max_count: int | None = None, max_spans: int | None = None,
-              documents_per_span: int = 10, context: int = 20,
-              as_text: bool = False) -> list[SpanTrace]:
+    def trace(
+        self,
+        query: Query,
+        *,
+        modality: str | None = None,
+        min_length: int = 1,
+        max_count: int | None = None,
+        max_spans: int | None = None,
+        documents_per_span: int = 10,
+        context: int = 20,
+        as_text: bool = False,
+    ) -> list[SpanTrace]:
         """The maximal spans of a text (e.g. a model's output) found verbatim in the corpus, each
         with its count and the documents it occurs in."""
         ids = self.encode(query, modality=modality, as_text=as_text)
-        spans = self.index.trace(ids, min_length=min_length, max_count=max_count,
-                                 max_spans=max_spans, matches_per_span=documents_per_span)
-        return [SpanTrace(s.start, s.end, self.tokenizer.decode(ids[s.start:s.end]), s.count,
-                          [self._hit(m, s.length, context) for m in s.matches]) for s in spans]
+        spans = self.index.trace(
+            ids,
+            min_length=min_length,
+            max_count=max_count,
+            max_spans=max_spans,
+            matches_per_span=documents_per_span,
+        )
+        return [
+            SpanTrace(
+                s.start,
+                s.end,
+                self.tokenizer.decode(ids[s.start : s.end]),
+                s.count,
+                [self._hit(m, s.length, context) for m in s.matches],
+            )
+            for s in spans
+        ]
 
     # --- contamination ------------------------------------------------------------------------
-    def contamination(self, eval_path: str | os.PathLike, *, n: int = 13,
-                      skip_unreadable: bool = False) -> dict[str, Any]:
+    def contamination(
+        self, eval_path: str | os.PathLike, *, n: int = 13, skip_unreadable: bool = False
+    ) -> dict[str, Any]:
         """Per evaluation item: the longest span it shares with the corpus (tokens) and the
         fraction of its n-grams found in the corpus; and summary fractions.
 
@@ -274,8 +352,10 @@ class CorpusSearch:
         def refuse(where: str, reason: str) -> None:
             unreadable.append({"where": where, "reason": reason})
             if not skip_unreadable:
-                raise ContaminationError(f"{where}: unreadable evaluation item: {reason} (pass "
-                                         "--skip-unreadable to report such items and go on)")
+                raise ContaminationError(
+                    f"{where}: unreadable evaluation item: {reason} (pass "
+                    "--skip-unreadable to report such items and go on)"
+                )
 
         try:
             records = read_source(SourceSpec(path=str(eval_path)))
@@ -298,24 +378,44 @@ class CorpusSearch:
             longest = 0
             for shard in self.index.shards:
                 if len(shard.suffix_array):
-                    lengths, _, _ = _kernels.longest_matches(shard.tokens, shard.suffix_array,
-                                                              query)
+                    lengths, _, _ = _kernels.longest_matches(
+                        shard.tokens, shard.suffix_array, query
+                    )
                     longest = max(longest, int(lengths.max()))
             overlap = float((self.index.count_windows(query, n) > 0).mean())
-            items.append({"where": record.where, "tokens": len(ids), "longest_match": longest,
-                          "ngram_overlap": overlap, "contaminated": longest >= min(n, len(ids))})
+            items.append(
+                {
+                    "where": record.where,
+                    "tokens": len(ids),
+                    "longest_match": longest,
+                    "ngram_overlap": overlap,
+                    "contaminated": longest >= min(n, len(ids)),
+                }
+            )
         total = len(items)
         if total == 0:
-            first = f"; the first: {unreadable[0]['where']}: {unreadable[0]['reason']}" \
-                if unreadable else ""
-            raise ContaminationError(f"{eval_path}: no readable evaluation item "
-                                     f"({len(unreadable)} unreadable{first}): nothing was checked")
+            first = (
+                f"; the first: {unreadable[0]['where']}: {unreadable[0]['reason']}"
+                if unreadable
+                else ""
+            )
+            raise ContaminationError(
+                f"{eval_path}: no readable evaluation item "
+                f"({len(unreadable)} unreadable{first}): nothing was checked"
+            )
         contaminated = sum(i["contaminated"] for i in items)
-        return {"n": n, "items": items, "unreadable": unreadable,
-                "summary": {"items": total, "unreadable": len(unreadable),
-                            "contaminated": contaminated,
-                            "contaminated_fraction": contaminated / total,
-                            "mean_ngram_overlap": sum(i["ngram_overlap"] for i in items) / total}}
+        return {
+            "n": n,
+            "items": items,
+            "unreadable": unreadable,
+            "summary": {
+                "items": total,
+                "unreadable": len(unreadable),
+                "contaminated": contaminated,
+                "contaminated_fraction": contaminated / total,
+                "mean_ngram_overlap": sum(i["ngram_overlap"] for i in items) / total,
+            },
+        }
 
     # --- batch --------------------------------------------------------------------------------
     def run(self, command: str, query: Query, **options: Any) -> dict[str, Any]:
@@ -334,10 +434,18 @@ class CorpusSearch:
             return {"spans": [s.to_dict() for s in self.trace(query, **options)]}
         raise QueryError(f"unknown query kind {command!r}; known: count, docs, next, prob, trace")
 
-    def run_batch(self, command: str, queries: Sequence[Query], **options: Any,
-                  ) -> list[dict[str, Any]]:
+    def run_batch(
+        self,
+        command: str,
+        queries: Sequence[Query],
+        **options: Any,
+    ) -> list[dict[str, Any]]:
         """Many queries of one kind in one call (counts go through the compiled batch kernel)."""
         if command == "count":
-            return [{"count": c} for c in self.count_batch(
-                queries, modality=options.get("modality"), as_text=options.get("as_text", False))]
+            return [
+                {"count": c}
+                for c in self.count_batch(
+                    queries, modality=options.get("modality"), as_text=options.get("as_text", False)
+                )
+            ]
         return [self.run(command, q, **options) for q in queries]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -73,11 +74,13 @@ def _instrument(config: CampaignConfig, workers: int | None = None):
                 raise InstrumentError(f"[instrument] {key} must be a number > 0, got {value!r}")
     if workers is not None:
         if "workers" not in fields:
-            raise StoreError(f"--workers {workers}: the {cls.kind!r} instrument runs in this "
-                             "process (its options have no `workers`)")
+            raise StoreError(
+                f"--workers {workers}: the {cls.kind!r} instrument runs in this "
+                "process (its options have no `workers`)"
+            )
         options["workers"] = workers
     if isinstance(options.get("path"), str) and not Path(options["path"]).is_absolute():
-        options["path"] = str(Path(config.base) / options["path"])   # beside the config file
+        options["path"] = str(Path(config.base) / options["path"])  # beside the config file
     return make_instrument(options, config.space)
 
 
@@ -117,8 +120,10 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     # Every proposal without a result is taken: pending, running, and failed ones (interrupted
     # by a killed process, crashed, refused values). A proposer sees them as pending points, so
     # no proposer kind proposes them again, and sobol's sequence continues past them.
-    pending = [p.params for p in store.proposals("pending") + store.proposals("running")
-               + store.proposals("failed")]
+    pending = [
+        p.params
+        for p in store.proposals("pending") + store.proposals("running") + store.proposals("failed")
+    ]
     already = counts["proposed"]
     seed = _batch_seed(config, already)
     # random and generative proposers draw their own first points (a model-only molecule
@@ -126,13 +131,14 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     own_start = config.proposer in ("random", "generative")
     n_initial = 0 if own_start else max(0, config.initial - already)
     if not observed and not own_start:
-        n_initial = n          # nothing to learn from yet
+        n_initial = n  # nothing to learn from yet
     n_initial = min(n, n_initial)
     batch: list[dict[str, Any]] = []
     names: list[str] = []
     if n_initial:
-        batch += initial_design(config.space, n_initial, seed=config.seed, skip=already,
-                                center=config.center)
+        batch += initial_design(
+            config.space, n_initial, seed=config.seed, skip=already, center=config.center
+        )
         names.append("sobol")
     if n - n_initial:
         proposer = proposer or make_proposer(config)
@@ -141,8 +147,10 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     for params in batch:
         problems = config.space.check_params(params)
         if problems:
-            raise StoreError(f"proposer {'+'.join(names)} produced an invalid proposal "
-                             f"{params}: {'; '.join(problems)}")
+            raise StoreError(
+                f"proposer {'+'.join(names)} produced an invalid proposal "
+                f"{params}: {'; '.join(problems)}"
+            )
     return store.add_proposals(batch, "+".join(names))
 
 
@@ -172,10 +180,15 @@ def _measured(space: Space, values: dict[str, Any]) -> tuple[dict[str, float] | 
     return clean, None
 
 
-def run_campaign(store: Store, budget: int, *, instrument=None,
-                 log: Callable[[str], None] | None = None,
-                 notice: Callable[[str], None] | None = None,
-                 workers: int | None = None) -> RunSummary:
+def run_campaign(
+    store: Store,
+    budget: int,
+    *,
+    instrument=None,
+    log: Callable[[str], None] | None = None,
+    notice: Callable[[str], None] | None = None,
+    workers: int | None = None,
+) -> RunSummary:
     """Run batches until ``budget`` proposals exist and none is left pending, holding the
     campaign's lease. ``log``: progress; ``notice``: what the user must hear even when quiet
     (a lease taken over, experiments interrupted), default ``log``. ``workers`` replaces the
@@ -188,13 +201,21 @@ def run_campaign(store: Store, budget: int, *, instrument=None,
         return _run(store, budget, instrument, log, notice, workers)
 
 
-def _run(store: Store, budget: int, instrument, log: Callable[[str], None] | None,
-         notice: Callable[[str], None] | None, workers: int | None) -> RunSummary:
+def _run(
+    store: Store,
+    budget: int,
+    instrument,
+    log: Callable[[str], None] | None,
+    notice: Callable[[str], None] | None,
+    workers: int | None,
+) -> RunSummary:
     config = store.config()
     summary = RunSummary(interrupted=store.recover_interrupted())
     if summary.interrupted and notice:
-        notice(f"marked {len(summary.interrupted)} interrupted experiment(s) failed (not re-run): "
-               f"{summary.interrupted}")
+        notice(
+            f"marked {len(summary.interrupted)} interrupted experiment(s) failed (not re-run): "
+            f"{summary.interrupted}"
+        )
     own = instrument is None
     instrument = instrument or _instrument(config, workers)
     timeout = config.instrument.get("timeout_s")
@@ -211,6 +232,7 @@ def _run(store: Store, budget: int, instrument, log: Callable[[str], None] | Non
                     break
                 if proposer is None and store.results():
                     from kiban.lab.proposers import make_proposer
+
                     proposer = make_proposer(config)
                 pending = propose(store, min(config.batch_size, remaining), proposer=proposer)
             if instrument.asynchronous:
@@ -234,19 +256,30 @@ def _run(store: Store, budget: int, instrument, log: Callable[[str], None] | Non
                 else:
                     values, problem = None, outcome.error or "instrument returned no values"
                 if values is not None:
-                    store.record_result(outcome.proposal_id, values, source,
-                                        {"elapsed_s": outcome.elapsed_s, **(outcome.meta or {})})
+                    store.record_result(
+                        outcome.proposal_id,
+                        values,
+                        source,
+                        {"elapsed_s": outcome.elapsed_s, **(outcome.meta or {})},
+                    )
                     summary.completed += 1
                 else:
-                    store.record_failure(outcome.proposal_id, problem, source,
-                                         {"values": outcome.values, "meta": outcome.meta})
+                    store.record_failure(
+                        outcome.proposal_id,
+                        problem,
+                        source,
+                        {"values": outcome.values, "meta": outcome.meta},
+                    )
                     summary.failed += 1
                 if log:
                     state = "ok" if values is not None else f"failed: {problem}"
                     log(f"proposal {outcome.proposal_id}: {values if values else ''} {state}")
             for pid in set(by_id) - seen:
-                store.record_failure(pid, "the instrument returned no outcome for this "
-                                          "experiment", f"instrument:{instrument.kind}")
+                store.record_failure(
+                    pid,
+                    "the instrument returned no outcome for this experiment",
+                    f"instrument:{instrument.kind}",
+                )
                 summary.failed += 1
     finally:
         if own:
@@ -262,12 +295,12 @@ def _run(store: Store, budget: int, instrument, log: Callable[[str], None] | Non
 @dataclass
 class RecordSummary:
     recorded: list[int] = field(default_factory=list)
-    failed: list[tuple[int, str]] = field(default_factory=list)      # values refused
-    blank: list[int] = field(default_factory=list)                   # not measured yet
-    already: list[int] = field(default_factory=list)                 # same row before, skipped
-    conflicts: list[tuple[int, str]] = field(default_factory=list)   # other values, refused
+    failed: list[tuple[int, str]] = field(default_factory=list)  # values refused
+    blank: list[int] = field(default_factory=list)  # not measured yet
+    already: list[int] = field(default_factory=list)  # same row before, skipped
+    conflicts: list[tuple[int, str]] = field(default_factory=list)  # other values, refused
     mismatched: list[tuple[int, str]] = field(default_factory=list)  # other conditions, refused
-    as_run: list[int] = field(default_factory=list)                  # recorded as run
+    as_run: list[int] = field(default_factory=list)  # recorded as run
 
     @property
     def refused(self) -> list[tuple[int, str]]:
@@ -293,21 +326,27 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise RecordError(f"{path}: not a CSV text file (byte {error.start} is not UTF-8: "
-                          f"{error.object[error.start:error.start + 1]!r}); is it a binary "
-                          "file? expected a CSV with a proposal_id column") from None
+        raise RecordError(
+            f"{path}: not a CSV text file (byte {error.start} is not UTF-8: "
+            f"{error.object[error.start : error.start + 1]!r}); is it a binary "
+            "file? expected a CSV with a proposal_id column"
+        ) from None
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
-        raise RecordError(f"{path}, line {line}: a NUL byte; is it a binary file? expected a "
-                          "CSV with a proposal_id column")
+        raise RecordError(
+            f"{path}, line {line}: a NUL byte; is it a binary file? expected a "
+            "CSV with a proposal_id column"
+        )
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[tuple[int, dict[str, str]]] = []
     try:
         columns = list(reader.fieldnames or [])
         for row in reader:
             if None in row:
-                raise RecordError(f"{path}, line {reader.line_num}: more cells than the header "
-                                  f"has columns ({len(columns)})")
+                raise RecordError(
+                    f"{path}, line {reader.line_num}: more cells than the header "
+                    f"has columns ({len(columns)})"
+                )
             rows.append((reader.line_num, row))
     except csv.Error as error:
         raise RecordError(f"{path}, line {reader.line_num}: not valid CSV: {error}") from None
@@ -331,8 +370,9 @@ def _param_types(space: Space) -> dict[str, str]:
     return out
 
 
-def _given_params(path: Path, line: int, row: dict[str, str], proposed: dict[str, Any],
-                  types: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+def _given_params(
+    path: Path, line: int, row: dict[str, str], proposed: dict[str, Any], types: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
     """The conditions a row says were run (blank parameter cells: as proposed) and, per
     parameter that differs from the proposal, why (file, line, column, proposed vs given)."""
     from kiban.lab.proposers.base import canonical_smiles
@@ -349,8 +389,11 @@ def _given_params(path: Path, line: int, row: dict[str, str], proposed: dict[str
                 value: Any = float(cell)
             except ValueError:
                 value = cell
-            same = isinstance(value, float) and isinstance(old, (int, float)) and \
-                math.isclose(value, float(old), rel_tol=1e-9, abs_tol=1e-12)
+            same = (
+                isinstance(value, float)
+                and isinstance(old, (int, float))
+                and math.isclose(value, float(old), rel_tol=1e-9, abs_tol=1e-12)
+            )
             if kind == "integer" and isinstance(value, float) and value.is_integer():
                 value = int(value)
         elif kind == "molecule":
@@ -361,8 +404,9 @@ def _given_params(path: Path, line: int, row: dict[str, str], proposed: dict[str
             same = cell == str(old)
         if not same:
             given[key] = value
-            differences.append(f"{path.name}, line {line}, column {key!r}: proposed {old!r}, "
-                               f"given {cell!r}")
+            differences.append(
+                f"{path.name}, line {line}, column {key!r}: proposed {old!r}, given {cell!r}"
+            )
     return given, differences
 
 
@@ -396,11 +440,19 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
     measured = [c for c in columns if c in objectives]
     if not measured:
         raise RecordError(f"{path}: no objective column; expected one of {objectives}")
-    unknown = [c for c in columns if c not in objectives and c != "proposal_id"
-               and c not in space.keys and c.lower() not in _EXTRA_COLUMNS]
+    unknown = [
+        c
+        for c in columns
+        if c not in objectives
+        and c != "proposal_id"
+        and c not in space.keys
+        and c.lower() not in _EXTRA_COLUMNS
+    ]
     if unknown:
-        raise RecordError(f"{path}: unknown columns {unknown}; expected proposal_id, "
-                          f"objectives {objectives}, optionally the parameter columns")
+        raise RecordError(
+            f"{path}: unknown columns {unknown}; expected proposal_id, "
+            f"objectives {objectives}, optionally the parameter columns"
+        )
     errors: list[str] = []
     parsed: list[tuple[int, int, dict[str, str]]] = []
     seen: dict[int, int] = {}
@@ -419,9 +471,11 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
     known = {p.id: p for p in store.proposals()}
     missing = [(line, pid) for line, pid, _ in parsed if pid not in known]
     if missing:
-        errors.append("unknown proposals: " + ", ".join(f"{pid} (line {line})"
-                                                         for line, pid in missing[:20])
-                      + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
+        errors.append(
+            "unknown proposals: "
+            + ", ".join(f"{pid} (line {line})" for line, pid in missing[:20])
+            + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        )
     if errors:
         raise RecordError(f"{path}: refused, nothing recorded: " + "; ".join(errors[:10]))
     results = {r.proposal_id: r for r in store.results()}
@@ -437,32 +491,49 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
             proposal = known[pid]
             given, differences = _given_params(path, line, row, proposal.params, types)
             if differences and not as_run:
-                summary.mismatched.append((pid, "; ".join(differences) + " (not recorded: "
-                                           "results are learnt only for the conditions run; "
-                                           "--as-run records them for the conditions given)"))
+                summary.mismatched.append(
+                    (
+                        pid,
+                        "; ".join(differences) + " (not recorded: "
+                        "results are learnt only for the conditions run; "
+                        "--as-run records them for the conditions given)",
+                    )
+                )
                 continue
             if differences:
                 problems = space.check_params(given)
                 if problems:
-                    summary.mismatched.append((pid, f"{path.name}, line {line}: the conditions "
-                                               f"given are not in the space: "
-                                               + "; ".join(problems)))
+                    summary.mismatched.append(
+                        (
+                            pid,
+                            f"{path.name}, line {line}: the conditions "
+                            f"given are not in the space: " + "; ".join(problems),
+                        )
+                    )
                     continue
             values = {c: _number(v) if v else None for c, v in cells.items()}
             if pid in results:
                 old = results[pid].values
-                if all(isinstance(values[c], float) and c in old and
-                       math.isclose(old[c], values[c], rel_tol=1e-12, abs_tol=0.0)
-                       for c in measured):
+                if all(
+                    isinstance(values[c], float)
+                    and c in old
+                    and math.isclose(old[c], values[c], rel_tol=1e-12, abs_tol=0.0)
+                    for c in measured
+                ):
                     summary.already.append(pid)
                 else:
-                    summary.conflicts.append((pid, f"line {line}: proposal {pid} already has "
-                                                   f"result {old}; refusing {cells}"))
+                    summary.conflicts.append(
+                        (
+                            pid,
+                            f"line {line}: proposal {pid} already has "
+                            f"result {old}; refusing {cells}",
+                        )
+                    )
                 continue
             problems = space.check_values(values)
             if problems:
                 if proposal.status == "failed" and _failed_before(store, pid, cells):
-                    summary.already.append(pid)     # the same file again: no second failure
+                    summary.already.append(pid)  # the same file again: no second failure
                     continue
                 reason = f"{path.name}:{line}: " + "; ".join(problems)
                 store._fail(pid, reason, source, {"cells": cells})
@@ -472,17 +543,32 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
             if differences:
                 meta.update(as_run=True, proposed=proposal.params)
                 store._set_params(db, pid, given)
-                store._event("as-run", {"proposal_id": pid, "proposed": proposal.params,
-                                        "run": given, "file": str(path), "line": line})
+                store._event(
+                    "as-run",
+                    {
+                        "proposal_id": pid,
+                        "proposed": proposal.params,
+                        "run": given,
+                        "file": str(path),
+                        "line": line,
+                    },
+                )
                 summary.as_run.append(pid)
             store._record(db, pid, {k: float(v) for k, v in values.items()}, source, meta)
             summary.recorded.append(pid)
-        store._event("record", {"file": str(path), "recorded": summary.recorded,
-                                "failed": [p for p, _ in summary.failed],
-                                "conflicts": [p for p, _ in summary.conflicts],
-                                "mismatched": [p for p, _ in summary.mismatched],
-                                "as_run": summary.as_run,
-                                "blank": summary.blank, "already": summary.already})
+        store._event(
+            "record",
+            {
+                "file": str(path),
+                "recorded": summary.recorded,
+                "failed": [p for p, _ in summary.failed],
+                "conflicts": [p for p, _ in summary.conflicts],
+                "mismatched": [p for p, _ in summary.mismatched],
+                "as_run": summary.as_run,
+                "blank": summary.blank,
+                "already": summary.already,
+            },
+        )
     return summary
 
 
@@ -517,17 +603,26 @@ def best(store: Store) -> dict[str, Any] | None:
     if len(space.objectives) == 1:
         return entry(results[int(np.argmax(util[:, 0]))])
     mask = pareto_mask(util)
-    return {"pareto": [entry(r) for r, m in zip(results, mask) if m],
-            "per_objective": {o.name: entry(results[int(np.argmax(util[:, j]))])
-                              for j, o in enumerate(space.objectives)}}
+    return {
+        "pareto": [entry(r) for r, m in zip(results, mask) if m],
+        "per_objective": {
+            o.name: entry(results[int(np.argmax(util[:, j]))])
+            for j, o in enumerate(space.objectives)
+        },
+    }
 
 
 def status(store: Store) -> dict[str, Any]:
     counts = store.counts()
-    return {"name": store.meta("name"), "db": str(store.path), **counts,
-            "best": best(store),
-            "failures": [{"proposal_id": f.proposal_id, "reason": f.reason}
-                         for f in store.failures()][-20:]}
+    return {
+        "name": store.meta("name"),
+        "db": str(store.path),
+        **counts,
+        "best": best(store),
+        "failures": [{"proposal_id": f.proposal_id, "reason": f.reason} for f in store.failures()][
+            -20:
+        ],
+    }
 
 
 def best_so_far(store: Store) -> tuple[np.ndarray, np.ndarray]:
@@ -536,7 +631,7 @@ def best_so_far(store: Store) -> tuple[np.ndarray, np.ndarray]:
     space = store.config().space
     props = {p.id: p for p in store.proposals()}
     results = {r.proposal_id: r for r in store.results()}
-    order = sorted((pid for pid in props if props[pid].status in ("completed", "failed")))
+    order = sorted(pid for pid in props if props[pid].status in ("completed", "failed"))
     k = len(space.objectives)
     best_u = np.full(k, -np.inf)
     curve = []
@@ -571,19 +666,35 @@ def campaign_documents(store: Store) -> list:
             if isinstance(p, Molecule):
                 parts.append(f"{p.name} <mol>{r.params[p.name]}</mol>")
             elif isinstance(p, Composition):
-                parts.append(f"{p.name} " + ", ".join(f"{c} <num>{_num(r.params[c])}</num>"
-                                                       for c in p.components))
+                parts.append(
+                    f"{p.name} "
+                    + ", ".join(f"{c} <num>{_num(r.params[c])}</num>" for c in p.components)
+                )
             elif isinstance(p, Categorical):
                 parts.append(f"{p.name} {str(r.params[p.name]).replace('<', '&lt;')}")
             else:
                 parts.append(f"{p.name} <num>{_num(float(r.params[p.name]))}</num>")
         measured = ", ".join(f"{k} <num>{_num(v)}</num>" for k, v in r.values.items())
-        text = (f"Experiment {r.proposal_id} of campaign {name} ({config.instrument['kind']}): "
-                + "; ".join(parts) + f". Measured: {measured}.")
-        when = _dt.datetime.fromtimestamp(r.recorded, _dt.timezone.utc).isoformat()
-        docs.append(Document(text, id=f"lab-{name}-{store.meta('fingerprint')}-{r.proposal_id}",
-                             source=f"lab:{name}",
-                             meta={"campaign": name, "fingerprint": store.meta("fingerprint"),
-                                   "proposal_id": r.proposal_id, "instrument": r.source,
-                                   "recorded": when, "params": r.params, "values": r.values}))
+        text = (
+            f"Experiment {r.proposal_id} of campaign {name} ({config.instrument['kind']}): "
+            + "; ".join(parts)
+            + f". Measured: {measured}."
+        )
+        when = _dt.datetime.fromtimestamp(r.recorded, _dt.UTC).isoformat()
+        docs.append(
+            Document(
+                text,
+                id=f"lab-{name}-{store.meta('fingerprint')}-{r.proposal_id}",
+                source=f"lab:{name}",
+                meta={
+                    "campaign": name,
+                    "fingerprint": store.meta("fingerprint"),
+                    "proposal_id": r.proposal_id,
+                    "instrument": r.source,
+                    "recorded": when,
+                    "params": r.params,
+                    "values": r.values,
+                },
+            )
+        )
     return docs

@@ -15,10 +15,12 @@ from typing import Any
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "lab", help="closed-loop campaigns: propose, run, record, learn",
+        "lab",
+        help="closed-loop campaigns: propose, run, record, learn",
         description="Closed-loop experimentation: a campaign (search space, objectives, "
-                    "instrument) in a SQLite database; every proposal and result is committed "
-                    "before the next step.")
+        "instrument) in a SQLite database; every proposal and result is committed "
+        "before the next step.",
+    )
     commands = parser.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
 
     def db_arg(p: argparse.ArgumentParser) -> None:
@@ -37,27 +39,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     propose.set_defaults(handler=_propose)
 
     record = commands.add_parser(
-        "record", help="import measured results from a CSV",
+        "record",
+        help="import measured results from a CSV",
         description="RESULTS.csv: a proposal_id column and one column per objective; parameter "
-                    "columns, when given, must hold the proposed conditions (a row that "
-                    "differs is refused, or recorded for the conditions given with --as-run). "
-                    "A file naming unknown proposals is refused whole. Exit status 2 when a row "
-                    "was refused (after recording the others).")
+        "columns, when given, must hold the proposed conditions (a row that "
+        "differs is refused, or recorded for the conditions given with --as-run). "
+        "A file naming unknown proposals is refused whole. Exit status 2 when a row "
+        "was refused (after recording the others).",
+    )
     db_arg(record)
     record.add_argument("results", metavar="RESULTS.csv")
-    record.add_argument("--as-run", action="store_true",
-                        help="parameter cells that differ from the proposal are the conditions "
-                             "actually run: record the result for them")
+    record.add_argument(
+        "--as-run",
+        action="store_true",
+        help="parameter cells that differ from the proposal are the conditions "
+        "actually run: record the result for them",
+    )
     record.add_argument("--json", action="store_true")
     record.set_defaults(handler=_record)
 
     run = commands.add_parser("run", help="run the loop on the campaign's instrument")
     db_arg(run)
-    run.add_argument("--budget", type=int, required=True,
-                     help="the campaign's total number of experiments (a rerun continues to it)")
-    run.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="worker processes of the instrument (function, xtb), replacing the "
-                          "config's `workers` for this run (results do not depend on it)")
+    run.add_argument(
+        "--budget",
+        type=int,
+        required=True,
+        help="the campaign's total number of experiments (a rerun continues to it)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes of the instrument (function, xtb), replacing the "
+        "config's `workers` for this run (results do not depend on it)",
+    )
     run.add_argument("--quiet", action="store_true")
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_run)
@@ -69,8 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     report = commands.add_parser("report", help="best-so-far curve, Pareto front: PNG + HTML")
     db_arg(report)
-    report.add_argument("--out", default=None, metavar="DIR",
-                        help="output folder (default: DB name + '-report')")
+    report.add_argument(
+        "--out", default=None, metavar="DIR", help="output folder (default: DB name + '-report')"
+    )
     report.set_defaults(handler=_report)
 
     export = commands.add_parser("export", help="the whole campaign as JSON")
@@ -79,9 +96,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     export.set_defaults(handler=_export)
 
     docs = commands.add_parser(
-        "documents", help="completed experiments as kiban Documents (JSONL) for a corpus",
+        "documents",
+        help="completed experiments as kiban Documents (JSONL) for a corpus",
         description="One Document per completed experiment with provenance (campaign, "
-                    "instrument, time); the file is a source for `kiban corpus build`.")
+        "instrument, time); the file is a source for `kiban corpus build`.",
+    )
     db_arg(docs)
     docs.add_argument("--out", required=True, metavar="FILE.jsonl")
     docs.set_defaults(handler=_documents)
@@ -89,7 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _notes(store) -> None:
-    for note in store.notes:        # e.g. an older store upgraded in place
+    for note in store.notes:  # e.g. an older store upgraded in place
         print(f"kiban lab: {note}", file=sys.stderr)
 
 
@@ -107,14 +126,17 @@ def _init(args: argparse.Namespace) -> int:
     store = init_campaign(args.config, args.db)
     _notes(store)
     counts = store.counts()
-    print(f"campaign {store.meta('name')!r} in {args.db} (fingerprint {store.meta('fingerprint')}"
-          f"; {counts['proposed']} proposals so far)")
+    print(
+        f"campaign {store.meta('name')!r} in {args.db} (fingerprint {store.meta('fingerprint')}"
+        f"; {counts['proposed']} proposals so far)"
+    )
     return 0
 
 
 def _params_line(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items())
+    return ", ".join(
+        f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 def _propose(args: argparse.Namespace) -> int:
@@ -124,12 +146,29 @@ def _propose(args: argparse.Namespace) -> int:
     proposals = propose(store, args.n)
     if args.out:
         from kiban.lab.instruments.csvfile import export_proposals
+
         space = store.config().space
-        export_proposals(args.out, [(p.id, p.params) for p in proposals], space.keys,
-                         [o.name for o in space.objectives])
+        export_proposals(
+            args.out,
+            [(p.id, p.params) for p in proposals],
+            space.keys,
+            [o.name for o in space.objectives],
+        )
     if args.json:
-        print(json.dumps([{"proposal_id": p.id, "batch": p.batch, "proposer": p.proposer,
-                           "params": p.params} for p in proposals], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "proposal_id": p.id,
+                        "batch": p.batch,
+                        "proposer": p.proposer,
+                        "params": p.params,
+                    }
+                    for p in proposals
+                ],
+                indent=1,
+            )
+        )
     else:
         for p in proposals:
             print(f"{p.id}\t{p.proposer}\t{_params_line(p.params)}")
@@ -140,21 +179,31 @@ def _record(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import RecordError, record_csv
 
     summary = record_csv(_open(args), args.results, as_run=args.as_run)
-    payload = {"recorded": summary.recorded, "failed": summary.failed, "blank": summary.blank,
-               "already": summary.already, "conflicts": summary.conflicts,
-               "mismatched": summary.mismatched, "as_run": summary.as_run}
+    payload = {
+        "recorded": summary.recorded,
+        "failed": summary.failed,
+        "blank": summary.blank,
+        "already": summary.already,
+        "conflicts": summary.conflicts,
+        "mismatched": summary.mismatched,
+        "as_run": summary.as_run,
+    }
     if args.json:
         print(json.dumps(payload, indent=1))
     else:
-        print(f"recorded {len(summary.recorded)} ({len(summary.as_run)} as run), failed "
-              f"{len(summary.failed)}, not yet measured {len(summary.blank)}, already recorded "
-              f"{len(summary.already)}, refused {len(summary.refused)}")
+        print(
+            f"recorded {len(summary.recorded)} ({len(summary.as_run)} as run), failed "
+            f"{len(summary.failed)}, not yet measured {len(summary.blank)}, already recorded "
+            f"{len(summary.already)}, refused {len(summary.refused)}"
+        )
         for pid, reason in summary.failed + summary.refused:
             print(f"  {pid}: {reason}", file=sys.stderr)
     if summary.refused:
         refused = ", ".join(str(pid) for pid, _ in summary.refused)
-        raise RecordError(f"{args.results}: refused the rows of proposals {refused} (the other "
-                          "rows were recorded); see the reasons above")
+        raise RecordError(
+            f"{args.results}: refused the rows of proposals {refused} (the other "
+            "rows were recorded); see the reasons above"
+        )
     return 0
 
 
@@ -162,11 +211,22 @@ def _run(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import run_campaign
 
     log = None if args.quiet or args.json else (lambda m: print(m, file=sys.stderr))
-    summary = run_campaign(_open(args), args.budget, log=log, workers=args.workers,
-                           notice=lambda m: print(f"kiban lab run: {m}", file=sys.stderr))
-    payload = {"ran": summary.ran, "completed": summary.completed, "failed": summary.failed,
-               "interrupted": summary.interrupted, "exported": summary.exported,
-               "waiting_for_results": summary.waiting, **summary.counts}
+    summary = run_campaign(
+        _open(args),
+        args.budget,
+        log=log,
+        workers=args.workers,
+        notice=lambda m: print(f"kiban lab run: {m}", file=sys.stderr),
+    )
+    payload = {
+        "ran": summary.ran,
+        "completed": summary.completed,
+        "failed": summary.failed,
+        "interrupted": summary.interrupted,
+        "exported": summary.exported,
+        "waiting_for_results": summary.waiting,
+        **summary.counts,
+    }
     if args.json:
         print(json.dumps(payload, indent=1))
     else:
@@ -181,8 +241,10 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    print(f"{info['name']}: proposed {info['proposed']}, pending {info['pending']}, "
-          f"running {info['running']}, completed {info['completed']}, failed {info['failed']}")
+    print(
+        f"{info['name']}: proposed {info['proposed']}, pending {info['pending']}, "
+        f"running {info['running']}, completed {info['completed']}, failed {info['failed']}"
+    )
     b = info["best"]
     if b and "pareto" in b:
         print(f"Pareto set: {len(b['pareto'])} experiments")

@@ -37,38 +37,45 @@ class Options:
     error: ClassVar[type[ValueError]] = OptionsError
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], *, where: str | None = None) -> "Options":
+    def from_config(cls, config: Mapping[str, Any], *, where: str | None = None) -> Options:
         """The options a config table gives (missing keys take their defaults); a table that
         does not fit raises ``cls.error`` (an `OptionsError` unless the kind says otherwise)."""
         where = where or cls.owner
         try:
             return cls._from_config(config, where)
-        except (TypeError, ValueError) as error:     # __post_init__'s checks too
+        except (TypeError, ValueError) as error:  # __post_init__'s checks too
             message = str(error)
-            raise cls.error(message if message.startswith(where) else f"{where}: {message}") \
-                from None
+            raise cls.error(
+                message if message.startswith(where) else f"{where}: {message}"
+            ) from None
 
     @classmethod
-    def _from_config(cls, config: Mapping[str, Any], where: str) -> "Options":
+    def _from_config(cls, config: Mapping[str, Any], where: str) -> Options:
         if not isinstance(config, Mapping):
-            raise OptionsError(f"{where}: expected a table of options, got "
-                               f"{type(config).__name__} {config!r}")
+            raise OptionsError(
+                f"{where}: expected a table of options, got {type(config).__name__} {config!r}"
+            )
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in config:
             if key not in fields:
                 if not fields:
-                    raise OptionsError(f"{where}: unknown option {key!r}; this {cls.owner} "
-                                       "takes no options")
-                raise OptionsError(f"{where}: unknown option {key!r}"
-                                   f"{did_you_mean(key, fields, cutoff=0.5)}; expected one of "
-                                   f"{sorted(fields)}")
+                    raise OptionsError(
+                        f"{where}: unknown option {key!r}; this {cls.owner} takes no options"
+                    )
+                raise OptionsError(
+                    f"{where}: unknown option {key!r}"
+                    f"{did_you_mean(key, fields, cutoff=0.5)}; expected one of "
+                    f"{sorted(fields)}"
+                )
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         for name, field in fields.items():
             if name in config:
                 values[name] = check_type(config[name], hints[name], f"{where}: option {name!r}")
-            elif field.default is dataclasses.MISSING and \
-                    field.default_factory is dataclasses.MISSING:
+            elif (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
                 raise OptionsError(f"{where}: missing `{name}`")
         return cls(**values)
 
@@ -97,8 +104,13 @@ def _type_name(annotation: Any) -> str:
         return f"a table of {_type_name(typing.get_args(annotation)[1])}"
     if annotation is type(None):
         return "absent"
-    return {bool: "true or false", int: "an integer", float: "a finite number",
-            str: "a string", object: "a value"}.get(annotation, str(annotation))
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a finite number",
+        str: "a string",
+        object: "a value",
+    }.get(annotation, str(annotation))
 
 
 def check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -106,8 +118,9 @@ def check_type(value: Any, annotation: Any, where: str) -> Any:
     an `OptionsError` saying what was expected and what was given."""
     ok, converted = _convert(value, annotation)
     if not ok:
-        raise OptionsError(f"{where} must be {_type_name(annotation)}, got "
-                           f"{type(value).__name__} {value!r}")
+        raise OptionsError(
+            f"{where} must be {_type_name(annotation)}, got {type(value).__name__} {value!r}"
+        )
     return converted
 
 
@@ -116,8 +129,10 @@ def _convert(value: Any, annotation: Any) -> tuple[bool, Any]:
     if annotation is object or annotation is Any:
         return True, value
     if origin is Literal:
-        return (any(value == a and type(value) is type(a) for a in typing.get_args(annotation)),
-                value)
+        return (
+            any(value == a and type(value) is type(a) for a in typing.get_args(annotation)),
+            value,
+        )
     if origin in (typing.Union, types.UnionType):
         for arm in typing.get_args(annotation):
             ok, converted = _convert(value, arm)
@@ -154,8 +169,11 @@ def _convert(value: Any, annotation: Any) -> tuple[bool, Any]:
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             return False, value
         return True, float(value)
     if annotation is str:

@@ -43,9 +43,11 @@ class Registry(Generic[T]):
             return cls
         target = self._builtin.get(kind) if isinstance(kind, str) else None
         if target is None:
-            raise self.error(f"unknown {self.what} kind {kind!r}"
-                             f"{did_you_mean(kind, self.names(), cutoff=0.5)}; known kinds: "
-                             f"{', '.join(self.names())}")
+            raise self.error(
+                f"unknown {self.what} kind {kind!r}"
+                f"{did_you_mean(kind, self.names(), cutoff=0.5)}; known kinds: "
+                f"{', '.join(self.names())}"
+            )
         module, name = target.split(":")
         cls = getattr(importlib.import_module(module), name)
         self._check(kind, cls)
@@ -59,8 +61,10 @@ class Registry(Generic[T]):
         if not isinstance(kind, str) or not kind:
             raise self.error(f"{cls.__name__} has no `kind` (a class attribute naming it)")
         if not replace and kind in self:
-            raise self.error(f"a {self.what} of kind {kind!r} is already registered; pass "
-                             "replace=True to replace it")
+            raise self.error(
+                f"a {self.what} of kind {kind!r} is already registered; pass "
+                "replace=True to replace it"
+            )
         self._check(kind, cls)
         self._builtin.pop(kind, None)
         self._loaded[kind] = cls
@@ -69,12 +73,19 @@ class Registry(Generic[T]):
     def _check(self, kind: str, cls: Any) -> None:
         options = getattr(cls, "Options", None)
         if getattr(cls, "kind", None) != kind:
-            raise self.error(f"{self.what} {cls.__name__} says kind {getattr(cls, 'kind', None)!r}"
-                             f", registered as {kind!r}")
-        if not (isinstance(options, type) and issubclass(options, Options)
-                and dataclasses.is_dataclass(options)):
-            raise self.error(f"{self.what} {kind!r}: `Options` must be a dataclass deriving "
-                             f"from kiban.lab.options.Options, got {options!r}")
+            raise self.error(
+                f"{self.what} {cls.__name__} says kind {getattr(cls, 'kind', None)!r}"
+                f", registered as {kind!r}"
+            )
+        if not (
+            isinstance(options, type)
+            and issubclass(options, Options)
+            and dataclasses.is_dataclass(options)
+        ):
+            raise self.error(
+                f"{self.what} {kind!r}: `Options` must be a dataclass deriving "
+                f"from kiban.lab.options.Options, got {options!r}"
+            )
 
 
 __all__ = ["Registry"]

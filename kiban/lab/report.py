@@ -46,15 +46,21 @@ def _plots(store: Store) -> dict[str, bytes]:
         shown = curve[:, j] * sign if objective.goal != "target" else curve[:, j]
         finite = np.isfinite(shown)
         ax.step(x[finite], shown[finite], where="post", color="C0", label="best so far")
-        pts = [(position[r.proposal_id], r.values[objective.name]) for r in results
-               if r.proposal_id in position]
+        pts = [
+            (position[r.proposal_id], r.values[objective.name])
+            for r in results
+            if r.proposal_id in position
+        ]
         if pts:
             px, py = zip(*pts)
             if objective.goal == "target":
                 py = [-abs(v - objective.target) for v in py]
             ax.scatter(px, py, s=10, color="C1", alpha=0.6, label="measured")
-        label = objective.name if objective.goal != "target" else \
-            f"-|{objective.name} - {objective.target:g}|"
+        label = (
+            objective.name
+            if objective.goal != "target"
+            else f"-|{objective.name} - {objective.target:g}|"
+        )
         ax.set_xlabel("experiment")
         ax.set_ylabel(f"{label} ({objective.goal})")
         ax.legend(fontsize=7)
@@ -81,8 +87,10 @@ def _plots(store: Store) -> dict[str, bytes]:
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns)
-                   + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -111,25 +119,28 @@ def write_report(store: Store, out_dir: str | Path) -> dict[str, Any]:
         keep = [results[i] for i in np.argsort(-util[:, 0])[:10]] if results else []
     rows = [{"proposal": r.proposal_id, **r.params, **r.values, "source": r.source} for r in keep]
     columns = ["proposal", *space.keys, *[o.name for o in space.objectives], "source"]
-    failures = [{"proposal": f.proposal_id, "reason": f.reason, "source": f.source}
-                for f in store.failures()]
+    failures = [
+        {"proposal": f.proposal_id, "reason": f.reason, "source": f.source}
+        for f in store.failures()
+    ]
     images = "".join(
         f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
         f'{base64.b64encode(d).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
-        for n, d in plots.items())
+        for n, d in plots.items()
+    )
     counts = {k: info[k] for k in ("proposed", "pending", "running", "completed", "failed")}
     page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>kiban lab: {html.escape(str(info['name']))}</title>
+<title>kiban lab: {html.escape(str(info["name"]))}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
 table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
 figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
-<h1>Campaign {html.escape(str(info['name']))}</h1>
+<h1>Campaign {html.escape(str(info["name"]))}</h1>
 <p>Database <code>{html.escape(str(store.path))}</code>; config fingerprint
-<code>{html.escape(str(store.meta('fingerprint')))}</code>; proposer {html.escape(config.proposer)},
-batch {config.batch_size}, instrument {html.escape(str(config.instrument.get('kind')))}.</p>
+<code>{html.escape(str(store.meta("fingerprint")))}</code>; proposer {html.escape(config.proposer)},
+batch {config.batch_size}, instrument {html.escape(str(config.instrument.get("kind")))}.</p>
 <p>{html.escape(json.dumps(counts))}</p>
 {images}
-<h2>{'Pareto set' if len(space.objectives) > 1 else 'Best results'}</h2>
+<h2>{"Pareto set" if len(space.objectives) > 1 else "Best results"}</h2>
 {_table(rows, columns)}
 <h2>Failures ({len(failures)})</h2>
 {_table(failures, ["proposal", "reason", "source"])}

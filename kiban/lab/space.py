@@ -45,8 +45,10 @@ class Continuous:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
-            raise SpaceError(f"parameter {self.name!r}: need finite low < high, got "
-                             f"low={self.low}, high={self.high}")
+            raise SpaceError(
+                f"parameter {self.name!r}: need finite low < high, got "
+                f"low={self.low}, high={self.high}"
+            )
         if self.log and self.low <= 0:
             raise SpaceError(f"parameter {self.name!r}: log scale needs low > 0, got {self.low}")
 
@@ -84,8 +86,10 @@ class Integer:
 
     def __post_init__(self) -> None:
         if int(self.low) != self.low or int(self.high) != self.high or self.low >= self.high:
-            raise SpaceError(f"parameter {self.name!r}: need integers low < high, got "
-                             f"low={self.low}, high={self.high}")
+            raise SpaceError(
+                f"parameter {self.name!r}: need integers low < high, got "
+                f"low={self.low}, high={self.high}"
+            )
 
     @property
     def width(self) -> int:
@@ -98,8 +102,9 @@ class Integer:
         return int(round(self.low + float(np.clip(u[0], 0.0, 1.0)) * (self.high - self.low)))
 
     def check(self, value: Any) -> str | None:
-        ok = isinstance(value, (int, np.integer)) or \
-            (isinstance(value, float) and value.is_integer())
+        ok = isinstance(value, (int, np.integer)) or (
+            isinstance(value, float) and value.is_integer()
+        )
         if isinstance(value, bool) or not ok or not self.low <= value <= self.high:
             return f"expected an integer in [{self.low}, {self.high}], got {value!r}"
         return None
@@ -113,8 +118,10 @@ class Categorical:
 
     def __post_init__(self) -> None:
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
-            raise SpaceError(f"parameter {self.name!r}: need at least two distinct choices, "
-                             f"got {list(self.choices)}")
+            raise SpaceError(
+                f"parameter {self.name!r}: need at least two distinct choices, "
+                f"got {list(self.choices)}"
+            )
 
     @property
     def width(self) -> int:
@@ -128,8 +135,10 @@ class Categorical:
 
     def check(self, value: Any) -> str | None:
         if value not in self.choices:
-            return (f"expected one of {list(self.choices)}, got {value!r}"
-                    f"{did_you_mean(value, self.choices)}")
+            return (
+                f"expected one of {list(self.choices)}, got {value!r}"
+                f"{did_you_mean(value, self.choices)}"
+            )
         return None
 
 
@@ -146,8 +155,10 @@ class Molecule:
 
     def __post_init__(self) -> None:
         if not self.candidates and not self.model:
-            raise SpaceError(f"parameter {self.name!r}: a molecule parameter needs `candidates` "
-                             "(a list or a file of SMILES) or `model` (a kiban model directory)")
+            raise SpaceError(
+                f"parameter {self.name!r}: a molecule parameter needs `candidates` "
+                "(a list or a file of SMILES) or `model` (a kiban model directory)"
+            )
 
     @property
     def width(self) -> int:
@@ -176,8 +187,10 @@ class Composition:
 
     def __post_init__(self) -> None:
         if len(self.components) < 2 or len(set(self.components)) != len(self.components):
-            raise SpaceError(f"parameter {self.name!r}: a composition needs at least two distinct "
-                             f"components, got {list(self.components)}")
+            raise SpaceError(
+                f"parameter {self.name!r}: a composition needs at least two distinct "
+                f"components, got {list(self.components)}"
+            )
         if not self.total > 0:
             raise SpaceError(f"parameter {self.name!r}: total must be > 0, got {self.total}")
 
@@ -194,9 +207,14 @@ class Composition:
         return {c: float(x * self.total) for c, x in zip(self.components, w)}
 
     def check(self, values: dict[str, Any]) -> str | None:
-        bad = [c for c in self.components if isinstance(values.get(c), bool)
-               or not isinstance(values.get(c), (int, float)) or not math.isfinite(values[c])
-               or values[c] < 0]
+        bad = [
+            c
+            for c in self.components
+            if isinstance(values.get(c), bool)
+            or not isinstance(values.get(c), (int, float))
+            or not math.isfinite(values[c])
+            or values[c] < 0
+        ]
         if bad:
             return f"components {bad} need non-negative numbers"
         s = sum(float(values[c]) for c in self.components)
@@ -227,8 +245,9 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.goal not in ("max", "min", "target"):
-            raise SpaceError(f"objective {self.name!r}: goal must be max, min or target, "
-                             f"got {self.goal!r}")
+            raise SpaceError(
+                f"objective {self.name!r}: goal must be max, min or target, got {self.goal!r}"
+            )
         if self.goal == "target" and self.target is None:
             raise SpaceError(f"objective {self.name!r}: goal = 'target' needs `target`")
 
@@ -246,14 +265,18 @@ class Objective:
         if not math.isfinite(value):
             return f"objective {self.name!r}: value is {value!r} (not finite)"
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
-            return (f"objective {self.name!r}: {value!r} is outside the declared range "
-                    f"[{self.low}, {self.high}]")
+            return (
+                f"objective {self.name!r}: {value!r} is outside the declared range "
+                f"[{self.low}, {self.high}]"
+            )
         return None
 
 
-_TERM = re.compile(r"\s*([+-]?)\s*"                                  # sign
-                   r"(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*\*?\s*)?"     # coefficient
-                   r"([A-Za-z_][\w.]*)\s*")                               # parameter
+_TERM = re.compile(
+    r"\s*([+-]?)\s*"  # sign
+    r"(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*\*?\s*)?"  # coefficient
+    r"([A-Za-z_][\w.]*)\s*"
+)  # parameter
 
 
 @dataclass(frozen=True)
@@ -265,11 +288,12 @@ class LinearConstraint:
     bound: float
 
     @classmethod
-    def parse(cls, text: str, names: set[str]) -> "LinearConstraint":
+    def parse(cls, text: str, names: set[str]) -> LinearConstraint:
         m = re.fullmatch(r"(.+?)(<=|>=)\s*([+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*", text)
         if not m:
-            raise SpaceError(f"constraint {text!r}: expected a linear form like "
-                             "'x + 2*y <= 10' or 'a - b >= 0'")
+            raise SpaceError(
+                f"constraint {text!r}: expected a linear form like 'x + 2*y <= 10' or 'a - b >= 0'"
+            )
         lhs, op, rhs = m.group(1), m.group(2), float(m.group(3))
         coefs: dict[str, float] = {}
         pos = 0
@@ -282,8 +306,10 @@ class LinearConstraint:
                 raise SpaceError(f"constraint {text!r}: missing + or - before {t.group(3)!r}")
             name = t.group(3)
             if name not in names:
-                raise SpaceError(f"constraint {text!r}: {name!r} is not a numeric parameter"
-                                 f"{did_you_mean(name, sorted(names))}")
+                raise SpaceError(
+                    f"constraint {text!r}: {name!r} is not a numeric parameter"
+                    f"{did_you_mean(name, sorted(names))}"
+                )
             coefs[name] = coefs.get(name, 0.0) + sign * float(t.group(2) or 1.0)
             pos = t.end()
         if op == ">=":
@@ -304,7 +330,7 @@ class Space:
     parameters: tuple[Parameter, ...]
     objectives: tuple[Objective, ...]
     constraints: tuple[LinearConstraint, ...] = ()
-    same_in_batch: tuple[str, ...] = ()   # parameters every member of a batch shares
+    same_in_batch: tuple[str, ...] = ()  # parameters every member of a batch shares
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -317,8 +343,9 @@ class Space:
             raise SpaceError(f"names used twice among parameters/components: {dup}")
         onames = [o.name for o in self.objectives]
         if len(set(onames)) != len(onames) or set(onames) & set(keys):
-            raise SpaceError(f"objective names must be distinct and differ from parameter "
-                             f"names, got {onames}")
+            raise SpaceError(
+                f"objective names must be distinct and differ from parameter names, got {onames}"
+            )
         for name in self.same_in_batch:
             if name not in {p.name for p in self.parameters}:
                 raise SpaceError(f"same_in_batch names {name!r}, which is not a parameter")
@@ -457,49 +484,65 @@ class CampaignConfig:
     name: str
     space: Space
     instrument: dict[str, Any]
-    proposer: str = "botorch"          # botorch | random | sobol | generative
+    proposer: str = "botorch"  # botorch | random | sobol | generative
     batch_size: int = 1
-    initial: int = 5                   # design points before the model takes over
-    center: bool = True                # the design opens with the centre of the space (Ax)
+    initial: int = 5  # design points before the model takes over
+    center: bool = True  # the design opens with the centre of the space (Ax)
     seed: int = 0
     proposer_options: dict[str, Any] = field(default_factory=dict)
-    source: str = ""                   # the TOML text as read
-    base: str = "."                    # the folder relative paths in the config resolve against
+    source: str = ""  # the TOML text as read
+    base: str = "."  # the folder relative paths in the config resolve against
 
     def fingerprint(self) -> str:
         """A hash of everything that changes what the campaign does (not its name or source)."""
-        payload = {"space": asdict(self.space), "instrument": self.instrument,
-                   "proposer": self.proposer, "batch_size": self.batch_size,
-                   "initial": self.initial, "center": self.center, "seed": self.seed,
-                   "options": self.proposer_options}
+        payload = {
+            "space": asdict(self.space),
+            "instrument": self.instrument,
+            "proposer": self.proposer,
+            "batch_size": self.batch_size,
+            "initial": self.initial,
+            "center": self.center,
+            "seed": self.seed,
+            "options": self.proposer_options,
+        }
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "proposer": self.proposer, "batch_size": self.batch_size,
-                "initial": self.initial, "center": self.center, "seed": self.seed,
-                "instrument": self.instrument,
-                "parameters": [asdict(p) for p in self.space.parameters],
-                "objectives": [asdict(o) for o in self.space.objectives],
-                "constraints": [c.expression for c in self.space.constraints],
-                "same_in_batch": list(self.space.same_in_batch)}
+        return {
+            "name": self.name,
+            "proposer": self.proposer,
+            "batch_size": self.batch_size,
+            "initial": self.initial,
+            "center": self.center,
+            "seed": self.seed,
+            "instrument": self.instrument,
+            "parameters": [asdict(p) for p in self.space.parameters],
+            "objectives": [asdict(o) for o in self.space.objectives],
+            "constraints": [c.expression for c in self.space.constraints],
+            "same_in_batch": list(self.space.same_in_batch),
+        }
 
 
 _TOP = {"campaign", "parameters", "objectives", "constraints", "instrument", "proposer"}
 _CAMPAIGN = {"name", "batch_size", "initial", "center", "seed", "proposer", "same_in_batch"}
-_PARAM = {"continuous": {"name", "type", "low", "high", "log"},
-          "integer": {"name", "type", "low", "high"},
-          "categorical": {"name", "type", "choices"},
-          "molecule": {"name", "type", "candidates", "model", "prompt"},
-          "composition": {"name", "type", "components", "total"}}
+_PARAM = {
+    "continuous": {"name", "type", "low", "high", "log"},
+    "integer": {"name", "type", "low", "high"},
+    "categorical": {"name", "type", "choices"},
+    "molecule": {"name", "type", "candidates", "model", "prompt"},
+    "composition": {"name", "type", "components", "total"},
+}
 _OBJECTIVE = {"name", "goal", "target", "low", "high", "threshold"}
 
 
 def _unknown(where: str, got: set[str], allowed: set[str]) -> None:
     for key in sorted(got - allowed):
-        raise SpaceError(f"{where}: unknown key {key!r}"
-                         f"{did_you_mean(key, sorted(allowed), cutoff=0.5)}; expected one of "
-                         f"{sorted(allowed)}")
+        raise SpaceError(
+            f"{where}: unknown key {key!r}"
+            f"{did_you_mean(key, sorted(allowed), cutoff=0.5)}; expected one of "
+            f"{sorted(allowed)}"
+        )
 
 
 def _candidates(value: Any, base: Path, where: str) -> tuple[str, ...]:
@@ -510,10 +553,15 @@ def _candidates(value: Any, base: Path, where: str) -> tuple[str, ...]:
         from kiban.data import moses_smiles
 
         parts = value.split(":")
-        if len(parts) not in (2, 3) or parts[1] not in ("train", "test", "test_scaffolds") or \
-                (len(parts) == 3 and not parts[2].isdigit()):
-            raise SpaceError(f"{where}: candidates {value!r}: expected 'moses:SPLIT[:N]' with "
-                             "SPLIT train, test or test_scaffolds")
+        if (
+            len(parts) not in (2, 3)
+            or parts[1] not in ("train", "test", "test_scaffolds")
+            or (len(parts) == 3 and not parts[2].isdigit())
+        ):
+            raise SpaceError(
+                f"{where}: candidates {value!r}: expected 'moses:SPLIT[:N]' with "
+                "SPLIT train, test or test_scaffolds"
+            )
         try:
             return tuple(moses_smiles(parts[1], int(parts[2]) if len(parts) == 3 else None))
         except (FileNotFoundError, ValueError) as error:
@@ -521,8 +569,11 @@ def _candidates(value: Any, base: Path, where: str) -> tuple[str, ...]:
     path = (base / str(value)) if not Path(str(value)).is_absolute() else Path(str(value))
     if not path.is_file():
         raise SpaceError(f"{where}: candidates file {str(path)!r} not found")
-    lines = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()
-             and not ln.startswith("#")]
+    lines = [
+        ln.split()[0]
+        for ln in path.read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     if lines and lines[0].lower() in ("smiles", "smi"):
         lines = lines[1:]
     return tuple(lines)
@@ -539,8 +590,9 @@ def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
     name = str(raw["name"])
     try:
         if kind == "continuous":
-            return Continuous(name, float(raw["low"]), float(raw["high"]),
-                              bool(raw.get("log", False)))
+            return Continuous(
+                name, float(raw["low"]), float(raw["high"]), bool(raw.get("log", False))
+            )
         if kind == "integer":
             return Integer(name, int(raw["low"]), int(raw["high"]))
         if kind == "categorical":
@@ -551,8 +603,9 @@ def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
             if model and not Path(model).is_absolute():
                 model = str(base / model)
             return Molecule(name, cands, model, str(raw.get("prompt", "<mol>")))
-        return Composition(name, tuple(str(c) for c in raw["components"]),
-                           float(raw.get("total", 1.0)))
+        return Composition(
+            name, tuple(str(c) for c in raw["components"]), float(raw.get("total", 1.0))
+        )
     except KeyError as missing:
         raise SpaceError(f"{where} ({name!r}): missing {missing}") from None
     except (TypeError, ValueError) as error:
@@ -566,15 +619,17 @@ def config_toml(raw: dict[str, Any]) -> str:
     campaign, re-read on every run)."""
     from kiban.io import toml_value
 
-    lines = [f"constraints = {toml_value(list(raw['constraints']))}"] \
-        if raw.get("constraints") else []
+    lines = (
+        [f"constraints = {toml_value(list(raw['constraints']))}"] if raw.get("constraints") else []
+    )
     for table in ("campaign", "proposer", "instrument"):
         if raw.get(table):
             lines += ["", f"[{table}]"] + [f"{k} = {toml_value(v)}" for k, v in raw[table].items()]
     for array in ("parameters", "objectives"):
         for item in raw.get(array, []):
-            lines += ["", f"[[{array}]]"] + [f"{k} = {toml_value(v)}" for k, v in item.items()
-                                             if v is not None]
+            lines += ["", f"[[{array}]]"] + [
+                f"{k} = {toml_value(v)}" for k, v in item.items() if v is not None
+            ]
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
@@ -589,9 +644,16 @@ def parse_config(raw: dict[str, Any], base: Path = Path("."), source: str = "") 
         _unknown(f"objectives[{i}]", set(o), _OBJECTIVE)
         if "name" not in o:
             raise SpaceError(f"objectives[{i}]: missing `name`")
-        objectives.append(Objective(str(o["name"]), str(o.get("goal", "max")),
-                                    *(None if o.get(k) is None else float(o[k])
-                                      for k in ("target", "low", "high", "threshold"))))
+        objectives.append(
+            Objective(
+                str(o["name"]),
+                str(o.get("goal", "max")),
+                *(
+                    None if o.get(k) is None else float(o[k])
+                    for k in ("target", "low", "high", "threshold")
+                ),
+            )
+        )
     numeric = set()
     for p in params:
         if isinstance(p, (Continuous, Integer)) and not getattr(p, "log", False):
@@ -604,29 +666,42 @@ def parse_config(raw: dict[str, Any], base: Path = Path("."), source: str = "") 
         if not isinstance(text, str):
             raise SpaceError(f"constraints[{i}]: expected a string like 'x + y <= 1'")
         constraints.append(LinearConstraint.parse(text, numeric))
-    space = Space(params, tuple(objectives), tuple(constraints),
-                  tuple(camp.get("same_in_batch", ())))
+    space = Space(
+        params, tuple(objectives), tuple(constraints), tuple(camp.get("same_in_batch", ()))
+    )
     proposer = str(camp.get("proposer", "botorch"))
-    from kiban.lab.proposers import PROPOSERS     # the registry (imports no proposer module)
+    from kiban.lab.proposers import PROPOSERS  # the registry (imports no proposer module)
 
     if proposer not in PROPOSERS:
-        raise SpaceError(f"[campaign] proposer must be one of {PROPOSERS.names()}, got "
-                         f"{proposer!r}{did_you_mean(proposer, PROPOSERS.names())}")
+        raise SpaceError(
+            f"[campaign] proposer must be one of {PROPOSERS.names()}, got "
+            f"{proposer!r}{did_you_mean(proposer, PROPOSERS.names())}"
+        )
     instrument = dict(raw.get("instrument", {}))
     if "kind" not in instrument:
         raise SpaceError("[instrument]: missing `kind` (xtb, olympus, lookup, csv, …)")
     batch, initial = int(camp.get("batch_size", 1)), int(camp.get("initial", 5))
     if batch < 1 or initial < 0:
-        raise SpaceError(f"[campaign]: batch_size must be ≥ 1 and initial ≥ 0, got "
-                         f"batch_size={batch}, initial={initial}")
+        raise SpaceError(
+            f"[campaign]: batch_size must be ≥ 1 and initial ≥ 0, got "
+            f"batch_size={batch}, initial={initial}"
+        )
     center = camp.get("center", True)
     if not isinstance(center, bool):
         raise SpaceError(f"[campaign] center must be true or false, got {center!r}")
-    return CampaignConfig(name=str(camp.get("name", "campaign")), space=space,
-                          instrument=instrument, proposer=proposer, batch_size=batch,
-                          initial=initial, center=center, seed=int(camp.get("seed", 0)),
-                          proposer_options=dict(raw.get("proposer", {})), source=source,
-                          base=str(base))
+    return CampaignConfig(
+        name=str(camp.get("name", "campaign")),
+        space=space,
+        instrument=instrument,
+        proposer=proposer,
+        batch_size=batch,
+        initial=initial,
+        center=center,
+        seed=int(camp.get("seed", 0)),
+        proposer_options=dict(raw.get("proposer", {})),
+        source=source,
+        base=str(base),
+    )
 
 
 def load_config(path: str | Path) -> CampaignConfig:

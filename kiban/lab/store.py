@@ -32,10 +32,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from kiban.errors import RunFailure
 from kiban.formats import check, register
@@ -43,11 +44,14 @@ from kiban.lab.space import CampaignConfig, config_from_text
 
 #: the campaign store's format; version 2 added the ``lease`` table (one writer per campaign)
 CAMPAIGN_STORE = register(
-    "kiban.lab.campaign", 2, description="a lab campaign: SQLite, config + proposals + results",
-    upgrades={1: lambda meta: {**meta, "changes": "added the lease table (one writer)"}})
+    "kiban.lab.campaign",
+    2,
+    description="a lab campaign: SQLite, config + proposals + results",
+    upgrades={1: lambda meta: {**meta, "changes": "added the lease table (one writer)"}},
+)
 SCHEMA_VERSION = CAMPAIGN_STORE.version
-LEASE_RENEW_S = 2.0       # the holder renews its lease this often
-LEASE_STALE_S = 120.0     # a lease not renewed for this long is stale (its holder is gone)
+LEASE_RENEW_S = 2.0  # the holder renews its lease this often
+LEASE_STALE_S = 120.0  # a lease not renewed for this long is stale (its holder is gone)
 
 _LEASE_TABLE = """
 CREATE TABLE IF NOT EXISTS lease (
@@ -60,7 +64,8 @@ CREATE TABLE IF NOT EXISTS lease (
     renewed REAL NOT NULL
 )"""
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS proposals (
     id INTEGER PRIMARY KEY,
@@ -95,7 +100,10 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS proposals_status ON proposals(status);
-""" + _LEASE_TABLE + ";\n"
+"""
+    + _LEASE_TABLE
+    + ";\n"
+)
 
 
 class StoreError(ValueError):
@@ -119,9 +127,11 @@ class Lease:
 
     def describe(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        since = _dt.datetime.fromtimestamp(self.since, _dt.timezone.utc)
-        return (f"`kiban lab {self.command}` (pid {self.pid} on host {self.host!r}, since "
-                f"{since:%Y-%m-%d %H:%M:%S} UTC, last renewed {now - self.renewed:.0f} s ago)")
+        since = _dt.datetime.fromtimestamp(self.since, _dt.UTC)
+        return (
+            f"`kiban lab {self.command}` (pid {self.pid} on host {self.host!r}, since "
+            f"{since:%Y-%m-%d %H:%M:%S} UTC, last renewed {now - self.renewed:.0f} s ago)"
+        )
 
     def stale(self, now: float | None = None) -> str | None:
         """Why the lease's holder is gone, or None when it may still be running."""
@@ -133,7 +143,7 @@ class Lease:
                 os.kill(self.pid, 0)
             except ProcessLookupError:
                 return f"process {self.pid} no longer exists"
-            except PermissionError:     # another user's process: alive
+            except PermissionError:  # another user's process: alive
                 return None
         return None
 
@@ -175,8 +185,8 @@ class Store:
     def __init__(self, path: str | Path, connection: sqlite3.Connection):
         self.path = Path(path)
         self.db = connection
-        self.notes: list[str] = []          # what opening changed (an upgrade), for the user
-        self._lease: Lease | None = None    # held by this object (re-entrant)
+        self.notes: list[str] = []  # what opening changed (an upgrade), for the user
+        self._lease: Lease | None = None  # held by this object (re-entrant)
         self._lease_lost: str | None = None
 
     # -- opening
@@ -189,7 +199,7 @@ class Store:
         return db
 
     @classmethod
-    def create(cls, path: str | Path, config: CampaignConfig) -> "Store":
+    def create(cls, path: str | Path, config: CampaignConfig) -> Store:
         """A new campaign database; an existing one must hold the same config (else refused)."""
         path = Path(path)
         if path.exists():
@@ -204,28 +214,35 @@ class Store:
                 if statement.strip():
                     db.execute(statement)
             now = time.time()
-            for key, value in (("schema", str(SCHEMA_VERSION)), ("config", config.source),
-                               ("base", str(Path(config.base).resolve())),
-                               ("fingerprint", config.fingerprint()), ("name", config.name),
-                               ("created", repr(now))):
+            for key, value in (
+                ("schema", str(SCHEMA_VERSION)),
+                ("config", config.source),
+                ("base", str(Path(config.base).resolve())),
+                ("fingerprint", config.fingerprint()),
+                ("name", config.name),
+                ("created", repr(now)),
+            ):
                 db.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
             store._event("init", {"name": config.name, "fingerprint": config.fingerprint()})
         return store
 
     @classmethod
-    def open(cls, path: str | Path) -> "Store":
+    def open(cls, path: str | Path) -> Store:
         path = Path(path)
         if not path.is_file():
-            raise StoreError(f"campaign database {str(path)!r} not found "
-                             "(create it with `kiban lab init CONFIG --db PATH`)")
+            raise StoreError(
+                f"campaign database {str(path)!r} not found "
+                "(create it with `kiban lab init CONFIG --db PATH`)"
+            )
         try:
             db = cls._connect(path)
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: not a kiban campaign database ({error})") from None
         if row is None:
-            raise StoreError(f"{path}: not a kiban campaign database (its meta table has no "
-                             "schema version)")
+            raise StoreError(
+                f"{path}: not a kiban campaign database (its meta table has no schema version)"
+            )
         version = int(row[0]) if str(row[0]).isdigit() else row[0]
         check({"format": CAMPAIGN_STORE.name, "version": version}, CAMPAIGN_STORE, where=path)
         store = cls(path, db)
@@ -237,12 +254,14 @@ class Store:
         """Bring an older store up to `SCHEMA_VERSION` in place (what changed: `notes`)."""
         with self.transaction() as db:
             found = int(db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
-            if found >= SCHEMA_VERSION:        # another process upgraded it meanwhile
+            if found >= SCHEMA_VERSION:  # another process upgraded it meanwhile
                 return
             db.execute(_LEASE_TABLE)
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
-            note = (f"{self.path}: upgraded the campaign store from version {found} to "
-                    f"{SCHEMA_VERSION}: added the lease table (one writer per campaign)")
+            note = (
+                f"{self.path}: upgraded the campaign store from version {found} to "
+                f"{SCHEMA_VERSION}: added the lease table (one writer per campaign)"
+            )
             self._event("upgrade", {"from": found, "to": SCHEMA_VERSION, "note": note})
         self.notes.append(note)
 
@@ -262,8 +281,9 @@ class Store:
 
     # -- the writer's lease
     def lease_holder(self) -> Lease | None:
-        row = self.db.execute("SELECT token, pid, host, command, since, renewed FROM lease "
-                              "WHERE id = 1").fetchone()
+        row = self.db.execute(
+            "SELECT token, pid, host, command, since, renewed FROM lease WHERE id = 1"
+        ).fetchone()
         return Lease(*row) if row else None
 
     @contextmanager
@@ -272,31 +292,35 @@ class Store:
 
         Refused with `CampaignBusy` (naming the holder) while another live process holds it; a
         stale lease is taken over and ``log`` told so."""
-        if self._lease is not None:      # an inner step of the command that holds it
+        if self._lease is not None:  # an inner step of the command that holds it
             yield self._lease
             return
-        mine = Lease(uuid.uuid4().hex, os.getpid(), socket.gethostname(), command,
-                     time.time(), time.time())
+        mine = Lease(
+            uuid.uuid4().hex, os.getpid(), socket.gethostname(), command, time.time(), time.time()
+        )
         with self.transaction() as db:
             held = self.lease_holder()
             if held is not None:
                 why = held.stale(mine.since)
                 if why is None:
-                    raise CampaignBusy(f"{self.path}: the campaign is in use by "
-                                       f"{held.describe(mine.since)}; one process writes to a "
-                                       "campaign at a time: wait for it to finish or stop it")
-                message = (f"{self.path}: took over the lease of {held.describe(mine.since)}: "
-                           f"{why}")
+                    raise CampaignBusy(
+                        f"{self.path}: the campaign is in use by "
+                        f"{held.describe(mine.since)}; one process writes to a "
+                        "campaign at a time: wait for it to finish or stop it"
+                    )
+                message = f"{self.path}: took over the lease of {held.describe(mine.since)}: {why}"
                 self._event("lease-takeover", {"previous": asdict(held), "reason": why})
                 if log:
                     log(message)
-            db.execute("INSERT OR REPLACE INTO lease VALUES (1, ?, ?, ?, ?, ?, ?)",
-                       (mine.token, mine.pid, mine.host, mine.command, mine.since,
-                        mine.renewed))
+            db.execute(
+                "INSERT OR REPLACE INTO lease VALUES (1, ?, ?, ?, ?, ?, ?)",
+                (mine.token, mine.pid, mine.host, mine.command, mine.since, mine.renewed),
+            )
         self._lease, self._lease_lost = mine, None
         stop = threading.Event()
-        renewer = threading.Thread(target=self._renew, args=(mine.token, stop),
-                                   name="kiban-lab-lease", daemon=True)
+        renewer = threading.Thread(
+            target=self._renew, args=(mine.token, stop), name="kiban-lab-lease", daemon=True
+        )
         renewer.start()
         try:
             yield mine
@@ -314,11 +338,14 @@ class Store:
         try:
             while not stop.wait(LEASE_RENEW_S):
                 try:
-                    cur = db.execute("UPDATE lease SET renewed = ? WHERE id = 1 AND token = ?",
-                                     (time.time(), token))
-                except sqlite3.OperationalError as error:   # busy past the timeout: next time
-                    print(f"kiban lab: could not renew the campaign lease: {error}",
-                          file=sys.stderr)
+                    cur = db.execute(
+                        "UPDATE lease SET renewed = ? WHERE id = 1 AND token = ?",
+                        (time.time(), token),
+                    )
+                except sqlite3.OperationalError as error:  # busy past the timeout: next time
+                    print(
+                        f"kiban lab: could not renew the campaign lease: {error}", file=sys.stderr
+                    )
                     continue
                 if cur.rowcount != 1:
                     self._lease_lost = "another process took over this campaign's lease"
@@ -348,22 +375,28 @@ class Store:
             return
         a, b = stored.describe(), config.describe()
         diffs = [f"{k}: stored {a[k]!r}, given {b[k]!r}" for k in a if a[k] != b.get(k)]
-        raise StoreError(f"{self.path}: the campaign was started with another config; "
-                         + "; ".join(diffs[:4])
-                         + ". Start a new campaign (another --db) to change it.")
+        raise StoreError(
+            f"{self.path}: the campaign was started with another config; "
+            + "; ".join(diffs[:4])
+            + ". Start a new campaign (another --db) to change it."
+        )
 
     # -- events
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
-        self.db.execute("INSERT INTO events (time, kind, detail) VALUES (?, ?, ?)",
-                        (time.time(), kind, _dumps(detail)))
+        self.db.execute(
+            "INSERT INTO events (time, kind, detail) VALUES (?, ?, ?)",
+            (time.time(), kind, _dumps(detail)),
+        )
 
     def event(self, kind: str, detail: dict[str, Any]) -> None:
         with self.transaction():
             self._event(kind, detail)
 
     def events(self) -> list[tuple[float, str, dict[str, Any]]]:
-        return [(t, k, json.loads(d)) for t, k, d in
-                self.db.execute("SELECT time, kind, detail FROM events ORDER BY id")]
+        return [
+            (t, k, json.loads(d))
+            for t, k, d in self.db.execute("SELECT time, kind, detail FROM events ORDER BY id")
+        ]
 
     # -- proposals
     def add_proposals(self, params: list[dict[str, Any]], proposer: str) -> list[Proposal]:
@@ -372,14 +405,20 @@ class Store:
             now = time.time()
             out = []
             for p in params:
-                cur = db.execute("INSERT INTO proposals (batch, params, proposer, status, created)"
-                                 " VALUES (?, ?, ?, 'pending', ?)", (batch, _dumps(p), proposer, now))
+                cur = db.execute(
+                    "INSERT INTO proposals (batch, params, proposer, status, created)"
+                    " VALUES (?, ?, ?, 'pending', ?)",
+                    (batch, _dumps(p), proposer, now),
+                )
                 out.append(Proposal(cur.lastrowid, batch, p, proposer, "pending", now))
         return out
 
     def _proposals(self, where: str = "", args: tuple = ()) -> list[Proposal]:
-        rows = self.db.execute("SELECT id, batch, params, proposer, status, created FROM proposals "
-                               f"{where} ORDER BY id", args)
+        rows = self.db.execute(
+            "SELECT id, batch, params, proposer, status, created FROM proposals "
+            f"{where} ORDER BY id",
+            args,
+        )
         return [Proposal(i, b, json.loads(p), pr, s, c) for i, b, p, pr, s, c in rows]
 
     def proposals(self, status: str | None = None) -> list[Proposal]:
@@ -400,8 +439,11 @@ class Store:
         with self.transaction() as db:
             now = time.time()
             for i in ids:
-                cur = db.execute("UPDATE proposals SET status = 'running', started = ? "
-                                 "WHERE id = ? AND status = 'pending'", (now, i))
+                cur = db.execute(
+                    "UPDATE proposals SET status = 'running', started = ? "
+                    "WHERE id = ? AND status = 'pending'",
+                    (now, i),
+                )
                 if cur.rowcount != 1:
                     raise StoreError(f"proposal {i} is not pending")
 
@@ -410,37 +452,61 @@ class Store:
         with self.transaction() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM proposals WHERE status = 'running'")]
             for i in ids:
-                self._fail(i, "interrupted: the process stopped while this experiment ran; "
-                              "not re-run (its result, if any, was not recorded)", "recovery")
+                self._fail(
+                    i,
+                    "interrupted: the process stopped while this experiment ran; "
+                    "not re-run (its result, if any, was not recorded)",
+                    "recovery",
+                )
             if ids:
                 self._event("recovered", {"interrupted": ids})
         return ids
 
     # -- results
-    def _fail(self, proposal_id: int | None, reason: str, source: str,
-              payload: Any = None) -> None:
+    def _fail(self, proposal_id: int | None, reason: str, source: str, payload: Any = None) -> None:
         now = time.time()
-        self.db.execute("INSERT INTO failures (proposal_id, reason, source, payload, recorded) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (proposal_id, reason, source,
-                         None if payload is None else json.dumps(payload, default=str), now))
+        self.db.execute(
+            "INSERT INTO failures (proposal_id, reason, source, payload, recorded) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                proposal_id,
+                reason,
+                source,
+                None if payload is None else json.dumps(payload, default=str),
+                now,
+            ),
+        )
         if proposal_id is not None:
-            self.db.execute("UPDATE proposals SET status = 'failed', finished = ? WHERE id = ?",
-                            (now, proposal_id))
+            self.db.execute(
+                "UPDATE proposals SET status = 'failed', finished = ? WHERE id = ?",
+                (now, proposal_id),
+            )
 
-    def record_failure(self, proposal_id: int | None, reason: str, source: str,
-                       payload: Any = None) -> None:
+    def record_failure(
+        self, proposal_id: int | None, reason: str, source: str, payload: Any = None
+    ) -> None:
         with self.transaction():
             self._fail(proposal_id, reason, source, payload)
 
-    def record_result(self, proposal_id: int, values: dict[str, float], source: str,
-                      meta: dict[str, Any] | None = None) -> None:
+    def record_result(
+        self,
+        proposal_id: int,
+        values: dict[str, float],
+        source: str,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         """Values must already be checked finite (JSON refuses NaN and infinities)."""
         with self.transaction() as db:
             self._record(db, proposal_id, values, source, meta or {})
 
-    def _record(self, db: sqlite3.Connection, proposal_id: int, values: dict[str, float],
-                source: str, meta: dict[str, Any]) -> None:
+    def _record(
+        self,
+        db: sqlite3.Connection,
+        proposal_id: int,
+        values: dict[str, float],
+        source: str,
+        meta: dict[str, Any],
+    ) -> None:
         row = db.execute("SELECT status FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
         if row is None:
             raise StoreError(f"no proposal {proposal_id}")
@@ -449,16 +515,22 @@ class Store:
         if any(not math.isfinite(v) for v in values.values()):
             raise StoreError(f"proposal {proposal_id}: values must be finite, got {values}")
         now = time.time()
-        db.execute("INSERT INTO results (proposal_id, vals, source, meta, recorded) "
-                   "VALUES (?, ?, ?, ?, ?)", (proposal_id, _dumps(values), source,
-                                              json.dumps(meta, default=str), now))
-        db.execute("UPDATE proposals SET status = 'completed', finished = ? WHERE id = ?",
-                   (now, proposal_id))
+        db.execute(
+            "INSERT INTO results (proposal_id, vals, source, meta, recorded) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (proposal_id, _dumps(values), source, json.dumps(meta, default=str), now),
+        )
+        db.execute(
+            "UPDATE proposals SET status = 'completed', finished = ? WHERE id = ?",
+            (now, proposal_id),
+        )
 
     def _results(self, where: str = "", args: tuple = ()) -> list[Result]:
         rows = self.db.execute(
             "SELECT r.proposal_id, p.params, r.vals, r.source, r.recorded FROM results r "
-            f"JOIN proposals p ON p.id = r.proposal_id {where} ORDER BY r.id", args)
+            f"JOIN proposals p ON p.id = r.proposal_id {where} ORDER BY r.id",
+            args,
+        )
         return [Result(i, json.loads(p), json.loads(v), s, t) for i, p, v, s, t in rows]
 
     def results(self) -> list[Result]:
@@ -471,21 +543,27 @@ class Store:
     def failure_payloads(self, proposal_id: int) -> list[dict[str, Any]]:
         """The JSON payloads stored with a proposal's failures (those that have one)."""
         out = []
-        for (payload,) in self.db.execute("SELECT payload FROM failures WHERE proposal_id = ? "
-                                          "AND payload IS NOT NULL ORDER BY id", (proposal_id,)):
+        for (payload,) in self.db.execute(
+            "SELECT payload FROM failures WHERE proposal_id = ? "
+            "AND payload IS NOT NULL ORDER BY id",
+            (proposal_id,),
+        ):
             value = json.loads(payload)
             if isinstance(value, dict):
                 out.append(value)
         return out
 
-    def _set_params(self, db: sqlite3.Connection, proposal_id: int,
-                    params: dict[str, Any]) -> None:
+    def _set_params(self, db: sqlite3.Connection, proposal_id: int, params: dict[str, Any]) -> None:
         """The conditions a proposal was actually run under (``lab record --as-run``)."""
         db.execute("UPDATE proposals SET params = ? WHERE id = ?", (_dumps(params), proposal_id))
 
     def failures(self) -> list[Failure]:
-        return [Failure(*row) for row in self.db.execute(
-            "SELECT proposal_id, reason, source, recorded FROM failures ORDER BY id")]
+        return [
+            Failure(*row)
+            for row in self.db.execute(
+                "SELECT proposal_id, reason, source, recorded FROM failures ORDER BY id"
+            )
+        ]
 
     # -- export
     def export(self) -> dict[str, Any]:
@@ -497,12 +575,26 @@ class Store:
         props = []
         for p in self.proposals():
             r = results.get(p.id)
-            props.append({"id": p.id, "batch": p.batch, "proposer": p.proposer,
-                          "status": p.status, "created": p.created, "params": p.params,
-                          "values": r.values if r else None, "source": r.source if r else None,
-                          "failures": failures.get(p.id, [])})
-        return {**CAMPAIGN_STORE.stamp(),
-                "name": self.meta("name"), "fingerprint": self.meta("fingerprint"),
-                "config": self.meta("config"), "counts": self.counts(), "proposals": props,
-                "refused": failures.get(None, []),
-                "events": [{"time": t, "kind": k, **d} for t, k, d in self.events()]}
+            props.append(
+                {
+                    "id": p.id,
+                    "batch": p.batch,
+                    "proposer": p.proposer,
+                    "status": p.status,
+                    "created": p.created,
+                    "params": p.params,
+                    "values": r.values if r else None,
+                    "source": r.source if r else None,
+                    "failures": failures.get(p.id, []),
+                }
+            )
+        return {
+            **CAMPAIGN_STORE.stamp(),
+            "name": self.meta("name"),
+            "fingerprint": self.meta("fingerprint"),
+            "config": self.meta("config"),
+            "counts": self.counts(),
+            "proposals": props,
+            "refused": failures.get(None, []),
+            "events": [{"time": t, "kind": k, **d} for t, k, d in self.events()],
+        }

@@ -36,6 +36,8 @@ def get_codec(name: str) -> Codec:
 def register(codec: Codec, *, replace: bool = False) -> None:
     """Add a codec under ``codec.name``; replacing an existing one must be asked for."""
     if not replace and codec.name in codec_names():
-        raise ValueError(f"a codec for modality {codec.name!r} is already registered; "
-                         "pass replace=True to replace it")
+        raise ValueError(
+            f"a codec for modality {codec.name!r} is already registered; "
+            "pass replace=True to replace it"
+        )
     _LOADED[codec.name] = codec

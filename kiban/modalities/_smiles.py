@@ -37,14 +37,28 @@ ELEMENTS = (
 ).split()
 #: the aromatic symbols RDKit reads inside brackets (OpenSMILES's, and RDKit's ``si`` ``te``)
 AROMATIC_SYMBOLS = ("b", "c", "n", "o", "p", "s", "si", "as", "se", "te")
-CHIRALITIES = ("@", "@@", *(f"@{kind}{number}" for kind, top in
-                            (("TH", 2), ("AL", 2), ("SP", 3), ("TB", 20), ("OH", 30))
-                            for number in range(1, top + 1)))
+CHIRALITIES = (
+    "@",
+    "@@",
+    *(
+        f"@{kind}{number}"
+        for kind, top in (("TH", 2), ("AL", 2), ("SP", 3), ("TB", 20), ("OH", 30))
+        for number in range(1, top + 1)
+    ),
+)
 HYDROGEN_COUNTS = ("H", *(f"H{count}" for count in range(10)))
 CHARGES = ("+", "-", "++", "--", *(f"{sign}{value}" for sign in "+-" for value in range(16)))
 
 OPEN, CLOSE, DIGIT, ELEMENT, CHIRALITY, HYDROGENS, CHARGE, MAP = (
-    "open", "close", "digit", "element", "chirality", "hydrogens", "charge", "map")
+    "open",
+    "close",
+    "digit",
+    "element",
+    "chirality",
+    "hydrogens",
+    "charge",
+    "map",
+)
 #: every part of every bracket atom the grammar reads, by category (a tokenizer's base vocabulary)
 BRACKET_PARTS: dict[str, tuple[str, ...]] = {
     OPEN: ("[",),
@@ -58,8 +72,14 @@ BRACKET_PARTS: dict[str, tuple[str, ...]] = {
 }
 #: the marker that starts a part's vocabulary spelling, per category (private use characters:
 #: no text kiban tokenizes writes them, and no byte-level BPE token contains one)
-MARKERS = {DIGIT: "\ue001", ELEMENT: "\ue002", CHIRALITY: "\ue003", HYDROGENS: "\ue004",
-           CHARGE: "\ue005", MAP: "\ue006"}
+MARKERS = {
+    DIGIT: "\ue001",
+    ELEMENT: "\ue002",
+    CHIRALITY: "\ue003",
+    HYDROGENS: "\ue004",
+    CHARGE: "\ue005",
+    MAP: "\ue006",
+}
 #: what a tokenizer's decoder deletes (a character class of the markers)
 MARKER_PATTERN = "[\ue001-\ue006]"
 
@@ -83,15 +103,18 @@ def _compiled(pattern: str) -> re.Pattern:
     return re.compile(pattern)
 
 
-def split_bracket_atom(piece: str, pattern: str = BRACKET_ATOM_PATTERN,
-                       ) -> list[tuple[str, str]] | None:
+def split_bracket_atom(
+    piece: str,
+    pattern: str = BRACKET_ATOM_PATTERN,
+) -> list[tuple[str, str]] | None:
     """The ``(category, text)`` parts of the bracket atom ``piece``, in order; None if ``piece``
     is not a bracket atom of the grammar (``[Xx]``, ``[C C]``, ``[]``)."""
     match = _compiled(pattern).fullmatch(piece)
     if match is None:
         return None
     isotope, element, chirality, hydrogens, charge, atom_class = match.group(
-        "isotope", "element", "chirality", "hydrogens", "charge", "map")
+        "isotope", "element", "chirality", "hydrogens", "charge", "map"
+    )
     parts = [(OPEN, "[")]
     if isotope:
         parts += [(DIGIT, digit) for digit in isotope]

@@ -78,6 +78,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import re
 import sqlite3
 import warnings
@@ -86,7 +87,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import os
 
 # spglib's C code prints search failures it recovers from ("ssm_get_exact_positions failed") to
 # stderr; they are not errors of ours. A user who wants them sets SPGLIB_WARNING=ON.
@@ -113,14 +113,30 @@ _GRID = 24  # origin shifts of normalizers in standard settings are multiples of
 # (origin choice 1): x_spglib = x_table - shift. Checked against spglib's own Wyckoff letters in the
 # tests.
 _ORIGIN_CHOICE_SHIFT: dict[int, tuple[float, float, float]] = {
-    48: (1 / 4, 1 / 4, 1 / 4), 50: (1 / 4, 1 / 4, 0), 59: (1 / 4, 1 / 4, 0), 68: (0, 1 / 4, 1 / 4),
-    70: (3 / 8, 3 / 8, 7 / 8), 85: (1 / 4, 3 / 4, 0), 86: (3 / 4, 3 / 4, 3 / 4),
-    88: (0, 3 / 4, 7 / 8), 125: (1 / 4, 1 / 4, 0), 126: (1 / 4, 1 / 4, 1 / 4),
-    129: (1 / 4, 3 / 4, 0), 130: (1 / 4, 3 / 4, 0), 133: (1 / 4, 3 / 4, 3 / 4),
-    134: (3 / 4, 1 / 4, 3 / 4), 137: (1 / 4, 3 / 4, 1 / 4), 138: (1 / 4, 3 / 4, 3 / 4),
-    141: (0, 1 / 4, 7 / 8), 142: (0, 1 / 4, 3 / 8), 201: (3 / 4, 3 / 4, 3 / 4),
-    203: (3 / 8, 3 / 8, 7 / 8), 222: (1 / 4, 1 / 4, 1 / 4), 224: (3 / 4, 3 / 4, 3 / 4),
-    227: (3 / 8, 3 / 8, 7 / 8), 228: (1 / 8, 1 / 8, 1 / 8),
+    48: (1 / 4, 1 / 4, 1 / 4),
+    50: (1 / 4, 1 / 4, 0),
+    59: (1 / 4, 1 / 4, 0),
+    68: (0, 1 / 4, 1 / 4),
+    70: (3 / 8, 3 / 8, 7 / 8),
+    85: (1 / 4, 3 / 4, 0),
+    86: (3 / 4, 3 / 4, 3 / 4),
+    88: (0, 3 / 4, 7 / 8),
+    125: (1 / 4, 1 / 4, 0),
+    126: (1 / 4, 1 / 4, 1 / 4),
+    129: (1 / 4, 3 / 4, 0),
+    130: (1 / 4, 3 / 4, 0),
+    133: (1 / 4, 3 / 4, 3 / 4),
+    134: (3 / 4, 1 / 4, 3 / 4),
+    137: (1 / 4, 3 / 4, 1 / 4),
+    138: (1 / 4, 3 / 4, 3 / 4),
+    141: (0, 1 / 4, 7 / 8),
+    142: (0, 1 / 4, 3 / 8),
+    201: (3 / 4, 3 / 4, 3 / 4),
+    203: (3 / 8, 3 / 8, 7 / 8),
+    222: (1 / 4, 1 / 4, 1 / 4),
+    224: (3 / 4, 3 / 4, 3 / 4),
+    227: (3 / 8, 3 / 8, 7 / 8),
+    228: (1 / 8, 1 / 8, 1 / 8),
 }
 
 
@@ -153,7 +169,7 @@ class _Setting:
     wyckoff: tuple[_Wyckoff, ...]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _spacegroup_type(hall: int) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # spglib's DeprecationWarning about its error handling
@@ -209,10 +225,11 @@ def _wyckoff_db() -> dict[int, list[tuple[str, int, list[tuple[np.ndarray, np.nd
             n_triplets, n_centering = b[1 + offset], b[2 + offset]
             triplets = []
             for j in range(n_triplets):
-                s = b[3 + offset + 22 * j: 3 + offset + 22 * j + 22]
+                s = b[3 + offset + 22 * j : 3 + offset + 22 * j + 22]
                 shift = np.array([s[0], s[1], s[2]], dtype=float) / s[3]
-                matrix = np.array([[s[4], s[7], s[10]], [s[5], s[8], s[11]], [s[6], s[9], s[12]]],
-                                  dtype=float)
+                matrix = np.array(
+                    [[s[4], s[7], s[10]], [s[5], s[8], s[11]], [s[6], s[9], s[12]]], dtype=float
+                )
                 triplets.append((matrix, shift))
             index = n_positions - n
             letter = chr(ord("a") + index) if index < 26 else "A"
@@ -224,8 +241,12 @@ def _wyckoff_db() -> dict[int, list[tuple[str, int, list[tuple[np.ndarray, np.nd
     return table
 
 
-_SMALL_VECTORS = np.array(sorted((v for v in itertools.product(range(-2, 3), repeat=3) if any(v)),
-                                 key=lambda v: (sum(x * x for x in v), v)))
+_SMALL_VECTORS = np.array(
+    sorted(
+        (v for v in itertools.product(range(-2, 3), repeat=3) if any(v)),
+        key=lambda v: (sum(x * x for x in v), v),
+    )
+)
 
 
 def _left_null_space(matrix: np.ndarray) -> np.ndarray:
@@ -256,7 +277,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setting(number: int) -> _Setting:
     hall = _default_halls()[number]
     with warnings.catch_warnings():
@@ -285,15 +306,34 @@ def _setting(number: int) -> _Setting:
             for c in centering:
                 offsets.append(b - shift + c)
                 constraints.append(null)
-        positions.append(_Wyckoff(letter, index, multiplicity, np.array(offsets),
-                                  np.array(constraints).reshape(len(offsets), -1, 3)))
+        positions.append(
+            _Wyckoff(
+                letter,
+                index,
+                multiplicity,
+                np.array(offsets),
+                np.array(constraints).reshape(len(offsets), -1, 3),
+            )
+        )
     symbol = _spacegroup_type(hall).international_short
-    return _Setting(number, hall, symbol, rotations, translations, centering, proper, unique_rot,
-                    unique_trans, free_axes, tuple(positions))
+    return _Setting(
+        number,
+        hall,
+        symbol,
+        rotations,
+        translations,
+        centering,
+        proper,
+        unique_rot,
+        unique_trans,
+        free_axes,
+        tuple(positions),
+    )
 
 
-def _wyckoff_of(setting: _Setting, point: np.ndarray, multiplicity: int,
-                tol: float = _WYCKOFF_TOL) -> _Wyckoff | None:
+def _wyckoff_of(
+    setting: _Setting, point: np.ndarray, multiplicity: int, tol: float = _WYCKOFF_TOL
+) -> _Wyckoff | None:
     """The Wyckoff position of multiplicity ``multiplicity`` that ``point`` lies on, if any."""
     for position in setting.wyckoff:
         if position.multiplicity != multiplicity:
@@ -331,7 +371,7 @@ def _unimodular(block_ac: bool) -> np.ndarray:
 
 def _matrix_codes(mats: np.ndarray) -> np.ndarray:
     """One integer per integer 3x3 matrix (entries within -8..7)."""
-    digits = (np.asarray(mats, dtype=np.int64).reshape(-1, 9) + 8)
+    digits = np.asarray(mats, dtype=np.int64).reshape(-1, 9) + 8
     codes = np.zeros(len(digits), dtype=np.int64)
     for k in range(9):
         codes = codes * 16 + digits[:, k]
@@ -340,7 +380,7 @@ def _matrix_codes(mats: np.ndarray) -> np.ndarray:
     return codes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _normalizer_linear_parts(number: int) -> np.ndarray:
     """Linear parts P (det +1, small entries) that map the rotations and centering of the setting
     onto themselves, one per coset (proper rotations of the group) * P."""
@@ -354,8 +394,11 @@ def _normalizer_linear_parts(number: int) -> np.ndarray:
         conj = np.einsum("pij,jk,pkl->pil", inverses[idx], W, mats[idx])
         ok[idx] = np.isin(_matrix_codes(conj), rot_codes)
     cent = np.einsum("pij,kj->pki", inverses[ok], setting.centering)
-    ok[ok] = _in_lattice(cent[:, :, None, :] - setting.centering[None, None, :, :],
-                         np.zeros((1, 3))).any(axis=2).all(axis=1)
+    ok[ok] = (
+        _in_lattice(cent[:, :, None, :] - setting.centering[None, None, :, :], np.zeros((1, 3)))
+        .any(axis=2)
+        .all(axis=1)
+    )
     mats = mats[ok]
     # one representative per coset: the left coset {W P} has the same image of the structure
     coset = np.einsum("nij,pjk->pnik", setting.proper.astype(np.int64), mats)
@@ -363,12 +406,13 @@ def _normalizer_linear_parts(number: int) -> np.ndarray:
     _, first = np.unique(rep, return_index=True)
     mats = mats[np.sort(first)]
     if number > 2:  # triclinic: every P has shifts (p in {0, 1/2}^3 for P-1); skip the search
-        mats = mats[[len(_normalizer_shifts(number, P.astype(np.int64).tobytes())) > 0
-                     for P in mats]]
+        mats = mats[
+            [len(_normalizer_shifts(number, P.astype(np.int64).tobytes())) > 0 for P in mats]
+        ]
     return mats
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grid(free_axes: tuple[int, ...]) -> np.ndarray:
     ranges = [[0] if k in free_axes else range(_GRID) for k in range(3)]
     return np.array(list(itertools.product(*ranges)), dtype=float) / _GRID
@@ -396,8 +440,9 @@ def _normalizer_shifts(number: int, P_bytes: bytes) -> np.ndarray:
     # one representative modulo centering translations
     reps = {}
     for p in shifts:
-        key = min(tuple(np.rint(((p + c) % 1.0) * _GRID).astype(int) % _GRID)
-                  for c in setting.centering)
+        key = min(
+            tuple(np.rint(((p + c) % 1.0) * _GRID).astype(int) % _GRID) for c in setting.centering
+        )
         reps.setdefault(key, np.array(key, dtype=float) / _GRID)
     return np.array(list(reps.values())).reshape(-1, 3)
 
@@ -420,9 +465,14 @@ def _species_rank_key(species: Any) -> tuple[float, str]:
 def _lattice_params(metric: np.ndarray) -> np.ndarray:
     """(..., 3, 3) metric tensors -> (..., 6) a b c alpha beta gamma."""
     lengths = np.sqrt(np.einsum("...ii->...i", metric))
-    cos = np.stack([metric[..., 1, 2] / (lengths[..., 1] * lengths[..., 2]),
-                    metric[..., 0, 2] / (lengths[..., 0] * lengths[..., 2]),
-                    metric[..., 0, 1] / (lengths[..., 0] * lengths[..., 1])], axis=-1)
+    cos = np.stack(
+        [
+            metric[..., 1, 2] / (lengths[..., 1] * lengths[..., 2]),
+            metric[..., 0, 2] / (lengths[..., 0] * lengths[..., 2]),
+            metric[..., 0, 1] / (lengths[..., 0] * lengths[..., 1]),
+        ],
+        axis=-1,
+    )
     angles = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
     return np.concatenate([lengths, angles], axis=-1)
 
@@ -444,7 +494,7 @@ def _round_half_up(values: np.ndarray) -> np.ndarray:
 
 
 def _format_fixed(value: int, decimals: int) -> str:
-    scale = 10 ** decimals
+    scale = 10**decimals
     return f"{value // scale}.{value % scale:0{decimals}d}"
 
 
@@ -477,23 +527,33 @@ def _orbits(setting: _Setting, positions: np.ndarray, types: np.ndarray) -> np.n
     return labels
 
 
-def _symmetrize(setting: _Setting, dataset: Any, frac_coords: np.ndarray, input_types: np.ndarray,
-                lattice: np.ndarray, positions: np.ndarray, types: np.ndarray, order: np.ndarray,
-                starts: np.ndarray, orbit_size: np.ndarray) -> np.ndarray:
+def _symmetrize(
+    setting: _Setting,
+    dataset: Any,
+    frac_coords: np.ndarray,
+    input_types: np.ndarray,
+    lattice: np.ndarray,
+    positions: np.ndarray,
+    types: np.ndarray,
+    order: np.ndarray,
+    starts: np.ndarray,
+    orbit_size: np.ndarray,
+) -> np.ndarray:
     """Symmetrized conventional-cell positions: each orbit's representative moved to the mean of
     all symmetry images of the input atoms that land next to it, the other members generated from
     it. spglib's own idealized positions depend slightly on the input's origin, atom order and
     cell when the input is not exactly symmetric; this mean does not."""
     rotations, translations = setting.rotations, setting.translations
-    inputs = (frac_coords @ np.asarray(dataset.transformation_matrix, dtype=float).T
-              + np.asarray(dataset.origin_shift, dtype=float))
+    inputs = frac_coords @ np.asarray(dataset.transformation_matrix, dtype=float).T + np.asarray(
+        dataset.origin_shift, dtype=float
+    )
     expected = len(frac_coords) * len(rotations)
     if expected % len(positions):
         return positions
     expected //= len(positions)  # images of the input atoms that belong next to one site
     out = positions.copy()
     for k, start in enumerate(starts):
-        members = order[start: start + orbit_size[k]]
+        members = order[start : start + orbit_size[k]]
         seed = positions[members[0]]
         same = types == types[members[0]]
         atoms = inputs[input_types == types[members[0]]]
@@ -511,8 +571,9 @@ def _symmetrize(setting: _Setting, dataset: Any, frac_coords: np.ndarray, input_
         # each member is the image of the seed under the first operation that maps it there
         exact = positions[members]
         seed_images = np.einsum("nij,j->ni", rotations, exact[0]) + translations
-        hits = np.all(np.abs(_wrap(seed_images[None, :, :] - exact[:, None, :])) < _MERGE_TOL,
-                      axis=2)
+        hits = np.all(
+            np.abs(_wrap(seed_images[None, :, :] - exact[:, None, :])) < _MERGE_TOL, axis=2
+        )
         if not hits.any(axis=1).all():
             continue
         ops = hits.argmax(axis=1)
@@ -522,20 +583,24 @@ def _symmetrize(setting: _Setting, dataset: Any, frac_coords: np.ndarray, input_
 
 def _encode(structure: Structure, symprec: float, angle_tolerance: float) -> str:
     if not structure.is_ordered:
-        raise _EncodeFailure("the structure is disordered (partial occupancies or mixed sites); "
-                             "only ordered structures can be written as crystal text")
+        raise _EncodeFailure(
+            "the structure is disordered (partial occupancies or mixed sites); "
+            "only ordered structures can be written as crystal text"
+        )
     if len(structure) == 0:
         raise _EncodeFailure("the structure has no sites")
     if len(structure) > _MAX_SITES:
-        raise _EncodeFailure(f"the structure has {len(structure)} sites; at most {_MAX_SITES} "
-                             "are supported")
+        raise _EncodeFailure(
+            f"the structure has {len(structure)} sites; at most {_MAX_SITES} are supported"
+        )
     centers, neighbors, _, distances = structure.get_neighbor_list(_MIN_DISTANCE)
     if len(distances):
         k = int(np.argmin(distances))
         i, j = sorted((int(centers[k]), int(neighbors[k])))
         where = f"sites {i} and {j} are" if i != j else f"site {i} is"
-        raise _EncodeFailure(f"{where} only {distances[k]:.3f} angstrom apart (on top of each "
-                             "other)")
+        raise _EncodeFailure(
+            f"{where} only {distances[k]:.3f} angstrom apart (on top of each other)"
+        )
     species = [site.specie for site in structure]
     dummies = sorted({str(sp) for sp in species if isinstance(sp, DummySpecies)})
     if dummies:
@@ -560,18 +625,23 @@ def _encode(structure: Structure, symprec: float, angle_tolerance: float) -> str
         # moments (the text does not hold them, so they must not lower the symmetry)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = spglib.get_symmetry_dataset(cell, symprec=symprec,
-                                                  angle_tolerance=angle_tolerance)
+            dataset = spglib.get_symmetry_dataset(
+                cell, symprec=symprec, angle_tolerance=angle_tolerance
+            )
     except Exception as exc:  # noqa: BLE001 - spglib failures become codec errors
         raise _EncodeFailure(f"symmetry detection failed: {exc}") from exc
     if dataset is None:
-        raise _EncodeFailure("symmetry detection failed (spglib found no space group; "
-                             "are two atoms on top of each other?)")
+        raise _EncodeFailure(
+            "symmetry detection failed (spglib found no space group; "
+            "are two atoms on top of each other?)"
+        )
     number = int(dataset.number)
     setting = _setting(number)
     if int(dataset.hall_number) != setting.hall:
-        raise _EncodeFailure(f"spglib standardized to Hall setting {dataset.hall_number}, "
-                             f"not the default setting {setting.hall} of space group {number}")
+        raise _EncodeFailure(
+            f"spglib standardized to Hall setting {dataset.hall_number}, "
+            f"not the default setting {setting.hall} of space group {number}"
+        )
 
     std_types = np.asarray(dataset.std_types)
     std_names = [unique_names[int(t) - 1] for t in std_types]
@@ -598,8 +668,18 @@ def _encode(structure: Structure, symprec: float, angle_tolerance: float) -> str
     orbit_size = np.diff(np.append(starts, len(orbit)))
     orbit_rank = std_rank[order][starts]
 
-    positions = _symmetrize(setting, dataset, frac_coords, type_of_site, lattice,
-                            positions, std_types, order, starts, orbit_size)
+    positions = _symmetrize(
+        setting,
+        dataset,
+        frac_coords,
+        type_of_site,
+        lattice,
+        positions,
+        std_types,
+        order,
+        starts,
+        orbit_size,
+    )
 
     # candidate linear parts, first by the lattice they give
     linear = _normalizer_linear_parts(number)
@@ -626,11 +706,12 @@ def _encode(structure: Structure, symprec: float, angle_tolerance: float) -> str
         free[list(setting.free_axes)] = 1.0
         anchors = np.flatnonzero(std_rank == 0)
         frac = (frac[:, None, :, :] - (frac[:, anchors, :] * free)[:, :, None, :]).reshape(
-            -1, len(positions), 3)
+            -1, len(positions), 3
+        )
     q = _round_half_up(frac * _COORD_SCALE) % _COORD_SCALE
     codes = (q[..., 0] * _COORD_SCALE + q[..., 1]) * _COORD_SCALE + q[..., 2]  # (c, n)
     rep_codes = np.minimum.reduceat(codes[:, order], starts, axis=1)  # (c, n_orbits)
-    rep_keys = np.sort(orbit_rank[None, :] * _COORD_SCALE ** 3 + rep_codes, axis=1)
+    rep_keys = np.sort(orbit_rank[None, :] * _COORD_SCALE**3 + rep_codes, axis=1)
     chosen = np.lexsort(rep_keys.T[::-1])[0]
 
     # the chosen description
@@ -638,25 +719,36 @@ def _encode(structure: Structure, symprec: float, angle_tolerance: float) -> str
     lines = []
     chosen_frac = frac[chosen]
     for k in range(n_orbits):
-        members = order[starts[k]: starts[k] + orbit_size[k]]
+        members = order[starts[k] : starts[k] + orbit_size[k]]
         points = chosen_frac[members] % 1.0
         position = _wyckoff_of(setting, points[0], int(orbit_size[k]))
         if position is None:
-            raise _EncodeFailure(f"no Wyckoff position of multiplicity {orbit_size[k]} in "
-                                 f"{setting.symbol} holds the site at "
-                                 f"{np.round(points[0], 4).tolist()}")
+            raise _EncodeFailure(
+                f"no Wyckoff position of multiplicity {orbit_size[k]} in "
+                f"{setting.symbol} holds the site at "
+                f"{np.round(points[0], 4).tolist()}"
+            )
         # written: the member on the position's first coordinate triplet (as tabulated in ITA),
         # the smallest such (x, y, z) if several are; in the 24 groups whose tables are in the
         # other origin choice, no triplet is "first": the smallest member
         pool = members
         if number not in _ORIGIN_CHOICE_SHIFT:
-            on_first = np.all(np.abs(_wrap((points - position.offsets[0])
-                                           @ position.constraints[0].T)) < _WYCKOFF_TOL, axis=1)
+            on_first = np.all(
+                np.abs(_wrap((points - position.offsets[0]) @ position.constraints[0].T))
+                < _WYCKOFF_TOL,
+                axis=1,
+            )
             pool = members[on_first] if on_first.any() else members
         member = pool[np.argmin(chosen_codes[pool])]
         coords = " ".join(_format_fixed(int(v), 4) for v in q[chosen, member])
-        lines.append((int(orbit_rank[k]), position.index, int(chosen_codes[member]),
-                      f"{std_names[member]} {position.multiplicity}{position.letter} {coords}"))
+        lines.append(
+            (
+                int(orbit_rank[k]),
+                position.index,
+                int(chosen_codes[member]),
+                f"{std_names[member]} {position.multiplicity}{position.letter} {coords}",
+            )
+        )
     lines.sort()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no Pauling electronegativity for He", and the like
@@ -688,7 +780,7 @@ def _encode_stable(structure: Structure, symprec: float, angle_tolerance: float)
         if again == text:
             return text
         if again in seen:  # a cycle: take its smallest member, so that every entry agrees
-            cycle = seen[seen.index(again):]
+            cycle = seen[seen.index(again) :]
             return min(cycle)
         seen.append(again)
         text = again
@@ -720,12 +812,15 @@ def _decode(text: str) -> Structure:
     lines = text.strip().split("\n")
     lines = [line.strip() for line in lines]
     if len(lines) < 5:
-        raise _DecodeFailure(f"crystal text needs at least 5 lines (formula, space group, lengths, "
-                             f"angles, one site), got {len(lines)}")
+        raise _DecodeFailure(
+            f"crystal text needs at least 5 lines (formula, space group, lengths, "
+            f"angles, one site), got {len(lines)}"
+        )
     formula_line, symbol_line = lines[0], lines[1]
     if len(formula_line.split()) != 1:
-        raise _DecodeFailure(f"line 1: expected 1 field (the reduced formula), got "
-                             f"{len(formula_line.split())}")
+        raise _DecodeFailure(
+            f"line 1: expected 1 field (the reduced formula), got {len(formula_line.split())}"
+        )
     symbol = symbol_line.strip()
     exact, loose = _symbols()
     number = exact.get(symbol, loose.get(_loose_symbol(symbol)))
@@ -737,15 +832,17 @@ def _decode(text: str) -> Structure:
     if len(lengths_fields) != 3:
         raise _DecodeFailure(f"line 3: expected 3 fields (a b c), got {len(lengths_fields)}")
     if len(angle_fields) != 3:
-        raise _DecodeFailure(f"line 4: expected 3 fields (alpha beta gamma), "
-                             f"got {len(angle_fields)}")
+        raise _DecodeFailure(
+            f"line 4: expected 3 fields (alpha beta gamma), got {len(angle_fields)}"
+        )
     lengths = _parse_numbers(lengths_fields, 3, "lattice lengths")
     angles = _parse_numbers(angle_fields, 4, "lattice angles")
     if not all(math.isfinite(v) and v > 0 for v in lengths):
         raise _DecodeFailure(f"line 3: lattice lengths must be positive numbers, got {lines[2]!r}")
     if not all(math.isfinite(v) and 0 < v < 180 for v in angles):
-        raise _DecodeFailure(f"line 4: lattice angles must be between 0 and 180 degrees, "
-                             f"got {lines[3]!r}")
+        raise _DecodeFailure(
+            f"line 4: lattice angles must be between 0 and 180 degrees, got {lines[3]!r}"
+        )
     cosines = [math.cos(math.radians(v)) for v in angles]
     gram = 1 - sum(c * c for c in cosines) + 2 * cosines[0] * cosines[1] * cosines[2]
     if gram <= 1e-8:
@@ -754,15 +851,19 @@ def _decode(text: str) -> Structure:
     metric = lattice.metric_tensor
     conj = np.einsum("nji,jk,nkl->nil", setting.unique_rot, metric, setting.unique_rot)
     if np.max(np.abs(conj - metric)) > 2e-3 * float(np.max(np.abs(metric))):
-        raise _DecodeFailure(f"lines 3-4: the cell {lines[2]} / {lines[3]} does not have the "
-                             f"symmetry of space group {setting.symbol}")
+        raise _DecodeFailure(
+            f"lines 3-4: the cell {lines[2]} / {lines[3]} does not have the "
+            f"symmetry of space group {setting.symbol}"
+        )
 
     all_species, all_coords, all_lines = [], [], []
     for line_no, line in enumerate(lines[4:], start=5):
         fields = line.split()
         if len(fields) != 5:
-            raise _DecodeFailure(f"line {line_no}: expected 5 fields (species, Wyckoff label, "
-                                 f"x, y, z), got {len(fields)}")
+            raise _DecodeFailure(
+                f"line {line_no}: expected 5 fields (species, Wyckoff label, "
+                f"x, y, z), got {len(fields)}"
+            )
         name, label = fields[0], fields[1]
         try:
             with warnings.catch_warnings():
@@ -774,8 +875,10 @@ def _decode(text: str) -> Structure:
             raise _DecodeFailure(f"line {line_no}: unknown element {name!r}")
         match = re.fullmatch(r"(\d+)([a-zA])", label)
         if match is None:
-            raise _DecodeFailure(f"line {line_no}: Wyckoff label {label!r} is not a multiplicity "
-                                 "followed by a letter (e.g. 4a)")
+            raise _DecodeFailure(
+                f"line {line_no}: Wyckoff label {label!r} is not a multiplicity "
+                "followed by a letter (e.g. 4a)"
+            )
         multiplicity, letter = int(match.group(1)), match.group(2)
         point = np.array(_parse_numbers(fields[2:], line_no, "coordinates"))
         if not np.all(np.isfinite(point)):
@@ -793,13 +896,19 @@ def _decode(text: str) -> Structure:
         if len(images) != multiplicity:
             raise _DecodeFailure(
                 f"line {line_no}: the site at {' '.join(fields[2:])} has {len(images)} "
-                f"positions under {setting.symbol}, but Wyckoff label {label} says {multiplicity}")
+                f"positions under {setting.symbol}, but Wyckoff label {label} says {multiplicity}"
+            )
         position = _wyckoff_of(setting, point, multiplicity)
         if position is None or position.letter != letter:
-            found = (f"it is on {position.multiplicity}{position.letter}" if position else
-                     f"no Wyckoff position of multiplicity {multiplicity} holds it")
-            raise _DecodeFailure(f"line {line_no}: the site at {' '.join(fields[2:])} is not on "
-                                 f"Wyckoff position {label} of {setting.symbol} ({found})")
+            found = (
+                f"it is on {position.multiplicity}{position.letter}"
+                if position
+                else f"no Wyckoff position of multiplicity {multiplicity} holds it"
+            )
+            raise _DecodeFailure(
+                f"line {line_no}: the site at {' '.join(fields[2:])} is not on "
+                f"Wyckoff position {label} of {setting.symbol} ({found})"
+            )
         all_species.extend([species] * len(images))
         all_coords.append(images)
         all_lines.extend([line_no] * len(images))
@@ -824,8 +933,9 @@ def _decode(text: str) -> Structure:
             raise _DecodeFailure(f"line 1: {formula_line!r} is not a chemical formula") from None
         written = structure.composition.element_composition.reduced_formula
     if formula != written:
-        raise _DecodeFailure(f"line 1: formula {formula_line} does not match the sites, which give "
-                             f"{written}")
+        raise _DecodeFailure(
+            f"line 1: formula {formula_line} does not match the sites, which give {written}"
+        )
     return structure
 
 
@@ -893,8 +1003,10 @@ def _parse_any(text: str) -> Structure:
     if len(structure) == 0:
         raise _DecodeFailure("the structure has no sites")
     if not structure.is_ordered:
-        raise _DecodeFailure("the structure is disordered (partial occupancies or mixed sites); "
-                             "only ordered structures can be written as crystal text")
+        raise _DecodeFailure(
+            "the structure is disordered (partial occupancies or mixed sites); "
+            "only ordered structures can be written as crystal text"
+        )
     return structure
 
 
@@ -912,8 +1024,9 @@ class CrystalCodec(Codec):
 
     name: ClassVar[str] = "crystal"
 
-    def __init__(self, symprec: float = DEFAULT_SYMPREC,
-                 angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE):
+    def __init__(
+        self, symprec: float = DEFAULT_SYMPREC, angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE
+    ):
         self.symprec = symprec
         self.angle_tolerance = angle_tolerance
 
@@ -926,16 +1039,21 @@ class CrystalCodec(Codec):
 
     def to_text(self, obj: Structure) -> str:
         if not isinstance(obj, IStructure):
-            raise self.error(repr(obj)[:80],
-                             f"expected a pymatgen Structure, got {type(obj).__name__}")
+            raise self.error(
+                repr(obj)[:80], f"expected a pymatgen Structure, got {type(obj).__name__}"
+            )
         try:
             return _encode_stable(obj, self.symprec, self.angle_tolerance)
         except _EncodeFailure as exc:
             raise self.error(obj.composition.formula, str(exc)) from None
 
 
-def structure_to_text(structure: Structure, *, symprec: float = DEFAULT_SYMPREC,
-                      angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE) -> str:
+def structure_to_text(
+    structure: Structure,
+    *,
+    symprec: float = DEFAULT_SYMPREC,
+    angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE,
+) -> str:
     """Canonical crystal text of ``structure``."""
     return CrystalCodec(symprec=symprec, angle_tolerance=angle_tolerance).to_text(structure)
 

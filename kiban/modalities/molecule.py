@@ -13,9 +13,7 @@ from kiban.modalities._base import Codec
 
 #: The standard atom-level SMILES regex (Schwaller et al., Molecular Transformer), used by the
 #: tokenizer: bracket atoms, two-letter organic atoms, aromatic atoms, bonds, branches, ring bonds.
-SMILES_TOKEN_PATTERN = (
-    r"\[[^\]]+\]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9]"
-)
+SMILES_TOKEN_PATTERN = r"\[[^\]]+\]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9]"
 _WHITESPACE = re.compile(r"\s")
 
 

@@ -60,8 +60,14 @@ class Quantity:
         return float(self.value)
 
     @classmethod
-    def from_float(cls, value: float, *, significant: int = 4, unit: str | None = None,
-                   uncertainty: float | None = None) -> Quantity:
+    def from_float(
+        cls,
+        value: float,
+        *,
+        significant: int = 4,
+        unit: str | None = None,
+        uncertainty: float | None = None,
+    ) -> Quantity:
         """A quantity rounded to ``significant`` digits (for computed properties)."""
         if not math.isfinite(value):
             raise ValueError(f"a quantity must be finite, got {value!r}")
@@ -99,8 +105,12 @@ class NumberCodec(Codec):
             canonical += "±" + uncertainty_text
         if unit:
             canonical += " " + unit
-        return Quantity(Decimal(value_text), Decimal(uncertainty_text) if uncertainty_text else None,
-                        unit, canonical)
+        return Quantity(
+            Decimal(value_text),
+            Decimal(uncertainty_text) if uncertainty_text else None,
+            unit,
+            canonical,
+        )
 
     def to_text(self, obj: Quantity) -> str:
         if not isinstance(obj, Quantity):

@@ -24,12 +24,18 @@ class ProteinCodec(Codec):
     def parse(self, text: str) -> ProteinSequence:
         # checked before upper-casing: str.upper maps some non-ASCII letters onto residue codes
         # ("ı" -> "I", "ß" -> "SS"), which must be errors, not residues
-        bad_at = [i for i, c in enumerate(text)
-                  if not c.isspace() and (not c.isascii() or c.upper() not in _RESIDUE_SET)]
+        bad_at = [
+            i
+            for i, c in enumerate(text)
+            if not c.isspace() and (not c.isascii() or c.upper() not in _RESIDUE_SET)
+        ]
         if bad_at:
             bad = "".join(sorted({text[i] for i in bad_at}))
-            raise self.error(text, f"characters {bad!r} are not one-letter residue codes "
-                                   f"(first at position {bad_at[0]}); expected one of {RESIDUES}")
+            raise self.error(
+                text,
+                f"characters {bad!r} are not one-letter residue codes "
+                f"(first at position {bad_at[0]}); expected one of {RESIDUES}",
+            )
         sequence = "".join(text.split()).upper()
         if not sequence:
             raise self.error(text, "empty sequence")

@@ -15,21 +15,34 @@ import math
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds ``eval`` (with its ``moses`` subcommand) to the ``kiban`` subcommands."""
-    parser = subparsers.add_parser("eval", help="score a generator's samples on a benchmark",
-                                   description="Score generated samples on a benchmark.")
+    parser = subparsers.add_parser(
+        "eval",
+        help="score a generator's samples on a benchmark",
+        description="Score generated samples on a benchmark.",
+    )
     benchmarks = parser.add_subparsers(dest="eval_command", required=True, metavar="BENCHMARK")
     moses = benchmarks.add_parser(
-        "moses", help="MOSES distribution-learning metrics of generated SMILES",
+        "moses",
+        help="MOSES distribution-learning metrics of generated SMILES",
         description="All MOSES metrics (validity, uniqueness, FCD, SNN, Frag, Scaf, IntDiv, "
-                    "filters, property distances, novelty) of a file with one SMILES per line, "
-                    "against the MOSES test and scaffold-test sets. Invalid lines count as "
-                    "invalid molecules and are listed with file:line and the reason.")
+        "filters, property distances, novelty) of a file with one SMILES per line, "
+        "against the MOSES test and scaffold-test sets. Invalid lines count as "
+        "invalid molecules and are listed with file:line and the reason.",
+    )
     moses.add_argument("samples", metavar="SAMPLES_FILE", help="one SMILES per line")
     moses.add_argument("--json", action="store_true", help="print the result as JSON")
-    moses.add_argument("--n-jobs", type=int, default=1, metavar="N",
-                       help="worker processes for the per-molecule RDKit work (default 1)")
-    moses.add_argument("--device", default="cpu",
-                       help="torch device for ChemNet and fingerprint similarities (default cpu)")
+    moses.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes for the per-molecule RDKit work (default 1)",
+    )
+    moses.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device for ChemNet and fingerprint similarities (default cpu)",
+    )
     moses.set_defaults(handler=run)
     return parser
 
@@ -45,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
         return 0
-    print(f"MOSES metrics of {payload['source']}: {payload['n_samples']:,} samples, "
-          f"{payload['n_valid']:,} valid")
+    print(
+        f"MOSES metrics of {payload['source']}: {payload['n_samples']:,} samples, "
+        f"{payload['n_valid']:,} valid"
+    )
     for name, value in payload["metrics"].items():
         if value is None:
             print(f"  {name:<13} -       ({payload['not_computed'][name]})")
@@ -63,16 +78,21 @@ def run(args: argparse.Namespace) -> int:
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds ``report`` (with its ``molecules`` subcommand) to the ``kiban`` subcommands."""
-    parser = subparsers.add_parser("report", help="an HTML report of a trained model",
-                                   description="Write an HTML report computed on this run.")
+    parser = subparsers.add_parser(
+        "report",
+        help="an HTML report of a trained model",
+        description="Write an HTML report computed on this run.",
+    )
     kinds = parser.add_subparsers(dest="report_command", required=True, metavar="KIND")
     molecules = kinds.add_parser(
-        "molecules", help="sample molecules, evaluate them, trace them to the corpus",
+        "molecules",
+        help="sample molecules, evaluate them, trace them to the corpus",
         description="Sample molecules from MODEL_DIR (prompt <mol>), measure validity, "
-                    "uniqueness, novelty, diversity and property distributions against the "
-                    "corpus's molecules, trace a few to their training documents (the corpus "
-                    "must be indexed), and write an HTML page with plots and RDKit drawings "
-                    "plus a JSON file of the numbers.")
+        "uniqueness, novelty, diversity and property distributions against the "
+        "corpus's molecules, trace a few to their training documents (the corpus "
+        "must be indexed), and write an HTML page with plots and RDKit drawings "
+        "plus a JSON file of the numbers.",
+    )
     molecules.add_argument("model", metavar="MODEL_DIR")
     molecules.add_argument("--corpus", required=True, help="the corpus the model was trained on")
     molecules.add_argument("--out", required=True, help="HTML file to write (and .json beside)")
@@ -89,13 +109,16 @@ def run_report(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     from kiban.tasks.molecules.evaluation.report import molecule_report
 
-    values = molecule_report(args.model, args.corpus, args.out, n=args.n,
-                             temperature=args.temperature, seed=args.seed)
+    values = molecule_report(
+        args.model, args.corpus, args.out, n=args.n, temperature=args.temperature, seed=args.seed
+    )
     if args.json:
         print(json.dumps({k: v for k, v in values.items() if k != "traces"}, indent=1))
     else:
-        print(f"{args.n} samples: valid {values['valid']:.3f}, unique {_or(values['unique'])}, "
-              f"novel {_or(values['novel'])}; report in {args.out}")
+        print(
+            f"{args.n} samples: valid {values['valid']:.3f}, unique {_or(values['unique'])}, "
+            f"novel {_or(values['novel'])}; report in {args.out}"
+        )
     return 0
 
 

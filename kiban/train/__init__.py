@@ -14,8 +14,17 @@ from kiban.train.config import ConfigError, RunConfig, load_config
 
 _STEPS = ("Env", "StepData", "TrainingDiverged", "batch_tensors", "loss_sum", "train_steps")
 
-__all__ = ["ConfigError", "Env", "RunConfig", "StepData", "TrainingDiverged", "batch_tensors",
-           "load_config", "loss_sum", "train_steps"]
+__all__ = [
+    "ConfigError",
+    "Env",
+    "RunConfig",
+    "StepData",
+    "TrainingDiverged",
+    "batch_tensors",
+    "load_config",
+    "loss_sum",
+    "train_steps",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,8 +10,9 @@ Arrays are NumPy (int64) so data code and its tests need no torch import.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -29,11 +30,15 @@ class Batch:
 
     def __post_init__(self) -> None:
         if self.input_ids.shape != self.labels.shape or self.input_ids.ndim != 2:
-            raise ValueError(f"input_ids {self.input_ids.shape} and labels {self.labels.shape} "
-                             "must be equal 2-d shapes")
+            raise ValueError(
+                f"input_ids {self.input_ids.shape} and labels {self.labels.shape} "
+                "must be equal 2-d shapes"
+            )
         if self.attention_mask is not None and self.attention_mask.shape != self.input_ids.shape:
-            raise ValueError(f"attention_mask {self.attention_mask.shape} must match input_ids "
-                             f"{self.input_ids.shape}")
+            raise ValueError(
+                f"attention_mask {self.attention_mask.shape} must match input_ids "
+                f"{self.input_ids.shape}"
+            )
 
     @property
     def rows(self) -> int:
@@ -52,7 +57,9 @@ class Batch:
     def shard(self, rank: int, world: int) -> Batch:
         """This rank's contiguous rows (the global batch must divide evenly)."""
         if self.rows % world:
-            raise ValueError(f"a global batch of {self.rows} rows does not split over {world} ranks")
+            raise ValueError(
+                f"a global batch of {self.rows} rows does not split over {world} ranks"
+            )
         size = self.rows // world
         return self.slice(rank * size, (rank + 1) * size)
 
@@ -69,8 +76,9 @@ class TrainData(Protocol):
         """Rows for optimizer step ``step`` (0-based): identical for identical (seed, step)."""
         ...
 
-    def validation_batches(self, batch_size: int, max_batches: int | None = None
-                           ) -> Iterator[Batch]:
+    def validation_batches(
+        self, batch_size: int, max_batches: int | None = None
+    ) -> Iterator[Batch]:
         """The held-out rows, always the same, in the same order."""
         ...
 
@@ -94,7 +102,7 @@ def stream_indices(n: int, seed: int, start: int, count: int) -> np.ndarray:
     while filled < count:
         epoch, offset = divmod(position, n)
         take = min(n - offset, count - filled)
-        out[filled:filled + take] = epoch_permutation(n, seed, epoch)[offset:offset + take]
+        out[filled : filled + take] = epoch_permutation(n, seed, epoch)[offset : offset + take]
         filled += take
         position += take
     return out
@@ -110,7 +118,14 @@ def held_out(keys: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     if fraction == 0.0 or len(keys) == 0:
         return np.zeros(len(keys), dtype=bool)
     salt = str(seed).encode()
-    values = np.fromiter((int.from_bytes(hashlib.blake2b(str(k).encode(), digest_size=8,
-                                                         key=salt).digest(), "little")
-                          for k in keys), dtype=np.uint64, count=len(keys))
+    values = np.fromiter(
+        (
+            int.from_bytes(
+                hashlib.blake2b(str(k).encode(), digest_size=8, key=salt).digest(), "little"
+            )
+            for k in keys
+        ),
+        dtype=np.uint64,
+        count=len(keys),
+    )
     return values < np.uint64(int(fraction * 2**64))

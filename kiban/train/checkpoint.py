@@ -39,9 +39,13 @@ def _from_v1(meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "sha256": {}, "data": None}
 
 
-CHECKPOINT = register("kiban.checkpoint", 2, upgrades={1: _from_v1},
-                      description="OUT/checkpoints/step-N/meta.json: step, world, file sizes "
-                                  "and SHA-256, data fingerprint")
+CHECKPOINT = register(
+    "kiban.checkpoint",
+    2,
+    upgrades={1: _from_v1},
+    description="OUT/checkpoints/step-N/meta.json: step, world, file sizes "
+    "and SHA-256, data fingerprint",
+)
 
 
 def read_meta(path: Path, fmt: Any) -> dict[str, Any]:
@@ -74,8 +78,11 @@ def latest(out: Path) -> Path | None:
 def rng_state() -> dict[str, Any]:
     import torch
 
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -103,8 +110,18 @@ def _hashes(directory: Path, files: list[Path]) -> dict[str, str]:
     return {str(p.relative_to(directory)): d for p, d in zip(files, digests)}
 
 
-def save(out: Path, step: int, model: Any, optimizer: Any, trainer_state: dict[str, Any],
-         *, rank: int, world: int, keep: int, data: dict[str, Any] | None = None) -> Path:
+def save(
+    out: Path,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    trainer_state: dict[str, Any],
+    *,
+    rank: int,
+    world: int,
+    keep: int,
+    data: dict[str, Any] | None = None,
+) -> Path:
     """Write checkpoint ``step`` (a collective when ``world > 1``: every rank calls it).
     ``data`` is the fingerprint of what the run trains on, checked by ``--resume``."""
     import torch
@@ -125,10 +142,17 @@ def save(out: Path, step: int, model: Any, optimizer: Any, trainer_state: dict[s
     _barrier(world)
     if rank == 0:
         files = _files(tmp)
-        write_json(tmp / "meta.json", CHECKPOINT, {
-            "step": step, "world": world,
-            "files": {str(p.relative_to(tmp)): p.stat().st_size for p in files},
-            "sha256": _hashes(tmp, files), "data": data})
+        write_json(
+            tmp / "meta.json",
+            CHECKPOINT,
+            {
+                "step": step,
+                "world": world,
+                "files": {str(p.relative_to(tmp)): p.stat().st_size for p in files},
+                "sha256": _hashes(tmp, files),
+                "data": data,
+            },
+        )
         _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -160,8 +184,11 @@ def clean_partial(out: Path) -> None:
 def fallback(path: Path) -> str:
     """What to do when checkpoint ``path`` cannot be used: delete it and resume from the one
     before (named), or start over when there is none."""
-    earlier = sorted(p for p in path.parent.glob("step-*")
-                     if p.is_dir() and not p.name.endswith(".tmp") and p.name < path.name)
+    earlier = sorted(
+        p
+        for p in path.parent.glob("step-*")
+        if p.is_dir() and not p.name.endswith(".tmp") and p.name < path.name
+    )
     if earlier:
         return f"delete {path} to resume from {earlier[-1]}"
     return f"no earlier checkpoint is kept: delete {path} and start the run again"
@@ -171,8 +198,9 @@ def verify(path: Path, world: int) -> dict[str, Any]:
     """The checkpoint's metadata, after checking every file's size and SHA-256 against it."""
     meta_path = path / "meta.json"
     if not meta_path.is_file():
-        raise CheckpointError(f"{path} has no meta.json: the checkpoint is incomplete; "
-                              f"{fallback(path)}")
+        raise CheckpointError(
+            f"{path} has no meta.json: the checkpoint is incomplete; {fallback(path)}"
+        )
     try:
         meta = read_meta(meta_path, CHECKPOINT)
     except FormatError as error:
@@ -182,24 +210,37 @@ def verify(path: Path, world: int) -> dict[str, Any]:
         if not file.is_file():
             raise CheckpointError(f"{file} is missing from the checkpoint; {fallback(path)}")
         if file.stat().st_size != size:
-            raise CheckpointError(f"{file} has {file.stat().st_size} bytes, the checkpoint "
-                                  f"recorded {size}: it is truncated or corrupt; "
-                                  f"{fallback(path)}")
+            raise CheckpointError(
+                f"{file} has {file.stat().st_size} bytes, the checkpoint "
+                f"recorded {size}: it is truncated or corrupt; "
+                f"{fallback(path)}"
+            )
     recorded = meta["sha256"]
     found = _hashes(path, [path / name for name in recorded])
     for name, digest in recorded.items():
         if found[name] != digest:
-            raise CheckpointError(f"{path / name}: its SHA-256 is {found[name][:16]}…, the "
-                                  f"checkpoint recorded {digest[:16]}… when it was saved: the "
-                                  f"file is damaged; {fallback(path)}")
+            raise CheckpointError(
+                f"{path / name}: its SHA-256 is {found[name][:16]}…, the "
+                f"checkpoint recorded {digest[:16]}… when it was saved: the "
+                f"file is damaged; {fallback(path)}"
+            )
     if meta["world"] != world:
-        raise CheckpointError(f"{path} was written by {meta['world']} processes; resume it with "
-                              f"the same number (got {world})")
+        raise CheckpointError(
+            f"{path} was written by {meta['world']} processes; resume it with "
+            f"the same number (got {world})"
+        )
     return meta
 
 
-def load(path: Path, model: Any, optimizer: Any, *, rank: int, world: int,
-         verified: dict[str, Any] | None = None) -> dict[str, Any]:
+def load(
+    path: Path,
+    model: Any,
+    optimizer: Any,
+    *,
+    rank: int,
+    world: int,
+    verified: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Restore model, optimizer and this rank's generators; returns the trainer state.
     ``verified``: the metadata `verify` returned for ``path`` (so its files are not hashed
     twice); without it the checkpoint is verified here."""
@@ -215,11 +256,13 @@ def load(path: Path, model: Any, optimizer: Any, *, rank: int, world: int,
         dcp.load(state, checkpoint_id=str(path / "state"))
         trainer_state = torch.load(path / "trainer.pt", weights_only=False)
         rng = torch.load(path / f"rng-{rank}.pt", weights_only=False)
-    except Exception as error:  # torch raises many kinds for damaged files
-        raise CheckpointError(f"{path}: cannot be read ({type(error).__name__}: {error}); "
-                              f"{fallback(path)}") from None
-    set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optim"])
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for damaged files
+        raise CheckpointError(
+            f"{path}: cannot be read ({type(error).__name__}: {error}); {fallback(path)}"
+        ) from None
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
     set_rng_state(rng)
     return trainer_state
 

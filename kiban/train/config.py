@@ -8,7 +8,6 @@ errors name the field (``optim.lr``) and the value.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import tomllib
@@ -26,9 +25,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    preset: str | None = "llama-4m"   # a name from kiban.train.models.PRESETS
-    base: str | None = None           # or a local Hugging Face model directory to continue from
-    hidden_size: int | None = None    # preset overrides
+    preset: str | None = "llama-4m"  # a name from kiban.train.models.PRESETS
+    base: str | None = None  # or a local Hugging Face model directory to continue from
+    hidden_size: int | None = None  # preset overrides
     num_layers: int | None = None
     num_heads: int | None = None
     num_kv_heads: int | None = None
@@ -36,62 +35,62 @@ class ModelConfig:
     max_position_embeddings: int | None = None
     rope_theta: float | None = None
     tie_embeddings: bool = False
-    vocab_multiple: int = 64          # pad the embedding rows to a multiple of this (GPU speed)
-    new_token_init: str = "pieces"    # continued pre-training: "pieces" (mean of the base
+    vocab_multiple: int = 64  # pad the embedding rows to a multiple of this (GPU speed)
+    new_token_init: str = "pieces"  # continued pre-training: "pieces" (mean of the base
     #                                   tokenizer's pieces of each new token) or "mean"
 
 
 @dataclass
 class DataConfig:
-    corpus: str | None = None         # a built kiban corpus directory
+    corpus: str | None = None  # a built kiban corpus directory
     seq_len: int = 256
     validation_fraction: float = 0.01
     modality_weights: dict[str, float] = field(default_factory=dict)  # {"mol": 1, "crystal": 2}
-    source_weights: dict[str, float] = field(default_factory=dict)    # {"moses-train": 0.5}
+    source_weights: dict[str, float] = field(default_factory=dict)  # {"moses-train": 0.5}
     seed: int = 0
 
 
 @dataclass
 class OptimConfig:
     lr: float = 3e-3
-    min_lr_ratio: float = 0.1         # cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 10
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    grad_clip: float = 1.0            # 0 disables clipping
+    grad_clip: float = 1.0  # 0 disables clipping
 
 
 @dataclass
 class TrainConfig:
     max_steps: int = 100
-    batch_size: int = 16              # global sequences per optimizer step (all ranks together)
-    micro_batch_size: int = 16        # sequences per forward on one rank (accumulation fills up)
+    batch_size: int = 16  # global sequences per optimizer step (all ranks together)
+    micro_batch_size: int = 16  # sequences per forward on one rank (accumulation fills up)
     seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda
-    dtype: str = "auto"               # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    compile: bool = False             # torch.compile each block
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
+    compile: bool = False  # torch.compile each block
     activation_checkpointing: bool = False
-    parallel: str = "auto"            # under torchrun: auto (= ddp) | ddp | fsdp2
+    parallel: str = "auto"  # under torchrun: auto (= ddp) | ddp | fsdp2
     log_every: int = 1
-    eval_every: int = 50              # 0: only at the end
+    eval_every: int = 50  # 0: only at the end
     eval_batches: int = 4
-    checkpoint_every: int = 50        # 0: only at the end
+    checkpoint_every: int = 50  # 0: only at the end
     keep_checkpoints: int = 2
-    peak_tflops: float = 0.0          # per device, for MFU; 0 = known GPUs only
+    peak_tflops: float = 0.0  # per device, for MFU; 0 = known GPUs only
     progress: bool = True
 
 
 @dataclass
 class FinetuneConfig:
-    data: str | None = None           # JSONL or CSV/CSV.gz of the user's own examples
+    data: str | None = None  # JSONL or CSV/CSV.gz of the user's own examples
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     prompt_template: str | None = None
     completion_template: str | None = None
     properties: list[str] = field(default_factory=list)  # computed RDKit properties ({qed} ...)
-    mol_column: str | None = None     # the SMILES column the properties are computed from
+    mol_column: str | None = None  # the SMILES column the properties are computed from
     lora: bool = False
     lora_r: int = 8
     lora_alpha: float = 16.0
@@ -109,10 +108,21 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     # fields that may differ between a run and its resumption: they do not change the math
-    RESUMABLE_CHANGES = frozenset({"out", "data.corpus", "model.base", "finetune.data",
-                                   "train.log_every", "train.checkpoint_every",
-                                   "train.keep_checkpoints", "train.progress", "train.eval_every",
-                                   "train.eval_batches", "train.peak_tflops"})
+    RESUMABLE_CHANGES = frozenset(
+        {
+            "out",
+            "data.corpus",
+            "model.base",
+            "finetune.data",
+            "train.log_every",
+            "train.checkpoint_every",
+            "train.keep_checkpoints",
+            "train.progress",
+            "train.eval_every",
+            "train.eval_batches",
+            "train.peak_tflops",
+        }
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,12 +146,20 @@ class RunConfig:
     def changed_fields(self, other: RunConfig) -> list[tuple[str, Any, Any]]:
         """(field, this value, other value) for the fields that may not change on resume."""
         mine, theirs = self.flat(), other.flat()
-        return [(k, mine[k], theirs.get(k)) for k in mine
-                if k not in self.RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
+        return [
+            (k, mine[k], theirs.get(k))
+            for k in mine
+            if k not in self.RESUMABLE_CHANGES and mine[k] != theirs.get(k)
+        ]
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
-            "train": TrainConfig, "finetune": FinetuneConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "finetune": FinetuneConfig,
+}
 
 
 def _closest(key: str, choices: list[str]) -> str:
@@ -160,8 +178,12 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{where}: expected a table like {{mol = 1.0}}, got {value!r}")
         result = {}
         for k, v in value.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v < 0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or v < 0
+            ):
                 raise ConfigError(f"{where}.{k}: expected a weight >= 0, got {v!r}")
             result[str(k)] = float(v)
         return result
@@ -206,8 +228,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     for key in raw:
         if key not in top:
             raise ConfigError(f"{source}: unknown key {key!r}{_closest(key, top)}")
-    sections = {name: _section(name, cls, raw.get(name, {}), source)
-                for name, cls in SECTIONS.items()}
+    sections = {
+        name: _section(name, cls, raw.get(name, {}), source) for name, cls in SECTIONS.items()
+    }
     out = raw.get("out", RunConfig.out)
     if not isinstance(out, str):
         raise ConfigError(f"{source}: out: expected a directory path, got {out!r}")
@@ -245,10 +268,20 @@ def validate(config: RunConfig, source: str = "config") -> None:
     from kiban.train.models import PRESETS
 
     if m.base is None and m.preset not in PRESETS:
-        raise bad("model.preset", m.preset, f"one of {', '.join(PRESETS)} (or set model.base)"
-                  + (_closest(m.preset, list(PRESETS)) if m.preset else ""))
-    for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
-                 "max_position_embeddings"):
+        raise bad(
+            "model.preset",
+            m.preset,
+            f"one of {', '.join(PRESETS)} (or set model.base)"
+            + (_closest(m.preset, list(PRESETS)) if m.preset else ""),
+        )
+    for name in (
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ):
         value = getattr(m, name)
         if value is not None and value < 1:
             raise bad(f"model.{name}", value, "a positive integer")
@@ -304,10 +337,14 @@ def accumulation_steps(config: RunConfig, world: int) -> int:
     t = config.train
     per_rank, remainder = divmod(t.batch_size, world)
     if remainder:
-        raise ConfigError(f"train.batch_size = {t.batch_size} does not split over {world} "
-                          "processes: use a multiple of the process count")
+        raise ConfigError(
+            f"train.batch_size = {t.batch_size} does not split over {world} "
+            "processes: use a multiple of the process count"
+        )
     micro = min(t.micro_batch_size, per_rank)
     if per_rank % micro:
-        raise ConfigError(f"train.micro_batch_size = {t.micro_batch_size} does not divide the "
-                          f"{per_rank} sequences each of the {world} processes takes per step")
+        raise ConfigError(
+            f"train.micro_batch_size = {t.micro_batch_size} does not divide the "
+            f"{per_rank} sequences each of the {world} processes takes per step"
+        )
     return per_rank // micro

@@ -17,8 +17,8 @@ by a hash of their id (stable when the corpus grows) and packed in corpus order.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -48,15 +48,16 @@ class PackedCorpusData:
         self.config = config
         self.seq_len = config.seq_len
         table = self.corpus.documents_table(
-            ["id", "source", "n_tokens", "shard", "token_offset",
-             *(f"n_{k}" for k in KINDS)])
+            ["id", "source", "n_tokens", "shard", "token_offset", *(f"n_{k}" for k in KINDS)]
+        )
         self.n_documents = table.num_rows
         lengths = table.column("n_tokens").to_numpy().astype(np.int64)
         shards = table.column("shard").to_numpy().astype(np.int64)
         offsets = table.column("token_offset").to_numpy().astype(np.int64)
         # one global address per token: shard s occupies [base[s], base[s] + its length)
-        shard_lengths = np.array([len(self.corpus.tokens(s)) for s in range(self.corpus.shard_count)],
-                                 dtype=np.int64)
+        shard_lengths = np.array(
+            [len(self.corpus.tokens(s)) for s in range(self.corpus.shard_count)], dtype=np.int64
+        )
         self._shard_base = np.concatenate([[0], np.cumsum(shard_lengths)])
         self._shard_documents = np.bincount(shards, minlength=self.corpus.shard_count)
         self._shard_tokens = shard_lengths
@@ -78,14 +79,18 @@ class PackedCorpusData:
         whole[~train] = 0
         self._items = np.repeat(np.arange(self.n_documents), whole)  # item -> document
         if len(self._items) == 0:
-            raise ConfigError(f"{corpus_dir}: no training documents left (all held out for "
-                              "validation or weighted 0)")
+            raise ConfigError(
+                f"{corpus_dir}: no training documents left (all held out for "
+                "validation or weighted 0)"
+            )
         self._starts, self._lengths = starts, lengths
         self.epoch_tokens = int(lengths[self._items].sum())
         self.sequences_per_epoch = (self.epoch_tokens - 1) // self.seq_len
         if self.sequences_per_epoch < 1:
-            raise ConfigError(f"{corpus_dir}: {self.epoch_tokens} training tokens do not fill one "
-                              f"sequence of data.seq_len = {self.seq_len} (+1)")
+            raise ConfigError(
+                f"{corpus_dir}: {self.epoch_tokens} training tokens do not fill one "
+                f"sequence of data.seq_len = {self.seq_len} (+1)"
+            )
         self._valid_docs = np.flatnonzero(valid)
         self._epochs: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._tokens = [self.corpus.tokens(s) for s in range(self.corpus.shard_count)]
@@ -94,13 +99,17 @@ class PackedCorpusData:
         known_kinds = set(KINDS) | {"text"}
         for kind in self.config.modality_weights:
             if kind not in known_kinds:
-                raise ConfigError(f"data.modality_weights: unknown modality {kind!r}; known: "
-                                  f"{', '.join(sorted(known_kinds))}")
+                raise ConfigError(
+                    f"data.modality_weights: unknown modality {kind!r}; known: "
+                    f"{', '.join(sorted(known_kinds))}"
+                )
         known_sources = set(sources.tolist())
         for source in self.config.source_weights:
             if source not in known_sources:
-                raise ConfigError(f"data.source_weights: no source {source!r} in the corpus; "
-                                  f"it has {', '.join(sorted(known_sources))}")
+                raise ConfigError(
+                    f"data.source_weights: no source {source!r} in the corpus; "
+                    f"it has {', '.join(sorted(known_sources))}"
+                )
 
     @property
     def vocab_size(self) -> int:
@@ -110,14 +119,22 @@ class PackedCorpusData:
         """What ``--resume`` checks is unchanged (`kiban.train.fingerprint`)."""
         from kiban.train.fingerprint import corpus_fingerprint
 
-        return corpus_fingerprint(self.corpus, shard_documents=self._shard_documents.tolist(),
-                                  shard_tokens=self._shard_tokens.tolist())
+        return corpus_fingerprint(
+            self.corpus,
+            shard_documents=self._shard_documents.tolist(),
+            shard_tokens=self._shard_tokens.tolist(),
+        )
 
     def describe(self) -> dict:
-        return {"documents": self.n_documents, "validation_documents": len(self._valid_docs),
-                "items_per_epoch": len(self._items), "tokens_per_epoch": self.epoch_tokens,
-                "sequences_per_epoch": self.sequences_per_epoch, "seq_len": self.seq_len,
-                "kinds": {k: int((self.kinds == k).sum()) for k in (*KINDS, "text")}}
+        return {
+            "documents": self.n_documents,
+            "validation_documents": len(self._valid_docs),
+            "items_per_epoch": len(self._items),
+            "tokens_per_epoch": self.epoch_tokens,
+            "sequences_per_epoch": self.sequences_per_epoch,
+            "seq_len": self.seq_len,
+            "kinds": {k: int((self.kinds == k).sum()) for k in (*KINDS, "text")},
+        }
 
     # --- the stream -------------------------------------------------------------------------
     def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,8 +155,9 @@ class PackedCorpusData:
             out[mask] = self._tokens[s][addresses[mask] - self._shard_base[s]]
         return out
 
-    def _windows(self, starts: np.ndarray, item_starts: np.ndarray, cum_ends: np.ndarray
-                 ) -> np.ndarray:
+    def _windows(
+        self, starts: np.ndarray, item_starts: np.ndarray, cum_ends: np.ndarray
+    ) -> np.ndarray:
         positions = starts[:, None] + np.arange(self.seq_len + 1)[None, :]
         item = np.searchsorted(cum_ends, positions, side="right")
         begin = cum_ends[item] - self._lengths_of(cum_ends, item)
@@ -160,16 +178,23 @@ class PackedCorpusData:
             rows[mask] = self._windows(index[mask] * self.seq_len, item_starts, cum_ends)
         return Batch(np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:]))
 
-    def validation_batches(self, batch_size: int, max_batches: int | None = None
-                           ) -> Iterator[Batch]:
+    def validation_batches(
+        self, batch_size: int, max_batches: int | None = None
+    ) -> Iterator[Batch]:
         if len(self._valid_docs) == 0:
             return
         item_starts = self._starts[self._valid_docs]
         cum_ends = np.cumsum(self._lengths[self._valid_docs])
         n_windows = (int(cum_ends[-1]) - 1) // self.seq_len
         if n_windows == 0:  # fewer held-out tokens than one window: one short row
-            tokens = self._gather(np.concatenate([np.arange(a, a + n) for a, n in zip(
-                item_starts, self._lengths[self._valid_docs])]))
+            tokens = self._gather(
+                np.concatenate(
+                    [
+                        np.arange(a, a + n)
+                        for a, n in zip(item_starts, self._lengths[self._valid_docs])
+                    ]
+                )
+            )
             yield Batch(tokens[None, :-1], tokens[None, 1:])
             return
         limit = n_windows if max_batches is None else min(n_windows, max_batches * batch_size)
@@ -177,4 +202,3 @@ class PackedCorpusData:
             starts = np.arange(first, min(first + batch_size, limit), dtype=np.int64) * self.seq_len
             rows = self._windows(starts, item_starts, cum_ends)
             yield Batch(rows[:, :-1], rows[:, 1:])
-

@@ -46,29 +46,43 @@ def _manifest_checksums(value: Any, path: str = "") -> dict[str, Any]:
     return found
 
 
-def corpus_fingerprint(corpus: Any, *, shard_documents: Sequence[int],
-                       shard_tokens: Sequence[int]) -> dict[str, Any]:
+def corpus_fingerprint(
+    corpus: Any, *, shard_documents: Sequence[int], shard_tokens: Sequence[int]
+) -> dict[str, Any]:
     """The fingerprint of a `kiban.corpus.store.Corpus` (per-shard counts as the caller read
     them from its documents table and token shards)."""
-    return {"kind": "corpus", "path": str(corpus.directory),
-            "tokenizer": tokenizer_files(corpus.directory / "tokenizer"),
-            "contents": {"documents": int(corpus.manifest["documents"]),
-                         "tokens": int(corpus.manifest["tokens"]),
-                         "shards": [{"documents": int(d), "tokens": int(t)}
-                                    for d, t in zip(shard_documents, shard_tokens)],
-                         "checksums": _manifest_checksums(corpus.manifest)}}
+    return {
+        "kind": "corpus",
+        "path": str(corpus.directory),
+        "tokenizer": tokenizer_files(corpus.directory / "tokenizer"),
+        "contents": {
+            "documents": int(corpus.manifest["documents"]),
+            "tokens": int(corpus.manifest["tokens"]),
+            "shards": [
+                {"documents": int(d), "tokens": int(t)}
+                for d, t in zip(shard_documents, shard_tokens)
+            ],
+            "checksums": _manifest_checksums(corpus.manifest),
+        },
+    }
 
 
-def examples_fingerprint(files: Sequence[str | Path], *, examples: int,
-                         tokenizer_directory: str | Path | None,
-                         tokenizer_fingerprint: str) -> dict[str, Any]:
+def examples_fingerprint(
+    files: Sequence[str | Path],
+    *,
+    examples: int,
+    tokenizer_directory: str | Path | None,
+    tokenizer_fingerprint: str,
+) -> dict[str, Any]:
     """The fingerprint of fine-tuning data: its files, the examples kept, the tokenizer."""
     tokenizer = tokenizer_files(tokenizer_directory) if tokenizer_directory else {}
-    return {"kind": "examples", "path": ", ".join(str(f) for f in files),
-            "tokenizer": {**tokenizer, "fingerprint": tokenizer_fingerprint},
-            # by position, not path: finetune.data may move between a run and its resumption
-            "contents": {"examples": int(examples),
-                         "files_sha256": [file_sha256(f) for f in files]}}
+    return {
+        "kind": "examples",
+        "path": ", ".join(str(f) for f in files),
+        "tokenizer": {**tokenizer, "fingerprint": tokenizer_fingerprint},
+        # by position, not path: finetune.data may move between a run and its resumption
+        "contents": {"examples": int(examples), "files_sha256": [file_sha256(f) for f in files]},
+    }
 
 
 def _first_difference(saved: Any, current: Any, path: str = "") -> str | None:
@@ -101,24 +115,31 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
-def data_change(saved: Mapping[str, Any] | None, current: Mapping[str, Any], *,
-                checkpoint: str) -> str | None:
+def data_change(
+    saved: Mapping[str, Any] | None, current: Mapping[str, Any], *, checkpoint: str
+) -> str | None:
     """Why the data ``current`` is not what checkpoint ``checkpoint`` trained on (``saved``),
     with what to do; ``None`` when they match (or the checkpoint recorded nothing)."""
     if not saved:
         return None
     where = current.get("path", "the data")
     if saved.get("kind") != current.get("kind"):
-        return (f"checkpoint {checkpoint} trained on {saved.get('kind')} {saved.get('path')}, "
-                f"this run reads {current.get('kind')} {where}: start a new run (another --out)")
+        return (
+            f"checkpoint {checkpoint} trained on {saved.get('kind')} {saved.get('path')}, "
+            f"this run reads {current.get('kind')} {where}: start a new run (another --out)"
+        )
     tokenizer = _first_difference(saved.get("tokenizer"), current.get("tokenizer"), "tokenizer")
     if tokenizer:
-        return (f"the tokenizer of {where} changed since checkpoint {checkpoint} ({tokenizer}): "
-                "its token ids are not the ones the model learned. Rebuild the data with the "
-                "run's tokenizer, or start a new run (another --out) on the new data")
+        return (
+            f"the tokenizer of {where} changed since checkpoint {checkpoint} ({tokenizer}): "
+            "its token ids are not the ones the model learned. Rebuild the data with the "
+            "run's tokenizer, or start a new run (another --out) on the new data"
+        )
     contents = _first_difference(saved.get("contents"), current.get("contents"), "contents")
     if contents:
-        return (f"the contents of {where} changed since checkpoint {checkpoint} ({contents}), "
-                "with the same tokenizer: resuming would continue on other data than the run "
-                "trained on. Restore the data the run used, or start a new run (another --out)")
+        return (
+            f"the contents of {where} changed since checkpoint {checkpoint} ({contents}), "
+            "with the same tokenizer: resuming would continue on other data than the run "
+            "trained on. Restore the data the run used, or start a new run (another --out)"
+        )
     return None

@@ -33,17 +33,33 @@ from kiban.train.batches import IGNORE, Batch, TrainData
 from kiban.train.config import ConfigError, RunConfig, accumulation_steps, config_from_dict
 
 # dense bf16 peak FLOP/s per device, for MFU (vendor datasheets, no sparsity)
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12,
-             "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12, "V100": 125e12}
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "RTX 4090": 165e12,
+    "V100": 125e12,
+}
 
 
 # run metadata: OUT/run.json (what the run is: parameters, data and its fingerprint) and
 # OUT/summary.json (how it ended); version 1 is what kiban wrote before formats were recorded
-RUN = register_format("kiban.train.run", 2, upgrades={1: lambda m: {**m, "data_fingerprint": None}},
-                      description="OUT/run.json: parameters, world, data, data_fingerprint")
-SUMMARY = register_format("kiban.train.summary", 2, upgrades={1: dict},
-                          description="OUT/summary.json and MODEL/kiban_run.json: steps, "
-                                      "final loss, tokens/s, run info")
+RUN = register_format(
+    "kiban.train.run",
+    2,
+    upgrades={1: lambda m: {**m, "data_fingerprint": None}},
+    description="OUT/run.json: parameters, world, data, data_fingerprint",
+)
+SUMMARY = register_format(
+    "kiban.train.summary",
+    2,
+    upgrades={1: dict},
+    description="OUT/summary.json and MODEL/kiban_run.json: steps, final loss, tokens/s, run info",
+)
 
 
 class TrainingDiverged(RunFailure):
@@ -134,15 +150,19 @@ def parallelize(lm: Any, config: RunConfig, env: Env) -> Any:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(
-            lm, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+            lm, device_ids=[env.local_rank] if env.device.type == "cuda" else None
+        )
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(env.device.type, (env.world,))
     import torch
 
-    policy = MixedPrecisionPolicy(param_dtype=env.autocast, reduce_dtype=torch.float32) \
-        if env.autocast is not None else MixedPrecisionPolicy()
+    policy = (
+        MixedPrecisionPolicy(param_dtype=env.autocast, reduce_dtype=torch.float32)
+        if env.autocast is not None
+        else MixedPrecisionPolicy()
+    )
     for block in _blocks(lm):
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(lm, mesh=mesh, mp_policy=policy)
@@ -161,8 +181,10 @@ def make_optimizer(model: Any, config: RunConfig, env: Env) -> tuple[Any, Any]:
     for name, param in model.named_parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": o.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     kwargs = {"fused": True} if env.device.type == "cuda" else {"foreach": True}
     optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, **kwargs)
 
@@ -180,8 +202,10 @@ def batch_tensors(batch: Batch, device: Any) -> dict[str, Any]:
     """A `Batch` as the tensors `loss_sum` takes, on ``device``."""
     import torch
 
-    out = {"input_ids": torch.from_numpy(batch.input_ids).to(device, non_blocking=True),
-           "labels": torch.from_numpy(batch.labels).to(device, non_blocking=True)}
+    out = {
+        "input_ids": torch.from_numpy(batch.input_ids).to(device, non_blocking=True),
+        "labels": torch.from_numpy(batch.labels).to(device, non_blocking=True),
+    }
     if batch.attention_mask is not None:
         out["attention_mask"] = torch.from_numpy(batch.attention_mask).to(device)
     return out
@@ -196,10 +220,17 @@ def loss_sum(model: Any, batch: dict[str, Any], env: Env) -> Any:
     import torch.nn.functional as F
 
     with torch.autocast(env.device.type, dtype=env.autocast, enabled=env.autocast is not None):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       use_cache=False).logits
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                           batch["labels"].reshape(-1), ignore_index=IGNORE, reduction="sum")
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            use_cache=False,
+        ).logits
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        batch["labels"].reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
 
 
 def _all_sum(values: list[float], env: Env) -> list[float]:
@@ -227,10 +258,13 @@ def evaluate(model: Any, data: TrainData, config: RunConfig, env: Env) -> dict[s
             if batch.rows % env.world:  # a short last batch: pad with rows that take no loss
                 extra = env.world - batch.rows % env.world
                 pad = np.full((extra, batch.input_ids.shape[1]), IGNORE, dtype=np.int64)
-                batch = Batch(np.concatenate([batch.input_ids, np.zeros_like(pad)]),
-                              np.concatenate([batch.labels, pad]),
-                              None if batch.attention_mask is None else np.concatenate(
-                                  [batch.attention_mask, np.ones_like(pad)]))
+                batch = Batch(
+                    np.concatenate([batch.input_ids, np.zeros_like(pad)]),
+                    np.concatenate([batch.labels, pad]),
+                    None
+                    if batch.attention_mask is None
+                    else np.concatenate([batch.attention_mask, np.ones_like(pad)]),
+                )
             for part in batch.shard(env.rank, env.world).micro_batches(t.micro_batch_size):
                 total += float(loss_sum(model, _tensors(part, env.device), env))
                 count += part.n_targets
@@ -260,8 +294,11 @@ class Metrics:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         if resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
         elif path.exists():
             path.unlink()
@@ -280,8 +317,10 @@ def prepare_out(config: RunConfig, out: Path, resume: bool) -> Path | None:
     found = checkpoint.latest(out) if (out / "checkpoints").is_dir() else None
     if not resume:
         if found is not None:
-            raise ConfigError(f"{out} already holds a run (checkpoint {found.name}); pass "
-                              "--resume to continue it or choose another --out")
+            raise ConfigError(
+                f"{out} already holds a run (checkpoint {found.name}); pass "
+                "--resume to continue it or choose another --out"
+            )
         return None
     if found is None:
         raise ConfigError(f"--resume: {out} has no checkpoint to resume from")
@@ -291,8 +330,10 @@ def prepare_out(config: RunConfig, out: Path, resume: bool) -> Path | None:
         changed = config.changed_fields(saved)
         if changed:
             listing = "; ".join(f"{k} = {new!r} (the run used {old!r})" for k, new, old in changed)
-            raise ConfigError(f"--resume with a changed config: {listing}. Start a new run "
-                              "(another --out) to change these")
+            raise ConfigError(
+                f"--resume with a changed config: {listing}. Start a new run "
+                "(another --out) to change these"
+            )
     return found
 
 
@@ -300,8 +341,9 @@ def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(value, default=str))
 
 
-def resume_checkpoint(found: Path, env: Env, data_fingerprint: dict[str, Any] | None
-                      ) -> dict[str, Any]:
+def resume_checkpoint(
+    found: Path, env: Env, data_fingerprint: dict[str, Any] | None
+) -> dict[str, Any]:
     """The verified metadata of checkpoint ``found``, after checking that the data is the data
     it trained on (a `ConfigError` saying what changed and what to do otherwise)."""
     from kiban.train.fingerprint import data_change
@@ -312,9 +354,11 @@ def resume_checkpoint(found: Path, env: Env, data_fingerprint: dict[str, Any] | 
         if change:
             raise ConfigError(f"--resume: {change}")
         if not meta["data"] and env.main:
-            print(f"kiban train: warning: {found} was written before checkpoints recorded their "
-                  "data; resuming without checking that the data is unchanged",
-                  file=sys.stderr)
+            print(
+                f"kiban train: warning: {found} was written before checkpoints recorded their "
+                "data; resuming without checking that the data is unchanged",
+                file=sys.stderr,
+            )
     return meta
 
 
@@ -328,8 +372,11 @@ def _parameters_finite(model: Any, env: Env) -> bool:
 
 
 def _last_good(found: Path | None) -> str:
-    return f"the last good checkpoint is {found}" if found is not None else \
-        "no checkpoint was saved before it"
+    return (
+        f"the last good checkpoint is {found}"
+        if found is not None
+        else "no checkpoint was saved before it"
+    )
 
 
 def diverged(step: int, what: str, last_good: Path | None, config: RunConfig) -> TrainingDiverged:
@@ -337,14 +384,25 @@ def diverged(step: int, what: str, last_good: Path | None, config: RunConfig) ->
     advice = "lower optim.lr (or raise optim.warmup_steps) and start a new run (another --out)"
     if last_good is not None:  # training is deterministic: the same config diverges again
         advice = f"--resume from it replays the same steps; {advice}"
-    return TrainingDiverged(f"training diverged at step {step}: {what}; nothing from this step "
-                            f"was saved and no model was written; {_last_good(last_good)} "
-                            f"(optim.lr = {config.optim.lr}). {advice}")
+    return TrainingDiverged(
+        f"training diverged at step {step}: {what}; nothing from this step "
+        f"was saved and no model was written; {_last_good(last_good)} "
+        f"(optim.lr = {config.optim.lr}). {advice}"
+    )
 
 
-def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume: bool = False,
-          env: Env | None = None, save_model=None, extra_info: dict[str, Any] | None = None,
-          data_fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    config: RunConfig,
+    data: TrainData,
+    tokenizer: Any,
+    lm: Any,
+    *,
+    resume: bool = False,
+    env: Env | None = None,
+    save_model=None,
+    extra_info: dict[str, Any] | None = None,
+    data_fingerprint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``lm`` on ``data`` as ``config`` says; returns the run summary.
 
     ``data_fingerprint`` (`kiban.train.fingerprint`) is recorded in every checkpoint and in
@@ -357,8 +415,10 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
     out = Path(config.out)
     rows = getattr(lm.get_input_embeddings(), "num_embeddings", None)
     if rows is not None and tokenizer.vocab_size > rows:
-        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                          f"embedding has {rows} rows: the model cannot read this data")
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+            f"embedding has {rows} rows: the model cannot read this data"
+        )
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "checkpoints").mkdir(exist_ok=True)
@@ -373,8 +433,9 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
     optimizer, scheduler = make_optimizer(model, config, env)
     start = 0
     if found is not None:
-        state = checkpoint.load(found, model, optimizer, rank=env.rank, world=env.world,
-                                verified=verified)
+        state = checkpoint.load(
+            found, model, optimizer, rank=env.rank, world=env.world, verified=verified
+        )
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
     if env.main:
@@ -386,17 +447,29 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
     flops = flops_per_token(lm, data.seq_len)
     peak = peak_flops(config, env)
     metrics = Metrics(out / "metrics.jsonl", start if found else None) if env.main else None
-    info = {"parameters": params, "world": env.world, "device": str(env.device),
-            "accumulation": accumulate, "micro_batch_size": micro,
-            "data": data.describe(), **(extra_info or {})}
+    info = {
+        "parameters": params,
+        "world": env.world,
+        "device": str(env.device),
+        "accumulation": accumulate,
+        "micro_batch_size": micro,
+        "data": data.describe(),
+        **(extra_info or {}),
+    }
     if env.main:
         write_json(out / "run.json", RUN, _jsonable({**info, "data_fingerprint": data_fingerprint}))
     bar = None
     if env.main and t.progress and start < t.max_steps:
         from tqdm import tqdm
 
-        bar = tqdm(total=t.max_steps, initial=start, desc="train", unit="step", file=sys.stderr,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=t.max_steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
     model.train()
     stop = _StopRequest()
     run_start = time.perf_counter()
@@ -428,11 +501,12 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
                 norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             # the loss is summed over ranks before the update (a sync clipping already makes), so
             # a non-finite one stops every rank before it reaches the weights
-            total_loss, = _all_sum([float(local_loss)], env)
+            (total_loss,) = _all_sum([float(local_loss)], env)
             if not math.isfinite(total_loss) or (norm is not None and not math.isfinite(norm)):
                 clipped = "" if norm is None else f" and the gradient norm {norm}"
-                raise diverged(step + 1, f"the loss is {total_loss / n_targets}{clipped}",
-                               last_good, config)
+                raise diverged(
+                    step + 1, f"the loss is {total_loss / n_targets}{clipped}", last_good, config
+                )
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -440,8 +514,11 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
             if env.device.type == "cuda":
                 torch.cuda.synchronize(env.device)
             window_time += time.perf_counter() - began
-            tokens = int(batch.attention_mask.sum()) if batch.attention_mask is not None \
+            tokens = (
+                int(batch.attention_mask.sum())
+                if batch.attention_mask is not None
                 else batch.input_ids.size
+            )
             window_tokens += tokens
             done = step + 1
             if bar is not None:
@@ -449,10 +526,15 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
             record = None
             if done % t.log_every == 0 or done == t.max_steps:
                 rate = window_tokens / window_time if window_time else 0.0
-                record = {"step": done, "loss": total_loss / n_targets, "lr": lr,
-                          "grad_norm": norm, "tokens": tokens * done if batch.attention_mask is None
-                          else None, "tokens_per_s": rate,
-                          "elapsed_s": time.perf_counter() - run_start}
+                record = {
+                    "step": done,
+                    "loss": total_loss / n_targets,
+                    "lr": lr,
+                    "grad_norm": norm,
+                    "tokens": tokens * done if batch.attention_mask is None else None,
+                    "tokens_per_s": rate,
+                    "elapsed_s": time.perf_counter() - run_start,
+                }
                 if peak:
                     record["mfu"] = rate * flops / (peak * env.world)
                 window_time = window_tokens = 0.0
@@ -471,15 +553,30 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
                 if metrics:
                     metrics.write(record)
                 last = record
-            if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.max_steps \
-                    or stopping:
+            if (
+                (t.checkpoint_every and done % t.checkpoint_every == 0)
+                or done == t.max_steps
+                or stopping
+            ):
                 if not _parameters_finite(model, env):
-                    raise diverged(done, "the parameters are not finite after the update (loss "
-                                         f"{total_loss / n_targets})", last_good, config)
-                last_good = checkpoint.save(out, done, model, optimizer,
-                                            {"step": done, "scheduler": scheduler.state_dict()},
-                                            rank=env.rank, world=env.world, keep=t.keep_checkpoints,
-                                            data=data_fingerprint)
+                    raise diverged(
+                        done,
+                        "the parameters are not finite after the update (loss "
+                        f"{total_loss / n_targets})",
+                        last_good,
+                        config,
+                    )
+                last_good = checkpoint.save(
+                    out,
+                    done,
+                    model,
+                    optimizer,
+                    {"step": done, "scheduler": scheduler.state_dict()},
+                    rank=env.rank,
+                    world=env.world,
+                    keep=t.keep_checkpoints,
+                    data=data_fingerprint,
+                )
             if stopping:
                 break
     finally:
@@ -489,10 +586,15 @@ def train(config: RunConfig, data: TrainData, tokenizer: Any, lm: Any, *, resume
         if metrics:
             metrics.close()
     steps_done = max(start, int(last.get("step", start)))
-    summary = {"out": str(out), "steps": steps_done, "max_steps": t.max_steps,
-               "stopped_early": steps_done < t.max_steps,
-               "resumed_from": start if found else None,
-               **{k: v for k, v in last.items() if k != "step"}, **info}
+    summary = {
+        "out": str(out),
+        "steps": steps_done,
+        "max_steps": t.max_steps,
+        "stopped_early": steps_done < t.max_steps,
+        "resumed_from": start if found else None,
+        **{k: v for k, v in last.items() if k != "step"},
+        **info,
+    }
     model_dir = out / "model"
     (save_model or save_full_model)(model, lm, tokenizer, model_dir, env, summary)
     if env.main:
@@ -520,8 +622,12 @@ class _StopRequest:
         if self.flag:  # a second signal: stop now
             raise KeyboardInterrupt
         self.flag = True
-        print(f"\nkiban train: signal {signum}: stopping after this step (checkpoint and model "
-              "are saved; --resume continues)", file=sys.stderr, flush=True)
+        print(
+            f"\nkiban train: signal {signum}: stopping after this step (checkpoint and model "
+            "are saved; --resume continues)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def requested(self, env: Env) -> bool:
         if env.world == 1:
@@ -560,13 +666,15 @@ def full_state_dict(model: Any, env: Env) -> dict[str, Any] | None:
     """The unsharded model weights on CPU (a collective under FSDP2: every rank calls it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(_unwrap(model), options=StateDictOptions(
-        full_state_dict=True, cpu_offload=True))
+    state = get_model_state_dict(
+        _unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
     return state if env.main else None
 
 
-def save_full_model(model: Any, lm: Any, tokenizer: Any, directory: Path, env: Env,
-                    summary: dict[str, Any]) -> None:
+def save_full_model(
+    model: Any, lm: Any, tokenizer: Any, directory: Path, env: Env, summary: dict[str, Any]
+) -> None:
     from kiban.train.models import save_hf
 
     state = full_state_dict(model, env)

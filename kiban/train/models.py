@@ -38,16 +38,21 @@ PRESETS: dict[str, Preset] = {
     "llama-1b": Preset(2048, 16, 32, 8, 8192),
 }
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def padded(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def llama_config(model: ModelConfig, vocab_size: int, *, eos_id: int, pad_id: int,
-                 seq_len: int) -> Any:
+def llama_config(
+    model: ModelConfig, vocab_size: int, *, eos_id: int, pad_id: int, seq_len: int
+) -> Any:
     from transformers import LlamaConfig
 
     preset = PRESETS[model.preset]
@@ -55,19 +60,27 @@ def llama_config(model: ModelConfig, vocab_size: int, *, eos_id: int, pad_id: in
     hidden = model.hidden_size or preset.hidden_size
     kv_heads = model.num_kv_heads or (heads if model.num_heads else preset.num_kv_heads)
     if hidden % heads:
-        raise ConfigError(f"model.hidden_size = {hidden} is not a multiple of model.num_heads = "
-                          f"{heads}")
+        raise ConfigError(
+            f"model.hidden_size = {hidden} is not a multiple of model.num_heads = {heads}"
+        )
     if heads % kv_heads:
-        raise ConfigError(f"model.num_heads = {heads} is not a multiple of model.num_kv_heads = "
-                          f"{kv_heads}")
+        raise ConfigError(
+            f"model.num_heads = {heads} is not a multiple of model.num_kv_heads = {kv_heads}"
+        )
     return LlamaConfig(
-        vocab_size=padded(vocab_size, model.vocab_multiple), hidden_size=hidden,
+        vocab_size=padded(vocab_size, model.vocab_multiple),
+        hidden_size=hidden,
         intermediate_size=model.intermediate_size or preset.intermediate_size,
-        num_hidden_layers=model.num_layers or preset.num_layers, num_attention_heads=heads,
+        num_hidden_layers=model.num_layers or preset.num_layers,
+        num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=model.max_position_embeddings or max(seq_len, 2048),
-        rope_theta=model.rope_theta or 10000.0, tie_word_embeddings=model.tie_embeddings,
-        bos_token_id=None, eos_token_id=eos_id, pad_token_id=pad_id)
+        rope_theta=model.rope_theta or 10000.0,
+        tie_word_embeddings=model.tie_embeddings,
+        bos_token_id=None,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+    )
 
 
 def model_dir_problem(directory: Path) -> str | None:
@@ -98,8 +111,13 @@ def build_model(model: ModelConfig, tokenizer: Any, *, seq_len: int, seed: int) 
     if model.base is None:
         from transformers import LlamaForCausalLM
 
-        config = llama_config(model, tokenizer.vocab_size, eos_id=tokenizer.eos_id,
-                              pad_id=tokenizer.pad_id, seq_len=seq_len)
+        config = llama_config(
+            model,
+            tokenizer.vocab_size,
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id,
+            seq_len=seq_len,
+        )
         return LlamaForCausalLM(config)
     return load_base(model, tokenizer)
 
@@ -107,8 +125,10 @@ def build_model(model: ModelConfig, tokenizer: Any, *, seq_len: int, seed: int) 
 def _base_vocab(base: Path) -> dict[str, int]:
     path = base / "tokenizer.json"
     if not path.is_file():
-        raise ConfigError(f"model.base: {path} is missing; continued pre-training needs the base "
-                          "model's tokenizer to check that the corpus tokenizer extends it")
+        raise ConfigError(
+            f"model.base: {path} is missing; continued pre-training needs the base "
+            "model's tokenizer to check that the corpus tokenizer extends it"
+        )
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
@@ -124,7 +144,8 @@ def check_extends(base: Path, tokenizer: Any) -> dict[str, int]:
         raise ConfigError(
             f"the corpus tokenizer is not an extension of {base}'s: {len(moved)} base tokens "
             f"have other ids (e.g. {tok!r}: base {i}, corpus {j}); build the corpus with "
-            f"base_tokenizer = {str(base)!r}")
+            f"base_tokenizer = {str(base)!r}"
+        )
     return base_vocab
 
 
@@ -145,8 +166,9 @@ def load_base(model: ModelConfig, tokenizer: Any) -> Any:
     return lm
 
 
-def extend_embeddings(lm: Any, tokenizer: Any, base: Path, base_vocab: dict[str, int],
-                      new_size: int, how: str) -> None:
+def extend_embeddings(
+    lm: Any, tokenizer: Any, base: Path, base_vocab: dict[str, int], new_size: int, how: str
+) -> None:
     """Grow input (and untied output) embeddings to ``new_size`` rows; initialise new rows."""
     import torch
     from tokenizers import Tokenizer
@@ -162,8 +184,10 @@ def extend_embeddings(lm: Any, tokenizer: Any, base: Path, base_vocab: dict[str,
     vocab = tokenizer.hf.get_vocab(with_added_tokens=True)
     by_id = {i: t for t, i in vocab.items()}
     with torch.no_grad():
-        for matrix, old in ((lm.get_input_embeddings().weight, old_in),
-                            (None if tied else lm.get_output_embeddings().weight, old_out)):
+        for matrix, old in (
+            (lm.get_input_embeddings().weight, old_in),
+            (None if tied else lm.get_output_embeddings().weight, old_out),
+        ):
             if matrix is None:
                 continue
             mean = old.mean(0)
@@ -174,8 +198,11 @@ def extend_embeddings(lm: Any, tokenizer: Any, base: Path, base_vocab: dict[str,
                 token = by_id.get(row)
                 if token is None or row in base_ids:
                     continue
-                pieces = [i for i in base_tok.encode(tokenizer.decode([row]),
-                                                     add_special_tokens=False).ids if i < old_rows]
+                pieces = [
+                    i
+                    for i in base_tok.encode(tokenizer.decode([row]), add_special_tokens=False).ids
+                    if i < old_rows
+                ]
                 if pieces:
                     matrix[row] = old[pieces].mean(0)
 
@@ -185,22 +212,33 @@ def count_parameters(lm: Any) -> dict[str, int]:
     embedding = lm.get_input_embeddings().weight.numel()
     out = lm.get_output_embeddings()
     tied = out is not None and out.weight is lm.get_input_embeddings().weight
-    return {"total": total, "embedding": embedding, "non_embedding": total - embedding,
-            # FLOP count basis: every weight that is multiplied (the output projection counts
-            # even when tied to the input embedding, which is a lookup)
-            "matmul": total - embedding + (embedding if tied else 0)}
+    return {
+        "total": total,
+        "embedding": embedding,
+        "non_embedding": total - embedding,
+        # FLOP count basis: every weight that is multiplied (the output projection counts
+        # even when tied to the input embedding, which is a lookup)
+        "matmul": total - embedding + (embedding if tied else 0),
+    }
 
 
 def flops_per_token(lm: Any, seq_len: int) -> float:
     """Training FLOPs per token: 6 x matmul parameters + 12 x layers x hidden x context
     (attention scores and values; the PaLM appendix B count)."""
     config = lm.config
-    return 6.0 * count_parameters(lm)["matmul"] + \
-        12.0 * config.num_hidden_layers * config.hidden_size * seq_len
+    return (
+        6.0 * count_parameters(lm)["matmul"]
+        + 12.0 * config.num_hidden_layers * config.hidden_size * seq_len
+    )
 
 
-def save_hf(lm: Any, state_dict: dict | None, tokenizer: Any, directory: Path,
-            extra: dict[str, Any] | None = None) -> Path:
+def save_hf(
+    lm: Any,
+    state_dict: dict | None,
+    tokenizer: Any,
+    directory: Path,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a Hugging Face model directory (config, safetensors, generation config, tokenizer)
     through a temporary directory renamed into place."""
     import shutil

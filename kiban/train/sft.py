@@ -41,8 +41,7 @@ from kiban.train.batches import IGNORE, Batch, held_out, stream_indices
 SFT_FORMATS = ("jsonl", "csv")
 
 #: Linear layers of a Llama-style decoder block (attention and MLP), LoRA's usual targets.
-LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                        "down_proj")
+LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class SFTDataError(ValueError):
@@ -80,28 +79,39 @@ class SFTSource:
         object.__setattr__(self, "properties", tuple(self.properties))
         fmt = self.spec.file_format  # validates format, properties and limit
         if fmt not in SFT_FORMATS:
-            raise ValueError(f"SFT source {self.path!r}: format must be one of "
-                             f"{', '.join(SFT_FORMATS)}; got {fmt!r}")
+            raise ValueError(
+                f"SFT source {self.path!r}: format must be one of "
+                f"{', '.join(SFT_FORMATS)}; got {fmt!r}"
+            )
         templates = (self.prompt_template, self.completion_template)
         if fmt == "csv" and None in templates:
-            raise ValueError(f"SFT source {self.path!r}: a CSV source needs both prompt_template "
-                             f"and completion_template; got prompt_template="
-                             f"{self.prompt_template!r}, completion_template="
-                             f"{self.completion_template!r}")
+            raise ValueError(
+                f"SFT source {self.path!r}: a CSV source needs both prompt_template "
+                f"and completion_template; got prompt_template="
+                f"{self.prompt_template!r}, completion_template="
+                f"{self.completion_template!r}"
+            )
         if fmt == "jsonl" and (templates != (None, None) or self.properties):
-            raise ValueError(f"SFT source {self.path!r}: templates and properties apply to CSV "
-                             "sources; a JSONL source names its fields with prompt_field and "
-                             f"completion_field (got prompt_template={self.prompt_template!r}, "
-                             f"completion_template={self.completion_template!r}, "
-                             f"properties={self.properties!r})")
+            raise ValueError(
+                f"SFT source {self.path!r}: templates and properties apply to CSV "
+                "sources; a JSONL source names its fields with prompt_field and "
+                f"completion_field (got prompt_template={self.prompt_template!r}, "
+                f"completion_template={self.completion_template!r}, "
+                f"properties={self.properties!r})"
+            )
 
     @property
     def spec(self) -> SourceSpec:
         """The corpus reader's view of this file."""
-        return SourceSpec(path=self.path, format=self.format, name=self.name,
-                          template=self.prompt_template,
-                          columns={self.mol_column: "mol"} if self.mol_column else {},
-                          properties=self.properties, limit=self.limit)
+        return SourceSpec(
+            path=self.path,
+            format=self.format,
+            name=self.name,
+            template=self.prompt_template,
+            columns={self.mol_column: "mol"} if self.mol_column else {},
+            properties=self.properties,
+            limit=self.limit,
+        )
 
     @property
     def file_format(self) -> str:
@@ -154,22 +164,31 @@ def _example_from_json(record: RawRecord, source: SFTSource) -> Example:
     texts = {}
     for part, name in (("prompt", source.prompt_field), ("completion", source.completion_field)):
         if name not in obj:
-            raise DocumentError(f"missing field {name!r} ({part}); fields: "
-                                f"{', '.join(map(repr, obj)) or 'none'}")
+            raise DocumentError(
+                f"missing field {name!r} ({part}); fields: {', '.join(map(repr, obj)) or 'none'}"
+            )
         if not isinstance(obj[name], str):
-            raise DocumentError(f"field {name!r} ({part}) must be a string, got "
-                                f"{type(obj[name]).__name__} {obj[name]!r}")
+            raise DocumentError(
+                f"field {name!r} ({part}) must be a string, got "
+                f"{type(obj[name]).__name__} {obj[name]!r}"
+            )
         texts[part] = obj[name]
-    return Example(_canonical("prompt", texts["prompt"]),
-                   _canonical("completion", texts["completion"]), record.where, record.source)
+    return Example(
+        _canonical("prompt", texts["prompt"]),
+        _canonical("completion", texts["completion"]),
+        record.where,
+        record.source,
+    )
 
 
 def _example_from_row(record: RawRecord, source: SFTSource) -> Example:
     from kiban.corpus.clean import _render  # the corpus builder's template + property filling
 
     texts = {}
-    for part, template in (("prompt", source.prompt_template),
-                           ("completion", source.completion_template)):
+    for part, template in (
+        ("prompt", source.prompt_template),
+        ("completion", source.completion_template),
+    ):
         # compute only the properties this template names (RDKit calls are the slow part)
         fields = _template_fields(template)
         wanted = tuple(p for p in source.properties if p in fields)
@@ -183,16 +202,18 @@ def _check_template_fields(source: SFTSource, record: RawRecord) -> None:
     from kiban.chem import DESCRIPTORS
 
     available = set(record.fields or {}) | set(source.properties)
-    for part, template in (("prompt_template", source.prompt_template),
-                           ("completion_template", source.completion_template)):
+    for part, template in (
+        ("prompt_template", source.prompt_template),
+        ("completion_template", source.completion_template),
+    ):
         unknown = sorted(_template_fields(template) - available)
         if unknown:
             hint = [p for p in unknown if p in DESCRIPTORS]
             raise ValueError(
                 f"{source.path}: {part} {template!r} names {unknown}, which are neither columns "
                 f"({', '.join(record.fields or {})}) nor computed properties"
-                + (f"; add properties={tuple(hint)!r} to compute {hint} with RDKit" if hint
-                   else ""))
+                + (f"; add properties={tuple(hint)!r} to compute {hint} with RDKit" if hint else "")
+            )
 
 
 def read_examples(source: SFTSource | str | os.PathLike) -> tuple[list[Example], list[Reject]]:
@@ -230,8 +251,11 @@ def read_examples(source: SFTSource | str | os.PathLike) -> tuple[list[Example],
             continue
         examples.append(example)
     if not examples:
-        raise SFTDataError(f"{source.path}: no usable prompt/completion record (all "
-                           f"{len(rejects)} rejected); {_first_reasons(rejects)}", rejects)
+        raise SFTDataError(
+            f"{source.path}: no usable prompt/completion record (all "
+            f"{len(rejects)} rejected); {_first_reasons(rejects)}",
+            rejects,
+        )
     return examples, rejects
 
 
@@ -254,8 +278,9 @@ def write_rejects(rejects: Iterable[Reject], path: str | os.PathLike) -> Path:
     from kiban.io import atomic_write_text
 
     path = Path(path)
-    atomic_write_text(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n"
-                                    for r in rejects))
+    atomic_write_text(
+        path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rejects)
+    )
     return path
 
 
@@ -274,8 +299,11 @@ def _encode_all(tokenizer: PromptTokenizer, texts: list[str]) -> list[Sequence[i
 
     if isinstance(tokenizer, ScienceTokenizer):  # one batched call is much faster than per text
         chunk = 4096
-        return [ids for start in range(0, len(texts), chunk)
-                for ids in tokenizer.encode_batch(texts[start:start + chunk])]
+        return [
+            ids
+            for start in range(0, len(texts), chunk)
+            for ids in tokenizer.encode_batch(texts[start : start + chunk])
+        ]
     return [tokenizer.encode(text) for text in texts]
 
 
@@ -298,9 +326,17 @@ class SupervisedData:
     prompt leaves no room for a completion token in ``seq_len`` are added to them.
     """
 
-    def __init__(self, examples: Sequence[Example], tokenizer: PromptTokenizer, *, seq_len: int,
-                 seed: int = 0, validation_fraction: float = 0.05, split_seed: int = 0,
-                 rejects: Sequence[Reject] = ()):
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        tokenizer: PromptTokenizer,
+        *,
+        seq_len: int,
+        seed: int = 0,
+        validation_fraction: float = 0.05,
+        split_seed: int = 0,
+        rejects: Sequence[Reject] = (),
+    ):
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         self.seq_len = seq_len
@@ -310,32 +346,47 @@ class SupervisedData:
         self.eos_id = int(tokenizer.eos_id)
         self.pad_id = int(tokenizer.pad_id)
         self.rejects = list(rejects)
-        self.sources = sorted({_file_of(e.where) for e in examples}
-                              | {_file_of(r.where) for r in rejects})
+        self.sources = sorted(
+            {_file_of(e.where) for e in examples} | {_file_of(r.where) for r in rejects}
+        )
         tokenised = self._tokenise(list(examples), tokenizer)
         if not tokenised.kept:
-            raise SFTDataError(f"no usable example in {', '.join(self.sources) or 'no files'}: "
-                               f"{len(self.rejects)} records rejected; "
-                               f"{_first_reasons(self.rejects)}", self.rejects)
+            raise SFTDataError(
+                f"no usable example in {', '.join(self.sources) or 'no files'}: "
+                f"{len(self.rejects)} records rejected; "
+                f"{_first_reasons(self.rejects)}",
+                self.rejects,
+            )
         self.examples = [examples[i] for i in tokenised.kept]
         self.truncated = tokenised.truncated
         self._tokens = tokenised.tokens
         self._offsets = tokenised.offsets
         self._prompt_lengths = tokenised.prompt_lengths
-        validation = held_out(np.array([e.key for e in self.examples], dtype=object),
-                              validation_fraction, split_seed)
+        validation = held_out(
+            np.array([e.key for e in self.examples], dtype=object), validation_fraction, split_seed
+        )
         self._train_ids = np.flatnonzero(~validation)
         self._validation_ids = np.flatnonzero(validation)
         if len(self._train_ids) == 0:
-            raise SFTDataError(f"all {len(self.examples)} examples fell in the validation split "
-                               f"(validation_fraction={validation_fraction}); at least one "
-                               "training example is needed: lower validation_fraction or add "
-                               "data", self.rejects)
+            raise SFTDataError(
+                f"all {len(self.examples)} examples fell in the validation split "
+                f"(validation_fraction={validation_fraction}); at least one "
+                "training example is needed: lower validation_fraction or add "
+                "data",
+                self.rejects,
+            )
 
     @classmethod
-    def from_sources(cls, sources: Iterable[SFTSource | str | os.PathLike],
-                     tokenizer: PromptTokenizer, *, seq_len: int, seed: int = 0,
-                     validation_fraction: float = 0.05, split_seed: int = 0) -> SupervisedData:
+    def from_sources(
+        cls,
+        sources: Iterable[SFTSource | str | os.PathLike],
+        tokenizer: PromptTokenizer,
+        *,
+        seq_len: int,
+        seed: int = 0,
+        validation_fraction: float = 0.05,
+        split_seed: int = 0,
+    ) -> SupervisedData:
         """Read every source (`read_examples`) and build the data; files are read in order."""
         examples: list[Example] = []
         rejects: list[Reject] = []
@@ -345,9 +396,15 @@ class SupervisedData:
             rejects += rejected
         if not examples:
             raise SFTDataError("no SFT sources given")
-        return cls(examples, tokenizer, seq_len=seq_len, seed=seed,
-                   validation_fraction=validation_fraction, split_seed=split_seed,
-                   rejects=rejects)
+        return cls(
+            examples,
+            tokenizer,
+            seq_len=seq_len,
+            seed=seed,
+            validation_fraction=validation_fraction,
+            split_seed=split_seed,
+            rejects=rejects,
+        )
 
     def _tokenise(self, examples: list[Example], tokenizer: PromptTokenizer) -> _Tokenised:
         ids = _encode_all(tokenizer, [text for e in examples for text in (e.prompt, e.completion)])
@@ -358,20 +415,29 @@ class SupervisedData:
         for i, example in enumerate(examples):
             prompt, completion = ids[2 * i], ids[2 * i + 1]
             if len(completion) == 0:
-                self.rejects.append(Reject(example.where, example.source,
-                                           "completion encodes to no tokens"))
+                self.rejects.append(
+                    Reject(example.where, example.source, "completion encodes to no tokens")
+                )
                 continue
             if len(prompt) > self.seq_len:
-                self.rejects.append(Reject(
-                    example.where, example.source,
-                    f"prompt is {len(prompt)} tokens; seq_len={self.seq_len} leaves no room "
-                    "for a completion token"))
+                self.rejects.append(
+                    Reject(
+                        example.where,
+                        example.source,
+                        f"prompt is {len(prompt)} tokens; seq_len={self.seq_len} leaves no room "
+                        "for a completion token",
+                    )
+                )
                 continue
-            tokens = np.concatenate([np.asarray(prompt, np.int64),
-                                     np.asarray(completion, np.int64),
-                                     np.array([self.eos_id], np.int64)])
+            tokens = np.concatenate(
+                [
+                    np.asarray(prompt, np.int64),
+                    np.asarray(completion, np.int64),
+                    np.array([self.eos_id], np.int64),
+                ]
+            )
             if len(tokens) > self.seq_len + 1:  # rows are tokens[:-1], at most seq_len long
-                tokens = tokens[:self.seq_len + 1]
+                tokens = tokens[: self.seq_len + 1]
                 truncated += 1
             pieces.append(tokens)
             prompt_lengths.append(len(prompt))
@@ -380,8 +446,9 @@ class SupervisedData:
         offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-        return _Tokenised(tokens, offsets, np.array(prompt_lengths, dtype=np.int64), kept,
-                          truncated)
+        return _Tokenised(
+            tokens, offsets, np.array(prompt_lengths, dtype=np.int64), kept, truncated
+        )
 
     # --- TrainData ----------------------------------------------------------------------------
     @property
@@ -417,20 +484,22 @@ class SupervisedData:
             input_ids[row, :n] = tokens[:-1]
             labels[row, :n] = tokens[1:]
             # labels[t] is token t + 1: the prompt's own tokens 1 .. p-1 take no loss
-            labels[row, :max(int(self._prompt_lengths[example]) - 1, 0)] = IGNORE
+            labels[row, : max(int(self._prompt_lengths[example]) - 1, 0)] = IGNORE
             attention_mask[row, :n] = 1
         full = bool((row_lengths == width).all())
         return Batch(input_ids, labels, None if full else attention_mask)
 
     def global_batch(self, step: int, batch_size: int) -> Batch:
         if step < 0 or batch_size < 1:
-            raise ValueError(f"need step >= 0 and batch_size >= 1, got step={step}, "
-                             f"batch_size={batch_size}")
+            raise ValueError(
+                f"need step >= 0 and batch_size >= 1, got step={step}, batch_size={batch_size}"
+            )
         order = stream_indices(len(self._train_ids), self.seed, step * batch_size, batch_size)
         return self.example_batch(self._train_ids[order])
 
-    def validation_batches(self, batch_size: int, max_batches: int | None = None
-                           ) -> Iterator[Batch]:
+    def validation_batches(
+        self, batch_size: int, max_batches: int | None = None
+    ) -> Iterator[Batch]:
         """The held-out examples in reading order; the last batch may have fewer rows."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -438,7 +507,7 @@ class SupervisedData:
         if max_batches is not None:
             starts = starts[:max_batches]
         for start in starts:
-            yield self.example_batch(self._validation_ids[start:start + batch_size])
+            yield self.example_batch(self._validation_ids[start : start + batch_size])
 
     def describe(self) -> dict[str, Any]:
         lengths = np.diff(self._offsets) - 1  # row lengths
@@ -473,15 +542,25 @@ class ParameterCount:
 def linear_module_names(model) -> list[str]:
     """Names (last path component) of the model's linear layers: what LoRA can target."""
     import torch
-
     from transformers.pytorch_utils import Conv1D
 
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if name and isinstance(module, (torch.nn.Linear, Conv1D))})
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if name and isinstance(module, (torch.nn.Linear, Conv1D))
+        }
+    )
 
 
-def apply_lora(model, *, r: int = 8, alpha: float = 16, dropout: float = 0.0,
-               target_modules: Sequence[str] | None = None):
+def apply_lora(
+    model,
+    *,
+    r: int = 8,
+    alpha: float = 16,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] | None = None,
+):
     """Wrap a Hugging Face causal LM with LoRA adapters (``peft``); only they train.
 
     ``target_modules`` are linear-layer names (default: a Llama-style block's seven). peft
@@ -493,22 +572,33 @@ def apply_lora(model, *, r: int = 8, alpha: float = 16, dropout: float = 0.0,
     if not alpha > 0:
         raise ValueError(f"The 'alpha' parameter of apply_lora must be > 0. Got {alpha!r}.")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"The 'dropout' parameter of apply_lora must be in [0, 1). "
-                         f"Got {dropout!r}.")
+        raise ValueError(
+            f"The 'dropout' parameter of apply_lora must be in [0, 1). Got {dropout!r}."
+        )
     targets = list(LLAMA_TARGET_MODULES if target_modules is None else target_modules)
     if isinstance(target_modules, str) or not targets:
-        raise ValueError("The 'target_modules' parameter of apply_lora must be a non-empty "
-                         f"sequence of module names. Got {target_modules!r}.")
+        raise ValueError(
+            "The 'target_modules' parameter of apply_lora must be a non-empty "
+            f"sequence of module names. Got {target_modules!r}."
+        )
     available = linear_module_names(model)
     unknown = [t for t in targets if t not in available]
     if unknown:
-        raise ValueError(f"LoRA target modules {unknown} are not linear layers of "
-                         f"{type(model).__name__}; its linear layers are named: "
-                         f"{', '.join(available)}")
+        raise ValueError(
+            f"LoRA target modules {unknown} are not linear layers of "
+            f"{type(model).__name__}; its linear layers are named: "
+            f"{', '.join(available)}"
+        )
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                        bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
@@ -548,10 +638,13 @@ def save_lora(model, out_dir: str | os.PathLike) -> Path:
     from peft import PeftModel
 
     if not isinstance(model, PeftModel):
-        raise TypeError(f"save_lora needs the model apply_lora returned (a peft.PeftModel), "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"save_lora needs the model apply_lora returned (a peft.PeftModel), "
+            f"got {type(model).__name__}"
+        )
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir / "adapter", safe_serialization=True)
-    model.get_base_model().save_pretrained(out_dir, state_dict=merged_state_dict(model),
-                                           safe_serialization=True)
+    model.get_base_model().save_pretrained(
+        out_dir, state_dict=merged_state_dict(model), safe_serialization=True
+    )
     return out_dir

@@ -28,8 +28,17 @@ class StepData(Protocol):
     def global_batch(self, step: int, batch_size: int) -> Batch: ...
 
 
-def train_steps(model: Any, data: StepData, *, steps: int, batch_size: int, lr: float,
-                optimizer: Any = None, max_grad_norm: float = 1.0, device: Any = "cpu") -> Any:
+def train_steps(
+    model: Any,
+    data: StepData,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    optimizer: Any = None,
+    max_grad_norm: float = 1.0,
+    device: Any = "cpu",
+) -> Any:
     """``steps`` AdamW steps (``lr``, weight decay 0; a given ``optimizer`` is used as is) on
     batches ``data.global_batch(step, min(batch_size, data.train_examples))`` for step 0, 1, ...,
     gradients clipped to ``max_grad_norm``; the model is in train mode during the steps and in
@@ -39,11 +48,14 @@ def train_steps(model: Any, data: StepData, *, steps: int, batch_size: int, lr: 
 
     for name, value, minimum in (("steps", steps, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"The '{name}' parameter of train_steps must be an integer >= "
-                             f"{minimum}. Got {value!r} instead.")
+            raise ValueError(
+                f"The '{name}' parameter of train_steps must be an integer >= "
+                f"{minimum}. Got {value!r} instead."
+            )
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"The 'lr' parameter of train_steps must be a finite number > 0. "
-                         f"Got {lr!r} instead.")
+        raise ValueError(
+            f"The 'lr' parameter of train_steps must be a finite number > 0. Got {lr!r} instead."
+        )
     env = Env.local(device)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -54,9 +66,11 @@ def train_steps(model: Any, data: StepData, *, steps: int, batch_size: int, lr: 
             batch = data.global_batch(step, rows)
             loss = loss_sum(model, batch_tensors(batch, env.device), env) / batch.n_targets
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"train_steps diverged at step {step + 1} of {steps}: "
-                                       f"the loss is {float(loss.detach())} (lr = {lr}); the "
-                                       "step was not applied")
+                raise TrainingDiverged(
+                    f"train_steps diverged at step {step + 1} of {steps}: "
+                    f"the loss is {float(loss.detach())} (lr = {lr}); the "
+                    "step was not applied"
+                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()

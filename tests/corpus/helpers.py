@@ -11,13 +11,28 @@ from pathlib import Path
 from kiban.corpus import BuildConfig, Corpus, SourceSpec, build_corpus
 
 #: The ``kiban`` console command (or ``python -m kiban`` where it is not installed beside python)
-KIBAN = [str(Path(sys.executable).with_name("kiban"))] \
-    if Path(sys.executable).with_name("kiban").is_file() else [sys.executable, "-m", "kiban"]
+KIBAN = (
+    [str(Path(sys.executable).with_name("kiban"))]
+    if Path(sys.executable).with_name("kiban").is_file()
+    else [sys.executable, "-m", "kiban"]
+)
 
-WORDS = ("the a molecule crystal solvent binds reacts with strongly weakly under heat pressure "
-         "and slowly quickly forms salt water acid base ring chain bond").split()
-SMILES = ("CCO", "OCC", "c1ccccc1", "CC(=O)O", "CCN", "CCCC", "O=C=O", "NCC(=O)O", "CC(C)O",
-          "Cn1cnc2c1c(=O)n(C)c(=O)n2C")
+WORDS = (
+    "the a molecule crystal solvent binds reacts with strongly weakly under heat pressure "
+    "and slowly quickly forms salt water acid base ring chain bond"
+).split()
+SMILES = (
+    "CCO",
+    "OCC",
+    "c1ccccc1",
+    "CC(=O)O",
+    "CCN",
+    "CCCC",
+    "O=C=O",
+    "NCC(=O)O",
+    "CC(C)O",
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+)
 
 
 def prose_documents(count: int, seed: int = 0, *, with_ids: bool = False) -> list[dict]:
@@ -26,8 +41,10 @@ def prose_documents(count: int, seed: int = 0, *, with_ids: bool = False) -> lis
     documents = []
     for i in range(count):
         words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14)))
-        text = (f"{words} <mol>{rng.choice(SMILES)}</mol> measured <num>{rng.randint(0, 9999) / 100}"
-                f"</num> number {i}.")
+        text = (
+            f"{words} <mol>{rng.choice(SMILES)}</mol> measured <num>{rng.randint(0, 9999) / 100}"
+            f"</num> number {i}."
+        )
         documents.append({"id": f"doc{i}", "text": text} if with_ids else {"text": text})
     return documents
 
@@ -49,8 +66,11 @@ def write_gzip(path: Path, data: bytes) -> Path:
 def tree_bytes(directory: Path) -> dict[str, bytes]:
     """Every file under ``directory`` (hidden ones included), by relative path."""
     directory = Path(directory)
-    return {str(p.relative_to(directory)): p.read_bytes()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read_jsonl(path: Path) -> list[dict]:

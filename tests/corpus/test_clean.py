@@ -18,7 +18,10 @@ def jsonl_record(line: str, where: str = "f.jsonl:1") -> RawRecord:
 
 def test_canonical_text_rewrites_every_span_and_nfc_prose():
     text = "Cafe\u0301 <mol>OCC</mol> at <num>+007.50</num> and <protein>MKT</protein>."
-    assert canonical_text(text) == "Caf\u00e9 <mol>CCO</mol> at <num>7.50</num> and <protein>MKT</protein>."
+    assert (
+        canonical_text(text)
+        == "Caf\u00e9 <mol>CCO</mol> at <num>7.50</num> and <protein>MKT</protein>."
+    )
     assert canonical_text("x < 5 and a<->b") == "x < 5 and a<->b"  # literal '<' stays prose
     assert canonical_text(canonical_text(text)) == canonical_text(text)
 
@@ -30,22 +33,25 @@ def test_same_molecule_spelled_twice_gives_one_text():
     assert a.id == b.id  # content ids are hashes of the canonical text
 
 
-@pytest.mark.parametrize("line, reason", [
-    ('{"text": "unterminated', "malformed JSON: Unterminated string starting at: column 10"),
-    ('["a list"]', "expected a JSON object with a 'text' field, got list"),
-    ('{"txt": "x"}', "missing required field 'text'"),
-    ('{"text": "x", "colour": "red"}', "unknown field(s) ['colour']"),
-    ('{"text": 5}', "'text' must be a string, got int"),
-    ('{"text": "x", "id": 5}', "'id' must be a string or absent, got 5"),
-    ('{"text": "a <foo>b</foo>"}', "unknown tag '<foo>' at character 2"),
-    ('{"text": "a <mol>CCO"}', "unclosed tag <mol> opened at character 2"),
-    ('{"text": "a </mol>"}', "closing tag </mol> at character 2 but expected no closing tag"),
-    ('{"text": "<mol><num>1</num></mol>"}', "tag <num> at character 5 opens inside <mol>"),
-    ('{"text": "x <mol>C1CC</mol> y <mol>Q</mol>"}', "span 1 <mol>: invalid mol 'C1CC'"),
-    ('{"text": "ok <mol>CCO</mol> bad <mol>CC(</mol>"}', "span 2 <mol>: invalid mol 'CC('"),
-    ('{"text": "n <num>1.2.3</num>"}', "span 1 <num>: invalid num '1.2.3'"),
-    ('{"text": "p <protein>MK1T</protein>"}', "span 1 <protein>: invalid protein 'MK1T'"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"text": "unterminated', "malformed JSON: Unterminated string starting at: column 10"),
+        ('["a list"]', "expected a JSON object with a 'text' field, got list"),
+        ('{"txt": "x"}', "missing required field 'text'"),
+        ('{"text": "x", "colour": "red"}', "unknown field(s) ['colour']"),
+        ('{"text": 5}', "'text' must be a string, got int"),
+        ('{"text": "x", "id": 5}', "'id' must be a string or absent, got 5"),
+        ('{"text": "a <foo>b</foo>"}', "unknown tag '<foo>' at character 2"),
+        ('{"text": "a <mol>CCO"}', "unclosed tag <mol> opened at character 2"),
+        ('{"text": "a </mol>"}', "closing tag </mol> at character 2 but expected no closing tag"),
+        ('{"text": "<mol><num>1</num></mol>"}', "tag <num> at character 5 opens inside <mol>"),
+        ('{"text": "x <mol>C1CC</mol> y <mol>Q</mol>"}', "span 1 <mol>: invalid mol 'C1CC'"),
+        ('{"text": "ok <mol>CCO</mol> bad <mol>CC(</mol>"}', "span 2 <mol>: invalid mol 'CC('"),
+        ('{"text": "n <num>1.2.3</num>"}', "span 1 <num>: invalid num '1.2.3'"),
+        ('{"text": "p <protein>MK1T</protein>"}', "span 1 <protein>: invalid protein 'MK1T'"),
+    ],
+)
 def test_bad_json_records_become_rejects(line, reason):
     result = clean_records([jsonl_record(line, "f.jsonl:7")])
     assert result.documents == []
@@ -62,30 +68,58 @@ def test_unparsable_crystal_is_rejected():
 
 
 def test_rejects_keep_order_and_good_records_survive():
-    records = [jsonl_record('{"text": "one"}', "f.jsonl:1"), Reject("f.jsonl:2", "f", "read error"),
-               jsonl_record('{"text": "<mol>X</mol>"}', "f.jsonl:3"),
-               jsonl_record('{"text": "four"}', "f.jsonl:4")]
+    records = [
+        jsonl_record('{"text": "one"}', "f.jsonl:1"),
+        Reject("f.jsonl:2", "f", "read error"),
+        jsonl_record('{"text": "<mol>X</mol>"}', "f.jsonl:3"),
+        jsonl_record('{"text": "four"}', "f.jsonl:4"),
+    ]
     result = clean_records(records)
-    assert [(w, d.text) for w, d in result.documents] == [("f.jsonl:1", "one"), ("f.jsonl:4", "four")]
+    assert [(w, d.text) for w, d in result.documents] == [
+        ("f.jsonl:1", "one"),
+        ("f.jsonl:4", "four"),
+    ]
     assert [r.where for r in result.rejects] == ["f.jsonl:2", "f.jsonl:3"]
     assert result.rejects[0].reason == "read error"
 
 
 def test_template_errors_are_rejects():
-    record = RawRecord("t.csv:2", "t", None, fields={"smiles": "CCO", "y": ""},
-                       template="<mol>{smiles}</mol> y <num>{y}</num>")
+    record = RawRecord(
+        "t.csv:2",
+        "t",
+        None,
+        fields={"smiles": "CCO", "y": ""},
+        template="<mol>{smiles}</mol> y <num>{y}</num>",
+    )
     [reject] = clean_records([record]).rejects
     assert reject.reason == "field 'y' is empty"
-    record = RawRecord("t.csv:3", "t", None, fields={"smiles": "CCO"},
-                       template="<mol>{smiles}</mol> y <num>{y}</num>")
+    record = RawRecord(
+        "t.csv:3",
+        "t",
+        None,
+        fields={"smiles": "CCO"},
+        template="<mol>{smiles}</mol> y <num>{y}</num>",
+    )
     [reject] = clean_records([record]).rejects
     assert reject.reason == "template names field 'y', which the record lacks; fields: smiles"
-    record = RawRecord("t.csv:4", "t", None, fields={"smiles": "CCO", "y": "n/a"},
-                       template="<mol>{smiles}</mol> y <num>{y}</num>")
+    record = RawRecord(
+        "t.csv:4",
+        "t",
+        None,
+        fields={"smiles": "CCO", "y": "n/a"},
+        template="<mol>{smiles}</mol> y <num>{y}</num>",
+    )
     [reject] = clean_records([record]).rejects
     assert "span 2 <num>: invalid num 'n/a'" in reject.reason
-    record = RawRecord("t.csv:5", "t", None, fields={"smiles": "C1CC"}, template="<mol>{smiles}</mol>",
-                       properties=("qed",), mol_column="smiles")
+    record = RawRecord(
+        "t.csv:5",
+        "t",
+        None,
+        fields={"smiles": "C1CC"},
+        template="<mol>{smiles}</mol>",
+        properties=("qed",),
+        mol_column="smiles",
+    )
     [reject] = clean_records([record]).rejects
     assert reject.reason.startswith("invalid mol 'C1CC'")
 
@@ -109,8 +143,9 @@ def test_empty_file_is_a_reject(tmp_path):
 
 
 def test_truncated_gzip_keeps_earlier_records(tmp_path):
-    lines = b"".join(json.dumps({"text": f"record {i} " + "word " * 20}).encode() + b"\n"
-                     for i in range(400))
+    lines = b"".join(
+        json.dumps({"text": f"record {i} " + "word " * 20}).encode() + b"\n" for i in range(400)
+    )
     data = gzip.compress(lines, mtime=0)
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(data[: len(data) // 2])
@@ -121,9 +156,12 @@ def test_truncated_gzip_keeps_earlier_records(tmp_path):
     assert [r.where for r in records] == [f"{path}:{i}" for i in range(1, len(records) + 1)]
     # every record read is whole (nothing half-decoded slips through)
     assert [json.loads(r.line)["text"] for r in records] == [
-        f"record {i} " + "word " * 20 for i in range(len(records))]
+        f"record {i} " + "word " * 20 for i in range(len(records))
+    ]
     assert isinstance(last, Reject) and last.where == f"{path}:{len(records) + 1}"
-    assert last.reason.startswith(f"compressed file is truncated or corrupt after line {len(records)}")
+    assert last.reason.startswith(
+        f"compressed file is truncated or corrupt after line {len(records)}"
+    )
 
 
 def test_csv_row_with_wrong_field_count(tmp_path):
@@ -173,16 +211,22 @@ def test_column_names_with_dots_and_brackets_fill_templates(tmp_path):
     result = clean_records(list(read_source(SourceSpec(path=str(tmp_path / "t.csv")))))
     assert result.rejects == []
     assert [d.text for _, d in result.documents] == [
-        "<mol>CCO</mol> mw <num>46.07</num> mw.err <num>0.01</num> y[1] <num>3</num>"]
+        "<mol>CCO</mol> mw <num>46.07</num> mw.err <num>0.01</num> y[1] <num>3</num>"
+    ]
 
 
-@pytest.mark.parametrize("template, reason", [
-    ("<mol>{smiles}</mol> {smiles.upper.x}",
-     "cannot fill the template '<mol>{smiles}</mol> {smiles.upper.x}': AttributeError"),
-    ("{smiles[99]}", "cannot fill the template '{smiles[99]}': IndexError"),
-    ("{0}", "cannot fill the template '{0}': IndexError"),
-    ("{smiles", "expected '}' before end of string"),
-])
+@pytest.mark.parametrize(
+    "template, reason",
+    [
+        (
+            "<mol>{smiles}</mol> {smiles.upper.x}",
+            "cannot fill the template '<mol>{smiles}</mol> {smiles.upper.x}': AttributeError",
+        ),
+        ("{smiles[99]}", "cannot fill the template '{smiles[99]}': IndexError"),
+        ("{0}", "cannot fill the template '{0}': IndexError"),
+        ("{smiles", "expected '}' before end of string"),
+    ],
+)
 def test_bad_templates_reject_instead_of_crashing(template, reason):
     record = RawRecord("t.csv:2", "t", None, fields={"smiles": "CCO"}, template=template)
     [reject] = clean_records([record]).rejects

@@ -32,12 +32,20 @@ def write_csv(path, rows, *, compress=False):
 
 # --- JSONL -------------------------------------------------------------------------------------
 def test_jsonl_records_keep_line_numbers_ids_and_provenance(in_tmp):
-    write_jsonl(in_tmp / "docs.jsonl", [
-        {"text": "Ethanol <mol>OCC</mol> boils at <num>+78.370</num> C.", "id": "eth",
-         "source": "handbook", "license": "CC0", "meta": {"page": 3}},
-        "",  # blank lines are skipped but still counted
-        {"text": "Caf\u0065\u0301 is prose."},
-    ])
+    write_jsonl(
+        in_tmp / "docs.jsonl",
+        [
+            {
+                "text": "Ethanol <mol>OCC</mol> boils at <num>+78.370</num> C.",
+                "id": "eth",
+                "source": "handbook",
+                "license": "CC0",
+                "meta": {"page": 3},
+            },
+            "",  # blank lines are skipped but still counted
+            {"text": "Caf\u0065\u0301 is prose."},
+        ],
+    )
     records = list(read_source(SourceSpec(path="docs.jsonl", license="MIT")))
     assert [r.where for r in records] == ["docs.jsonl:1", "docs.jsonl:3"]
     assert all(isinstance(r, RawRecord) and r.source == "docs" for r in records)
@@ -45,17 +53,29 @@ def test_jsonl_records_keep_line_numbers_ids_and_provenance(in_tmp):
     assert result.rejects == []
     (where1, doc1), (where2, doc2) = result.documents
     assert (where1, doc1.id, doc1.text, doc1.source, doc1.license, dict(doc1.meta)) == (
-        "docs.jsonl:1", "eth", "Ethanol <mol>CCO</mol> boils at <num>78.370</num> C.", "handbook",
-        "CC0", {"page": 3})
+        "docs.jsonl:1",
+        "eth",
+        "Ethanol <mol>CCO</mol> boils at <num>78.370</num> C.",
+        "handbook",
+        "CC0",
+        {"page": 3},
+    )
     # prose is put in NFC; source and license fall back to the source spec's
     assert (where2, doc2.text, doc2.source, doc2.license) == (
-        "docs.jsonl:3", "Caf\u00e9 is prose.", "docs", "MIT")
+        "docs.jsonl:3",
+        "Caf\u00e9 is prose.",
+        "docs",
+        "MIT",
+    )
 
 
 def test_limit_counts_records(in_tmp):
     write_jsonl(in_tmp / "docs.jsonl", [{"text": f"document {i}"} for i in range(10)])
     assert [r.where for r in read_source(SourceSpec(path="docs.jsonl", limit=3))] == [
-        "docs.jsonl:1", "docs.jsonl:2", "docs.jsonl:3"]
+        "docs.jsonl:1",
+        "docs.jsonl:2",
+        "docs.jsonl:3",
+    ]
     assert list(read_source(SourceSpec(path="docs.jsonl", limit=0))) == []
     assert len(list(read_source(SourceSpec(path="docs.jsonl", limit=99)))) == 10
     with pytest.raises(ValueError, match="limit must be >= 0"):
@@ -83,9 +103,15 @@ def test_format_from_name_and_errors(in_tmp):
 @pytest.mark.parametrize("compress", [False, True])
 def test_csv_default_template(in_tmp, compress):
     name = "esol.csv.gz" if compress else "esol.csv"
-    write_csv(in_tmp / name, [["id", "smiles", "logS", "split"],
-                              ["a", "OCC", "-0.770", "train"],
-                              ["b", "c1ccccc1", "+1.5", "test"]], compress=compress)
+    write_csv(
+        in_tmp / name,
+        [
+            ["id", "smiles", "logS", "split"],
+            ["a", "OCC", "-0.770", "train"],
+            ["b", "c1ccccc1", "+1.5", "test"],
+        ],
+        compress=compress,
+    )
     assert documents_of(SourceSpec(path=name)) == [
         (f"{name}:2", "<mol>CCO</mol> logS <num>-0.770</num>"),
         (f"{name}:3", "<mol>c1ccccc1</mol> logS <num>1.5</num>"),
@@ -93,19 +119,28 @@ def test_csv_default_template(in_tmp, compress):
 
 
 def test_csv_explicit_template_and_columns(in_tmp):
-    write_csv(in_tmp / "sol.csv", [["drug", "name", "logS"],
-                                   ["OCC", "ethanol", "-0.77"],
-                                   ["C1=CC=CC=C1", "benzene", "-1.64"]])
-    spec = SourceSpec(path="sol.csv", columns={"drug": "mol"},
-                      template="The solubility of {name} <mol>{drug}</mol> is <num>{logS}</num>.")
+    write_csv(
+        in_tmp / "sol.csv",
+        [
+            ["drug", "name", "logS"],
+            ["OCC", "ethanol", "-0.77"],
+            ["C1=CC=CC=C1", "benzene", "-1.64"],
+        ],
+    )
+    spec = SourceSpec(
+        path="sol.csv",
+        columns={"drug": "mol"},
+        template="The solubility of {name} <mol>{drug}</mol> is <num>{logS}</num>.",
+    )
     assert documents_of(spec) == [
         ("sol.csv:2", "The solubility of ethanol <mol>CCO</mol> is <num>-0.77</num>."),
         ("sol.csv:3", "The solubility of benzene <mol>c1ccccc1</mol> is <num>-1.64</num>."),
     ]
     # columns without a template choose the modality of each column for the default template
     write_csv(in_tmp / "seq.csv", [["drug", "target"], ["OCC", "MKTAYIAK"]])
-    assert documents_of(SourceSpec(path="seq.csv", columns={"drug": "mol", "target": "protein"})) \
-        == [("seq.csv:2", "<mol>CCO</mol> <protein>MKTAYIAK</protein>")]
+    assert documents_of(
+        SourceSpec(path="seq.csv", columns={"drug": "mol", "target": "protein"})
+    ) == [("seq.csv:2", "<mol>CCO</mol> <protein>MKTAYIAK</protein>")]
     with pytest.raises(ValueError, match=r"columns \['nope'\] named in the source spec"):
         list(read_source(SourceSpec(path="sol.csv", columns={"nope": "mol"})))
 
@@ -116,19 +151,31 @@ def test_computed_properties_equal_rdkit(in_tmp):
 
     smiles = ["CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CCO"]
     write_csv(in_tmp / "mols.csv", [["smi"], *[[s] for s in smiles]])
-    spec = SourceSpec(path="mols.csv", columns={"smi": "mol"}, properties=("qed", "logp", "mw", "tpsa"),
-                      template="<mol>{smi}</mol> qed <num>{qed}</num> logp <num>{logp}</num> "
-                               "mw <num>{mw}</num> tpsa <num>{tpsa}</num>")
+    spec = SourceSpec(
+        path="mols.csv",
+        columns={"smi": "mol"},
+        properties=("qed", "logp", "mw", "tpsa"),
+        template="<mol>{smi}</mol> qed <num>{qed}</num> logp <num>{logp}</num> "
+        "mw <num>{mw}</num> tpsa <num>{tpsa}</num>",
+    )
     expected = []
     for number, smi in enumerate(smiles, start=2):
         mol = Chem.MolFromSmiles(smi)
-        values = [QED.qed(mol), Crippen.MolLogP(mol), Descriptors.MolWt(mol),
-                  rdMolDescriptors.CalcTPSA(mol)]
+        values = [
+            QED.qed(mol),
+            Crippen.MolLogP(mol),
+            Descriptors.MolWt(mol),
+            rdMolDescriptors.CalcTPSA(mol),
+        ]
         qed, logp, mw, tpsa = (f"{v:.4g}" for v in values)
         assert not any("e" in v for v in (qed, logp, mw, tpsa))
-        expected.append((f"mols.csv:{number}",
-                         f"<mol>{Chem.MolToSmiles(mol)}</mol> qed <num>{qed}</num> logp "
-                         f"<num>{logp}</num> mw <num>{mw}</num> tpsa <num>{tpsa}</num>"))
+        expected.append(
+            (
+                f"mols.csv:{number}",
+                f"<mol>{Chem.MolToSmiles(mol)}</mol> qed <num>{qed}</num> logp "
+                f"<num>{logp}</num> mw <num>{mw}</num> tpsa <num>{tpsa}</num>",
+            )
+        )
     got = documents_of(spec)
     assert got == expected
     # spot check one value literally: aspirin's molecular weight is 180.159 g/mol
@@ -145,8 +192,11 @@ def test_properties_need_a_molecule_column(in_tmp):
 def test_sdf_records_start_lines_and_fields(in_tmp):
     from rdkit import Chem
 
-    rows = [("OCC", "ethanol", "-0.77"), ("c1ccccc1", "benzene", "-1.64"),
-            ("CC(=O)O", "acetic acid", "1.22")]
+    rows = [
+        ("OCC", "ethanol", "-0.77"),
+        ("c1ccccc1", "benzene", "-1.64"),
+        ("CC(=O)O", "acetic acid", "1.22"),
+    ]
     writer = Chem.SDWriter(str(in_tmp / "mols.sdf"))
     for smiles, name, logs in rows:
         mol = Chem.MolFromSmiles(smiles)
@@ -158,26 +208,43 @@ def test_sdf_records_start_lines_and_fields(in_tmp):
     lines = (in_tmp / "mols.sdf").read_text().splitlines()
     starts = [1] + [i + 2 for i, line in enumerate(lines[:-1]) if line == "$$$$"]
     assert starts[:1] == [1] and len(starts) == 3
-    spec = SourceSpec(path="mols.sdf", properties=("mw",),
-                      template="<mol>{smiles}</mol> named {Name} has logS <num>{logS}</num>, "
-                               "mass <num>{mw}</num>.")
+    spec = SourceSpec(
+        path="mols.sdf",
+        properties=("mw",),
+        template="<mol>{smiles}</mol> named {Name} has logS <num>{logS}</num>, "
+        "mass <num>{mw}</num>.",
+    )
     assert documents_of(spec) == [
-        (f"mols.sdf:{starts[0]}", "<mol>CCO</mol> named ethanol has logS <num>-0.77</num>, "
-                                  "mass <num>46.07</num>."),
-        (f"mols.sdf:{starts[1]}", "<mol>c1ccccc1</mol> named benzene has logS <num>-1.64</num>, "
-                                  "mass <num>78.11</num>."),
-        (f"mols.sdf:{starts[2]}", "<mol>CC(=O)O</mol> named acetic acid has logS "
-                                  "<num>1.22</num>, mass <num>60.05</num>."),
+        (
+            f"mols.sdf:{starts[0]}",
+            "<mol>CCO</mol> named ethanol has logS <num>-0.77</num>, mass <num>46.07</num>.",
+        ),
+        (
+            f"mols.sdf:{starts[1]}",
+            "<mol>c1ccccc1</mol> named benzene has logS <num>-1.64</num>, mass <num>78.11</num>.",
+        ),
+        (
+            f"mols.sdf:{starts[2]}",
+            "<mol>CC(=O)O</mol> named acetic acid has logS <num>1.22</num>, mass <num>60.05</num>.",
+        ),
     ]
     # default template: the molecule alone
     assert [text for _, text in documents_of(SourceSpec(path="mols.sdf"))] == [
-        "<mol>CCO</mol>", "<mol>c1ccccc1</mol>", "<mol>CC(=O)O</mol>"]
+        "<mol>CCO</mol>",
+        "<mol>c1ccccc1</mol>",
+        "<mol>CC(=O)O</mol>",
+    ]
 
 
 def test_sdf_bad_molblock_and_unterminated_record(in_tmp):
-    good = "ethanol\n     RDKit          2D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n" + "".join(
-        f"    {x:.4f}    0.0000    0.0000 {e}   0  0  0  0  0  0  0  0  0  0  0  0\n"
-        for x, e in ((0.0, "C"), (1.3, "C"), (2.6, "O"))) + "  1  2  1  0\n  2  3  1  0\nM  END\n"
+    good = (
+        "ethanol\n     RDKit          2D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n"
+        + "".join(
+            f"    {x:.4f}    0.0000    0.0000 {e}   0  0  0  0  0  0  0  0  0  0  0  0\n"
+            for x, e in ((0.0, "C"), (1.3, "C"), (2.6, "O"))
+        )
+        + "  1  2  1  0\n  2  3  1  0\nM  END\n"
+    )
     bad = good.replace("  3  2  0", "  3  9  0")  # 9 bonds announced, 2 written
     (in_tmp / "m.sdf").write_text(good + "$$$$\n" + bad + "$$$$\n" + good)  # last: no $$$$
     items = list(read_source(SourceSpec(path="m.sdf")))
@@ -195,8 +262,9 @@ def structures():
     pytest.importorskip("kiban.modalities.crystal")
     from pymatgen.core import Lattice, Structure
 
-    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nacl = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]])
     return nacl, si
 
@@ -221,15 +289,22 @@ def test_structure_json_list_and_pandas_table(in_tmp, structures):
 
     nacl, si = structures
     codec = get_codec("crystal")
-    expected = [f"<crystal>{codec.canonical(json.dumps(s.as_dict()))}</crystal>" for s in (nacl, si)]
+    expected = [
+        f"<crystal>{codec.canonical(json.dumps(s.as_dict()))}</crystal>" for s in (nacl, si)
+    ]
     assert expected[0] == f"<crystal>{codec.to_text(nacl)}</crystal>"
 
     (in_tmp / "plain.json").write_text(json.dumps([nacl.as_dict(), si.as_dict()]))
     assert documents_of(SourceSpec(path="plain.json")) == [
-        ("plain.json#0", expected[0]), ("plain.json#1", expected[1])]
+        ("plain.json#0", expected[0]),
+        ("plain.json#1", expected[1]),
+    ]
 
-    (in_tmp / "records.json").write_text(json.dumps(
-        [{"structure": nacl.as_dict(), "n": 1.544}, {"structure": si.as_dict(), "n": 3.42}]))
+    (in_tmp / "records.json").write_text(
+        json.dumps(
+            [{"structure": nacl.as_dict(), "n": 1.544}, {"structure": si.as_dict(), "n": 3.42}]
+        )
+    )
     template = "<crystal>{structure}</crystal> has refractive index <num>{n}</num>."
     assert documents_of(SourceSpec(path="records.json", template=template)) == [
         ("records.json#0", f"{expected[0]} has refractive index <num>1.544</num>."),
@@ -286,7 +361,9 @@ def test_missing_package_is_a_clear_error():
 def test_text_files_one_document_per_line(in_tmp):
     (in_tmp / "notes.txt").write_text("Ethanol <mol>OCC</mol>.\n\n  \nPlain prose line.\n")
     assert documents_of(SourceSpec(path="notes.txt")) == [
-        ("notes.txt:1", "Ethanol <mol>CCO</mol>."), ("notes.txt:4", "Plain prose line.")]
+        ("notes.txt:1", "Ethanol <mol>CCO</mol>."),
+        ("notes.txt:4", "Plain prose line."),
+    ]
 
 
 # --- data lost or cut silently (issue 15, fault 7) ---------------------------------------------
@@ -295,25 +372,36 @@ def test_a_quoted_csv_field_keeps_its_line_break_and_records_their_first_line(in
     # the field read as a record of its own
     (in_tmp / "notes.csv").write_text(
         'smiles,logS,note\nCCO,-0.77,"boils at 78 C,\nmiscible with water"\n'
-        'c1ccccc1,-1.64,plain\nCCN,1\n\n"CCCl",0.1,"a ""quoted"" word"\n', encoding="utf-8")
-    spec = SourceSpec(path="notes.csv", template="<mol>{smiles}</mol> {note}",
-                      columns={"smiles": "mol"})
+        'c1ccccc1,-1.64,plain\nCCN,1\n\n"CCCl",0.1,"a ""quoted"" word"\n',
+        encoding="utf-8",
+    )
+    spec = SourceSpec(
+        path="notes.csv", template="<mol>{smiles}</mol> {note}", columns={"smiles": "mol"}
+    )
     records = list(read_source(spec))
     assert [(r.where, r.fields if isinstance(r, RawRecord) else r.reason) for r in records] == [
-        ("notes.csv:2", {"smiles": "CCO", "logS": "-0.77",
-                         "note": "boils at 78 C,\nmiscible with water"}),
+        (
+            "notes.csv:2",
+            {"smiles": "CCO", "logS": "-0.77", "note": "boils at 78 C,\nmiscible with water"},
+        ),
         ("notes.csv:4", {"smiles": "c1ccccc1", "logS": "-1.64", "note": "plain"}),
         ("notes.csv:5", "expected 3 fields (smiles, logS, note), got 2"),
-        ("notes.csv:7", {"smiles": "CCCl", "logS": "0.1", "note": 'a "quoted" word'})]
-    assert clean_records(records).documents[0][1].text == \
-        "<mol>CCO</mol> boils at 78 C,\nmiscible with water"
+        ("notes.csv:7", {"smiles": "CCCl", "logS": "0.1", "note": 'a "quoted" word'}),
+    ]
+    assert (
+        clean_records(records).documents[0][1].text
+        == "<mol>CCO</mol> boils at 78 C,\nmiscible with water"
+    )
 
 
 def test_csv_lines_that_are_not_utf8_are_rejects_in_file_order(in_tmp):
     (in_tmp / "bad.csv").write_bytes(b"smiles,logS\nCCO,1\nC\xffC,2\nCCN,3\n")
     records = list(read_source(SourceSpec(path="bad.csv")))
     assert [(r.where, type(r).__name__) for r in records] == [
-        ("bad.csv:2", "RawRecord"), ("bad.csv:3", "Reject"), ("bad.csv:4", "RawRecord")]
+        ("bad.csv:2", "RawRecord"),
+        ("bad.csv:3", "Reject"),
+        ("bad.csv:4", "RawRecord"),
+    ]
 
 
 def test_a_line_over_the_limit_is_a_reject_and_reading_goes_on(in_tmp, monkeypatch):
@@ -321,13 +409,19 @@ def test_a_line_over_the_limit_is_a_reject_and_reading_goes_on(in_tmp, monkeypat
 
     monkeypatch.setattr(readers, "MAX_LINE_BYTES", 64)
     long_text = "x" * 1000
-    write_jsonl(in_tmp / "docs.jsonl", [{"text": "short one"}, {"text": long_text},
-                                        {"text": "short two"}])
+    write_jsonl(
+        in_tmp / "docs.jsonl", [{"text": "short one"}, {"text": long_text}, {"text": "short two"}]
+    )
     records = list(read_source(SourceSpec(path="docs.jsonl")))
     assert [r.where for r in records] == ["docs.jsonl:1", "docs.jsonl:2", "docs.jsonl:3"]
-    assert records[1] == Reject("docs.jsonl:2", "docs", (
-        f"line of {len(json.dumps({'text': long_text})) + 1:,} bytes is longer than the limit "
-        "of 64 bytes (kiban.corpus.readers.MAX_LINE_BYTES); split the record"))
+    assert records[1] == Reject(
+        "docs.jsonl:2",
+        "docs",
+        (
+            f"line of {len(json.dumps({'text': long_text})) + 1:,} bytes is longer than the limit "
+            "of 64 bytes (kiban.corpus.readers.MAX_LINE_BYTES); split the record"
+        ),
+    )
     assert json.loads(records[2].line) == {"text": "short two"}
     # a build counts it among the rejects, with its line
     corpus = build(in_tmp / "out", "docs.jsonl")
@@ -343,6 +437,9 @@ def test_the_line_limit_is_4_mib():
 
 def test_a_directory_is_not_a_source(in_tmp):
     (in_tmp / "data").mkdir()
-    with pytest.raises(IsADirectoryError, match=r"source data is a directory, not a file: name "
-                                                r"the files in it \(e.g. data/\*.jsonl\)"):
+    with pytest.raises(
+        IsADirectoryError,
+        match=r"source data is a directory, not a file: name "
+        r"the files in it \(e.g. data/\*.jsonl\)",
+    ):
         list(read_source(SourceSpec(path="data", format="jsonl")))

@@ -36,18 +36,20 @@ def trained_model_dir(tmp_path_factory, science_tokenizer) -> Path:
     import torch
 
     tok = science_tokenizer
-    model = random_model(llama_config(tok.vocab_size, eos_token_id=tok.eos_id,
-                                      pad_token_id=tok.pad_id), seed=1)
+    model = random_model(
+        llama_config(tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id), seed=1
+    )
     stream = torch.tensor([i for text in corpus() for i in [*tok.encode(text), tok.eos_id]])
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(150):
         starts = torch.randint(0, len(stream) - 49, (16,), generator=generator)
-        batch = torch.stack([stream[s:s + 49] for s in starts.tolist()])
+        batch = torch.stack([stream[s : s + 49] for s in starts.tolist()])
         logits = model(input_ids=batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 batch[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -66,8 +68,12 @@ def plain_model_dir(tmp_path_factory) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["</s>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(PROSE * 5, trainer=trainer)
     directory = tmp_path_factory.mktemp("plain-model")
     tokenizer.save(str(directory / "tokenizer.json"))

@@ -24,61 +24,130 @@ def run(argv: list[str]) -> int:
 
 
 def test_json_output(kiban_model_dir, capsys):
-    code = run([str(kiban_model_dir), "--prompt", "The compound <mol>", "--prompt", "Benzene",
-                "--n", "2", "--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9",
-                "--seed", "3", "--json"])
+    code = run(
+        [
+            str(kiban_model_dir),
+            "--prompt",
+            "The compound <mol>",
+            "--prompt",
+            "Benzene",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "3",
+            "--json",
+        ]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
-    assert set(payload) == {"model", "engine", "temperature", "seconds", "completion_tokens",
-                            "completions"}
+    assert set(payload) == {
+        "model",
+        "engine",
+        "temperature",
+        "seconds",
+        "completion_tokens",
+        "completions",
+    }
     assert (payload["engine"], payload["temperature"]) == ("fast-llama", 0.8)
-    assert [c["prompt"] for c in payload["completions"]] == ["The compound <mol>"] * 2 + ["Benzene"] * 2
+    assert [c["prompt"] for c in payload["completions"]] == ["The compound <mol>"] * 2 + [
+        "Benzene"
+    ] * 2
     first = payload["completions"][0]
-    assert set(first) == {"prompt", "text", "completion", "valid", "spans", "prompt_tokens",
-                          "completion_tokens", "stop_reason", "tries"}
+    assert set(first) == {
+        "prompt",
+        "text",
+        "completion",
+        "valid",
+        "spans",
+        "prompt_tokens",
+        "completion_tokens",
+        "stop_reason",
+        "tries",
+    }
     assert first["text"] == first["prompt"] + first["completion"]
     assert first["spans"][0]["modality"] == "mol" and "error" in first["spans"][0]
-    assert payload["completion_tokens"] == sum(c["completion_tokens"]
-                                               for c in payload["completions"])
+    assert payload["completion_tokens"] == sum(
+        c["completion_tokens"] for c in payload["completions"]
+    )
     # the same seed gives the same JSON completions
-    run([str(kiban_model_dir), "--prompt", "The compound <mol>", "--prompt", "Benzene", "--n", "2",
-         "--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3",
-         "--json"])
+    run(
+        [
+            str(kiban_model_dir),
+            "--prompt",
+            "The compound <mol>",
+            "--prompt",
+            "Benzene",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "3",
+            "--json",
+        ]
+    )
     again = json.loads(capsys.readouterr().out)
     assert again["completions"] == payload["completions"]
 
 
 def test_text_output(trained_model_dir, capsys):
-    assert run([str(trained_model_dir), "--prompt", "The compound <mol>C", "--max-new-tokens",
-                "30"]) == 0
+    assert (
+        run([str(trained_model_dir), "--prompt", "The compound <mol>C", "--max-new-tokens", "30"])
+        == 0
+    )
     out = capsys.readouterr()
     assert out.out.startswith("--- 0 (")
     assert "The compound <mol>C" in out.out
     assert "tokens in" in out.err and "fast-llama" in out.err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--temperature", "-1"], "'temperature' parameter must be a finite number >= 0. Got -1.0"),
-    (["--temperature", "inf"], "'temperature' parameter must be a finite number >= 0. Got inf"),
-    (["--temperature", "nan"], "'temperature' parameter must be a finite number >= 0. Got nan"),
-    (["--top-p", "0"], "'top_p' parameter must be a number in (0, 1]. Got 0.0"),
-    (["--top-p", "1.5"], "'top_p' parameter must be a number in (0, 1]. Got 1.5"),
-    (["--top-p", "nan"], "'top_p' parameter must be a number in (0, 1]. Got nan"),
-    (["--n", "0"], "'n' parameter must be an integer >= 1. Got 0"),
-    (["--max-new-tokens", "0"], "'max_new_tokens' parameter must be an integer >= 1. Got 0"),
-    (["--device", "gpu0"], "'device' parameter must name a torch device such as 'cpu' or "
-                           "'cuda:0'. Got 'gpu0'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--temperature", "-1"], "'temperature' parameter must be a finite number >= 0. Got -1.0"),
+        (["--temperature", "inf"], "'temperature' parameter must be a finite number >= 0. Got inf"),
+        (["--temperature", "nan"], "'temperature' parameter must be a finite number >= 0. Got nan"),
+        (["--top-p", "0"], "'top_p' parameter must be a number in (0, 1]. Got 0.0"),
+        (["--top-p", "1.5"], "'top_p' parameter must be a number in (0, 1]. Got 1.5"),
+        (["--top-p", "nan"], "'top_p' parameter must be a number in (0, 1]. Got nan"),
+        (["--n", "0"], "'n' parameter must be an integer >= 1. Got 0"),
+        (["--max-new-tokens", "0"], "'max_new_tokens' parameter must be an integer >= 1. Got 0"),
+        (
+            ["--device", "gpu0"],
+            "'device' parameter must name a torch device such as 'cpu' or 'cuda:0'. Got 'gpu0'",
+        ),
+    ],
+)
 def test_bad_parameters_exit_2(kiban_model_dir, capsys, argv, message):
     assert run([str(kiban_model_dir), "--prompt", "x", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kiban generate: error: ") and message in err
 
 
-def test_several_completions_are_sampled_unless_temperature_0_is_asked_for(kiban_model_dir,
-                                                                          capsys):
-    argv = [str(kiban_model_dir), "--prompt", "Benzene", "--n", "4", "--max-new-tokens", "6",
-            "--seed", "1", "--json", "--no-constrain"]
+def test_several_completions_are_sampled_unless_temperature_0_is_asked_for(kiban_model_dir, capsys):
+    argv = [
+        str(kiban_model_dir),
+        "--prompt",
+        "Benzene",
+        "--n",
+        "4",
+        "--max-new-tokens",
+        "6",
+        "--seed",
+        "1",
+        "--json",
+        "--no-constrain",
+    ]
     assert run(argv) == 0
     sampled = json.loads(capsys.readouterr().out)
     assert sampled["temperature"] == 1.0
@@ -95,13 +164,14 @@ def test_help_says_what_temperature_0_with_several_completions_does(capsys):
     with pytest.raises(SystemExit):
         run(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "Default: 0 for --n 1, 1 for --n > 1 (--temperature 0 with --n > 1 gives N " \
-           "identical copies)" in text
+    assert (
+        "Default: 0 for --n 1, 1 for --n > 1 (--temperature 0 with --n > 1 gives N "
+        "identical copies)" in text
+    )
     assert "MODEL_DIR|RUN_DIR" in text
 
 
-def test_a_training_run_directory_generates_from_its_final_model(kiban_model_dir, tmp_path,
-                                                                 capsys):
+def test_a_training_run_directory_generates_from_its_final_model(kiban_model_dir, tmp_path, capsys):
     import shutil
 
     run_dir = tmp_path / "run"
@@ -110,8 +180,9 @@ def test_a_training_run_directory_generates_from_its_final_model(kiban_model_dir
     assert run([str(run_dir), "--prompt", "Benzene", "--max-new-tokens", "3", "--json"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["model"] == str(run_dir / "model")
-    assert out.err.startswith(f"kiban generate: {run_dir} is a training run: using its final "
-                              f"model {run_dir / 'model'}\n")
+    assert out.err.startswith(
+        f"kiban generate: {run_dir} is a training run: using its final model {run_dir / 'model'}\n"
+    )
 
 
 def test_a_run_without_a_final_model_names_its_newest_checkpoint(tmp_path, capsys):
@@ -124,7 +195,8 @@ def test_a_run_without_a_final_model_names_its_newest_checkpoint(tmp_path, capsy
         f"({run_dir / 'model'} is missing; its newest checkpoint is "
         f"{run_dir / 'checkpoints' / 'step-00000008'}): wait for the run to finish, or stop it "
         "with Ctrl-C (it saves the model of the step it stopped at), or resume it with "
-        "`kiban train CONFIG --resume`\n")
+        "`kiban train CONFIG --resume`\n"
+    )
 
 
 def test_missing_model_exits_2(tmp_path, capsys):
@@ -133,16 +205,33 @@ def test_missing_model_exits_2(tmp_path, capsys):
 
 
 def test_valid_only_failure_exits_1(kiban_model_dir, capsys):
-    code = run([str(kiban_model_dir), "--prompt", "<mol>", "--max-new-tokens", "3",
-                "--temperature", "1", "--seed", "0", "--valid-only", "--max-tries", "2", "--json"])
+    code = run(
+        [
+            str(kiban_model_dir),
+            "--prompt",
+            "<mol>",
+            "--max-new-tokens",
+            "3",
+            "--temperature",
+            "1",
+            "--seed",
+            "0",
+            "--valid-only",
+            "--max-tries",
+            "2",
+            "--json",
+        ]
+    )
     assert code == 1
     payload = json.loads(capsys.readouterr().out)
     assert [(c["valid"], c["tries"]) for c in payload["completions"]] == [(False, 2)]
 
 
 def test_parser_does_not_import_torch():
-    code = ("import argparse, sys; from kiban.generate import cli; "
-            "p = argparse.ArgumentParser(); cli.add_parser(p.add_subparsers()); "
-            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    code = (
+        "import argparse, sys; from kiban.generate import cli; "
+        "p = argparse.ArgumentParser(); cli.add_parser(p.add_subparsers()); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

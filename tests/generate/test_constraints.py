@@ -44,8 +44,14 @@ def test_prompt_state_reads_the_open_span():
     assert PromptState.of("<mol>CCO</mol> and more") == PromptState(None)
     text = "C1CC(C(=O)C%12"
     state = PromptState.of(f"A <mol>CCO</mol> then <mol>{text}")
-    assert state == PromptState("mol", span_length=len(re.findall(SMILES_TOKEN_PATTERN, text)),
-                                depth=1, rings=frozenset({1, 12}), last_kind=RING, fresh_ring=12)
+    assert state == PromptState(
+        "mol",
+        span_length=len(re.findall(SMILES_TOKEN_PATTERN, text)),
+        depth=1,
+        rings=frozenset({1, 12}),
+        last_kind=RING,
+        fresh_ring=12,
+    )
     assert state.span_length == 12
     assert PromptState.of("x <num>1.5") == PromptState("num", span_length=3)
     assert PromptState.of("<mol>C1CC1") == PromptState("mol", span_length=5, last_kind=RING)
@@ -91,21 +97,24 @@ def test_an_empty_span_cannot_close(tables, science_tokenizer):
     assert science_tokenizer.tag_ids["</protein>"] not in allowed_for(tables, "<protein>")
 
 
-@pytest.mark.parametrize("span, close_ok, rparen_ok", [
-    ("C", True, False),           # balanced
-    ("CC(", False, False),        # open branch, and ")" cannot follow "("
-    ("CC(C", False, True),        # open branch
-    ("CC(C)", True, False),       # closed again
-    ("C1CC", False, False),       # open ring bond 1
-    ("C1CC1", True, False),       # closed ring
-    ("C%12CC%12", True, False),   # two-digit ring label
-    ("C%12CC", False, False),
-    ("CC=", False, False),        # dangling bond
-    ("CC(=", False, False),
-    ("CC(C=", False, False),
-    ("CC(C)(C", False, True),
-    ("C.", False, False),         # dot: an atom must follow
-])
+@pytest.mark.parametrize(
+    "span, close_ok, rparen_ok",
+    [
+        ("C", True, False),  # balanced
+        ("CC(", False, False),  # open branch, and ")" cannot follow "("
+        ("CC(C", False, True),  # open branch
+        ("CC(C)", True, False),  # closed again
+        ("C1CC", False, False),  # open ring bond 1
+        ("C1CC1", True, False),  # closed ring
+        ("C%12CC%12", True, False),  # two-digit ring label
+        ("C%12CC", False, False),
+        ("CC=", False, False),  # dangling bond
+        ("CC(=", False, False),
+        ("CC(C=", False, False),
+        ("CC(C)(C", False, True),
+        ("C.", False, False),  # dot: an atom must follow
+    ],
+)
 def test_smiles_grammar_masks(tables, science_tokenizer, span, close_ok, rparen_ok):
     mol = science_tokenizer.science["mol"]
     allowed = allowed_for(tables, f"The compound <mol>{span}")
@@ -117,15 +126,18 @@ def test_smiles_grammar_masks(tables, science_tokenizer, span, close_ok, rparen_
     assert (opening in allowed) is (mol["C"] in allowed)
 
 
-@pytest.mark.parametrize("span, allowed_next, forbidden_next", [
-    ("CC=", ["C", "1", "[nH]"], ["=", "(", ".", ")"]),       # bond: atom or ring label
-    ("CC(", ["C", "=", "[C@@H]"], ["(", "1", ".", ")"]),
-    ("CC(C)", ["C", "(", "=", "."], ["1", "%12"]),  # no ring label after ")"
-    ("C.", ["C", "c"], ["=", "1", "(", "."]),
-    ("C1", ["C", "2", "("], ["1"]),                           # a ring never closes on its atom
-    ("C1C", ["1", "2"], []),
-    ("C%12", ["%10"], ["%12"]),
-])
+@pytest.mark.parametrize(
+    "span, allowed_next, forbidden_next",
+    [
+        ("CC=", ["C", "1", "[nH]"], ["=", "(", ".", ")"]),  # bond: atom or ring label
+        ("CC(", ["C", "=", "[C@@H]"], ["(", "1", ".", ")"]),
+        ("CC(C)", ["C", "(", "=", "."], ["1", "%12"]),  # no ring label after ")"
+        ("C.", ["C", "c"], ["=", "1", "(", "."]),
+        ("C1", ["C", "2", "("], ["1"]),  # a ring never closes on its atom
+        ("C1C", ["1", "2"], []),
+        ("C%12", ["%10"], ["%12"]),
+    ],
+)
 def test_smiles_bigram_masks(tables, science_tokenizer, span, allowed_next, forbidden_next):
     mol = science_tokenizer.science["mol"]
     allowed = allowed_for(tables, f"<mol>{span}")
@@ -147,20 +159,24 @@ def part_ids(tokenizer, *categories: str) -> set[int]:
     return {i for c in categories for i in tokenizer.brackets["parts"][c].values()}
 
 
-@pytest.mark.parametrize("span, stage, categories", [
-    ("C[", AFTER_OPEN, ["digit", "element"]),
-    ("C[13", AFTER_ISOTOPE, ["digit", "element"]),
-    ("C[C", AFTER_ELEMENT, ["chirality", "hydrogens", "charge", "map", "close"]),
-    ("C[13Cl", AFTER_ELEMENT, ["chirality", "hydrogens", "charge", "map", "close"]),
-    ("C[C@@", AFTER_CHIRALITY, ["hydrogens", "charge", "map", "close"]),
-    ("C[CH2", AFTER_HYDROGENS, ["charge", "map", "close"]),
-    ("C[N+", AFTER_CHARGE, ["map", "close"]),
-    ("C[CH3:", AFTER_MAP, ["digit"]),
-    ("C[CH3:12", AFTER_CLASS, ["digit", "close"]),
-    ("C(=O)[Co@OH12+3", AFTER_CHARGE, ["map", "close"]),
-])
-def test_inside_a_bracket_atom_only_its_next_parts(tables, science_tokenizer, span, stage,
-                                                   categories):
+@pytest.mark.parametrize(
+    "span, stage, categories",
+    [
+        ("C[", AFTER_OPEN, ["digit", "element"]),
+        ("C[13", AFTER_ISOTOPE, ["digit", "element"]),
+        ("C[C", AFTER_ELEMENT, ["chirality", "hydrogens", "charge", "map", "close"]),
+        ("C[13Cl", AFTER_ELEMENT, ["chirality", "hydrogens", "charge", "map", "close"]),
+        ("C[C@@", AFTER_CHIRALITY, ["hydrogens", "charge", "map", "close"]),
+        ("C[CH2", AFTER_HYDROGENS, ["charge", "map", "close"]),
+        ("C[N+", AFTER_CHARGE, ["map", "close"]),
+        ("C[CH3:", AFTER_MAP, ["digit"]),
+        ("C[CH3:12", AFTER_CLASS, ["digit", "close"]),
+        ("C(=O)[Co@OH12+3", AFTER_CHARGE, ["map", "close"]),
+    ],
+)
+def test_inside_a_bracket_atom_only_its_next_parts(
+    tables, science_tokenizer, span, stage, categories
+):
     state = PromptState.of(f"<mol>{span}")
     assert (state.bracket, state.last_kind) == (stage, ATOM)
     # no organic atom, ring label, bond, branch, whole bracket atom or closing tag
@@ -172,15 +188,32 @@ def test_bracket_parts_in_order_then_an_atom_is_written(tables, science_tokenize
     tok = science_tokenizer
     parts = tok.brackets["parts"]
     ids = tok.encode("<mol>C1[13C@@H2+:12]1</mol>")
-    assert ids[3:-2] == [parts["open"]["["], parts["digit"]["1"], parts["digit"]["3"],
-                         parts["element"]["C"], parts["chirality"]["@@"],
-                         parts["hydrogens"]["H2"], parts["charge"]["+"], parts["map"][":"],
-                         parts["digit"]["1"], parts["digit"]["2"], parts["close"]["]"]]
+    assert ids[3:-2] == [
+        parts["open"]["["],
+        parts["digit"]["1"],
+        parts["digit"]["3"],
+        parts["element"]["C"],
+        parts["chirality"]["@@"],
+        parts["hydrogens"]["H2"],
+        parts["charge"]["+"],
+        parts["map"][":"],
+        parts["digit"]["1"],
+        parts["digit"]["2"],
+        parts["close"]["]"],
+    ]
     tracker = tables.track([PromptState.of("<mol>C1")])
-    expected = [["digit", "element"], ["digit", "element"], ["digit", "element"],
-                ["chirality", "hydrogens", "charge", "map", "close"],
-                ["hydrogens", "charge", "map", "close"], ["charge", "map", "close"],
-                ["map", "close"], ["digit"], ["digit", "close"], ["digit", "close"]]
+    expected = [
+        ["digit", "element"],
+        ["digit", "element"],
+        ["digit", "element"],
+        ["chirality", "hydrogens", "charge", "map", "close"],
+        ["hydrogens", "charge", "map", "close"],
+        ["charge", "map", "close"],
+        ["map", "close"],
+        ["digit"],
+        ["digit", "close"],
+        ["digit", "close"],
+    ]
     for token, categories in zip(ids[3:-2], [["open"]] + expected):
         allowed = set(tracker.allowed()[0].nonzero().flatten().tolist())
         if categories == ["open"]:  # outside: "[" like any atom, no other part
@@ -203,9 +236,11 @@ BRACKET_INSIDE = ("digit", "element", "chirality", "hydrogens", "charge", "map",
 
 def test_prompt_state_inside_a_bracket_atom():
     assert PromptState.of("<mol>CC(O)[13") == PromptState(
-        "mol", span_length=6, depth=0, last_kind=ATOM, bracket=AFTER_ISOTOPE)
+        "mol", span_length=6, depth=0, last_kind=ATOM, bracket=AFTER_ISOTOPE
+    )
     assert PromptState.of("<mol>C1C[") == PromptState(
-        "mol", span_length=4, rings=frozenset({1}), last_kind=ATOM, bracket=AFTER_OPEN)
+        "mol", span_length=4, rings=frozenset({1}), last_kind=ATOM, bracket=AFTER_OPEN
+    )
     # a closed bracket atom, or one that is no SMILES atom, is read as before
     assert PromptState.of("<mol>C[Na]").bracket == 0
     assert PromptState.of("<mol>C[Xx") == PromptState("mol", span_length=1, last_kind=ATOM)
@@ -231,8 +266,16 @@ BONDS = {"=", "#", "-", "/", "\\", ":", "~", "$"}
 #: a bracket atom as the letters of its parts' categories ("[" digit* element chirality?
 #: hydrogens? charge? (":" digit+)? "]"); a prefix is valid when one of a few endings completes it
 BRACKET_GRAMMAR = re.compile(r"\[d*ec?h?q?(?:md+)?\]")
-CATEGORY_LETTER = {"open": "[", "close": "]", "digit": "d", "element": "e", "chirality": "c",
-                   "hydrogens": "h", "charge": "q", "map": "m"}
+CATEGORY_LETTER = {
+    "open": "[",
+    "close": "]",
+    "digit": "d",
+    "element": "e",
+    "chirality": "c",
+    "hydrogens": "h",
+    "charge": "q",
+    "map": "m",
+}
 
 
 def valid_bracket_prefix(letters: str) -> bool:
@@ -244,8 +287,9 @@ def replay(tables, science_tokenizer, ids: list[int], mode: int) -> int:
     how many bracket-part tokens it saw."""
     tok = science_tokenizer
     mol_tokens = {i: t for t, i in tok.science["mol"].items()}
-    part_letter = {i: CATEGORY_LETTER[c] for c, texts in tok.brackets["parts"].items()
-                   for i in texts.values()}
+    part_letter = {
+        i: CATEGORY_LETTER[c] for c, texts in tok.brackets["parts"].items() for i in texts.values()
+    }
     bracket = ""  # the part letters of the bracket atom being written
     prose = prose_token_ids(tok)
     open_of = {tok.tag_ids[f"<{m}>"]: k for k, m in enumerate(MODALITY_TAGS, start=1)}
@@ -320,8 +364,12 @@ def test_sampled_text_obeys_the_constraints(request, which, science_tokenizer):
         mode = 0 if state.modality is None else 1 + MODALITY_TAGS.index(state.modality)
         ids = list(completion.completion_ids)
         if mode:  # start the replay inside the prompt's span, with its SMILES state
-            parts_seen += replay(tables, science_tokenizer,
-                                 _reencode_open(science_tokenizer, completion.prompt) + ids, 0)
+            parts_seen += replay(
+                tables,
+                science_tokenizer,
+                _reencode_open(science_tokenizer, completion.prompt) + ids,
+                0,
+            )
         else:
             parts_seen += replay(tables, science_tokenizer, ids, 0)
         spans_opened += sum(t in opening for t in ids)
@@ -335,8 +383,10 @@ def test_sampled_text_obeys_the_constraints(request, which, science_tokenizer):
         if completion.stop_reason == "span_closed":
             assert completion.completion.endswith(_closer(completion.prompt))
             assert completion.completion.count(_closer(completion.prompt)) == 1
-            assert completion.completion_ids[-1] == science_tokenizer.tag_ids[
-                _closer(completion.prompt)]
+            assert (
+                completion.completion_ids[-1]
+                == science_tokenizer.tag_ids[_closer(completion.prompt)]
+            )
 
 
 def _closer(text: str) -> str:
@@ -351,10 +401,10 @@ def _reencode_open(tok, prompt: str) -> list[int]:
     return tok.encode(prompt[start:] + f"</{state.modality}>")[:-1]
 
 
-def test_without_constraints_the_random_model_breaks_the_rules(kiban_generator,
-                                                               science_tokenizer):
-    results = kiban_generator.generate("The compound <mol>", n=8, max_new_tokens=20,
-                                       temperature=1.5, seed=7, constrain=False)
+def test_without_constraints_the_random_model_breaks_the_rules(kiban_generator, science_tokenizer):
+    results = kiban_generator.generate(
+        "The compound <mol>", n=8, max_new_tokens=20, temperature=1.5, seed=7, constrain=False
+    )
     mol = set(science_tokenizer.science["mol"].values()) | {science_tokenizer.tag_ids["</mol>"]}
     outside = [t for c in results for t in c.completion_ids if t not in mol]
     assert outside  # so the constrained test above is not passing by luck

@@ -19,15 +19,24 @@ CUDA = torch.cuda.is_available()
 
 def test_check_device_names_what_is_wrong():
     assert check_device("cpu") == torch.device("cpu")
-    with pytest.raises(GenerationError, match=r"'device' parameter must name a torch device.*"
-                                              r"Got 'gpu0'"):
+    with pytest.raises(
+        GenerationError,
+        match=r"'device' parameter must name a torch device.*"
+        r"Got 'gpu0'",
+    ):
         check_device("gpu0")
-    with pytest.raises(GenerationError, match=r"device 'meta': generation runs on 'cpu' or "
-                                              r"'cuda'"):
+    with pytest.raises(
+        GenerationError,
+        match=r"device 'meta': generation runs on 'cpu' or "
+        r"'cuda'",
+    ):
         check_device("meta")
     if not CUDA:
-        with pytest.raises(GenerationError, match=r"device 'cuda': no CUDA device is usable "
-                                                  r"here .*use device='cpu'"):
+        with pytest.raises(
+            GenerationError,
+            match=r"device 'cuda': no CUDA device is usable "
+            r"here .*use device='cpu'",
+        ):
             check_device("cuda")
 
 
@@ -43,12 +52,21 @@ def test_load_generator_on_the_cpu_by_name(kiban_model_dir):
 
 def test_decode_refuses_a_generator_on_another_device():
     engine = LlamaEngine(random_model(llama_config(VOCAB), seed=5))
-    engine.device = torch.device("meta")   # as if the model lived elsewhere
+    engine.device = torch.device("meta")  # as if the model lived elsewhere
     input_ids, mask = left_padded([4])
-    with pytest.raises(GenerationError, match=r"generator is on cpu, the model on meta: make "
-                                              r"it with torch.Generator\(device='meta'\)"):
-        decode(engine, input_ids, mask, max_new_tokens=4,
-               sampling=SamplingConfig(temperature=1.0), generator=torch.Generator())
+    with pytest.raises(
+        GenerationError,
+        match=r"generator is on cpu, the model on meta: make "
+        r"it with torch.Generator\(device='meta'\)",
+    ):
+        decode(
+            engine,
+            input_ids,
+            mask,
+            max_new_tokens=4,
+            sampling=SamplingConfig(temperature=1.0),
+            generator=torch.Generator(),
+        )
 
 
 def test_engines_report_their_device():
@@ -60,7 +78,7 @@ def test_engines_report_their_device():
 def test_constraint_tables_and_state_move_together(science_tokenizer):
     tables = ModalityConstraints(science_tokenizer, science_tokenizer.vocab_size)
     assert tables.on("cpu") is tables
-    meta = tables.on("meta")   # a device without data: checks where every tensor goes
+    meta = tables.on("meta")  # a device without data: checks where every tensor goes
     assert meta is tables.on(torch.device("meta")) and meta.device.type == "meta"
     assert all(getattr(meta, name).device.type == "meta" for name in tables._TABLES)
     assert all(getattr(tables, name).device.type == "cpu" for name in tables._TABLES)
@@ -91,8 +109,9 @@ def test_constrained_generation_on_cuda(trained_model_dir):
     assert gpu.device.type == "cuda"
     prompts = ["The compound <mol>", "<mol>C"]
     # greedy and constrained: the same tokens as on the CPU (fp32 both)
-    assert [c.text for c in gpu.generate(prompts, max_new_tokens=48)] == \
-        [c.text for c in cpu.generate(prompts, max_new_tokens=48)]
+    assert [c.text for c in gpu.generate(prompts, max_new_tokens=48)] == [
+        c.text for c in cpu.generate(prompts, max_new_tokens=48)
+    ]
     # sampling draws other random numbers on another device; the masks hold there too
     for completion in gpu.generate("<mol>", n=32, max_new_tokens=48, temperature=1.0, seed=0):
         assert [span.modality for span in completion.spans] == ["mol"]

@@ -15,8 +15,11 @@ def test_greedy_generation_matches_hf_generate(trained_generator, science_tokeni
     """constrain=False, a batch of prompts of different lengths: the same ids as
     ``model.generate`` up to each row's end-of-text (HF pads after it, so do we)."""
     tok = science_tokenizer
-    prompts = ["The", "Benzene is aromatic and flat. The compound <mol>CCO</mol> has",
-               "Measured at room temperature,"]
+    prompts = [
+        "The",
+        "Benzene is aromatic and flat. The compound <mol>CCO</mol> has",
+        "Measured at room temperature,",
+    ]
     results = trained_generator.generate(prompts, max_new_tokens=30, constrain=False)
     ids = [tok.encode(p) for p in prompts]
     width = max(map(len, ids))
@@ -24,8 +27,13 @@ def test_greedy_generation_matches_hf_generate(trained_generator, science_tokeni
     mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
     with torch.inference_mode():
         expected = trained_generator.model.generate(
-            input_ids=input_ids, attention_mask=mask, do_sample=False, max_new_tokens=30,
-            eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)[:, width:].tolist()
+            input_ids=input_ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=30,
+            eos_token_id=tok.eos_id,
+            pad_token_id=tok.pad_id,
+        )[:, width:].tolist()
     assert trained_generator.last_engine == "fast-llama"
     for completion, row in zip(results, expected):
         if tok.eos_id in row:
@@ -38,8 +46,9 @@ def test_greedy_generation_matches_hf_generate(trained_generator, science_tokeni
 
 
 def test_prompt_inside_a_span_stops_when_it_closes(trained_generator):
-    results = trained_generator.generate("The compound <mol>CC(", n=6, max_new_tokens=40,
-                                         temperature=1.0, seed=3)
+    results = trained_generator.generate(
+        "The compound <mol>CC(", n=6, max_new_tokens=40, temperature=1.0, seed=3
+    )
     closed = [c for c in results if c.stop_reason == "span_closed"]
     assert closed
     for completion in closed:
@@ -57,9 +66,18 @@ def test_prompt_inside_a_span_stops_when_it_closes(trained_generator):
 
 def test_sampling_is_reproducible_through_the_generator(kiban_generator):
     def run(seed):
-        return [c.text for c in kiban_generator.generate(["A", "The compound <mol>"], n=3,
-                                                           max_new_tokens=12, temperature=0.9,
-                                                           top_p=0.95, seed=seed)]
+        return [
+            c.text
+            for c in kiban_generator.generate(
+                ["A", "The compound <mol>"],
+                n=3,
+                max_new_tokens=12,
+                temperature=0.9,
+                top_p=0.95,
+                seed=seed,
+            )
+        ]
+
     assert run(5) == run(5)
     assert run(5) != run(6)
 
@@ -68,8 +86,9 @@ def test_valid_only_returns_only_valid_molecules(trained_generator):
     kwargs = dict(n=12, max_new_tokens=40, temperature=1.5, seed=11)
     plain = trained_generator.generate("The compound <mol>", **kwargs)
     assert not all(c.valid for c in plain)  # without it, some molecules are invalid ...
-    guided = trained_generator.generate("The compound <mol>", valid_only=True, max_tries=20,
-                                        **kwargs)
+    guided = trained_generator.generate(
+        "The compound <mol>", valid_only=True, max_tries=20, **kwargs
+    )
     assert all(c.valid for c in guided)  # ... with it, none
     assert max(c.tries for c in guided) > 1
     from rdkit import Chem
@@ -82,8 +101,15 @@ def test_valid_only_returns_only_valid_molecules(trained_generator):
 
 def test_valid_only_reports_failure_after_the_retries(kiban_generator):
     # a random model with 6 tokens cannot close its SMILES: every row fails every try
-    results = kiban_generator.generate("The compound <mol>", n=4, max_new_tokens=6,
-                                       temperature=1.0, seed=0, valid_only=True, max_tries=3)
+    results = kiban_generator.generate(
+        "The compound <mol>",
+        n=4,
+        max_new_tokens=6,
+        temperature=1.0,
+        seed=0,
+        valid_only=True,
+        max_tries=3,
+    )
     assert [(c.valid, c.tries) for c in results] == [(False, 3)] * 4
     assert all("not closed" in c.spans[0].error for c in results)
 
@@ -94,8 +120,9 @@ def test_greedy_valid_only_does_not_retry(kiban_generator):
 
 
 def test_check_spans():
-    spans = check_spans("p <mol>CCO</mol> q <mol>C1CC</mol> r </num> <num>1.5 eV</num> <mol>c1",
-                        generated_from=2)
+    spans = check_spans(
+        "p <mol>CCO</mol> q <mol>C1CC</mol> r </num> <num>1.5 eV</num> <mol>c1", generated_from=2
+    )
     assert spans == (
         GeneratedSpan("mol", "CCO", canonical="CCO"),
         GeneratedSpan("mol", "C1CC", error=spans[1].error),
@@ -113,16 +140,26 @@ def test_check_spans():
 def test_completion_as_dict_is_json(kiban_generator):
     (result,) = kiban_generator.generate("The compound <mol>", max_new_tokens=3)
     payload = json.loads(json.dumps(result.as_dict()))
-    assert set(payload) == {"prompt", "text", "completion", "valid", "spans", "prompt_tokens",
-                            "completion_tokens", "stop_reason", "tries"}
+    assert set(payload) == {
+        "prompt",
+        "text",
+        "completion",
+        "valid",
+        "spans",
+        "prompt_tokens",
+        "completion_tokens",
+        "stop_reason",
+        "tries",
+    }
     assert isinstance(result, Completion)
 
 
 def test_plain_hugging_face_directory(plain_model_dir):
     generator = load_generator(plain_model_dir)
     assert generator.science is None
-    results = generator.generate(["Benzene is", "The"], n=2, max_new_tokens=10, temperature=0.7,
-                                 seed=1)
+    results = generator.generate(
+        ["Benzene is", "The"], n=2, max_new_tokens=10, temperature=0.7, seed=1
+    )
     assert generator.last_engine == "fast-llama"
     assert [c.spans for c in results] == [()] * 4 and all(c.valid for c in results)
     assert all(c.text == c.prompt + c.completion for c in results)
@@ -151,16 +188,25 @@ def test_hf_engine_can_be_forced(kiban_model_dir, kiban_generator):
 
 
 # --- bad input ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, message", [
-    ({"temperature": -1.0}, r"'temperature' parameter must be a finite number >= 0\. Got -1\.0"),
-    ({"temperature": float("inf")}, r"'temperature' parameter must be a finite number >= 0\. Got inf"),
-    ({"top_p": 0.0}, r"'top_p' parameter must be a number in \(0, 1\]\. Got 0\.0"),
-    ({"top_p": 1.01}, r"'top_p' parameter .* Got 1\.01"),
-    ({"n": 0}, r"'n' parameter must be an integer >= 1\. Got 0"),
-    ({"max_new_tokens": 0}, r"'max_new_tokens' parameter must be an integer >= 1\. Got 0"),
-    ({"max_new_tokens": 2.5}, r"'max_new_tokens' .* Got 2\.5"),
-    ({"seed": -3}, r"'seed' parameter must be an integer >= 0\. Got -3"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"temperature": -1.0},
+            r"'temperature' parameter must be a finite number >= 0\. Got -1\.0",
+        ),
+        (
+            {"temperature": float("inf")},
+            r"'temperature' parameter must be a finite number >= 0\. Got inf",
+        ),
+        ({"top_p": 0.0}, r"'top_p' parameter must be a number in \(0, 1\]\. Got 0\.0"),
+        ({"top_p": 1.01}, r"'top_p' parameter .* Got 1\.01"),
+        ({"n": 0}, r"'n' parameter must be an integer >= 1\. Got 0"),
+        ({"max_new_tokens": 0}, r"'max_new_tokens' parameter must be an integer >= 1\. Got 0"),
+        ({"max_new_tokens": 2.5}, r"'max_new_tokens' .* Got 2\.5"),
+        ({"seed": -3}, r"'seed' parameter must be an integer >= 0\. Got -3"),
+    ],
+)
 def test_out_of_range_parameters(kiban_generator, kwargs, message):
     with pytest.raises(GenerationError, match=message):
         kiban_generator.generate("x", **kwargs)
@@ -169,20 +215,28 @@ def test_out_of_range_parameters(kiban_generator, kwargs, message):
 def test_several_completions_sample_by_default(kiban_generator):
     """Without a temperature, n > 1 samples (temperature 1) instead of n greedy copies."""
     default = kiban_generator.generate("Benzene", n=4, max_new_tokens=6, seed=2, constrain=False)
-    tempered = kiban_generator.generate("Benzene", n=4, max_new_tokens=6, seed=2,
-                                        constrain=False, temperature=1.0)
+    tempered = kiban_generator.generate(
+        "Benzene", n=4, max_new_tokens=6, seed=2, constrain=False, temperature=1.0
+    )
     assert [c.completion_ids for c in default] == [c.completion_ids for c in tempered]
     assert len({c.completion_ids for c in default}) > 1
     (greedy,) = kiban_generator.generate("Benzene", max_new_tokens=6, constrain=False)
-    assert greedy.completion_ids == kiban_generator.generate(
-        "Benzene", max_new_tokens=6, constrain=False, temperature=0.0)[0].completion_ids
+    assert (
+        greedy.completion_ids
+        == kiban_generator.generate("Benzene", max_new_tokens=6, constrain=False, temperature=0.0)[
+            0
+        ].completion_ids
+    )
 
 
 def test_bad_prompts(kiban_generator):
     with pytest.raises(GenerationError, match=r"'prompts' parameter .* Got \[\]"):
         kiban_generator.generate([])
-    with pytest.raises(GenerationError, match=r"'prompt' parameter is not valid tagged text: "
-                                              r"unknown tag '<mool>'"):
+    with pytest.raises(
+        GenerationError,
+        match=r"'prompt' parameter is not valid tagged text: "
+        r"unknown tag '<mool>'",
+    ):
         kiban_generator.generate("a <mool>C")
     with pytest.raises(GenerationError, match=r"exceeds the model's max_position_embeddings=256"):
         kiban_generator.generate("x", max_new_tokens=300)
@@ -196,14 +250,18 @@ def copy_of(tmp_path, kiban_model_dir):
         for name in drop:
             (target / name).unlink()
         return target
+
     return copy
 
 
-@pytest.mark.parametrize("missing, message", [
-    ("config.json", r"config\.json is missing"),
-    ("model.safetensors", r"has no weights \(expected one of model\.safetensors"),
-    ("tokenizer.json", r"tokenizer\.json is missing"),
-])
+@pytest.mark.parametrize(
+    "missing, message",
+    [
+        ("config.json", r"config\.json is missing"),
+        ("model.safetensors", r"has no weights \(expected one of model\.safetensors"),
+        ("tokenizer.json", r"tokenizer\.json is missing"),
+    ],
+)
 def test_missing_files(copy_of, missing, message):
     with pytest.raises(GenerationError, match=message):
         load_generator(copy_of(missing))
@@ -224,12 +282,21 @@ def test_tokenizer_larger_than_the_embedding(copy_of, science_tokenizer):
 
     from .helpers import random_model
 
-    random_model(LlamaConfig(**{k: v for k, v in config.items()
-                                if k not in ("architectures", "transformers_version")})
-                 ).save_pretrained(directory)  # the directory now holds a model with `small` rows
-    with pytest.raises(GenerationError, match=rf"tokenizer vocabulary \({science_tokenizer.vocab_size}"
-                                              rf" tokens, .*tokenizer\.json\) is larger than the "
-                                              rf"model's embedding \({small} rows"):
+    random_model(
+        LlamaConfig(
+            **{
+                k: v
+                for k, v in config.items()
+                if k not in ("architectures", "transformers_version")
+            }
+        )
+    ).save_pretrained(directory)  # the directory now holds a model with `small` rows
+    with pytest.raises(
+        GenerationError,
+        match=rf"tokenizer vocabulary \({science_tokenizer.vocab_size}"
+        rf" tokens, .*tokenizer\.json\) is larger than the "
+        rf"model's embedding \({small} rows",
+    ):
         load_generator(directory)
 
 

@@ -7,8 +7,9 @@ import json
 import pytest
 
 
-def test_adapter_directory_generates_like_the_merged_model(kiban_model_dir, science_tokenizer,
-                                                           tmp_path):
+def test_adapter_directory_generates_like_the_merged_model(
+    kiban_model_dir, science_tokenizer, tmp_path
+):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -18,7 +19,7 @@ def test_adapter_directory_generates_like_the_merged_model(kiban_model_dir, scie
     model = AutoModelForCausalLM.from_pretrained(kiban_model_dir)
     lora, _ = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     torch.manual_seed(0)
-    with torch.no_grad():   # LoRA B starts at zero: make the adapter change something
+    with torch.no_grad():  # LoRA B starts at zero: make the adapter change something
         for name, param in lora.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
@@ -37,6 +38,7 @@ def test_adapter_with_a_missing_base_is_a_clear_error(tmp_path):
 
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text(
-        json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
+        json.dumps({"base_model_name_or_path": str(tmp_path / "gone")})
+    )
     with pytest.raises(GenerationError, match="is a LoRA adapter whose base model"):
         load_generator(tmp_path / "adapter")

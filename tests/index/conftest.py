@@ -14,10 +14,12 @@ from .helpers import scratch_root
 
 # exact comparisons on many small random corpora; each example builds a real index on disk
 # (KIBAN_INDEX_EXAMPLES=2000 for a longer hunt)
-settings.register_profile("kiban-index", deadline=None,
-                          max_examples=int(os.environ.get("KIBAN_INDEX_EXAMPLES", "60")),
-                          suppress_health_check=[HealthCheck.too_slow,
-                                                 HealthCheck.data_too_large])
+settings.register_profile(
+    "kiban-index",
+    deadline=None,
+    max_examples=int(os.environ.get("KIBAN_INDEX_EXAMPLES", "60")),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _scratch() -> Path:

@@ -22,8 +22,15 @@ from kiban.index import TokenIndex, build_index
 Docs = Sequence[Sequence[Sequence[int]]]  # shards -> documents -> token ids (no end-of-text)
 
 
-def write_bare_corpus(directory: Path, shards: Docs, *, dtype: str = "uint16", eos_id: int = 0,
-                      vocab_size: int = 1000, tokenizer_sha256: str = "test-tokenizer") -> Path:
+def write_bare_corpus(
+    directory: Path,
+    shards: Docs,
+    *,
+    dtype: str = "uint16",
+    eos_id: int = 0,
+    vocab_size: int = 1000,
+    tokenizer_sha256: str = "test-tokenizer",
+) -> Path:
     """The part of a kiban corpus the index reads: ``manifest.json`` and ``shards/`` with each
     document followed by ``eos_id`` and int64 offsets (document starts plus the total)."""
     directory = Path(directory)
@@ -36,10 +43,18 @@ def write_bare_corpus(directory: Path, shards: Docs, *, dtype: str = "uint16", e
             tokens.append(eos_id)
             offsets.append(len(tokens))
         np.asarray(tokens, dtype=dtype).tofile(directory / "shards" / f"tokens-{number:06d}.bin")
-        np.save(directory / "shards" / f"offsets-{number:06d}.npy",
-                np.asarray(offsets, dtype=np.int64))
-    manifest = {"format": "kiban.corpus", "version": 1, "shards": len(shards), "token_dtype": dtype, "eos_id": eos_id,
-                "vocab_size": vocab_size, "tokenizer_sha256": tokenizer_sha256}
+        np.save(
+            directory / "shards" / f"offsets-{number:06d}.npy", np.asarray(offsets, dtype=np.int64)
+        )
+    manifest = {
+        "format": "kiban.corpus",
+        "version": 1,
+        "shards": len(shards),
+        "token_dtype": dtype,
+        "eos_id": eos_id,
+        "vocab_size": vocab_size,
+        "tokenizer_sha256": tokenizer_sha256,
+    }
     (directory / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return directory
 
@@ -80,12 +95,15 @@ class Brute:
         """The documents of a built corpus, read from its token shards and offsets."""
         documents = []
         for shard in range(shards):
-            tokens = np.fromfile(Path(directory) / "shards" / f"tokens-{shard:06d}.bin",
-                                 dtype=json.loads((Path(directory) / "manifest.json").read_text(
-                                     encoding="utf-8"))["token_dtype"])
+            tokens = np.fromfile(
+                Path(directory) / "shards" / f"tokens-{shard:06d}.bin",
+                dtype=json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))[
+                    "token_dtype"
+                ],
+            )
             offsets = np.load(Path(directory) / "shards" / f"offsets-{shard:06d}.npy")
             assert all(tokens[e - 1] == eos_id for e in offsets[1:])
-            documents.append([tokens[a:b - 1].tolist() for a, b in zip(offsets, offsets[1:])])
+            documents.append([tokens[a : b - 1].tolist() for a, b in zip(offsets, offsets[1:])])
         return cls(documents, eos_id)
 
     def occurrences(self, query: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -102,7 +120,7 @@ class Brute:
                 continue
             if len(stream) < 500:  # small: plain Python is faster than numpy
                 tokens, q = self.streams[s], query.tolist()
-                positions = [i for i in range(len(tokens) - n + 1) if tokens[i:i + n] == q]
+                positions = [i for i in range(len(tokens) - n + 1) if tokens[i : i + n] == q]
             else:
                 windows = np.lib.stride_tricks.sliding_window_view(stream, n)
                 positions = np.flatnonzero((windows == query).all(axis=1)).tolist()
@@ -119,7 +137,7 @@ class Brute:
     def suffix_order(self, occurrences: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         """Occurrences in the index's order: shard by shard, then by the suffix starting there
         (a suffix that is a prefix of another sorts first)."""
-        return sorted(occurrences, key=lambda o: (o[0], self.streams[o[0]][o[1]:]))
+        return sorted(occurrences, key=lambda o: (o[0], self.streams[o[0]][o[1] :]))
 
     def continuations(self, prompt: Sequence[int]) -> Counter:
         """The token after each occurrence of ``prompt`` (the end-of-text id after a document's
@@ -138,13 +156,21 @@ class Brute:
     def suffix_length(self, prompt: Sequence[int]) -> int:
         """The longest suffix of ``prompt`` that occurs (0: the empty one)."""
         prompt = list(prompt)
-        return max([0, *(k for k in range(1, len(prompt) + 1)
-                         if self.count(prompt[len(prompt) - k:]) > 0)])
+        return max(
+            [
+                0,
+                *(
+                    k
+                    for k in range(1, len(prompt) + 1)
+                    if self.count(prompt[len(prompt) - k :]) > 0
+                ),
+            ]
+        )
 
     def next_tokens(self, prompt: Sequence[int]) -> tuple[int, int, dict[int, int]]:
         prompt = list(prompt)
         k = self.suffix_length(prompt)
-        suffix = prompt[len(prompt) - k:]
+        suffix = prompt[len(prompt) - k :]
         return k, self.count(suffix), dict(sorted(self.continuations(suffix).items()))
 
     def infgram_prob(self, prompt: Sequence[int], continuation: int) -> tuple[float, int]:
@@ -159,18 +185,27 @@ class Brute:
     def maximal_spans(self, ids: Sequence[int]) -> list[tuple[int, int]]:
         """Spans that occur and lie inside no other span that occurs."""
         ids = list(ids)
-        occurring = [(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids) + 1)
-                     if self.count(ids[i:j]) > 0]
-        return sorted((i, j) for i, j in occurring
-                      if not any(a <= i and j <= b and (a, b) != (i, j) for a, b in occurring))
+        occurring = [
+            (i, j)
+            for i in range(len(ids))
+            for j in range(i + 1, len(ids) + 1)
+            if self.count(ids[i:j]) > 0
+        ]
+        return sorted(
+            (i, j)
+            for i, j in occurring
+            if not any(a <= i and j <= b and (a, b) != (i, j) for a, b in occurring)
+        )
 
     def longest_match(self, ids: Sequence[int]) -> int:
         spans = self.maximal_spans(ids)
         return max((j - i for i, j in spans), default=0)
 
 
-WORDS = ("the a molecule crystal solvent binds reacts with strongly weakly under heat pressure "
-         "and slowly quickly forms salt water acid base ring chain bond").split()
+WORDS = (
+    "the a molecule crystal solvent binds reacts with strongly weakly under heat pressure "
+    "and slowly quickly forms salt water acid base ring chain bond"
+).split()
 SMILES = ("CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCC", "NCC(=O)O", "CC(C)O", "OC1CCCCC1")
 PHRASE = "zeolite framework"  # in papers 1, 2, 5, 6, 9, 10, ... (twice in 1, 2, 9, 10, ...)
 SOURCES = ("arxiv", "chemrxiv")
@@ -190,8 +225,14 @@ def small_corpus_records(count: int = 40) -> list[dict]:
         if i % 3 == 0:
             text += f" with <mol>{rng.choice(SMILES)}</mol>"
         text += f" measured <num>{rng.randint(0, 999) / 10}</num> number {i}."
-        records.append({"id": f"paper-{i}", "text": text, "source": SOURCES[i % 2],
-                        "license": LICENSES[(i // 2) % 2]})
+        records.append(
+            {
+                "id": f"paper-{i}",
+                "text": text,
+                "source": SOURCES[i % 2],
+                "license": LICENSES[(i // 2) % 2],
+            }
+        )
     return records
 
 
@@ -201,17 +242,39 @@ def build_small_corpus(directory: Path) -> Path:
 
     directory = Path(directory)
     papers = directory / "papers.jsonl"
-    papers.write_text("".join(json.dumps(r) + "\n" for r in small_corpus_records()),
-                      encoding="utf-8")
+    papers.write_text(
+        "".join(json.dumps(r) + "\n" for r in small_corpus_records()), encoding="utf-8"
+    )
     molecules = directory / "solubility.csv"
-    rows = [f"{s},{v}" for s, v in zip(("OCC", "c1ccccc1O", "CC(=O)Nc1ccccc1", "CCOC(=O)C",
-                                         "CCCCCCO", "NC(=O)N", "CC#N", "ClCCl"),
-                                        (1.1, -0.04, -1.33, -0.04, -1.24, 0.96, 0.26, -0.63))]
+    rows = [
+        f"{s},{v}"
+        for s, v in zip(
+            (
+                "OCC",
+                "c1ccccc1O",
+                "CC(=O)Nc1ccccc1",
+                "CCOC(=O)C",
+                "CCCCCCO",
+                "NC(=O)N",
+                "CC#N",
+                "ClCCl",
+            ),
+            (1.1, -0.04, -1.33, -0.04, -1.24, 0.96, 0.26, -0.63),
+        )
+    ]
     molecules.write_text("smiles,logS\n" + "\n".join(rows) + "\n", encoding="utf-8")
     out = directory / "corpus"
-    build_corpus(BuildConfig(sources=(SourceSpec(path=str(papers)),
-                                      SourceSpec(path=str(molecules), license="cc0-1.0")),
-                             chunk_size=16, vocab_size=400), out)
+    build_corpus(
+        BuildConfig(
+            sources=(
+                SourceSpec(path=str(papers)),
+                SourceSpec(path=str(molecules), license="cc0-1.0"),
+            ),
+            chunk_size=16,
+            vocab_size=400,
+        ),
+        out,
+    )
     build_index(out)
     return out
 

@@ -45,14 +45,23 @@ def assert_answers(corpus: Path):
 def test_build_writes_one_suffix_array_per_shard(corpus):
     manifest = build_index(corpus)
     assert manifest["built_now"] == [0, 1, 2]
-    assert sorted(index_files(corpus)) == ["first-000000.npy", "first-000001.npy",
-                                           "first-000002.npy", "manifest.json", "sa-000000.npy",
-                                           "sa-000001.npy", "sa-000002.npy"]
+    assert sorted(index_files(corpus)) == [
+        "first-000000.npy",
+        "first-000001.npy",
+        "first-000002.npy",
+        "manifest.json",
+        "sa-000000.npy",
+        "sa-000001.npy",
+        "sa-000002.npy",
+    ]
     on_disk = json.loads((corpus / "index" / "manifest.json").read_text())
     assert on_disk == manifest
     assert {e["shard"] for e in on_disk["shards"]} == {0, 1, 2}
-    assert (on_disk["format"], on_disk["version"], on_disk["tokenizer_sha256"]) == \
-        ("kiban.index", 1, "test-tokenizer")
+    assert (on_disk["format"], on_disk["version"], on_disk["tokenizer_sha256"]) == (
+        "kiban.index",
+        1,
+        "test-tokenizer",
+    )
     for entry, docs in zip(manifest["shards"], SHARDS):
         assert entry["tokens"] == sum(len(d) + 1 for d in docs)
         tokens = np.fromfile(corpus / "shards" / f"tokens-{entry['shard']:06d}.bin", np.uint16)
@@ -60,7 +69,7 @@ def test_build_writes_one_suffix_array_per_shard(corpus):
         assert sa.tolist() == sorted(range(len(tokens)), key=lambda i: tokens[i:].tolist())
         first_rows = np.load(corpus / "index" / f"first-{entry['shard']:06d}.npy")
         for token in range(len(first_rows) - 1):  # token t's block of the suffix array
-            block = sa[first_rows[token]:first_rows[token + 1]]
+            block = sa[first_rows[token] : first_rows[token + 1]]
             assert (tokens[block] == token).all() and len(block) == (tokens == token).sum()
     assert_answers(corpus)
 
@@ -74,10 +83,12 @@ def test_incremental_rebuild_builds_only_the_missing_shard(corpus):
     manifest = build_index(corpus)
     assert manifest["built_now"] == [1]
     after = mtimes(corpus)
-    assert {k: v for k, v in after.items() if k != "sa-000001.npy"} == \
-        {k: v for k, v in times.items() if k != "sa-000001.npy"}
-    assert {k: v for k, v in index_files(corpus).items() if k != "manifest.json"} == \
-        {k: v for k, v in before.items() if k != "manifest.json"}
+    assert {k: v for k, v in after.items() if k != "sa-000001.npy"} == {
+        k: v for k, v in times.items() if k != "sa-000001.npy"
+    }
+    assert {k: v for k, v in index_files(corpus).items() if k != "manifest.json"} == {
+        k: v for k, v in before.items() if k != "manifest.json"
+    }
     assert_answers(corpus)
 
 
@@ -85,8 +96,11 @@ def test_a_new_shard_is_indexed_alone(corpus):
     build_index(corpus)
     times = mtimes(corpus)
     write_bare_corpus(corpus, [*SHARDS, [[5, 5]]], eos_id=0, vocab_size=10)  # shard 3 added
-    with pytest.raises(IndexFormatError, match=r"covers 3 shards, the corpus has 4: run `kiban "
-                                               r"index build .*corpus` to bring it up to date"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"covers 3 shards, the corpus has 4: run `kiban "
+        r"index build .*corpus` to bring it up to date",
+    ):
         TokenIndex(corpus)
     # rewriting shards 0-2 with the same tokens changes their times, not their suffix arrays
     assert build_index(corpus)["built_now"] == [3]
@@ -110,16 +124,20 @@ def test_a_flipped_byte_in_a_suffix_array_is_found_and_rebuilt(corpus):
     data = bytearray(path.read_bytes())
     data[-4] ^= 0x01  # a position inside the array: still a readable file of the right size
     path.write_bytes(bytes(data))
-    with pytest.raises(IndexFormatError, match=r"sa-000002.npy: sha256 [0-9a-f]{16}… differs "
-                                               r"from the [0-9a-f]{16}… in the index manifest: "
-                                               r"the file is damaged or changed; run `kiban "
-                                               r"index build .*corpus` to rebuild it"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"sa-000002.npy: sha256 [0-9a-f]{16}… differs "
+        r"from the [0-9a-f]{16}… in the index manifest: "
+        r"the file is damaged or changed; run `kiban "
+        r"index build .*corpus` to rebuild it",
+    ):
         TokenIndex(corpus)  # checked on opening: before, only with verify=True
     TokenIndex(corpus, verify=False)  # sizes only, on request
     manifest = build_index(corpus)  # before: "up to date" (built_now [])
     assert manifest["built_now"] == [2]
     assert manifest["rebuilt_because"] == {
-        "2": "sa-000002.npy differs from its recorded sha256 (damaged)"}
+        "2": "sa-000002.npy differs from its recorded sha256 (damaged)"
+    }
     assert index_files(corpus) == good
     assert_answers(corpus)
 
@@ -132,14 +150,20 @@ def test_damaged_tokens_of_a_version_1_corpus_are_an_error_not_an_index(corpus):
     data[0] ^= 0x01
     path.write_bytes(bytes(data))
     assert times.st_size == path.stat().st_size
-    with pytest.raises(IndexFormatError, match=r"tokens-000000.bin: sha256 .* differs from the "
-                                               r".* in the index manifest: .*the corpus is "
-                                               r"damaged: rebuild it"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"tokens-000000.bin: sha256 .* differs from the "
+        r".* in the index manifest: .*the corpus is "
+        r"damaged: rebuild it",
+    ):
         TokenIndex(corpus)
     # no checksum in a version-1 corpus manifest, but it was written after the shards
-    with pytest.raises(IndexFormatError, match=r"tokens-000000.bin: sha256 differs from the one "
-                                               r"indexed, and the corpus was not rebuilt since: "
-                                               r"the shard is damaged .*rebuild the corpus"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"tokens-000000.bin: sha256 differs from the one "
+        r"indexed, and the corpus was not rebuilt since: "
+        r"the shard is damaged .*rebuild the corpus",
+    ):
         build_index(corpus)
     write_bare_corpus(corpus, SHARDS, eos_id=0, vocab_size=10)  # the corpus rebuilt
     assert build_index(corpus)["built_now"] == []  # the same tokens: the index is still right
@@ -159,8 +183,11 @@ def test_a_broken_suffix_array_is_reported_and_rebuilt(corpus, damage):
         path.write_bytes(b"")
     else:
         np.save(path, np.arange(3, dtype=np.int32))
-    with pytest.raises(IndexFormatError, match=r"sa-000000.npy: .*run `kiban index build "
-                                               r".*corpus` to rebuild it"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"sa-000000.npy: .*run `kiban index build "
+        r".*corpus` to rebuild it",
+    ):
         TokenIndex(corpus)
     assert build_index(corpus)["built_now"] == [0]  # no --verify needed for this
     assert index_files(corpus) == good
@@ -170,8 +197,11 @@ def test_a_broken_suffix_array_is_reported_and_rebuilt(corpus, damage):
 def test_a_missing_suffix_array_is_reported(corpus):
     build_index(corpus)
     (corpus / "index" / "sa-000001.npy").unlink()
-    with pytest.raises(IndexFormatError, match=r"sa-000001.npy is missing: run `kiban index "
-                                               r"build .*corpus` to rebuild it"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"sa-000001.npy is missing: run `kiban index "
+        r"build .*corpus` to rebuild it",
+    ):
         TokenIndex(corpus)
 
 
@@ -179,9 +209,12 @@ def test_a_truncated_tokens_file_is_reported(corpus):
     build_index(corpus)
     path = corpus / "shards" / "tokens-000002.bin"
     path.write_bytes(path.read_bytes()[:-2])  # one token less
-    with pytest.raises(IndexFormatError, match=r"tokens-000002.bin has 12 bytes, the index "
-                                               r"expects 7 tokens: the corpus changed; run "
-                                               r"`kiban index build .*corpus`"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"tokens-000002.bin has 12 bytes, the index "
+        r"expects 7 tokens: the corpus changed; run "
+        r"`kiban index build .*corpus`",
+    ):
         TokenIndex(corpus)
     path.write_bytes(path.read_bytes()[:-1])  # half a token: not something to index
     with pytest.raises(IndexFormatError, match="not a whole number of uint16 tokens"):
@@ -198,28 +231,45 @@ def test_broken_offsets_are_reported(corpus):
     with pytest.raises(IndexFormatError, match="offsets-000001.npy: unreadable"):
         TokenIndex(corpus)
     path.unlink()
-    with pytest.raises(IndexFormatError, match="offsets-000001.npy is missing: the corpus is "
-                                               "incomplete"):
+    with pytest.raises(
+        IndexFormatError, match="offsets-000001.npy is missing: the corpus is incomplete"
+    ):
         TokenIndex(corpus)
 
 
-@pytest.mark.parametrize("manifest", [
-    {"format": "kiban.index", "version": 99},
-    {"format": "something.else", "version": 1},
-    "{not json",
-    "[1, 2]",
-    {"format": "kiban.index", "version": 1, "tokenizer_sha256": "test-tokenizer",
-     "shards": [{"shard": 0}]},
-    {"format": "kiban.index", "version": 1, "tokenizer_sha256": "test-tokenizer",
-     "shards": [{"shard": s, "tokens": 1, "tokens_sha256": "", "suffix_array_sha256": ""}
-                for s in (0, 2, 1)]},
-])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"format": "kiban.index", "version": 99},
+        {"format": "something.else", "version": 1},
+        "{not json",
+        "[1, 2]",
+        {
+            "format": "kiban.index",
+            "version": 1,
+            "tokenizer_sha256": "test-tokenizer",
+            "shards": [{"shard": 0}],
+        },
+        {
+            "format": "kiban.index",
+            "version": 1,
+            "tokenizer_sha256": "test-tokenizer",
+            "shards": [
+                {"shard": s, "tokens": 1, "tokens_sha256": "", "suffix_array_sha256": ""}
+                for s in (0, 2, 1)
+            ],
+        },
+    ],
+)
 def test_an_unreadable_or_foreign_index_manifest(corpus, manifest):
     build_index(corpus)
     path = corpus / "index" / "manifest.json"
     path.write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
-    with pytest.raises(IndexFormatError, match=r"index[/\\]manifest.json: .*run `kiban index "
-                                               r"build .*corpus` to rebuild"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"index[/\\]manifest.json: .*run `kiban index "
+        r"build .*corpus` to rebuild",
+    ):
         TokenIndex(corpus)
     # following the advice works: the whole index is built again
     assert build_index(corpus)["built_now"] == [0, 1, 2]
@@ -232,9 +282,12 @@ def test_an_index_built_for_another_tokenizer(corpus):
     manifest = json.loads(path.read_text())
     manifest["tokenizer_sha256"] = "another-tokenizer"
     path.write_text(json.dumps(manifest))
-    with pytest.raises(IndexFormatError, match=r"built for tokenizer test-tokeniz…, the corpus "
-                                               r"now has another-toke…: run `kiban index build "
-                                               r".*corpus` to rebuild it"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"built for tokenizer test-tokeniz…, the corpus "
+        r"now has another-toke…: run `kiban index build "
+        r".*corpus` to rebuild it",
+    ):
         TokenIndex(corpus)
     manifest = build_index(corpus)
     assert manifest["built_now"] == [0, 1, 2]
@@ -247,16 +300,20 @@ def test_no_corpus_and_no_index(fast_tmp, corpus):
         build_index(fast_tmp / "nowhere")
     with pytest.raises(IndexFormatError, match="is not a built kiban corpus"):
         TokenIndex(fast_tmp / "nowhere")
-    with pytest.raises(IndexFormatError, match=r"has no index: run `kiban index build "
-                                               r".*corpus`"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"has no index: run `kiban index build "
+        r".*corpus`",
+    ):
         TokenIndex(corpus)
     (corpus / "manifest.json").write_text("{}")
     with pytest.raises(IndexFormatError, match="not a 'kiban.corpus' file"):
         build_index(corpus)
     write_bare_corpus(corpus, SHARDS, eos_id=0, vocab_size=10)
     (corpus / "shards" / "tokens-000001.bin").unlink()
-    with pytest.raises(IndexFormatError, match="tokens-000001.bin is missing: the corpus is "
-                                               "incomplete"):
+    with pytest.raises(
+        IndexFormatError, match="tokens-000001.bin is missing: the corpus is incomplete"
+    ):
         build_index(corpus)
 
 

@@ -29,8 +29,9 @@ def corpora(draw):
     pool = [i for i in sorted({1, 2, 3, 5, 7, vocab_size - 2, vocab_size // 3}) if i != eos_id]
     if dtype == "uint32":
         pool += [65_535, 65_536, vocab_size - 3]
-    alphabet = draw(st.lists(st.sampled_from(sorted(set(pool) - {eos_id})), min_size=1,
-                             max_size=4, unique=True))
+    alphabet = draw(
+        st.lists(st.sampled_from(sorted(set(pool) - {eos_id})), min_size=1, max_size=4, unique=True)
+    )
     document = st.lists(st.sampled_from(alphabet), max_size=9)  # length-0 documents included
     shards = draw(st.lists(st.lists(document, max_size=5), min_size=1, max_size=4))
     return shards, {"dtype": dtype, "eos_id": eos_id, "vocab_size": vocab_size}, alphabet
@@ -39,8 +40,13 @@ def corpora(draw):
 def query_lists(data, shards, alphabet, *, count=8, max_size=5):
     """Queries: random ones over the alphabet (plus a valid id absent from the corpus) and
     windows cut from the documents, so that most occur."""
-    windows = [d[i:j] for docs in shards for d in docs
-               for i in range(len(d)) for j in range(i + 1, min(len(d), i + max_size) + 1)]
+    windows = [
+        d[i:j]
+        for docs in shards
+        for d in docs
+        for i in range(len(d))
+        for j in range(i + 1, min(len(d), i + max_size) + 1)
+    ]
     random_query = st.lists(st.sampled_from(alphabet), min_size=1, max_size=max_size)
     choice = st.one_of(random_query, st.sampled_from(windows)) if windows else random_query
     return data.draw(st.lists(choice, min_size=1, max_size=count))
@@ -74,8 +80,9 @@ def test_count_batch_windows_and_matches(data):
         ids = data.draw(st.lists(st.sampled_from(alphabet), min_size=1, max_size=10))
         n = data.draw(st.integers(1, 12))
         width = min(n, len(ids))
-        assert index.count_windows(ids, n).tolist() == \
-            [brute.count(ids[i:i + width]) for i in range(len(ids) - width + 1)]
+        assert index.count_windows(ids, n).tolist() == [
+            brute.count(ids[i : i + width]) for i in range(len(ids) - width + 1)
+        ]
 
 
 @settings(parent=settings.get_profile("kiban-index"))
@@ -90,10 +97,12 @@ def test_ngram_and_infgram(data):
         for prompt in prompts:
             # the end-of-text id is a continuation like any other (a document ending there)
             for continuation in [*symbols, eos]:
-                assert index.ngram_prob(prompt, continuation) == \
-                    brute.ngram_prob(prompt, continuation)
-                assert index.infgram_prob(prompt, continuation) == \
-                    brute.infgram_prob(prompt, continuation)
+                assert index.ngram_prob(prompt, continuation) == brute.ngram_prob(
+                    prompt, continuation
+                )
+                assert index.infgram_prob(prompt, continuation) == brute.infgram_prob(
+                    prompt, continuation
+                )
             # a longer prompt whose start never occurs: the ∞-gram backs off to a suffix
             longer = [*data.draw(st.lists(st.sampled_from(symbols), max_size=4)), *prompt]
             for p in (prompt, longer):
@@ -118,8 +127,11 @@ def test_maximal_spans_and_trace(data):
     with indexed(shards, **options) as index:
         # a text made of document pieces and random ids, as a model's output might be
         pieces = query_lists(data, shards, symbols, count=3, max_size=8)
-        ids = [t for piece in pieces for t in (*piece, *data.draw(
-            st.lists(st.sampled_from(symbols), max_size=2)))]
+        ids = [
+            t
+            for piece in pieces
+            for t in (*piece, *data.draw(st.lists(st.sampled_from(symbols), max_size=2)))
+        ]
         spans = brute.maximal_spans(ids)
         assert index.maximal_spans(ids) == spans
         min_length = data.draw(st.integers(1, 3))
@@ -130,11 +142,16 @@ def test_maximal_spans_and_trace(data):
         kept = [s for s in kept if max_count is None or s[2] <= max_count]
         kept.sort(key=lambda s: (s[0] - s[1], s[0]))
         kept = kept[:max_spans]
-        traced = index.trace(ids, min_length=min_length, max_count=max_count,
-                             max_spans=max_spans, matches_per_span=per_span)
+        traced = index.trace(
+            ids,
+            min_length=min_length,
+            max_count=max_count,
+            max_spans=max_spans,
+            matches_per_span=per_span,
+        )
         assert [(s.start, s.end, s.count) for s in traced] == kept
         for span in traced:
-            occurrences = brute.suffix_order(brute.occurrences(ids[span.start:span.end]))
+            occurrences = brute.suffix_order(brute.occurrences(ids[span.start : span.end]))
             assert list(span.matches) == [Match(*o) for o in occurrences[:per_span]]
             assert span.length == span.end - span.start
 
@@ -167,8 +184,14 @@ def test_matches_limit_and_documents():
     shards = [[[5, 5, 5], [], [5]], [], [[6, 5], [5]]]
     with indexed(shards, eos_id=9, vocab_size=10) as index:
         assert index.count([5]) == 6
-        assert {(m.shard, m.position, m.document) for m in index.matches([5])} == \
-            {(0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 5, 2), (2, 1, 0), (2, 3, 1)}
+        assert {(m.shard, m.position, m.document) for m in index.matches([5])} == {
+            (0, 0, 0),
+            (0, 1, 0),
+            (0, 2, 0),
+            (0, 5, 2),
+            (2, 1, 0),
+            (2, 3, 1),
+        }
         assert index.matches([5], limit=0) == []
         assert len(index.matches([5], limit=4)) == 4
         assert index.matches([5], limit=4) == index.matches([5])[:4]
@@ -210,27 +233,42 @@ BAD_QUERIES = [
 ]
 
 
-@pytest.mark.parametrize(("query", "message"), BAD_QUERIES,
-                         ids=[repr(q)[:30] for q, _ in BAD_QUERIES])
+@pytest.mark.parametrize(
+    ("query", "message"), BAD_QUERIES, ids=[repr(q)[:30] for q, _ in BAD_QUERIES]
+)
 def test_bad_queries(query, message):
     with indexed([[[1, 2, 3]]], eos_id=0, vocab_size=10) as index:
-        for method in (index.count, index.matches, index.maximal_spans, index.trace,
-                       index.sequence_prob, lambda q: index.count_batch([[1], q]),
-                       lambda q: index.count_windows(q, 2)):
+        for method in (
+            index.count,
+            index.matches,
+            index.maximal_spans,
+            index.trace,
+            index.sequence_prob,
+            lambda q: index.count_batch([[1], q]),
+            lambda q: index.count_windows(q, 2),
+        ):
             with pytest.raises(QueryError, match=message):
                 method(query)
         if message != "empty query":  # an empty prompt is the ∞-gram's shortest context
-            for method in (index.next_tokens, lambda q: index.ngram_prob(q, 1),
-                           lambda q: index.infgram_prob(q, 1)):
+            for method in (
+                index.next_tokens,
+                lambda q: index.ngram_prob(q, 1),
+                lambda q: index.infgram_prob(q, 1),
+            ):
                 with pytest.raises(QueryError, match=message):
                     method(query)
 
 
 def test_bad_continuations_and_windows():
     with indexed([[[1, 2, 3]]], eos_id=0, vocab_size=10) as index:
-        for continuation, message in ((10, "outside the vocabulary"), (-1, "outside"),
-                                      (1.0, "one integer"), (True, "one integer"),
-                                      ([1], "one integer"), ("1", "one integer")):
+        for continuation, message in (
+            (10, "outside the vocabulary"),
+            (-1, "outside"),
+            (1.0, "one integer"),
+            (True, "one integer"),
+            ([1], "one integer"),
+            ("1", "one integer"),
+        ):
             for method in (index.ngram_prob, index.infgram_prob):
                 with pytest.raises(QueryError, match=message):
                     method([1], continuation)

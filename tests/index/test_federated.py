@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 
 from kiban.index import FederatedIndex, IndexFormatError, QueryError, TokenIndex, build_index
+
 from .helpers import write_bare_corpus
 
 
 def random_shards(rng, shards: int, documents: int, alphabet: int = 5):
-    return [[rng.integers(1, alphabet, size=int(rng.integers(0, 25))).tolist()
-             for _ in range(documents)] for _ in range(shards)]
+    return [
+        [
+            rng.integers(1, alphabet, size=int(rng.integers(0, 25))).tolist()
+            for _ in range(documents)
+        ]
+        for _ in range(shards)
+    ]
 
 
 @pytest.fixture(scope="module")

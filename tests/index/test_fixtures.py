@@ -23,11 +23,16 @@ def test_a_committed_corpus_and_index_are_read(name, fast_tmp):
     assert (corpus.shard_count, corpus.eos_id, str(corpus.token_dtype)) == (2, 0, "uint16")
     assert corpus.info()["documents"] == 4 and corpus.info()["tokens"] == 123
     assert len(corpus.checksums) == (0 if name == "corpus-v1" else 5)
-    assert corpus.verify(values=True) == {"files": len(corpus.checksums), "shards": 2,
-                                          "values": True}
+    assert corpus.verify(values=True) == {
+        "files": len(corpus.checksums),
+        "shards": 2,
+        "values": True,
+    }
     assert corpus.documents_table(["id"]).column("id").to_pylist() == ["eth", "ben", "wat", "ace"]
-    assert corpus.document("wat").text == \
-        "Water boils at <num>100</num> C and ethanol <mol>CCO</mol> mixes with it."
+    assert (
+        corpus.document("wat").text
+        == "Water boils at <num>100</num> C and ethanol <mol>CCO</mol> mixes with it."
+    )
 
     search = CorpusSearch(FIXTURES / name)
     assert search.count("<mol>OCC</mol>") == 2  # ethanol, spelled twice, stored canonical

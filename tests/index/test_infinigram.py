@@ -50,8 +50,16 @@ def build_with_rust_indexing(directory: Path, shards) -> None:
     working directory to run its bundled binary)."""
     from infini_gram import indexing
 
-    args = types.SimpleNamespace(save_dir=str(directory), temp_dir=str(directory), worker_id=0,
-                                 workers=1, shards=len(shards), cpus=1, mem=1, token_width=2)
+    args = types.SimpleNamespace(
+        save_dir=str(directory),
+        temp_dir=str(directory),
+        worker_id=0,
+        workers=1,
+        shards=len(shards),
+        cpus=1,
+        mem=1,
+        token_width=2,
+    )
     cwd = os.getcwd()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -71,7 +79,8 @@ def write_suffix_tables(directory: Path, shards, dtype: str) -> None:
         ratio = math.ceil(math.log2(len(data)) / 8)
         order = sorted(range(0, len(data), width), key=lambda p: data[p:])
         (directory / f"table.{number}").write_bytes(
-            b"".join(p.to_bytes(ratio, "little") for p in order))
+            b"".join(p.to_bytes(ratio, "little") for p in order)
+        )
 
 
 def random_shards(rng: random.Random, alphabet: list[int], shards: int, documents: int):
@@ -104,9 +113,12 @@ def test_same_answers_as_infini_gram(dtype, fast_tmp):
         build_with_rust_indexing(ig_dir, shards)
     else:
         write_suffix_tables(ig_dir, shards, dtype)
-    engine = InfiniGramEngine(index_dir=str(ig_dir), eos_token_id=EOS,
-                              vocab_size=int(np.iinfo(dtype).max),
-                              token_dtype={"uint16": "u16", "uint32": "u32"}[dtype])
+    engine = InfiniGramEngine(
+        index_dir=str(ig_dir),
+        eos_token_id=EOS,
+        vocab_size=int(np.iinfo(dtype).max),
+        token_dtype={"uint16": "u16", "uint32": "u32"}[dtype],
+    )
 
     with indexed(shards, dtype=dtype, eos_id=EOS, vocab_size=vocab_size) as index:
         documents_total = sum(len(d) for d in shards)
@@ -118,7 +130,7 @@ def test_same_answers_as_infini_gram(dtype, fast_tmp):
             doc = rng.choice([d for docs in shards for d in docs if d])
             n = rng.randint(1, min(25, len(doc)))
             start = rng.randrange(len(doc) - n + 1)
-            queries.append(doc[start:start + n])
+            queries.append(doc[start : start + n])
         queries.append([alphabet[0]] * 30)
         counts = index.count_batch(queries)
         assert counts == [engine.count(q)["count"] for q in queries]
@@ -147,9 +159,10 @@ def test_same_answers_as_infini_gram(dtype, fast_tmp):
                 assert probability == reference["prob"]
                 # every continuation, counted exactly (no sampling: max_support above the count)
                 result = index.next_tokens(longer)
-                suffix = longer[len(longer) - suffix_length:]
+                suffix = longer[len(longer) - suffix_length :]
                 distribution = engine.ntd(suffix, max_support=10**9)
                 assert not distribution["approx"]
                 assert distribution["prompt_cnt"] == result.count
-                assert {t: r["cont_cnt"] for t, r in distribution["result_by_token_id"].items()} \
-                    == dict(zip(result.tokens.tolist(), result.counts.tolist()))
+                assert {
+                    t: r["cont_cnt"] for t, r in distribution["result_by_token_id"].items()
+                } == dict(zip(result.tokens.tolist(), result.counts.tolist()))

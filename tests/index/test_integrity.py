@@ -38,13 +38,20 @@ def flip(path: Path, count: int, *, at: float = 0.5) -> None:
 
 def test_the_corpus_records_a_checksum_of_every_file_it_maps(corpus):
     checksums = Corpus(corpus).checksums
-    assert sorted(checksums) == ["documents.parquet", "shards/offsets-000000.npy",
-                                 "shards/offsets-000001.npy", "shards/offsets-000002.npy",
-                                 "shards/tokens-000000.bin", "shards/tokens-000001.bin",
-                                 "shards/tokens-000002.bin"]
+    assert sorted(checksums) == [
+        "documents.parquet",
+        "shards/offsets-000000.npy",
+        "shards/offsets-000001.npy",
+        "shards/offsets-000002.npy",
+        "shards/tokens-000000.bin",
+        "shards/tokens-000001.bin",
+        "shards/tokens-000002.bin",
+    ]
     for relative, entry in checksums.items():
-        assert entry == {"bytes": (corpus / relative).stat().st_size,
-                         "sha256": file_sha256(corpus / relative)}
+        assert entry == {
+            "bytes": (corpus / relative).stat().st_size,
+            "sha256": file_sha256(corpus / relative),
+        }
 
 
 def test_8_flipped_bytes_in_a_token_shard(corpus, kiban):
@@ -52,14 +59,18 @@ def test_8_flipped_bytes_in_a_token_shard(corpus, kiban):
     code, out, err = kiban("search", "count", corpus, " " + PHRASE)
     assert (code, out) == (2, "")
     assert err.startswith(f"kiban search count: error: {corpus}/shards/tokens-000001.bin: sha256 ")
-    assert err.endswith("in the corpus manifest: the file is damaged or changed; the corpus is "
-                        "damaged: rebuild it\n")
+    assert err.endswith(
+        "in the corpus manifest: the file is damaged or changed; the corpus is "
+        "damaged: rebuild it\n"
+    )
     # the index build does not call it up to date, nor index the damaged tokens
     before = (corpus / "index" / "manifest.json").read_bytes()
     code, out, err = kiban("index", "build", corpus)
     assert (code, out) == (2, "")
-    assert "tokens-000001.bin: sha256" in err and "in the corpus manifest: the file is damaged; " \
-        "rebuild the corpus" in err
+    assert (
+        "tokens-000001.bin: sha256" in err
+        and "in the corpus manifest: the file is damaged; rebuild the corpus" in err
+    )
     assert (corpus / "index" / "manifest.json").read_bytes() == before
     code, _, err = kiban("corpus", "verify", corpus)
     assert code == 2 and "tokens-000001.bin: sha256" in err
@@ -75,14 +86,19 @@ def test_8_flipped_bytes_in_a_suffix_array_are_found_and_rebuilt(corpus, kiban):
     flip(corpus / "index" / "sa-000000.npy", 8)
     code, out, err = kiban("search", "docs", corpus, " " + PHRASE)
     assert (code, out) == (2, "")
-    assert "sa-000000.npy: sha256 " in err and "in the index manifest: the file is damaged or " \
-        f"changed; run `kiban index build {corpus}` to rebuild it" in err
+    assert (
+        "sa-000000.npy: sha256 " in err
+        and "in the index manifest: the file is damaged or "
+        f"changed; run `kiban index build {corpus}` to rebuild it"
+        in err
+    )
     code, out, err = kiban("index", "build", corpus, "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["built_now"] == [0]
     assert report["rebuilt_because"] == {
-        "0": "sa-000000.npy differs from its recorded sha256 (damaged)"}
+        "0": "sa-000000.npy differs from its recorded sha256 (damaged)"
+    }
     assert (corpus / "index" / "sa-000000.npy").read_bytes() == good
     assert CorpusSearch(corpus).count(" " + PHRASE) == expected
 
@@ -91,8 +107,10 @@ def test_64_flipped_bytes_in_the_documents_table(corpus, kiban):
     flip(corpus / "documents.parquet", 64, at=0.3)
     code, out, err = kiban("search", "docs", corpus, " " + PHRASE)
     assert (code, out) == (2, "")
-    assert f"{corpus}/documents.parquet: sha256 " in err and "the file is damaged; rebuild the " \
-        "corpus" in err
+    assert (
+        f"{corpus}/documents.parquet: sha256 " in err
+        and "the file is damaged; rebuild the corpus" in err
+    )
     code, out, err = kiban("corpus", "show", corpus, "paper-1")
     assert (code, out) == (2, "") and "documents.parquet: sha256 " in err
     code, out, err = kiban("index", "build", corpus, "--verify")
@@ -108,8 +126,10 @@ def _write_consistent_tokens(corpus: Path, shard: int, tokens: np.ndarray) -> No
     relative = f"shards/tokens-{shard:06d}.bin"
     (corpus / relative).write_bytes(tokens.tobytes())
     manifest = json.loads((corpus / "manifest.json").read_text())
-    manifest["checksums"][relative] = {"bytes": (corpus / relative).stat().st_size,
-                                       "sha256": file_sha256(corpus / relative)}
+    manifest["checksums"][relative] = {
+        "bytes": (corpus / relative).stat().st_size,
+        "sha256": file_sha256(corpus / relative),
+    }
     (corpus / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -120,9 +140,11 @@ def test_verify_rejects_token_ids_outside_the_vocabulary(corpus, kiban):
     _write_consistent_tokens(corpus, 2, tokens)
     code, out, err = kiban("index", "build", corpus, "--verify")
     assert (code, out) == (2, "")
-    assert err == (f"kiban index build: error: {corpus}/shards/tokens-000002.bin: token id "
-                   f"{vocab + 3} at position 5 is outside the vocabulary (0 … {vocab - 1}): "
-                   "the shard is damaged; rebuild the corpus\n")
+    assert err == (
+        f"kiban index build: error: {corpus}/shards/tokens-000002.bin: token id "
+        f"{vocab + 3} at position 5 is outside the vocabulary (0 … {vocab - 1}): "
+        "the shard is damaged; rebuild the corpus\n"
+    )
     # without --verify the changed shard is rebuilt, and indexing looks at every id
     with pytest.raises(IndexFormatError, match=f"token id {vocab + 3} at position 5 is outside"):
         build_index(corpus)
@@ -143,8 +165,10 @@ def test_a_document_not_ending_with_end_of_text_fails_verify(corpus, kiban):
 def test_verify_of_a_sound_corpus(corpus, kiban):
     code, out, err = kiban("corpus", "verify", corpus)
     assert (code, err) == (0, "")
-    assert out == f"corpus {corpus}: 7 file(s) match their checksums, the values of 3 shard(s) " \
-                  "are valid\n"
+    assert (
+        out == f"corpus {corpus}: 7 file(s) match their checksums, the values of 3 shard(s) "
+        "are valid\n"
+    )
     code, out, err = kiban("index", "build", corpus, "--verify")
     assert (code, err) == (0, "")
     assert "built now: 0 shard(s), the others were checked (with --verify) and up to date" in out

@@ -16,9 +16,9 @@ def python_suffix_array(tokens: list[int]) -> np.ndarray:
 
 
 def python_range(tokens: list[int], sa: np.ndarray, query: list[int]) -> tuple[int, int]:
-    rows = [r for r, p in enumerate(sa) if tokens[p:p + len(query)] == query]
+    rows = [r for r, p in enumerate(sa) if tokens[p : p + len(query)] == query]
     if not rows:  # empty range: where the query would be inserted
-        below = sum(1 for p in sa if tokens[p:p + len(query)] < query)
+        below = sum(1 for p in sa if tokens[p : p + len(query)] < query)
         return below, below
     assert rows == list(range(rows[0], rows[-1] + 1))  # a contiguous block
     return rows[0], rows[-1] + 1
@@ -43,8 +43,9 @@ def queries(alphabet, max_size=5):
 def test_pydivsufsort_sorts_like_python(arrays):
     tokens, _ = arrays
     if len(tokens):
-        np.testing.assert_array_equal(pydivsufsort.divsufsort(tokens),
-                                      python_suffix_array(tokens.tolist()))
+        np.testing.assert_array_equal(
+            pydivsufsort.divsufsort(tokens), python_suffix_array(tokens.tolist())
+        )
 
 
 @settings(deadline=None, max_examples=100)
@@ -92,8 +93,9 @@ def test_narrow_and_next_tokens(data):
         assert dict(zip(got_tokens.tolist(), got_counts.tolist())) == following
         assert got_tokens.tolist() == sorted(following)
     token = data.draw(st.sampled_from([*alphabet, 7]))
-    assert _kernels.narrow(tokens, sa, lo, hi, len(prefix), token) == \
-        python_range(as_list, sa, [*prefix, token])
+    assert _kernels.narrow(tokens, sa, lo, hi, len(prefix), token) == python_range(
+        as_list, sa, [*prefix, token]
+    )
 
 
 @settings(deadline=None, max_examples=100)
@@ -106,12 +108,12 @@ def test_longest_matches(data):
     lengths, los, his = _kernels.longest_matches(tokens, sa, np.array(query, dtype=np.int64))
 
     def occurs(q):
-        return any(as_list[i:i + len(q)] == q for i in range(len(as_list) - len(q) + 1))
+        return any(as_list[i : i + len(q)] == q for i in range(len(as_list) - len(q) + 1))
 
     for i in range(len(query)):
-        longest = max(k for k in range(len(query) - i + 1) if occurs(query[i:i + k]))
+        longest = max(k for k in range(len(query) - i + 1) if occurs(query[i : i + k]))
         assert lengths[i] == longest
-        assert (los[i], his[i]) == python_range(as_list, sa, query[i:i + longest])
+        assert (los[i], his[i]) == python_range(as_list, sa, query[i : i + longest])
 
 
 def test_next_tokens_more_distinct_than_its_first_buffer():

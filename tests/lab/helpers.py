@@ -63,12 +63,14 @@ def write_config(tmp_path: Path, proposer: str = "random", batch: int = 2) -> Pa
     return path
 
 
-def init_in_subprocess(tmp_path: Path, config: Path, db: Path,
-                       **environ: str) -> tuple[list[str], dict[str, str]]:
+def init_in_subprocess(
+    tmp_path: Path, config: Path, db: Path, **environ: str
+) -> tuple[list[str], dict[str, str]]:
     """`kiban lab init` run as a subprocess; the command prefix and the environment (the
     function module and this checkout on PYTHONPATH, plus ``environ``) for more commands."""
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", **environ)
     kiban = [sys.executable, "-m", "kiban", "lab"]
-    subprocess.run([*kiban, "init", str(config), "--db", str(db)], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [*kiban, "init", str(config), "--db", str(db)], check=True, env=env, capture_output=True
+    )
     return kiban, env

@@ -15,8 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiban.lab.campaign import (RecordError, best, campaign_documents, init_campaign,
-                                pareto_mask, propose, record_csv, run_campaign)
+from kiban.lab.campaign import (
+    RecordError,
+    best,
+    campaign_documents,
+    init_campaign,
+    pareto_mask,
+    propose,
+    record_csv,
+    run_campaign,
+)
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
 
@@ -60,8 +68,11 @@ class FakeInstrument:
             if pid in self.fail_ids:
                 yield Outcome(pid, None, "crashed: boom", 0.0, {})
                 continue
-            v = self.values(pid, params) if self.values else \
-                {"score": -(params["x"] - 0.3) ** 2 - (params["y"] - 1.2) ** 2}
+            v = (
+                self.values(pid, params)
+                if self.values
+                else {"score": -((params["x"] - 0.3) ** 2) - (params["y"] - 1.2) ** 2}
+            )
             yield Outcome(pid, v, None, 0.0, {})
 
 
@@ -72,7 +83,10 @@ class FakeInstrument:
 def test_config_errors_name_the_key_and_the_fix(tmp_path, fn_path):
     base = tmp_path / "c.toml"
     base.write_text(CONFIG.format(proposer="random", batch=1).replace("batch_size", "batchsize"))
-    with pytest.raises(SpaceError, match=r"unknown key 'batchsize' \(did you mean 'batch_size'\?\); expected one of "):
+    with pytest.raises(
+        SpaceError,
+        match=r"unknown key 'batchsize' \(did you mean 'batch_size'\?\); expected one of ",
+    ):
         load_config(base)
     base.write_text(CONFIG.format(proposer="bogus", batch=1))
     with pytest.raises(SpaceError, match="proposer must be one of"):
@@ -80,27 +94,34 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path, fn_path):
     base.write_text(CONFIG.format(proposer="random", batch=1).replace("high = 1.0", "high = -2.0"))
     with pytest.raises(SpaceError, match=r"parameter 'x': need finite low < high"):
         load_config(base)
-    raw = {"parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
-           "objectives": [{"name": "y"}], "instrument": {"kind": "function"},
-           "constraints": ["x + z <= 1"]}
+    raw = {
+        "parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
+        "objectives": [{"name": "y"}],
+        "instrument": {"kind": "function"},
+        "constraints": ["x + z <= 1"],
+    }
     with pytest.raises(SpaceError, match=r"'z' is not a numeric parameter"):
         parse_config(raw)
 
 
 def test_space_round_trip_and_checks():
-    raw = {"parameters": [{"name": "t", "type": "continuous", "low": 1, "high": 100, "log": True},
-                          {"name": "n", "type": "integer", "low": 1, "high": 5},
-                          {"name": "s", "type": "categorical", "choices": ["a", "b", "c"]},
-                          {"name": "mix", "type": "composition", "components": ["Cu", "Zn", "Sn"],
-                           "total": 2.0}],
-           "objectives": [{"name": "y", "goal": "target", "target": 3.0}],
-           "instrument": {"kind": "function"}, "constraints": ["n - 2*Cu >= 0"]}
+    raw = {
+        "parameters": [
+            {"name": "t", "type": "continuous", "low": 1, "high": 100, "log": True},
+            {"name": "n", "type": "integer", "low": 1, "high": 5},
+            {"name": "s", "type": "categorical", "choices": ["a", "b", "c"]},
+            {"name": "mix", "type": "composition", "components": ["Cu", "Zn", "Sn"], "total": 2.0},
+        ],
+        "objectives": [{"name": "y", "goal": "target", "target": 3.0}],
+        "instrument": {"kind": "function"},
+        "constraints": ["n - 2*Cu >= 0"],
+    }
     space = parse_config(raw).space
     params = {"t": 10.0, "n": 3, "s": "c", "Cu": 0.5, "Zn": 1.0, "Sn": 0.5}
     assert space.check_params(params) == []
     u = space.to_unit(params)
     assert u.shape == (space.dim,) == (1 + 1 + 3 + 3,)
-    assert u[0] == pytest.approx(0.5)                      # log scale: 10 is half way to 100
+    assert u[0] == pytest.approx(0.5)  # log scale: 10 is half way to 100
     back = space.from_unit(u)
     assert back["s"] == "c" and back["n"] == 3 and back["t"] == pytest.approx(10.0)
     assert sum(back[c] for c in ("Cu", "Zn", "Sn")) == pytest.approx(2.0)
@@ -108,10 +129,11 @@ def test_space_round_trip_and_checks():
     problems = space.check_params(bad)
     assert any("did you mean 'c'" in p for p in problems)
     assert any("must sum to 2.0" in p for p in problems)
-    assert space.check_params(dict(params, n=1, Cu=1.0, Zn=0.5)) == \
-        ["violates constraint 'n - 2*Cu >= 0'"]
+    assert space.check_params(dict(params, n=1, Cu=1.0, Zn=0.5)) == [
+        "violates constraint 'n - 2*Cu >= 0'"
+    ]
     # the constraint in cube coordinates agrees with the constraint in params
-    (a, b), = space.unit_constraints()
+    ((a, b),) = space.unit_constraints()
     for trial in ({"n": 1, "Cu": 1.0}, {"n": 3, "Cu": 0.5}, {"n": 5, "Cu": 0.2}):
         p = dict(params, **trial)
         lhs = sum(c * space.to_unit(p)[i] for i, c in a.items())
@@ -128,7 +150,7 @@ def test_store_is_wal_and_refuses_another_config(tmp_path, fn_path):
     cfg = load_config(write_config(tmp_path))
     store = Store.create(tmp_path / "c.db", cfg)
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    again = Store.create(tmp_path / "c.db", cfg)          # same config: opens
+    again = Store.create(tmp_path / "c.db", cfg)  # same config: opens
     assert again.meta("fingerprint") == cfg.fingerprint()
     other = tmp_path / "other.toml"
     other.write_text(CONFIG.format(proposer="random", batch=4))
@@ -152,9 +174,9 @@ def test_run_reaches_the_budget_and_a_rerun_continues(tmp_path, fn_path):
     counts = store.counts()
     assert counts["proposed"] == 5 and counts["completed"] == 4 and counts["failed"] == 1
     assert summary.completed == 4 and summary.failed == 1
-    assert inst.calls == [1, 2, 3, 4, 5]                 # the last batch is cut to the budget
+    assert inst.calls == [1, 2, 3, 4, 5]  # the last batch is cut to the budget
     assert store.failures()[0].reason == "crashed: boom"
-    run_campaign(store, 5, instrument=inst)              # already there: nothing runs
+    run_campaign(store, 5, instrument=inst)  # already there: nothing runs
     assert inst.calls == [1, 2, 3, 4, 5]
     run_campaign(store, 8, instrument=inst)
     assert inst.calls == list(range(1, 9)) and store.counts()["completed"] == 7
@@ -168,7 +190,8 @@ def test_bad_values_and_missing_outcomes_become_failures(tmp_path, fn_path):
 
     def values(pid, params):
         return {1: {"score": math.nan}, 2: {"score": 1e9}, 3: {"other": 1.0}}.get(
-            pid, {"score": 0.5})
+            pid, {"score": 0.5}
+        )
 
     run_campaign(store, 4, instrument=FakeInstrument(values=values))
     reasons = {f.proposal_id: f.reason for f in store.failures()}
@@ -183,7 +206,7 @@ def test_bad_values_and_missing_outcomes_become_failures(tmp_path, fn_path):
 def test_interrupted_experiments_are_failed_not_rerun(tmp_path, fn_path):
     store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 2)))
     props = propose(store)
-    store.mark_running([p.id for p in props])             # a process died here
+    store.mark_running([p.id for p in props])  # a process died here
     inst = FakeInstrument()
     summary = run_campaign(store, 4, instrument=inst)
     assert summary.interrupted == [1, 2]
@@ -200,12 +223,13 @@ def test_failed_proposals_are_taken_for_the_proposer(tmp_path, fn_path, proposer
     crashed = run_campaign(store, 4, instrument=FakeInstrument(fail_ids={4}))
     assert crashed.failed == 1
     (interrupted,) = propose(store)
-    store.mark_running([interrupted.id])                  # a process died here
+    store.mark_running([interrupted.id])  # a process died here
     run_campaign(store, 8, instrument=FakeInstrument())
     params = [json.dumps(p.params, sort_keys=True) for p in store.proposals()]
     assert len(params) == 8 and len(set(params)) == 8
-    assert [p.status for p in store.proposals()] == ["completed"] * 3 + ["failed"] * 2 + \
-        ["completed"] * 3
+    assert [p.status for p in store.proposals()] == ["completed"] * 3 + ["failed"] * 2 + [
+        "completed"
+    ] * 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +267,13 @@ def test_record_csv_rows(tmp_path, fn_path):
     assert summary.recorded == [1] and summary.blank == [2]
     assert [p for p, _ in summary.failed] == [3, 4, 5]
     assert "r.csv:5" in dict(summary.failed)[4]
-    assert store.counts() == {"pending": 1, "running": 0, "completed": 1, "failed": 3,
-                              "proposed": 5}
+    assert store.counts() == {
+        "pending": 1,
+        "running": 0,
+        "completed": 1,
+        "failed": 3,
+        "proposed": 5,
+    }
     again = record_csv(store, _csv(tmp_path / "r2.csv", ["1,0.5", "2,0.25"]))
     assert again.already == [1] and again.recorded == [2]
     clash = record_csv(store, _csv(tmp_path / "r3.csv", ["1,0.75"]))
@@ -257,37 +286,60 @@ def test_record_refuses_a_row_run_under_other_conditions(tmp_path, fn_path, caps
     store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 2)))
     first, second = propose(store, 2)
     x1, y1 = first.params["x"], first.params["y"]
-    path = _csv(tmp_path / "r.csv", [f"1,{x1!r},{y1!r},0.5", f"2,0.25,{second.params['y']!r},0.7"],
-                "proposal_id,x,y,score")
+    path = _csv(
+        tmp_path / "r.csv",
+        [f"1,{x1!r},{y1!r},0.5", f"2,0.25,{second.params['y']!r},0.7"],
+        "proposal_id,x,y,score",
+    )
     summary = record_csv(store, path)
-    assert summary.recorded == [1] and summary.mismatched == [(2, (
-        f"r.csv, line 3, column 'x': proposed {second.params['x']!r}, given '0.25' (not "
-        "recorded: results are learnt only for the conditions run; --as-run records them for "
-        "the conditions given)"))]
+    assert summary.recorded == [1] and summary.mismatched == [
+        (
+            2,
+            (
+                f"r.csv, line 3, column 'x': proposed {second.params['x']!r}, given '0.25' (not "
+                "recorded: results are learnt only for the conditions run; --as-run records them for "
+                "the conditions given)"
+            ),
+        )
+    ]
     assert store.proposal(2).status == "pending" and store.result(2) is None
     # the command line: the good row recorded, the refused one named, exit 2
     db = str(tmp_path / "c.db")
     assert main(["lab", "record", "--db", db, str(path)]) == 2
     err = capsys.readouterr().err
     assert "2: r.csv, line 3, column 'x'" in err
-    assert err.endswith(f"kiban lab record: error: {path}: refused the rows of proposals 2 (the "
-                        "other rows were recorded); see the reasons above\n")
+    assert err.endswith(
+        f"kiban lab record: error: {path}: refused the rows of proposals 2 (the "
+        "other rows were recorded); see the reasons above\n"
+    )
     # --as-run: the result belongs to the conditions given; the proposed ones are kept
     assert main(["lab", "record", "--db", db, str(path), "--as-run"]) == 0
     store = Store.open(db)
     result = store.result(2)
-    assert result.params == {"x": 0.25, "y": second.params["y"]} and result.values == \
-        {"score": 0.7}
-    assert store.events()[-2][1:] == ("as-run", {
-        "file": str(path), "line": 3, "proposal_id": 2, "proposed": second.params,
-        "run": {"x": 0.25, "y": second.params["y"]}})
+    assert result.params == {"x": 0.25, "y": second.params["y"]} and result.values == {"score": 0.7}
+    assert store.events()[-2][1:] == (
+        "as-run",
+        {
+            "file": str(path),
+            "line": 3,
+            "proposal_id": 2,
+            "proposed": second.params,
+            "run": {"x": 0.25, "y": second.params["y"]},
+        },
+    )
     # conditions outside the space are refused even with --as-run
     store.add_proposals([{"x": 0.0, "y": 0.0}], "manual")
     bad = _csv(tmp_path / "b.csv", ["3,7.5,0.0,0.1"], "proposal_id,x,y,score")
     summary = record_csv(store, bad, as_run=True)
-    assert summary.recorded == [] and summary.mismatched == [(3, (
-        "b.csv, line 2: the conditions given are not in the space: x: expected a number in "
-        "[-1.0, 1.0], got 7.5"))]
+    assert summary.recorded == [] and summary.mismatched == [
+        (
+            3,
+            (
+                "b.csv, line 2: the conditions given are not in the space: x: expected a number in "
+                "[-1.0, 1.0], got 7.5"
+            ),
+        )
+    ]
 
 
 def test_recording_a_file_twice_adds_no_second_failure(tmp_path, fn_path):
@@ -300,7 +352,7 @@ def test_recording_a_file_twice_adds_no_second_failure(tmp_path, fn_path):
     assert again.recorded == [] and again.failed == [] and again.already == [1, 2, 3]
     assert [f.proposal_id for f in store.failures()] == [2, 3]
     fixed = record_csv(store, _csv(tmp_path / "fixed.csv", ["2,0.25"]))
-    assert fixed.recorded == [2]          # a failed row may still be given its real result
+    assert fixed.recorded == [2]  # a failed row may still be given its real result
 
 
 def test_record_refuses_a_binary_file_clearly(tmp_path, fn_path):
@@ -310,8 +362,11 @@ def test_record_refuses_a_binary_file_clearly(tmp_path, fn_path):
     propose(store)
     binary = tmp_path / "r.csv"
     binary.write_bytes(b"proposal_id,score\n1,\xff\xfe0.5\n")
-    with pytest.raises(RecordError, match=r"r.csv: not a CSV text file \(byte 20 is not UTF-8: "
-                                          r"b'\\xff'\); is it a binary file\?"):
+    with pytest.raises(
+        RecordError,
+        match=r"r.csv: not a CSV text file \(byte 20 is not UTF-8: "
+        r"b'\\xff'\); is it a binary file\?",
+    ):
         record_csv(store, binary)
     binary.write_bytes(b"proposal_id,score\n1,0.5\n2,\x000.5\n")
     with pytest.raises(RecordError, match=r"r.csv, line 3: a NUL byte; is it a binary file\?"):
@@ -351,10 +406,15 @@ def test_best_and_documents(tmp_path, fn_path):
 
 def test_kill_9_loses_nothing_and_runs_nothing_twice(tmp_path):
     db, log = tmp_path / "c.db", tmp_path / "calls.log"
-    kiban, env = init_in_subprocess(tmp_path, write_config(tmp_path, "random", 2), db,
-                                    LABFN_LOG=str(log), LABFN_SLEEP="0.15")
-    proc = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "16", "--quiet"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kiban, env = init_in_subprocess(
+        tmp_path, write_config(tmp_path, "random", 2), db, LABFN_LOG=str(log), LABFN_SLEEP="0.15"
+    )
+    proc = subprocess.Popen(
+        [*kiban, "run", "--db", str(db), "--budget", "16", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         done = log.read_text().count("\n") if log.exists() else 0
@@ -367,18 +427,23 @@ def test_kill_9_loses_nothing_and_runs_nothing_twice(tmp_path):
     with sqlite3.connect(db) as con:
         before = dict(con.execute("SELECT status, COUNT(*) FROM proposals GROUP BY status"))
     assert before.get("completed", 0) >= 4
-    done = subprocess.run([*kiban, "run", "--db", str(db), "--budget", "16", "--json"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*kiban, "run", "--db", str(db), "--budget", "16", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["proposed"] == 16 and out["completed"] + out["failed"] == 16
     calls = log.read_text().splitlines()
-    assert len(calls) == len(set(calls))                  # nothing ran twice
+    assert len(calls) == len(set(calls))  # nothing ran twice
     store = Store.open(db)
-    ran = {json.dumps(p.params, sort_keys=True) for p in store.proposals()
-           if p.status == "completed"}
-    assert ran <= set(calls)                              # every result came from a real call
-    assert out["failed"] == len(out["interrupted"])       # the only failures: the killed batch
+    ran = {
+        json.dumps(p.params, sort_keys=True) for p in store.proposals() if p.status == "completed"
+    }
+    assert ran <= set(calls)  # every result came from a real call
+    assert out["failed"] == len(out["interrupted"])  # the only failures: the killed batch
     assert out["completed"] >= 14
 
 
@@ -400,7 +465,7 @@ def test_cli_round_trip(tmp_path, fn_path, capsys):
     for line in rows[1:]:
         cells = dict(zip(header, line.split(",")))
         x, y = float(cells["x"]), float(cells["y"])
-        cells["score"] = str(-(x - 0.3) ** 2 - (y - 1.2) ** 2)
+        cells["score"] = str(-((x - 0.3) ** 2) - (y - 1.2) ** 2)
         filled.append(",".join(cells[h] for h in header))
     (tmp_path / "done.csv").write_text("\n".join([rows[0], *filled]) + "\n")
     assert main(["lab", "record", "--db", db, str(tmp_path / "done.csv")]) == 0
@@ -408,8 +473,9 @@ def test_cli_round_trip(tmp_path, fn_path, capsys):
     assert main(["lab", "status", "--db", db, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["proposed"] == 3 and info["completed"] == 3 and info["failed"] == 0
-    assert info["best"]["values"]["score"] == max(r.values["score"]
-                                                  for r in Store.open(db).results())
+    assert info["best"]["values"]["score"] == max(
+        r.values["score"] for r in Store.open(db).results()
+    )
     bad = tmp_path / "bad.csv"
     bad.write_text("proposal_id,score\n77,1.0\n")
     assert main(["lab", "record", "--db", db, str(bad)]) == 2
@@ -426,12 +492,16 @@ def test_cli_round_trip(tmp_path, fn_path, capsys):
 
 
 def test_a_config_given_as_a_dict_is_stored_as_toml(tmp_path, fn_path):
-    raw = {"campaign": {"name": "d", "proposer": "random", "batch_size": 2},
-           "constraints": ["x + y <= 2.5"],
-           "parameters": [{"name": "x", "type": "continuous", "low": -1.0, "high": 1.0},
-                          {"name": "y", "type": "continuous", "low": 0.0, "high": 2.0}],
-           "objectives": [{"name": "score", "goal": "max"}],
-           "instrument": {"kind": "function", "target": "labfn:measure", "workers": 0}}
+    raw = {
+        "campaign": {"name": "d", "proposer": "random", "batch_size": 2},
+        "constraints": ["x + y <= 2.5"],
+        "parameters": [
+            {"name": "x", "type": "continuous", "low": -1.0, "high": 1.0},
+            {"name": "y", "type": "continuous", "low": 0.0, "high": 2.0},
+        ],
+        "objectives": [{"name": "score", "goal": "max"}],
+        "instrument": {"kind": "function", "target": "labfn:measure", "workers": 0},
+    }
     config = parse_config(raw)
     store = Store.create(tmp_path / "d.db", config)
     assert store.config().fingerprint() == config.fingerprint()
@@ -447,17 +517,21 @@ def test_lab_documents_build_into_a_corpus(tmp_path, fn_path):
     run_campaign(store, 8, instrument=FakeInstrument())
     path = tmp_path / "lab.jsonl"
     path.write_text("".join(d.to_json() + "\n" for d in campaign_documents(store)))
-    build_corpus(BuildConfig(sources=(SourceSpec(path=str(path)),), vocab_size=300),
-                 tmp_path / "corpus")
+    build_corpus(
+        BuildConfig(sources=(SourceSpec(path=str(path)),), vocab_size=300), tmp_path / "corpus"
+    )
     info = Corpus(tmp_path / "corpus").info()
     assert info["documents"] == 8
 
 
-TWO_OBJECTIVES = CONFIG.replace("""[instrument]""", """[[objectives]]
+TWO_OBJECTIVES = CONFIG.replace(
+    """[instrument]""",
+    """[[objectives]]
 name = "extra"
 goal = "min"
 
-[instrument]""")
+[instrument]""",
+)
 
 
 def test_two_objectives_pareto_status_and_report(tmp_path, fn_path):
@@ -467,8 +541,10 @@ def test_two_objectives_pareto_status_and_report(tmp_path, fn_path):
     path.write_text(TWO_OBJECTIVES.format(proposer="sobol", batch=4))
 
     def values(pid, params):
-        return {"score": -(params["x"] - 0.3) ** 2 - (params["y"] - 1.2) ** 2,
-                "extra": params["x"] + params["y"]}
+        return {
+            "score": -((params["x"] - 0.3) ** 2) - (params["y"] - 1.2) ** 2,
+            "extra": params["x"] + params["y"],
+        }
 
     store = Store.create(tmp_path / "two.db", load_config(path))
     run_campaign(store, 12, instrument=FakeInstrument(values=values))
@@ -476,15 +552,19 @@ def test_two_objectives_pareto_status_and_report(tmp_path, fn_path):
     front = {e["proposal_id"] for e in b["pareto"]}
     results = store.results()
     for r in results:
-        dominated = any(o.values["score"] >= r.values["score"] and
-                        o.values["extra"] <= r.values["extra"] and o.values != r.values
-                        for o in results)
+        dominated = any(
+            o.values["score"] >= r.values["score"]
+            and o.values["extra"] <= r.values["extra"]
+            and o.values != r.values
+            for o in results
+        )
         assert (r.proposal_id in front) == (not dominated)
-    assert b["per_objective"]["extra"]["values"]["extra"] == min(r.values["extra"]
-                                                                 for r in results)
+    assert b["per_objective"]["extra"]["values"]["extra"] == min(r.values["extra"] for r in results)
     info = write_report(store, tmp_path / "rep")
-    assert "pareto.png" in info["files"] and "Pareto set" in (tmp_path / "rep" /
-                                                             "report.html").read_text()
+    assert (
+        "pareto.png" in info["files"]
+        and "Pareto set" in (tmp_path / "rep" / "report.html").read_text()
+    )
 
 
 def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
@@ -493,32 +573,38 @@ def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
     from kiban.cli import main
 
     text = CONFIG.format(proposer="sobol", batch=3).replace(
-        'kind = "function"\ntarget = "labfn:measure"\nworkers = 0', 'kind = "csv"\npath = "todo.csv"')
+        'kind = "function"\ntarget = "labfn:measure"\nworkers = 0',
+        'kind = "csv"\npath = "todo.csv"',
+    )
     (tmp_path / "people.toml").write_text(text)
     db = str(tmp_path / "p.db")
     assert main(["lab", "init", str(tmp_path / "people.toml"), "--db", db]) == 0
     capsys.readouterr()
     assert main(["lab", "run", "--db", db, "--budget", "6", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["waiting_for_results"] is True
-    todo = tmp_path / "todo.csv"                      # beside the config, not the cwd
+    todo = tmp_path / "todo.csv"  # beside the config, not the cwd
     rows = todo.read_text().splitlines()
     assert len(rows) == 4 and rows[0].split(",")[0] == "proposal_id"
-    assert main(["lab", "run", "--db", db, "--budget", "6"]) == 0   # nothing measured: no new batch
+    assert main(["lab", "run", "--db", db, "--budget", "6"]) == 0  # nothing measured: no new batch
     assert len(todo.read_text().splitlines()) == 4
     header = rows[0].split(",")
     filled = [rows[0]]
     for line in rows[1:]:
         cells = dict(zip(header, line.split(",")))
-        cells["score"] = str(-(float(cells["x"]) - 0.3) ** 2)
+        cells["score"] = str(-((float(cells["x"]) - 0.3) ** 2))
         filled.append(",".join(cells[h] for h in header))
     todo.write_text("\n".join(filled) + "\n")
     assert main(["lab", "record", "--db", db, str(todo)]) == 0
     assert main(["lab", "run", "--db", db, "--budget", "6"]) == 0
-    assert len(todo.read_text().splitlines()) == 7    # the next batch added, the old rows kept
+    assert len(todo.read_text().splitlines()) == 7  # the next batch added, the old rows kept
     store = Store.open(db)
-    assert store.counts() == {"pending": 3, "running": 0, "completed": 3, "failed": 0,
-                              "proposed": 6}
-
+    assert store.counts() == {
+        "pending": 3,
+        "running": 0,
+        "completed": 3,
+        "failed": 0,
+        "proposed": 6,
+    }
 
 
 def _kill_while_measuring(tmp_path: Path, proposer: str, batch: int, started: int) -> list[str]:
@@ -526,33 +612,47 @@ def _kill_while_measuring(tmp_path: Path, proposer: str, batch: int, started: in
     when a measurement starts, then the function sleeps 0.6 s), then run again to the budget; the
     parameter sets the instrument was given, in order."""
     db, log = tmp_path / "c.db", tmp_path / "calls.log"
-    kiban, env = init_in_subprocess(tmp_path, write_config(tmp_path, proposer, batch), db,
-                                    LABFN_LOG=str(log), LABFN_SLEEP="0.6")
-    proc = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "8", "--quiet"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kiban, env = init_in_subprocess(
+        tmp_path, write_config(tmp_path, proposer, batch), db, LABFN_LOG=str(log), LABFN_SLEEP="0.6"
+    )
+    proc = subprocess.Popen(
+        [*kiban, "run", "--db", str(db), "--budget", "8", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         if log.exists() and log.read_text().count("\n") >= started:
             break
         time.sleep(0.02)
-    time.sleep(0.2)                     # well inside the 0.6 s measurement
+    time.sleep(0.2)  # well inside the 0.6 s measurement
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     with sqlite3.connect(db) as con:
         running = con.execute("SELECT COUNT(*) FROM proposals WHERE status = 'running'")
-        assert running.fetchone()[0] >= 1           # killed mid-measurement
+        assert running.fetchone()[0] >= 1  # killed mid-measurement
     env["LABFN_SLEEP"] = "0"
-    done = subprocess.run([*kiban, "run", "--db", str(db), "--budget", "8", "--json"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*kiban, "run", "--db", str(db), "--budget", "8", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["proposed"] == 8 and out["interrupted"]
     # the killed run's lease is taken over, and both are said even with --json
-    assert f"kiban lab run: {db}: took over the lease of `kiban lab run` (pid {proc.pid} " \
-        in done.stderr and f": process {proc.pid} no longer exists\n" in done.stderr
-    assert f"marked {len(out['interrupted'])} interrupted experiment(s) failed (not re-run)" \
+    assert (
+        f"kiban lab run: {db}: took over the lease of `kiban lab run` (pid {proc.pid} "
         in done.stderr
+        and f": process {proc.pid} no longer exists\n" in done.stderr
+    )
+    assert (
+        f"marked {len(out['interrupted'])} interrupted experiment(s) failed (not re-run)"
+        in done.stderr
+    )
     return log.read_text().splitlines()
 
 
@@ -609,25 +709,60 @@ dataset = "{dataset}"
 """
 
 
-@pytest.mark.parametrize("dataset, extra, proposer, options, message", [
-    ("suzuky", "", "botorch", "", r"\[instrument\] \(kind 'olympus'\): unknown Olympus dataset "
-                                 r"'suzuky' \(did you mean 'suzuki'\?\)"),
-    ("suzuki", "noize = 1.0", "botorch", "", r"unknown option 'noize' \(did you mean 'noise'\?\)"),
-    ("suzuki", "noise = -1.0", "botorch", "", r"noise must be a number >= 0"),
-    ("suzuki", "", "botorch", "num_restart = 3", r"proposer 'botorch': unknown option "
-                                                 r"'num_restart' \(did you mean 'num_restarts'"),
-    ("suzuki", "", "sobol", "samples = 3", r"proposer 'sobol': unknown option 'samples'; this "
-                                           r"proposer takes no options"),
-    ("photo_wf3", "", "sobol", "", r"\[instrument\] olympus 'photo_wf3': the space lacks "),
-    ("suzuki", "timeout_s = -1.0", "sobol", "", r"timeout_s must be a number > 0, got -1.0"),
-    ("suzuki", 'timeout_s = "soon"', "sobol", "", r"\[instrument\] timeout_s must be a finite "
-                                                  r"number, got str 'soon'"),
-])
-def test_init_refuses_an_instrument_or_proposer_that_cannot_work(tmp_path, dataset, extra,
-                                                                 proposer, options, message):
+@pytest.mark.parametrize(
+    "dataset, extra, proposer, options, message",
+    [
+        (
+            "suzuky",
+            "",
+            "botorch",
+            "",
+            r"\[instrument\] \(kind 'olympus'\): unknown Olympus dataset "
+            r"'suzuky' \(did you mean 'suzuki'\?\)",
+        ),
+        (
+            "suzuki",
+            "noize = 1.0",
+            "botorch",
+            "",
+            r"unknown option 'noize' \(did you mean 'noise'\?\)",
+        ),
+        ("suzuki", "noise = -1.0", "botorch", "", r"noise must be a number >= 0"),
+        (
+            "suzuki",
+            "",
+            "botorch",
+            "num_restart = 3",
+            r"proposer 'botorch': unknown option "
+            r"'num_restart' \(did you mean 'num_restarts'",
+        ),
+        (
+            "suzuki",
+            "",
+            "sobol",
+            "samples = 3",
+            r"proposer 'sobol': unknown option 'samples'; this "
+            r"proposer takes no options",
+        ),
+        ("photo_wf3", "", "sobol", "", r"\[instrument\] olympus 'photo_wf3': the space lacks "),
+        ("suzuki", "timeout_s = -1.0", "sobol", "", r"timeout_s must be a number > 0, got -1.0"),
+        (
+            "suzuki",
+            'timeout_s = "soon"',
+            "sobol",
+            "",
+            r"\[instrument\] timeout_s must be a finite "
+            r"number, got str 'soon'",
+        ),
+    ],
+)
+def test_init_refuses_an_instrument_or_proposer_that_cannot_work(
+    tmp_path, dataset, extra, proposer, options, message
+):
     path = tmp_path / "o.toml"
-    path.write_text(OLYMPUS.format(dataset=dataset, extra=extra, proposer=proposer,
-                                   options=options))
+    path.write_text(
+        OLYMPUS.format(dataset=dataset, extra=extra, proposer=proposer, options=options)
+    )
     with pytest.raises(ValueError, match=message):
         init_campaign(path, tmp_path / "o.db")
     assert not (tmp_path / "o.db").exists()
@@ -639,21 +774,25 @@ def test_init_refuses_a_function_target_that_does_not_import(tmp_path, fn_path, 
     config = write_config(tmp_path, "random", 1)
     config.write_text(config.read_text().replace("labfn:measure", "labfn:measur"))
     assert main(["lab", "init", str(config), "--db", str(tmp_path / "c.db")]) == 2
-    assert capsys.readouterr().err == (f"kiban lab init: error: {config}: target "
-                                       "'labfn:measur': module 'labfn' has no 'measur'\n")
+    assert capsys.readouterr().err == (
+        f"kiban lab init: error: {config}: target 'labfn:measur': module 'labfn' has no 'measur'\n"
+    )
     assert not (tmp_path / "c.db").exists()
-    config.write_text(config.read_text().replace("labfn:measur", "labfn:measure")
-                      + 'timeout_s = "soon"\n')
+    config.write_text(
+        config.read_text().replace("labfn:measur", "labfn:measure") + 'timeout_s = "soon"\n'
+    )
     assert main(["lab", "init", str(config), "--db", str(tmp_path / "c.db")]) == 2
-    assert capsys.readouterr().err == (f"kiban lab init: error: {config}: [instrument] (kind "
-                                       "'function'): option 'timeout_s' must be a finite number "
-                                       "or absent, got str 'soon'\n")
+    assert capsys.readouterr().err == (
+        f"kiban lab init: error: {config}: [instrument] (kind "
+        "'function'): option 'timeout_s' must be a finite number "
+        "or absent, got str 'soon'\n"
+    )
 
 
 def test_run_workers_replaces_the_instruments_for_this_run(tmp_path, fn_path, capsys):
     from kiban.cli import main
 
-    config = write_config(tmp_path, "random", 2)          # workers = 0: in this process
+    config = write_config(tmp_path, "random", 2)  # workers = 0: in this process
     db = str(tmp_path / "c.db")
     assert main(["lab", "init", str(config), "--db", db]) == 0
     assert main(["lab", "run", "--db", db, "--budget", "2", "--workers", "1", "--quiet"]) == 0
@@ -663,14 +802,19 @@ def test_run_workers_replaces_the_instruments_for_this_run(tmp_path, fn_path, ca
     assert Store.open(db).meta("fingerprint") == load_config(config).fingerprint()
     capsys.readouterr()
     assert main(["lab", "run", "--db", db, "--budget", "3", "--workers", "-1"]) == 2
-    assert capsys.readouterr().err == ("kiban lab run: error: [instrument] (kind 'function'): "
-                                       "workers must be an integer >= 0, got -1\n")
+    assert capsys.readouterr().err == (
+        "kiban lab run: error: [instrument] (kind 'function'): "
+        "workers must be an integer >= 0, got -1\n"
+    )
     olympus = tmp_path / "o.toml"
     olympus.write_text(OLYMPUS.format(dataset="suzuki", extra="", proposer="sobol", options=""))
     assert main(["lab", "init", str(olympus), "--db", str(tmp_path / "o.db")]) == 0
     capsys.readouterr()
-    assert main(["lab", "run", "--db", str(tmp_path / "o.db"), "--budget", "1",
-                 "--workers", "2"]) == 2
-    assert capsys.readouterr().err == ("kiban lab run: error: --workers 2: the 'olympus' "
-                                       "instrument runs in this process (its options have no "
-                                       "`workers`)\n")
+    assert (
+        main(["lab", "run", "--db", str(tmp_path / "o.db"), "--budget", "1", "--workers", "2"]) == 2
+    )
+    assert capsys.readouterr().err == (
+        "kiban lab run: error: --workers 2: the 'olympus' "
+        "instrument runs in this process (its options have no "
+        "`workers`)\n"
+    )

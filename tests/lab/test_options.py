@@ -30,28 +30,46 @@ def test_from_config_reads_converts_and_round_trips():
     oven = Oven.from_config({"path": "a.csv", "temperature": 90, "labels": ["x", "y"]})
     assert oven == Oven(path="a.csv", temperature=90.0, labels=("x", "y"))
     assert isinstance(oven.temperature, float)
-    assert oven.to_config() == {"path": "a.csv", "temperature": 90.0, "steps": 3,
-                                "mode": "fast", "labels": ["x", "y"], "columns": {},
-                                "note": None}
+    assert oven.to_config() == {
+        "path": "a.csv",
+        "temperature": 90.0,
+        "steps": 3,
+        "mode": "fast",
+        "labels": ["x", "y"],
+        "columns": {},
+        "note": None,
+    }
     assert Oven.from_config(oven.to_config()) == oven
 
 
 def test_from_config_errors_say_where_what_and_what_was_given():
-    with pytest.raises(OptionsError, match=r"^oven: unknown option 'temprature' \(did you mean "
-                                           r"'temperature'\?\); expected one of \['columns', "):
+    with pytest.raises(
+        OptionsError,
+        match=r"^oven: unknown option 'temprature' \(did you mean "
+        r"'temperature'\?\); expected one of \['columns', ",
+    ):
         Oven.from_config({"path": "a", "temprature": 1.0}, where="oven")
     with pytest.raises(OptionsError, match=r"^oven: missing `path`$"):
         Oven.from_config({}, where="oven")
-    with pytest.raises(OptionsError, match=r"^oven: option 'steps' must be an integer, got str "
-                                           r"'3'$"):
+    with pytest.raises(
+        OptionsError,
+        match=r"^oven: option 'steps' must be an integer, got str "
+        r"'3'$",
+    ):
         Oven.from_config({"path": "a", "steps": "3"}, where="oven")
     with pytest.raises(OptionsError, match=r"^oven: steps must be an integer >= 1, got 0$"):
         Oven.from_config({"path": "a", "steps": 0}, where="oven")
-    with pytest.raises(OptionsError, match=r"^oven: option 'columns' must be a table of a "
-                                           r"string, got dict \{'x': 1\}$"):
+    with pytest.raises(
+        OptionsError,
+        match=r"^oven: option 'columns' must be a table of a "
+        r"string, got dict \{'x': 1\}$",
+    ):
         Oven.from_config({"path": "a", "columns": {"x": 1}}, where="oven")
-    with pytest.raises(OptionsError, match=r"^instrument: expected a table of options, got "
-                                           r"list \[\]$"):
+    with pytest.raises(
+        OptionsError,
+        match=r"^instrument: expected a table of options, got "
+        r"list \[\]$",
+    ):
         Oven.from_config([])
 
 

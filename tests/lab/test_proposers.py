@@ -13,9 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiban.lab.proposers import (Observation, ProposerError, initial_design, make_proposer)
-from kiban.lab.space import (Categorical, Composition, Continuous, Integer, LinearConstraint,
-                             Molecule, Objective, Space, parse_config)
+from kiban.lab.proposers import Observation, ProposerError, initial_design, make_proposer
+from kiban.lab.space import (
+    Categorical,
+    Composition,
+    Continuous,
+    Integer,
+    LinearConstraint,
+    Molecule,
+    Objective,
+    Space,
+    parse_config,
+)
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -28,20 +37,35 @@ def constraint(text: str, space_names: set[str]) -> LinearConstraint:
 def mixed_space(same: tuple[str, ...] = ("cat",)) -> Space:
     """Continuous, integer, categorical and a composition, with a linear constraint."""
     names = {"x", "y", "k", "A", "B", "C"}
-    return Space((Continuous("x", 0.0, 1.0), Continuous("y", -2.0, 2.0), Integer("k", 0, 3),
-                  Categorical("cat", ("p", "q")), Composition("mix", ("A", "B", "C"))),
-                 (Objective("f"),), (constraint("x + y <= 1", names),
-                                      constraint("A - B >= -0.5", names)), same)
+    return Space(
+        (
+            Continuous("x", 0.0, 1.0),
+            Continuous("y", -2.0, 2.0),
+            Integer("k", 0, 3),
+            Categorical("cat", ("p", "q")),
+            Composition("mix", ("A", "B", "C")),
+        ),
+        (Objective("f"),),
+        (constraint("x + y <= 1", names), constraint("A - B >= -0.5", names)),
+        same,
+    )
 
 
 def mixed_value(p: dict) -> float:
-    return (-(p["x"] - 0.3) ** 2 - (p["y"] - 0.5) ** 2 + 0.5 * (p["cat"] == "q") + p["A"]
-            - 0.1 * abs(p["k"] - 2))
+    return (
+        -((p["x"] - 0.3) ** 2)
+        - (p["y"] - 0.5) ** 2
+        + 0.5 * (p["cat"] == "q")
+        + p["A"]
+        - 0.1 * abs(p["k"] - 2)
+    )
 
 
 def observe(space: Space, points: list[dict], fn) -> list[Observation]:
-    return [Observation(p, {o.name: v for o, v in zip(space.objectives, np.atleast_1d(fn(p)))})
-            for p in points]
+    return [
+        Observation(p, {o.name: v for o, v in zip(space.objectives, np.atleast_1d(fn(p)))})
+        for p in points
+    ]
 
 
 def assert_valid(space: Space, points: list[dict]) -> None:
@@ -51,10 +75,13 @@ def assert_valid(space: Space, points: list[dict]) -> None:
 
 
 def config(raw_extra: dict, proposer: str = "botorch", options: dict | None = None):
-    raw = {"campaign": {"name": "t", "proposer": proposer, "initial": 4, "seed": 3},
-           "instrument": {"kind": "lookup"},
-           "parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
-           "objectives": [{"name": "f"}], **raw_extra}
+    raw = {
+        "campaign": {"name": "t", "proposer": proposer, "initial": 4, "seed": 3},
+        "instrument": {"kind": "lookup"},
+        "parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
+        "objectives": [{"name": "f"}],
+        **raw_extra,
+    }
     if options is not None:
         raw["proposer"] = options
     return parse_config(raw)
@@ -71,26 +98,25 @@ def botorch(**options):
 
 
 def test_package_import_does_not_import_torch():
-    code = ("import sys, kiban.lab.proposers as p; p.make_proposer; "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = "import sys, kiban.lab.proposers as p; p.make_proposer; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_making_a_model_proposer_to_check_a_campaign_imports_no_torch():
     """`lab init` makes the proposer to check its options: torch loads only to propose."""
-    code = ("import sys\n"
-            "from kiban.lab.space import parse_config\n"
-            "from kiban.lab.proposers import make_proposer\n"
-            "for kind in ('botorch', 'generative'):\n"
-            "    raw = {'campaign': {'proposer': kind}, 'instrument': {'kind': 'lookup'},\n"
-            "           'parameters': [{'name': 'm', 'type': 'molecule', 'candidates': ['CO']}],\n"
-            "           'objectives': [{'name': 'f'}], 'proposer': {'samples': 8}}\n"
-            "    print(make_proposer(parse_config(raw), sampler=lambda n, s: []).name)\n"
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys\n"
+        "from kiban.lab.space import parse_config\n"
+        "from kiban.lab.proposers import make_proposer\n"
+        "for kind in ('botorch', 'generative'):\n"
+        "    raw = {'campaign': {'proposer': kind}, 'instrument': {'kind': 'lookup'},\n"
+        "           'parameters': [{'name': 'm', 'type': 'molecule', 'candidates': ['CO']}],\n"
+        "           'objectives': [{'name': 'f'}], 'proposer': {'samples': 8}}\n"
+        "    print(make_proposer(parse_config(raw), sampler=lambda n, s: []).name)\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["botorch", "generative", "False"]
 
 
@@ -146,8 +172,11 @@ def test_initial_design_batch_shares_same_in_batch_values():
 
 def test_initial_design_under_tight_constraints_uses_the_polytope_and_still_continues():
     names = {"x", "y"}
-    space = Space((Continuous("x", 0, 1), Continuous("y", 0, 1)), (Objective("f"),),
-                  (constraint("x + y <= 0.05", names),))
+    space = Space(
+        (Continuous("x", 0, 1), Continuous("y", 0, 1)),
+        (Objective("f"),),
+        (constraint("x + y <= 0.05", names),),
+    )
     points = initial_design(space, 6, seed=1)
     assert_valid(space, points)
     assert initial_design(space, 2, seed=1, skip=4) == points[4:]
@@ -159,15 +188,14 @@ def test_initial_design_composition_sums_to_total_and_spreads():
     points = initial_design(space, 64, seed=0)
     assert_valid(space, points)
     mean = np.mean([[p["a"], p["b"], p["c"]] for p in points], axis=0)
-    assert np.allclose(mean, 2.0 / 3.0, atol=0.1)   # uniform on the simplex
+    assert np.allclose(mean, 2.0 / 3.0, atol=0.1)  # uniform on the simplex
 
 
 def test_initial_design_walks_through_candidate_molecules():
     cands = ("CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCC")
     space = Space((Molecule("m", cands),), (Objective("f"),))
     points = initial_design(space, 5, seed=0)
-    assert sorted(p["m"] for p in points) == sorted(["CCO", "c1ccccc1", "CC(=O)O", "CCN",
-                                                     "CCCC"])
+    assert sorted(p["m"] for p in points) == sorted(["CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCC"])
     assert initial_design(space, 2, seed=0, skip=3) == points[3:]
 
 
@@ -225,10 +253,18 @@ def test_botorch_starts_with_the_sobol_design():
 
 def test_botorch_mixed_constrained_batch_is_valid_new_shared_and_deterministic():
     names = {"x", "y", "A", "B", "C"}
-    space = Space((Continuous("x", 0, 1), Continuous("y", -2, 2), Categorical("cat", ("p", "q")),
-                   Composition("mix", ("A", "B", "C"))), (Objective("f"),),
-                  (constraint("x + y <= 1", names),), ("cat",))
-    fn = lambda p: -(p["x"] - 0.3) ** 2 - (p["y"] - 0.5) ** 2 + 0.5 * (p["cat"] == "q") + p["A"]
+    space = Space(
+        (
+            Continuous("x", 0, 1),
+            Continuous("y", -2, 2),
+            Categorical("cat", ("p", "q")),
+            Composition("mix", ("A", "B", "C")),
+        ),
+        (Objective("f"),),
+        (constraint("x + y <= 1", names),),
+        ("cat",),
+    )
+    fn = lambda p: -((p["x"] - 0.3) ** 2) - (p["y"] - 0.5) ** 2 + 0.5 * (p["cat"] == "q") + p["A"]
     design = initial_design(space, 10, seed=0)
     observed, pending = observe(space, design[:8], fn), design[8:]
     prop = botorch(num_restarts=2, raw_samples=32)
@@ -260,8 +296,12 @@ def test_constrained_acquisition_optimum_is_never_below_its_best_start(monkeypat
         vertices = torch.eye(4, dtype=x.dtype)
         with torch.no_grad():
             values = acq_function(vertices.unsqueeze(1))
-        seen.update(acqf=acq_function, options=kwargs["options"],
-                    start=kwargs["batch_initial_conditions"], bad=vertices[int(values.argmin())])
+        seen.update(
+            acqf=acq_function,
+            options=kwargs["options"],
+            start=kwargs["batch_initial_conditions"],
+            bad=vertices[int(values.argmin())],
+        )
         return seen["bad"].unsqueeze(0), values.min()
 
     monkeypatch.setattr(botorch_optim, "optimize_acqf", sabotaged)
@@ -288,9 +328,16 @@ def test_botorch_fully_discrete_space_proposes_exactly_what_is_left():
 
 def test_botorch_many_integers_use_the_alternating_optimizer():
     names = {"x", "k", "j"}
-    space = Space((Continuous("x", 0, 1), Integer("k", 0, 40), Integer("j", 0, 9),
-                   Categorical("c", ("a", "b", "c"))), (Objective("f", goal="min"),),
-                  (constraint("k + 2*j <= 30", names),))
+    space = Space(
+        (
+            Continuous("x", 0, 1),
+            Integer("k", 0, 40),
+            Integer("j", 0, 9),
+            Categorical("c", ("a", "b", "c")),
+        ),
+        (Objective("f", goal="min"),),
+        (constraint("k + 2*j <= 30", names),),
+    )
     fn = lambda p: (p["x"] - 0.5) ** 2 + (p["k"] - 10) ** 2 / 100 + (p["j"] - 3) ** 2 / 10
     observed = observe(space, initial_design(space, 8, seed=1), fn)
     out = botorch(num_restarts=2, raw_samples=32).propose(space, observed, [], 2, seed=0)
@@ -299,8 +346,10 @@ def test_botorch_many_integers_use_the_alternating_optimizer():
 
 
 def test_botorch_min_and_target_goals_move_towards_the_optimum():
-    for goal, target, fn, best in [("min", None, lambda p: (p["x"] - 0.7) ** 2, 0.7),
-                                   ("target", 0.3, lambda p: p["x"], 0.3)]:
+    for goal, target, fn, best in [
+        ("min", None, lambda p: (p["x"] - 0.7) ** 2, 0.7),
+        ("target", 0.3, lambda p: p["x"], 0.3),
+    ]:
         space = Space((Continuous("x", 0, 1),), (Objective("f", goal=goal, target=target),))
         observed = observe(space, initial_design(space, 8, seed=0), fn)
         (p,) = botorch().propose(space, observed, [], 1, seed=0)
@@ -317,11 +366,11 @@ def test_linear_constraints_get_axs_optimiser_budget_unless_set():
     assert default.options_for(box) == default.options
     for space in (blend, ineq):
         o = default.options_for(space)
-        assert {k: getattr(o, k) for k in BotorchProposer.CONSTRAINED_BUDGET} == \
-            BotorchProposer.CONSTRAINED_BUDGET
-    o = botorch(num_restarts=3, maxiter=40).options_for(blend)   # explicit options win
-    assert (o.num_restarts, o.maxiter, o.raw_samples, o.mc_samples) == \
-        (3, 40, 1024, 512)
+        assert {
+            k: getattr(o, k) for k in BotorchProposer.CONSTRAINED_BUDGET
+        } == BotorchProposer.CONSTRAINED_BUDGET
+    o = botorch(num_restarts=3, maxiter=40).options_for(blend)  # explicit options win
+    assert (o.num_restarts, o.maxiter, o.raw_samples, o.mc_samples) == (3, 40, 1024, 512)
     off = botorch(constrained_budget=False)
     assert off.options_for(blend) == off.options
 
@@ -331,13 +380,13 @@ def test_exploit_after_turns_to_the_posterior_best_from_that_many_observations()
     proposal is the model's best guess (near 0.2), a batch adds new points; one
     observation short of it, the proposal is qLogNEI's, exactly the default's."""
     space = Space((Continuous("x", 0, 1),), (Objective("f"),))
-    fn = lambda p: -(p["x"] - 0.2) ** 2
+    fn = lambda p: -((p["x"] - 0.2) ** 2)
     observed = observe(space, [{"x": x} for x in (0.0, 0.1, 0.15, 0.3)], fn)
     (p,) = botorch(exploit_after=4).propose(space, observed, [], 1, seed=0)
     assert abs(p["x"] - 0.2) < 0.03, p
     before = botorch(exploit_after=5).propose(space, observed, [], 1, seed=0)
     assert before == botorch().propose(space, observed, [], 1, seed=0)
-    assert abs(before[0]["x"] - 0.2) > 0.03, before   # qLogNEI explores here: a real contrast
+    assert abs(before[0]["x"] - 0.2) > 0.03, before  # qLogNEI explores here: a real contrast
     batch = botorch(exploit_after=4).propose(space, observed, [], 3, seed=0)
     assert_valid(space, batch)
     assert len({round(q["x"], 6) for q in batch}) == 3
@@ -368,8 +417,10 @@ def test_botorch_beats_random_on_a_quadratic():
     small fraction of random search's (observed: ~0.0007 vs ~0.05 mean)."""
     from kiban.lab.proposers.design import RandomProposer
 
-    space = Space((Continuous("a", 0, 1), Continuous("b", 0, 1), Continuous("c", -1, 1)),
-                  (Objective("y", goal="min"),))
+    space = Space(
+        (Continuous("a", 0, 1), Continuous("b", 0, 1), Continuous("c", -1, 1)),
+        (Objective("y", goal="min"),),
+    )
     centre = np.array([0.3, 0.7, 0.4])
     fn = lambda p: float(((np.array([p["a"], p["b"], p["c"]]) - centre) ** 2).sum())
 
@@ -392,9 +443,10 @@ def test_botorch_beats_random_on_a_quadratic():
 def test_botorch_multi_objective_returns_valid_new_points():
     from kiban.lab.proposers.bo import reference_point
 
-    space = Space((Continuous("x", 0, 1), Continuous("y", 0, 1)),
-                  (Objective("f1", goal="max", threshold=0.0),
-                   Objective("f2", goal="min")))
+    space = Space(
+        (Continuous("x", 0, 1), Continuous("y", 0, 1)),
+        (Objective("f1", goal="max", threshold=0.0), Objective("f2", goal="min")),
+    )
     fn = lambda p: (p["x"] * (1 - p["y"]), (p["x"] - 0.2) ** 2 + p["y"] ** 2)
     observed = observe(space, initial_design(space, 8, seed=0), fn)
     out = botorch(num_restarts=2, raw_samples=32).propose(space, observed, [], 2, seed=0)
@@ -403,8 +455,10 @@ def test_botorch_multi_objective_returns_valid_new_points():
     # all thresholds given: they are the reference point (as utilities)
     import torch
 
-    both = Space(space.parameters, (Objective("f1", threshold=0.1),
-                                    Objective("f2", goal="min", threshold=0.5)))
+    both = Space(
+        space.parameters,
+        (Objective("f1", threshold=0.1), Objective("f2", goal="min", threshold=0.5)),
+    )
     ref = reference_point(None, both, torch.zeros(1, 2))
     assert ref.tolist() == [0.1, -0.5]
 
@@ -415,7 +469,7 @@ def test_winsorize_matches_ax_tukey_fences():
     Y = np.array([[1.0], [2.0], [3.0], [4.0], [-100.0], [100.0]])
     out = winsorize(Y, [None])
     q1, q3 = np.percentile(Y, 25, method="lower"), np.percentile(Y, 75, method="higher")
-    assert out[4, 0] == q1 - 1.5 * (q3 - q1) and out[5, 0] == 100.0   # bad side only
+    assert out[4, 0] == q1 - 1.5 * (q3 - q1) and out[5, 0] == 100.0  # bad side only
     with_t = winsorize(Y, [-5.0])
     low = min(q1, -5.0) - 1.5 * (q3 - min(q1, -5.0))
     assert with_t[4, 0] == low
@@ -433,7 +487,7 @@ def test_tanimoto_kernel_matches_numpy_and_is_psd():
     rng = np.random.default_rng(0)
     A = (rng.random((40, 64)) < 0.3).astype(float)
     B = (rng.random((7, 64)) < 0.3).astype(float)
-    A[0] = 0.0   # an all-zero fingerprint
+    A[0] = 0.0  # an all-zero fingerprint
     k = TanimotoKernel()
     K = k(torch.tensor(A), torch.tensor(B)).to_dense().numpy()
     expected = np.array([[a @ b / (a @ a + b @ b - a @ b) for b in B] for a in A])
@@ -449,8 +503,23 @@ def test_tanimoto_kernel_matches_numpy_and_is_psd():
 # molecules
 
 
-CANDIDATES = ("CCO", "OCC", "CCCO", "CCCCO", "CCCCCO", "c1ccccc1", "Cc1ccccc1", "CCc1ccccc1",
-              "CC(=O)O", "CCN", "CCCN", "CCCCN", "O=C=O", "C1CCCCC1", "CCOC")
+CANDIDATES = (
+    "CCO",
+    "OCC",
+    "CCCO",
+    "CCCCO",
+    "CCCCCO",
+    "c1ccccc1",
+    "Cc1ccccc1",
+    "CCc1ccccc1",
+    "CC(=O)O",
+    "CCN",
+    "CCCN",
+    "CCCCN",
+    "O=C=O",
+    "C1CCCCC1",
+    "CCOC",
+)
 
 
 def carbons(smiles: str) -> float:
@@ -463,8 +532,9 @@ def test_molecule_proposer_picks_new_candidates_only():
     from kiban.lab.proposers.base import canonical_smiles
 
     space = Space((Molecule("m", CANDIDATES),), (Objective("f"),))
-    observed = observe(space, [{"m": s} for s in ("OCC", "CCCCO", "c1ccccc1", "CCN")],
-                       lambda p: carbons(p["m"]))
+    observed = observe(
+        space, [{"m": s} for s in ("OCC", "CCCCO", "c1ccccc1", "CCN")], lambda p: carbons(p["m"])
+    )
     pending = [{"m": "CCCO"}]
     prop = botorch()
     out = prop.propose(space, observed, pending, 4, seed=0)
@@ -521,8 +591,15 @@ def test_generative_before_data_picks_valid_samples_at_random():
 def test_generative_ranks_unseen_samples_by_acquisition():
     """Benzenes scored high: ethylbenzene (most like toluene) is the pick, unless pending."""
     space = Space((Molecule("m", model="unused"),), (Objective("f"),))
-    scores = {"c1ccccc1": 10.0, "Cc1ccccc1": 9.0, "CCO": 0.0, "CCN": 0.0, "CCCC": 0.0,
-              "CC(=O)O": 0.0, "O": 0.0}
+    scores = {
+        "c1ccccc1": 10.0,
+        "Cc1ccccc1": 9.0,
+        "CCO": 0.0,
+        "CCN": 0.0,
+        "CCCC": 0.0,
+        "CC(=O)O": 0.0,
+        "O": 0.0,
+    }
     observed = observe(space, [{"m": s} for s in scores], lambda p: scores[p["m"]])
     prop = generative(samples=7)
     (best,) = prop.propose(space, observed, [], 1, seed=0)
@@ -532,8 +609,24 @@ def test_generative_ranks_unseen_samples_by_acquisition():
     assert "CCc1ccccc1" not in names and "CCO" not in names and len(set(names)) == 3
 
 
-TAGGED = ["CCO", "CCCO", "CCCCO", "CC(C)O", "CCN", "CCCN", "CC(=O)O", "CCOC", "OCCO", "CCCC",
-          "CC(C)C", "CCC(=O)O", "c1ccccc1", "Cc1ccccc1", "CCN(CC)CC", "OC1CCCCC1"]
+TAGGED = [
+    "CCO",
+    "CCCO",
+    "CCCCO",
+    "CC(C)O",
+    "CCN",
+    "CCCN",
+    "CC(=O)O",
+    "CCOC",
+    "OCCO",
+    "CCCC",
+    "CC(C)C",
+    "CCC(=O)O",
+    "c1ccccc1",
+    "Cc1ccccc1",
+    "CCN(CC)CC",
+    "OC1CCCCC1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -548,11 +641,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     texts = [f"<mol>{s}</mol>" for s in TAGGED * 5]
     tok = train_tokenizer(texts, vocab_size=300)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny model: threads only contend
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, vocab_size=tok.vocab_size,
-                      max_position_embeddings=128, bos_token_id=None, eos_token_id=tok.eos_id,
-                      pad_token_id=tok.pad_id, tie_word_embeddings=False)
+    torch.set_num_threads(1)  # tiny model: threads only contend
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=tok.vocab_size,
+        max_position_embeddings=128,
+        bos_token_id=None,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
     stream = torch.tensor([i for t in texts for i in [*tok.encode(t), tok.eos_id]])
@@ -560,10 +662,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(60):
         starts = torch.randint(0, len(stream) - 33, (16,), generator=gen)
-        batch = torch.stack([stream[s:s + 33] for s in starts.tolist()])
+        batch = torch.stack([stream[s : s + 33] for s in starts.tolist()])
         logits = model(input_ids=batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 batch[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -577,10 +680,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def test_generative_with_a_tiny_kiban_model(tiny_model_dir):
     from kiban.lab.proposers.base import canonical_smiles
 
-    raw = {"campaign": {"name": "g", "proposer": "generative", "initial": 2, "seed": 0},
-           "instrument": {"kind": "lookup"},
-           "parameters": [{"name": "m", "type": "molecule", "model": str(tiny_model_dir)}],
-           "objectives": [{"name": "f"}], "proposer": {"samples": 32}}
+    raw = {
+        "campaign": {"name": "g", "proposer": "generative", "initial": 2, "seed": 0},
+        "instrument": {"kind": "lookup"},
+        "parameters": [{"name": "m", "type": "molecule", "model": str(tiny_model_dir)}],
+        "objectives": [{"name": "f"}],
+        "proposer": {"samples": 32},
+    }
     cfg = parse_config(raw)
     prop = make_proposer(cfg)
     first = prop.propose(cfg.space, [], [], 2, seed=0)
@@ -600,12 +706,27 @@ def test_marginal_posterior_matches_botorch_for_a_tanimoto_gp():
     from kiban.lab.proposers.bo import Layout, fit_model, marginal_posterior
     from kiban.lab.space import parse_config
 
-    smiles = ["CCO", "CCN", "c1ccccc1", "CC(=O)O", "CCCC", "CCOC", "c1ccncc1", "OCCO",
-              "CC(C)O", "CCCl", "NCCN", "c1ccoc1"]
-    space = parse_config({"parameters": [{"name": "m", "type": "molecule",
-                                          "candidates": smiles}],
-                          "objectives": [{"name": "y"}],
-                          "instrument": {"kind": "function", "target": "a:b"}}).space
+    smiles = [
+        "CCO",
+        "CCN",
+        "c1ccccc1",
+        "CC(=O)O",
+        "CCCC",
+        "CCOC",
+        "c1ccncc1",
+        "OCCO",
+        "CC(C)O",
+        "CCCl",
+        "NCCN",
+        "c1ccoc1",
+    ]
+    space = parse_config(
+        {
+            "parameters": [{"name": "m", "type": "molecule", "candidates": smiles}],
+            "objectives": [{"name": "y"}],
+            "instrument": {"kind": "function", "target": "a:b"},
+        }
+    ).space
     layout = Layout(space, 256, 2)
     X = layout.encode([{"m": s} for s in smiles])
     y = torch.tensor([[float(len(s))] for s in smiles[:8]], dtype=X.dtype)
@@ -615,7 +736,7 @@ def test_marginal_posterior_matches_botorch_for_a_tanimoto_gp():
         post = model.posterior(X.unsqueeze(1))
     ref_mean = model.outcome_transform.untransform(mean.unsqueeze(-1))[0].squeeze(-1)
     assert torch.allclose(ref_mean, post.mean.reshape(-1), rtol=1e-5, atol=1e-6)
-    scale = model.outcome_transform.stdvs.reshape(-1)[0] ** 2   # latent variance, no noise
+    scale = model.outcome_transform.stdvs.reshape(-1)[0] ** 2  # latent variance, no noise
     assert torch.allclose(var * scale, post.variance.reshape(-1), rtol=1e-4, atol=1e-8)
 
 
@@ -626,9 +747,16 @@ def test_marginal_posterior_matches_botorch_for_a_tanimoto_gp():
 def test_the_design_opens_with_the_centre_of_the_space():
     from kiban.lab.proposers.design import center_of
 
-    space = Space((Continuous("x", 0.0, 4.0), Continuous("r", 1.0, 100.0, log=True),
-                   Integer("k", 0, 4), Categorical("cat", ("p", "q", "s")),
-                   Composition("mix", ("A", "B", "C", "D"), total=2.0)), (Objective("f"),))
+    space = Space(
+        (
+            Continuous("x", 0.0, 4.0),
+            Continuous("r", 1.0, 100.0, log=True),
+            Integer("k", 0, 4),
+            Categorical("cat", ("p", "q", "s")),
+            Composition("mix", ("A", "B", "C", "D"), total=2.0),
+        ),
+        (Objective("f"),),
+    )
     middle = center_of(space)
     assert middle["x"] == pytest.approx(2.0) and middle["r"] == pytest.approx(10.0)
     assert middle["k"] == 2 and middle["cat"] == "q"
@@ -642,8 +770,11 @@ def test_the_design_opens_with_the_centre_of_the_space():
 
 def test_a_centre_that_breaks_a_constraint_is_left_out():
     names = {"x", "y"}
-    space = Space((Continuous("x", 0.0, 1.0), Continuous("y", 0.0, 1.0)), (Objective("f"),),
-                  (constraint("x + y <= 0.8", names),))
+    space = Space(
+        (Continuous("x", 0.0, 1.0), Continuous("y", 0.0, 1.0)),
+        (Objective("f"),),
+        (constraint("x + y <= 0.8", names),),
+    )
     out = initial_design(space, 3, seed=0, center=True)
     assert out == initial_design(space, 3, seed=0)
     assert_valid(space, out)
@@ -658,25 +789,27 @@ def test_campaign_center_setting():
         parse_config({**_raw(), "campaign": {"name": "t", "center": "yes"}})
     first = make_proposer(on).propose(on.space, [], [], 2, seed=0)
     assert first[0] == {"x": 0.5}
-    assert make_proposer(off).propose(off.space, [], [], 2, seed=0) == \
-        initial_design(off.space, 2, seed=off.seed)
+    assert make_proposer(off).propose(off.space, [], [], 2, seed=0) == initial_design(
+        off.space, 2, seed=off.seed
+    )
 
 
 def _raw() -> dict:
-    return {"instrument": {"kind": "lookup"},
-            "parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
-            "objectives": [{"name": "f"}]}
+    return {
+        "instrument": {"kind": "lookup"},
+        "parameters": [{"name": "x", "type": "continuous", "low": 0, "high": 1}],
+        "objectives": [{"name": "f"}],
+    }
 
 
 def test_power_warp_keeps_the_order_and_removes_skew():
     from kiban.lab.proposers.bo import warp_outcomes
 
     skew = lambda v: float(((v - v.mean()) ** 3).mean() / v.std() ** 3)
-    Y = np.exp(np.random.default_rng(0).normal(size=(200, 1)) * 2)   # yields: a long right tail
-    for values in (Y, -Y, Y - 3.0):       # Box-Cox (positive), Yeo-Johnson (negative, mixed)
+    Y = np.exp(np.random.default_rng(0).normal(size=(200, 1)) * 2)  # yields: a long right tail
+    for values in (Y, -Y, Y - 3.0):  # Box-Cox (positive), Yeo-Johnson (negative, mixed)
         W = warp_outcomes(values, "power")
-        assert (np.argsort(W[:, 0], kind="stable") ==
-                np.argsort(values[:, 0], kind="stable")).all()
+        assert (np.argsort(W[:, 0], kind="stable") == np.argsort(values[:, 0], kind="stable")).all()
         assert abs(skew(W[:, 0])) < 0.5 * abs(skew(values[:, 0]))
     assert abs(skew(warp_outcomes(Y, "power")[:, 0])) < 0.1
     assert warp_outcomes(Y, "none") is Y
@@ -687,8 +820,9 @@ def test_power_warp_keeps_the_order_and_removes_skew():
     space = Space((Continuous("x", 0.0, 1.0),), (Objective("f"),))
     points = initial_design(space, 6, seed=0)
     observed = observe(space, points, lambda p: np.exp(5 * p["x"]))
-    out = make_proposer(config({}, options={"warp": "power"})).propose(space, observed, [], 2,
-                                                                       seed=0)
+    out = make_proposer(config({}, options={"warp": "power"})).propose(
+        space, observed, [], 2, seed=0
+    )
     assert_valid(space, out)
 
 
@@ -705,8 +839,9 @@ def test_fast_gp_fit_reaches_botorch_s_optimum(n, d):
 
     g = torch.Generator().manual_seed(n)
     X = torch.rand(n, d, generator=g, dtype=torch.float64)
-    Y = (torch.sin(6 * X).sum(-1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g,
-                                                                   dtype=torch.float64))
+    Y = torch.sin(6 * X).sum(-1, keepdim=True) + 0.1 * torch.randn(
+        n, 1, generator=g, dtype=torch.float64
+    )
 
     def mll_value(model):
         model.train()
@@ -719,14 +854,17 @@ def test_fast_gp_fit_reaches_botorch_s_optimum(n, d):
     fast = SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
     assert fit_fast(fast)
     assert mll_value(fast) == pytest.approx(mll_value(reference), abs=1e-5)
-    for a, b in [(fast.covar_module.lengthscale, reference.covar_module.lengthscale),
-                 (fast.likelihood.noise, reference.likelihood.noise)]:
+    for a, b in [
+        (fast.covar_module.lengthscale, reference.covar_module.lengthscale),
+        (fast.likelihood.noise, reference.likelihood.noise),
+    ]:
         assert torch.allclose(a, b, rtol=2e-2, atol=1e-4), (a, b)
     fast.eval(), reference.eval()
     Xt = torch.rand(16, d, generator=g, dtype=torch.float64)
     with torch.no_grad():
-        assert torch.allclose(fast.posterior(Xt).mean, reference.posterior(Xt).mean,
-                              rtol=1e-3, atol=1e-3)
+        assert torch.allclose(
+            fast.posterior(Xt).mean, reference.posterior(Xt).mean, rtol=1e-3, atol=1e-3
+        )
 
 
 def test_fast_gp_fit_declines_other_models():
@@ -738,7 +876,7 @@ def test_fast_gp_fit_declines_other_models():
 
     X = torch.rand(10, 2, dtype=torch.float64)
     Y = torch.rand(10, 2, dtype=torch.float64)
-    assert not fit_fast(SingleTaskGP(X, Y))                  # two outputs
+    assert not fit_fast(SingleTaskGP(X, Y))  # two outputs
     assert not fit_fast(SingleTaskGP(X, Y[:, :1], covar_module=ScaleKernel(MaternKernel())))
 
 

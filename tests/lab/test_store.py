@@ -32,27 +32,39 @@ def _dead_pid() -> int:
 
 def test_two_runs_on_one_campaign_the_second_is_refused_naming_the_first(tmp_path):
     db, log = tmp_path / "c.db", tmp_path / "calls.log"
-    kiban, env = init_in_subprocess(tmp_path, _campaign(tmp_path), db, LABFN_LOG=str(log),
-                                    LABFN_SLEEP="0.3")
-    first = subprocess.Popen([*kiban, "run", "--db", str(db), "--budget", "6", "--json"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kiban, env = init_in_subprocess(
+        tmp_path, _campaign(tmp_path), db, LABFN_LOG=str(log), LABFN_SLEEP="0.3"
+    )
+    first = subprocess.Popen(
+        [*kiban, "run", "--db", str(db), "--budget", "6", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not log.exists():
         time.sleep(0.02)
-    second = subprocess.run([*kiban, "run", "--db", str(db), "--budget", "6", "--json"],
-                            env=env, capture_output=True, text=True)
+    second = subprocess.run(
+        [*kiban, "run", "--db", str(db), "--budget", "6", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert second.returncode == 1
     assert second.stdout == ""
-    assert second.stderr.startswith(f"kiban lab run: error: {db}: the campaign is in use by "
-                                    f"`kiban lab run` (pid {first.pid} on host "
-                                    f"{socket.gethostname()!r}, since ")
+    assert second.stderr.startswith(
+        f"kiban lab run: error: {db}: the campaign is in use by "
+        f"`kiban lab run` (pid {first.pid} on host "
+        f"{socket.gethostname()!r}, since "
+    )
     assert json.loads(out)["proposed"] == 6
     calls = log.read_text().splitlines()
-    assert len(calls) == 6 and len(set(calls)) == 6           # the budget, nothing twice
+    assert len(calls) == 6 and len(set(calls)) == 6  # the budget, nothing twice
     store = Store.open(db)
-    assert store.lease_holder() is None                        # released on exit
+    assert store.lease_holder() is None  # released on exit
 
 
 def test_a_lease_is_re_entrant_and_released(tmp_path):
@@ -62,8 +74,11 @@ def test_a_lease_is_re_entrant_and_released(tmp_path):
         assert held.pid == os.getpid() and held.command == "run"
         with store.lease("propose") as inner:
             assert inner is held
-        with pytest.raises(CampaignBusy, match=r"in use by `kiban lab run` \(pid "
-                                               f"{os.getpid()} on host"):
+        with pytest.raises(
+            CampaignBusy,
+            match=r"in use by `kiban lab run` \(pid "
+            f"{os.getpid()} on host",
+        ):
             propose(other)
         assert other.counts()["proposed"] == 0
     assert store.lease_holder() is None
@@ -76,14 +91,17 @@ def test_the_lease_of_a_dead_process_is_taken_over_with_a_message(tmp_path, monk
     pid = _dead_pid()
     now = time.time()
     with store.transaction() as db:
-        db.execute("INSERT INTO lease VALUES (1, 'x', ?, ?, 'run', ?, ?)",
-                   (pid, socket.gethostname(), now - 5, now - 1))
+        db.execute(
+            "INSERT INTO lease VALUES (1, 'x', ?, ?, 'run', ?, ?)",
+            (pid, socket.gethostname(), now - 5, now - 1),
+        )
     # and a running proposal of that process: interrupted, not re-run
     store.mark_running([p.id for p in propose_unleased(store)])
     messages: list[str] = []
     summary = run_campaign(store, 3, log=messages.append)
-    assert messages[0].startswith(f"{store.path}: took over the lease of `kiban lab run` (pid "
-                                  f"{pid} on host")
+    assert messages[0].startswith(
+        f"{store.path}: took over the lease of `kiban lab run` (pid {pid} on host"
+    )
     assert messages[0].endswith(f": process {pid} no longer exists")
     assert summary.interrupted == [1]
     assert [e[1] for e in store.events()].count("lease-takeover") == 1
@@ -113,8 +131,10 @@ def test_a_version_1_store_is_upgraded_in_place_with_a_note(tmp_path):
         db.execute("DROP TABLE lease")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
     store = Store.open(tmp_path / "c.db")
-    assert store.notes == [f"{tmp_path / 'c.db'}: upgraded the campaign store from version 1 "
-                           "to 2: added the lease table (one writer per campaign)"]
+    assert store.notes == [
+        f"{tmp_path / 'c.db'}: upgraded the campaign store from version 1 "
+        "to 2: added the lease table (one writer per campaign)"
+    ]
     assert store.meta("schema") == "2" and store.counts()["proposed"] == 1
     assert store.events()[-1][1] == "upgrade"
     assert Store.open(tmp_path / "c.db").notes == []
@@ -138,15 +158,22 @@ def test_a_store_written_before_the_lease_opens_and_continues(tmp_path, monkeypa
     db.write_bytes((data / "campaign-v1.db").read_bytes())
     monkeypatch.syspath_prepend(str(data))
     store = Store.open(db)
-    assert store.notes == [f"{db}: upgraded the campaign store from version 1 to 2: added the "
-                           "lease table (one writer per campaign)"]
-    assert store.counts() == {"pending": 0, "running": 0, "completed": 4, "failed": 0,
-                              "proposed": 4}
+    assert store.notes == [
+        f"{db}: upgraded the campaign store from version 1 to 2: added the "
+        "lease table (one writer per campaign)"
+    ]
+    assert store.counts() == {
+        "pending": 0,
+        "running": 0,
+        "completed": 4,
+        "failed": 0,
+        "proposed": 4,
+    }
     assert store.config().fingerprint() == store.meta("fingerprint")
     summary = run_campaign(store, 6)
     assert summary.completed == 2 and store.counts()["completed"] == 6
     params = [p.params["x"] for p in store.proposals()]
-    assert len(set(params)) == 6      # the Sobol sequence continued, nothing twice
+    assert len(set(params)) == 6  # the Sobol sequence continued, nothing twice
 
 
 @pytest.mark.parametrize("name", ["olympus-suzuki.toml", "xtb-gap.toml"])

@@ -58,8 +58,9 @@ def matcher() -> StructureMatcher:
 
 
 def nacl() -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,8 +72,12 @@ def _dataset_path() -> Path | None:
     spec = importlib.util.find_spec("crystal_toolkit")  # locates it without importing it
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = (Path(list(spec.submodule_search_locations)[0]) / "apps" / "examples"
-            / "matbench_dielectric.json.gz")
+    path = (
+        Path(list(spec.submodule_search_locations)[0])
+        / "apps"
+        / "examples"
+        / "matbench_dielectric.json.gz"
+    )
     return path if path.exists() else None
 
 
@@ -86,8 +91,10 @@ def _structures() -> dict:
     if _DATA is None:
         path = _dataset_path()
         if path is None:
-            pytest.skip("crystal_toolkit's matbench_dielectric.json.gz is not installed; "
-                        "real-structure tests need it")
+            pytest.skip(
+                "crystal_toolkit's matbench_dielectric.json.gz is not installed; "
+                "real-structure tests need it"
+            )
         with gzip.open(path, "rt") as handle:
             _DATA = json.load(handle)["structure"]
     return _DATA
@@ -107,16 +114,17 @@ def _real(key: str) -> Structure:
 
 
 SAMPLE = _sample_keys(SAMPLE_SIZE)
-INVARIANCE_SAMPLE = SAMPLE[::max(1, SAMPLE_SIZE // INVARIANCE_SIZE)][:INVARIANCE_SIZE]
+INVARIANCE_SAMPLE = SAMPLE[:: max(1, SAMPLE_SIZE // INVARIANCE_SIZE)][:INVARIANCE_SIZE]
 needs_data = pytest.mark.skipif(
-    _dataset_path() is None,
-    reason="crystal_toolkit's matbench_dielectric.json.gz is not installed")
+    _dataset_path() is None, reason="crystal_toolkit's matbench_dielectric.json.gz is not installed"
+)
 
 
 def _spglib_standard(structure: Structure) -> Structure:
     data = spglib.get_symmetry_dataset(
         (structure.lattice.matrix, structure.frac_coords, [s.Z for s in structure.species]),
-        symprec=0.1)
+        symprec=0.1,
+    )
     return Structure(data.std_lattice, data.std_types, data.std_positions)
 
 
@@ -175,9 +183,14 @@ def test_diamond_uses_spglib_origin_choice_1(codec, matcher):
     with that setting's operations."""
     diamond = Structure(Lattice.cubic(5.43), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
     diamond = Structure.from_sites(  # the F-centred cell
-        [site for shift in ([0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0])
-         for site in Structure(diamond.lattice, diamond.species,
-                               diamond.frac_coords + np.array(shift))])
+        [
+            site
+            for shift in ([0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0])
+            for site in Structure(
+                diamond.lattice, diamond.species, diamond.frac_coords + np.array(shift)
+            )
+        ]
+    )
     text = codec.to_text(diamond)
     assert text == "Si\nFd-3m\n5.430 5.430 5.430\n90.00 90.00 90.00\nSi 8a 0.0000 0.0000 0.0000"
     decoded = codec.parse(text)
@@ -231,7 +244,8 @@ def test_wyckoff_letters_agree_with_spglib_on_real_structures():
         structure = _real(key)
         data = spglib.get_symmetry_dataset(
             (structure.lattice.matrix, structure.frac_coords, [s.Z for s in structure.species]),
-            symprec=0.1)
+            symprec=0.1,
+        )
         setting = _setting(data.number)
         letter_of_prim = dict(zip(data.mapping_to_primitive, data.wyckoffs))
         orbit_of_prim = dict(zip(data.mapping_to_primitive, data.equivalent_atoms))
@@ -249,13 +263,22 @@ def test_wyckoff_tables_agree_with_spglib_for_all_space_groups():
     position (plus a general-position orbit that pins the group) gets the same letter from spglib,
     whenever spglib keeps the probe's own origin and axes (it may legitimately move to an
     equivalent origin, where letters differ)."""
-    lattices = {"triclinic": Lattice.from_parameters(5, 6, 7, 80, 85, 95),
-                "monoclinic": Lattice.from_parameters(5, 6, 7, 90, 100, 90),
-                "orthorhombic": Lattice.orthorhombic(5, 6, 7),
-                "tetragonal": Lattice.tetragonal(5, 7),
-                "hexagonal": Lattice.hexagonal(5, 7), "cubic": Lattice.cubic(6)}
-    systems = [(2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"),
-               (194, "hexagonal"), (230, "cubic")]
+    lattices = {
+        "triclinic": Lattice.from_parameters(5, 6, 7, 80, 85, 95),
+        "monoclinic": Lattice.from_parameters(5, 6, 7, 90, 100, 90),
+        "orthorhombic": Lattice.orthorhombic(5, 6, 7),
+        "tetragonal": Lattice.tetragonal(5, 7),
+        "hexagonal": Lattice.hexagonal(5, 7),
+        "cubic": Lattice.cubic(6),
+    }
+    systems = [
+        (2, "triclinic"),
+        (15, "monoclinic"),
+        (74, "orthorhombic"),
+        (142, "tetragonal"),
+        (194, "hexagonal"),
+        (230, "cubic"),
+    ]
     params = np.array([0.1234, 0.2771, 0.3613])
     generic = np.array([0.0713, 0.1621, 0.2917])
     compared = 0
@@ -265,7 +288,7 @@ def test_wyckoff_tables_agree_with_spglib_for_all_space_groups():
         rot, trans = setting.rotations, setting.translations
 
         def orbit(point):
-            images = np.round((rot @ point + trans) % 1.0, 8) % 1.0
+            images = np.round((rot @ point + trans) % 1.0, 8) % 1.0  # noqa: B023
             return np.unique(images, axis=0)
 
         for position in setting.wyckoff:
@@ -274,19 +297,22 @@ def test_wyckoff_tables_agree_with_spglib_for_all_space_groups():
             point = offset.copy()
             if constraints.shape[0] < 3:  # free parameters: move within the null space of C
                 _, _, vh = np.linalg.svd(constraints if constraints.size else np.zeros((1, 3)))
-                free = vh[constraints.shape[0]:] if constraints.size else np.eye(3)
+                free = vh[constraints.shape[0] :] if constraints.size else np.eye(3)
                 point = offset + params[: len(free)] @ free
             members = orbit(point % 1.0)
             assert len(members) == position.multiplicity, (number, position.letter)
             found = _wyckoff_of(setting, members[-1], position.multiplicity)
             assert found is not None and found.letter == position.letter, (number, position.letter)
-            cell = (lattice, np.vstack([members, orbit(generic)]),
-                    [1] * len(members) + [2] * len(orbit(generic)))
+            cell = (
+                lattice,
+                np.vstack([members, orbit(generic)]),
+                [1] * len(members) + [2] * len(orbit(generic)),
+            )
             data = spglib.get_symmetry_dataset(cell, symprec=1e-3)
             assert data.number == number
-            same_frame = (np.allclose(data.transformation_matrix, np.eye(3))
-                          and np.allclose(data.origin_shift - np.rint(data.origin_shift), 0,
-                                          atol=1e-6))
+            same_frame = np.allclose(data.transformation_matrix, np.eye(3)) and np.allclose(
+                data.origin_shift - np.rint(data.origin_shift), 0, atol=1e-6
+            )
             if same_frame:
                 assert data.wyckoffs[0] == position.letter, (number, position.letter)
                 compared += 1
@@ -304,8 +330,9 @@ def test_rotated_permuted_supercell_input_gives_the_same_text(codec, key):
     original = _real(key)
     text = codec.to_text(original)
     rng = np.random.default_rng(int(key))
-    rotated = Structure(original.lattice.matrix @ _random_rotation(rng).T, original.species,
-                        original.frac_coords)
+    rotated = Structure(
+        original.lattice.matrix @ _random_rotation(rng).T, original.species, original.frac_coords
+    )
     permuted = Structure.from_sites([rotated[i] for i in rng.permutation(len(rotated))])
     permuted.make_supercell([2, 1, 1])
     assert codec.to_text(permuted) == text
@@ -332,8 +359,9 @@ def test_origin_and_setting_choices_meet_for_symmetric_structures(codec, key):
     moved = symmetric.copy()
     moved.translate_sites(range(len(moved)), rng.random(3))
     assert codec.to_text(moved) == text
-    moved = Structure(moved.lattice.matrix @ _random_rotation(rng).T, moved.species,
-                      moved.frac_coords)
+    moved = Structure(
+        moved.lattice.matrix @ _random_rotation(rng).T, moved.species, moved.frac_coords
+    )
     moved = Structure.from_sites([moved[i] for i in rng.permutation(len(moved))])
     moved.make_supercell([[1, 1, 0], [0, 1, 0], [0, 0, 1]])
     assert codec.to_text(moved) == text
@@ -408,10 +436,21 @@ def test_oxidation_states_are_kept(codec, matcher):
 # --------------------------------------------------------------------------------------------
 
 SPACE_GROUPS = {
-    "Pm-3m": "cubic", "Fm-3m": "cubic", "Im-3m": "cubic", "Fd-3m": "cubic", "Pa-3": "cubic",
-    "P4/mmm": "tetragonal", "I4/mmm": "tetragonal", "P4_2/mnm": "tetragonal",
-    "I4_1/amd": "tetragonal", "P-4m2": "tetragonal", "P4mm": "tetragonal",
-    "P6_3/mmc": "hexagonal", "R-3m": "hexagonal", "Pnma": "orthorhombic", "P2_1/c": "monoclinic",
+    "Pm-3m": "cubic",
+    "Fm-3m": "cubic",
+    "Im-3m": "cubic",
+    "Fd-3m": "cubic",
+    "Pa-3": "cubic",
+    "P4/mmm": "tetragonal",
+    "I4/mmm": "tetragonal",
+    "P4_2/mnm": "tetragonal",
+    "I4_1/amd": "tetragonal",
+    "P-4m2": "tetragonal",
+    "P4mm": "tetragonal",
+    "P6_3/mmc": "hexagonal",
+    "R-3m": "hexagonal",
+    "Pnma": "orthorhombic",
+    "P2_1/c": "monoclinic",
 }
 SPECIAL = [0.0, 0.25, 0.5, 0.75, 1 / 3, 2 / 3, 1 / 8]
 LARGE_GROUPS = {"Fm-3m", "Fd-3m", "Im-3m"}
@@ -433,8 +472,9 @@ def simple_structures(draw) -> Structure:
     else:
         lattice = Lattice.monoclinic(a, b, c, draw(st.floats(92.0, 118.0)))
     n = draw(st.integers(1, 3))
-    species = draw(st.lists(st.sampled_from(["Na", "Cl", "Mg", "O", "Si", "Ti", "Li"]),
-                            min_size=n, max_size=n))
+    species = draw(
+        st.lists(st.sampled_from(["Na", "Cl", "Mg", "O", "Si", "Ti", "Li"]), min_size=n, max_size=n)
+    )
     coordinate = st.one_of(st.sampled_from(SPECIAL), st.floats(0.0, 1.0).map(lambda x: round(x, 3)))
     if group in LARGE_GROUPS:  # pymatgen expands general positions of big groups slowly
         coordinate = st.sampled_from([0.0, 0.125, 0.25, 0.5])
@@ -457,8 +497,11 @@ def simple_structures(draw) -> Structure:
     return structure
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(simple_structures())
 def test_random_simple_structures_round_trip(structure):
     codec = CrystalCodec()
@@ -502,12 +545,16 @@ ERROR_CASES = [
     (_replace_line(5, "Xx 4a 0 0 0"), "line 5: unknown element 'Xx'"),
     (_replace_line(5, "Na a4 0 0 0"), "line 5: Wyckoff label 'a4' is not a multiplicity"),
     (_replace_line(5, "Na 4a zero 0 0"), "line 5: coordinates must be numbers, got 'zero'"),
-    (_replace_line(5, "Na 4a 0.1 0 0"),
-     "has 24 positions under Fm-3m, but Wyckoff label 4a says 4"),
+    (
+        _replace_line(5, "Na 4a 0.1 0 0"),
+        "has 24 positions under Fm-3m, but Wyckoff label 4a says 4",
+    ),
     (_replace_line(6, "Cl 4a 0.5 0.5 0.5"), "is not on Wyckoff position 4a of Fm-3m (it is on 4b)"),
     (_replace_line(6, "Cl 4b 0 0 0"), "is not on Wyckoff position 4b of Fm-3m (it is on 4a)"),
-    (NACL_TEXT.replace("Cl 4b 0.5000 0.5000 0.5000", "Cl 4a 0.0000 0.0000 0.0000"),
-     "lines 5 and 6: sites overlap"),
+    (
+        NACL_TEXT.replace("Cl 4b 0.5000 0.5000 0.5000", "Cl 4a 0.0000 0.0000 0.0000"),
+        "lines 5 and 6: sites overlap",
+    ),
     ("data_broken\n_cell_length_a 5.0\n", "CIF could not be parsed"),
     ("{not json", "invalid JSON"),
     ('{"a": 1}', "not a pymatgen Structure dict"),
@@ -524,8 +571,9 @@ def test_parse_errors_say_why(codec, text, reason):
 
 
 def test_disordered_structures_are_rejected(codec):
-    disordered = Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}, "Cl"],
-                           [[0, 0, 0], [0.5, 0.5, 0.5]])
+    disordered = Structure(
+        Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
     with pytest.raises(CodecError, match="disordered"):
         codec.to_text(disordered)
     with pytest.raises(CodecError, match="disordered"):
@@ -563,8 +611,25 @@ def test_mangled_text_raises_only_codec_errors(data):
         else:
             fields = lines[index].split(" ")
             k = data.draw(st.integers(0, len(fields) - 1))
-            fields[k] = data.draw(st.sampled_from(["", "-1", "0", "1e9", "1e-9", "inf", "X",
-                                                   "Og", "999", "0.3333", "4z", "P1", "R3"]))
+            fields[k] = data.draw(
+                st.sampled_from(
+                    [
+                        "",
+                        "-1",
+                        "0",
+                        "1e9",
+                        "1e-9",
+                        "inf",
+                        "X",
+                        "Og",
+                        "999",
+                        "0.3333",
+                        "4z",
+                        "P1",
+                        "R3",
+                    ]
+                )
+            )
             lines[index] = " ".join(fields)
     text = "\n".join(lines)
     try:

@@ -24,19 +24,22 @@ def rdkit_canonical(smiles: str) -> str:
     return Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
 
 
-@pytest.mark.parametrize(("smiles", "canonical"), [
-    ("OCC", "CCO"),
-    ("CCO", "CCO"),
-    ("  OCC\n", "CCO"),  # surrounding whitespace is not part of the SMILES
-    ("C1=CC=CC=C1", "c1ccccc1"),
-    ("[Na+].[Cl-]", "[Cl-].[Na+]"),
-    ("N[C@@H](C)C(=O)O", "C[C@H](N)C(=O)O"),  # stereo kept (isomeric SMILES)
-    ("[C@@H](F)(Cl)Br", "F[C@H](Cl)Br"),
-    ("C/C=C/C", "C/C=C/C"),
-    ("OC(=O)c1ccccc1OC(C)=O", "CC(=O)Oc1ccccc1C(=O)O"),
-    ("C%10CCCCC%10", "C1CCCCC1"),
-    ("[13CH4]", "[13CH4]"),
-])
+@pytest.mark.parametrize(
+    ("smiles", "canonical"),
+    [
+        ("OCC", "CCO"),
+        ("CCO", "CCO"),
+        ("  OCC\n", "CCO"),  # surrounding whitespace is not part of the SMILES
+        ("C1=CC=CC=C1", "c1ccccc1"),
+        ("[Na+].[Cl-]", "[Cl-].[Na+]"),
+        ("N[C@@H](C)C(=O)O", "C[C@H](N)C(=O)O"),  # stereo kept (isomeric SMILES)
+        ("[C@@H](F)(Cl)Br", "F[C@H](Cl)Br"),
+        ("C/C=C/C", "C/C=C/C"),
+        ("OC(=O)c1ccccc1OC(C)=O", "CC(=O)Oc1ccccc1C(=O)O"),
+        ("C%10CCCCC%10", "C1CCCCC1"),
+        ("[13CH4]", "[13CH4]"),
+    ],
+)
 def test_canonical_examples(smiles, canonical):
     assert codec.canonical(smiles) == canonical
     assert codec.canonical(canonical) == canonical
@@ -76,24 +79,50 @@ def test_smiles_regex_tokenizes_moses_losslessly(moses_smiles):
 
 def test_smiles_regex_tokens():
     assert re.findall(SMILES_TOKEN_PATTERN, "[C@@H](Cl)Br%10c1ccccc1/C=C\\N#N.[Na+]") == [
-        "[C@@H]", "(", "Cl", ")", "Br", "%10", "c", "1", "c", "c", "c", "c", "c", "1", "/", "C",
-        "=", "C", "\\", "N", "#", "N", ".", "[Na+]"]
+        "[C@@H]",
+        "(",
+        "Cl",
+        ")",
+        "Br",
+        "%10",
+        "c",
+        "1",
+        "c",
+        "c",
+        "c",
+        "c",
+        "c",
+        "1",
+        "/",
+        "C",
+        "=",
+        "C",
+        "\\",
+        "N",
+        "#",
+        "N",
+        ".",
+        "[Na+]",
+    ]
 
 
-@pytest.mark.parametrize(("smiles", "fragments"), [
-    ("C(C)(C)(C)(C)C", ["valence", "atom # 0 C, 5"]),
-    ("FC(F)(F)(F)F", ["valence"]),
-    ("C1CC", ["unclosed ring"]),
-    ("C1CC2", ["unclosed ring"]),
-    ("C)C", ["parentheses", "position 2"]),
-    ("CC(", ["syntax error", "position 3"]),
-    ("X", ["syntax error", "position 1"]),
-    ("c1cccc1", ["kekulize"]),
-    ("", ["empty SMILES"]),
-    ("   \n", ["empty SMILES"]),
-    ("C C", ["SMILES contains whitespace"]),
-    ("C\tO", ["SMILES contains whitespace"]),
-])
+@pytest.mark.parametrize(
+    ("smiles", "fragments"),
+    [
+        ("C(C)(C)(C)(C)C", ["valence", "atom # 0 C, 5"]),
+        ("FC(F)(F)(F)F", ["valence"]),
+        ("C1CC", ["unclosed ring"]),
+        ("C1CC2", ["unclosed ring"]),
+        ("C)C", ["parentheses", "position 2"]),
+        ("CC(", ["syntax error", "position 3"]),
+        ("X", ["syntax error", "position 1"]),
+        ("c1cccc1", ["kekulize"]),
+        ("", ["empty SMILES"]),
+        ("   \n", ["empty SMILES"]),
+        ("C C", ["SMILES contains whitespace"]),
+        ("C\tO", ["SMILES contains whitespace"]),
+    ],
+)
 def test_invalid_smiles_name_the_reason(smiles, fragments):
     with pytest.raises(CodecError) as info:
         codec.canonical(smiles)
@@ -137,6 +166,7 @@ BONDS = ["", "", "", "=", "#"]
 def grammar_smiles(draw) -> str:
     """A chain of atoms with optional branches and one optional ring; often invalid (valence),
     invalid ones are filtered out against RDKit."""
+
     def chain(depth: int) -> str:
         parts = [draw(st.sampled_from(ATOMS))]
         for _ in range(draw(st.integers(0, 4))):

@@ -15,53 +15,56 @@ from kiban.modalities.number import NumberCodec, Quantity, format_number
 codec = NumberCodec()
 
 
-@pytest.mark.parametrize(("text", "canonical"), [
-    # every written digit is kept
-    ("1.310", "1.310"),
-    ("1.31", "1.31"),
-    ("0.000", "0.000"),
-    ("100", "100"),
-    ("-2.50e-3", "-2.50e-3"),
-    # the normalisations of the module docstring
-    ("+007.50", "7.50"),  # no leading + or leading zeros
-    ("+1.31", "1.31"),
-    ("00", "0"),
-    ("1E+03", "1e3"),  # lower-case e, no + or leading zeros in the exponent
-    ("1e+005", "1e5"),
-    ("1E-05", "1e-5"),
-    ("1e0", "1"),  # no e0
-    ("2.5e-0", "2.5"),
-    ("-0", "0"),  # no sign on zero
-    ("-0.00", "0.00"),
-    ("-0e5", "0e5"),
-    (".5", "0.5"),
-    ("-.5", "-0.5"),
-    ("1.", "1"),
-    # uncertainty
-    ("1.31±0.02", "1.31±0.02"),
-    ("1.31 ± 0.02", "1.31±0.02"),
-    ("1.31+/-0.02", "1.31±0.02"),
-    ("1.31 +/- 0.020", "1.31±0.020"),
-    ("1.31±+0.02", "1.31±0.02"),
-    ("1.31±2E-2", "1.31±2e-2"),
-    ("1.31(2)", "1.31±0.02"),
-    ("1.310(25)", "1.310±0.025"),
-    ("1.31(02)", "1.31±0.02"),
-    ("-0.5(10)", "-0.5±1.0"),
-    ("12(3)", "12±3"),
-    ("0.0(1)", "0.0±0.1"),
-    ("1.31e3(2)", "1.31e3±2e1"),
-    ("6.02214076e23(1)", "6.02214076e23±1e15"),
-    ("1.5e-3(2)", "1.5e-3±2e-4"),
-    # units
-    ("298.15 K", "298.15 K"),
-    ("1.31±0.02 eV", "1.31±0.02 eV"),
-    ("1.31(2) eV", "1.31±0.02 eV"),
-    ("5 kJ/mol", "5 kJ/mol"),
-    ("5 eV   per  atom", "5 eV per atom"),
-    ("2.0 Å", "2.0 Å"),
-    ("-40 °C", "-40 °C"),
-])
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        # every written digit is kept
+        ("1.310", "1.310"),
+        ("1.31", "1.31"),
+        ("0.000", "0.000"),
+        ("100", "100"),
+        ("-2.50e-3", "-2.50e-3"),
+        # the normalisations of the module docstring
+        ("+007.50", "7.50"),  # no leading + or leading zeros
+        ("+1.31", "1.31"),
+        ("00", "0"),
+        ("1E+03", "1e3"),  # lower-case e, no + or leading zeros in the exponent
+        ("1e+005", "1e5"),
+        ("1E-05", "1e-5"),
+        ("1e0", "1"),  # no e0
+        ("2.5e-0", "2.5"),
+        ("-0", "0"),  # no sign on zero
+        ("-0.00", "0.00"),
+        ("-0e5", "0e5"),
+        (".5", "0.5"),
+        ("-.5", "-0.5"),
+        ("1.", "1"),
+        # uncertainty
+        ("1.31±0.02", "1.31±0.02"),
+        ("1.31 ± 0.02", "1.31±0.02"),
+        ("1.31+/-0.02", "1.31±0.02"),
+        ("1.31 +/- 0.020", "1.31±0.020"),
+        ("1.31±+0.02", "1.31±0.02"),
+        ("1.31±2E-2", "1.31±2e-2"),
+        ("1.31(2)", "1.31±0.02"),
+        ("1.310(25)", "1.310±0.025"),
+        ("1.31(02)", "1.31±0.02"),
+        ("-0.5(10)", "-0.5±1.0"),
+        ("12(3)", "12±3"),
+        ("0.0(1)", "0.0±0.1"),
+        ("1.31e3(2)", "1.31e3±2e1"),
+        ("6.02214076e23(1)", "6.02214076e23±1e15"),
+        ("1.5e-3(2)", "1.5e-3±2e-4"),
+        # units
+        ("298.15 K", "298.15 K"),
+        ("1.31±0.02 eV", "1.31±0.02 eV"),
+        ("1.31(2) eV", "1.31±0.02 eV"),
+        ("5 kJ/mol", "5 kJ/mol"),
+        ("5 eV   per  atom", "5 eV per atom"),
+        ("2.0 Å", "2.0 Å"),
+        ("-40 °C", "-40 °C"),
+    ],
+)
 def test_canonical(text, canonical):
     assert codec.canonical(text) == canonical
     assert codec.canonical(canonical) == canonical
@@ -73,7 +76,12 @@ def test_quantity_fields():
     assert str(q.value) == "1.310" and str(q.uncertainty) == "0.025"
     assert float(q) == 1.31
     plain = codec.parse("42")
-    assert (plain.value, plain.uncertainty, plain.unit, plain.text) == (Decimal(42), None, None, "42")
+    assert (plain.value, plain.uncertainty, plain.unit, plain.text) == (
+        Decimal(42),
+        None,
+        None,
+        "42",
+    )
     assert get_codec("num").parse("42") == plain
 
 
@@ -104,17 +112,20 @@ def test_to_text_of_quantities_without_text():
         codec.to_text("1.5")
 
 
-@pytest.mark.parametrize(("value", "kwargs", "text"), [
-    (1234567.0, {}, "1.235e6"),
-    (0.5, {}, "0.5"),
-    (1 / 3, {"significant": 3}, "0.333"),
-    (-0.0, {}, "0"),
-    (0.0001234, {}, "0.0001234"),
-    (1.5e-7, {}, "1.5e-7"),
-    (2.5, {"unit": "eV", "uncertainty": 0.123}, "2.5±0.12 eV"),
-    (98.7654, {"significant": 6, "uncertainty": 0.0123456}, "98.7654±0.01235"),
-    (300, {"unit": "K"}, "300 K"),
-])
+@pytest.mark.parametrize(
+    ("value", "kwargs", "text"),
+    [
+        (1234567.0, {}, "1.235e6"),
+        (0.5, {}, "0.5"),
+        (1 / 3, {"significant": 3}, "0.333"),
+        (-0.0, {}, "0"),
+        (0.0001234, {}, "0.0001234"),
+        (1.5e-7, {}, "1.5e-7"),
+        (2.5, {"unit": "eV", "uncertainty": 0.123}, "2.5±0.12 eV"),
+        (98.7654, {"significant": 6, "uncertainty": 0.0123456}, "98.7654±0.01235"),
+        (300, {"unit": "K"}, "300 K"),
+    ],
+)
 def test_from_float(value, kwargs, text):
     q = Quantity.from_float(value, **kwargs)
     assert q.text == text
@@ -132,20 +143,23 @@ def test_from_float_rejects_negative_uncertainty():
         Quantity.from_float(1.0, uncertainty=-0.1)
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("", "expected VALUE[±UNCERTAINTY][ UNIT], e.g. '1.31', '-2.5e-3', '1.31±0.02 eV'"),
-    ("abc", "expected VALUE[±UNCERTAINTY][ UNIT]"),
-    ("1,5", "expected VALUE"),
-    ("--1", "expected VALUE"),
-    ("1e", "expected VALUE"),
-    ("1eV", "expected VALUE"),
-    ("1.2.3", "expected VALUE"),
-    ("1(2", "expected VALUE"),
-    ("1.31±", "expected VALUE"),
-    ("1.31±-0.02", "uncertainty must not be negative"),
-    ("1 <b", "unit '<b' must not contain '<' or '>'"),
-    ("1 m>s", "must not contain"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "expected VALUE[±UNCERTAINTY][ UNIT], e.g. '1.31', '-2.5e-3', '1.31±0.02 eV'"),
+        ("abc", "expected VALUE[±UNCERTAINTY][ UNIT]"),
+        ("1,5", "expected VALUE"),
+        ("--1", "expected VALUE"),
+        ("1e", "expected VALUE"),
+        ("1eV", "expected VALUE"),
+        ("1.2.3", "expected VALUE"),
+        ("1(2", "expected VALUE"),
+        ("1.31±", "expected VALUE"),
+        ("1.31±-0.02", "uncertainty must not be negative"),
+        ("1 <b", "unit '<b' must not contain '<' or '>'"),
+        ("1 m>s", "must not contain"),
+    ],
+)
 def test_invalid_numbers(text, reason):
     with pytest.raises(CodecError) as info:
         codec.parse(text)
@@ -166,12 +180,20 @@ def test_format_number_rejects_non_numbers():
 # --- properties -------------------------------------------------------------------------------
 def _number(signs: str) -> st.SearchStrategy[str]:
     digits = st.text("0123456789", max_size=12)
-    exponent = st.none() | st.tuples(st.sampled_from("eE"), st.sampled_from(["", "+", "-"]),
-                                     st.text("0123456789", min_size=1, max_size=4))
-    return st.tuples(st.sampled_from(signs), digits, st.none() | digits, exponent).filter(
-        lambda p: p[1] or p[2]).map(
-        lambda p: (p[0] + p[1] + ("" if p[2] is None else "." + p[2])
-                   + ("".join(p[3]) if p[3] else "")))
+    exponent = st.none() | st.tuples(
+        st.sampled_from("eE"),
+        st.sampled_from(["", "+", "-"]),
+        st.text("0123456789", min_size=1, max_size=4),
+    )
+    return (
+        st.tuples(st.sampled_from(signs), digits, st.none() | digits, exponent)
+        .filter(lambda p: p[1] or p[2])
+        .map(
+            lambda p: (
+                p[0] + p[1] + ("" if p[2] is None else "." + p[2]) + ("".join(p[3]) if p[3] else "")
+            )
+        )
+    )
 
 
 UNITS = ["eV", "K", "kJ/mol", "g cm^-3", "Å", "°C", "mol L-1", "%"]
@@ -184,10 +206,12 @@ def _same_decimal(canonical: str, original: str) -> None:
     assert a.as_tuple()[1:] == b.as_tuple()[1:]
 
 
-@given(value=_number(["", "+", "-"]),
-       uncertainty=st.none() | st.tuples(st.sampled_from(["±", " ± ", "+/-", " +/- "]),
-                                         _number(["", "+"])),
-       unit=st.none() | st.sampled_from(UNITS))
+@given(
+    value=_number(["", "+", "-"]),
+    uncertainty=st.none()
+    | st.tuples(st.sampled_from(["±", " ± ", "+/-", " +/- "]), _number(["", "+"])),
+    unit=st.none() | st.sampled_from(UNITS),
+)
 @settings(max_examples=300, deadline=None)
 def test_canonical_is_exact_and_a_fixed_point(value, uncertainty, unit):
     text = value + ("".join(uncertainty) if uncertainty else "") + (f" {unit}" if unit else "")

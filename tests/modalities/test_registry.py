@@ -6,8 +6,15 @@ from typing import ClassVar
 
 import pytest
 
-from kiban.modalities import Codec, CodecError, UnknownModalityError, codec_names, get_codec, register
-from kiban.modalities import _registry
+from kiban.modalities import (
+    Codec,
+    CodecError,
+    UnknownModalityError,
+    _registry,
+    codec_names,
+    get_codec,
+    register,
+)
 from kiban.modalities.number import NumberCodec
 from kiban.modalities.protein import ProteinCodec
 from kiban.modalities.text import TextCodec
@@ -43,8 +50,9 @@ def test_unknown_modality_lists_known_names():
     with pytest.raises(UnknownModalityError) as info:
         get_codec("molecule")
     error = info.value
-    assert str(error) == ("unknown modality 'molecule'; known modalities: "
-                          "crystal, mol, num, protein, text")
+    assert str(error) == (
+        "unknown modality 'molecule'; known modalities: crystal, mol, num, protein, text"
+    )
     assert isinstance(error, KeyError)
     assert error.name == "molecule"
     assert error.known == ["crystal", "mol", "num", "protein", "text"]
@@ -64,14 +72,16 @@ def test_register_and_refuse_silent_overwrite(registry):
     assert codec_names() == ["crystal", "mol", "num", "protein", "text", "upper"]
     with pytest.raises(ValueError) as info:
         register(OtherUpperCodec())
-    assert str(info.value) == ("a codec for modality 'upper' is already registered; "
-                               "pass replace=True to replace it")
+    assert str(info.value) == (
+        "a codec for modality 'upper' is already registered; pass replace=True to replace it"
+    )
     assert get_codec("upper") is first
     second = OtherUpperCodec()
     register(second, replace=True)
     assert get_codec("upper") is second
-    with pytest.raises(UnknownModalityError, match="known modalities: crystal, mol, num, "
-                                                   "protein, text, upper$"):
+    with pytest.raises(
+        UnknownModalityError, match="known modalities: crystal, mol, num, protein, text, upper$"
+    ):
         get_codec("nope")
 
 
@@ -101,8 +111,11 @@ def test_codec_base_behaviour():
     codec.validate("abc")
     with pytest.raises(CodecError) as info:
         codec.validate("a1")
-    assert (info.value.modality, info.value.text, info.value.reason) == ("upper", "a1",
-                                                                         "letters only")
+    assert (info.value.modality, info.value.text, info.value.reason) == (
+        "upper",
+        "a1",
+        "letters only",
+    )
     assert str(info.value) == "invalid upper 'a1': letters only"
     assert isinstance(info.value, ValueError)
 

@@ -34,8 +34,12 @@ def test_cli_json_shape(tmp_path, capsys):
     assert payload["n_samples"] == 3 and payload["n_valid"] == 2
     assert payload["metrics"]["valid"] == pytest.approx(2 / 3)
     # ethanol and phenol have no two-ring scaffold
-    assert set(payload["not_computed"]) == {"unique@1000", "unique@10000", "Scaf/Test",
-                                            "Scaf/TestSF"}
+    assert set(payload["not_computed"]) == {
+        "unique@1000",
+        "unique@10000",
+        "Scaf/Test",
+        "Scaf/TestSF",
+    }
     assert payload["invalid"]["count"] == 1
     assert payload["invalid"]["examples"][0]["where"] == f"{path}:3"
     assert all(math.isfinite(v) for v in payload["metrics"].values() if v is not None)
@@ -51,12 +55,28 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     from kiban.cli import main
 
     assert main(["eval", "moses", str(tmp_path / "nope.smi")]) == 2
-    assert capsys.readouterr().err == (f"kiban eval moses: error: samples file "
-                                       f"{tmp_path / 'nope.smi'} does not exist or is not a file\n")
+    assert capsys.readouterr().err == (
+        f"kiban eval moses: error: samples file "
+        f"{tmp_path / 'nope.smi'} does not exist or is not a file\n"
+    )
     assert main(["eval", "moses", str(tmp_path), "--n-jobs", "0"]) == 2
     assert capsys.readouterr().err == "kiban eval moses: error: --n-jobs must be >= 1, got 0\n"
-    assert main(["report", "molecules", str(tmp_path), "--corpus", str(tmp_path), "--out",
-                 str(tmp_path / "r.html"), "--n", "0"]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "molecules",
+                str(tmp_path),
+                "--corpus",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "r.html"),
+                "--n",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err == "kiban report molecules: error: --n must be >= 1, got 0\n"
     with pytest.raises(SystemExit):
         _parser().parse_args(["eval", "moses"])
@@ -65,8 +85,10 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
 def test_kiban_help_stays_light():
     import subprocess
 
-    code = ("import sys, argparse; from kiban.tasks import cli; p = argparse.ArgumentParser(); "
-            "cli.add_parser(p.add_subparsers()); "
-            "print(sorted(m for m in ('rdkit', 'torch', 'numba') if m in sys.modules))")
+    code = (
+        "import sys, argparse; from kiban.tasks import cli; p = argparse.ArgumentParser(); "
+        "cli.add_parser(p.add_subparsers()); "
+        "print(sorted(m for m in ('rdkit', 'torch', 'numba') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

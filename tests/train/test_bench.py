@@ -16,8 +16,12 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
 
 def test_bench_train_quick(tmp_path):
     out = tmp_path / "train.json"
-    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert set(report["tokens_per_s"]) == {"kiban", "plain", "trainer"}

@@ -5,13 +5,23 @@ from __future__ import annotations
 import pytest
 
 from kiban.train.cli import _setting
-from kiban.train.config import (ConfigError, RunConfig, accumulation_steps, config_from_dict,
-                                load_config)
+from kiban.train.config import (
+    ConfigError,
+    RunConfig,
+    accumulation_steps,
+    config_from_dict,
+    load_config,
+)
 
 
 def test_defaults_round_trip_through_toml(tmp_path):
-    config = config_from_dict({"out": "x", "data": {"corpus": "c", "modality_weights": {"mol": 2}},
-                               "finetune": {"lora_target_modules": ["q_proj"]}})
+    config = config_from_dict(
+        {
+            "out": "x",
+            "data": {"corpus": "c", "modality_weights": {"mol": 2}},
+            "finetune": {"lora_target_modules": ["q_proj"]},
+        }
+    )
     path = tmp_path / "c.toml"
     path.write_text(config.to_toml())
     again = load_config(path)
@@ -19,22 +29,28 @@ def test_defaults_round_trip_through_toml(tmp_path):
     assert again.data.modality_weights == {"mol": 2.0}
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"trian": {}}, "unknown key 'trian' (did you mean 'train'?)"),
-    ({"train": {"max_step": 3}}, "unknown key train.max_step (did you mean 'max_steps'?)"),
-    ({"optim": {"learning_rate": 1e-3}}, "unknown key optim.learning_rate"),
-    ({"train": {"max_steps": "ten"}}, "train.max_steps: expected an integer, got 'ten'"),
-    ({"train": {"max_steps": 0}}, "train.max_steps = 0: expected an integer >= 1"),
-    ({"optim": {"lr": -1}}, "optim.lr = -1.0: expected a positive number"),
-    ({"optim": {"beta2": 1.0}}, "optim.beta2 = 1.0"),
-    ({"data": {"seq_len": 1}}, "data.seq_len = 1"),
-    ({"data": {"validation_fraction": 1.0}}, "data.validation_fraction = 1.0"),
-    ({"data": {"modality_weights": {"mol": -1}}}, "data.modality_weights.mol: expected a weight"),
-    ({"model": {"preset": "llama-7b"}}, "model.preset = 'llama-7b'"),
-    ({"train": {"parallel": "zero3"}}, "train.parallel = 'zero3'"),
-    ({"train": {"compile": 1}}, "train.compile: expected true or false, got 1"),
-    ({"finetune": {"lora_dropout": 1.5}}, "finetune.lora_dropout = 1.5"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"trian": {}}, "unknown key 'trian' (did you mean 'train'?)"),
+        ({"train": {"max_step": 3}}, "unknown key train.max_step (did you mean 'max_steps'?)"),
+        ({"optim": {"learning_rate": 1e-3}}, "unknown key optim.learning_rate"),
+        ({"train": {"max_steps": "ten"}}, "train.max_steps: expected an integer, got 'ten'"),
+        ({"train": {"max_steps": 0}}, "train.max_steps = 0: expected an integer >= 1"),
+        ({"optim": {"lr": -1}}, "optim.lr = -1.0: expected a positive number"),
+        ({"optim": {"beta2": 1.0}}, "optim.beta2 = 1.0"),
+        ({"data": {"seq_len": 1}}, "data.seq_len = 1"),
+        ({"data": {"validation_fraction": 1.0}}, "data.validation_fraction = 1.0"),
+        (
+            {"data": {"modality_weights": {"mol": -1}}},
+            "data.modality_weights.mol: expected a weight",
+        ),
+        ({"model": {"preset": "llama-7b"}}, "model.preset = 'llama-7b'"),
+        ({"train": {"parallel": "zero3"}}, "train.parallel = 'zero3'"),
+        ({"train": {"compile": 1}}, "train.compile: expected true or false, got 1"),
+        ({"finetune": {"lora_dropout": 1.5}}, "finetune.lora_dropout = 1.5"),
+    ],
+)
 def test_bad_configs_name_the_field_and_value(raw, message):
     with pytest.raises(ConfigError) as error:
         config_from_dict(raw, "run.toml")

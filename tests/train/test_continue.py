@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from corpus.helpers import prose_documents, write_jsonl
 
 from .conftest import run_kiban, write_config
@@ -26,17 +25,31 @@ def base_model(tmp_path_factory) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    texts = [d["text"].replace("<mol>", "").replace("</mol>", "").replace("<num>", "")
-             .replace("</num>", "") for d in prose_documents(300, seed=9)]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    texts = [
+        d["text"]
+        .replace("<mol>", "")
+        .replace("</mol>", "")
+        .replace("<num>", "")
+        .replace("</num>", "")
+        for d in prose_documents(300, seed=9)
+    ]
     tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.save(str(directory / "tokenizer.json"))
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
-                                      intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, eos_token_id=0)
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        eos_token_id=0,
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(directory)
     return directory
 
@@ -47,8 +60,10 @@ def base_corpus(base_model, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("base-corpus")
     source = write_jsonl(root / "docs.jsonl", prose_documents(400, seed=4))
-    build_corpus(BuildConfig(sources=(SourceSpec(path=str(source)),),
-                             base_tokenizer=str(base_model)), root / "corpus")
+    build_corpus(
+        BuildConfig(sources=(SourceSpec(path=str(source)),), base_tokenizer=str(base_model)),
+        root / "corpus",
+    )
     return root / "corpus"
 
 
@@ -66,23 +81,33 @@ def test_extension_keeps_base_rows_and_initialises_new_ones_from_pieces(base_mod
     new = lm.get_input_embeddings().weight.detach()
     assert new.shape[0] >= tokenizer.vocab_size > old.shape[0]
     assert new.shape[0] % 64 == 0
-    torch.testing.assert_close(new[:old.shape[0]], old, rtol=0, atol=0)
+    torch.testing.assert_close(new[: old.shape[0]], old, rtol=0, atol=0)
     base_tokenizer = Tokenizer.from_file(str(base_model / "tokenizer.json"))
     mol = tokenizer.tag_ids["<mol>"]
     pieces = base_tokenizer.encode("<mol>").ids
     assert len(pieces) > 1
     torch.testing.assert_close(new[mol], old[pieces].mean(0))
     out = lm.get_output_embeddings().weight.detach()  # untied: grown and initialised too
-    torch.testing.assert_close(out[mol], base.get_output_embeddings().weight.detach()[pieces]
-                               .mean(0))
+    torch.testing.assert_close(
+        out[mol], base.get_output_embeddings().weight.detach()[pieces].mean(0)
+    )
 
 
 def test_continued_pretraining_runs_and_saves_a_loadable_model(base_model, base_corpus, tmp_path):
-    config = write_config(tmp_path / "run.toml", base_corpus, tmp_path / "run",
-                          model={"preset": None, "base": str(base_model), "hidden_size": None,
-                                 "num_layers": None, "num_heads": None,
-                                 "intermediate_size": None},
-                          train={"max_steps": 6, "eval_every": 0, "checkpoint_every": 0})
+    config = write_config(
+        tmp_path / "run.toml",
+        base_corpus,
+        tmp_path / "run",
+        model={
+            "preset": None,
+            "base": str(base_model),
+            "hidden_size": None,
+            "num_layers": None,
+            "num_heads": None,
+            "intermediate_size": None,
+        },
+        train={"max_steps": 6, "eval_every": 0, "checkpoint_every": 0},
+    )
     result = run_kiban("train", str(config), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -101,33 +126,46 @@ def test_continued_pretraining_runs_and_saves_a_loadable_model(base_model, base_
     swapped[a], swapped[b] = swapped[b], swapped[a]
     vocab["model"]["vocab"] = swapped
     (other / "tokenizer.json").write_text(json.dumps(vocab))
-    result = run_kiban("train", str(config), "--out", str(tmp_path / "run2"),
-                       "--set", f"model.base={other}")
+    result = run_kiban(
+        "train", str(config), "--out", str(tmp_path / "run2"), "--set", f"model.base={other}"
+    )
     assert result.returncode == 2 and "is not an extension of" in result.stderr
     (other / "model.safetensors").unlink()
-    result = run_kiban("train", str(config), "--out", str(tmp_path / "run3"),
-                       "--set", f"model.base={other}")
+    result = run_kiban(
+        "train", str(config), "--out", str(tmp_path / "run3"), "--set", f"model.base={other}"
+    )
     assert result.returncode == 2 and "has no weights" in result.stderr
 
 
 def _sft_file(path: Path) -> Path:
     smiles = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCC", "O=C=O", "NCC(=O)O", "CC(C)O"]
-    records = [{"prompt": f"Weigh <mol>{s}</mol> number {i}:", "completion": f" <num>{i % 7}</num>"}
-               for i, s in enumerate(smiles * 12)]
+    records = [
+        {"prompt": f"Weigh <mol>{s}</mol> number {i}:", "completion": f" <num>{i % 7}</num>"}
+        for i, s in enumerate(smiles * 12)
+    ]
     return write_jsonl(path, [*records[:10], "{not json", *records[10:]])
 
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_finetune_full_and_lora(base_model, tmp_path, lora):
     data = _sft_file(tmp_path / "sft.jsonl")
-    config = write_config(tmp_path / "ft.toml", tmp_path, tmp_path / "ft",
-                          model={"preset": None, "base": str(base_model), "hidden_size": None,
-                                 "num_layers": None, "num_heads": None,
-                                 "intermediate_size": None},
-                          data={"corpus": None, "seq_len": 40, "validation_fraction": 0.2},
-                          optim={"lr": 3e-2 if lora else 1e-2},
-                          train={"max_steps": 10, "eval_every": 10, "checkpoint_every": 5},
-                          finetune={"data": str(data)})
+    config = write_config(
+        tmp_path / "ft.toml",
+        tmp_path,
+        tmp_path / "ft",
+        model={
+            "preset": None,
+            "base": str(base_model),
+            "hidden_size": None,
+            "num_layers": None,
+            "num_heads": None,
+            "intermediate_size": None,
+        },
+        data={"corpus": None, "seq_len": 40, "validation_fraction": 0.2},
+        optim={"lr": 3e-2 if lora else 1e-2},
+        train={"max_steps": 10, "eval_every": 10, "checkpoint_every": 5},
+        finetune={"data": str(data)},
+    )
     result = run_kiban("finetune", str(config), *(["--lora"] if lora else []), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -144,7 +182,17 @@ def test_finetune_full_and_lora(base_model, tmp_path, lora):
     if lora:
         assert summary["trainable_parameters"] < summary["parameters"]["total"] / 5
         assert (model_dir / "adapter" / "adapter_config.json").is_file()
-    result = run_kiban("finetune", str(config), "--out", str(tmp_path / "x"),
-                       "--set", "finetune.lora_target_modules=[\"qq_proj\"]", "--lora")
-    assert result.returncode == 2 and "finetune.lora_target_modules" in result.stderr \
+    result = run_kiban(
+        "finetune",
+        str(config),
+        "--out",
+        str(tmp_path / "x"),
+        "--set",
+        'finetune.lora_target_modules=["qq_proj"]',
+        "--lora",
+    )
+    assert (
+        result.returncode == 2
+        and "finetune.lora_target_modules" in result.stderr
         and "q_proj" in result.stderr
+    )

@@ -14,8 +14,12 @@ from kiban.train.data import PackedCorpusData
 def document_tokens(corpus: Corpus) -> tuple[list[str], list[np.ndarray]]:
     table = corpus.documents_table(["id", "shard", "token_offset", "n_tokens"]).to_pylist()
     return [r["id"] for r in table], [
-        np.asarray(corpus.tokens(r["shard"])[r["token_offset"]:r["token_offset"] + r["n_tokens"]],
-                   dtype=np.int64) for r in table]
+        np.asarray(
+            corpus.tokens(r["shard"])[r["token_offset"] : r["token_offset"] + r["n_tokens"]],
+            dtype=np.int64,
+        )
+        for r in table
+    ]
 
 
 def test_windows_are_the_shuffled_concatenation(tiny_corpus):
@@ -28,7 +32,7 @@ def test_windows_are_the_shuffled_concatenation(tiny_corpus):
     per_epoch = data.sequences_per_epoch
     assert per_epoch == (len(stream) - 1) // 32
     batch = data.global_batch(0, per_epoch)  # the whole first epoch
-    expected = np.stack([stream[k * 32:k * 32 + 33] for k in range(per_epoch)])
+    expected = np.stack([stream[k * 32 : k * 32 + 33] for k in range(per_epoch)])
     np.testing.assert_array_equal(batch.input_ids, expected[:, :-1])
     np.testing.assert_array_equal(batch.labels, expected[:, 1:])
     # every token of the epoch (but the last window's tail) is a target exactly once
@@ -45,15 +49,17 @@ def test_steps_are_deterministic_and_cross_epochs(tiny_corpus):
     size = 5
     crossing = next(s for s in range(per_epoch) if (s * size) < per_epoch < (s + 1) * size)
     for s in (0, 3, crossing, crossing + 7):
-        np.testing.assert_array_equal(a.global_batch(s, size).input_ids,
-                                      b.global_batch(s, size).input_ids)
+        np.testing.assert_array_equal(
+            a.global_batch(s, size).input_ids, b.global_batch(s, size).input_ids
+        )
     # epoch 1 is a different order of the same documents
     first = a.global_batch(0, size).input_ids
     second = a.global_batch(per_epoch // size + 1, size).input_ids
     assert not np.array_equal(first, second)
     other = PackedCorpusData(tiny_corpus, DataConfig(seq_len=32, seed=2))
-    assert not np.array_equal(other.global_batch(step, size).input_ids,
-                              a.global_batch(step, size).input_ids)
+    assert not np.array_equal(
+        other.global_batch(step, size).input_ids, a.global_batch(step, size).input_ids
+    )
 
 
 def test_validation_documents_are_held_out(tiny_corpus):
@@ -64,7 +70,7 @@ def test_validation_documents_are_held_out(tiny_corpus):
     assert valid.isdisjoint(data._items.tolist())
     held = np.concatenate([docs[i] for i in sorted(valid)])
     rows = np.concatenate([b.input_ids for b in data.validation_batches(4)])
-    np.testing.assert_array_equal(rows.reshape(-1), held[:rows.size])
+    np.testing.assert_array_equal(rows.reshape(-1), held[: rows.size])
     assert len(list(data.validation_batches(4, max_batches=1))) == 1
     none = PackedCorpusData(tiny_corpus, DataConfig(seq_len=16, validation_fraction=0.0))
     assert list(none.validation_batches(4)) == []
@@ -72,11 +78,13 @@ def test_validation_documents_are_held_out(tiny_corpus):
 
 def test_weights_repeat_documents(tiny_corpus):
     plain = PackedCorpusData(tiny_corpus, DataConfig(seq_len=16, validation_fraction=0.0))
-    doubled = PackedCorpusData(tiny_corpus, DataConfig(seq_len=16, validation_fraction=0.0,
-                                                       modality_weights={"mol": 2.0}))
+    doubled = PackedCorpusData(
+        tiny_corpus, DataConfig(seq_len=16, validation_fraction=0.0, modality_weights={"mol": 2.0})
+    )
     assert len(doubled._items) == 2 * len(plain._items)  # every test document holds a molecule
-    half = PackedCorpusData(tiny_corpus, DataConfig(seq_len=16, validation_fraction=0.0,
-                                                    source_weights={"docs": 0.5}))
+    half = PackedCorpusData(
+        tiny_corpus, DataConfig(seq_len=16, validation_fraction=0.0, source_weights={"docs": 0.5})
+    )
     assert 0.4 < len(half._items) / len(plain._items) < 0.6
     with pytest.raises(ConfigError, match="unknown modality 'mols'"):
         PackedCorpusData(tiny_corpus, DataConfig(modality_weights={"mols": 1.0}))

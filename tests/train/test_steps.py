@@ -25,10 +25,18 @@ def tiny_model(seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=64, bos_token_id=None, eos_token_id=1,
-                         pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=None,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -36,8 +44,7 @@ def data(smiles=SMILES, seed: int = 5):
     from kiban.train.sft import Example, SupervisedData
 
     examples = [Example("", f"<mol>{s}</mol>", f"top-k:{i}", "top-k") for i, s in enumerate(smiles)]
-    return SupervisedData(examples, CharTokenizer(), seq_len=64, seed=seed,
-                          validation_fraction=0.0)
+    return SupervisedData(examples, CharTokenizer(), seq_len=64, seed=seed, validation_fraction=0.0)
 
 
 def finetune_steps_before(model, data, *, steps, batch_size, lr, optimizer=None):
@@ -69,16 +76,25 @@ def test_train_steps_is_bit_identical_to_the_loop_it_replaces(batch_size):
     optimizer = train_steps(ours, data(), steps=3, batch_size=batch_size, lr=3e-3)
     reference = finetune_steps_before(theirs, data(), steps=3, batch_size=batch_size, lr=3e-3)
     # a second round reuses the optimizer (its moments carry over), on other data
-    again = train_steps(ours, data(SMILES[:4], seed=6), steps=2, batch_size=batch_size, lr=3e-3,
-                        optimizer=optimizer)
-    finetune_steps_before(theirs, data(SMILES[:4], seed=6), steps=2, batch_size=batch_size,
-                          lr=3e-3, optimizer=reference)
+    again = train_steps(
+        ours, data(SMILES[:4], seed=6), steps=2, batch_size=batch_size, lr=3e-3, optimizer=optimizer
+    )
+    finetune_steps_before(
+        theirs,
+        data(SMILES[:4], seed=6),
+        steps=2,
+        batch_size=batch_size,
+        lr=3e-3,
+        optimizer=reference,
+    )
     assert again is optimizer and isinstance(optimizer, torch.optim.AdamW)
-    assert optimizer.param_groups[0]["weight_decay"] == 0.0 and \
-        optimizer.param_groups[0]["lr"] == 3e-3
+    assert (
+        optimizer.param_groups[0]["weight_decay"] == 0.0 and optimizer.param_groups[0]["lr"] == 3e-3
+    )
     changed = False
-    for (name, mine), (_, reference_weight) in zip(ours.state_dict().items(),
-                                                   theirs.state_dict().items()):
+    for (name, mine), (_, reference_weight) in zip(
+        ours.state_dict().items(), theirs.state_dict().items()
+    ):
         assert torch.equal(mine, reference_weight), name
         changed |= not torch.equal(mine, tiny_model().state_dict()[name])
     assert changed and not ours.training
@@ -92,22 +108,32 @@ def test_a_non_finite_loss_raises_before_the_step_is_applied():
     with torch.no_grad():
         model.model.norm.weight[0] = float("inf")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(TrainingDiverged, match=r"^train_steps diverged at step 1 of 2: the loss "
-                                               r"is nan \(lr = 0.001\); the step was not "
-                                               r"applied$") as caught:
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"^train_steps diverged at step 1 of 2: the loss "
+        r"is nan \(lr = 0.001\); the step was not "
+        r"applied$",
+    ) as caught:
         train_steps(model, data(), steps=2, batch_size=4, lr=1e-3)
     assert isinstance(caught.value, RunFailure) and not model.training
     for name, value in model.state_dict().items():
         assert torch.equal(value.nan_to_num(), before[name].nan_to_num()), name
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"steps": -1}, "The 'steps' parameter of train_steps must be an integer >= 0. Got -1"),
-    ({"batch_size": 0}, ("The 'batch_size' parameter of train_steps must be an integer >= 1. "
-                         "Got 0")),
-    ({"lr": float("inf")}, ("The 'lr' parameter of train_steps must be a finite number > 0. "
-                            "Got inf")),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"steps": -1}, "The 'steps' parameter of train_steps must be an integer >= 0. Got -1"),
+        (
+            {"batch_size": 0},
+            ("The 'batch_size' parameter of train_steps must be an integer >= 1. Got 0"),
+        ),
+        (
+            {"lr": float("inf")},
+            ("The 'lr' parameter of train_steps must be a finite number > 0. Got inf"),
+        ),
+    ],
+)
 def test_bad_options_are_value_errors(options, message):
     from kiban.train import train_steps
 
@@ -123,8 +149,14 @@ def test_env_local_and_batch_tensors():
     from kiban.train.loop import _tensors
 
     env = Env.local()
-    assert (env.rank, env.world, env.local_rank, env.device, env.autocast, env.main) == \
-        (0, 1, 0, torch.device("cpu"), None, True)
+    assert (env.rank, env.world, env.local_rank, env.device, env.autocast, env.main) == (
+        0,
+        1,
+        0,
+        torch.device("cpu"),
+        None,
+        True,
+    )
     batch = Batch(np.array([[3, 4]]), np.array([[4, -100]]), np.array([[1, 1]]))
     tensors = batch_tensors(batch, env.device)
     assert sorted(tensors) == ["attention_mask", "input_ids", "labels"]

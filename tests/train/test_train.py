@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from corpus.helpers import KIBAN
 
 from .conftest import run_kiban, torchrun, write_config
@@ -34,8 +33,9 @@ def weights(model_dir: Path) -> dict[str, np.ndarray]:
 def reference(tiny_corpus, tmp_path_factory) -> Path:
     """An uninterrupted 12-step run (checkpoints every 4)."""
     root = tmp_path_factory.mktemp("reference")
-    config = write_config(root / "run.toml", tiny_corpus, root / "run",
-                          train={"max_steps": 12, "log_every": 1})
+    config = write_config(
+        root / "run.toml", tiny_corpus, root / "run", train={"max_steps": 12, "log_every": 1}
+    )
     result = run_kiban("train", str(config), "--json")
     assert result.returncode == 0, result.stderr
     return root / "run"
@@ -50,8 +50,11 @@ def test_a_run_writes_metrics_checkpoints_and_a_transformers_model(reference):
     assert records[-1]["loss"] < records[0]["loss"] - 0.5  # it learns
     assert "val_loss" in records[3] and "val_loss" in records[-1] and "val_loss" not in records[0]
     assert (reference / "config.toml").is_file() and (reference / "config.json").is_file()
-    assert sorted(p.name for p in (reference / "checkpoints").iterdir()) == \
-        ["latest", "step-00000008", "step-00000012"]  # keep_checkpoints = 2
+    assert sorted(p.name for p in (reference / "checkpoints").iterdir()) == [
+        "latest",
+        "step-00000008",
+        "step-00000012",
+    ]  # keep_checkpoints = 2
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["parameters"]["total"] > 0
     model = AutoModelForCausalLM.from_pretrained(reference / "model")
@@ -65,8 +68,9 @@ def test_a_run_writes_metrics_checkpoints_and_a_transformers_model(reference):
 
 
 def _train_until(config: Path, marker: Path, *extra: str) -> int:
-    process = subprocess.Popen([*KIBAN, "train", str(config), *extra], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [*KIBAN, "train", str(config), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     try:
         while process.poll() is None:
@@ -83,11 +87,13 @@ def _train_until(config: Path, marker: Path, *extra: str) -> int:
         process.stderr.close()
 
 
-def test_kill_9_and_resume_reproduce_the_uninterrupted_run_bitwise(tiny_corpus, reference,
-                                                                   tmp_path):
+def test_kill_9_and_resume_reproduce_the_uninterrupted_run_bitwise(
+    tiny_corpus, reference, tmp_path
+):
     out = tmp_path / "run"
-    config = write_config(tmp_path / "run.toml", tiny_corpus, out,
-                          train={"max_steps": 12, "log_every": 1})
+    config = write_config(
+        tmp_path / "run.toml", tiny_corpus, out, train={"max_steps": 12, "log_every": 1}
+    )
     status = _train_until(config, out / "checkpoints" / "step-00000004")
     assert status == -signal.SIGKILL
     assert not (out / "model").exists()
@@ -96,18 +102,27 @@ def test_kill_9_and_resume_reproduce_the_uninterrupted_run_bitwise(tiny_corpus, 
     mine, theirs = metrics(out), metrics(reference)
     assert [r["step"] for r in mine] == list(range(1, 13))  # lines past the checkpoint replaced
     for a, b in zip(mine, theirs):
-        assert (a["loss"], a["lr"], a["grad_norm"], a.get("val_loss")) == \
-            (b["loss"], b["lr"], b["grad_norm"], b.get("val_loss"))
+        assert (a["loss"], a["lr"], a["grad_norm"], a.get("val_loss")) == (
+            b["loss"],
+            b["lr"],
+            b["grad_norm"],
+            b.get("val_loss"),
+        )
     ours, reference_weights = weights(out / "model"), weights(reference / "model")
     assert all(np.array_equal(ours[k], reference_weights[k]) for k in reference_weights)
 
 
 def test_sigterm_saves_and_resume_finishes_identically(tiny_corpus, reference, tmp_path):
     out = tmp_path / "run"
-    config = write_config(tmp_path / "run.toml", tiny_corpus, out,
-                          train={"max_steps": 12, "log_every": 1})
-    process = subprocess.Popen([*KIBAN, "train", str(config), "--json"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    config = write_config(
+        tmp_path / "run.toml", tiny_corpus, out, train={"max_steps": 12, "log_every": 1}
+    )
+    process = subprocess.Popen(
+        [*KIBAN, "train", str(config), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "metrics.jsonl").is_file() or len(metrics(out)) < 2:
         assert time.monotonic() < deadline and process.poll() is None
@@ -130,8 +145,13 @@ def test_sigterm_saves_and_resume_finishes_identically(tiny_corpus, reference, t
 
 
 def test_resume_refuses_a_changed_config_and_an_existing_run(tiny_corpus, reference, tmp_path):
-    config = write_config(tmp_path / "changed.toml", tiny_corpus, reference,
-                          train={"max_steps": 12, "log_every": 1}, optim={"lr": 0.5})
+    config = write_config(
+        tmp_path / "changed.toml",
+        tiny_corpus,
+        reference,
+        train={"max_steps": 12, "log_every": 1},
+        optim={"lr": 0.5},
+    )
     result = run_kiban("train", str(config), "--resume")
     assert result.returncode == 2
     assert "optim.lr = 0.5 (the run used 0.01)" in result.stderr
@@ -153,8 +173,9 @@ def test_a_corrupt_checkpoint_is_named(tiny_corpus, tmp_path):
 
 
 def test_bad_inputs_give_clear_errors(tiny_corpus, tmp_path):
-    config = write_config(tmp_path / "typo.toml", tiny_corpus, tmp_path / "out",
-                          train={"max_step": 3})
+    config = write_config(
+        tmp_path / "typo.toml", tiny_corpus, tmp_path / "out", train={"max_step": 3}
+    )
     result = run_kiban("train", str(config))
     assert result.returncode == 2 and "did you mean 'max_steps'?" in result.stderr
     config = write_config(tmp_path / "ok.toml", tiny_corpus, tmp_path / "out")
@@ -163,31 +184,45 @@ def test_bad_inputs_give_clear_errors(tiny_corpus, tmp_path):
 
 
 def test_vocabulary_mismatch_is_refused(tiny_corpus, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from kiban.train.config import ConfigError, config_from_dict
     from kiban.train.data import PackedCorpusData
     from kiban.train.loop import train
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     config = config_from_dict({"out": str(tmp_path / "o"), "data": {"corpus": str(tiny_corpus)}})
     data = PackedCorpusData(tiny_corpus, config.data)
-    small = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2))
-    with pytest.raises(ConfigError, match=r"tokenizer has \d+ tokens but the model's embedding "
-                                          r"has 50 rows"):
+    small = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"tokenizer has \d+ tokens but the model's embedding "
+        r"has 50 rows",
+    ):
         train(config, data, data.corpus.tokenizer, small)
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
 def test_two_processes_match_one(tiny_corpus, reference, tmp_path, mode):
     out = tmp_path / mode
-    config = write_config(tmp_path / f"{mode}.toml", tiny_corpus, out,
-                          train={"max_steps": 12, "log_every": 1, "parallel": mode})
+    config = write_config(
+        tmp_path / f"{mode}.toml",
+        tiny_corpus,
+        out,
+        train={"max_steps": 12, "log_every": 1, "parallel": mode},
+    )
     result = torchrun(2, "train", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     mine, theirs = metrics(out), metrics(reference)
     assert len(mine) == 12
-    np.testing.assert_allclose([r["loss"] for r in mine], [r["loss"] for r in theirs],
-                               rtol=1e-4)
+    np.testing.assert_allclose([r["loss"] for r in mine], [r["loss"] for r in theirs], rtol=1e-4)
     np.testing.assert_allclose(mine[-1]["val_loss"], theirs[-1]["val_loss"], rtol=1e-4)
     ours, single = weights(out / "model"), weights(reference / "model")
     for key in single:

@@ -25,25 +25,43 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
-    ProcessRunner
+from kiban.lab.instruments.base import (
+    Instrument,
+    InstrumentError,
+    InstrumentOptions,
+    Outcome,
+    ProcessRunner,
+)
 from kiban.lab.registry import Registry
 from kiban.lab.space import Categorical, Composition, Continuous, Integer, Objective, Space
 
 #: instrument kind -> class (each with ``kind``, ``Options`` and ``from_options``)
-INSTRUMENTS: Registry[Instrument] = Registry("instrument", {
-    "xtb": "kiban.lab.instruments.xtb:XtbInstrument",
-    "olympus": "kiban.lab.instruments.olympus:OlympusInstrument",
-    "lookup": "kiban.lab.instruments.lookup:LookupInstrument",
-    "gauche": "kiban.lab.instruments.lookup:GaucheInstrument",
-    "summit": "kiban.lab.instruments.summit_emulators:SummitInstrument",
-    "csv": "kiban.lab.instruments.csvfile:CsvInstrument",
-    "function": "kiban.lab.instruments.function:FunctionInstrument",
-}, InstrumentError)
+INSTRUMENTS: Registry[Instrument] = Registry(
+    "instrument",
+    {
+        "xtb": "kiban.lab.instruments.xtb:XtbInstrument",
+        "olympus": "kiban.lab.instruments.olympus:OlympusInstrument",
+        "lookup": "kiban.lab.instruments.lookup:LookupInstrument",
+        "gauche": "kiban.lab.instruments.lookup:GaucheInstrument",
+        "summit": "kiban.lab.instruments.summit_emulators:SummitInstrument",
+        "csv": "kiban.lab.instruments.csvfile:CsvInstrument",
+        "function": "kiban.lab.instruments.function:FunctionInstrument",
+    },
+    InstrumentError,
+)
 
-__all__ = ["INSTRUMENTS", "Instrument", "InstrumentError", "InstrumentOptions", "Outcome",
-           "ProcessRunner", "instrument_class", "instrument_options", "instrument_space",
-           "make_instrument"]
+__all__ = [
+    "INSTRUMENTS",
+    "Instrument",
+    "InstrumentError",
+    "InstrumentOptions",
+    "Outcome",
+    "ProcessRunner",
+    "instrument_class",
+    "instrument_options",
+    "instrument_space",
+    "make_instrument",
+]
 
 
 def instrument_class(config: Mapping[str, Any]) -> type[Instrument]:
@@ -51,8 +69,9 @@ def instrument_class(config: Mapping[str, Any]) -> type[Instrument]:
     if not isinstance(config, Mapping):
         raise InstrumentError(f"[instrument] must be a table, got {type(config).__name__}")
     if "kind" not in config:
-        raise InstrumentError(f"[instrument]: missing `kind`; expected one of "
-                              f"{INSTRUMENTS.names()}")
+        raise InstrumentError(
+            f"[instrument]: missing `kind`; expected one of {INSTRUMENTS.names()}"
+        )
     try:
         return INSTRUMENTS.get(config["kind"])
     except InstrumentError as error:
@@ -62,8 +81,9 @@ def instrument_class(config: Mapping[str, Any]) -> type[Instrument]:
 def instrument_options(config: Mapping[str, Any]) -> InstrumentOptions:
     """The ``[instrument]`` table's options, checked by name and type (no files opened)."""
     cls = instrument_class(config)
-    return cls.Options.from_config({k: v for k, v in config.items() if k != "kind"},
-                                   where=f"[instrument] (kind {cls.kind!r})")
+    return cls.Options.from_config(
+        {k: v for k, v in config.items() if k != "kind"}, where=f"[instrument] (kind {cls.kind!r})"
+    )
 
 
 def make_instrument(config: Mapping[str, Any], space: Space) -> Instrument:
@@ -80,8 +100,10 @@ def make_instrument(config: Mapping[str, Any], space: Space) -> Instrument:
     unmeasured = [o for o in objectives if o not in instrument.measures()]
     if unmeasured:
         instrument.close()
-        raise InstrumentError(f"objectives {unmeasured} are not measured by the {cls.kind} "
-                              f"instrument; it measures {list(instrument.measures())}")
+        raise InstrumentError(
+            f"objectives {unmeasured} are not measured by the {cls.kind} "
+            f"instrument; it measures {list(instrument.measures())}"
+        )
     return instrument
 
 
@@ -100,15 +122,24 @@ def _parameter_toml(p: Any) -> dict[str, Any]:
     if isinstance(p, Categorical):
         return {"name": p.name, "type": "categorical", "choices": list(p.choices)}
     if isinstance(p, Composition):
-        return {"name": p.name, "type": "composition", "components": list(p.components),
-                "total": p.total}
+        return {
+            "name": p.name,
+            "type": "composition",
+            "components": list(p.components),
+            "total": p.total,
+        }
     raise InstrumentError(f"no TOML form for parameter {p!r}")
 
 
 def _objective_toml(o: Objective) -> dict[str, Any]:
     out: dict[str, Any] = {"name": o.name, "goal": o.goal}
-    out.update({k: getattr(o, k) for k in ("target", "low", "high", "threshold")
-                if getattr(o, k) is not None})
+    out.update(
+        {
+            k: getattr(o, k)
+            for k in ("target", "low", "high", "threshold")
+            if getattr(o, k) is not None
+        }
+    )
     return out
 
 
@@ -121,8 +152,7 @@ def instrument_space(config: dict[str, Any]) -> dict[str, Any]:
     options: Any = instrument_options(config)
     kind = config["kind"]
     if kind == "olympus":
-        from kiban.lab.instruments.olympus import OLYMPUS_SIMPLEX, olympus_objective, \
-            olympus_space
+        from kiban.lab.instruments.olympus import OLYMPUS_SIMPLEX, olympus_objective, olympus_space
 
         dataset = options.dataset
         params: list[Any] = olympus_space(dataset)
@@ -139,9 +169,13 @@ def instrument_space(config: dict[str, Any]) -> dict[str, Any]:
 
         params, objectives = summit_space(options.dataset)
     else:
-        raise InstrumentError(f"[instrument] kind {kind!r} has no built-in space; describe its "
-                              "[[parameters]] and [[objectives]] in the campaign config "
-                              "(built-in spaces: olympus, gauche, summit)")
-    return {"parameters": [_parameter_toml(p) for p in params],
-            "objectives": [_objective_toml(o) for o in objectives],
-            "instrument": dict(config)}
+        raise InstrumentError(
+            f"[instrument] kind {kind!r} has no built-in space; describe its "
+            "[[parameters]] and [[objectives]] in the campaign config "
+            "(built-in spaces: olympus, gauche, summit)"
+        )
+    return {
+        "parameters": [_parameter_toml(p) for p in params],
+        "objectives": [_objective_toml(o) for o in objectives],
+        "instrument": dict(config),
+    }

@@ -78,7 +78,7 @@ class Instrument(abc.ABC):
     asynchronous: bool = False
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], space: "Space") -> "Instrument":
+    def from_config(cls, config: Mapping[str, Any], space: Space) -> Instrument:
         """The instrument an ``[instrument]`` table (without ``kind``) describes, for ``space``;
         options checked by name and type (`InstrumentError` naming the closest valid key)."""
         options = cls.Options.from_config(config, where=f"[instrument] (kind {cls.kind!r})")
@@ -86,7 +86,7 @@ class Instrument(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_options(cls, options: Any, space: "Space") -> "Instrument":
+    def from_options(cls, options: Any, space: Space) -> Instrument:
         """The instrument for checked ``options`` (an instance of ``cls.Options``)."""
 
     @abc.abstractmethod
@@ -94,18 +94,19 @@ class Instrument(abc.ABC):
         """Names of the values the outcomes carry (objectives and extras)."""
 
     @abc.abstractmethod
-    def run_batch(self, jobs: list[tuple[int, dict]],
-                  timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run_batch(
+        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         """Run ``(proposal_id, params)`` jobs; yield each outcome as soon as it is known."""
 
     def describe(self) -> dict[str, Any]:
         """Provenance for the campaign record (kind, versions, options)."""
         return {"kind": self.kind}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027
         """Release workers and files."""
 
-    def __enter__(self) -> "Instrument":
+    def __enter__(self) -> Instrument:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -116,8 +117,9 @@ class Instrument(abc.ABC):
 # small shared helpers
 
 
-def check_box(params: Mapping[str, Any], bounds: Mapping[str, tuple[float, float]],
-              where: str) -> str | None:
+def check_box(
+    params: Mapping[str, Any], bounds: Mapping[str, tuple[float, float]], where: str
+) -> str | None:
     """The first problem of ``params`` against box ``bounds`` (None when inside)."""
     missing = [k for k in bounds if k not in params]
     if missing:
@@ -131,8 +133,9 @@ def check_box(params: Mapping[str, Any], bounds: Mapping[str, tuple[float, float
     return None
 
 
-def screen_jobs(jobs: Iterable[tuple[int, dict]], problem_of: Callable[[dict], str | None],
-                meta: dict[str, Any]) -> tuple[list[Outcome], list[tuple[int, dict]]]:
+def screen_jobs(
+    jobs: Iterable[tuple[int, dict]], problem_of: Callable[[dict], str | None], meta: dict[str, Any]
+) -> tuple[list[Outcome], list[tuple[int, dict]]]:
     """Split a batch into failures for the jobs ``problem_of`` objects to (bad input) and the
     jobs to run, for instruments that evaluate a whole batch at once."""
     failed, good = [], []
@@ -149,12 +152,14 @@ def check_dataset(family: str, dataset: str, known: Iterable[str]) -> str:
     """``dataset`` if it is one of ``known``, else an error naming the closest."""
     known = list(known)
     if dataset not in known:
-        raise InstrumentError(f"unknown {family} dataset {dataset!r}"
-                              f"{did_you_mean(dataset, known)}; expected one of {known}")
+        raise InstrumentError(
+            f"unknown {family} dataset {dataset!r}"
+            f"{did_you_mean(dataset, known)}; expected one of {known}"
+        )
     return dataset
 
 
-def same_keys(where: str, needed: list[str], space: "Space") -> None:
+def same_keys(where: str, needed: list[str], space: Space) -> None:
     """The space's parameter keys must be exactly the instrument's inputs."""
     missing = [k for k in needed if k not in space.keys]
     extra = [k for k in space.keys if k not in needed]
@@ -164,8 +169,10 @@ def same_keys(where: str, needed: list[str], space: "Space") -> None:
             parts.append(f"the space lacks {missing}")
         if extra:
             parts.append(f"the instrument does not use {extra}")
-        raise InstrumentError(f"{where}: {'; '.join(parts)}; its parameters are {needed} "
-                              "(instrument_space() gives a matching [[parameters]] list)")
+        raise InstrumentError(
+            f"{where}: {'; '.join(parts)}; its parameters are {needed} "
+            "(instrument_space() gives a matching [[parameters]] list)"
+        )
 
 
 def package_version(name: str) -> str | None:
@@ -187,12 +194,12 @@ def resolve_target(target: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise InstrumentError(f"target {target!r}: cannot import module {module_name!r}: "
-                              f"{error}") from None
+        raise InstrumentError(
+            f"target {target!r}: cannot import module {module_name!r}: {error}"
+        ) from None
     for part in qualname.split("."):
         if not hasattr(obj, part):
-            raise InstrumentError(f"target {target!r}: module {module_name!r} has no "
-                                  f"{qualname!r}")
+            raise InstrumentError(f"target {target!r}: module {module_name!r} has no {qualname!r}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise InstrumentError(f"target {target!r} is a {type(obj).__name__}, not a function")
@@ -205,8 +212,10 @@ def target_of(fn: Callable[..., Any] | str) -> str:
         return fn
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or not qualname or "<" in qualname:
-        raise InstrumentError(f"{fn!r} is not a module-level function; worker processes "
-                              "import the function by name, so define it at the top of a module")
+        raise InstrumentError(
+            f"{fn!r} is not a module-level function; worker processes "
+            "import the function by name, so define it at the top of a module"
+        )
     return f"{module}:{qualname}"
 
 
@@ -216,8 +225,9 @@ def normalise_result(result: Any) -> tuple[dict[str, float], dict[str, Any]]:
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping):
         result, meta = result[0], dict(result[1])
     if not isinstance(result, Mapping):
-        raise TypeError(f"returned a {type(result).__name__}, expected a dict of "
-                        "measurement name -> number")
+        raise TypeError(
+            f"returned a {type(result).__name__}, expected a dict of measurement name -> number"
+        )
     values: dict[str, float] = {}
     for key, value in result.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -235,10 +245,16 @@ def _exception_text(error: BaseException) -> str:
 # the worker side
 
 
-def _worker_main(conn: Any, target: str, options: dict[str, Any], env: dict[str, str],
-                 sys_path: list[str], init: str | None) -> None:
+def _worker_main(
+    conn: Any,
+    target: str,
+    options: dict[str, Any],
+    env: dict[str, str],
+    sys_path: list[str],
+    init: str | None,
+) -> None:
     """One worker: set up, say ready, then evaluate jobs until told to stop (None)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C stops the parent, which kills us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which kills us
     os.environ.update(env)
     for p in reversed(sys_path):
         if p not in sys.path:
@@ -264,15 +280,29 @@ def _worker_main(conn: Any, target: str, options: dict[str, Any], env: dict[str,
             values, meta = normalise_result(fn(params, **options))
             reply = ("done", job_id, values, None, time.perf_counter() - start, meta)
         except BaseException as error:  # noqa: BLE001 - a crashing job fails alone
-            reply = ("done", job_id, None, _exception_text(error),
-                     time.perf_counter() - start, {"traceback": traceback.format_exc(limit=8)})
+            reply = (
+                "done",
+                job_id,
+                None,
+                _exception_text(error),
+                time.perf_counter() - start,
+                {"traceback": traceback.format_exc(limit=8)},
+            )
         try:
             conn.send(reply)
-        except (EOFError, OSError):     # the parent is gone
+        except (EOFError, OSError):  # the parent is gone
             return
         except Exception as error:  # noqa: BLE001 - e.g. meta that does not pickle
-            conn.send(("done", job_id, None, f"result could not be sent back: "
-                       f"{_exception_text(error)}", reply[4], {}))
+            conn.send(
+                (
+                    "done",
+                    job_id,
+                    None,
+                    f"result could not be sent back: {_exception_text(error)}",
+                    reply[4],
+                    {},
+                )
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +322,7 @@ class _Worker:
         self.started = time.monotonic()
         self.ready = False
         self.pid: int | None = None
-        self.job: tuple[int, float] | None = None   # (proposal_id, dispatched at)
+        self.job: tuple[int, float] | None = None  # (proposal_id, dispatched at)
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -315,7 +345,6 @@ def _shutdown(workers: list[_Worker], grace_s: float = 2.0) -> None:
     workers.clear()
 
 
-
 def _exit_text(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -335,19 +364,31 @@ class ProcessRunner:
     first job's clock starts. ``measures``: names every successful result must contain.
     """
 
-    def __init__(self, fn: Callable[..., Any] | str, options: Mapping[str, Any] | None = None, *,
-                 workers: int = 1, timeout_s: float | None = None,
-                 env: Mapping[str, str] | None = None, sys_path: Iterable[str] = (),
-                 init: str | None = None, measures: Iterable[str] = (),
-                 meta: Mapping[str, Any] | None = None, start_method: str = "spawn",
-                 startup_timeout_s: float = 300.0, name: str = "instrument") -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any] | str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        workers: int = 1,
+        timeout_s: float | None = None,
+        env: Mapping[str, str] | None = None,
+        sys_path: Iterable[str] = (),
+        init: str | None = None,
+        measures: Iterable[str] = (),
+        meta: Mapping[str, Any] | None = None,
+        start_method: str = "spawn",
+        startup_timeout_s: float = 300.0,
+        name: str = "instrument",
+    ) -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise InstrumentError(f"{name}: workers must be an integer >= 0, got {workers!r}")
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise InstrumentError(f"{name}: timeout_s must be a number > 0, got {timeout_s!r}")
         if start_method not in ("spawn", "forkserver"):
-            raise InstrumentError(f"{name}: start_method must be 'spawn' or 'forkserver' (fork "
-                                  f"is unsafe with RDKit/OpenMP threads), got {start_method!r}")
+            raise InstrumentError(
+                f"{name}: start_method must be 'spawn' or 'forkserver' (fork "
+                f"is unsafe with RDKit/OpenMP threads), got {start_method!r}"
+            )
         self.target = target_of(fn)
         self.options = dict(options or {})
         self.workers = workers
@@ -362,15 +403,17 @@ class ProcessRunner:
         self.name = name
         self._fn: Callable[..., Any] | None = None
         self._pool: list[_Worker] = []
-        self._broken: str | None = None     # why workers cannot start; fails every later job
+        self._broken: str | None = None  # why workers cannot start; fails every later job
         # runs when the runner is garbage-collected, closed, or at exit: multiprocessing's exit
         # handler runs finalizers with an exit priority before it joins (non-daemon) children
-        self._finalizer = multiprocessing.util.Finalize(self, _shutdown, args=(self._pool,),
-                                                        exitpriority=10)
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _shutdown, args=(self._pool,), exitpriority=10
+        )
 
     # -- public
-    def run(self, jobs: Iterable[tuple[int, dict]],
-            timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run(
+        self, jobs: Iterable[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         """Yield one :class:`Outcome` per job, in the order they finish."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         jobs = list(jobs)
@@ -396,8 +439,9 @@ class ProcessRunner:
             try:
                 values, meta = normalise_result(self._fn(params, **self.options))
             except Exception as error:  # noqa: BLE001 - a crashing job fails alone
-                yield self._outcome(job_id, None, _exception_text(error),
-                                    time.perf_counter() - start, {})
+                yield self._outcome(
+                    job_id, None, _exception_text(error), time.perf_counter() - start, {}
+                )
                 continue
             yield self._outcome(job_id, values, None, time.perf_counter() - start, meta)
 
@@ -406,20 +450,31 @@ class ProcessRunner:
         return multiprocessing.get_context(self.start_method)
 
     def _spawn(self) -> _Worker:
-        return _Worker(self._context(), (self.target, self.options, self.env, self.sys_path,
-                                         self.init))
+        return _Worker(
+            self._context(), (self.target, self.options, self.env, self.sys_path, self.init)
+        )
 
-    def _outcome(self, job_id: int, values: dict[str, float] | None, error: str | None,
-                 elapsed: float, meta: dict[str, Any]) -> Outcome:
+    def _outcome(
+        self,
+        job_id: int,
+        values: dict[str, float] | None,
+        error: str | None,
+        elapsed: float,
+        meta: dict[str, Any],
+    ) -> Outcome:
         if values is not None and self.measures:
             missing = [m for m in self.measures if m not in values]
             if missing:
-                values, error = None, (f"{self.name}: the result lacks {missing} (got "
-                                       f"{sorted(values)}); expected {list(self.measures)}")
+                values, error = (
+                    None,
+                    (
+                        f"{self.name}: the result lacks {missing} (got "
+                        f"{sorted(values)}); expected {list(self.measures)}"
+                    ),
+                )
         return Outcome(int(job_id), values, error, float(elapsed), {**self.meta, **meta})
 
-    def _run_pool(self, jobs: list[tuple[int, dict]],
-                  timeout: float | None) -> Iterator[Outcome]:
+    def _run_pool(self, jobs: list[tuple[int, dict]], timeout: float | None) -> Iterator[Outcome]:
         from multiprocessing.connection import wait
 
         pending = deque(jobs)
@@ -442,17 +497,23 @@ class ProcessRunner:
                         try:
                             w.conn.send((job_id, params))
                         except Exception as error:  # noqa: BLE001 - unpicklable params
-                            yield self._outcome(job_id, None, f"{self.name}: params could not "
-                                                f"be sent to a worker: {_exception_text(error)}",
-                                                0.0, {})
+                            yield self._outcome(
+                                job_id,
+                                None,
+                                f"{self.name}: params could not "
+                                f"be sent to a worker: {_exception_text(error)}",
+                                0.0,
+                                {},
+                            )
                             continue
                         w.job = (job_id, time.monotonic())
                 now = time.monotonic()
                 deadlines = [w.job[1] + timeout for w in pool if w.job and timeout is not None]
                 deadlines += [w.started + self.startup_timeout_s for w in pool if not w.ready]
                 wait_s = max(0.0, min(deadlines) - now) if deadlines else None
-                ready = set(wait([o for w in pool for o in (w.conn, w.process.sentinel)],
-                                 timeout=wait_s))
+                ready = set(
+                    wait([o for w in pool for o in (w.conn, w.process.sentinel)], timeout=wait_s)
+                )
                 for w in list(pool):
                     message = None
                     signalled = w.conn in ready or w.process.sentinel in ready
@@ -460,20 +521,20 @@ class ProcessRunner:
                         try:
                             if w.conn.poll():
                                 message = w.conn.recv()
-                        except (EOFError, OSError):   # the pipe closed: the worker is exiting
+                        except (EOFError, OSError):  # the pipe closed: the worker is exiting
                             w.process.join(timeout=5)
                     if message is not None:
                         if message[0] == "ready":
                             w.ready, w.pid = True, message[1]
                             deaths_before_ready = 0
                         elif message[0] == "init_error":
-                            self._broken = (f"{self.name}: worker could not start: "
-                                            f"{message[1]}")
+                            self._broken = f"{self.name}: worker could not start: {message[1]}"
                         elif message[0] == "done" and w.job and w.job[0] == message[1]:
                             _, job_id, values, error, elapsed, meta = message
                             w.job = None
-                            yield self._outcome(job_id, values, error, elapsed,
-                                                {"worker_pid": w.pid, **meta})
+                            yield self._outcome(
+                                job_id, values, error, elapsed, {"worker_pid": w.pid, **meta}
+                            )
                         continue
                     if signalled and not w.process.is_alive():
                         # the worker died: its job (if any) failed; start another
@@ -484,9 +545,13 @@ class ProcessRunner:
                         if w.job:
                             job_id, t0 = w.job
                             yield self._outcome(
-                                job_id, None, f"crash: the worker process died while running "
-                                f"this job ({_exit_text(code)})", time.monotonic() - t0,
-                                {"worker_pid": w.pid})
+                                job_id,
+                                None,
+                                f"crash: the worker process died while running "
+                                f"this job ({_exit_text(code)})",
+                                time.monotonic() - t0,
+                                {"worker_pid": w.pid},
+                            )
                         elif not w.ready:
                             deaths_before_ready += 1
                             if deaths_before_ready >= 3:
@@ -494,27 +559,36 @@ class ProcessRunner:
                                     f"{self.name}: worker processes die while starting "
                                     f"({_exit_text(code)}; their stderr says why; with 'spawn' "
                                     "each worker re-imports the main script, so a script must "
-                                    "guard its entry point with `if __name__ == '__main__':`)")
+                                    "guard its entry point with `if __name__ == '__main__':`)"
+                                )
                 now = time.monotonic()
                 for w in list(pool):
                     if w.job and timeout is not None and now - w.job[1] >= timeout:
                         job_id, t0 = w.job
                         pool.remove(w)
                         w.kill()
-                        yield self._outcome(job_id, None, f"timeout after {timeout:g} s",
-                                            now - t0, {"worker_pid": w.pid})
+                        yield self._outcome(
+                            job_id,
+                            None,
+                            f"timeout after {timeout:g} s",
+                            now - t0,
+                            {"worker_pid": w.pid},
+                        )
                     elif not w.ready and now - w.started >= self.startup_timeout_s:
                         pool.remove(w)
                         w.kill()
-                        self._broken = (f"{self.name}: a worker did not start within "
-                                        f"{self.startup_timeout_s:g} s")
+                        self._broken = (
+                            f"{self.name}: a worker did not start within "
+                            f"{self.startup_timeout_s:g} s"
+                        )
                 if self._broken:
                     for w in list(pool):
                         if w.job:
                             job_id, t0 = w.job
                             w.job = None
-                            yield self._outcome(job_id, None, self._broken,
-                                                time.monotonic() - t0, {})
+                            yield self._outcome(
+                                job_id, None, self._broken, time.monotonic() - t0, {}
+                            )
                     while pending:
                         job_id, _ = pending.popleft()
                         yield self._outcome(job_id, None, self._broken, 0.0, {})

@@ -27,7 +27,7 @@ ID_COLUMN = "proposal_id"
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return repr(value)      # shortest text that reads back as the same float
+        return repr(value)  # shortest text that reads back as the same float
     return "" if value is None else str(value)
 
 
@@ -40,13 +40,16 @@ def read_export(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         if header and ID_COLUMN not in header:
-            raise InstrumentError(f"{path}: an export needs a {ID_COLUMN!r} column, the header "
-                                  f"is {header}; move the file away or fix its header")
+            raise InstrumentError(
+                f"{path}: an export needs a {ID_COLUMN!r} column, the header "
+                f"is {header}; move the file away or fix its header"
+            )
         rows = []
         for line, row in enumerate(reader, start=2):
             if None in row:
-                raise InstrumentError(f"{path}, line {line}: more cells than the header has "
-                                      f"columns ({len(header)})")
+                raise InstrumentError(
+                    f"{path}, line {line}: more cells than the header has columns ({len(header)})"
+                )
             rows.append({k: (v or "") for k, v in row.items()})
     return header, rows
 
@@ -81,13 +84,14 @@ def _order(value: str) -> tuple[int, Any]:
         return 1, value
 
 
-def export_proposals(path: str | Path, jobs: list[tuple[int, dict]], keys: Sequence[str],
-                     objectives: Sequence[str]) -> int:
+def export_proposals(
+    path: str | Path, jobs: list[tuple[int, dict]], keys: Sequence[str], objectives: Sequence[str]
+) -> int:
     """Merge ``jobs`` into the export at ``path``; returns the number of rows added."""
     header, rows = read_export(path)
     known = {r[ID_COLUMN] for r in rows}
     columns = [ID_COLUMN, *keys, *objectives]
-    for _, params in jobs:       # keys outside the space still get a column, not lost
+    for _, params in jobs:  # keys outside the space still get a column, not lost
         for key in params:
             if key not in columns:
                 columns.append(key)
@@ -96,7 +100,7 @@ def export_proposals(path: str | Path, jobs: list[tuple[int, dict]], keys: Seque
     for job_id, params in jobs:
         pid = str(int(job_id))
         if pid in known:
-            continue        # already exported: keep that row (it may hold results)
+            continue  # already exported: keep that row (it may hold results)
         row = {c: "" for c in header}
         row[ID_COLUMN] = pid
         row.update({k: _cell(v) for k, v in params.items()})
@@ -126,7 +130,7 @@ class CsvInstrument(Instrument):
     asynchronous = True
 
     @classmethod
-    def from_options(cls, options: CsvOptions, space: Space) -> "CsvInstrument":
+    def from_options(cls, options: CsvOptions, space: Space) -> CsvInstrument:
         return cls(options.path, space.keys, [o.name for o in space.objectives])
 
     def __init__(self, path: str | Path, keys: Sequence[str], objectives: Sequence[str]) -> None:
@@ -140,12 +144,16 @@ class CsvInstrument(Instrument):
     def measures(self) -> tuple[str, ...]:
         return self.objectives
 
-    def run_batch(self, jobs: list[tuple[int, dict]],
-                  timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run_batch(
+        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         # eager on purpose: the export must happen even if nobody iterates the result
         self.last_added = export_proposals(self.path, jobs, self.keys, self.objectives)
         return iter(())
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.path), "columns":
-                [ID_COLUMN, *self.keys, *self.objectives]}
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "columns": [ID_COLUMN, *self.keys, *self.objectives],
+        }

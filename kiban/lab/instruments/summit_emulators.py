@@ -47,13 +47,27 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from kiban.errors import did_you_mean
-from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
-    check_box, check_dataset, package_version, same_keys, screen_jobs
+from kiban.lab.instruments.base import (
+    Instrument,
+    InstrumentError,
+    InstrumentOptions,
+    Outcome,
+    check_box,
+    check_dataset,
+    package_version,
+    same_keys,
+    screen_jobs,
+)
 from kiban.lab.instruments.lookup import LookupInstrument
 from kiban.lab.space import Categorical, Continuous, Objective, Space
 
-SUMMIT_DATASETS = ("reizman_suzuki_case_1", "reizman_suzuki_case_2", "reizman_suzuki_case_3",
-                   "reizman_suzuki_case_4", "baumgartner_aniline_cn_crosscoupling")
+SUMMIT_DATASETS = (
+    "reizman_suzuki_case_1",
+    "reizman_suzuki_case_2",
+    "reizman_suzuki_case_3",
+    "reizman_suzuki_case_4",
+    "baumgartner_aniline_cn_crosscoupling",
+)
 # Goals. yld: maximise (summit's domain: maximize=True). ton: maximise, as Olympus documents for
 # the same Reizman data (docs/source/classes/datasets/suzuki_i.rst: "simultaneously maximize
 # both the yield and catalyst turnover number") and as a turnover number means; summit's own
@@ -62,10 +76,17 @@ SUMMIT_GOALS = {"yld": "max", "ton": "max"}
 Mode = Literal["emulator", "lookup"]
 MODES = get_args(Mode)
 MIN_DATA_R2 = 0.7
-_STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64,
-                   "HalfStorage": np.float16, "LongStorage": np.int64, "IntStorage": np.int32,
-                   "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-                   "BoolStorage": np.bool_}
+_STORAGE_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
 
 
 def summit_dir() -> Path:
@@ -74,8 +95,10 @@ def summit_dir() -> Path:
 
     spec = importlib.util.find_spec("summit")
     if spec is None or not spec.submodule_search_locations:
-        raise InstrumentError("the Summit emulators need summit's data files: pip install "
-                              "--no-deps summit==0.8.4 (summit itself is never imported)")
+        raise InstrumentError(
+            "the Summit emulators need summit's data files: pip install "
+            "--no-deps summit==0.8.4 (summit itself is never imported)"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -97,14 +120,19 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         if f"{root}byteorder" in names:
             byteorder = archive.read(f"{root}byteorder").decode().strip()
 
-        def rebuild(storage: np.ndarray, offset: int, size: tuple[int, ...],
-                    stride: tuple[int, ...], *_: Any) -> np.ndarray:
+        def rebuild(
+            storage: np.ndarray,
+            offset: int,
+            size: tuple[int, ...],
+            stride: tuple[int, ...],
+            *_: Any,
+        ) -> np.ndarray:
             if not size:
                 return storage[offset].copy()
             item = storage.itemsize
             return np.lib.stride_tricks.as_strided(
-                storage[offset:], shape=tuple(size),
-                strides=tuple(s * item for s in stride)).copy()
+                storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride)
+            ).copy()
 
         class Unpickler(pickle.Unpickler):
             def find_class(self, module: str, name: str) -> Any:
@@ -114,15 +142,15 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                     return rebuild
                 if module == "torch" and name in _STORAGE_DTYPES:
                     return _STORAGE_DTYPES[name]
-                raise InstrumentError(f"{path}: unexpected object {module}.{name} in a weights "
-                                      "file")
+                raise InstrumentError(
+                    f"{path}: unexpected object {module}.{name} in a weights file"
+                )
 
             def persistent_load(self, pid: Any) -> np.ndarray:
                 kind, dtype, key, _location, numel = pid
                 if kind != "storage":
                     raise InstrumentError(f"{path}: unexpected persistent id {pid!r}")
-                data = np.frombuffer(archive.read(f"{root}data/{key}"), dtype=dtype,
-                                     count=numel)
+                data = np.frombuffer(archive.read(f"{root}data/{key}"), dtype=dtype, count=numel)
                 return data.byteswap() if byteorder != "little" else data
 
         state = Unpickler(io.BytesIO(archive.read(pkl))).load()
@@ -132,9 +160,9 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 @dataclass
 class SummitEmulator:
     dataset: str
-    continuous: dict[str, tuple[float, float]]     # name -> bounds, in domain order
-    categorical: dict[str, tuple[str, ...]]        # name -> levels, in domain order
-    outputs: dict[str, tuple[float, float]]        # name -> bounds (predictions are clipped)
+    continuous: dict[str, tuple[float, float]]  # name -> bounds, in domain order
+    categorical: dict[str, tuple[str, ...]]  # name -> levels, in domain order
+    outputs: dict[str, tuple[float, float]]  # name -> bounds (predictions are clipped)
     members: list[dict[str, np.ndarray]]
     data_r2: dict[str, float]
 
@@ -147,8 +175,7 @@ class SummitEmulator:
         parts = [(x - member["in_mean"]) / member["in_scale"]]
         for name, levels in self.categorical.items():
             chosen = np.array([str(r[name]) for r in rows], dtype=object)
-            parts.append((chosen[:, None] == np.array(levels, dtype=object)[None, :])
-                         .astype(float))
+            parts.append((chosen[:, None] == np.array(levels, dtype=object)[None, :]).astype(float))
         return np.hstack(parts)
 
     def predict(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +201,7 @@ def summit_experiments(dataset: str) -> Any:
     return pd.read_csv(path, skiprows=[1], index_col=0, encoding="utf-8-sig")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_summit_emulator(dataset: str) -> SummitEmulator:
     folder = summit_dir() / "benchmarks" / "models" / _check_dataset(dataset)
     spec_path = folder / f"{dataset}.json"
@@ -183,9 +210,11 @@ def load_summit_emulator(dataset: str) -> SummitEmulator:
     spec = json.loads(spec_path.read_text())
     params = spec["experiment_params"]
     if params.get("regressor_name") != "ANNRegressor" or params.get("descriptors_features"):
-        raise InstrumentError(f"{spec_path}: regressor {params.get('regressor_name')!r} with "
-                              f"descriptors {params.get('descriptors_features')}: only the "
-                              "one-hot ANNRegressor emulators are supported")
+        raise InstrumentError(
+            f"{spec_path}: regressor {params.get('regressor_name')!r} with "
+            f"descriptors {params.get('descriptors_features')}: only the "
+            "one-hot ANNRegressor emulators are supported"
+        )
     continuous: dict[str, tuple[float, float]] = {}
     categorical: dict[str, tuple[str, ...]] = {}
     outputs: dict[str, tuple[float, float]] = {}
@@ -204,31 +233,39 @@ def load_summit_emulator(dataset: str) -> SummitEmulator:
     for i, p in enumerate(params["predictors"]):
         weights = read_state_dict(folder / f"{dataset}_predictor_{i}.pt")
         num, out = p["input_preprocessor"]["num"], p["output_preprocessor"]
-        members.append({
-            "in_mean": np.asarray(num["mean_"], float),
-            "in_scale": np.asarray(num["scale_"], float),
-            "out_mean": np.asarray(out["mean_"], float),
-            "out_scale": np.asarray(out["scale_"], float),
-            "w1": weights["input_layer.weight"].astype(float),
-            "b1": weights["input_layer.bias"].astype(float),
-            "w2": weights["output_layer.weight"].astype(float),
-            "b2": weights["output_layer.bias"].astype(float)})
+        members.append(
+            {
+                "in_mean": np.asarray(num["mean_"], float),
+                "in_scale": np.asarray(num["scale_"], float),
+                "out_mean": np.asarray(out["mean_"], float),
+                "out_scale": np.asarray(out["scale_"], float),
+                "w1": weights["input_layer.weight"].astype(float),
+                "b1": weights["input_layer.bias"].astype(float),
+                "w2": weights["output_layer.weight"].astype(float),
+                "b2": weights["output_layer.bias"].astype(float),
+            }
+        )
     n_in = len(continuous) + sum(len(v) for v in categorical.values())
     if members[0]["w1"].shape[1] != n_in or members[0]["w2"].shape[0] != len(outputs):
-        raise InstrumentError(f"{spec_path}: weights take {members[0]['w1'].shape[1]} inputs "
-                              f"and give {members[0]['w2'].shape[0]} outputs; the domain has "
-                              f"{n_in} and {len(outputs)}")
+        raise InstrumentError(
+            f"{spec_path}: weights take {members[0]['w1'].shape[1]} inputs "
+            f"and give {members[0]['w2'].shape[0]} outputs; the domain has "
+            f"{n_in} and {len(outputs)}"
+        )
     emulator = SummitEmulator(dataset, continuous, categorical, outputs, members, {})
     data = summit_experiments(dataset)
     mean, _ = emulator.predict(data.to_dict("records"))
     for j, name in enumerate(outputs):
         y = data[name].to_numpy(float)
-        emulator.data_r2[name] = float(1 - ((mean[:, j] - y) ** 2).sum()
-                                       / ((y - y.mean()) ** 2).sum())
+        emulator.data_r2[name] = float(
+            1 - ((mean[:, j] - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+        )
     bad = {k: round(v, 3) for k, v in emulator.data_r2.items() if not v >= MIN_DATA_R2}
     if bad:
-        raise InstrumentError(f"summit {dataset}: the rebuilt emulator reproduces the "
-                              f"experimental data with R^2 {bad} (< {MIN_DATA_R2}); refusing it")
+        raise InstrumentError(
+            f"summit {dataset}: the rebuilt emulator reproduces the "
+            f"experimental data with R^2 {bad} (< {MIN_DATA_R2}); refusing it"
+        )
     return emulator
 
 
@@ -236,8 +273,9 @@ def summit_space(dataset: str) -> tuple[list[Continuous | Categorical], list[Obj
     """The emulator's domain: parameters (in domain order) and objectives."""
     em = load_summit_emulator(dataset)
     params: list[Continuous | Categorical] = []
-    spec = json.loads((summit_dir() / "benchmarks" / "models" / dataset / f"{dataset}.json")
-                      .read_text())
+    spec = json.loads(
+        (summit_dir() / "benchmarks" / "models" / dataset / f"{dataset}.json").read_text()
+    )
     for v in spec["domain"]:
         if v["is_objective"]:
             continue
@@ -269,22 +307,26 @@ class SummitInstrument(Instrument):
     Options = SummitOptions
 
     @classmethod
-    def from_options(cls, options: SummitOptions, space: Space) -> "SummitInstrument":
+    def from_options(cls, options: SummitOptions, space: Space) -> SummitInstrument:
         params, _ = summit_space(options.dataset)
         same_keys(f"[instrument] summit {options.dataset!r}", [p.name for p in params], space)
         return cls(options.dataset, options.mode)
 
     def __init__(self, dataset: str, mode: str = "emulator") -> None:
-        options = SummitOptions.from_config({"dataset": dataset, "mode": mode},
-                                            where="[instrument] (kind 'summit')")
+        options = SummitOptions.from_config(
+            {"dataset": dataset, "mode": mode}, where="[instrument] (kind 'summit')"
+        )
         self.dataset = options.dataset
         self.mode = options.mode
         self.emulator = load_summit_emulator(self.dataset)
         self.table: LookupInstrument | None = None
         if mode == "lookup":
-            self.table = LookupInstrument(summit_experiments(self.dataset),
-                                          self.emulator.inputs, list(self.emulator.outputs),
-                                          name=f"summit {self.dataset} experiments")
+            self.table = LookupInstrument(
+                summit_experiments(self.dataset),
+                self.emulator.inputs,
+                list(self.emulator.outputs),
+                name=f"summit {self.dataset} experiments",
+            )
 
     def measures(self) -> tuple[str, ...]:
         outs = tuple(self.emulator.outputs)
@@ -299,12 +341,15 @@ class SummitInstrument(Instrument):
             if name not in params:
                 return f"summit {self.dataset}: params lack {name!r} (got keys {sorted(params)})"
             if str(params[name]) not in levels:
-                return (f"summit {self.dataset}: {name} = {params[name]!r} is not one of "
-                        f"{list(levels)}{did_you_mean(params[name], levels)}")
+                return (
+                    f"summit {self.dataset}: {name} = {params[name]!r} is not one of "
+                    f"{list(levels)}{did_you_mean(params[name], levels)}"
+                )
         return None
 
-    def run_batch(self, jobs: list[tuple[int, dict]],
-                  timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run_batch(
+        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         meta = {"instrument": self.kind, "dataset": self.dataset, "mode": self.mode}
         if self.table is not None:
             for o in self.table.run_batch(jobs, timeout_s):
@@ -325,8 +370,12 @@ class SummitInstrument(Instrument):
             yield Outcome(int(job_id), values, None, each, meta)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dataset": self.dataset, "mode": self.mode,
-                "package": f"summit {package_version('summit')} (data files only)",
-                "model": "ensemble of 5 ANNRegressor MLPs, rebuilt in numpy",
-                "data_r2": {k: round(v, 4) for k, v in self.emulator.data_r2.items()},
-                "goals": {n: SUMMIT_GOALS.get(n, "max") for n in self.emulator.outputs}}
+        return {
+            "kind": self.kind,
+            "dataset": self.dataset,
+            "mode": self.mode,
+            "package": f"summit {package_version('summit')} (data files only)",
+            "model": "ensemble of 5 ANNRegressor MLPs, rebuilt in numpy",
+            "data_r2": {k: round(v, 4) for k, v in self.emulator.data_r2.items()},
+            "goals": {n: SUMMIT_GOALS.get(n, "max") for n in self.emulator.outputs},
+        }

@@ -19,20 +19,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from kiban.lab.instruments.base import Instrument, InstrumentError, InstrumentOptions, Outcome, \
-    ProcessRunner, package_version
+from kiban.lab.instruments.base import (
+    Instrument,
+    InstrumentError,
+    InstrumentOptions,
+    Outcome,
+    ProcessRunner,
+    package_version,
+)
 from kiban.lab.options import require
 from kiban.lab.space import Categorical, Molecule, Space
 
-HARTREE_EV = 27.211386245988        # CODATA 2018
-BOHR_ANGSTROM = 0.529177210903      # CODATA 2018
-E_BOHR_DEBYE = 2.541746473          # 1 e*a0 in Debye
+HARTREE_EV = 27.211386245988  # CODATA 2018
+BOHR_ANGSTROM = 0.529177210903  # CODATA 2018
+E_BOHR_DEBYE = 2.541746473  # 1 e*a0 in Debye
 Method = Literal["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"]
 Preopt = Literal["mmff", "uff", "none"]
 METHODS = get_args(Method)
 PREOPT = get_args(Preopt)
 XTB_MEASURES = ("gap_ev", "energy_hartree", "dipole_debye")
-MAX_Z = 86                          # GFN parametrisations cover H-Rn
+MAX_Z = 86  # GFN parametrisations cover H-Rn
 
 
 class XtbInputError(ValueError):
@@ -64,8 +70,7 @@ def embed(smiles: str, seed: int = 42, preopt: str = "mmff") -> tuple[Any, str, 
 
     canonical = canonical_smiles(_parse(smiles))
     mol = Chem.AddHs(_parse(canonical))
-    bad = sorted({a.GetSymbol() for a in mol.GetAtoms()
-                  if not 1 <= a.GetAtomicNum() <= MAX_Z})
+    bad = sorted({a.GetSymbol() for a in mol.GetAtoms() if not 1 <= a.GetAtomicNum() <= MAX_Z})
     if bad:
         raise XtbInputError(f"{smiles!r} contains {bad}: GFN-xTB covers elements H to Rn only")
     params = AllChem.ETKDGv3()
@@ -76,8 +81,10 @@ def embed(smiles: str, seed: int = 42, preopt: str = "mmff") -> tuple[Any, str, 
             params.useRandomCoords = True
             status = AllChem.EmbedMolecule(mol, params)
     if status != 0:
-        raise XtbInputError(f"RDKit could not embed a 3D conformer of {smiles!r} (ETKDGv3, "
-                            f"seed {seed}, also tried random starting coordinates)")
+        raise XtbInputError(
+            f"RDKit could not embed a 3D conformer of {smiles!r} (ETKDGv3, "
+            f"seed {seed}, also tried random starting coordinates)"
+        )
     used = "none"
     with rdBase.BlockLogs():
         if preopt == "mmff" and AllChem.MMFFHasAllMoleculeParams(mol):
@@ -89,9 +96,16 @@ def embed(smiles: str, seed: int = 42, preopt: str = "mmff") -> tuple[Any, str, 
     return mol, canonical, used
 
 
-def xtb_properties(params: dict[str, Any], *, smiles_param: str, method: str = "GFN2-xTB",
-                   seed: int = 42, preopt: str = "mmff", max_iter: int = 250,
-                   accuracy: float = 1.0) -> tuple[dict[str, float], dict[str, Any]]:
+def xtb_properties(
+    params: dict[str, Any],
+    *,
+    smiles_param: str,
+    method: str = "GFN2-xTB",
+    seed: int = 42,
+    preopt: str = "mmff",
+    max_iter: int = 250,
+    accuracy: float = 1.0,
+) -> tuple[dict[str, float], dict[str, Any]]:
     """One xtb evaluation of ``params[smiles_param]`` (runs in a worker process)."""
     import numpy as np
     from rdkit import Chem
@@ -100,8 +114,10 @@ def xtb_properties(params: dict[str, Any], *, smiles_param: str, method: str = "
 
     smiles = params.get(smiles_param)
     if not isinstance(smiles, str) or not smiles.strip():
-        raise XtbInputError(f"params[{smiles_param!r}] should be a SMILES string, got "
-                            f"{smiles!r} (keys: {sorted(params)})")
+        raise XtbInputError(
+            f"params[{smiles_param!r}] should be a SMILES string, got "
+            f"{smiles!r} (keys: {sorted(params)})"
+        )
     mol, canonical, used = embed(smiles.strip(), seed, preopt)
     numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int32)
     positions = mol.GetConformer().GetPositions() / BOHR_ANGSTROM
@@ -109,31 +125,40 @@ def xtb_properties(params: dict[str, Any], *, smiles_param: str, method: str = "
     unpaired = int(Descriptors.NumRadicalElectrons(mol))
     electrons = int(numbers.sum()) - charge
     if (electrons - unpaired) % 2:
-        raise XtbInputError(f"{smiles!r}: {electrons} electrons cannot have {unpaired} "
-                            "unpaired electrons")
+        raise XtbInputError(
+            f"{smiles!r}: {electrons} electrons cannot have {unpaired} unpaired electrons"
+        )
     calc = Calculator(method, numbers, positions, charge=float(charge), uhf=unpaired)
     calc.set("verbosity", 0)
     calc.set("max-iter", int(max_iter))
     calc.set("accuracy", float(accuracy))
-    result = calc.singlepoint()   # TBLiteRuntimeError("SCF not converged in N cycles") fails it
+    result = calc.singlepoint()  # TBLiteRuntimeError("SCF not converged in N cycles") fails it
     energies = np.asarray(result.get("orbital-energies"), dtype=float)
     occupations = np.asarray(result.get("orbital-occupations"), dtype=float)
     if energies.ndim == 1:
         # restricted: the first ceil(n_electrons/2) orbitals hold electrons (a SOMO included)
         n_occ = int(math.ceil(round(float(occupations.sum())) / 2))
         if not 0 < n_occ < len(energies):
-            raise XtbInputError(f"{smiles!r}: no HOMO/LUMO pair ({n_occ} occupied of "
-                                f"{len(energies)} orbitals)")
+            raise XtbInputError(
+                f"{smiles!r}: no HOMO/LUMO pair ({n_occ} occupied of {len(energies)} orbitals)"
+            )
         homo, lumo = energies[n_occ - 1], energies[n_occ]
-    else:   # spin-polarised: per channel, occupied means occupation > 0.5
+    else:  # spin-polarised: per channel, occupied means occupation > 0.5
         homo = max(e[o > 0.5].max() for e, o in zip(energies, occupations) if (o > 0.5).any())
         lumo = min(e[o <= 0.5].min() for e, o in zip(energies, occupations) if (o <= 0.5).any())
     dipole = np.asarray(result.get("dipole"), dtype=float)
-    values = {"gap_ev": float((lumo - homo) * HARTREE_EV),
-              "energy_hartree": float(result.get("energy")),
-              "dipole_debye": float(np.linalg.norm(dipole) * E_BOHR_DEBYE)}
-    meta = {"smiles": canonical, "charge": charge, "unpaired": unpaired, "preopt": used,
-            "atoms": len(numbers)}
+    values = {
+        "gap_ev": float((lumo - homo) * HARTREE_EV),
+        "energy_hartree": float(result.get("energy")),
+        "dipole_debye": float(np.linalg.norm(dipole) * E_BOHR_DEBYE),
+    }
+    meta = {
+        "smiles": canonical,
+        "charge": charge,
+        "unpaired": unpaired,
+        "preopt": used,
+        "atoms": len(numbers),
+    }
     return values, meta
 
 
@@ -158,8 +183,10 @@ class XtbOptions(InstrumentOptions):
         require(self.workers >= 0, f"workers must be an integer >= 0, got {self.workers!r}")
         require(self.max_iter >= 1, f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         require(self.accuracy > 0, f"accuracy must be a number > 0, got {self.accuracy!r}")
-        require(self.timeout_s is None or self.timeout_s > 0,
-                f"timeout_s must be a number > 0, got {self.timeout_s!r}")
+        require(
+            self.timeout_s is None or self.timeout_s > 0,
+            f"timeout_s must be a number > 0, got {self.timeout_s!r}",
+        )
 
 
 def _smiles_param(name: str | None, space: Space) -> str:
@@ -168,15 +195,20 @@ def _smiles_param(name: str | None, space: Space) -> str:
         params = {p.name: p for p in space.parameters}
         if not isinstance(params.get(name), (Molecule, Categorical)):
             options = [p.name for p in space.parameters if isinstance(p, (Molecule, Categorical))]
-            raise InstrumentError(f"[instrument] smiles_param {name!r} is not a molecule (or "
-                                  f"categorical) parameter of the space; candidates: {options}")
+            raise InstrumentError(
+                f"[instrument] smiles_param {name!r} is not a molecule (or "
+                f"categorical) parameter of the space; candidates: {options}"
+            )
         return name
     molecules = [p.name for p in space.molecules]
     if len(molecules) != 1:
-        raise InstrumentError("[instrument] (kind 'xtb'): set `smiles_param`, the space has "
-                              f"{len(molecules)} molecule parameters {molecules}"
-                              if molecules else "[instrument] (kind 'xtb') needs a molecule "
-                              "parameter in the space (or `smiles_param` naming one)")
+        raise InstrumentError(
+            "[instrument] (kind 'xtb'): set `smiles_param`, the space has "
+            f"{len(molecules)} molecule parameters {molecules}"
+            if molecules
+            else "[instrument] (kind 'xtb') needs a molecule "
+            "parameter in the space (or `smiles_param` naming one)"
+        )
     return molecules[0]
 
 
@@ -187,44 +219,97 @@ class XtbInstrument(Instrument):
     Options = XtbOptions
 
     @classmethod
-    def from_options(cls, options: XtbOptions, space: Space) -> "XtbInstrument":
-        return cls(_smiles_param(options.smiles_param, space), method=options.method,
-                   seed=options.seed, preopt=options.preopt, max_iter=options.max_iter,
-                   accuracy=options.accuracy, workers=options.workers, threads=options.threads,
-                   timeout_s=options.timeout_s)
+    def from_options(cls, options: XtbOptions, space: Space) -> XtbInstrument:
+        return cls(
+            _smiles_param(options.smiles_param, space),
+            method=options.method,
+            seed=options.seed,
+            preopt=options.preopt,
+            max_iter=options.max_iter,
+            accuracy=options.accuracy,
+            workers=options.workers,
+            threads=options.threads,
+            timeout_s=options.timeout_s,
+        )
 
-    def __init__(self, smiles_param: str, *, method: str = "GFN2-xTB", seed: int = 42,
-                 preopt: str = "mmff", max_iter: int = 250, accuracy: float = 1.0,
-                 workers: int = 2, threads: int = 1, timeout_s: float | None = 600.0) -> None:
-        XtbOptions.from_config({"smiles_param": smiles_param, "method": method, "seed": seed,
-                                "preopt": preopt, "max_iter": max_iter, "accuracy": accuracy,
-                                "workers": workers, "threads": threads, "timeout_s": timeout_s},
-                               where="[instrument] (kind 'xtb')")
+    def __init__(
+        self,
+        smiles_param: str,
+        *,
+        method: str = "GFN2-xTB",
+        seed: int = 42,
+        preopt: str = "mmff",
+        max_iter: int = 250,
+        accuracy: float = 1.0,
+        workers: int = 2,
+        threads: int = 1,
+        timeout_s: float | None = 600.0,
+    ) -> None:
+        XtbOptions.from_config(
+            {
+                "smiles_param": smiles_param,
+                "method": method,
+                "seed": seed,
+                "preopt": preopt,
+                "max_iter": max_iter,
+                "accuracy": accuracy,
+                "workers": workers,
+                "threads": threads,
+                "timeout_s": timeout_s,
+            },
+            where="[instrument] (kind 'xtb')",
+        )
         self.smiles_param = smiles_param
-        self.options = {"smiles_param": smiles_param, "method": method, "seed": int(seed),
-                        "preopt": preopt, "max_iter": int(max_iter), "accuracy": float(accuracy)}
+        self.options = {
+            "smiles_param": smiles_param,
+            "method": method,
+            "seed": int(seed),
+            "preopt": preopt,
+            "max_iter": int(max_iter),
+            "accuracy": float(accuracy),
+        }
         self.threads = threads
-        thread_env = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                "MKL_NUM_THREADS")}
+        thread_env = {
+            k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        }
         thread_env["OMP_STACKSIZE"] = os.environ.get("OMP_STACKSIZE", "256M")
-        self._meta = {"instrument": "xtb", "method": method, "seed": int(seed),
-                      "tblite": package_version("tblite"), "rdkit": package_version("rdkit")}
-        self.runner = ProcessRunner(xtb_properties, self.options, workers=workers,
-                                    timeout_s=timeout_s, env=thread_env,
-                                    init="kiban.lab.instruments.xtb:warm_up",
-                                    measures=XTB_MEASURES, meta=self._meta, name="xtb")
+        self._meta = {
+            "instrument": "xtb",
+            "method": method,
+            "seed": int(seed),
+            "tblite": package_version("tblite"),
+            "rdkit": package_version("rdkit"),
+        }
+        self.runner = ProcessRunner(
+            xtb_properties,
+            self.options,
+            workers=workers,
+            timeout_s=timeout_s,
+            env=thread_env,
+            init="kiban.lab.instruments.xtb:warm_up",
+            measures=XTB_MEASURES,
+            meta=self._meta,
+            name="xtb",
+        )
 
     def measures(self) -> tuple[str, ...]:
         return XTB_MEASURES
 
-    def run_batch(self, jobs: list[tuple[int, dict]],
-                  timeout_s: float | None = None) -> Iterator[Outcome]:
+    def run_batch(
+        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+    ) -> Iterator[Outcome]:
         return self.runner.run(jobs, timeout_s)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self._meta, **self.options, "workers": self.runner.workers,
-                "threads": self.threads, "timeout_s": self.runner.timeout_s,
-                "conformer": "RDKit ETKDGv3 (fixed seed) + force-field pre-optimisation"}
+        return {
+            "kind": self.kind,
+            **self._meta,
+            **self.options,
+            "workers": self.runner.workers,
+            "threads": self.threads,
+            "timeout_s": self.runner.timeout_s,
+            "conformer": "RDKit ETKDGv3 (fixed seed) + force-field pre-optimisation",
+        }
 
     def close(self) -> None:
         self.runner.close()

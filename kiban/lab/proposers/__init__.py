@@ -17,12 +17,16 @@ from kiban.lab.registry import Registry
 from kiban.lab.space import CampaignConfig, Space
 
 #: proposer kind -> class (each with ``kind`` and ``Options``); imported on first use
-PROPOSERS: Registry[Proposer] = Registry("proposer", {
-    "botorch": "kiban.lab.proposers.bo:BotorchProposer",
-    "random": "kiban.lab.proposers.design:RandomProposer",
-    "sobol": "kiban.lab.proposers.design:SobolProposer",
-    "generative": "kiban.lab.proposers.generative:GenerativeProposer",
-}, ProposerError)
+PROPOSERS: Registry[Proposer] = Registry(
+    "proposer",
+    {
+        "botorch": "kiban.lab.proposers.bo:BotorchProposer",
+        "random": "kiban.lab.proposers.design:RandomProposer",
+        "sobol": "kiban.lab.proposers.design:SobolProposer",
+        "generative": "kiban.lab.proposers.generative:GenerativeProposer",
+    },
+    ProposerError,
+)
 
 
 def proposer_class(name: str) -> type[Proposer]:
@@ -35,9 +39,14 @@ def make_proposer(config: CampaignConfig, **extra: Any) -> Proposer:
     a `ProposerError`, a ValueError naming it and the closest valid one). ``extra`` goes to
     the constructor (e.g. ``sampler=`` for the generative proposer)."""
     cls = proposer_class(config.proposer)
-    proposer = cls.from_config(config.proposer_options, seed=config.seed,
-                               initial=config.initial, center=config.center, **extra)
-    proposer.check_space(config.space)   # e.g. a missing model directory, before round one
+    proposer = cls.from_config(
+        config.proposer_options,
+        seed=config.seed,
+        initial=config.initial,
+        center=config.center,
+        **extra,
+    )
+    proposer.check_space(config.space)  # e.g. a missing model directory, before round one
     return proposer
 
 
@@ -49,5 +58,13 @@ def initial_design(space: Space, n: int, seed: int, skip: int = 0, **kwargs: Any
     return design(space, n, seed, skip, **kwargs)
 
 
-__all__ = ["Observation", "PROPOSERS", "Proposer", "ProposerError", "ProposerOptions",
-           "initial_design", "make_proposer", "proposer_class"]
+__all__ = [
+    "Observation",
+    "PROPOSERS",
+    "Proposer",
+    "ProposerError",
+    "ProposerOptions",
+    "initial_design",
+    "make_proposer",
+    "proposer_class",
+]

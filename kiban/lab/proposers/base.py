@@ -48,17 +48,25 @@ class Proposer(ABC):
     kind: ClassVar[str] = ""
     Options: ClassVar[type[ProposerOptions]] = ProposerOptions
 
-    def __init__(self, *, seed: int = 0, initial: int = 0, center: bool = False,
-                 **options: Any) -> None:
+    def __init__(
+        self, *, seed: int = 0, initial: int = 0, center: bool = False, **options: Any
+    ) -> None:
         self.options = self.Options.from_config(options, where=f"proposer {self.kind!r}")
-        self.given = frozenset(options)     # the options set explicitly (not defaults)
+        self.given = frozenset(options)  # the options set explicitly (not defaults)
         self.seed = int(seed)
         self.initial = int(initial)
         self.center = bool(center)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], *, seed: int = 0, initial: int = 0,
-                    center: bool = False, **extra: Any) -> "Proposer":
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        seed: int = 0,
+        initial: int = 0,
+        center: bool = False,
+        **extra: Any,
+    ) -> Proposer:
         """The proposer a ``[proposer]`` table describes (``seed``, ``initial``, ``center``:
         the campaign's; ``extra``: constructor arguments that are not options)."""
         # checked before the call, so that a key such as `seed` is refused as an option
@@ -75,8 +83,9 @@ class Proposer(ABC):
         space works)."""
 
     @abstractmethod
-    def propose(self, space: Space, observed: list[Observation], pending: list[dict],
-                n: int, seed: int) -> list[dict]:
+    def propose(
+        self, space: Space, observed: list[Observation], pending: list[dict], n: int, seed: int
+    ) -> list[dict]:
         """``n`` new params dicts, each passing ``space.check_params``."""
 
 
@@ -115,5 +124,4 @@ def _round(value: Any) -> Any:
 
 def clean(space: Space, params: dict[str, Any]) -> dict[str, Any]:
     """Plain Python values in the space's key order (what the store writes and reads back)."""
-    return {k: (params[k].item() if hasattr(params[k], "item") else params[k])
-            for k in space.keys}
+    return {k: (params[k].item() if hasattr(params[k], "item") else params[k]) for k in space.keys}

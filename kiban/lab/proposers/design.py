@@ -21,14 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from kiban.lab.proposers.base import (Observation, Proposer, ProposerError, check_n, clean,
-                                      params_key)
+from kiban.lab.proposers.base import (
+    Observation,
+    Proposer,
+    ProposerError,
+    check_n,
+    clean,
+    params_key,
+)
 from kiban.lab.proposers.molecules import canonical_candidates, model_sampler, sample_pool
 from kiban.lab.space import Categorical, Composition, Continuous, Integer, Space
 
-_PROBE = 1024          # Sobol points that decide rejection vs hit-and-run
+_PROBE = 1024  # Sobol points that decide rejection vs hit-and-run
 _MIN_ACCEPT = 0.05
-_MAX_DRAWS = 1 << 20   # rejection gives up after this many draws
+_MAX_DRAWS = 1 << 20  # rejection gives up after this many draws
 
 
 # --------------------------------------------------------------------------------------------
@@ -37,8 +43,9 @@ _MAX_DRAWS = 1 << 20   # rejection gives up after this many draws
 
 def design_dim(space: Space) -> int:
     """Degrees of freedom of the cube parameters (a composition of k components has k - 1)."""
-    return sum(len(p.components) - 1 if isinstance(p, Composition) else 1
-               for p in space.cube_parameters)
+    return sum(
+        len(p.components) - 1 if isinstance(p, Composition) else 1 for p in space.cube_parameters
+    )
 
 
 def from_design(space: Space, u: np.ndarray) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def from_design(space: Space, u: np.ndarray) -> dict[str, Any]:
             at += 1
         elif isinstance(p, Composition):
             k = len(p.components)
-            cuts = np.sort(np.asarray(u[at:at + k - 1], dtype=float))
+            cuts = np.sort(np.asarray(u[at : at + k - 1], dtype=float))
             fractions = np.diff(np.concatenate([[0.0], cuts, [1.0]]))
             out.update({c: float(f * p.total) for c, f in zip(p.components, fractions)})
             at += k - 1
@@ -74,8 +81,10 @@ def _feasible(space: Space, params: dict[str, Any]) -> bool:
 # constraints in BoTorch's form (unit-cube coordinates)
 
 
-def torch_constraints(space: Space, margin: float = 1e-7,
-                      ) -> tuple[list[tuple[Any, Any, float]], list[tuple[Any, Any, float]]]:
+def torch_constraints(
+    space: Space,
+    margin: float = 1e-7,
+) -> tuple[list[tuple[Any, Any, float]], list[tuple[Any, Any, float]]]:
     """``(inequality, equality)`` constraints over the unit cube in BoTorch's form:
     ``sum(coef * X[idx]) >= rhs`` (inequalities tightened by ``margin`` so that round-off
     after decoding cannot step over a bound) and ``sum(X[block]) == 1`` per composition."""
@@ -105,20 +114,26 @@ def _polytope_rows(space: Space, seed: int, chunk: int = 64) -> Iterator[dict[st
     import torch
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # torch.jit inside botorch
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit inside botorch
         from botorch.utils.sampling import get_polytope_samples
 
     ineq, eq = torch_constraints(space, margin=1e-6)
-    bounds = torch.stack([torch.zeros(space.dim, dtype=torch.float64),
-                          torch.ones(space.dim, dtype=torch.float64)])
+    bounds = torch.stack(
+        [torch.zeros(space.dim, dtype=torch.float64), torch.ones(space.dim, dtype=torch.float64)]
+    )
     molecules = {m.name: "" for m in space.molecules}
     for j in range(1 << 16):
         with torch.random.fork_rng(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)   # torch.jit inside botorch
-            samples = get_polytope_samples(chunk, bounds, inequality_constraints=ineq or None,
-                                           equality_constraints=eq or None,
-                                           seed=(seed * 7919 + j) % (2 ** 31), n_burnin=200,
-                                           n_thinning=4)
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit inside botorch
+            samples = get_polytope_samples(
+                chunk,
+                bounds,
+                inequality_constraints=ineq or None,
+                equality_constraints=eq or None,
+                seed=(seed * 7919 + j) % (2**31),
+                n_burnin=200,
+                n_thinning=4,
+            )
         for x in samples.numpy():
             params = space.from_unit(np.clip(x, 0.0, 1.0), molecules)
             for m in space.molecules:
@@ -141,8 +156,13 @@ def center_of(space: Space) -> dict[str, Any]:
     return from_design(space, np.asarray(u, dtype=float))
 
 
-def cube_stream(space: Space, seed: int, kind: str = "sobol", *, center: bool = False,
-                ) -> Iterator[dict[str, Any]]:
+def cube_stream(
+    space: Space,
+    seed: int,
+    kind: str = "sobol",
+    *,
+    center: bool = False,
+) -> Iterator[dict[str, Any]]:
     """An endless sequence of feasible values for the cube parameters (no molecules):
     scrambled Sobol (``kind="sobol"``) or uniform random (``"random"``), by rejection, or
     hit-and-run when the constraints leave under 5 % of the cube. ``center``: the space's
@@ -158,7 +178,7 @@ def cube_stream(space: Space, seed: int, kind: str = "sobol", *, center: bool = 
     if kind == "sobol":
         import torch
 
-        engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(seed) % (2 ** 31))
+        engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(seed) % (2**31))
 
         def draw(m: int) -> np.ndarray:
             return engine.draw(m, dtype=torch.float64).numpy()
@@ -167,12 +187,17 @@ def cube_stream(space: Space, seed: int, kind: str = "sobol", *, center: bool = 
 
         def draw(m: int) -> np.ndarray:
             return rng.random((m, d))
+
     if space.constraints:
         import torch
 
-        probe = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(seed) % (2 ** 31))
-        rate = np.mean([_feasible(space, from_design(space, u))
-                        for u in probe.draw(_PROBE, dtype=torch.float64).numpy()])
+        probe = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(seed) % (2**31))
+        rate = np.mean(
+            [
+                _feasible(space, from_design(space, u))
+                for u in probe.draw(_PROBE, dtype=torch.float64).numpy()
+            ]
+        )
         if rate < _MIN_ACCEPT:
             yield from _polytope_rows(space, seed)
             return
@@ -184,16 +209,19 @@ def cube_stream(space: Space, seed: int, kind: str = "sobol", *, center: bool = 
             params = from_design(space, u)
             if _feasible(space, params):
                 yield params
-    raise ProposerError("could not draw feasible points: the linear constraints leave "
-                        "(almost) nothing of the search space")
+    raise ProposerError(
+        "could not draw feasible points: the linear constraints leave "
+        "(almost) nothing of the search space"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # molecules in a design
 
 
-def molecule_pools(space: Space, seed: int, needed: int,
-                   pools: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+def molecule_pools(
+    space: Space, seed: int, needed: int, pools: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
     """Per molecule parameter, the ordered molecules a design walks through: a seeded
     permutation of the candidates, else molecules sampled from the model."""
     out: dict[str, list[str]] = {}
@@ -203,21 +231,30 @@ def molecule_pools(space: Space, seed: int, needed: int,
         elif m.candidates:
             cands = canonical_candidates(m)
             if not cands:
-                raise ProposerError(f"molecule parameter {m.name!r}: no valid SMILES among "
-                                    "its candidates")
-            perm = np.random.default_rng([int(seed) % (2 ** 32), i]).permutation(len(cands))
+                raise ProposerError(
+                    f"molecule parameter {m.name!r}: no valid SMILES among its candidates"
+                )
+            perm = np.random.default_rng([int(seed) % (2**32), i]).permutation(len(cands))
             out[m.name] = [cands[j] for j in perm]
         else:
             out[m.name] = sample_pool(model_sampler(m), needed, seed + i)
         if not out[m.name]:
-            raise ProposerError(f"molecule parameter {m.name!r}: no molecules to choose from "
-                                f"(the model {m.model!r} sampled no valid SMILES)")
+            raise ProposerError(
+                f"molecule parameter {m.name!r}: no molecules to choose from "
+                f"(the model {m.model!r} sampled no valid SMILES)"
+            )
     return out
 
 
-def design_stream(space: Space, seed: int, kind: str = "sobol", needed: int = 64,
-                  pools: dict[str, list[str]] | None = None, *, center: bool = False,
-                  ) -> Iterator[dict[str, Any]]:
+def design_stream(
+    space: Space,
+    seed: int,
+    kind: str = "sobol",
+    needed: int = 64,
+    pools: dict[str, list[str]] | None = None,
+    *,
+    center: bool = False,
+) -> Iterator[dict[str, Any]]:
     """Complete params: the cube stream zipped with each molecule pool (cycled)."""
     mols = molecule_pools(space, seed, needed, pools) if space.molecules else {}
     for j, params in enumerate(cube_stream(space, seed, kind, center=center)):
@@ -226,9 +263,15 @@ def design_stream(space: Space, seed: int, kind: str = "sobol", needed: int = 64
         yield {k: params[k] for k in space.keys}
 
 
-def initial_design(space: Space, n: int, seed: int, skip: int = 0, *,
-                   pools: dict[str, list[str]] | None = None, center: bool = False,
-                   ) -> list[dict]:
+def initial_design(
+    space: Space,
+    n: int,
+    seed: int,
+    skip: int = 0,
+    *,
+    pools: dict[str, list[str]] | None = None,
+    center: bool = False,
+) -> list[dict]:
     """Points ``skip .. skip + n - 1`` of the campaign's scrambled Sobol design (opened by the
     centre of the space when ``center``): deterministic given ``seed``, so a resumed campaign
     (``skip`` = points drawn so far) continues it.
@@ -251,8 +294,10 @@ def initial_design(space: Space, n: int, seed: int, skip: int = 0, *,
             params = {**params, **fixed}
             if not _feasible(space, params):
                 if tries > 100_000:
-                    raise ProposerError("same_in_batch: no further design point is feasible "
-                                        "with the batch's shared values")
+                    raise ProposerError(
+                        "same_in_batch: no further design point is feasible "
+                        "with the batch's shared values"
+                    )
                 continue
         elif shared:
             fixed = {k: params[k] for k in shared}
@@ -275,8 +320,14 @@ def shared_keys(space: Space) -> list[str]:
     return keys
 
 
-def batch_from_stream(space: Space, stream: Iterator[dict[str, Any]], n: int, seen: set,
-                      first: dict[str, Any] | None = None, limit: int = 100_000) -> list[dict]:
+def batch_from_stream(
+    space: Space,
+    stream: Iterator[dict[str, Any]],
+    n: int,
+    seen: set,
+    first: dict[str, Any] | None = None,
+    limit: int = 100_000,
+) -> list[dict]:
     """The next ``n`` points of ``stream`` that are new (not in ``seen``) and, after the
     first point of the batch (or ``first``), share its `same_in_batch` values."""
     shared = shared_keys(space)
@@ -298,13 +349,14 @@ def batch_from_stream(space: Space, stream: Iterator[dict[str, Any]], n: int, se
             fixed = {k: params[k] for k in shared}
         if len(out) == n:
             return out
-    raise ProposerError(f"only {len(out)} new points could be found of the {n} asked "
-                        "(all candidates observed or pending?)")
+    raise ProposerError(
+        f"only {len(out)} new points could be found of the {n} asked "
+        "(all candidates observed or pending?)"
+    )
 
 
 def seen_keys(space: Space, observed: list[Observation], pending: list[dict]) -> set:
-    return {params_key(space, o.params) for o in observed} | \
-        {params_key(space, p) for p in pending}
+    return {params_key(space, o.params) for o in observed} | {params_key(space, p) for p in pending}
 
 
 def _stream_limit(space: Space, n: int, seen: set) -> int:
@@ -318,8 +370,9 @@ class SobolProposer(Proposer):
 
     kind = "sobol"
 
-    def propose(self, space: Space, observed: list[Observation], pending: list[dict],
-                n: int, seed: int) -> list[dict]:
+    def propose(
+        self, space: Space, observed: list[Observation], pending: list[dict], n: int, seed: int
+    ) -> list[dict]:
         check_n(n)
         seen = seen_keys(space, observed, pending)
         drawn = len(observed) + len(pending)
@@ -334,14 +387,17 @@ class RandomProposer(Proposer):
 
     kind = "random"
 
-    def propose(self, space: Space, observed: list[Observation], pending: list[dict],
-                n: int, seed: int) -> list[dict]:
+    def propose(
+        self, space: Space, observed: list[Observation], pending: list[dict], n: int, seed: int
+    ) -> list[dict]:
         check_n(n)
         seen = seen_keys(space, observed, pending)
         pools = None
-        if space.molecules:   # a fresh random order of the molecules per call
-            rng = np.random.default_rng([int(seed) % (2 ** 32), 7])
-            pools = {name: [pool[i] for i in rng.permutation(len(pool))]
-                     for name, pool in molecule_pools(space, seed, n + len(seen)).items()}
+        if space.molecules:  # a fresh random order of the molecules per call
+            rng = np.random.default_rng([int(seed) % (2**32), 7])
+            pools = {
+                name: [pool[i] for i in rng.permutation(len(pool))]
+                for name, pool in molecule_pools(space, seed, n + len(seen)).items()
+            }
         stream = design_stream(space, seed, "random", pools=pools)
         return batch_from_stream(space, stream, n, seen, limit=_stream_limit(space, n, seen))

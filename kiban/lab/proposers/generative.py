@@ -38,8 +38,10 @@ class GenerativeProposer(BotorchProposer):
     def check_space(self, space: Space) -> None:
         """One molecule parameter, with a model directory that exists (unless injected)."""
         if len(space.molecules) != 1:
-            raise ProposerError("the generative proposer needs exactly one molecule parameter, "
-                                f"got {[m.name for m in space.molecules]}")
+            raise ProposerError(
+                "the generative proposer needs exactly one molecule parameter, "
+                f"got {[m.name for m in space.molecules]}"
+            )
         super().check_space(space)
         if self._sampler is None:
             model_dir(space.molecules[0])
@@ -48,14 +50,20 @@ class GenerativeProposer(BotorchProposer):
         """This round's fresh samples (the candidates list, if any, is not used)."""
         return unique_canonical(self.sampler(space)(int(self.options.samples), seed))
 
-    def design_pools(self, space: Space, seed: int, used: set[str], needed: int,
-                     ) -> dict[str, list[str]] | None:
+    def design_pools(
+        self,
+        space: Space,
+        seed: int,
+        used: set[str],
+        needed: int,
+    ) -> dict[str, list[str]] | None:
         """Before the model: the fresh samples in a seeded random order."""
         pool = [s for s in self.molecule_pool(space, seed) if s not in used]
         if not pool:
-            raise ProposerError(f"the model of {space.molecules[0].name!r} sampled no new "
-                                "valid molecules (try more `samples` or a higher "
-                                "`temperature`)")
-        order = np.random.default_rng([int(seed) % (2 ** 32), 11]).permutation(len(pool))
+            raise ProposerError(
+                f"the model of {space.molecules[0].name!r} sampled no new "
+                "valid molecules (try more `samples` or a higher "
+                "`temperature`)"
+            )
+        order = np.random.default_rng([int(seed) % (2**32), 11]).permutation(len(pool))
         return {space.molecules[0].name: [pool[i] for i in order]}
-

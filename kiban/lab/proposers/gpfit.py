@@ -52,10 +52,15 @@ def _layout(model: Any) -> dict[str, Any] | None:
     from gpytorch.means import ConstantMean
 
     covar, mean, likelihood = model.covar_module, model.mean_module, model.likelihood
-    if (type(covar) is not RBFKernel or type(mean) is not ConstantMean
-            or type(likelihood) is not GaussianLikelihood or covar.active_dims is not None
-            or getattr(model, "input_transform", None) is not None
-            or model.train_targets.dim() != 1 or len(model.train_inputs) != 1):
+    if (
+        type(covar) is not RBFKernel
+        or type(mean) is not ConstantMean
+        or type(likelihood) is not GaussianLikelihood
+        or covar.active_dims is not None
+        or getattr(model, "input_transform", None) is not None
+        or model.train_targets.dim() != 1
+        or len(model.train_inputs) != 1
+    ):
         return None
     noise_module = likelihood.noise_covar
     priors = {name: prior for name, _, prior, _, _ in model.named_priors()}
@@ -65,8 +70,12 @@ def _layout(model: Any) -> dict[str, Any] | None:
     noise_low = _plain_lower_bound(noise_module, "noise")
     if None in (ls_prior, noise_prior, ls_low, noise_low) or len(priors) != 2:
         return None
-    return {"ls_prior": ls_prior, "noise_prior": noise_prior, "ls_low": ls_low,
-            "noise_low": noise_low}
+    return {
+        "ls_prior": ls_prior,
+        "noise_prior": noise_prior,
+        "ls_low": ls_low,
+        "noise_low": noise_low,
+    }
 
 
 def _cholesky(A: np.ndarray) -> np.ndarray:
@@ -88,7 +97,7 @@ def _objective(X: np.ndarray, y: np.ndarray, spec: dict[str, Any]):
     from scipy.linalg import cho_solve
 
     n, d = X.shape
-    diff2 = (X[:, None, :] - X[None, :, :]) ** 2          # (n, n, d), fixed during the fit
+    diff2 = (X[:, None, :] - X[None, :, :]) ** 2  # (n, n, d), fixed during the fit
     (ls_loc, ls_scale), (nz_loc, nz_scale) = spec["ls_prior"], spec["noise_prior"]
     half_log_2pi = 0.5 * math.log(2 * math.pi)
     eye = np.eye(n)
@@ -100,7 +109,7 @@ def _objective(X: np.ndarray, y: np.ndarray, spec: dict[str, Any]):
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         noise, constant, ls = theta[0], theta[1], theta[2:]
-        K = np.exp(-0.5 * diff2 @ (1.0 / ls ** 2))
+        K = np.exp(-0.5 * diff2 @ (1.0 / ls**2))
         L = _cholesky(K + noise * eye)
         r = y - constant
         alpha = cho_solve((L, True), r)
@@ -111,7 +120,7 @@ def _objective(X: np.ndarray, y: np.ndarray, spec: dict[str, Any]):
         grad = np.empty_like(theta)
         grad[0] = 0.5 * np.trace(W) + dlp_nz[0]
         grad[1] = alpha.sum()
-        grad[2:] = 0.5 * np.einsum("ij,ijk->k", W * K, diff2) / ls ** 3 + dlp_ls
+        grad[2:] = 0.5 * np.einsum("ij,ijk->k", W * K, diff2) / ls**3 + dlp_ls
         loss = -(log_lik + lp_ls.sum() + lp_nz[0]) / n
         return float(loss), -grad / n
 
@@ -131,9 +140,13 @@ def fit_fast(model: Any) -> bool:
     y = model.train_targets.detach()
     d = X.shape[1]
     covar, noise_module = model.covar_module, model.likelihood.noise_covar
-    x0 = np.concatenate([noise_module.raw_noise.detach().reshape(-1).numpy(),
-                         model.mean_module.raw_constant.detach().reshape(-1).numpy(),
-                         covar.raw_lengthscale.detach().reshape(-1).numpy()])
+    x0 = np.concatenate(
+        [
+            noise_module.raw_noise.detach().reshape(-1).numpy(),
+            model.mean_module.raw_constant.detach().reshape(-1).numpy(),
+            covar.raw_lengthscale.detach().reshape(-1).numpy(),
+        ]
+    )
     if len(x0) != 2 + d:
         return False
     loss_and_grad = _objective(X.double().numpy(), y.double().numpy(), spec)

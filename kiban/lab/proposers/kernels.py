@@ -13,8 +13,14 @@ class TanimotoKernel(Kernel):
 
     has_lengthscale = False
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
-                last_dim_is_batch: bool = False, **params) -> torch.Tensor:
+    def forward(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        diag: bool = False,
+        last_dim_is_batch: bool = False,
+        **params,
+    ) -> torch.Tensor:
         if last_dim_is_batch:
             x1 = x1.transpose(-1, -2).unsqueeze(-1)
             x2 = x2.transpose(-1, -2).unsqueeze(-1)

@@ -49,16 +49,23 @@ def model_dir(mol: Molecule) -> Path:
         raise ProposerError(f"molecule parameter {mol.name!r} has no `model` to sample from")
     path = Path(mol.model)
     if not path.is_dir():
-        raise ProposerError(f"molecule parameter {mol.name!r}: model directory {str(path)!r} "
-                            "not found")
+        raise ProposerError(
+            f"molecule parameter {mol.name!r}: model directory {str(path)!r} not found"
+        )
     if not (path / "config.json").is_file():
-        raise ProposerError(f"molecule parameter {mol.name!r}: {str(path / 'config.json')!r} "
-                            "is missing (not a kiban model directory)")
+        raise ProposerError(
+            f"molecule parameter {mol.name!r}: {str(path / 'config.json')!r} "
+            "is missing (not a kiban model directory)"
+        )
     return path
 
 
-def model_sampler(mol: Molecule, *, temperature: float = 1.0, max_new_tokens: int = 128,
-                  ) -> Sampler:
+def model_sampler(
+    mol: Molecule,
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = 128,
+) -> Sampler:
     """A `Sampler` drawing from ``mol.model`` (loaded once per process and path)."""
     path = model_dir(mol)
 
@@ -72,8 +79,14 @@ def model_sampler(mol: Molecule, *, temperature: float = 1.0, max_new_tokens: in
         limit = getattr(gen.model.config, "max_position_embeddings", None)
         new_tokens = max_new_tokens if not limit else max(1, min(max_new_tokens, limit - 16))
         completions = gen.generate(
-            mol.prompt, n=n, max_new_tokens=new_tokens, temperature=temperature,
-            seed=int(seed) % (2 ** 62), valid_only=True, max_tries=4)
+            mol.prompt,
+            n=n,
+            max_new_tokens=new_tokens,
+            temperature=temperature,
+            seed=int(seed) % (2**62),
+            valid_only=True,
+            max_tries=4,
+        )
         out = []
         for c in completions:
             for span in c.spans:
@@ -84,8 +97,9 @@ def model_sampler(mol: Molecule, *, temperature: float = 1.0, max_new_tokens: in
     return sample
 
 
-def sample_pool(sample: Sampler, needed: int, seed: int, chunk: int = 64,
-                max_chunks: int = 16) -> list[str]:
+def sample_pool(
+    sample: Sampler, needed: int, seed: int, chunk: int = 64, max_chunks: int = 16
+) -> list[str]:
     """Unique valid molecules drawn chunk by chunk until ``needed`` (chunk ``j`` seeded by
     ``(seed, j)``, so a larger request extends a smaller one: prefix-stable)."""
     pool: list[str] = []
@@ -105,5 +119,13 @@ def canonical_candidates(mol: Molecule) -> list[str]:
     return unique_canonical(mol.candidates)
 
 
-__all__ = ["Sampler", "canonical_smiles", "canonical_candidates", "fingerprints",
-           "model_dir", "model_sampler", "sample_pool", "unique_canonical"]
+__all__ = [
+    "Sampler",
+    "canonical_smiles",
+    "canonical_candidates",
+    "fingerprints",
+    "model_dir",
+    "model_sampler",
+    "sample_pool",
+    "unique_canonical",
+]

@@ -1,2 +1,2 @@
 def measure(params):
-    return {"score": -params["x"] ** 2}
+    return {"score": -(params["x"] ** 2)}

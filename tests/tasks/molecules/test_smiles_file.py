@@ -17,14 +17,20 @@ def test_every_line_is_a_sample(tmp_path):
         read_lines(tmp_path)
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    ("", "empty line"),
-    ("C\ufffdC", "not UTF-8 text (undecodable bytes)"),
-    ("\x00\x01", "contains control characters (binary data, not a SMILES)"),
-    ("C1CC", "not a valid SMILES: unclosed ring for input: 'C1CC'"),
-    ("hello world", "not a valid SMILES: syntax error while parsing: hello; check for mistakes "
-                    "around position 1"),
-])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("", "empty line"),
+        ("C\ufffdC", "not UTF-8 text (undecodable bytes)"),
+        ("\x00\x01", "contains control characters (binary data, not a SMILES)"),
+        ("C1CC", "not a valid SMILES: unclosed ring for input: 'C1CC'"),
+        (
+            "hello world",
+            "not a valid SMILES: syntax error while parsing: hello; check for mistakes "
+            "around position 1",
+        ),
+    ],
+)
 def test_invalid_lines_give_the_reason(line, reason):
     assert parse_line(line) == (None, reason)
 

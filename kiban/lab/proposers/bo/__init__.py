@@ -52,16 +52,28 @@ from typing import Any
 # options import no torch, so `make_proposer` can check a campaign without it; the model
 # modules (torch, BoTorch, gpytorch) load when a name of theirs is asked for.
 _EXPORTS = {
-    "BotorchProposer": "proposer", "MIN_OBSERVED": "proposer",
-    "BotorchOptions": "options", "ModelOptions": "options", "WARPS": "options",
+    "BotorchProposer": "proposer",
+    "MIN_OBSERVED": "proposer",
+    "BotorchOptions": "options",
+    "ModelOptions": "options",
+    "WARPS": "options",
     "Warp": "options",
-    "DTYPE": "layout", "MAX_DISCRETE_VALUES": "layout", "Layout": "layout",
-    "canonical": "layout", "used_molecules": "layout",
-    "fit_model": "surrogate", "marginal_posterior": "surrogate",
-    "utility_thresholds": "surrogate", "warp_outcomes": "surrogate", "winsorize": "surrogate",
-    "MIN_NUM_OBJECTIVES_PAREGO": "acquisition", "exploit_acquisition": "acquisition",
-    "make_acquisition": "acquisition", "reference_point": "acquisition",
-    "BatchOptimiser": "optimiser", "MAX_CHOICES_ENUMERATE": "optimiser",
+    "DTYPE": "layout",
+    "MAX_DISCRETE_VALUES": "layout",
+    "Layout": "layout",
+    "canonical": "layout",
+    "used_molecules": "layout",
+    "fit_model": "surrogate",
+    "marginal_posterior": "surrogate",
+    "utility_thresholds": "surrogate",
+    "warp_outcomes": "surrogate",
+    "winsorize": "surrogate",
+    "MIN_NUM_OBJECTIVES_PAREGO": "acquisition",
+    "exploit_acquisition": "acquisition",
+    "make_acquisition": "acquisition",
+    "reference_point": "acquisition",
+    "BatchOptimiser": "optimiser",
+    "MAX_CHOICES_ENUMERATE": "optimiser",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -15,8 +15,13 @@ from kiban.lab.space import Space
 MIN_NUM_OBJECTIVES_PAREGO = 5  # Ax: qLogNParEGO from five objectives
 
 
-def make_acquisition(model: Any, space: Space, X: torch.Tensor, mc_samples: int, seed: int,
-                     ) -> Any:
+def make_acquisition(
+    model: Any,
+    space: Space,
+    X: torch.Tensor,
+    mc_samples: int,
+    seed: int,
+) -> Any:
     from botorch.sampling.normal import SobolQMCNormalSampler
 
     sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed)
@@ -24,22 +29,25 @@ def make_acquisition(model: Any, space: Space, X: torch.Tensor, mc_samples: int,
     if m == 1:
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 
-        return qLogNoisyExpectedImprovement(model, X_baseline=X, sampler=sampler,
-                                            prune_baseline=True)
+        return qLogNoisyExpectedImprovement(
+            model, X_baseline=X, sampler=sampler, prune_baseline=True
+        )
     if m >= MIN_NUM_OBJECTIVES_PAREGO:
         from botorch.acquisition.multi_objective.parego import qLogNParEGO
 
         return qLogNParEGO(model, X_baseline=X, sampler=sampler, prune_baseline=True)
-    from botorch.acquisition.multi_objective.logei import (
-        qLogNoisyExpectedHypervolumeImprovement)
+    from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 
     return qLogNoisyExpectedHypervolumeImprovement(
-        model, ref_point=reference_point(model, space, X), X_baseline=X, sampler=sampler,
-        prune_baseline=True)
+        model,
+        ref_point=reference_point(model, space, X),
+        X_baseline=X,
+        sampler=sampler,
+        prune_baseline=True,
+    )
 
 
-def exploit_acquisition(model: Any, observed: int, after: int, mc_samples: int,
-                        seed: int) -> Any:
+def exploit_acquisition(model: Any, observed: int, after: int, mc_samples: int, seed: int) -> Any:
     """qSimpleRegret (the expected best of the batch under the posterior: pure exploitation)
     once ``observed >= after > 0``; None before. For the last experiments of a campaign of
     known length, where a better measured value is all that is left to gain (one objective:
@@ -49,8 +57,9 @@ def exploit_acquisition(model: Any, observed: int, after: int, mc_samples: int,
     from botorch.acquisition.monte_carlo import qSimpleRegret
     from botorch.sampling.normal import SobolQMCNormalSampler
 
-    return qSimpleRegret(model, sampler=SobolQMCNormalSampler(
-        sample_shape=torch.Size([mc_samples]), seed=seed))
+    return qSimpleRegret(
+        model, sampler=SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed)
+    )
 
 
 def reference_point(model: Any, space: Space, X: torch.Tensor) -> torch.Tensor:
@@ -64,5 +73,6 @@ def reference_point(model: Any, space: Space, X: torch.Tensor) -> torch.Tensor:
         return caps
     with torch.no_grad():
         pred = model.posterior(X).mean
-    return infer_reference_point(pareto_Y=pred[is_non_dominated(pred)], max_ref_point=caps,
-                                 scale=0.1)
+    return infer_reference_point(
+        pareto_Y=pred[is_non_dominated(pred)], max_ref_point=caps, scale=0.1
+    )

@@ -14,7 +14,7 @@ from kiban.lab.proposers.molecules import fingerprints
 from kiban.lab.space import Categorical, Composition, Continuous, Integer, Space
 
 DTYPE = torch.float64
-MAX_DISCRETE_VALUES = 20       # BoTorch: integers with more values are relaxed and rounded
+MAX_DISCRETE_VALUES = 20  # BoTorch: integers with more values are relaxed and rounded
 
 
 class Layout:
@@ -30,8 +30,8 @@ class Layout:
         self.D = self.dim + self.bits
         self.fp_cols = list(range(self.dim, self.D))
         sl = space.slices()
-        self.int_grids: dict[int, list[float]] = {}   # exact integer grids (few values)
-        self.int_relaxed: dict[int, int] = {}         # col -> number of steps (many values)
+        self.int_grids: dict[int, list[float]] = {}  # exact integer grids (few values)
+        self.int_relaxed: dict[int, int] = {}  # col -> number of steps (many values)
         self.cat_blocks: list[list[int]] = []
         self.cont_cols: list[int] = []
         for p in space.cube_parameters:
@@ -59,8 +59,11 @@ class Layout:
     def encode(self, params: list[dict]) -> torch.Tensor:
         if not params:
             return torch.zeros(0, self.D, dtype=DTYPE)
-        cube = np.stack([self.space.to_unit(p) for p in params]) if self.dim else \
-            np.zeros((len(params), 0))
+        cube = (
+            np.stack([self.space.to_unit(p) for p in params])
+            if self.dim
+            else np.zeros((len(params), 0))
+        )
         if self.mol is not None:
             smiles = [canonical(p[self.mol.name]) for p in params]
             cube = np.concatenate([cube, self.fingerprints(smiles)], axis=1)
@@ -101,5 +104,9 @@ def canonical(smiles: str) -> str:
 
 def used_molecules(space: Space, observed: list[Observation], pending: list[dict]) -> set[str]:
     """Canonical SMILES of the molecules measured or pending."""
-    return {canonical(p[m.name]) for p in [o.params for o in observed] + list(pending)
-            for m in space.molecules if m.name in p}
+    return {
+        canonical(p[m.name])
+        for p in [o.params for o in observed] + list(pending)
+        for m in space.molecules
+        if m.name in p
+    }

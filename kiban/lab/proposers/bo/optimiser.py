@@ -14,8 +14,13 @@ import torch
 from kiban.lab.proposers.base import Observation, ProposerError, clean, params_key
 from kiban.lab.proposers.bo.acquisition import exploit_acquisition, make_acquisition
 from kiban.lab.proposers.bo.layout import DTYPE, Layout, canonical, used_molecules
-from kiban.lab.proposers.bo.surrogate import (fit_model, marginal_posterior,
-                                              utility_thresholds, warp_outcomes, winsorize)
+from kiban.lab.proposers.bo.surrogate import (
+    fit_model,
+    marginal_posterior,
+    utility_thresholds,
+    warp_outcomes,
+    winsorize,
+)
 from kiban.lab.proposers.design import cube_stream, shared_keys, torch_constraints
 from kiban.lab.space import Space
 
@@ -32,8 +37,16 @@ class _Repeat(Exception):
 class BatchOptimiser:
     """One call's model, acquisition and greedy selection of ``n`` points."""
 
-    def __init__(self, proposer: BotorchProposer, space: Space, observed: list[Observation],
-                 pending: list[dict], seed: int, seen: set, first: dict | None) -> None:
+    def __init__(
+        self,
+        proposer: BotorchProposer,
+        space: Space,
+        observed: list[Observation],
+        pending: list[dict],
+        seed: int,
+        seen: set,
+        first: dict | None,
+    ) -> None:
         o = proposer.options_for(space)
         self.o, self.space, self.seed, self.seen = o, space, seed, seen
         self.layout = L = Layout(space, int(o.fp_bits), int(o.fp_radius))
@@ -46,8 +59,10 @@ class BatchOptimiser:
                 used = used_molecules(space, observed, pending)
                 pool = [s for s in pool if s not in used]
             if not pool:
-                raise ProposerError(f"molecule parameter {L.mol.name!r}: no new molecules to "
-                                    "propose (all candidates observed or pending)")
+                raise ProposerError(
+                    f"molecule parameter {L.mol.name!r}: no new molecules to "
+                    "propose (all candidates observed or pending)"
+                )
             self.pool = pool
         # data
         self.X = L.encode([ob.params for ob in observed])
@@ -57,8 +72,9 @@ class BatchOptimiser:
         self.X_pending = L.encode(pending)
         self.model = fit_model(L, self.X, self.Y)
         self.acqf = make_acquisition(self.model, space, self.X, int(o.mc_samples), seed)
-        self.exploit = exploit_acquisition(self.model, len(observed), int(o.exploit_after),
-                                           int(o.mc_samples), seed)
+        self.exploit = exploit_acquisition(
+            self.model, len(observed), int(o.exploit_after), int(o.mc_samples), seed
+        )
         self._exploiting = False
         self.ineq, self.eq = torch_constraints(space)
         self.bounds = torch.stack([torch.zeros(L.D, dtype=DTYPE), torch.ones(L.D, dtype=DTYPE)])
@@ -119,8 +135,11 @@ class BatchOptimiser:
     def value(self, X: torch.Tensor) -> torch.Tensor:
         """Acquisition values of single points (``N x D``), in chunks."""
         with torch.no_grad():
-            return torch.cat([self.acqf(X[i:i + 512].unsqueeze(1))
-                              for i in range(0, len(X), 512)]) if len(X) else torch.zeros(0)
+            return (
+                torch.cat([self.acqf(X[i : i + 512].unsqueeze(1)) for i in range(0, len(X), 512)])
+                if len(X)
+                else torch.zeros(0)
+            )
 
     def accept(self, x: torch.Tensor, smiles: str | None) -> tuple[torch.Tensor, dict]:
         """Decode ``x``; a point that breaks a constraint after rounding is repaired, a repeat
@@ -136,7 +155,7 @@ class BatchOptimiser:
         L = self.layout
         options: list[torch.Tensor] = []
         relaxed = list(L.int_relaxed)[:6]
-        for ups in itertools.product((0, 1), repeat=len(relaxed)):   # floor/ceil roundings
+        for ups in itertools.product((0, 1), repeat=len(relaxed)):  # floor/ceil roundings
             y = x.clone().reshape(-1)
             for c, up in zip(relaxed, ups):
                 steps = L.int_relaxed[c]
@@ -151,8 +170,10 @@ class BatchOptimiser:
             if first is not None:
                 params = {**params, **{k: first[k] for k in shared}}
             params = {k: params[k] for k in self.space.keys}
-            if not self.space.check_params(params) and \
-                    params_key(self.space, params) not in self.seen:
+            if (
+                not self.space.check_params(params)
+                and params_key(self.space, params) not in self.seen
+            ):
                 options.append(L.encode([params])[0])
             if len(options) >= 64:
                 break
@@ -166,22 +187,27 @@ class BatchOptimiser:
             if float(v) > best_v:
                 best_x, best_params, best_v = y, params, float(v)
         if best_x is None:
-            raise ProposerError("could not find a new feasible point to propose (is the space "
-                                "exhausted by the observed and pending points?)")
+            raise ProposerError(
+                "could not find a new feasible point to propose (is the space "
+                "exhausted by the observed and pending points?)"
+            )
         return best_x, best_params
 
     # -- continuous / mixed cube
     def _constraints(self, fixed: dict[int, float]) -> tuple[list | None, list | None]:
         """The constraints with the fixed columns substituted (fully fixed ones dropped)."""
+
         def reduce(cons: list, eq: bool) -> list:
             out = []
             for idx, coef, rhs in cons:
                 keep = [i for i, c in enumerate(idx.tolist()) if c not in fixed]
-                rhs = rhs - sum(float(coef[i]) * fixed[c] for i, c in enumerate(idx.tolist())
-                                if c in fixed)
+                rhs = rhs - sum(
+                    float(coef[i]) * fixed[c] for i, c in enumerate(idx.tolist()) if c in fixed
+                )
                 if keep:
                     out.append((idx[keep], coef[keep], rhs))
             return out
+
         ineq, eq = reduce(self.ineq, False), reduce(self.eq, True)
         return ineq or None, eq or None
 
@@ -200,8 +226,7 @@ class BatchOptimiser:
         blocks = [b for b in L.cat_blocks if b[0] not in fixed]
         free_cont = [c for c in L.cont_cols + list(L.int_relaxed) if c not in fixed]
         combos = math.prod(len(g) for g in grids.values()) * math.prod(len(b) for b in blocks)
-        options = {"maxiter": int(self.o.maxiter), "batch_limit": 20,
-                   "init_batch_limit": 32}
+        options = {"maxiter": int(self.o.maxiter), "batch_limit": 20, "init_batch_limit": 32}
         if not free_cont and combos <= MAX_CHOICES_ENUMERATE:
             return self._enumerate(fixed, grids, blocks, smiles)
         if combos > 1 and combos <= int(self.o.max_enumerate):
@@ -217,20 +242,29 @@ class BatchOptimiser:
                 if v > best_v:
                     best_x, best_v = x, v
             if best_x is None:
-                raise ProposerError("no combination of the discrete parameters satisfies the "
-                                    "linear constraints")
+                raise ProposerError(
+                    "no combination of the discrete parameters satisfies the linear constraints"
+                )
             return best_x
         if grids:
             x, _ = optimize_acqf_mixed_alternating(
-                self.acqf, self.bounds, discrete_dims=grids, q=1, fixed_features=fixed or None,
-                inequality_constraints=ineq, equality_constraints=eq,
+                self.acqf,
+                self.bounds,
+                discrete_dims=grids,
+                q=1,
+                fixed_features=fixed or None,
+                inequality_constraints=ineq,
+                equality_constraints=eq,
                 post_processing_func=L.round,
-                options={"batch_limit": 20, "init_batch_limit": 32}, **self._opt_kwargs())
+                options={"batch_limit": 20, "init_batch_limit": 32},
+                **self._opt_kwargs(),
+            )
             return x
         return self._optimize(fixed, ineq, eq, options)
 
-    def _optimize(self, fixed: dict[int, float], ineq: list | None, eq: list | None,
-                  options: dict[str, Any]) -> torch.Tensor:
+    def _optimize(
+        self, fixed: dict[int, float], ineq: list | None, eq: list | None, options: dict[str, Any]
+    ) -> torch.Tensor:
         """``optimize_acqf`` over the cube with ``fixed`` columns held. Under linear
         constraints BoTorch runs SLSQP, and by default on all restarts at once as one problem
         (the sum of their acquisition values): a step that helps a poor restart a lot may then
@@ -243,11 +277,18 @@ class BatchOptimiser:
         start = self._initial_conditions(fixed, ineq, eq)
         if start is not None:
             options = {**options, "max_optimization_problem_aggregation_size": 1}
-        x, _ = optimize_acqf(self.acqf, self.bounds, q=1, fixed_features=fixed or None,
-                             inequality_constraints=ineq, equality_constraints=eq,
-                             batch_initial_conditions=start,
-                             post_processing_func=self.layout.round, options=options,
-                             **self._opt_kwargs())
+        x, _ = optimize_acqf(
+            self.acqf,
+            self.bounds,
+            q=1,
+            fixed_features=fixed or None,
+            inequality_constraints=ineq,
+            equality_constraints=eq,
+            batch_initial_conditions=start,
+            post_processing_func=self.layout.round,
+            options=options,
+            **self._opt_kwargs(),
+        )
         if start is not None:
             start = self.layout.round(start.reshape(len(start), -1))
             v0 = self.value(start)
@@ -255,8 +296,9 @@ class BatchOptimiser:
                 x = start[int(v0.argmax())].unsqueeze(0)
         return x
 
-    def _initial_conditions(self, fixed: dict[int, float], ineq: list | None,
-                            eq: list | None) -> torch.Tensor | None:
+    def _initial_conditions(
+        self, fixed: dict[int, float], ineq: list | None, eq: list | None
+    ) -> torch.Tensor | None:
         """Starting points under linear constraints: BoTorch would draw them by hit-and-run
         (seconds per call); the design's feasible Sobol points, scored, are as good here."""
         if not ineq and not eq:
@@ -265,20 +307,24 @@ class BatchOptimiser:
 
         L = self.layout
         if self._raw is None:
-            rows = itertools.islice(cube_stream(self.space, self.seed, "sobol"),
-                                    int(self.o.raw_samples))
-            self._raw = torch.as_tensor(np.stack([self.space.to_unit(p) for p in rows]),
-                                        dtype=DTYPE)
+            rows = itertools.islice(
+                cube_stream(self.space, self.seed, "sobol"), int(self.o.raw_samples)
+            )
+            self._raw = torch.as_tensor(
+                np.stack([self.space.to_unit(p) for p in rows]), dtype=DTYPE
+            )
         R = torch.zeros(len(self._raw), L.D, dtype=DTYPE)
         R[:, : L.dim] = self._raw
         for c, v in fixed.items():
             R[:, c] = v
-        X, _ = initialize_q_batch(R.unsqueeze(1), self.value(R),
-                                  min(int(self.o.num_restarts), len(R)))
+        X, _ = initialize_q_batch(
+            R.unsqueeze(1), self.value(R), min(int(self.o.num_restarts), len(R))
+        )
         return X
 
-    def _combos(self, grids: dict[int, list[float]], blocks: list[list[int]],
-                fixed: dict[int, float]) -> list[dict[int, float]]:
+    def _combos(
+        self, grids: dict[int, list[float]], blocks: list[list[int]], fixed: dict[int, float]
+    ) -> list[dict[int, float]]:
         axes: list[list[dict[int, float]]] = [[{c: v} for v in g] for c, g in grids.items()]
         for b in blocks:
             axes.append([{c: float(c == hot) for c in b} for hot in b])
@@ -310,17 +356,29 @@ class BatchOptimiser:
                     A[r, pos[c]] = a
                 b[r] = rhs
             return A, b
+
         A_ub, b_ub = rows(ineq)
         A_eq, b_eq = rows(eq)
         if not free:
             return True
-        res = linprog(np.zeros(len(free)), A_ub=None if A_ub is None else -A_ub,
-                      b_ub=None if b_ub is None else -b_ub, A_eq=A_eq, b_eq=b_eq,
-                      bounds=[(0, 1)] * len(free), method="highs")
+        res = linprog(
+            np.zeros(len(free)),
+            A_ub=None if A_ub is None else -A_ub,
+            b_ub=None if b_ub is None else -b_ub,
+            A_eq=A_eq,
+            b_eq=b_eq,
+            bounds=[(0, 1)] * len(free),
+            method="highs",
+        )
         return bool(res.status == 0)
 
-    def _enumerate(self, fixed: dict[int, float], grids: dict[int, list[float]],
-                   blocks: list[list[int]], smiles: str | None) -> torch.Tensor:
+    def _enumerate(
+        self,
+        fixed: dict[int, float],
+        grids: dict[int, list[float]],
+        blocks: list[list[int]],
+        smiles: str | None,
+    ) -> torch.Tensor:
         """Fully discrete: score every feasible new combination (Ax's optimize_acqf_discrete)."""
         L = self.layout
         rows, base = [], torch.zeros(L.D, dtype=DTYPE)
@@ -331,12 +389,16 @@ class BatchOptimiser:
             for c, v in f.items():
                 x[c] = v
             params = L.decode(x, smiles)
-            if not self.space.check_params(params) and \
-                    params_key(self.space, params) not in self.seen:
+            if (
+                not self.space.check_params(params)
+                and params_key(self.space, params) not in self.seen
+            ):
                 rows.append(x)
         if not rows:
-            raise ProposerError("every feasible combination of the discrete parameters is "
-                                "already observed or pending")
+            raise ProposerError(
+                "every feasible combination of the discrete parameters is "
+                "already observed or pending"
+            )
         X = torch.stack(rows)
         return X[int(self.value(X).argmax())].unsqueeze(0)
 
@@ -346,11 +408,14 @@ class BatchOptimiser:
         if self.fixed_mol is not None:
             smiles = self.fixed_mol
         else:
-            pool = [s for s in self.pool if params_key(self.space, {L.mol.name: s})
-                    not in self.seen]
+            pool = [
+                s for s in self.pool if params_key(self.space, {L.mol.name: s}) not in self.seen
+            ]
             if not pool:
-                raise ProposerError(f"molecule parameter {L.mol.name!r}: candidates exhausted "
-                                    "(all observed or pending)")
+                raise ProposerError(
+                    f"molecule parameter {L.mol.name!r}: candidates exhausted "
+                    "(all observed or pending)"
+                )
             pool = self._subsample(pool)
             X = L.encode([{L.mol.name: s} for s in pool])
             keep = self._screen(X)
@@ -385,9 +450,10 @@ class BatchOptimiser:
         fps = torch.as_tensor(L.fingerprints(pool), dtype=DTYPE)
         best_v, best = -math.inf, None
         for i in range(0, len(pool), max(1, 4096 // len(conds))):
-            block = fps[i:i + max(1, 4096 // len(conds))]
-            X = torch.cat([conds.repeat(len(block), 1),
-                           block.repeat_interleave(len(conds), dim=0)], dim=1)
+            block = fps[i : i + max(1, 4096 // len(conds))]
+            X = torch.cat(
+                [conds.repeat(len(block), 1), block.repeat_interleave(len(conds), dim=0)], dim=1
+            )
             v = self.value(X)
             j = int(v.argmax())
             if float(v[j]) > best_v:

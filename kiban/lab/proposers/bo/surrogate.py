@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)   # torch.jit.script in linear_operator
+    warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script in linear_operator
     import gpytorch  # noqa: F401
 
 from kiban.lab.proposers.base import ProposerError
@@ -19,6 +19,7 @@ from kiban.lab.proposers.bo.layout import Layout
 from kiban.lab.proposers.bo.options import WARPS
 from kiban.lab.proposers.gpfit import fit_fast
 from kiban.lab.space import Space
+
 
 def winsorize(Y: np.ndarray, thresholds: list[float | None]) -> np.ndarray:
     """Ax's automatic winsorisation of utilities (to maximise): clip the bad (low) tail at the
@@ -73,11 +74,12 @@ def fit_model(layout: Layout, X: torch.Tensor, Y: torch.Tensor) -> Any:
         kernel = TanimotoKernel(active_dims=torch.tensor(layout.fp_cols), batch_shape=batch)
         if layout.dim:
             cube = get_covar_module_with_dim_scaled_prior(
-                ard_num_dims=layout.dim, batch_shape=batch, active_dims=list(range(layout.dim)))
+                ard_num_dims=layout.dim, batch_shape=batch, active_dims=list(range(layout.dim))
+            )
             kernel = cube * kernel
         covar = ScaleKernel(kernel, batch_shape=batch)
     model = SingleTaskGP(X, Y, covar_module=covar, outcome_transform=Standardize(m=m))
-    if not fit_fast(model):   # the same optimum, without gpytorch's overhead (gpfit.py)
+    if not fit_fast(model):  # the same optimum, without gpytorch's overhead (gpfit.py)
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
     return model

@@ -28,7 +28,23 @@ from kiban.tasks.molecules.design.reinvent import (
     optimize_augmented_likelihood,
 )
 
-__all__ = ["DEFAULT_SPECS", "ORACLES", "AugmentedConfig", "BudgetExhausted", "DiversityFilter",
-           "GAConfig", "LoopConfig", "Oracle", "PropertyRange", "RangeSpec", "Reference",
-           "conditioning_prompt", "evaluate_conditioning", "get_oracle", "graph_ga",
-           "optimize_augmented_likelihood", "optimize_with_model", "top_k_auc"]
+__all__ = [
+    "DEFAULT_SPECS",
+    "ORACLES",
+    "AugmentedConfig",
+    "BudgetExhausted",
+    "DiversityFilter",
+    "GAConfig",
+    "LoopConfig",
+    "Oracle",
+    "PropertyRange",
+    "RangeSpec",
+    "Reference",
+    "conditioning_prompt",
+    "evaluate_conditioning",
+    "get_oracle",
+    "graph_ga",
+    "optimize_augmented_likelihood",
+    "optimize_with_model",
+    "top_k_auc",
+]

@@ -31,8 +31,9 @@ from kiban.chem import DESCRIPTORS, mol_or_none
 
 #: Property order and names in the conditioning prefix.
 PROPERTY_LABELS = {"qed": "QED", "logp": "logP", "mw": "MW", "tpsa": "TPSA", "sa": "SA"}
-_PREFIX = re.compile(", ".join(rf"{label} <num>([^<]+)</num>"
-                               for label in PROPERTY_LABELS.values()) + ": <mol>")
+_PREFIX = re.compile(
+    ", ".join(rf"{label} <num>([^<]+)</num>" for label in PROPERTY_LABELS.values()) + ": <mol>"
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,10 @@ class PropertyRange:
 
     def __post_init__(self) -> None:
         if self.name not in PROPERTY_LABELS:
-            raise ValueError(f"The 'name' parameter of PropertyRange must be one of "
-                             f"{', '.join(PROPERTY_LABELS)}. Got {self.name!r} instead.")
+            raise ValueError(
+                f"The 'name' parameter of PropertyRange must be one of "
+                f"{', '.join(PROPERTY_LABELS)}. Got {self.name!r} instead."
+            )
         if self.low is None and self.high is None:
             raise ValueError(f"PropertyRange({self.name!r}) needs a low or a high bound")
         if self.low is not None and self.high is not None and self.low > self.high:
@@ -119,10 +122,17 @@ def conditioning_prompt(targets: Mapping[str, float]) -> str:
     """``QED <num>…</num>, logP …, SA <num>…</num>: <mol>`` (the model writes the SMILES)."""
     missing = [name for name in PROPERTY_LABELS if name not in targets]
     if missing:
-        raise ValueError(f"conditioning_prompt needs a value for every property; missing "
-                         f"{missing} in {dict(targets)!r}")
-    return ", ".join(f"{label} <num>{_number(targets[name])}</num>"
-                     for name, label in PROPERTY_LABELS.items()) + ": <mol>"
+        raise ValueError(
+            f"conditioning_prompt needs a value for every property; missing "
+            f"{missing} in {dict(targets)!r}"
+        )
+    return (
+        ", ".join(
+            f"{label} <num>{_number(targets[name])}</num>"
+            for name, label in PROPERTY_LABELS.items()
+        )
+        + ": <mol>"
+    )
 
 
 def parse_prefix(text: str) -> dict[str, float] | None:
@@ -147,13 +157,15 @@ class Reference:
 
         path = Path(corpus_dir) / "documents.parquet"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: build the corpus first "
-                                    "(kiban corpus build configs/molopt-corpus.toml)")
+            raise FileNotFoundError(
+                f"{path} is missing: build the corpus first "
+                "(kiban corpus build configs/molopt-corpus.toml)"
+            )
         smiles, rows = [], []
         for text in pq.read_table(path, columns=["text"]).column("text").to_pylist():
             values = parse_prefix(text)
             if values is not None:
-                smiles.append(text[text.index("<mol>") + 5:text.index("</mol>")])
+                smiles.append(text[text.index("<mol>") + 5 : text.index("</mol>")])
                 rows.append([values[name] for name in PROPERTY_LABELS])
         if not rows:
             raise ValueError(f"{path}: no property-first document (QED <num>…</num>, …: <mol>)")
@@ -162,16 +174,21 @@ class Reference:
     def satisfying(self, spec: RangeSpec) -> np.ndarray:
         """Indices of the reference molecules inside ``spec``."""
         names = list(PROPERTY_LABELS)
-        return np.array([i for i, row in enumerate(self.values)
-                         if spec.contains(dict(zip(names, row)))], dtype=np.int64)
+        return np.array(
+            [i for i, row in enumerate(self.values) if spec.contains(dict(zip(names, row)))],
+            dtype=np.int64,
+        )
 
 
-def draw_targets(spec: RangeSpec, reference: Reference, n: int, rng: np.random.Generator, *,
-                 mode: str = "data") -> list[dict[str, float]]:
+def draw_targets(
+    spec: RangeSpec, reference: Reference, n: int, rng: np.random.Generator, *, mode: str = "data"
+) -> list[dict[str, float]]:
     """``n`` target property vectors for ``spec`` (see the module docstring for the modes)."""
     if mode not in ("data", "uniform"):
-        raise ValueError(f"The 'mode' parameter of draw_targets must be 'data' or 'uniform'. "
-                         f"Got {mode!r} instead.")
+        raise ValueError(
+            f"The 'mode' parameter of draw_targets must be 'data' or 'uniform'. "
+            f"Got {mode!r} instead."
+        )
     inside = reference.satisfying(spec)
     if len(inside) == 0:
         raise ValueError(f"no reference molecule satisfies {spec.name}")
@@ -196,42 +213,61 @@ def _molecules(completions: Sequence[Any]) -> list[str | None]:
     return out
 
 
-def score_samples(smiles: Sequence[str | None], spec: RangeSpec,
-                  training: frozenset[str] = frozenset()) -> dict[str, Any]:
+def score_samples(
+    smiles: Sequence[str | None], spec: RangeSpec, training: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Counts for one set of samples: valid, unique valid, hits (valid and in range), unique
     hits, hits not in ``training``, and the rates."""
     valid = [s for s in smiles if s is not None]
     hits = [s for s in valid if spec.contains(smiles_properties(s))]
     n = len(smiles)
-    return {"samples": n, "valid": len(valid), "unique_valid": len(set(valid)),
-            "hits": len(hits), "unique_hits": len(set(hits)),
-            "novel_unique_hits": len(set(hits) - training),
-            "success_rate": len(hits) / len(valid) if valid else 0.0,
-            "hits_per_sample": len(hits) / n if n else 0.0}
+    return {
+        "samples": n,
+        "valid": len(valid),
+        "unique_valid": len(set(valid)),
+        "hits": len(hits),
+        "unique_hits": len(set(hits)),
+        "novel_unique_hits": len(set(hits) - training),
+        "success_rate": len(hits) / len(valid) if valid else 0.0,
+        "hits_per_sample": len(hits) / n if n else 0.0,
+    }
 
 
-def generate_molecules(generator: Any, prompts: Sequence[str], *, temperature: float,
-                       seed: int, batch: int = 250, max_new_tokens: int = 80) -> list[str | None]:
+def generate_molecules(
+    generator: Any,
+    prompts: Sequence[str],
+    *,
+    temperature: float,
+    seed: int,
+    batch: int = 250,
+    max_new_tokens: int = 80,
+) -> list[str | None]:
     """One completion per prompt, in batches; canonical SMILES or None per prompt."""
     out: list[str | None] = []
     for start in range(0, len(prompts), batch):
-        chunk = list(prompts[start:start + batch])
-        completions = generator.generate(chunk, n=1, temperature=temperature,
-                                         max_new_tokens=max_new_tokens, seed=seed + start)
+        chunk = list(prompts[start : start + batch])
+        completions = generator.generate(
+            chunk, n=1, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + start
+        )
         out += _molecules(completions)
     return out
 
 
-def evaluate_conditioning(generator: Any, reference: Reference,
-                          specs: Sequence[RangeSpec] = DEFAULT_SPECS, *, n: int = 500,
-                          temperature: float = 1.0, seed: int = 0,
-                          modes: Sequence[str] = ("data", "uniform")) -> dict[str, Any]:
+def evaluate_conditioning(
+    generator: Any,
+    reference: Reference,
+    specs: Sequence[RangeSpec] = DEFAULT_SPECS,
+    *,
+    n: int = 500,
+    temperature: float = 1.0,
+    seed: int = 0,
+    modes: Sequence[str] = ("data", "uniform"),
+) -> dict[str, Any]:
     """For every spec: ``n`` conditioned samples per target mode, and the same ``n`` unconditional
     samples (prompt ``<mol>``, drawn once and filtered against every spec)."""
     training = frozenset(reference.smiles)
     began = time.perf_counter()
-    unconditional = generate_molecules(generator, ["<mol>"] * n, temperature=temperature,
-                                       seed=seed)
+    unconditional = generate_molecules(generator, ["<mol>"] * n, temperature=temperature, seed=seed)
     seconds_unconditional = time.perf_counter() - began
     names = list(PROPERTY_LABELS)
     results = []
@@ -239,13 +275,18 @@ def evaluate_conditioning(generator: Any, reference: Reference,
         entry: dict[str, Any] = {
             "spec": spec.name,
             "training_fraction_in_range": len(reference.satisfying(spec)) / len(reference.smiles),
-            "unconditional": score_samples(unconditional, spec, training)}
+            "unconditional": score_samples(unconditional, spec, training),
+        }
         for mode in modes:
             rng = np.random.default_rng(seed * 7919 + index)
             targets = draw_targets(spec, reference, n, rng, mode=mode)
             started = time.perf_counter()
-            molecules = generate_molecules(generator, [conditioning_prompt(t) for t in targets],
-                                           temperature=temperature, seed=seed + 1 + index)
+            molecules = generate_molecules(
+                generator,
+                [conditioning_prompt(t) for t in targets],
+                temperature=temperature,
+                seed=seed + 1 + index,
+            )
             scores = score_samples(molecules, spec, training)
             scores["seconds"] = time.perf_counter() - started
             # how closely the model follows the numbers it was given (valid samples only)
@@ -255,9 +296,15 @@ def evaluate_conditioning(generator: Any, reference: Reference,
                     actual = smiles_properties(smiles)
                     for name in names:
                         errors[name].append(abs(actual[name] - target[name]))
-            scores["mean_abs_error"] = {name: (float(np.mean(v)) if v else None)
-                                        for name, v in errors.items()}
+            scores["mean_abs_error"] = {
+                name: (float(np.mean(v)) if v else None) for name, v in errors.items()
+            }
             entry[f"conditioned_{mode}"] = scores
         results.append(entry)
-    return {"samples_per_arm": n, "temperature": temperature, "seed": seed,
-            "unconditional_seconds": seconds_unconditional, "specs": results}
+    return {
+        "samples_per_arm": n,
+        "temperature": temperature,
+        "seed": seed,
+        "unconditional_seconds": seconds_unconditional,
+        "specs": results,
+    }

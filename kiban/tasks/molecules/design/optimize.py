@@ -57,8 +57,10 @@ def similarity_oracle(target_smiles: str) -> Callable[[Chem.Mol], float]:
     try:
         target = chem.parse_smiles(target_smiles)
     except chem.SmilesError as error:
-        raise ValueError(f"The 'target_smiles' parameter of similarity_oracle must be a valid "
-                         f"SMILES. Got {target_smiles!r} instead ({error.reason}).") from None
+        raise ValueError(
+            f"The 'target_smiles' parameter of similarity_oracle must be a valid "
+            f"SMILES. Got {target_smiles!r} instead ({error.reason})."
+        ) from None
     target_fingerprint = morgan_fingerprint(target)
 
     def similarity(mol: Chem.Mol) -> float:
@@ -76,9 +78,11 @@ def window_desirability(value: float, low: float, high: float, width: float) -> 
 def mpo_oracle(mol: Chem.Mol) -> float:
     """Geometric mean of three desirabilities (GuacaMol/PMO MPO style): QED itself, logP in
     [2, 3] (Gaussian fall-off, sd 0.5) and TPSA in [40, 80] Å² (sd 10)."""
-    parts = (qed_oracle(mol),
-             window_desirability(chem.logp(mol), 2.0, 3.0, 0.5),
-             window_desirability(chem.tpsa(mol), 40.0, 80.0, 10.0))
+    parts = (
+        qed_oracle(mol),
+        window_desirability(chem.logp(mol), 2.0, 3.0, 0.5),
+        window_desirability(chem.tpsa(mol), 40.0, 80.0, 10.0),
+    )
     return float(np.prod(parts) ** (1.0 / len(parts)))
 
 
@@ -97,8 +101,9 @@ ORACLES: dict[str, Callable[[], Callable[[Chem.Mol], float]]] = {
 
 def get_oracle(name: str, budget: int) -> Oracle:
     if name not in ORACLES:
-        raise ValueError(f"unknown oracle {name!r}{did_you_mean(name, ORACLES)}; "
-                         f"known: {', '.join(ORACLES)}")
+        raise ValueError(
+            f"unknown oracle {name!r}{did_you_mean(name, ORACLES)}; known: {', '.join(ORACLES)}"
+        )
     return Oracle(ORACLES[name](), budget=budget, name=name)
 
 
@@ -118,8 +123,10 @@ class Oracle:
 
     def __post_init__(self) -> None:
         if not isinstance(self.budget, int) or self.budget < 1:
-            raise ValueError(f"The 'budget' parameter of Oracle must be an integer >= 1. "
-                             f"Got {self.budget!r} instead.")
+            raise ValueError(
+                f"The 'budget' parameter of Oracle must be an integer >= 1. "
+                f"Got {self.budget!r} instead."
+            )
 
     @property
     def calls(self) -> int:
@@ -174,8 +181,9 @@ def top_k_auc(scores: Sequence[float], budget: int, *, k: int = 10, every: int =
     ``budget`` is held at its final value up to ``budget``. Divided by ``budget``: in [0, 1] for
     scores in [0, 1]."""
     if budget < 1 or every < 1 or k < 1:
-        raise ValueError(f"need budget, every and k >= 1; got budget={budget}, every={every}, "
-                         f"k={k}")
+        raise ValueError(
+            f"need budget, every and k >= 1; got budget={budget}, every={every}, k={k}"
+        )
     scores = list(scores)[:budget]
     if not scores:
         return 0.0
@@ -194,12 +202,16 @@ def top_k_auc(scores: Sequence[float], budget: int, *, k: int = 10, every: int =
 def summarize(oracle: Oracle, *, every: int = 100) -> dict[str, Any]:
     scores = [score for _, score in oracle.history]
     top = oracle.top(10)
-    return {"oracle": oracle.name, "calls": oracle.calls, "budget": oracle.budget,
-            "top10_auc": top_k_auc(scores, oracle.budget, k=10, every=every),
-            "top1_auc": top_k_auc(scores, oracle.budget, k=1, every=every),
-            "top1": top[0][1] if top else None,
-            "top10_mean": float(np.mean([s for _, s in top])) if top else None,
-            "best": [{"smiles": s, "score": round(v, 4)} for s, v in top[:3]]}
+    return {
+        "oracle": oracle.name,
+        "calls": oracle.calls,
+        "budget": oracle.budget,
+        "top10_auc": top_k_auc(scores, oracle.budget, k=10, every=every),
+        "top1_auc": top_k_auc(scores, oracle.budget, k=1, every=every),
+        "top1": top[0][1] if top else None,
+        "top10_mean": float(np.mean([s for _, s in top])) if top else None,
+        "best": [{"smiles": s, "score": round(v, 4)} for s, v in top[:3]],
+    }
 
 
 # --- graph GA (after Jensen 2019) -------------------------------------------------------------
@@ -214,20 +226,32 @@ def _mutation_reactions() -> dict[str, list[Any]]:
     smarts = {
         "insert_atom": [f"[*:1]-[*:2]>>[*:1]-{a}-[*:2]" for a in _ATOMS]
         + ["[*:1]=[*:2]>>[*:1]=C-[*:2]"],
-        "change_bond_order": ["[*:1]=[*:2]>>[*:1]-[*:2]",
-                              "[*;!H0:1]-[*;!H0:2]>>[*:1]=[*:2]",
-                              "[*;!H0:1]=[*;!H0:2]>>[*:1]#[*:2]",
-                              "[*:1]#[*:2]>>[*:1]=[*:2]"],
+        "change_bond_order": [
+            "[*:1]=[*:2]>>[*:1]-[*:2]",
+            "[*;!H0:1]-[*;!H0:2]>>[*:1]=[*:2]",
+            "[*;!H0:1]=[*;!H0:2]>>[*:1]#[*:2]",
+            "[*:1]#[*:2]>>[*:1]=[*:2]",
+        ],
         "delete_ring_bond": ["[*:1]@[*:2]>>([*:1].[*:2])"],
-        "add_ring": ["[*;!r;!H0:1]-[*;!r:2]-[*;!r:3]-[*;!r;!H0:4]>>[*:1]1-[*:2]-[*:3]-[*:4]-1",
-                     "[*;!r;!H0:1]-[*;!r:2]-[*;!r:3]-[*;!r:4]-[*;!r;!H0:5]>>"
-                     "[*:1]1-[*:2]-[*:3]-[*:4]-[*:5]-1",
-                     "[*;!r;!H0:1]~[*:2]~[*:3]~[*:4]~[*:5]~[*;!r;!H0:6]>>"
-                     "[*:1]1~[*:2]~[*:3]~[*:4]~[*:5]~[*:6]-1"],
-        "delete_atom": ["[*:1]-[D1]>>[*:1]", "[*:1]=[D1]>>[*:1]",
-                        "[*:1]-[D2]-[*:2]>>[*:1]-[*:2]"],
-        "change_atom": [f"[{a}:1]>>[{b}:1]" for a, b in (("#6", "N"), ("#6", "O"), ("#7", "C"),
-                                                          ("#7", "O"), ("#8", "C"), ("#8", "N"))],
+        "add_ring": [
+            "[*;!r;!H0:1]-[*;!r:2]-[*;!r:3]-[*;!r;!H0:4]>>[*:1]1-[*:2]-[*:3]-[*:4]-1",
+            "[*;!r;!H0:1]-[*;!r:2]-[*;!r:3]-[*;!r:4]-[*;!r;!H0:5]>>"
+            "[*:1]1-[*:2]-[*:3]-[*:4]-[*:5]-1",
+            "[*;!r;!H0:1]~[*:2]~[*:3]~[*:4]~[*:5]~[*;!r;!H0:6]>>"
+            "[*:1]1~[*:2]~[*:3]~[*:4]~[*:5]~[*:6]-1",
+        ],
+        "delete_atom": ["[*:1]-[D1]>>[*:1]", "[*:1]=[D1]>>[*:1]", "[*:1]-[D2]-[*:2]>>[*:1]-[*:2]"],
+        "change_atom": [
+            f"[{a}:1]>>[{b}:1]"
+            for a, b in (
+                ("#6", "N"),
+                ("#6", "O"),
+                ("#7", "C"),
+                ("#7", "O"),
+                ("#8", "C"),
+                ("#8", "N"),
+            )
+        ],
         "append_atom": [f"[*;!H0:1]>>[*:1]-{a}" for a in _APPEND_ATOMS]
         + [f"[*;!H0;!H1:1]>>[*:1]={a}" for a in ("C", "N", "O")],
     }
@@ -266,8 +290,9 @@ def _kekulized(mol: Chem.Mol) -> Chem.Mol:
     return mol
 
 
-def mutate(mol: Chem.Mol, rng: random.Random, *, max_heavy_atoms: int = 50,
-           tries: int = 10) -> Chem.Mol | None:
+def mutate(
+    mol: Chem.Mol, rng: random.Random, *, max_heavy_atoms: int = 50, tries: int = 10
+) -> Chem.Mol | None:
     """One random mutation (a kind, then one of its reaction SMARTS, then one product), or None
     when ``tries`` attempts gave no acceptable molecule."""
     reactions = _mutation_reactions()
@@ -297,8 +322,11 @@ def _labels(fragment: Chem.Mol) -> tuple[int, ...]:
 
 
 def _non_ring_fragments(mol: Chem.Mol, rng: random.Random) -> list[Chem.Mol]:
-    bonds = [b.GetIdx() for b in mol.GetBonds()
-             if not b.IsInRing() and b.GetBondType() == Chem.BondType.SINGLE]
+    bonds = [
+        b.GetIdx()
+        for b in mol.GetBonds()
+        if not b.IsInRing() and b.GetBondType() == Chem.BondType.SINGLE
+    ]
     return _cut(mol, [rng.choice(bonds)]) if bonds else []
 
 
@@ -313,15 +341,26 @@ def _ring_fragments(mol: Chem.Mol, rng: random.Random) -> list[Chem.Mol]:
     ring = rng.choice(rings)
     first = rng.choice(ring)
     atoms = {mol.GetBondWithIdx(first).GetBeginAtomIdx(), mol.GetBondWithIdx(first).GetEndAtomIdx()}
-    others = [b for b in ring if b != first and not atoms & {
-        mol.GetBondWithIdx(b).GetBeginAtomIdx(), mol.GetBondWithIdx(b).GetEndAtomIdx()}]
+    others = [
+        b
+        for b in ring
+        if b != first
+        and not atoms
+        & {mol.GetBondWithIdx(b).GetBeginAtomIdx(), mol.GetBondWithIdx(b).GetEndAtomIdx()}
+    ]
     if not others:
         return []
     return [f for f in _cut(mol, [first, rng.choice(others)]) if _labels(f) == (1, 2)]
 
 
-def crossover(parent_a: Chem.Mol, parent_b: Chem.Mol, rng: random.Random, *,
-              max_heavy_atoms: int = 50, tries: int = 10) -> Chem.Mol | None:
+def crossover(
+    parent_a: Chem.Mol,
+    parent_b: Chem.Mol,
+    rng: random.Random,
+    *,
+    max_heavy_atoms: int = 50,
+    tries: int = 10,
+) -> Chem.Mol | None:
     """A child that joins a fragment of each parent: a ring crossover (two arcs of cut rings,
     joined at both ends) half the time when both parents have rings, else a non-ring crossover
     (the two halves of two cut acyclic single bonds). None after ``tries`` failures."""
@@ -355,8 +394,9 @@ class GAConfig:
     max_generations: int = 1000
 
 
-def graph_ga(oracle: Oracle, start: Sequence[str], *, config: GAConfig = GAConfig(),
-             seed: int = 0) -> dict[str, Any]:
+def graph_ga(
+    oracle: Oracle, start: Sequence[str], *, config: GAConfig = GAConfig(), seed: int = 0
+) -> dict[str, Any]:
     """Run the GA until ``oracle``'s budget is spent (or ``max_generations``). ``start``: SMILES
     the first population is drawn from (scored through the oracle, so they count)."""
     rng = random.Random(seed)
@@ -364,7 +404,7 @@ def graph_ga(oracle: Oracle, start: Sequence[str], *, config: GAConfig = GAConfi
     pool = [s for s in start if chem.canonical_or_none(s)]
     rng.shuffle(pool)
     population: dict[str, float] = {}
-    for smiles in pool[:config.population_size]:
+    for smiles in pool[: config.population_size]:
         score = oracle.score_many([smiles])[0]
         if score is not None:
             population[chem.canonical_or_none(smiles)] = score
@@ -385,10 +425,16 @@ def graph_ga(oracle: Oracle, start: Sequence[str], *, config: GAConfig = GAConfi
         for smiles, score in zip(children, oracle.score_many(children)):
             if score is not None:
                 population[smiles] = score
-        population = dict(sorted(population.items(), key=lambda kv: -kv[1])
-                          [:config.population_size])
-    return {"method": "graph-ga", "seed": seed, "generations": generations,
-            "seconds": time.perf_counter() - began, **summarize(oracle)}
+        population = dict(
+            sorted(population.items(), key=lambda kv: -kv[1])[: config.population_size]
+        )
+    return {
+        "method": "graph-ga",
+        "seed": seed,
+        "generations": generations,
+        "seconds": time.perf_counter() - began,
+        **summarize(oracle),
+    }
 
 
 # --- model in the loop ------------------------------------------------------------------------
@@ -412,8 +458,11 @@ class LoopConfig:
     max_per_scaffold: int | None = None
 
 
-def diverse_top(history: Sequence[tuple[str, float]], k: int, max_per_scaffold: int | None,
-                ) -> list[str]:
+def diverse_top(
+    history: Sequence[tuple[str, float]],
+    k: int,
+    max_per_scaffold: int | None,
+) -> list[str]:
     """The ``k`` best-scored SMILES, taking at most ``max_per_scaffold`` of each Murcko
     scaffold (acyclic molecules share the empty scaffold) when it is set."""
     ranked = sorted(history, key=lambda item: -item[1])
@@ -445,8 +494,17 @@ class _DocumentStartTokenizer:
         return [self.eos_id] if text == "" else self.science.encode(text)
 
 
-def finetune_steps(model: Any, science: Any, smiles: Sequence[str], *, steps: int,
-                   batch_size: int, lr: float, seed: int, optimizer: Any = None) -> Any:
+def finetune_steps(
+    model: Any,
+    science: Any,
+    smiles: Sequence[str],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    optimizer: Any = None,
+) -> Any:
     """``steps`` AdamW steps of document loss on ``<mol>SMILES</mol>`` rows (kiban's
     `SupervisedData` batches through the public step API, `kiban.train.train_steps`). Returns the
     optimizer, so its moments carry over between rounds."""
@@ -454,10 +512,10 @@ def finetune_steps(model: Any, science: Any, smiles: Sequence[str], *, steps: in
     from kiban.train.sft import Example, SupervisedData
 
     examples = [Example("", f"<mol>{s}</mol>", f"top-k:{i}", "top-k") for i, s in enumerate(smiles)]
-    data = SupervisedData(examples, _DocumentStartTokenizer(science), seq_len=256, seed=seed,
-                          validation_fraction=0.0)
-    return train_steps(model, data, steps=steps, batch_size=batch_size, lr=lr,
-                       optimizer=optimizer)
+    data = SupervisedData(
+        examples, _DocumentStartTokenizer(science), seq_len=256, seed=seed, validation_fraction=0.0
+    )
+    return train_steps(model, data, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer)
 
 
 def sample_round(loaded: Any, model: Any, config: Any, seed: int) -> list[Any]:
@@ -466,16 +524,26 @@ def sample_round(loaded: Any, model: Any, config: Any, seed: int) -> list[Any]:
     `Generator` each call: the fast engine copies the weights when it is built."""
     from kiban.generate.generator import Generator
 
-    generator = Generator(model, loaded.hf_tokenizer, science=loaded.science,
-                          eos_ids=loaded.eos_ids, pad_id=loaded.pad_id,
-                          model_dir=loaded.model_dir)
-    return generator.generate(config.prompt, n=config.batch,
-                              max_new_tokens=config.max_new_tokens,
-                              temperature=config.temperature, seed=seed)
+    generator = Generator(
+        model,
+        loaded.hf_tokenizer,
+        science=loaded.science,
+        eos_ids=loaded.eos_ids,
+        pad_id=loaded.pad_id,
+        model_dir=loaded.model_dir,
+    )
+    return generator.generate(
+        config.prompt,
+        n=config.batch,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        seed=seed,
+    )
 
 
-def optimize_with_model(oracle: Oracle, model_dir: str, *, config: LoopConfig = LoopConfig(),
-                        seed: int = 0) -> dict[str, Any]:
+def optimize_with_model(
+    oracle: Oracle, model_dir: str, *, config: LoopConfig = LoopConfig(), seed: int = 0
+) -> dict[str, Any]:
     """Sample → score → fine-tune on the best so far, until the budget is spent (or
     ``max_rounds``). The model is loaded fresh from ``model_dir`` (the directory is not
     changed)."""
@@ -491,8 +559,11 @@ def optimize_with_model(oracle: Oracle, model_dir: str, *, config: LoopConfig = 
     rounds = samples = valid = 0
     while not oracle.exhausted and rounds < config.max_rounds:
         completions = sample_round(loaded, model, config, seed * 1_000_003 + rounds)
-        smiles = [c.spans[0].canonical for c in completions
-                  if c.valid and c.spans and c.spans[0].modality == "mol"]
+        smiles = [
+            c.spans[0].canonical
+            for c in completions
+            if c.valid and c.spans and c.spans[0].modality == "mol"
+        ]
         samples += len(completions)
         valid += len(smiles)
         oracle.score_many(smiles)
@@ -500,10 +571,22 @@ def optimize_with_model(oracle: Oracle, model_dir: str, *, config: LoopConfig = 
         if oracle.exhausted or not oracle.history or config.steps == 0:
             continue  # steps = 0: plain sampling from the base model at the same budget
         best = diverse_top(oracle.history, config.top_k, config.max_per_scaffold)
-        optimizer = finetune_steps(model, science, best, steps=config.steps,
-                                   batch_size=config.train_batch, lr=config.lr,
-                                   seed=seed * 1000 + rounds, optimizer=optimizer)
-    return {"method": "model-loop" if config.steps else "model-sample", "seed": seed,
-            "rounds": rounds, "samples": samples,
-            "valid_samples": valid, "seconds": time.perf_counter() - began,
-            **summarize(oracle)}
+        optimizer = finetune_steps(
+            model,
+            science,
+            best,
+            steps=config.steps,
+            batch_size=config.train_batch,
+            lr=config.lr,
+            seed=seed * 1000 + rounds,
+            optimizer=optimizer,
+        )
+    return {
+        "method": "model-loop" if config.steps else "model-sample",
+        "seed": seed,
+        "rounds": rounds,
+        "samples": samples,
+        "valid_samples": valid,
+        "seconds": time.perf_counter() - began,
+        **summarize(oracle),
+    }

@@ -63,16 +63,23 @@ class AugmentedConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch", "max_new_tokens", "max_rounds", "patience", "buffer") + (
-                ("bucket",) if self.bucket is not None else ()):
+            ("bucket",) if self.bucket is not None else ()
+        ):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"The '{name}' parameter of AugmentedConfig must be >= 1. "
-                                 f"Got {getattr(self, name)!r} instead.")
+                raise ValueError(
+                    f"The '{name}' parameter of AugmentedConfig must be >= 1. "
+                    f"Got {getattr(self, name)!r} instead."
+                )
         if not 0 < self.top_fraction <= 1:
-            raise ValueError(f"The 'top_fraction' parameter of AugmentedConfig must be in "
-                             f"(0, 1]. Got {self.top_fraction!r} instead.")
+            raise ValueError(
+                f"The 'top_fraction' parameter of AugmentedConfig must be in "
+                f"(0, 1]. Got {self.top_fraction!r} instead."
+            )
         if self.replay < 0 or self.sigma < 0 or not self.lr > 0:
-            raise ValueError(f"AugmentedConfig needs replay >= 0, sigma >= 0 and lr > 0; got "
-                             f"replay={self.replay}, sigma={self.sigma}, lr={self.lr}")
+            raise ValueError(
+                f"AugmentedConfig needs replay >= 0, sigma >= 0 and lr > 0; got "
+                f"replay={self.replay}, sigma={self.sigma}, lr={self.lr}"
+            )
 
 
 def sequence_log_likelihood(model: Any, science: Any, smiles: list[str]) -> Any:
@@ -88,8 +95,8 @@ def sequence_log_likelihood(model: Any, science: Any, smiles: list[str]) -> Any:
     scored = torch.zeros(len(rows), width - 1, dtype=torch.bool)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
-        scored[i, 1: len(row) - 1] = True  # targets after <mol>: the SMILES and </mol>
-    attention = (torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None])
+        scored[i, 1 : len(row) - 1] = True  # targets after <mol>: the SMILES and </mol>
+    attention = torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]
     logits = model(input_ids=ids, attention_mask=attention.long()).logits[:, :-1].float()
     log_probs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     return (log_probs * scored).sum(-1)
@@ -133,8 +140,11 @@ class DiversityFilter:
         return out
 
 
-def top_rewarded(smiles: list[str], rewards: list[float], fraction: float,
-                 ) -> tuple[list[str], list[float]]:
+def top_rewarded(
+    smiles: list[str],
+    rewards: list[float],
+    fraction: float,
+) -> tuple[list[str], list[float]]:
     """The best-rewarded ``ceil(fraction * n)`` (at least one), best first; all when
     ``fraction`` is 1 (in the given order). Augmented Hill-Climb's selection."""
     if fraction >= 1:
@@ -162,15 +172,21 @@ class _Replay:
         if n == 0 or not candidates:
             return [], []
         weights = np.array([v for _, v in candidates])
-        picked = rng.choice(len(candidates), size=min(n, len(candidates)), replace=False,
-                            p=weights / weights.sum())
+        picked = rng.choice(
+            len(candidates), size=min(n, len(candidates)), replace=False, p=weights / weights.sum()
+        )
         return [candidates[i][0] for i in picked], [candidates[i][1] for i in picked]
 
 
-def optimize_augmented_likelihood(oracle: Oracle, model_dir: str, *,
-                                  config: AugmentedConfig = AugmentedConfig(), seed: int = 0,
-                                  progress: Callable[[dict[str, Any]], None] | None = None,
-                                  every: int = 20) -> dict[str, Any]:
+def optimize_augmented_likelihood(
+    oracle: Oracle,
+    model_dir: str,
+    *,
+    config: AugmentedConfig = AugmentedConfig(),
+    seed: int = 0,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    every: int = 20,
+) -> dict[str, Any]:
     """REINVENT's loop on the kiban model in ``model_dir`` until the oracle's budget is spent
     (or ``max_rounds``, or ``patience`` rounds without a new molecule). The directory is not
     changed. ``progress`` gets a dict (rounds, calls, new molecules in the last round, rows in
@@ -200,9 +216,13 @@ def optimize_augmented_likelihood(oracle: Oracle, model_dir: str, *,
         rounds += 1
         samples += len(completions)
         # closed <mol> spans, unique by text; unreadable SMILES score 0 (REINVENT's rule)
-        texts = list(dict.fromkeys(
-            c.spans[0].text for c in completions
-            if c.spans and c.spans[0].modality == "mol" and "</mol>" in c.completion))
+        texts = list(
+            dict.fromkeys(
+                c.spans[0].text
+                for c in completions
+                if c.spans and c.spans[0].modality == "mol" and "</mol>" in c.completion
+            )
+        )
         scores = [0.0 if s is None else s for s in oracle.score_many(texts)]
         if diversity is not None:
             scores = diversity.rewards(texts, scores)
@@ -212,28 +232,47 @@ def optimize_augmented_likelihood(oracle: Oracle, model_dir: str, *,
             continue
         texts, scores = top_rewarded(texts, scores, config.top_fraction)
         replay_texts, replay_scores = replay.sample(config.replay, rng)
-        replay.add([t for t, s in zip(texts, scores) if s > 0],
-                   [s for s in scores if s > 0])
+        replay.add([t for t, s in zip(texts, scores) if s > 0], [s for s in scores if s > 0])
         batch_texts, batch_scores = texts + replay_texts, scores + replay_scores
         agent.train()
         agent_ll = sequence_log_likelihood(agent, science, batch_texts)
         with torch.no_grad():
             prior_ll = sequence_log_likelihood(prior, science, batch_texts)
         loss = augmented_likelihood_loss(
-            agent_ll, prior_ll, torch.tensor(batch_scores, dtype=prior_ll.dtype), config.sigma)
+            agent_ll, prior_ll, torch.tensor(batch_scores, dtype=prior_ll.dtype), config.sigma
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
         if progress is not None and rounds % every == 0:
-            progress({"rounds": rounds, "calls": oracle.calls,
-                      "new": oracle.calls - calls_before, "in_loss": len(batch_texts),
-                      "best": max((v for _, v in oracle.history), default=None),
-                      "loss": losses[-1], "seconds": round(time.perf_counter() - began, 1)})
+            progress(
+                {
+                    "rounds": rounds,
+                    "calls": oracle.calls,
+                    "new": oracle.calls - calls_before,
+                    "in_loss": len(batch_texts),
+                    "best": max((v for _, v in oracle.history), default=None),
+                    "loss": losses[-1],
+                    "seconds": round(time.perf_counter() - began, 1),
+                }
+            )
     agent.eval()
-    return {"method": "model-augmented", "seed": seed, "rounds": rounds, "samples": samples,
-            "valid_samples": valid, "stopped": ("budget" if oracle.exhausted else
-                                                "patience" if idle >= config.patience else
-                                                "max_rounds"),
-            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-            "seconds": time.perf_counter() - began, **summarize(oracle)}
+    return {
+        "method": "model-augmented",
+        "seed": seed,
+        "rounds": rounds,
+        "samples": samples,
+        "valid_samples": valid,
+        "stopped": (
+            "budget"
+            if oracle.exhausted
+            else "patience"
+            if idle >= config.patience
+            else "max_rounds"
+        ),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "seconds": time.perf_counter() - began,
+        **summarize(oracle),
+    }

@@ -12,5 +12,13 @@ from kiban.tasks.molecules.evaluation.moses import (
 )
 from kiban.tasks.molecules.evaluation.report import molecule_report
 
-__all__ = ["METRIC_NAMES", "InvalidSample", "MosesResult", "evaluate_moses",
-           "evaluate_moses_file", "molecule_report", "moses_metrics", "read_samples"]
+__all__ = [
+    "METRIC_NAMES",
+    "InvalidSample",
+    "MosesResult",
+    "evaluate_moses",
+    "evaluate_moses_file",
+    "molecule_report",
+    "moses_metrics",
+    "read_samples",
+]

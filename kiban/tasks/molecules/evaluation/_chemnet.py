@@ -17,9 +17,43 @@ import numpy as np
 
 from kiban.data import package_file
 
-VOCABULARY = ("C", "N", "O", "H", "F", "Cl", "P", "B", "Br", "S", "I", "Si", "#", "(", ")", "+",
-              "-", "1", "2", "3", "4", "5", "6", "7", "8", "=", "[", "]", "@", "c", "n", "o", "s",
-              "X", ".")
+VOCABULARY = (
+    "C",
+    "N",
+    "O",
+    "H",
+    "F",
+    "Cl",
+    "P",
+    "B",
+    "Br",
+    "S",
+    "I",
+    "Si",
+    "#",
+    "(",
+    ")",
+    "+",
+    "-",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "=",
+    "[",
+    "]",
+    "@",
+    "c",
+    "n",
+    "o",
+    "s",
+    "X",
+    ".",
+)
 _INDEX = {symbol: i for i, symbol in enumerate(VOCABULARY)}
 _SECOND_LETTERS = frozenset("lri")
 SEQUENCE_LENGTH = 350
@@ -34,7 +68,7 @@ def encode(smiles: str) -> np.ndarray:
     position = 0
     while True:
         width = 2 if text[position + 1] in _SECOND_LETTERS else 1
-        indices.append(_INDEX.get(text[position:position + width], _INDEX["X"]))
+        indices.append(_INDEX.get(text[position : position + width], _INDEX["X"]))
         position += width
         if text[position] == "." or len(indices) == SEQUENCE_LENGTH - 1:
             indices.append(_INDEX["."])
@@ -112,8 +146,12 @@ def _network():
     return ChemNet().eval()
 
 
-def activations(smiles: Sequence[str], *, device: str = "cpu", batch_size: int = 512,
-                ) -> np.ndarray:
+def activations(
+    smiles: Sequence[str],
+    *,
+    device: str = "cpu",
+    batch_size: int = 512,
+) -> np.ndarray:
     """(n, 512) float32 ChemNet activations of (canonical) SMILES."""
     import torch
 
@@ -121,7 +159,7 @@ def activations(smiles: Sequence[str], *, device: str = "cpu", batch_size: int =
     out = [np.zeros((0, ACTIVATION_SIZE), dtype=np.float32)]
     with torch.no_grad():
         for start in range(0, len(smiles), batch_size):
-            batch = torch.from_numpy(one_hot(smiles[start:start + batch_size])).to(device)
+            batch = torch.from_numpy(one_hot(smiles[start : start + batch_size])).to(device)
             out.append(network(batch).cpu().numpy())
     return np.concatenate(out)
 
@@ -131,14 +169,22 @@ def gaussian(activations_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return activations_.mean(axis=0), np.cov(activations_.T)
 
 
-def frechet_distance(mu_ref: np.ndarray, sigma_ref: np.ndarray, mu_gen: np.ndarray,
-                     sigma_gen: np.ndarray, *, eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu_ref: np.ndarray,
+    sigma_ref: np.ndarray,
+    mu_gen: np.ndarray,
+    sigma_gen: np.ndarray,
+    *,
+    eps: float = 1e-6,
+) -> float:
     """||mu_ref - mu_gen||² + tr(Σ_ref + Σ_gen - 2 (Σ_ref Σ_gen)^½) of two Gaussians."""
     from scipy import linalg
 
     if mu_ref.shape != mu_gen.shape or sigma_ref.shape != sigma_gen.shape:
-        raise ValueError(f"Gaussians of different sizes: mu {mu_ref.shape} vs {mu_gen.shape}, "
-                         f"sigma {sigma_ref.shape} vs {sigma_gen.shape}")
+        raise ValueError(
+            f"Gaussians of different sizes: mu {mu_ref.shape} vs {mu_gen.shape}, "
+            f"sigma {sigma_ref.shape} vs {sigma_gen.shape}"
+        )
     difference = mu_ref - mu_gen
     root = linalg.sqrtm(sigma_ref.dot(sigma_gen))
     if not np.isfinite(root).all():  # near-singular product: regularise both covariances
@@ -146,8 +192,11 @@ def frechet_distance(mu_ref: np.ndarray, sigma_ref: np.ndarray, mu_gen: np.ndarr
         root = linalg.sqrtm((sigma_ref + offset).dot(sigma_gen + offset))
     if np.iscomplexobj(root):
         if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
-            raise ValueError("the covariance product's square root has an imaginary part of "
-                             f"{np.max(np.abs(root.imag)):.3g}; the FCD is not defined")
+            raise ValueError(
+                "the covariance product's square root has an imaginary part of "
+                f"{np.max(np.abs(root.imag)):.3g}; the FCD is not defined"
+            )
         root = root.real
-    return float(difference.dot(difference) + np.trace(sigma_ref) + np.trace(sigma_gen)
-                 - 2 * np.trace(root))
+    return float(
+        difference.dot(difference) + np.trace(sigma_ref) + np.trace(sigma_gen) - 2 * np.trace(root)
+    )

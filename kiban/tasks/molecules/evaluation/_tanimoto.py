@@ -75,8 +75,12 @@ def _row_means(words, counts):  # pragma: no cover - compiled
     return mean, mean_square
 
 
-def nearest_similarity(query: np.ndarray, reference: np.ndarray, *, device: str = "cpu",
-                       ) -> np.ndarray:
+def nearest_similarity(
+    query: np.ndarray,
+    reference: np.ndarray,
+    *,
+    device: str = "cpu",
+) -> np.ndarray:
     """For each query fingerprint (rows of 0/1 bits), the largest Tanimoto similarity to any
     reference fingerprint: shape (n_query,)."""
     if device != "cpu":
@@ -84,15 +88,21 @@ def nearest_similarity(query: np.ndarray, reference: np.ndarray, *, device: str 
     return nearest_similarity_packed(*pack_fingerprints(query), *pack_fingerprints(reference))
 
 
-def nearest_similarity_packed(query_words: np.ndarray, query_counts: np.ndarray,
-                              reference_words: np.ndarray, reference_counts: np.ndarray,
-                              ) -> np.ndarray:
+def nearest_similarity_packed(
+    query_words: np.ndarray,
+    query_counts: np.ndarray,
+    reference_words: np.ndarray,
+    reference_counts: np.ndarray,
+) -> np.ndarray:
     """`nearest_similarity` on fingerprints already packed by `pack_fingerprints`."""
     return _nearest(query_words, query_counts, reference_words, reference_counts)
 
 
-def mean_similarity(fingerprints: np.ndarray, *, device: str = "cpu",
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def mean_similarity(
+    fingerprints: np.ndarray,
+    *,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Per fingerprint, the mean Tanimoto similarity and the mean squared similarity to every
     fingerprint of the set (itself included): two arrays of shape (n,)."""
     if device != "cpu":
@@ -109,10 +119,10 @@ def _torch_aggregate(query, reference, device, how, batch_size=8192):
     first = np.zeros(len(query_t))
     second = np.zeros(len(query_t))
     for start in range(0, len(reference_t), batch_size):
-        ref = reference_t[start:start + batch_size].to(device)  # (R, bits)
+        ref = reference_t[start : start + batch_size].to(device)  # (R, bits)
         ref_counts = ref.sum(1)
         for q_start in range(0, len(query_t), batch_size):
-            block = query_t[q_start:q_start + batch_size].to(device)  # (Q, bits)
+            block = query_t[q_start : q_start + batch_size].to(device)  # (Q, bits)
             common = block @ ref.T  # (Q, R), exact small integers in float32
             union = block.sum(1, keepdim=True) + ref_counts[None, :] - common
             similarity = torch.where(union > 0, common / union.clamp(min=1), 1.0).double()

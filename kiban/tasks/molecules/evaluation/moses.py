@@ -46,10 +46,22 @@ UNIQUE_AT = (1000, 10000)
 REFERENCE_SETS = (("Test", "test"), ("TestSF", "test_scaffolds"))
 PROPERTIES = ("logP", "SA", "QED", "weight")
 METRIC_NAMES = (
-    "valid", "unique@1000", "unique@10000",
-    "FCD/Test", "SNN/Test", "Frag/Test", "Scaf/Test",
-    "FCD/TestSF", "SNN/TestSF", "Frag/TestSF", "Scaf/TestSF",
-    "IntDiv", "IntDiv2", "Filters", *PROPERTIES, "Novelty",
+    "valid",
+    "unique@1000",
+    "unique@10000",
+    "FCD/Test",
+    "SNN/Test",
+    "Frag/Test",
+    "Scaf/Test",
+    "FCD/TestSF",
+    "SNN/TestSF",
+    "Frag/TestSF",
+    "Scaf/TestSF",
+    "IntDiv",
+    "IntDiv2",
+    "Filters",
+    *PROPERTIES,
+    "Novelty",
 )
 MAX_INVALID_LISTED = 20
 
@@ -73,10 +85,14 @@ class MosesResult:
 
     def __post_init__(self):
         if tuple(self.values) != METRIC_NAMES:
-            raise ValueError(f"MosesResult needs the metrics {METRIC_NAMES}, "
-                             f"got {tuple(self.values)}")
-        missing = [name for name, value in self.values.items()
-                   if value is None and name not in self.reasons]
+            raise ValueError(
+                f"MosesResult needs the metrics {METRIC_NAMES}, got {tuple(self.values)}"
+            )
+        missing = [
+            name
+            for name, value in self.values.items()
+            if value is None and name not in self.reasons
+        ]
         if missing:
             raise ValueError(f"metrics {missing} are None without a reason")
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
@@ -95,12 +111,19 @@ class MosesResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form with a format name and version (invalid samples: the first 20)."""
         return {
-            **MOSES_RESULT.stamp(), "source": self.source,
-            "n_samples": self.n_samples, "n_valid": self.n_valid,
-            "metrics": dict(self.values), "not_computed": dict(self.reasons),
-            "invalid": {"count": self.n_invalid,
-                        "examples": [{"where": s.where, "text": s.text, "reason": s.reason}
-                                     for s in self.invalid[:MAX_INVALID_LISTED]]},
+            **MOSES_RESULT.stamp(),
+            "source": self.source,
+            "n_samples": self.n_samples,
+            "n_valid": self.n_valid,
+            "metrics": dict(self.values),
+            "not_computed": dict(self.reasons),
+            "invalid": {
+                "count": self.n_invalid,
+                "examples": [
+                    {"where": s.where, "text": s.text, "reason": s.reason}
+                    for s in self.invalid[:MAX_INVALID_LISTED]
+                ],
+            },
             "seconds": dict(self.timings),
         }
 
@@ -112,30 +135,44 @@ def read_samples(path: str | Path) -> list[str]:
     return read_lines(path)
 
 
-def evaluate_moses_file(path: str | Path, *, n_jobs: int = 1, device: str = "cpu",
-                        batch_size: int = 512) -> MosesResult:
+def evaluate_moses_file(
+    path: str | Path, *, n_jobs: int = 1, device: str = "cpu", batch_size: int = 512
+) -> MosesResult:
     """`evaluate_moses` on a samples file (see `read_samples`); invalid samples are reported as
     ``file:line``."""
-    return evaluate_moses(read_samples(path), n_jobs=n_jobs, device=device,
-                          batch_size=batch_size, source=str(path))
+    return evaluate_moses(
+        read_samples(path), n_jobs=n_jobs, device=device, batch_size=batch_size, source=str(path)
+    )
 
 
-def moses_metrics(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu",
-                  ) -> dict[str, float | None]:
+def moses_metrics(
+    smiles: Sequence[str],
+    *,
+    n_jobs: int = 1,
+    device: str = "cpu",
+) -> dict[str, float | None]:
     """In-process form for a generator's loop: SMILES in, {metric name: value or None} out."""
     return dict(evaluate_moses(smiles, n_jobs=n_jobs, device=device).values)
 
 
-def evaluate_moses(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu",
-                   batch_size: int = 512, source: str = "samples") -> MosesResult:
+def evaluate_moses(
+    smiles: Sequence[str],
+    *,
+    n_jobs: int = 1,
+    device: str = "cpu",
+    batch_size: int = 512,
+    source: str = "samples",
+) -> MosesResult:
     """All MOSES metrics of ``smiles`` against the MOSES test and scaffold-test sets.
 
     ``n_jobs`` worker processes compute the per-molecule RDKit work; ``device`` ("cpu", "cuda",
     "cuda:1", …) runs ChemNet and, off the CPU, the fingerprint similarities.
     """
     if isinstance(smiles, str):
-        raise TypeError("The 'smiles' parameter of evaluate_moses must be a sequence of SMILES "
-                        "strings. Got a single str instead.")
+        raise TypeError(
+            "The 'smiles' parameter of evaluate_moses must be a sequence of SMILES "
+            "strings. Got a single str instead."
+        )
     if n_jobs < 1:
         raise ValueError(f"The 'n_jobs' parameter of evaluate_moses must be >= 1. Got {n_jobs}.")
     timings: dict[str, float] = {}
@@ -146,25 +183,39 @@ def evaluate_moses(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu
     def where(i: int) -> str:
         return f"sample {i + 1}" if source == "samples" else f"{source}:{i + 1}"
 
-    invalid = tuple(InvalidSample(where=where(i), text=text[:200], reason=outcome)
-                    for i, (text, outcome) in enumerate(zip(smiles, described))
-                    if isinstance(outcome, str))
+    invalid = tuple(
+        InvalidSample(where=where(i), text=text[:200], reason=outcome)
+        for i, (text, outcome) in enumerate(zip(smiles, described))
+        if isinstance(outcome, str)
+    )
     molecules = [outcome for outcome in described if isinstance(outcome, MoleculeFeatures)]
     values: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
     reasons: dict[str, str] = {}
 
     def result() -> MosesResult:
         timings["total"] = time.perf_counter() - started_all
-        return MosesResult(source=source, n_samples=len(smiles), n_valid=len(molecules),
-                           values=values, reasons=reasons, invalid=invalid, timings=timings)
+        return MosesResult(
+            source=source,
+            n_samples=len(smiles),
+            n_valid=len(molecules),
+            values=values,
+            reasons=reasons,
+            invalid=invalid,
+            timings=timings,
+        )
 
     if not smiles:
         reasons.update(dict.fromkeys(METRIC_NAMES, "there are no samples (the input is empty)"))
         return result()
     values["valid"] = len(molecules) / len(smiles)
     if not molecules:
-        reasons.update({name: f"none of the {len(smiles):,} samples is a valid molecule"
-                        for name in METRIC_NAMES if name != "valid"})
+        reasons.update(
+            {
+                name: f"none of the {len(smiles):,} samples is a valid molecule"
+                for name in METRIC_NAMES
+                if name != "valid"
+            }
+        )
         return result()
 
     canonical = [m.canonical for m in molecules]
@@ -173,8 +224,12 @@ def evaluate_moses(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu
         if reason:
             reasons[f"unique@{k}"] = reason
 
-    bits = np.unpackbits(np.frombuffer(b"".join(m.fingerprint for m in molecules),
-                                       dtype=np.uint8).reshape(len(molecules), -1), axis=1)
+    bits = np.unpackbits(
+        np.frombuffer(b"".join(m.fingerprint for m in molecules), dtype=np.uint8).reshape(
+            len(molecules), -1
+        ),
+        axis=1,
+    )
     _fcd_and_similarities(molecules, canonical, bits, device, batch_size, values, reasons, timings)
 
     started = time.perf_counter()
@@ -188,8 +243,10 @@ def evaluate_moses(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu
     values["Filters"] = float(np.mean([m.passes_filters for m in molecules]))
     test = reference_statistics("test")
     for name, attribute in zip(PROPERTIES, ("logp", "sa", "qed", "weight")):
-        values[name] = wasserstein_1d(np.asarray(test[name]["values"], dtype=np.float64),
-                                      np.array([getattr(m, attribute) for m in molecules]))
+        values[name] = wasserstein_1d(
+            np.asarray(test[name]["values"], dtype=np.float64),
+            np.array([getattr(m, attribute) for m in molecules]),
+        )
 
     started = time.perf_counter()
     unique = set(canonical)
@@ -198,8 +255,9 @@ def evaluate_moses(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu
     return result()
 
 
-def _fcd_and_similarities(molecules, canonical, bits, device, batch_size, values, reasons,
-                          timings) -> None:
+def _fcd_and_similarities(
+    molecules, canonical, bits, device, batch_size, values, reasons, timings
+) -> None:
     from kiban.tasks.molecules.evaluation import _chemnet
     from kiban.tasks.molecules.evaluation._tanimoto import (
         nearest_similarity,
@@ -213,8 +271,9 @@ def _fcd_and_similarities(molecules, canonical, bits, device, batch_size, values
         reason = f"needs at least 2 valid molecules for a covariance, got {len(canonical)}"
         reasons.update({f"FCD/{suffix}": reason for suffix, _ in REFERENCE_SETS})
     else:
-        gaussian = _chemnet.gaussian(_chemnet.activations(canonical, device=device,
-                                                          batch_size=batch_size))
+        gaussian = _chemnet.gaussian(
+            _chemnet.activations(canonical, device=device, batch_size=batch_size)
+        )
     timings["chemnet"] = time.perf_counter() - started
 
     fragments = Counter(fragment for m in molecules for fragment in m.fragments)
@@ -223,12 +282,15 @@ def _fcd_and_similarities(molecules, canonical, bits, device, batch_size, values
         statistics = reference_statistics(split)
         if gaussian is not None:
             values[f"FCD/{suffix}"] = _chemnet.frechet_distance(
-                np.asarray(statistics["FCD"]["mu"]), np.asarray(statistics["FCD"]["sigma"]),
-                *gaussian)
+                np.asarray(statistics["FCD"]["mu"]),
+                np.asarray(statistics["FCD"]["sigma"]),
+                *gaussian,
+            )
         started = time.perf_counter()
         if device == "cpu":
-            nearest = nearest_similarity_packed(*pack_fingerprints(bits),
-                                                *_packed_reference_fingerprints(split))
+            nearest = nearest_similarity_packed(
+                *pack_fingerprints(bits), *_packed_reference_fingerprints(split)
+            )
         else:
             nearest = nearest_similarity(bits, statistics["SNN"]["fps"], device=device)
         values[f"SNN/{suffix}"] = float(nearest.mean())
@@ -238,8 +300,9 @@ def _fcd_and_similarities(molecules, canonical, bits, device, batch_size, values
             reasons[f"Frag/{suffix}"] = "no sample has a BRICS fragment"
         values[f"Scaf/{suffix}"] = cosine_similarity(statistics["Scaf"]["scaf"], scaffolds)
         if not scaffolds:
-            reasons[f"Scaf/{suffix}"] = ("no sample has a Murcko scaffold with two or more rings "
-                                         "(molsets' minimum)")
+            reasons[f"Scaf/{suffix}"] = (
+                "no sample has a Murcko scaffold with two or more rings (molsets' minimum)"
+            )
 
 
 def fraction_unique(canonical: Sequence[str], k: int) -> tuple[float | None, str | None]:

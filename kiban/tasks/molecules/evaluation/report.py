@@ -24,8 +24,13 @@ import numpy as np
 from kiban import chem
 from kiban.io import atomic_write_text
 
-PROPERTIES = {"qed": "QED", "logp": "logP", "mw": "molecular weight", "tpsa": "TPSA",
-              "sa": "SA score"}
+PROPERTIES = {
+    "qed": "QED",
+    "logp": "logP",
+    "mw": "molecular weight",
+    "tpsa": "TPSA",
+    "sa": "SA score",
+}
 _MOL_SPAN = re.compile(r"<mol>(.*?)</mol>")
 
 
@@ -60,8 +65,11 @@ def training_molecules(corpus_dir: str | Path) -> TrainingMolecules:
 
     table = Corpus(corpus_dir).documents_table(["id", "text", "n_mol"])
     seen: dict[str, str] = {}
-    for doc_id, text, n_mol in zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
-                                   table.column("n_mol").to_pylist()):
+    for doc_id, text, n_mol in zip(
+        table.column("id").to_pylist(),
+        table.column("text").to_pylist(),
+        table.column("n_mol").to_pylist(),
+    ):
         if n_mol:
             for smiles in _MOL_SPAN.findall(text):
                 seen.setdefault(smiles, doc_id)
@@ -69,12 +77,16 @@ def training_molecules(corpus_dir: str | Path) -> TrainingMolecules:
     molecules = [chem.mol_or_none(s) for s in smiles]
     keep = [i for i, m in enumerate(molecules) if m is not None]
     words, counts = pack_fingerprints(morgan_bits([molecules[i] for i in keep]))
-    return TrainingMolecules([smiles[i] for i in keep], [seen[smiles[i]] for i in keep],
-                             words, counts)
+    return TrainingMolecules(
+        [smiles[i] for i in keep], [seen[smiles[i]] for i in keep], words, counts
+    )
 
 
-def nearest(words: np.ndarray, counts: np.ndarray, reference: TrainingMolecules,
-            ) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    words: np.ndarray,
+    counts: np.ndarray,
+    reference: TrainingMolecules,
+) -> tuple[np.ndarray, np.ndarray]:
     """(index, similarity) of the most similar training molecule for each query (NumPy
     popcounts over all pairs, one query row at a time)."""
     index = np.empty(len(words), dtype=np.int64)
@@ -89,8 +101,10 @@ def nearest(words: np.ndarray, counts: np.ndarray, reference: TrainingMolecules,
 
 
 def properties(molecules: list) -> dict[str, np.ndarray]:
-    return {name: np.array([chem.DESCRIPTORS[name](m) for m in molecules], dtype=np.float64)
-            for name in PROPERTIES}
+    return {
+        name: np.array([chem.DESCRIPTORS[name](m) for m in molecules], dtype=np.float64)
+        for name in PROPERTIES
+    }
 
 
 def _svg(figure) -> str:
@@ -100,7 +114,7 @@ def _svg(figure) -> str:
 
     plt.close(figure)
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def loss_plot(metrics_path: Path) -> str | None:
@@ -163,22 +177,34 @@ def molecule_svg(mol, size: int = 220) -> str:
     drawer.DrawMolecule(mol)
     drawer.FinishDrawing()
     text = drawer.GetDrawingText()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>"
-                               for k, v in rows) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "not computable" if value is None else f"{value:.{digits}f}"
 
 
-def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Path, *,
-                    n: int = 1000, temperature: float = 1.0, seed: int = 0,
-                    max_new_tokens: int = 96, batch_size: int = 250, traced: int = 5,
-                    grid: int = 12) -> dict[str, Any]:
+def molecule_report(
+    model_dir: str | Path,
+    corpus_dir: str | Path,
+    out: str | Path,
+    *,
+    n: int = 1000,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_new_tokens: int = 96,
+    batch_size: int = 250,
+    traced: int = 5,
+    grid: int = 12,
+) -> dict[str, Any]:
     """Sample ``n`` molecules from the model, evaluate them against the corpus's molecules and
     write ``out`` (HTML) plus ``out`` with suffix ``.json`` (the numbers). Returns the numbers."""
     from rdkit import rdBase
@@ -198,13 +224,18 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
     generator = load_generator(model_dir)
     completions = []
     for first in range(0, n, batch_size):
-        completions += generator.generate("<mol>", n=min(batch_size, n - first),
-                                          max_new_tokens=max_new_tokens, temperature=temperature,
-                                          seed=seed + first)
+        completions += generator.generate(
+            "<mol>",
+            n=min(batch_size, n - first),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed + first,
+        )
     timings["generate_s"] = time.perf_counter() - started
     texts = [c.spans[0].text if c.spans else "" for c in completions]
-    canonical = [c.spans[0].canonical if c.spans and c.spans[0].canonical else None
-                 for c in completions]
+    canonical = [
+        c.spans[0].canonical if c.spans and c.spans[0].canonical else None for c in completions
+    ]
     valid = [s for s in canonical if s is not None]
     unique = list(dict.fromkeys(valid))
 
@@ -212,13 +243,18 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
     reference = training_molecules(corpus_dir)
     timings["training_set_s"] = time.perf_counter() - started
     values: dict[str, Any] = {
-        "samples": n, "valid": len(valid) / n if n else None,
+        "samples": n,
+        "valid": len(valid) / n if n else None,
         "unique": len(unique) / len(valid) if valid else None,
         "novel": len(set(unique) - reference.canonical_set) / len(unique) if unique else None,
-        "training_molecules": len(reference.smiles), "temperature": temperature, "seed": seed,
+        "training_molecules": len(reference.smiles),
+        "temperature": temperature,
+        "seed": seed,
         "generated_tokens": sum(c.completion_tokens for c in completions),
-        "stop_reasons": {r: sum(c.stop_reason == r for c in completions)
-                         for r in sorted({c.stop_reason for c in completions})},
+        "stop_reasons": {
+            r: sum(c.stop_reason == r for c in completions)
+            for r in sorted({c.stop_reason for c in completions})
+        },
     }
     sections: list[str] = []
     run = model_dir.parent
@@ -226,13 +262,16 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
     run_rows = [("model", html.escape(str(model_dir)))]
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        values["model"] = {k: summary.get(k) for k in ("steps", "loss", "val_loss", "parameters",
-                                                         "tokens_per_s")}
-        run_rows += [("parameters", f"{summary['parameters']['total']:,}"),
-                     ("optimizer steps", str(summary.get("steps"))),
-                     ("final training loss", _fmt(summary.get("loss"))),
-                     ("final validation loss", _fmt(summary.get("val_loss"))),
-                     ("throughput", f"{summary.get('tokens_per_s', 0):,.0f} tokens/s")]
+        values["model"] = {
+            k: summary.get(k) for k in ("steps", "loss", "val_loss", "parameters", "tokens_per_s")
+        }
+        run_rows += [
+            ("parameters", f"{summary['parameters']['total']:,}"),
+            ("optimizer steps", str(summary.get("steps"))),
+            ("final training loss", _fmt(summary.get("loss"))),
+            ("final validation loss", _fmt(summary.get("val_loss"))),
+            ("throughput", f"{summary.get('tokens_per_s', 0):,.0f} tokens/s"),
+        ]
     plot = loss_plot(run / "metrics.jsonl")
     sections.append("<h2>Model</h2>" + _table(run_rows) + (plot or ""))
 
@@ -246,43 +285,61 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
         values["internal_diversity"] = float(1 - row_mean.mean())
         values["nearest_training_similarity_mean"] = float(similarity.mean())
         rng = np.random.default_rng(seed)
-        sample = rng.choice(len(reference.smiles), size=min(3000, len(reference.smiles)),
-                            replace=False)
+        sample = rng.choice(
+            len(reference.smiles), size=min(3000, len(reference.smiles)), replace=False
+        )
         train_props = properties([chem.mol_or_none(reference.smiles[i]) for i in sample])
         gen_props = properties([m for _, m in pairs])
-        values["wasserstein"] = {k: wasserstein_1d(train_props[k], gen_props[k])
-                                 for k in PROPERTIES}
-        values["property_means"] = {k: {"generated": float(gen_props[k].mean()),
-                                        "training": float(train_props[k].mean())}
-                                    for k in PROPERTIES}
+        values["wasserstein"] = {
+            k: wasserstein_1d(train_props[k], gen_props[k]) for k in PROPERTIES
+        }
+        values["property_means"] = {
+            k: {"generated": float(gen_props[k].mean()), "training": float(train_props[k].mean())}
+            for k in PROPERTIES
+        }
         timings["evaluate_s"] = time.perf_counter() - started
     metric_rows = [
-        ("samples", f"{n:,} (prompt <code>&lt;mol&gt;</code>, temperature {temperature}, "
-                    f"seed {seed}, modality constraints on)"),
+        (
+            "samples",
+            f"{n:,} (prompt <code>&lt;mol&gt;</code>, temperature {temperature}, "
+            f"seed {seed}, modality constraints on)",
+        ),
         ("valid (RDKit parses the span)", _fmt(values["valid"])),
         ("unique (of valid)", _fmt(values["unique"])),
         ("novel (unique valid not in the corpus)", _fmt(values["novel"])),
         ("internal diversity (1 − mean Tanimoto)", _fmt(values.get("internal_diversity"))),
-        ("mean Tanimoto to nearest training molecule",
-         _fmt(values.get("nearest_training_similarity_mean"))),
+        (
+            "mean Tanimoto to nearest training molecule",
+            _fmt(values.get("nearest_training_similarity_mean")),
+        ),
     ]
     for k, label in PROPERTIES.items():
         if "wasserstein" in values:
-            metric_rows.append((f"Wasserstein distance, {label}",
-                                f"{values['wasserstein'][k]:.3f} (means: generated "
-                                f"{values['property_means'][k]['generated']:.2f}, training "
-                                f"{values['property_means'][k]['training']:.2f})"))
+            metric_rows.append(
+                (
+                    f"Wasserstein distance, {label}",
+                    f"{values['wasserstein'][k]:.3f} (means: generated "
+                    f"{values['property_means'][k]['generated']:.2f}, training "
+                    f"{values['property_means'][k]['training']:.2f})",
+                )
+            )
     sections.append("<h2>Generated molecules</h2>" + _table(metric_rows))
     if pairs:
-        sections.append("<h3>Property distributions (RDKit), generated vs 3,000 training "
-                        "molecules</h3>" + property_plots(gen_props, train_props))
-        sections.append("<h3>Nearest-neighbour similarity to the training set</h3>"
-                        + similarity_plot(similarity))
+        sections.append(
+            "<h3>Property distributions (RDKit), generated vs 3,000 training "
+            "molecules</h3>" + property_plots(gen_props, train_props)
+        )
+        sections.append(
+            "<h3>Nearest-neighbour similarity to the training set</h3>"
+            + similarity_plot(similarity)
+        )
         cells = []
         for (smiles, mol), sim, qed in list(zip(pairs, similarity, gen_props["qed"]))[:grid]:
-            cells.append(f"<figure>{molecule_svg(mol)}<figcaption><code>{html.escape(smiles)}"
-                         f"</code><br>QED {qed:.2f} · nearest training "
-                         f"{sim:.2f}</figcaption></figure>")
+            cells.append(
+                f"<figure>{molecule_svg(mol)}<figcaption><code>{html.escape(smiles)}"
+                f"</code><br>QED {qed:.2f} · nearest training "
+                f"{sim:.2f}</figcaption></figure>"
+            )
         sections.append("<h3>Examples</h3><div class=grid>" + "".join(cells) + "</div>")
 
         started = time.perf_counter()
@@ -291,31 +348,46 @@ def molecule_report(model_dir: str | Path, corpus_dir: str | Path, out: str | Pa
         blocks = []
         for (smiles, mol), sim, j in list(zip(pairs, similarity, neighbour))[:traced]:
             spans = search.trace(f"<mol>{smiles}</mol>", max_spans=3, documents_per_span=2)
-            entry = {"smiles": smiles, "nearest_training": reference.smiles[j],
-                     "nearest_similarity": float(sim), "nearest_document": reference.documents[j],
-                     "spans": [s.to_dict() for s in spans]}
+            entry = {
+                "smiles": smiles,
+                "nearest_training": reference.smiles[j],
+                "nearest_similarity": float(sim),
+                "nearest_document": reference.documents[j],
+                "spans": [s.to_dict() for s in spans],
+            }
             traces.append(entry)
             span_rows = "".join(
                 f"<li><code>{html.escape(s.text)}</code> — {s.count:,} occurrences; e.g. "
-                + ", ".join(f"<code>{html.escape(d.id)}</code> ({html.escape(d.source or '')})"
-                            for d in s.documents) + "</li>" for s in spans)
+                + ", ".join(
+                    f"<code>{html.escape(d.id)}</code> ({html.escape(d.source or '')})"
+                    for d in s.documents
+                )
+                + "</li>"
+                for s in spans
+            )
             blocks.append(
                 f"<div class=trace><div>{molecule_svg(mol, 180)}</div><div><p><b>generated</b> "
                 f"<code>{html.escape(smiles)}</code></p><p>longest verbatim spans in the "
                 f"training tokens:</p><ul>{span_rows}</ul><p>most similar training molecule "
                 f"(Tanimoto {sim:.2f}): <code>{html.escape(reference.smiles[j])}</code> in "
                 f"document <code>{html.escape(reference.documents[j])}</code></p></div>"
-                f"{molecule_svg(chem.parse_smiles(reference.smiles[j]), 180)}</div>")
+                f"{molecule_svg(chem.parse_smiles(reference.smiles[j]), 180)}</div>"
+            )
         values["traces"] = traces
         timings["trace_s"] = time.perf_counter() - started
-        sections.append("<h2>Where they come from</h2><p>Each generated molecule traced back to "
-                        "the corpus the model was trained on: maximal token spans found verbatim "
-                        "in the training shards (exact suffix-array search) and the nearest "
-                        "training molecule by fingerprint similarity.</p>" + "".join(blocks))
+        sections.append(
+            "<h2>Where they come from</h2><p>Each generated molecule traced back to "
+            "the corpus the model was trained on: maximal token spans found verbatim "
+            "in the training shards (exact suffix-array search) and the nearest "
+            "training molecule by fingerprint similarity.</p>" + "".join(blocks)
+        )
     invalid = [t for t, c in zip(texts, canonical) if c is None][:10]
     if invalid:
-        sections.append("<h3>Invalid samples (first 10)</h3><ul>" + "".join(
-            f"<li><code>{html.escape(t) or '(empty)'}</code></li>" for t in invalid) + "</ul>")
+        sections.append(
+            "<h3>Invalid samples (first 10)</h3><ul>"
+            + "".join(f"<li><code>{html.escape(t) or '(empty)'}</code></li>" for t in invalid)
+            + "</ul>"
+        )
     values["timings"] = timings
     values["generated"] = texts
     page = _page(sections, corpus_dir)
@@ -329,21 +401,28 @@ def _page(sections: list[str], corpus_dir: Path) -> str:
     from kiban.corpus.store import Corpus
 
     info = Corpus(corpus_dir).info()
-    corpus_rows = _table([
-        ("corpus", html.escape(str(corpus_dir))),
-        ("documents", f"{info['documents']:,}"), ("tokens", f"{info['tokens']:,}"),
-        ("sources", ", ".join(f"{html.escape(k)} ({v:,})" for k, v in info["sources"].items())),
-        ("spans", ", ".join(f"{k} {v:,}" for k, v in info["modalities"].items() if v)),
-        ("exact duplicates removed", f"{info['exact_duplicates']:,}"),
-    ])
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;"
-             "padding:3px 8px;text-align:left}th{background:#f4f4f4;font-weight:normal}"
-             ".grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:220px;"
-             "font-size:11px;word-break:break-all}.trace{display:flex;gap:12px;"
-             "border-top:1px solid #ddd;padding:8px 0;font-size:13px}code{font-size:12px}")
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>kiban demo report</title>"
-            f"<style>{style}</style></head><body><h1>kiban demo: molecules</h1>"
-            f"<p>Every number on this page was computed by this run "
-            f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).</p>"
-            f"<h2>Corpus</h2>{corpus_rows}" + "".join(sections) + "</body></html>\n")
+    corpus_rows = _table(
+        [
+            ("corpus", html.escape(str(corpus_dir))),
+            ("documents", f"{info['documents']:,}"),
+            ("tokens", f"{info['tokens']:,}"),
+            ("sources", ", ".join(f"{html.escape(k)} ({v:,})" for k, v in info["sources"].items())),
+            ("spans", ", ".join(f"{k} {v:,}" for k, v in info["modalities"].items() if v)),
+            ("exact duplicates removed", f"{info['exact_duplicates']:,}"),
+        ]
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;"
+        "padding:3px 8px;text-align:left}th{background:#f4f4f4;font-weight:normal}"
+        ".grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:220px;"
+        "font-size:11px;word-break:break-all}.trace{display:flex;gap:12px;"
+        "border-top:1px solid #ddd;padding:8px 0;font-size:13px}code{font-size:12px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>kiban demo report</title>"
+        f"<style>{style}</style></head><body><h1>kiban demo: molecules</h1>"
+        f"<p>Every number on this page was computed by this run "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).</p>"
+        f"<h2>Corpus</h2>{corpus_rows}" + "".join(sections) + "</body></html>\n"
+    )

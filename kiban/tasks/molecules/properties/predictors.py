@@ -67,8 +67,16 @@ class FingerprintForest:
     or P(1) (classification).
     """
 
-    def __init__(self, task: str, *, n_estimators: int = 500, seed: int = 0, n_jobs: int = 1,
-                 radius: int = MORGAN_RADIUS, n_bits: int = MORGAN_BITS):
+    def __init__(
+        self,
+        task: str,
+        *,
+        n_estimators: int = 500,
+        seed: int = 0,
+        n_jobs: int = 1,
+        radius: int = MORGAN_RADIUS,
+        n_bits: int = MORGAN_BITS,
+    ):
         self.task = task
         self.n_estimators = n_estimators
         self.seed = seed
@@ -83,11 +91,14 @@ class FingerprintForest:
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         if self.task not in TASKS:
-            raise ValueError(f"The 'task' parameter of FingerprintForest must be one of {TASKS}. "
-                             f"Got {self.task!r} instead.")
+            raise ValueError(
+                f"The 'task' parameter of FingerprintForest must be one of {TASKS}. "
+                f"Got {self.task!r} instead."
+            )
         model = RandomForestRegressor if self.task == "regression" else RandomForestClassifier
-        self.forest_ = model(n_estimators=self.n_estimators, random_state=self.seed,
-                             n_jobs=self.n_jobs)
+        self.forest_ = model(
+            n_estimators=self.n_estimators, random_state=self.seed, n_jobs=self.n_jobs
+        )
         self.forest_.fit(self._features(molecules), np.asarray(targets))
         return self
 
@@ -119,14 +130,21 @@ def completion_text(task: str, value: float) -> str:
     return f" <num>{format_value(task, value)}</num>"
 
 
-def write_examples(dataset: PropertyDataset, indices: Sequence[int],
-                   path: str | os.PathLike) -> Path:
+def write_examples(
+    dataset: PropertyDataset, indices: Sequence[int], path: str | os.PathLike
+) -> Path:
     """The examples ``indices`` as fine-tuning JSONL (``{"prompt", "completion"}`` a line)."""
     from kiban.io import atomic_write_text
 
-    lines = [json.dumps({"prompt": prompt_text(dataset.smiles[i], dataset.question),
-                         "completion": completion_text(dataset.task, dataset.targets[i])})
-             for i in indices]
+    lines = [
+        json.dumps(
+            {
+                "prompt": prompt_text(dataset.smiles[i], dataset.question),
+                "completion": completion_text(dataset.task, dataset.targets[i]),
+            }
+        )
+        for i in indices
+    ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(line + "\n" for line in lines))
@@ -146,9 +164,14 @@ class LMSettings:
     device: str = "auto"
 
 
-def finetune_property_model(base: str | os.PathLike, dataset: PropertyDataset,
-                            indices: Sequence[int], out: str | os.PathLike, *,
-                            settings: LMSettings = LMSettings()) -> dict[str, Any]:
+def finetune_property_model(
+    base: str | os.PathLike,
+    dataset: PropertyDataset,
+    indices: Sequence[int],
+    out: str | os.PathLike,
+    *,
+    settings: LMSettings = LMSettings(),
+) -> dict[str, Any]:
     """Fine-tune the kiban model in ``base`` on ``dataset[indices]``; the model lands in
     ``out/model``. Returns the run summary (``kiban.train.run.finetune``'s), whose ``rejected``
     count includes prompts longer than ``seq_len``."""
@@ -166,14 +189,23 @@ def finetune_property_model(base: str | os.PathLike, dataset: PropertyDataset,
     out = Path(out)
     data = write_examples(dataset, indices, out / "train.jsonl")
     config = RunConfig(
-        out=str(out), model=ModelConfig(base=str(base)),
+        out=str(out),
+        model=ModelConfig(base=str(base)),
         data=DataConfig(seq_len=settings.seq_len, validation_fraction=0.0, seed=settings.seed),
         optim=OptimConfig(lr=settings.lr, warmup_steps=settings.warmup_steps),
-        train=TrainConfig(max_steps=settings.max_steps, batch_size=settings.batch_size,
-                          micro_batch_size=settings.batch_size, seed=settings.seed,
-                          device=settings.device, eval_every=0, checkpoint_every=0,
-                          log_every=10, progress=False),
-        finetune=FinetuneConfig(data=str(data)))
+        train=TrainConfig(
+            max_steps=settings.max_steps,
+            batch_size=settings.batch_size,
+            micro_batch_size=settings.batch_size,
+            seed=settings.seed,
+            device=settings.device,
+            eval_every=0,
+            checkpoint_every=0,
+            log_every=10,
+            progress=False,
+        ),
+        finetune=FinetuneConfig(data=str(data)),
+    )
     validate(config)
     return finetune(config)
 
@@ -195,15 +227,18 @@ class PropertyLM:
 
         self.generator = load_generator(model_dir, engine=engine)
         if self.generator.science is None:
-            raise ValueError(f"{model_dir}: PropertyLM needs a kiban tokenizer "
-                             "(kiban_tokenizer.json)")
+            raise ValueError(
+                f"{model_dir}: PropertyLM needs a kiban tokenizer (kiban_tokenizer.json)"
+            )
         self.tokenizer = self.generator.science
         zero = self.tokenizer.encode(completion_text("classification", 0))
         one = self.tokenizer.encode(completion_text("classification", 1))
         # " <num>0</num>" is prefix + [digit, </num>]: the digit is read after the prefix
         if len(zero) != len(one) or zero[:-2] != one[:-2] or zero[-1] != one[-1]:
-            raise ValueError(f"{model_dir}: the tokenizer does not write 0 and 1 as one token "
-                             f"inside <num> ({zero} vs {one})")
+            raise ValueError(
+                f"{model_dir}: the tokenizer does not write 0 and 1 as one token "
+                f"inside <num> ({zero} vs {one})"
+            )
         self.answer_prefix = zero[:-2]  # ids of " <num>"
         self.zero_id, self.one_id = zero[-2], one[-2]
 
@@ -211,17 +246,22 @@ class PropertyLM:
         from kiban.corpus.clean import canonical_text
 
         texts = [canonical_text(prompt_text(s, question)) for s in smiles]
-        return [ids.tolist() if hasattr(ids, "tolist") else list(ids)
-                for ids in self.tokenizer.encode_batch(texts)]
+        return [
+            ids.tolist() if hasattr(ids, "tolist") else list(ids)
+            for ids in self.tokenizer.encode_batch(texts)
+        ]
 
-    def class_probabilities(self, dataset: PropertyDataset, indices: Sequence[int], *,
-                            batch_size: int = 64) -> np.ndarray:
+    def class_probabilities(
+        self, dataset: PropertyDataset, indices: Sequence[int], *, batch_size: int = 64
+    ) -> np.ndarray:
         """P("1") / (P("0") + P("1")) at the number position, for each molecule in ``indices``."""
-        return self.smiles_class_probabilities([dataset.smiles[i] for i in indices],
-                                               dataset.question, batch_size=batch_size)
+        return self.smiles_class_probabilities(
+            [dataset.smiles[i] for i in indices], dataset.question, batch_size=batch_size
+        )
 
-    def smiles_class_probabilities(self, smiles: Sequence[str], question: str, *,
-                                   batch_size: int = 64) -> np.ndarray:
+    def smiles_class_probabilities(
+        self, smiles: Sequence[str], question: str, *, batch_size: int = 64
+    ) -> np.ndarray:
         """`class_probabilities` of canonical ``smiles`` asked ``question``."""
         import torch
 
@@ -230,31 +270,49 @@ class PropertyLM:
         scores = np.zeros(len(rows), dtype=np.float64)
         with torch.inference_mode():
             for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
+                chunk = rows[start : start + batch_size]
                 width = max(map(len, chunk))
-                input_ids = torch.full((len(chunk), width), self.generator.pad_id,
-                                       dtype=torch.long)  # (B, T), right-padded
+                input_ids = torch.full(
+                    (len(chunk), width), self.generator.pad_id, dtype=torch.long
+                )  # (B, T), right-padded
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
                 for row, ids in enumerate(chunk):
-                    input_ids[row, :len(ids)] = torch.tensor(ids)
-                    mask[row, :len(ids)] = 1
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    mask[row, : len(ids)] = 1
                 logits = model(input_ids=input_ids, attention_mask=mask).logits  # (B, T, V)
                 last = torch.tensor([len(ids) - 1 for ids in chunk])
                 pair = logits[torch.arange(len(chunk)), last][:, [self.zero_id, self.one_id]]
-                scores[start:start + len(chunk)] = torch.softmax(pair.float(), -1)[:, 1].numpy()
+                scores[start : start + len(chunk)] = torch.softmax(pair.float(), -1)[:, 1].numpy()
         return scores
 
-    def predict_values(self, dataset: PropertyDataset, indices: Sequence[int], *,
-                       fallback: float, batch_size: int = 64,
-                       max_new_tokens: int = 10) -> ValuePredictions:
+    def predict_values(
+        self,
+        dataset: PropertyDataset,
+        indices: Sequence[int],
+        *,
+        fallback: float,
+        batch_size: int = 64,
+        max_new_tokens: int = 10,
+    ) -> ValuePredictions:
         """Greedy, span-constrained decoding of the number after ``" <num>"``; a row whose text
         does not parse as a float gets ``fallback`` and is listed in ``unparsed``."""
-        return self.smiles_values([dataset.smiles[i] for i in indices], dataset.question,
-                                  fallback=fallback, batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens)
+        return self.smiles_values(
+            [dataset.smiles[i] for i in indices],
+            dataset.question,
+            fallback=fallback,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
 
-    def smiles_values(self, smiles: Sequence[str], question: str, *, fallback: float,
-                      batch_size: int = 64, max_new_tokens: int = 10) -> ValuePredictions:
+    def smiles_values(
+        self,
+        smiles: Sequence[str],
+        question: str,
+        *,
+        fallback: float,
+        batch_size: int = 64,
+        max_new_tokens: int = 10,
+    ) -> ValuePredictions:
         """`predict_values` of canonical ``smiles`` asked ``question``."""
         from kiban.corpus.clean import canonical_text
 
@@ -263,8 +321,9 @@ class PropertyLM:
         texts: list[str] = []
         unparsed: list[int] = []
         for start in range(0, len(prompts), batch_size):
-            completions = self.generator.generate(prompts[start:start + batch_size],
-                                                  max_new_tokens=max_new_tokens, temperature=0.0)
+            completions = self.generator.generate(
+                prompts[start : start + batch_size], max_new_tokens=max_new_tokens, temperature=0.0
+            )
             for offset, completion in enumerate(completions):
                 text = completion.completion.split("</num>", 1)[0]
                 texts.append(text)
@@ -279,14 +338,17 @@ class PropertyLM:
                     unparsed.append(start + offset)
         return ValuePredictions(values, texts, unparsed)
 
-    def predict(self, dataset: PropertyDataset, indices: Sequence[int], *,
-                fallback: float = 0.0) -> tuple[np.ndarray, int]:
+    def predict(
+        self, dataset: PropertyDataset, indices: Sequence[int], *, fallback: float = 0.0
+    ) -> tuple[np.ndarray, int]:
         """Scores for ``score(dataset.task, ...)`` and the number of unparsed rows."""
-        return self.predict_smiles([dataset.smiles[i] for i in indices], dataset.question,
-                                   dataset.task, fallback=fallback)
+        return self.predict_smiles(
+            [dataset.smiles[i] for i in indices], dataset.question, dataset.task, fallback=fallback
+        )
 
-    def predict_smiles(self, smiles: Sequence[str], question: str, task: str, *,
-                       fallback: float = 0.0) -> tuple[np.ndarray, int]:
+    def predict_smiles(
+        self, smiles: Sequence[str], question: str, task: str, *, fallback: float = 0.0
+    ) -> tuple[np.ndarray, int]:
         """`predict` of canonical ``smiles``: P(1) for classification, decoded values (the
         unparsed ones ``fallback``) for regression; and the number of unparsed rows."""
         if task == "classification":
@@ -299,11 +361,18 @@ class PropertyLM:
 METHODS = ("rf", "lm")
 
 
-def evaluate_split(dataset: PropertyDataset, split: ScaffoldSplit, *, seed: int,
-                   methods: Sequence[str] = METHODS, trees: int = 100, n_jobs: int = 1,
-                   lm_base: str | os.PathLike | None = None,
-                   lm_settings: LMSettings = LMSettings(),
-                   work: str | os.PathLike | None = None) -> dict[str, Any]:
+def evaluate_split(
+    dataset: PropertyDataset,
+    split: ScaffoldSplit,
+    *,
+    seed: int,
+    methods: Sequence[str] = METHODS,
+    trees: int = 100,
+    n_jobs: int = 1,
+    lm_base: str | os.PathLike | None = None,
+    lm_settings: LMSettings = LMSettings(),
+    work: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Train each of ``methods`` on ``split.train`` and score it on ``split.test``.
 
     The forest gets ``trees`` trees and ``random_state=seed``; the LM is ``lm_base`` fine-tuned
@@ -319,11 +388,15 @@ def evaluate_split(dataset: PropertyDataset, split: ScaffoldSplit, *, seed: int,
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"The 'methods' parameter of evaluate_split must hold only {METHODS}. "
-                         f"Got {list(methods)!r} instead.")
+        raise ValueError(
+            f"The 'methods' parameter of evaluate_split must hold only {METHODS}. "
+            f"Got {list(methods)!r} instead."
+        )
     if "lm" in methods and (lm_base is None or work is None):
-        raise ValueError("evaluate_split with method 'lm' needs lm_base (a kiban model "
-                         "directory) and work (a directory for the fine-tuning run)")
+        raise ValueError(
+            "evaluate_split with method 'lm' needs lm_base (a kiban model "
+            "directory) and work (a directory for the fine-tuning run)"
+        )
     test_targets = dataset.targets[split.test]
     run: dict[str, Any] = {"seed": seed, "split": split.describe()}
     if dataset.task == "classification":
@@ -332,16 +405,18 @@ def evaluate_split(dataset: PropertyDataset, split: ScaffoldSplit, *, seed: int,
         t0 = time.perf_counter()
         forest = FingerprintForest(dataset.task, n_estimators=trees, seed=seed, n_jobs=n_jobs)
         forest.fit([dataset.molecules[i] for i in split.train], dataset.targets[split.train])
-        run["rf"] = score(dataset.task, test_targets,
-                          forest.predict([dataset.molecules[i] for i in split.test]))
+        run["rf"] = score(
+            dataset.task, test_targets, forest.predict([dataset.molecules[i] for i in split.test])
+        )
         run["rf_s"] = time.perf_counter() - t0
     fallback = float(dataset.targets[split.train].mean())
     if "lm" in methods:
         t0 = time.perf_counter()
         run_dir = Path(work)
         shutil.rmtree(run_dir, ignore_errors=True)
-        summary = finetune_property_model(lm_base, dataset, split.train, run_dir,
-                                          settings=replace(lm_settings, seed=seed))
+        summary = finetune_property_model(
+            lm_base, dataset, split.train, run_dir, settings=replace(lm_settings, seed=seed)
+        )
         run["lm_finetune_s"] = time.perf_counter() - t0
         run["lm_final_loss"] = summary.get("loss")
         run["lm_rejected"] = summary.get("rejected")
@@ -353,8 +428,9 @@ def evaluate_split(dataset: PropertyDataset, split: ScaffoldSplit, *, seed: int,
         run["lm_predict_s"] = time.perf_counter() - t0
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     if dataset.task == "regression":
-        run["train_mean_baseline"] = score("regression", test_targets,
-                                           np.full(len(test_targets), fallback))
+        run["train_mean_baseline"] = score(
+            "regression", test_targets, np.full(len(test_targets), fallback)
+        )
     return run
 
 
@@ -363,14 +439,17 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
     import statistics
 
     clean = [float(v) for v in values if v == v]
-    return {"mean": statistics.fmean(clean) if clean else None,
-            "std": statistics.stdev(clean) if len(clean) > 1 else 0.0 if clean else None,
-            "n": len(clean)}
+    return {
+        "mean": statistics.fmean(clean) if clean else None,
+        "std": statistics.stdev(clean) if len(clean) > 1 else 0.0 if clean else None,
+        "n": len(clean),
+    }
 
 
-def summarize_runs(runs: Sequence[dict[str, Any]],
-                   keys: Sequence[str] = ("rf", "lm", "train_mean_baseline", "rf_s",
-                                          "lm_finetune_s")) -> dict[str, dict[str, Any]]:
+def summarize_runs(
+    runs: Sequence[dict[str, Any]],
+    keys: Sequence[str] = ("rf", "lm", "train_mean_baseline", "rf_s", "lm_finetune_s"),
+) -> dict[str, dict[str, Any]]:
     """`summarize` of each of ``keys`` over the runs that have it."""
     out = {}
     for key in keys:
@@ -378,4 +457,3 @@ def summarize_runs(runs: Sequence[dict[str, Any]],
         if values:
             out[key] = summarize(values)
     return out
-

@@ -64,8 +64,9 @@ from kiban.tasks.molecules.properties.scaffold_split import scaffold_split
 
 MANIFEST = "manifest.json"
 #: ``manifest.json`` of a saved property model directory (see the module docstring)
-PROPERTY_MODEL = register("kiban.property-model", 1,
-                          description="a saved property model directory's manifest.json")
+PROPERTY_MODEL = register(
+    "kiban.property-model", 1, description="a saved property model directory's manifest.json"
+)
 FORMAT, FORMAT_VERSION = PROPERTY_MODEL.name, PROPERTY_MODEL.version
 FOREST_FILE = "forest.pkl"
 LM_DIR = "model"
@@ -112,8 +113,14 @@ class PropertyOptions:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
     def lm_settings(self, seed: int) -> LMSettings:
-        return LMSettings(max_steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                          warmup_steps=min(10, self.steps), seed=seed, device=self.device)
+        return LMSettings(
+            max_steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup_steps=min(10, self.steps),
+            seed=seed,
+            device=self.device,
+        )
 
     def _check_base(self, methods: Sequence[str]) -> None:
         if "lm" in methods and not self.base:
@@ -169,12 +176,18 @@ def _smiles_column(header: list[str], path: Path) -> str:
         return named[0]
     if len(header) == 1:
         return header[0]
-    raise PropertyDataError(f"{path}: no column named 'smiles'; pass --smiles-column, one of "
-                            f"{header}")
+    raise PropertyDataError(
+        f"{path}: no column named 'smiles'; pass --smiles-column, one of {header}"
+    )
 
 
-def resolve_spec(data: str, *, task: str | None = None, smiles_column: str | None = None,
-                 target_column: str | None = None) -> DatasetSpec:
+def resolve_spec(
+    data: str,
+    *,
+    task: str | None = None,
+    smiles_column: str | None = None,
+    target_column: str | None = None,
+) -> DatasetSpec:
     """The `DatasetSpec` for ``data``: a file (columns and task as in the module docstring) or a
     shipped set's name. Raises `PropertyDataError` for an unknown name (with the closest names)
     or options that do not apply, `FileNotFoundError` for a path that does not exist."""
@@ -186,29 +199,41 @@ def resolve_spec(data: str, *, task: str | None = None, smiles_column: str | Non
         if target_column is None:
             others = [h for h in header if h != smiles_column]
             if len(others) != 1:
-                raise PropertyDataError(f"{path}: pass --target-column, one of {others} "
-                                        f"(the header has {header})")
+                raise PropertyDataError(
+                    f"{path}: pass --target-column, one of {others} (the header has {header})"
+                )
             target_column = others[0]
         task = task or "regression"
-        return DatasetSpec(name=path.stem, task=task, path=str(path), delimiter=delimiter,
-                           smiles_column=smiles_column, target_column=target_column,
-                           labels=BINARY_LABELS if task == "classification" else None,
-                           question=f"What is its {target_column}?",
-                           description=f"{target_column} from {path}")
+        return DatasetSpec(
+            name=path.stem,
+            task=task,
+            path=str(path),
+            delimiter=delimiter,
+            smiles_column=smiles_column,
+            target_column=target_column,
+            labels=BINARY_LABELS if task == "classification" else None,
+            question=f"What is its {target_column}?",
+            description=f"{target_column} from {path}",
+        )
     if data in DATASETS:
         spec = DATASETS[data]
         if smiles_column or target_column:
-            raise PropertyDataError(f"--smiles-column / --target-column apply to a file, not to "
-                                    f"the shipped dataset {data!r}")
+            raise PropertyDataError(
+                f"--smiles-column / --target-column apply to a file, not to "
+                f"the shipped dataset {data!r}"
+            )
         if task is not None and task != spec.task:
-            raise PropertyDataError(f"dataset {data!r} is a {spec.task} set; --task {task} "
-                                    f"does not apply")
+            raise PropertyDataError(
+                f"dataset {data!r} is a {spec.task} set; --task {task} does not apply"
+            )
         return spec
     if path.suffix or os.sep in data:
         raise FileNotFoundError(f"{data}: no such file")
-    raise PropertyDataError(f"{data!r} is neither a file nor a shipped dataset"
-                            f"{did_you_mean(data.lower(), DATASETS, n=3, cutoff=0.4)}; "
-                            f"shipped: {', '.join(DATASETS)}")
+    raise PropertyDataError(
+        f"{data!r} is neither a file nor a shipped dataset"
+        f"{did_you_mean(data.lower(), DATASETS, n=3, cutoff=0.4)}; "
+        f"shipped: {', '.join(DATASETS)}"
+    )
 
 
 def _rows_text(records: Sequence[Any]) -> str:
@@ -223,10 +248,12 @@ def load_training_data(spec: DatasetSpec) -> PropertyDataset:
     dataset = read_property_file(spec.resolved_path, spec)
     wrong = [r for r in dataset.bad_records if r.kind != "smiles"]
     if wrong:
-        hint = (" (a classification target must be 0 or 1)" if spec.task == "classification"
-                else " (regression targets must be numbers)")
-        raise PropertyDataError(f"{len(wrong)} row(s) with a bad target{hint}: "
-                                f"{_rows_text(wrong)}")
+        hint = (
+            " (a classification target must be 0 or 1)"
+            if spec.task == "classification"
+            else " (regression targets must be numbers)"
+        )
+        raise PropertyDataError(f"{len(wrong)} row(s) with a bad target{hint}: {_rows_text(wrong)}")
     return dataset
 
 
@@ -235,8 +262,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise PropertyModelError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise PropertyModelError(f"--out {out}: directory exists and is not empty "
-                                 "(pass --overwrite to replace it)")
+        raise PropertyModelError(
+            f"--out {out}: directory exists and is not empty (pass --overwrite to replace it)"
+        )
 
 
 def _place(built: Path, out: Path) -> None:
@@ -250,8 +278,9 @@ def _place(built: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def train_property_model(options: TrainOptions, out: str | os.PathLike, *,
-                         overwrite: bool = False) -> dict[str, Any]:
+def train_property_model(
+    options: TrainOptions, out: str | os.PathLike, *, overwrite: bool = False
+) -> dict[str, Any]:
     """Train ``options.method`` on all of ``options.data`` and save the model directory ``out``.
     Returns its manifest (with ``bad_examples``: the first unparseable rows, not saved)."""
     from kiban import __version__
@@ -259,58 +288,92 @@ def train_property_model(options: TrainOptions, out: str | os.PathLike, *,
 
     out = Path(out)
     _check_out(out, overwrite)
-    spec = resolve_spec(options.data, task=options.task, smiles_column=options.smiles_column,
-                        target_column=options.target_column)
+    spec = resolve_spec(
+        options.data,
+        task=options.task,
+        smiles_column=options.smiles_column,
+        target_column=options.target_column,
+    )
     dataset = load_training_data(spec)
     if len(dataset) < 2:
-        raise PropertyDataError(f"{options.data}: {len(dataset)} usable molecule(s); training "
-                                "needs at least 2")
+        raise PropertyDataError(
+            f"{options.data}: {len(dataset)} usable molecule(s); training needs at least 2"
+        )
     if dataset.task == "classification" and len(set(dataset.targets.tolist())) < 2:
-        raise PropertyDataError(f"{options.data}: every target is {int(dataset.targets[0])}; "
-                                "a classifier needs molecules of both classes")
+        raise PropertyDataError(
+            f"{options.data}: every target is {int(dataset.targets[0])}; "
+            "a classifier needs molecules of both classes"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     os.chmod(built, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give what mkdir would have given
     start = time.perf_counter()
     try:
         if options.method == "rf":
-            forest = FingerprintForest(dataset.task, n_estimators=options.trees,
-                                       seed=options.seed, n_jobs=options.n_jobs)
+            forest = FingerprintForest(
+                dataset.task, n_estimators=options.trees, seed=options.seed, n_jobs=options.n_jobs
+            )
             forest.fit(dataset.molecules, dataset.targets)
             with atomic_open(built / FOREST_FILE, "wb") as handle:
                 pickle.dump(forest.forest_, handle, protocol=pickle.HIGHEST_PROTOCOL)
             import sklearn
 
-            predictor = {"file": FOREST_FILE, "scikit_learn": sklearn.__version__,
-                         "n_estimators": options.trees,
-                         "fingerprint": {"kind": "morgan", "radius": MORGAN_RADIUS,
-                                         "n_bits": MORGAN_BITS,
-                                         "generator": "rdkit rdFingerprintGenerator"}}
+            predictor = {
+                "file": FOREST_FILE,
+                "scikit_learn": sklearn.__version__,
+                "n_estimators": options.trees,
+                "fingerprint": {
+                    "kind": "morgan",
+                    "radius": MORGAN_RADIUS,
+                    "n_bits": MORGAN_BITS,
+                    "generator": "rdkit rdFingerprintGenerator",
+                },
+            }
         else:
-            summary = finetune_property_model(options.base, dataset, range(len(dataset)),
-                                              built / "run", settings=options.lm_settings(
-                                                  options.seed))
+            summary = finetune_property_model(
+                options.base,
+                dataset,
+                range(len(dataset)),
+                built / "run",
+                settings=options.lm_settings(options.seed),
+            )
             os.replace(built / "run" / "model", built / LM_DIR)
             shutil.rmtree(built / "run")
-            predictor = {"directory": LM_DIR, "base": str(options.base),
-                         "steps": summary.get("steps"), "final_loss": summary.get("loss"),
-                         "rejected_prompts": summary.get("rejected"),
-                         "prompt": "<mol>{smiles}</mol> {question}",
-                         "completion": " <num>{value}</num>"}
+            predictor = {
+                "directory": LM_DIR,
+                "base": str(options.base),
+                "steps": summary.get("steps"),
+                "final_loss": summary.get("loss"),
+                "rejected_prompts": summary.get("rejected"),
+                "prompt": "<mol>{smiles}</mol> {question}",
+                "completion": " <num>{value}</num>",
+            }
         description = dataset.describe()
         manifest = {
             "method": options.method,
-            "task": dataset.task, "question": dataset.question,
-            "smiles_column": spec.smiles_column, "target_column": spec.target_column,
+            "task": dataset.task,
+            "question": dataset.question,
+            "smiles_column": spec.smiles_column,
+            "target_column": spec.target_column,
             "training_data": {
-                "source": options.data, "dataset": spec.name, "file": str(spec.resolved_path),
-                "sha256": file_sha256(spec.resolved_path), "molecules": len(dataset),
+                "source": options.data,
+                "dataset": spec.name,
+                "file": str(spec.resolved_path),
+                "sha256": file_sha256(spec.resolved_path),
+                "molecules": len(dataset),
                 "bad_rows": len(dataset.bad_records),
-                **{k: description[k] for k in ("positives", "target_mean", "target_std")
-                   if k in description}},
-            "predictor": predictor, "options": asdict(options),
+                **{
+                    k: description[k]
+                    for k in ("positives", "target_mean", "target_std")
+                    if k in description
+                },
+            },
+            "predictor": predictor,
+            "options": asdict(options),
             "train_seconds": round(time.perf_counter() - start, 3),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kiban": __version__}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "kiban": __version__,
+        }
         manifest = write_json(built / MANIFEST, PROPERTY_MODEL, manifest)
         _place(built, out)
     except BaseException:
@@ -326,21 +389,28 @@ class PropertyModel:
         self.directory = Path(directory)
         path = self.directory / MANIFEST
         if not path.is_file():
-            raise PropertyModelError(f"{self.directory}: not a kiban property model "
-                                     f"(no {MANIFEST})")
+            raise PropertyModelError(
+                f"{self.directory}: not a kiban property model (no {MANIFEST})"
+            )
         self.manifest = read_json(path, PROPERTY_MODEL)
-        missing = [k for k in ("method", "task", "question", "smiles_column", "predictor")
-                   if k not in self.manifest]
+        missing = [
+            k
+            for k in ("method", "task", "question", "smiles_column", "predictor")
+            if k not in self.manifest
+        ]
         if missing:
             raise PropertyModelError(f"{path}: manifest lacks {missing}")
         self.method, self.task = self.manifest["method"], self.manifest["task"]
         if self.method not in METHODS or self.task not in TASKS:
-            raise PropertyModelError(f"{path}: method {self.method!r} / task {self.task!r}; "
-                                     f"expected one of {METHODS} / {TASKS}")
+            raise PropertyModelError(
+                f"{path}: method {self.method!r} / task {self.task!r}; "
+                f"expected one of {METHODS} / {TASKS}"
+            )
         if self.method == "rf":
             fingerprint = self.manifest["predictor"]["fingerprint"]
-            self.forest = FingerprintForest(self.task, radius=fingerprint["radius"],
-                                            n_bits=fingerprint["n_bits"])
+            self.forest = FingerprintForest(
+                self.task, radius=fingerprint["radius"], n_bits=fingerprint["n_bits"]
+            )
             with open(self.directory / self.manifest["predictor"]["file"], "rb") as handle:
                 self.forest.forest_ = pickle.load(handle)
         else:
@@ -365,8 +435,9 @@ class PropertyModel:
         if self.task == "classification":
             return self.lm.smiles_class_probabilities(smiles, question), {}
         decoded = self.lm.smiles_values(smiles, question, fallback=float("nan"))
-        return decoded.values, {i: f"the model wrote {decoded.texts[i]!r}, not a number"
-                                for i in decoded.unparsed}
+        return decoded.values, {
+            i: f"the model wrote {decoded.texts[i]!r}, not a number" for i in decoded.unparsed
+        }
 
 
 # --- prediction on a file ---------------------------------------------------------------------
@@ -394,16 +465,23 @@ class Predictions:
         return [row for row in self.rows if row.prediction is None]
 
     def as_dict(self, *, rows: bool = True) -> dict[str, Any]:
-        out = {"model": self.model, "input": self.source, "method": self.method,
-               "task": self.task,
-               "prediction": "P(class 1)" if self.task == "classification" else "value",
-               "rows": len(self.rows), "predicted": len(self.rows) - len(self.failed),
-               "failed": len(self.failed),
-               "failures": [{"where": r.where, "smiles": r.smiles, "reason": r.error}
-                            for r in self.failed]}
+        out = {
+            "model": self.model,
+            "input": self.source,
+            "method": self.method,
+            "task": self.task,
+            "prediction": "P(class 1)" if self.task == "classification" else "value",
+            "rows": len(self.rows),
+            "predicted": len(self.rows) - len(self.failed),
+            "failed": len(self.failed),
+            "failures": [
+                {"where": r.where, "smiles": r.smiles, "reason": r.error} for r in self.failed
+            ],
+        }
         if rows:
-            out["predictions"] = [{"smiles": r.smiles, "prediction": r.prediction}
-                                  for r in self.rows]
+            out["predictions"] = [
+                {"smiles": r.smiles, "prediction": r.prediction} for r in self.rows
+            ]
         return out
 
     def to_csv(self) -> str:
@@ -413,13 +491,15 @@ class Predictions:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["smiles", "prediction", "error"])
         for row in self.rows:
-            writer.writerow([row.smiles, "" if row.prediction is None else
-                             f"{row.prediction:.6g}", row.error])
+            writer.writerow(
+                [row.smiles, "" if row.prediction is None else f"{row.prediction:.6g}", row.error]
+            )
         return buffer.getvalue()
 
 
-def read_smiles_rows(path: str | os.PathLike, *, smiles_column: str | None = None,
-                     default_column: str = "smiles") -> list[tuple[str, str]]:
+def read_smiles_rows(
+    path: str | os.PathLike, *, smiles_column: str | None = None, default_column: str = "smiles"
+) -> list[tuple[str, str]]:
     """(``file:line``, SMILES text) of every row of ``path``: a ``.smi`` / ``.txt`` file (one
     molecule a line, the first whitespace-separated field; blank lines are rows too and fail), or
     a CSV/TSV with a header, read from ``smiles_column`` (else ``default_column``, else a column
@@ -428,16 +508,18 @@ def read_smiles_rows(path: str | os.PathLike, *, smiles_column: str | None = Non
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() in (".smi", ".txt", ".smiles"):
-        return [(f"{path}:{number}", (line.split() or [""])[0])
-                for number, line in enumerate(read_lines(path), start=1)]
+        return [
+            (f"{path}:{number}", (line.split() or [""])[0])
+            for number, line in enumerate(read_lines(path), start=1)
+        ]
     delimiter = _delimiter(path)
     header = _header(path, delimiter)
     if smiles_column is None:
-        smiles_column = default_column if default_column in header else \
-            _smiles_column(header, path)
+        smiles_column = default_column if default_column in header else _smiles_column(header, path)
     if smiles_column not in header:
-        raise PropertyDataError(f"{path}: missing column {smiles_column!r}; the header has "
-                                f"{header}")
+        raise PropertyDataError(
+            f"{path}: missing column {smiles_column!r}; the header has {header}"
+        )
     at = header.index(smiles_column)
     rows = []
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
@@ -450,13 +532,13 @@ def read_smiles_rows(path: str | os.PathLike, *, smiles_column: str | None = Non
     return rows
 
 
-def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike, *,
-                 smiles_column: str | None = None) -> Predictions:
+def predict_file(
+    model_dir: str | os.PathLike, path: str | os.PathLike, *, smiles_column: str | None = None
+) -> Predictions:
     """Every row of ``path`` (see `read_smiles_rows`) scored by the model in ``model_dir``;
     rows that cannot be scored keep their place with ``prediction=None`` and the reason."""
     model = PropertyModel(model_dir)
-    rows = read_smiles_rows(path, smiles_column=smiles_column,
-                            default_column=model.smiles_column)
+    rows = read_smiles_rows(path, smiles_column=smiles_column, default_column=model.smiles_column)
     parsed = [parse_line(text) if text else (None, "no SMILES in this row") for _, text in rows]
     good = [i for i, (mol, _) in enumerate(parsed) if mol is not None]
     values, failures = model.predict([parsed[i][0] for i in good])
@@ -465,22 +547,35 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike, *,
     for k, reason in failures.items():
         predictions[good[k]] = None
         errors[good[k]] = reason
-    return Predictions(str(model_dir), str(path), model.method, model.task, [
-        PredictedRow(where, text, predictions.get(i), errors.get(i, ""))
-        for i, (where, text) in enumerate(rows)])
+    return Predictions(
+        str(model_dir),
+        str(path),
+        model.method,
+        model.task,
+        [
+            PredictedRow(where, text, predictions.get(i), errors.get(i, ""))
+            for i, (where, text) in enumerate(rows)
+        ],
+    )
 
 
 # --- evaluation -------------------------------------------------------------------------------
 def evaluate_property_data(options: EvaluateOptions) -> dict[str, Any]:
     """Per seed: a scaffold split of ``options.data``, each method trained on its training part
     and scored on its test part. Returns the data summary, the runs and mean ± sd per method."""
-    spec = resolve_spec(options.data, task=options.task, smiles_column=options.smiles_column,
-                        target_column=options.target_column)
+    spec = resolve_spec(
+        options.data,
+        task=options.task,
+        smiles_column=options.smiles_column,
+        target_column=options.target_column,
+    )
     dataset = load_training_data(spec)
     if len(dataset) < MIN_EVALUATE_MOLECULES:
-        raise PropertyDataError(f"{options.data}: {len(dataset)} usable molecule(s); an "
-                                f"80/10/10 scaffold split needs at least "
-                                f"{MIN_EVALUATE_MOLECULES}")
+        raise PropertyDataError(
+            f"{options.data}: {len(dataset)} usable molecule(s); an "
+            f"80/10/10 scaffold split needs at least "
+            f"{MIN_EVALUATE_MOLECULES}"
+        )
     start = time.perf_counter()
     runs = []
     with tempfile.TemporaryDirectory(prefix="kiban-property-") as scratch:
@@ -492,17 +587,32 @@ def evaluate_property_data(options: EvaluateOptions) -> dict[str, Any]:
                     f"{options.data}: the scaffold split of seed {seed} has "
                     f"{len(split.train)} training and {len(split.test)} test molecules "
                     f"({len(set(split.scaffolds))} scaffolds in {len(dataset)} molecules): "
-                    "too few scaffolds to split")
-            run = evaluate_split(dataset, split, seed=seed, methods=options.methods,
-                                 trees=options.trees, n_jobs=options.n_jobs, lm_base=options.base,
-                                 lm_settings=options.lm_settings(seed),
-                                 work=work / f"ft-seed{seed}")
+                    "too few scaffolds to split"
+                )
+            run = evaluate_split(
+                dataset,
+                split,
+                seed=seed,
+                methods=options.methods,
+                trees=options.trees,
+                n_jobs=options.n_jobs,
+                lm_base=options.base,
+                lm_settings=options.lm_settings(seed),
+                work=work / f"ft-seed{seed}",
+            )
             if "lm" in options.methods and not options.work:
                 shutil.rmtree(work / f"ft-seed{seed}", ignore_errors=True)
             runs.append(run)
-    return {"data": dataset.describe(), "source": options.data, "task": dataset.task,
-            "metric": METRIC[dataset.task], "methods": list(options.methods),
-            "seeds": list(options.seeds), "options": asdict(options),
-            "split": "chemprop scaffold_balanced 80/10/10 (test part scored; validation unused)",
-            "runs": runs, "summary": summarize_runs(runs),
-            "seconds": round(time.perf_counter() - start, 3)}
+    return {
+        "data": dataset.describe(),
+        "source": options.data,
+        "task": dataset.task,
+        "metric": METRIC[dataset.task],
+        "methods": list(options.methods),
+        "seeds": list(options.seeds),
+        "options": asdict(options),
+        "split": "chemprop scaffold_balanced 80/10/10 (test part scored; validation unused)",
+        "runs": runs,
+        "summary": summarize_runs(runs),
+        "seconds": round(time.perf_counter() - start, 3),
+    }

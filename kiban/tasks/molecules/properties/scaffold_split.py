@@ -36,16 +36,26 @@ class ScaffoldSplit:
     scaffolds: tuple[str, ...]
 
     def describe(self) -> dict[str, int]:
-        return {"train": len(self.train), "validation": len(self.validation),
-                "test": len(self.test), "scaffolds": len(set(self.scaffolds))}
+        return {
+            "train": len(self.train),
+            "validation": len(self.validation),
+            "test": len(self.test),
+            "scaffolds": len(set(self.scaffolds)),
+        }
 
 
-def scaffold_split(molecules: Sequence[Chem.Mol], *, seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> ScaffoldSplit:
+def scaffold_split(
+    molecules: Sequence[Chem.Mol],
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> ScaffoldSplit:
     """chemprop's ``scaffold_balanced`` split (see the module docstring) of ``molecules``."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"The 'fractions' parameter of scaffold_split must be three "
-                         f"non-negative numbers summing to 1. Got {fractions!r} instead.")
+        raise ValueError(
+            f"The 'fractions' parameter of scaffold_split must be three "
+            f"non-negative numbers summing to 1. Got {fractions!r} instead."
+        )
     n = len(molecules)
     train_size, validation_size = fractions[0] * n, fractions[1] * n
     test_size = n - train_size - validation_size
@@ -69,4 +79,3 @@ def scaffold_split(molecules: Sequence[Chem.Mol], *, seed: int = 0,
             parts[2].extend(index_set)
     train, validation, test = (np.array(sorted(p), dtype=np.int64) for p in parts)
     return ScaffoldSplit(train, validation, test, scaffolds)
-

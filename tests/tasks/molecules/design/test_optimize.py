@@ -59,11 +59,17 @@ def test_an_empty_smiles_is_not_a_molecule_and_costs_nothing():
 
 
 def test_unknown_oracle_names_the_close_one():
-    with pytest.raises(ValueError, match=r"unknown oracle 'qde' \(did you mean 'qed'\?\); "
-                                         "known: qed, celecoxib, aripiprazole, mpo"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown oracle 'qde' \(did you mean 'qed'\?\); "
+        "known: qed, celecoxib, aripiprazole, mpo",
+    ):
         get_oracle("qde", 10)
-    with pytest.raises(ValueError, match=r"must be a valid SMILES. Got 'C1CC' instead "
-                                         r"\(unclosed ring"):
+    with pytest.raises(
+        ValueError,
+        match=r"must be a valid SMILES. Got 'C1CC' instead "
+        r"\(unclosed ring",
+    ):
         similarity_oracle("C1CC")
 
 
@@ -125,14 +131,12 @@ def test_mutation_and_crossover_give_valid_molecules():
 
 def test_graph_ga_improves_a_trivial_objective():
     oracle = Oracle(heavy_atoms_oracle, budget=300)
-    result = graph_ga(oracle, START, config=GAConfig(population_size=20, offspring_size=40),
-                      seed=0)
+    result = graph_ga(oracle, START, config=GAConfig(population_size=20, offspring_size=40), seed=0)
     assert oracle.calls == 300 and result["calls"] == 300
     start_best = max(heavy_atoms_oracle(Chem.MolFromSmiles(s)) for s in START)  # 0.07
     assert result["top1"] >= start_best + 0.05
     assert all(Chem.MolFromSmiles(s) is not None for s, _ in oracle.history)
     assert result["top10_auc"] > 0.07
-
 
 
 # --- model in the loop --------------------------------------------------------------------------
@@ -143,8 +147,7 @@ def test_finetune_steps_lower_the_loss_on_given_molecules(tiny_model_dir):
 
     generator = load_generator(tiny_model_dir)
     model, science = generator.model, generator.science
-    ids = torch.tensor([[science.eos_id, *science.encode(f"<mol>{ASPIRIN}</mol>"),
-                         science.eos_id]])
+    ids = torch.tensor([[science.eos_id, *science.encode(f"<mol>{ASPIRIN}</mol>"), science.eos_id]])
 
     def loss() -> float:
         with torch.no_grad():
@@ -152,13 +155,14 @@ def test_finetune_steps_lower_the_loss_on_given_molecules(tiny_model_dir):
 
     before = loss()
     finetune_steps(model, science, [ASPIRIN] * 4, steps=5, batch_size=4, lr=2e-2, seed=0)
-    assert loss() < before - 0.5   # 2.29 -> 1.20 with a format-1 vocabulary, 1.89 -> 1.18 with bracket parts
+    assert (
+        loss() < before - 0.5
+    )  # 2.29 -> 1.20 with a format-1 vocabulary, 1.89 -> 1.18 with bracket parts
 
 
 def test_model_loop_runs_end_to_end(tiny_model_dir):
     oracle = Oracle(heavy_atoms_oracle, budget=12)
-    config = LoopConfig(batch=16, steps=2, top_k=4, train_batch=4, max_new_tokens=24,
-                        max_rounds=3)
+    config = LoopConfig(batch=16, steps=2, top_k=4, train_batch=4, max_new_tokens=24, max_rounds=3)
     result = optimize_with_model(oracle, str(tiny_model_dir), config=config, seed=0)
     assert 1 <= result["rounds"] <= 3
     assert result["samples"] == 16 * result["rounds"]
@@ -171,12 +175,15 @@ def test_model_loop_runs_end_to_end(tiny_model_dir):
 def test_diverse_top_caps_each_scaffold():
     from kiban.tasks.molecules.design.optimize import diverse_top
 
-    history = [("c1ccccc1C", 0.9), ("c1ccccc1CC", 0.8), ("c1ccccc1CCC", 0.7),
-               ("C1CCNCC1", 0.6), ("CCO", 0.5), ("CCCO", 0.4)]
-    assert diverse_top(history, 4, None) == ["c1ccccc1C", "c1ccccc1CC", "c1ccccc1CCC",
-                                             "C1CCNCC1"]
+    history = [
+        ("c1ccccc1C", 0.9),
+        ("c1ccccc1CC", 0.8),
+        ("c1ccccc1CCC", 0.7),
+        ("C1CCNCC1", 0.6),
+        ("CCO", 0.5),
+        ("CCCO", 0.4),
+    ]
+    assert diverse_top(history, 4, None) == ["c1ccccc1C", "c1ccccc1CC", "c1ccccc1CCC", "C1CCNCC1"]
     # benzene scaffold at most twice; the acyclic ones share the empty scaffold
     assert diverse_top(history, 4, 2) == ["c1ccccc1C", "c1ccccc1CC", "C1CCNCC1", "CCO"]
     assert diverse_top(history, 10, 1) == ["c1ccccc1C", "C1CCNCC1", "CCO"]
-
-

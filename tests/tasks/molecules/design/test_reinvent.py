@@ -50,14 +50,15 @@ def test_augmented_likelihood_step_raises_the_scored_molecule_over_the_prior(tin
     with torch.no_grad():
         prior_ll = sequence_log_likelihood(prior, science, batch)
     for _ in range(5):
-        loss = augmented_likelihood_loss(sequence_log_likelihood(agent, science, batch),
-                                         prior_ll, scores, sigma=20.0)
+        loss = augmented_likelihood_loss(
+            sequence_log_likelihood(agent, science, batch), prior_ll, scores, sigma=20.0
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
         after = sequence_log_likelihood(agent, science, batch)
-    assert float(after[0] - prior_ll[0]) > 1.0          # scored 1: pulled up towards +20
+    assert float(after[0] - prior_ll[0]) > 1.0  # scored 1: pulled up towards +20
     assert abs(float(after[1] - prior_ll[1])) < float(after[0] - prior_ll[0])  # anchored
 
 
@@ -69,8 +70,8 @@ def test_replay_keeps_the_best_and_draws_by_score():
     assert sorted(replay.items) == ["B", "C", "D"]
     rng = np.random.default_rng(0)
     drawn = [replay.sample(1, rng)[0][0] for _ in range(400)]
-    assert drawn.count("B") > drawn.count("C")       # 0.9 vs 0.5 of the weight
-    assert len(set(replay.sample(5, rng)[0])) == 3   # never more than it holds, no repeats
+    assert drawn.count("B") > drawn.count("C")  # 0.9 vs 0.5 of the weight
+    assert len(set(replay.sample(5, rng)[0])) == 3  # never more than it holds, no repeats
     assert _Replay(3).sample(2, rng) == ([], [])
 
 
@@ -81,8 +82,9 @@ def test_augmented_likelihood_loop_runs_end_to_end_and_checks_its_config(tiny_mo
     )
 
     oracle = Oracle(heavy_atoms_oracle, budget=20)
-    config = AugmentedConfig(batch=16, max_new_tokens=24, max_rounds=4, replay=4, sigma=50.0,
-                             top_fraction=0.25)
+    config = AugmentedConfig(
+        batch=16, max_new_tokens=24, max_rounds=4, replay=4, sigma=50.0, top_fraction=0.25
+    )
     result = optimize_augmented_likelihood(oracle, str(tiny_model_dir), config=config, seed=0)
     assert result["method"] == "model-augmented"
     assert 1 <= result["rounds"] <= 4 and result["samples"] == 16 * result["rounds"]
@@ -90,9 +92,11 @@ def test_augmented_likelihood_loop_runs_end_to_end_and_checks_its_config(tiny_mo
     assert result["top1"] == max(score for _, score in oracle.history)
     assert result["stopped"] in ("budget", "max_rounds")
     # sigma 0 and an agent equal to the prior: the first loss is exactly zero
-    zero = optimize_augmented_likelihood(Oracle(heavy_atoms_oracle, budget=5), str(tiny_model_dir),
-                                         config=AugmentedConfig(batch=8, max_new_tokens=24,
-                                                                max_rounds=1, sigma=0.0))
+    zero = optimize_augmented_likelihood(
+        Oracle(heavy_atoms_oracle, budget=5),
+        str(tiny_model_dir),
+        config=AugmentedConfig(batch=8, max_new_tokens=24, max_rounds=1, sigma=0.0),
+    )
     assert zero["loss_first"] == 0.0
     with pytest.raises(ValueError, match="'batch' parameter of AugmentedConfig must be >= 1"):
         AugmentedConfig(batch=0)
@@ -107,13 +111,15 @@ def test_diversity_filter_zeroes_repeats_and_full_scaffold_buckets():
 
     diversity = DiversityFilter(bucket=2, min_score=0.5)
     # three benzene-scaffold molecules above min_score: the third finds the bucket full
-    assert diversity.rewards(["c1ccccc1C", "c1ccccc1CC", "c1ccccc1CCC"], [0.9, 0.8, 0.7]) == \
-        [0.9, 0.8, 0.0]
+    assert diversity.rewards(["c1ccccc1C", "c1ccccc1CC", "c1ccccc1CCC"], [0.9, 0.8, 0.7]) == [
+        0.9,
+        0.8,
+        0.0,
+    ]
     # a repeat in another spelling is 0; low scores never fill buckets; unreadable is 0
-    assert diversity.rewards(["Cc1ccccc1", "c1ccccc1N", "C1CC"], [0.9, 0.3, 0.6]) == \
-        [0.0, 0.3, 0.0]
-    assert diversity.rewards(["c1ccccc1O"], [0.6]) == [0.0]   # bucket still full
-    assert diversity.rewards(["C1CCNCC1C"], [0.6]) == [0.6]   # another scaffold
+    assert diversity.rewards(["Cc1ccccc1", "c1ccccc1N", "C1CC"], [0.9, 0.3, 0.6]) == [0.0, 0.3, 0.0]
+    assert diversity.rewards(["c1ccccc1O"], [0.6]) == [0.0]  # bucket still full
+    assert diversity.rewards(["C1CCNCC1C"], [0.6]) == [0.6]  # another scaffold
     assert diversity.rewards(["", "CCCC"], [0.6, 0.6]) == [0.0, 0.6]  # "" is not a molecule
 
 
@@ -125,4 +131,3 @@ def test_top_rewarded_keeps_the_best_fraction():
     assert top_rewarded(smiles, rewards, 0.25) == (["B", "D"], [0.9, 0.5])  # ceil(1.25) = 2
     assert top_rewarded(smiles, rewards, 0.01) == (["B"], [0.9])
     assert top_rewarded(smiles, rewards, 1.0) == (smiles, rewards)
-

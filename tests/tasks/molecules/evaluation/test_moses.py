@@ -47,13 +47,15 @@ def _bits(mols) -> np.ndarray:
     rows = []
     for mol in mols:
         row = np.zeros(1024, dtype=np.uint8)
-        DataStructs.ConvertToNumpyArray(AllChem.GetMorganFingerprintAsBitVect(mol, 2, nBits=1024),
-                                        row)
+        DataStructs.ConvertToNumpyArray(
+            AllChem.GetMorganFingerprintAsBitVect(mol, 2, nBits=1024), row
+        )
         rows.append(row)
     return np.stack(rows)
 
 
 # --- Tanimoto kernels --------------------------------------------------------------------------
+
 
 def test_tanimoto_kernels_match_rdkit_bulk_tanimoto(test_set):
     rng = np.random.default_rng(0)
@@ -68,10 +70,9 @@ def test_tanimoto_kernels_match_rdkit_bulk_tanimoto(test_set):
     all_pairs = np.array([DataStructs.BulkTanimotoSimilarity(fp, fps) for fp in fps])
     mean, mean_square = _tanimoto.mean_similarity(bits)
     np.testing.assert_allclose(mean, all_pairs.mean(1), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(mean_square, (all_pairs ** 2).mean(1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mean_square, (all_pairs**2).mean(1), rtol=0, atol=1e-12)
     # the matmul path used on accelerators gives the same numbers (run here on the CPU)
-    torch_nearest, _ = _tanimoto._torch_aggregate(bits[:40], bits[40:], "cpu", "max",
-                                                  batch_size=32)
+    torch_nearest, _ = _tanimoto._torch_aggregate(bits[:40], bits[40:], "cpu", "max", batch_size=32)
     np.testing.assert_allclose(torch_nearest, expected_nearest, atol=1e-6)
     torch_mean, torch_square = _tanimoto._torch_aggregate(bits, bits, "cpu", "mean", batch_size=50)
     np.testing.assert_allclose(torch_mean, mean, atol=1e-6)
@@ -99,15 +100,19 @@ def test_fingerprint_bits_are_mosess_morgan_radius_2_1024(test_set):
 
 # --- per-molecule features ---------------------------------------------------------------------
 
-@pytest.mark.parametrize(("smiles", "passes"), [
-    ("CCO", True),
-    ("CC(=O)Nc1ccc(O)cc1", True),
-    ("CCCl", False),              # MCF4: halogen on an sp3 carbon with two hydrogens
-    ("CCP", False),               # phosphorus is not an allowed element
-    ("CC[NH3+]", False),          # charged
-    ("C1CCCCCCC1", False),        # ring of 8 atoms
-    ("O=C1C(=Cc2ccccc2)SC(=S)N1", False),  # PAINS ene_rhod (benzylidene rhodanine)
-])
+
+@pytest.mark.parametrize(
+    ("smiles", "passes"),
+    [
+        ("CCO", True),
+        ("CC(=O)Nc1ccc(O)cc1", True),
+        ("CCCl", False),  # MCF4: halogen on an sp3 carbon with two hydrogens
+        ("CCP", False),  # phosphorus is not an allowed element
+        ("CC[NH3+]", False),  # charged
+        ("C1CCCCCCC1", False),  # ring of 8 atoms
+        ("O=C1C(=Cc2ccccc2)SC(=S)N1", False),  # PAINS ene_rhod (benzylidene rhodanine)
+    ],
+)
 def test_filters(smiles, passes):
     assert _features.passes_filters(Chem.MolFromSmiles(smiles)) is passes
 
@@ -123,20 +128,30 @@ def test_sa_score_is_rdkit_contribs_bit_for_bit(test_set):
     finally:
         sys.path.pop(0)
     # [Si]1[Si][Si]1 (SA 8.11) reaches the smoothed 10-end
-    for smiles in test_set[:100] + ["C1CC2CCC1C2", "C1CCC2(CC1)CCCC2", "C1CCCCCCCCC1",
-                                    "[Si]1[Si][Si]1"]:
+    for smiles in test_set[:100] + [
+        "C1CC2CCC1C2",
+        "C1CCC2(CC1)CCCC2",
+        "C1CCCCCCCCC1",
+        "[Si]1[Si][Si]1",
+    ]:
         mol = Chem.MolFromSmiles(smiles)
         assert _features.describe(smiles).sa == sascorer.calculateScore(mol)
 
 
 def test_scaffold_needs_two_rings_and_fragments_are_brics():
     assert _features.murcko_scaffold(Chem.MolFromSmiles("CCc1ccccc1")) is None  # one ring
-    assert _features.murcko_scaffold(Chem.MolFromSmiles("CCc1ccc(Cc2ccccc2)cc1O")) \
+    assert (
+        _features.murcko_scaffold(Chem.MolFromSmiles("CCc1ccc(Cc2ccccc2)cc1O"))
         == "c1ccc(Cc2ccccc2)cc1"
+    )
     # ethyl benzoate: ester O (BRICS type 3) cut on both sides, carbonyl (1/6), phenyl (16),
     # ethyl (4)
-    assert _features.brics_fragments(Chem.MolFromSmiles("CCOC(=O)c1ccccc1")) \
-        == ("[1*]C([6*])=O", "[16*]c1ccccc1", "[3*]O[3*]", "[4*]CC")
+    assert _features.brics_fragments(Chem.MolFromSmiles("CCOC(=O)c1ccccc1")) == (
+        "[1*]C([6*])=O",
+        "[16*]c1ccccc1",
+        "[3*]O[3*]",
+        "[4*]CC",
+    )
 
 
 def test_invalid_samples_get_rdkit_reasons():
@@ -150,12 +165,16 @@ def test_invalid_samples_get_rdkit_reasons():
 
 # --- ChemNet / FCD -----------------------------------------------------------------------------
 
+
 def test_chemnet_input_and_activations_match_fcd_torch(test_set):
     torch = pytest.importorskip("torch")
     from fcd_torch.utils import get_one_hot, load_imported_model
 
-    smiles = [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in test_set[:24]] \
-        + ["ClC[Si](Br)CCl", "C" * 400, "C"]
+    smiles = [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in test_set[:24]] + [
+        "ClC[Si](Br)CCl",
+        "C" * 400,
+        "C",
+    ]
     expected = np.stack([get_one_hot(s, 350) / 35 for s in smiles]).astype(np.float32)
     assert np.array_equal(_chemnet.one_hot(smiles), expected)
     weights = _chemnet.package_file("fcd_torch", "ChemNet_v0.13_pretrained.pt")
@@ -173,13 +192,15 @@ def test_frechet_distance_matches_fcd_torch_and_is_zero_for_equal_gaussians():
     mu_a, sigma_a = _chemnet.gaussian(a)
     mu_b, sigma_b = _chemnet.gaussian(b)
     assert _chemnet.frechet_distance(mu_a, sigma_a, mu_b, sigma_b) == pytest.approx(
-        calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b), rel=1e-12)
+        calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b), rel=1e-12
+    )
     assert abs(_chemnet.frechet_distance(mu_a, sigma_a, mu_a, sigma_a)) < 1e-8
     with pytest.raises(ValueError, match="different sizes"):
         _chemnet.frechet_distance(mu_a, sigma_a, mu_a[:3], sigma_a[:3, :3])
 
 
 # --- aggregate metrics -------------------------------------------------------------------------
+
 
 def test_cosine_similarity_of_known_counts():
     from scipy.spatial.distance import cosine
@@ -192,7 +213,8 @@ def test_cosine_similarity_of_known_counts():
     keys = sorted(set(reference) | set(generated))
     assert cosine_similarity(reference, generated) == pytest.approx(
         1 - cosine([reference.get(k, 0) for k in keys], [generated.get(k, 0) for k in keys]),
-        abs=1e-15)
+        abs=1e-15,
+    )
 
 
 def test_wasserstein_matches_scipy():
@@ -206,6 +228,7 @@ def test_wasserstein_matches_scipy():
 
 
 # --- evaluate_moses ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def test_sample() -> tuple[list[str], MosesResult]:
@@ -271,8 +294,10 @@ def test_hand_checkable_small_set():
     assert result["valid"] == 5 / 7
     assert result["Novelty"] == 2 / 3  # {train molecule, ethanol, benzene}: 2 are new
     assert result["unique@1000"] is None
-    assert [(s.where, s.text) for s in result.invalid] == [("sample 6", "not a smiles"),
-                                                           ("sample 7", "")]
+    assert [(s.where, s.text) for s in result.invalid] == [
+        ("sample 6", "not a smiles"),
+        ("sample 7", ""),
+    ]
     assert result.invalid[1].reason == "empty line"
     assert moses_metrics(samples) == dict(result.values)
 
@@ -285,8 +310,9 @@ def test_metrics_that_cannot_be_computed_say_why():
 
     invalid = evaluate_moses(["C1CC", "xyz", ""])
     assert invalid["valid"] == 0.0
-    assert {name for name, value in invalid.values.items() if value is None} \
-        == set(METRIC_NAMES) - {"valid"}
+    assert {name for name, value in invalid.values.items() if value is None} == set(
+        METRIC_NAMES
+    ) - {"valid"}
     assert invalid.reasons["FCD/Test"] == "none of the 3 samples is a valid molecule"
 
     single = evaluate_moses(["CC(=O)Nc1ccc(O)cc1"])
@@ -299,8 +325,9 @@ def test_result_validation_and_lookup():
     values["valid"] = None
     with pytest.raises(ValueError, match=r"\['valid'\] are None without a reason"):
         MosesResult(source="x", n_samples=1, n_valid=1, values=values, reasons={}, invalid=())
-    result = MosesResult(source="x", n_samples=1, n_valid=1, values=values,
-                         reasons={"valid": "test"}, invalid=())
+    result = MosesResult(
+        source="x", n_samples=1, n_valid=1, values=values, reasons={"valid": "test"}, invalid=()
+    )
     with pytest.raises(KeyError, match="unknown MOSES metric 'FCD'"):
         result["FCD"]
     with pytest.raises(TypeError, match="Got a single str"):
@@ -310,6 +337,7 @@ def test_result_validation_and_lookup():
 
 
 # --- files and the CLI -------------------------------------------------------------------------
+
 
 def test_read_samples_lines(tmp_path):
     path = tmp_path / "s.smi"

@@ -11,8 +11,23 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCC", "O=C=O", "NCC(=O)O", "CC(C)O", "CCOC",
-          "c1ccncc1", "CC(C)(C)O", "OCCO", "CC#N", "C1CCCCC1", "CC=O"]
+SMILES = [
+    "CCO",
+    "c1ccccc1",
+    "CC(=O)O",
+    "CCN",
+    "CCCC",
+    "O=C=O",
+    "NCC(=O)O",
+    "CC(C)O",
+    "CCOC",
+    "c1ccncc1",
+    "CC(C)(C)O",
+    "OCCO",
+    "CC#N",
+    "C1CCCCC1",
+    "CC=O",
+]
 
 
 @pytest.fixture(scope="module")
@@ -21,24 +36,46 @@ def run(tmp_path_factory):
     from kiban.index import build_index
 
     root = tmp_path_factory.mktemp("report")
-    lines = [json.dumps({"text": f"<mol>{s}</mol> is molecule {i} of {j}."})
-             for j in range(20) for i, s in enumerate(SMILES)]
+    lines = [
+        json.dumps({"text": f"<mol>{s}</mol> is molecule {i} of {j}."})
+        for j in range(20)
+        for i, s in enumerate(SMILES)
+    ]
     (root / "docs.jsonl").write_text("\n".join(lines) + "\n")
-    build_corpus(BuildConfig(sources=(SourceSpec(path=str(root / "docs.jsonl")),),
-                             vocab_size=300), root / "corpus")
+    build_corpus(
+        BuildConfig(sources=(SourceSpec(path=str(root / "docs.jsonl")),), vocab_size=300),
+        root / "corpus",
+    )
     build_index(root / "corpus")
     from kiban.train.config import config_from_dict
     from kiban.train.run import pretrain
 
     # a model trained briefly on the corpus: it writes mostly valid, mostly memorised SMILES
-    pretrain(config_from_dict({
-        "out": str(root / "run"),
-        "model": {"preset": "llama-1m", "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                  "intermediate_size": 64},
-        "data": {"corpus": str(root / "corpus"), "seq_len": 32, "validation_fraction": 0.0},
-        "optim": {"lr": 1e-2, "warmup_steps": 5},
-        "train": {"max_steps": 60, "batch_size": 8, "micro_batch_size": 8, "eval_every": 0,
-                  "checkpoint_every": 0, "progress": False, "log_every": 10}}))
+    pretrain(
+        config_from_dict(
+            {
+                "out": str(root / "run"),
+                "model": {
+                    "preset": "llama-1m",
+                    "hidden_size": 32,
+                    "num_layers": 2,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                },
+                "data": {"corpus": str(root / "corpus"), "seq_len": 32, "validation_fraction": 0.0},
+                "optim": {"lr": 1e-2, "warmup_steps": 5},
+                "train": {
+                    "max_steps": 60,
+                    "batch_size": 8,
+                    "micro_batch_size": 8,
+                    "eval_every": 0,
+                    "checkpoint_every": 0,
+                    "progress": False,
+                    "log_every": 10,
+                },
+            }
+        )
+    )
     return root
 
 
@@ -46,10 +83,26 @@ def test_report_numbers_are_recomputable(run):
     from rdkit import Chem
 
     out = run / "report.html"
-    result = subprocess.run([sys.executable, "-m", "kiban", "report", "molecules",
-                             str(run / "run" / "model"), "--corpus", str(run / "corpus"),
-                             "--out", str(out), "--n", "60", "--json"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiban",
+            "report",
+            "molecules",
+            str(run / "run" / "model"),
+            "--corpus",
+            str(run / "corpus"),
+            "--out",
+            str(out),
+            "--n",
+            "60",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     values = json.loads(out.with_suffix(".json").read_text())
     generated = values["generated"]
@@ -75,13 +128,41 @@ def test_report_numbers_are_recomputable(run):
 
 
 def test_report_errors(run, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "kiban", "report", "molecules",
-                             str(tmp_path / "nope"), "--corpus", str(run / "corpus"),
-                             "--out", str(tmp_path / "r.html")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiban",
+            "report",
+            "molecules",
+            str(tmp_path / "nope"),
+            "--corpus",
+            str(run / "corpus"),
+            "--out",
+            str(tmp_path / "r.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "no such directory" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "kiban", "report", "molecules",
-                             str(run / "run" / "model"), "--corpus", str(run / "corpus"),
-                             "--out", str(tmp_path / "r.html"), "--n", "0"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiban",
+            "report",
+            "molecules",
+            str(run / "run" / "model"),
+            "--corpus",
+            str(run / "corpus"),
+            "--out",
+            str(tmp_path / "r.html"),
+            "--n",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "--n must be >= 1" in result.stderr

@@ -41,10 +41,16 @@ from kiban.tasks.molecules.properties.scaffold_split import (  # noqa: E402
     scaffold_split,
 )
 
-REGRESSION = DatasetSpec(name="toy", task="regression", path="unused",
-                         question="What is its value?")
-CLASSIFICATION = DatasetSpec(name="toy-cls", task="classification", path="unused",
-                             labels={"0": 0, "1": 1}, question="Is it active?")
+REGRESSION = DatasetSpec(
+    name="toy", task="regression", path="unused", question="What is its value?"
+)
+CLASSIFICATION = DatasetSpec(
+    name="toy-cls",
+    task="classification",
+    path="unused",
+    labels={"0": 0, "1": 1},
+    question="Is it active?",
+)
 
 
 def _write(path, lines):
@@ -54,15 +60,18 @@ def _write(path, lines):
 
 # --- reading ----------------------------------------------------------------------------------
 def test_read_property_file_canonicalises_and_reports_every_bad_row(tmp_path):
-    path = _write(tmp_path / "set.csv", [
-        "smiles,target",
-        "OCC,1.5",            # line 2: canonical CCO
-        "C1CC,2.0",           # line 3: unclosed ring
-        "c1ccccc1,abc",       # line 4: not a number
-        "CCN",                # line 5: too few fields
-        "C(C)O,-0.25",        # line 6: CCO again (a duplicate, kept)
-        "c1ccccc1,nan",       # line 7: not finite
-    ])
+    path = _write(
+        tmp_path / "set.csv",
+        [
+            "smiles,target",
+            "OCC,1.5",  # line 2: canonical CCO
+            "C1CC,2.0",  # line 3: unclosed ring
+            "c1ccccc1,abc",  # line 4: not a number
+            "CCN",  # line 5: too few fields
+            "C(C)O,-0.25",  # line 6: CCO again (a duplicate, kept)
+            "c1ccccc1,nan",  # line 7: not finite
+        ],
+    )
     dataset = read_property_file(path, REGRESSION)
     assert dataset.smiles == ("CCO", "CCO")
     assert dataset.targets.tolist() == [1.5, -0.25]
@@ -81,21 +90,32 @@ def test_read_property_file_canonicalises_and_reports_every_bad_row(tmp_path):
 
 
 def test_read_property_file_maps_labels_and_counts_line_numbers_across_quoted_newlines(tmp_path):
-    spec = DatasetSpec(name="b3db-like", task="classification", path="unused", delimiter="\t",
-                       smiles_column="SMILES", target_column="label",
-                       labels={"BBB-": 0, "BBB+": 1}, question="?")
-    path = _write(tmp_path / "set.tsv", [
-        "name\tSMILES\tlabel",
-        '"two\nlines"\tCCO\tBBB+',   # lines 2-3
-        "x\tCCN\tBBB?",              # line 4: unknown label
-        "y\tc1ccncc1\tBBB-",         # line 5
-    ])
+    spec = DatasetSpec(
+        name="b3db-like",
+        task="classification",
+        path="unused",
+        delimiter="\t",
+        smiles_column="SMILES",
+        target_column="label",
+        labels={"BBB-": 0, "BBB+": 1},
+        question="?",
+    )
+    path = _write(
+        tmp_path / "set.tsv",
+        [
+            "name\tSMILES\tlabel",
+            '"two\nlines"\tCCO\tBBB+',  # lines 2-3
+            "x\tCCN\tBBB?",  # line 4: unknown label
+            "y\tc1ccncc1\tBBB-",  # line 5
+        ],
+    )
     dataset = read_property_file(path, spec)
     assert dataset.smiles == ("CCO", "c1ccncc1")
     assert dataset.targets.tolist() == [1, 0]
     assert dataset.sources == (f"{path}:2", f"{path}:5")
     assert [(r.where, r.reason) for r in dataset.bad_records] == [
-        (f"{path}:4", "label 'BBB?' is not one of ['BBB+', 'BBB-']")]
+        (f"{path}:4", "label 'BBB?' is not one of ['BBB+', 'BBB-']")
+    ]
 
 
 def test_read_property_file_refuses_missing_columns_and_all_bad_files(tmp_path):
@@ -119,15 +139,30 @@ def test_load_dataset_reads_the_shipped_logs_set_and_subsamples_by_seed():
     assert set(part.smiles) <= set(full.smiles)
     assert part.describe()["note"] == "random subsample of 100 of 1291 molecules (seed 3)"
     assert load_dataset("logs", limit=100, seed=4).smiles != part.smiles
-    assert set(DATASETS) >= {"logs", "lipophilicity", "bbbp", "bace", "hiv",
-                             "b3db-classification", "b3db-regression"}
+    assert set(DATASETS) >= {
+        "logs",
+        "lipophilicity",
+        "bbbp",
+        "bace",
+        "hiv",
+        "b3db-classification",
+        "b3db-regression",
+    }
 
 
 # --- scaffold split ---------------------------------------------------------------------------
 def _scaffold_family():
     """40 molecules over 9 scaffolds (and acyclic ones, which share the empty scaffold)."""
-    rings = ["c1ccccc1", "C1CCCCC1", "c1ccncc1", "c1ccc2ccccc2c1", "C1CCCC1", "c1ccsc1",
-             "C1CCNCC1", "c1ccoc1"]
+    rings = [
+        "c1ccccc1",
+        "C1CCCCC1",
+        "c1ccncc1",
+        "c1ccc2ccccc2c1",
+        "C1CCCC1",
+        "c1ccsc1",
+        "C1CCNCC1",
+        "c1ccoc1",
+    ]
     groups = [12, 6, 5, 4, 3, 2, 2, 1]
     tails = ["", "C", "CC", "O", "N", "Cl", "F", "CO", "CN", "CCl", "CF", "OC"]
     smiles = [f"{ring}{tail}" for ring, count in zip(rings, groups) for tail in tails[:count]]
@@ -138,8 +173,9 @@ def test_murcko_scaffold_values():
     assert murcko_scaffold(Chem.MolFromSmiles("CCO")) == ""
     assert murcko_scaffold(Chem.MolFromSmiles("Cc1ccccc1CCC1CCCCC1")) == "c1ccc(CCC2CCCCC2)cc1"
     # chirality is ignored, as in chemprop
-    assert murcko_scaffold(Chem.MolFromSmiles("C[C@H]1CC[C@@H](c2ccccc2)CC1")) == \
-        "c1ccc(C2CCCCC2)cc1"
+    assert (
+        murcko_scaffold(Chem.MolFromSmiles("C[C@H]1CC[C@@H](c2ccccc2)CC1")) == "c1ccc(C2CCCCC2)cc1"
+    )
 
 
 def test_scaffold_split_is_a_partition_disjoint_by_scaffold_and_deterministic():
@@ -155,8 +191,9 @@ def test_scaffold_split_is_a_partition_disjoint_by_scaffold_and_deterministic():
             assert not a & b
         assert len(split.train) <= 0.8 * n and len(split.validation) <= 0.1 * n
         again = scaffold_split(molecules, seed=seed)
-        assert all(np.array_equal(x, y) for x, y in zip(parts, [again.train, again.validation,
-                                                                  again.test]))
+        assert all(
+            np.array_equal(x, y) for x, y in zip(parts, [again.train, again.validation, again.test])
+        )
         seen.add(tuple(split.test.tolist()))
     assert len(seen) > 1  # the seed changes the split
 
@@ -168,10 +205,18 @@ def test_scaffold_split_places_big_sets_before_small_ones():
     # outcomes (A,B,C: train A+B, validation C, test D+E; A,C,B or C,A,B: B to test; B,C,A or
     # C,B,A: A to test). Shuffling all sets together would also give e.g. A,B,D,C,E: validation
     # D+E, test C.
-    smiles = ([f"c1ccccc1{t}" for t in ["", "C", "CC", "O", "N", "Cl", "F", "CO", "CN", "CCl",
-                                        "CF", "OC"]]
-              + ["C1CCCCC1", "CC1CCCCC1", "OC1CCCCC1", "NC1CCCCC1", "c1ccncc1", "Cc1ccncc1",
-                 "c1ccc2ccccc2c1", "C1CCCC1"])
+    smiles = [
+        f"c1ccccc1{t}" for t in ["", "C", "CC", "O", "N", "Cl", "F", "CO", "CN", "CCl", "CF", "OC"]
+    ] + [
+        "C1CCCCC1",
+        "CC1CCCCC1",
+        "OC1CCCCC1",
+        "NC1CCCCC1",
+        "c1ccncc1",
+        "Cc1ccncc1",
+        "c1ccc2ccccc2c1",
+        "C1CCCC1",
+    ]
     a, b, c, d, e = (list(range(0, 12)), list(range(12, 16)), [16, 17], [18], [19])
     expected = [(a + b, c, d + e), (a + c + d + e, [], b), (b + c + d + e, [], a)]
     molecules = [Chem.MolFromSmiles(s) for s in smiles]
@@ -209,9 +254,12 @@ def _heteroatom_set():
     for core in cores:
         for r in range(0, 5):
             for combo in itertools.combinations(groups, r):
-                text = core + "".join(f"(C{groups[g]})" if core.startswith("C") and
-                                      not core.startswith("C1") else f"C{groups[g]}"
-                                      for g in combo)
+                text = core + "".join(
+                    f"(C{groups[g]})"
+                    if core.startswith("C") and not core.startswith("C1")
+                    else f"C{groups[g]}"
+                    for g in combo
+                )
                 with rdBase.BlockLogs():  # over-branched combinations are not molecules
                     mol = Chem.MolFromSmiles(text)
                 if mol is not None:
@@ -224,15 +272,17 @@ def test_fingerprint_forest_learns_an_obvious_signal():
     smiles, targets = _heteroatom_set()
     molecules = [Chem.MolFromSmiles(s) for s in smiles]
     order = np.random.default_rng(0).permutation(len(molecules))
-    train, test = order[: len(order) * 3 // 4], order[len(order) * 3 // 4:]
+    train, test = order[: len(order) * 3 // 4], order[len(order) * 3 // 4 :]
     forest = FingerprintForest("regression", n_estimators=30, seed=0).fit(
-        [molecules[i] for i in train], targets[train])
+        [molecules[i] for i in train], targets[train]
+    )
     predicted = forest.predict([molecules[i] for i in test])
     mean_rmse = rmse(targets[test], np.full(len(test), targets[train].mean()))
     assert rmse(targets[test], predicted) < 0.5 * mean_rmse
     labels = (targets > 1).astype(int)
     classifier = FingerprintForest("classification", n_estimators=30, seed=0).fit(
-        [molecules[i] for i in train], labels[train])
+        [molecules[i] for i in train], labels[train]
+    )
     assert roc_auc(labels[test], classifier.predict([molecules[i] for i in test])) > 0.9
     assert np.isnan(roc_auc(np.ones(3), np.array([0.1, 0.2, 0.3])))
 
@@ -259,17 +309,28 @@ def tiny_lm(tmp_path_factory):
     root = tmp_path_factory.mktemp("properties-lm")
     smiles, targets = _heteroatom_set()
     smiles, labels = smiles[:24], (targets[:24] > 1).astype(int)
-    path = _write(root / "toy.csv", ["smiles,target"]
-                  + [f"{s},{y}" for s, y in zip(smiles, labels)])
+    path = _write(
+        root / "toy.csv", ["smiles,target"] + [f"{s},{y}" for s, y in zip(smiles, labels)]
+    )
     dataset = read_property_file(path, CLASSIFICATION)
     texts = [f"<mol>{s}</mol> Is it active? <num>{y}</num>" for s, y in zip(smiles, labels)]
     tokenizer = train_tokenizer(texts * 2, vocab_size=300, min_frequency=1)
-    lm = build_model(ModelConfig(preset="llama-1m", hidden_size=32, num_layers=1, num_heads=2,
-                                 intermediate_size=64), tokenizer, seq_len=64, seed=0)
+    lm = build_model(
+        ModelConfig(
+            preset="llama-1m", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+        ),
+        tokenizer,
+        seq_len=64,
+        seed=0,
+    )
     save_hf(lm, None, tokenizer, root / "base")
-    summary = finetune_property_model(root / "base", dataset, range(16), root / "ft",
-                                      settings=LMSettings(max_steps=3, batch_size=4, seq_len=64,
-                                                          warmup_steps=1, device="cpu"))
+    summary = finetune_property_model(
+        root / "base",
+        dataset,
+        range(16),
+        root / "ft",
+        settings=LMSettings(max_steps=3, batch_size=4, seq_len=64, warmup_steps=1, device="cpu"),
+    )
     return dataset, PropertyLM(root / "ft" / "model"), summary, root
 
 
@@ -277,11 +338,15 @@ def test_finetune_writes_the_examples_it_trains_on(tiny_lm):
     dataset, _, summary, root = tiny_lm
     lines = (root / "ft" / "train.jsonl").read_text().splitlines()
     assert len(lines) == 16 and summary["steps"] == 3 and summary["rejected"] == 0
-    assert json.loads(lines[0]) == {"prompt": f"<mol>{dataset.smiles[0]}</mol> Is it active?",
-                                    "completion": f" <num>{dataset.targets[0]}</num>"}
+    assert json.loads(lines[0]) == {
+        "prompt": f"<mol>{dataset.smiles[0]}</mol> Is it active?",
+        "completion": f" <num>{dataset.targets[0]}</num>",
+    }
     write_examples(dataset, [1], root / "one.jsonl")
-    assert json.loads((root / "one.jsonl").read_text())["completion"] == \
-        f" <num>{dataset.targets[1]}</num>"
+    assert (
+        json.loads((root / "one.jsonl").read_text())["completion"]
+        == f" <num>{dataset.targets[1]}</num>"
+    )
 
 
 def test_class_probabilities_match_a_direct_forward_and_ignore_order_and_batching(tiny_lm):
@@ -297,7 +362,7 @@ def test_class_probabilities_match_a_direct_forward_and_ignore_order_and_batchin
     for position, i in enumerate(indices):  # reference: one unpadded row, the full softmax
         # as kiban.generate encodes a prompt that ends inside an open span
         ids = tokenizer.encode(f"<mol>{dataset.smiles[i]}</mol> Is it active? <num></num>")[:-1]
-        assert list(ids[-len(model.answer_prefix):]) == model.answer_prefix
+        assert list(ids[-len(model.answer_prefix) :]) == model.answer_prefix
         with torch.no_grad():
             probs = torch.softmax(lm(input_ids=torch.tensor([ids])).logits[0, -1], -1)
         p0, p1 = float(probs[model.zero_id]), float(probs[model.one_id])
