@@ -12,7 +12,6 @@ import string
 import unicodedata
 from dataclasses import dataclass, field
 
-from kiban.chem import DESCRIPTORS, canonical_smiles
 from kiban.corpus.records import RawRecord, Reject
 from kiban.document import Document, DocumentError, Segment, join_segments, split_tagged
 from kiban.modalities import CodecError, get_codec
@@ -54,6 +53,7 @@ def _render(record: RawRecord) -> str:
     if record.properties:
         smiles = fields.get(record.mol_column or "", "")
         mol = get_codec("mol").parse(str(smiles))
+        from kiban.chem import DESCRIPTORS  # RDKit only when a record computes properties
         from kiban.modalities.number import Quantity
 
         for name in record.properties:
@@ -91,6 +91,8 @@ _TEMPLATE_FORMATTER = _TemplateFormatter()
 
 def _molblock_smiles(molblock: str) -> str:
     from rdkit import Chem, rdBase
+
+    from kiban.chem import canonical_smiles
 
     with rdBase.CaptureErrorLog() as capture:
         mol = Chem.MolFromMolBlock(molblock)
