@@ -144,6 +144,29 @@ def open_bracket_stage(text: str) -> int:
     )
 
 
+def open_bracket_parts(text: str) -> list[tuple[str, str]] | None:
+    """The ``(category, text)`` bracket parts of an unclosed bracket atom, ``[`` first, whose text
+    after ``[`` is ``text`` (None if no bracket atom starts so): how a prompt that ends inside a
+    bracket is encoded, so the model sees the same ids it writes there."""
+    match = _OPEN_BRACKET.fullmatch(text)
+    if match is None:
+        return None
+    parts = [(OPEN, "[")]
+    parts += [(DIGIT, digit) for digit in match.group("isotope") or ""]
+    for group, category in (
+        ("element", ELEMENT),
+        ("chirality", CHIRALITY),
+        ("hydrogens", HYDROGENS),
+        ("charge", CHARGE),
+    ):
+        if match.group(group):
+            parts.append((category, match.group(group)))
+    if match.group("map"):
+        parts.append((MAP, ":"))
+        parts += [(DIGIT, digit) for digit in match.group("atom_class") or ""]
+    return parts
+
+
 def piece_kind(piece: str) -> int:
     """The kind of one SMILES piece (a match of the tokenizer's SMILES regex)."""
     if _ATOM.fullmatch(piece):

@@ -184,12 +184,14 @@ class Generator:
             ids = self.hf_tokenizer.encode(prompt).ids
         else:
             from kiban.document import DocumentError
-            from kiban.generate.constraints import PromptState
+            from kiban.generate.constraints import OUTSIDE, PromptState
 
             state = PromptState.of(prompt)
             try:
                 if state.modality is None:
                     ids = self.science.encode(prompt)
+                elif state.bracket != OUTSIDE and self.science.brackets is not None:
+                    ids = self._encode_open_bracket(prompt)
                 else:  # a prompt that ends inside a span: encode it closed, drop the closer
                     ids = self.science.encode(f"{prompt}</{state.modality}>")[:-1]
             except DocumentError as error:
@@ -198,6 +200,17 @@ class Generator:
                 ) from None
         # an empty prompt starts a new document
         return ids or [self.eos_ids[0] if self.eos_ids[0] >= 0 else self.pad_id]
+
+    def _encode_open_bracket(self, prompt: str) -> list[int]:
+        """A prompt ending inside a SMILES bracket atom (``<mol>C[N``): the text before the
+        ``[`` encoded as a closed span (closer dropped), then the open atom in bracket parts,
+        the ids the model itself writes inside a bracket (whole-atom tokens need the ``]``)."""
+        from kiban.generate.constraints import open_bracket_parts
+
+        opening = prompt.rfind("[")
+        ids = self.science.encode(f"{prompt[:opening]}</mol>")[:-1]
+        vocabulary = self.science.brackets["parts"]
+        return ids + [vocabulary[c][t] for c, t in open_bracket_parts(prompt[opening + 1 :])]
 
     def _engine(self, total_length: int) -> Any:
         """The engine for this length (built once per kind: building copies fused weights)."""

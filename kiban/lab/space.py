@@ -18,7 +18,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -526,14 +526,17 @@ class CampaignConfig:
 
 _TOP = {"campaign", "parameters", "objectives", "constraints", "instrument", "proposer"}
 _CAMPAIGN = {"name", "batch_size", "initial", "center", "seed", "proposer", "same_in_batch"}
-_PARAM = {
-    "continuous": {"name", "type", "low", "high", "log"},
-    "integer": {"name", "type", "low", "high"},
-    "categorical": {"name", "type", "choices"},
-    "molecule": {"name", "type", "candidates", "model", "prompt"},
-    "composition": {"name", "type", "components", "total"},
-}
-_OBJECTIVE = {"name", "goal", "target", "low", "high", "threshold"}
+
+
+def _keys(cls: type) -> set[str]:
+    """The config keys of a parameter or objective table: its dataclass's init fields, so the
+    accepted keys can never drift from the classes ("type" names the class)."""
+    return {f.name for f in fields(cls) if f.init}
+
+
+_PARAMETER_CLASSES = (Continuous, Integer, Categorical, Molecule, Composition)
+_PARAM = {cls.kind: _keys(cls) | {"type"} for cls in _PARAMETER_CLASSES}
+_OBJECTIVE = _keys(Objective)
 
 
 def _unknown(where: str, got: set[str], allowed: set[str]) -> None:

@@ -303,3 +303,23 @@ def test_tokenizer_larger_than_the_embedding(copy_of, science_tokenizer):
 def test_bad_engine_name(kiban_model_dir):
     with pytest.raises(GenerationError, match=r"'engine' parameter .* Got 'gpu'"):
         load_generator(kiban_model_dir, engine="gpu")
+
+
+def test_a_prompt_ending_inside_a_bracket_atom_is_encoded_in_bracket_parts(kiban_generator):
+    # the model writes bracket parts after "[" (the constraints allow nothing else there), so a
+    # prompt that stops inside a bracket must give it those ids, not prose "[" and organic "N"
+    science = kiban_generator.science
+    parts = science.brackets["parts"]
+    ids = kiban_generator._encode("<mol>C[13N@@H")
+    closed = science.encode("<mol>C</mol>")[:-1]
+    assert ids == closed + [
+        parts["open"]["["],
+        parts["digit"]["1"],
+        parts["digit"]["3"],
+        parts["element"]["N"],
+        parts["chirality"]["@@"],
+        parts["hydrogens"]["H"],
+    ]
+    organic_n = science.encode("<mol>N</mol>")[1]
+    assert organic_n not in ids[len(closed) :]
+    assert science.decode(ids) == "<mol>C[13N@@H"

@@ -80,6 +80,24 @@ class FakeInstrument:
 # config
 
 
+def test_parameter_and_objective_keys_are_their_classes_fields():
+    # the accepted keys come from the dataclasses, so a new field is accepted without a table
+    from dataclasses import fields
+
+    from kiban.lab.space import _OBJECTIVE, _PARAM, Composition, Continuous, Molecule, parse_config
+
+    for cls in (Continuous, Molecule, Composition):
+        assert _PARAM[cls.kind] == {f.name for f in fields(cls) if f.init} | {"type"}
+    assert _OBJECTIVE == {"name", "goal", "target", "low", "high", "threshold"}
+    raw = {
+        "parameters": [{"name": "x", "type": "continuous", "lo": 0, "high": 1}],
+        "objectives": [{"name": "y"}],
+        "instrument": {"kind": "function"},
+    }
+    with pytest.raises(SpaceError, match=r"unknown key 'lo' \(did you mean 'low'\?\)"):
+        parse_config(raw)
+
+
 def test_config_errors_name_the_key_and_the_fix(tmp_path, fn_path):
     base = tmp_path / "c.toml"
     base.write_text(CONFIG.format(proposer="random", batch=1).replace("batch_size", "batchsize"))
