@@ -1,4 +1,5 @@
-"""Shared fixtures: real SMILES from the MOSES test set (molsets), when it is installed."""
+"""Shared fixtures: real SMILES from the MOSES test set (molsets), when it is installed; the
+``kiban`` command line run in this process."""
 
 from __future__ import annotations
 
@@ -21,3 +22,18 @@ def moses_smiles() -> list[str]:
     if not smiles:
         pytest.skip("the MOSES test set (molsets) is not installed")
     return smiles
+
+
+@pytest.fixture
+def kiban(capsys):
+    """Run the ``kiban`` command line in this process: ``kiban("corpus", "info", DIR)`` returns
+    (exit code, stdout, stderr)."""
+    from kiban.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -19,17 +19,6 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(128, 256))
 
 
 @pytest.fixture
-def kiban(capsys):
-    def run(*argv) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
-@pytest.fixture
 def corpus(tmp_path) -> Path:
     """A private copy of the committed version-2 corpus (indexed)."""
     copy = tmp_path / "corpus"

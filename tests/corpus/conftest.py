@@ -31,18 +31,3 @@ def in_tmp(fast_tmp, monkeypatch) -> Path:
     manifest records paths as given, so builds in different places compare byte for byte)."""
     monkeypatch.chdir(fast_tmp)
     return fast_tmp
-
-
-@pytest.fixture
-def kiban(capsys):
-    """Run the ``kiban`` command line in this process: ``kiban("corpus", "info", DIR)`` returns
-    (exit code, stdout, stderr)."""
-    from kiban.cli import main
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run

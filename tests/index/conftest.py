@@ -36,21 +36,6 @@ fast_tmp = pytest.fixture(_scratch, name="fast_tmp")
 module_tmp = pytest.fixture(_scratch, scope="module", name="module_tmp")
 
 
-@pytest.fixture
-def kiban(capsys):
-    """Run the ``kiban`` command line in this process: ``kiban("search", "count", DIR, "x")``
-    returns (exit code, stdout, stderr)."""
-    from kiban.cli import main
-
-    def run(*argv) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
 @pytest.fixture(scope="session")
 def small_corpus() -> Path:
     """A built and indexed corpus (JSONL papers with provenance and licenses, a CSV of
