@@ -34,6 +34,10 @@ class Codec(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: spellings the codec accepts, and texts it must refuse: every registered codec declares
+    #: some, and tests/modalities/test_conformance.py checks the contract on them
+    examples: ClassVar[tuple[str, ...]] = ()
+    invalid_examples: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def parse(self, text: str) -> Any:

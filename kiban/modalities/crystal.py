@@ -1023,6 +1023,11 @@ class CrystalCodec(Codec):
     """
 
     name: ClassVar[str] = "crystal"
+    examples: ClassVar[tuple[str, ...]] = (
+        "NaCl\nFm-3m\n5.690 5.690 5.690\n90.00 90.00 90.00\n"
+        "Na 4a 0.0000 0.0000 0.0000\nCl 4b 0.5000 0.5000 0.5000",
+    )
+    invalid_examples: ClassVar[tuple[str, ...]] = ("NaCl", "")
 
     def __init__(
         self, symprec: float = DEFAULT_SYMPREC, angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE

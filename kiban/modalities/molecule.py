@@ -25,6 +25,8 @@ class MoleculeCodec(Codec):
     """
 
     name: ClassVar[str] = "mol"
+    examples: ClassVar[tuple[str, ...]] = ("OCC", "c1ccncc1", "[Na+].[Cl-]", "C[C@H](N)C(=O)O")
+    invalid_examples: ClassVar[tuple[str, ...]] = ("C1CC", "", "C C", "c1cccc1", "CC(")
 
     def parse(self, text: str) -> Chem.Mol:
         smiles = text.strip()

@@ -81,6 +81,8 @@ class Quantity:
 
 class NumberCodec(Codec):
     name: ClassVar[str] = "num"
+    examples: ClassVar[tuple[str, ...]] = ("78.37 °C", "-5.0 kcal/mol", "1e3", "2.5 ± 0.1 eV")
+    invalid_examples: ClassVar[tuple[str, ...]] = ("abc", "", "1..2")
 
     def parse(self, text: str) -> Quantity:
         match = _QUANTITY.match(text.strip())

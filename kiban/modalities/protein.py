@@ -20,6 +20,8 @@ class ProteinCodec(Codec):
     """Canonical text: upper-case one-letter codes with whitespace removed."""
 
     name: ClassVar[str] = "protein"
+    examples: ClassVar[tuple[str, ...]] = ("MKTAYIAK", "mkt ayiak", "ACDEFGHIKLMNPQRSTVWY")
+    invalid_examples: ClassVar[tuple[str, ...]] = ("MKT1", "ßeta")
 
     def parse(self, text: str) -> ProteinSequence:
         # checked before upper-casing: str.upper maps some non-ASCII letters onto residue codes

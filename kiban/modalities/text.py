@@ -10,6 +10,7 @@ from kiban.modalities._base import Codec
 
 class TextCodec(Codec):
     name: ClassVar[str] = "text"
+    examples: ClassVar[tuple[str, ...]] = ("Ethanol boils at", "Cafe\u0301 au lait")
 
     def parse(self, text: str) -> str:
         if not isinstance(text, str):
