@@ -1,5 +1,5 @@
 """`FederatedIndex`: one query over several indexed corpora (nodes, or corpora added later),
-combined exactly as `TokenIndex` combines its own shards — the fan-out of `docs/index.md`,
+combined exactly as `TokenIndex` combines its own shards — the fan-out of `docs/search.md`,
 tested small.
 
 Counts add up; the ∞-gram suffix length is the longest over all parts before counting; a trace

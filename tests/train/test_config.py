@@ -100,3 +100,23 @@ def test_set_parses_toml_values():
 
     with pytest.raises(argparse.ArgumentTypeError, match="expected SECTION.KEY=VALUE"):
         _setting("nonsense")
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny.toml", "demo-model.toml", "moses.toml", "molopt-base.toml", "1b-gpu.toml"]
+)
+def test_shipped_training_configs_validate(name):
+    # the configs the docs point to exist and pass the same checks a run makes first
+    from pathlib import Path
+
+    from kiban.train.config import validate
+
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    config = load_config(path)
+    validate(config, str(path))
+    if name == "1b-gpu.toml":
+        assert (config.model.preset, config.data.seq_len, config.train.parallel) == (
+            "llama-1b",
+            2048,
+            "fsdp2",
+        )
