@@ -525,6 +525,35 @@ class Store:
             (now, proposal_id),
         )
 
+    def _import(
+        self,
+        db: sqlite3.Connection,
+        batch: int,
+        params: dict[str, Any],
+        values: dict[str, float],
+        source: str,
+        meta: dict[str, Any],
+    ) -> int:
+        """A completed experiment from a lab's history (``kiban lab add``): a proposal whose
+        proposer is ``imported``, completed with its result, inside the caller's transaction."""
+        now = time.time()
+        cur = db.execute(
+            "INSERT INTO proposals (batch, params, proposer, status, created, started)"
+            " VALUES (?, ?, 'imported', 'pending', ?, ?)",
+            (batch, _dumps(params), now, now),
+        )
+        self._record(db, cur.lastrowid, values, source, meta)
+        return cur.lastrowid
+
+    def next_batch(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(batch), -1) + 1 FROM proposals").fetchone()[0]
+
+    def result_meta(self, proposal_id: int) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT meta FROM results WHERE proposal_id = ?", (proposal_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else {}
+
     def _results(self, where: str = "", args: tuple = ()) -> list[Result]:
         rows = self.db.execute(
             "SELECT r.proposal_id, p.params, r.vals, r.source, r.recorded FROM results r "

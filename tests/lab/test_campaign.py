@@ -836,3 +836,136 @@ def test_run_workers_replaces_the_instruments_for_this_run(tmp_path, fn_path, ca
         "instrument runs in this process (its options have no "
         "`workers`)\n"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# a lab's history: `kiban lab add`
+
+
+def _history(n: int = 20) -> list[tuple[float, float, float]]:
+    """``n`` past experiments of the quad campaign: (x, y, score), exact in text."""
+    rows = []
+    for i in range(n):
+        x, y = round(-0.95 + 0.1 * i, 2), round((0.37 * i) % 2, 2)
+        rows.append((x, y, round(-((x - 0.3) ** 2) - (y - 1.2) ** 2, 4)))
+    return rows
+
+
+def _write_history(path: Path, rows, header: str = "x,y,score,notes") -> Path:
+    lines = [header] + [f"{x},{y},{s},past run {i}" for i, (x, y, s) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_lab_add_imports_a_history_the_model_learns_from(tmp_path, fn_path, kiban, monkeypatch):
+    config = write_config(tmp_path, proposer="botorch", batch=2)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    rows = _history()
+    past = _write_history(tmp_path / "past.csv", rows)
+
+    code, out, err = kiban("lab", "add", "--db", db, past, "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"imported": 20, "skipped": []}
+    store = Store.open(db)
+    results = store.results()
+    assert [(r.params, r.values, r.source) for r in results] == [
+        ({"x": x, "y": y}, {"score": s}, "import:past.csv") for x, y, s in rows
+    ]
+    assert {p.proposer for p in store.proposals()} == {"imported"}
+    assert store.counts() == {
+        "pending": 0,
+        "running": 0,
+        "completed": 20,
+        "failed": 0,
+        "proposed": 20,
+    }
+    assert store.result_meta(results[3].proposal_id) == {
+        "imported": True,
+        "file": str(past),
+        "line": 5,
+        "where": "past.csv:5",
+    }
+    (event,) = [d for _, k, d in store.events() if k == "imported"]
+    assert event["proposals"] == [r.proposal_id for r in results]
+    assert event["lines"] == list(range(2, 22))
+
+    # the next proposal comes from the model, fitted on the 20 imported results
+    from kiban.lab.proposers.bo import optimiser
+
+    seen: list[int] = []
+    fit = optimiser.fit_model
+    monkeypatch.setattr(optimiser, "fit_model", lambda L, X, Y: seen.append(len(X)) or fit(L, X, Y))
+    code, out, err = kiban("lab", "propose", "--db", db, "--json")
+    assert code == 0, err
+    proposed = json.loads(out)
+    assert seen and set(seen) == {20}
+    assert [p["proposer"] for p in proposed] == ["botorch", "botorch"]
+    imported = {(x, y) for x, y, _ in rows}
+    assert all((p["params"]["x"], p["params"]["y"]) not in imported for p in proposed)
+
+    # the same file again adds nothing, and says which rows were there already
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert code == 0
+    assert out == "imported 0 experiments, skipped 20\n"
+    assert err.splitlines()[0] == (
+        f"  {past}:2: skipped: already imported (proposal 1, from past.csv:2)"
+    )
+    assert len(Store.open(db).results()) == 20
+
+
+def test_lab_add_refuses_bad_history_whole(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    rows = _history(5)
+
+    def refused(path, *flags) -> str:
+        code, out, err = kiban("lab", "add", "--db", db, path, *flags)
+        assert (code, out) == (2, "")
+        assert Store.open(db).counts()["proposed"] == 0  # nothing half-written
+        return err
+
+    bad = _write_history(tmp_path / "bad.csv", [*rows[:2], (1.5, 0.5, -2.0), *rows[2:]])
+    assert refused(bad) == (
+        f"kiban lab add: error: {bad}: refused, nothing imported: 1 row(s) do not fit the "
+        "campaign: bad.csv:4: column 'x': expected a number in [-1.0, 1.0], got 1.5 "
+        "(--skip-invalid imports the other rows)\n"
+    )
+    text = _write_history(tmp_path / "text.csv", [*rows[:1], (0.1, 0.2, "n.d.")])
+    assert "text.csv:3: objective 'score': expected a number, got 'n.d.'" in refused(text)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("x,y,score\n0.1,,3\n")
+    assert "blank.csv:2: column 'y': empty" in refused(blank)
+    columns = _write_history(tmp_path / "cols.csv", rows, header="x,yy,score,notes")
+    assert refused(columns) == (
+        f"kiban lab add: error: {columns}, line 1: missing columns ['y']; unknown columns "
+        "['yy']; expected the parameter columns ['x', 'y'] and the objective columns "
+        "['score'] (optionally notes); the file has ['x', 'yy', 'score', 'notes']\n"
+    )
+    binary = tmp_path / "past.xlsx"
+    binary.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xff\xfe")
+    assert "is it a binary file? expected a CSV of past experiments" in refused(binary)
+    assert "not found" in refused(tmp_path / "nope.csv")
+
+    # --skip-invalid imports the rows that fit and lists the others with their reasons
+    code, out, err = kiban("lab", "add", "--db", db, bad, "--skip-invalid", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {
+        "imported": 5,
+        "skipped": [{"line": 4, "reason": "column 'x': expected a number in [-1.0, 1.0], got 1.5"}],
+    }
+    assert [r.values["score"] for r in Store.open(db).results()] == [s for _, _, s in rows]
+
+
+def test_lab_add_waits_for_the_writer_lease(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    past = _write_history(tmp_path / "past.csv", _history(3))
+    holder = Store.open(db)
+    with holder.lease("run"):
+        code, out, err = kiban("lab", "add", "--db", db, past)
+    assert code == 1
+    assert "the campaign is in use by `kiban lab run`" in err
+    assert Store.open(db).counts()["proposed"] == 0
