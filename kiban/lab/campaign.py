@@ -120,7 +120,9 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     observed = observations(store)
     # Every proposal without a result is taken: pending, running, and failed ones (interrupted
     # by a killed process, crashed, refused values). A proposer sees them as pending points, so
-    # no proposer kind proposes them again, and sobol's sequence continues past them.
+    # no proposer kind proposes them again, and sobol's sequence continues past them. Cancelled
+    # ones are not: they were never run, so their points are as open as any other (the Sobol
+    # sequence still continues past them: `already` counts every proposal).
     pending = [
         p.params
         for p in store.proposals("pending") + store.proposals("running") + store.proposals("failed")
@@ -202,6 +204,12 @@ def run_campaign(
         return _run(store, budget, instrument, log, notice, workers)
 
 
+def cancel(store: Store, ids: list[int] | None) -> list[int]:
+    """Cancel pending proposals (``None``: all pending ones), holding the campaign's lease."""
+    with store.lease("cancel"):
+        return store.cancel(ids)
+
+
 def _run(
     store: Store,
     budget: int,
@@ -228,7 +236,9 @@ def _run(
             store.check_lease()
             pending = store.proposals("pending")
             if not pending:
-                remaining = budget - store.counts()["proposed"]
+                counts = store.counts()
+                # a cancelled proposal was never run: it is not one of the budget's experiments
+                remaining = budget - counts["proposed"] + counts["cancelled"]
                 if remaining <= 0:
                     break
                 if proposer is None and store.results():
@@ -491,6 +501,14 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
                 summary.blank.append(pid)
                 continue
             proposal = known[pid]
+            if proposal.status == "cancelled":
+                summary.conflicts.append(
+                    (
+                        pid,
+                        f"line {line}: proposal {pid} was cancelled (never run); refusing {cells}",
+                    )
+                )
+                continue
             given, differences = _given_params(path, line, row, proposal.params, types)
             if differences and not as_run:
                 summary.mismatched.append(

@@ -1,4 +1,4 @@
-"""``kiban lab``: init, propose, record, add, run, status, report, export, documents.
+"""``kiban lab``: init, propose, record, add, cancel, run, status, report, export, documents.
 
 Each command opens the campaign database, calls one library function and prints. Handlers raise
 (`kiban._cli.run_command` turns a ValueError into exit 2, a RuntimeError into exit 1, one line
@@ -78,6 +78,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel pending proposals that will not be run",
+        description="A cancelled proposal leaves the to-do list, is never run or recorded "
+        "against and is not a failure; its point stays open to the proposers (it was never "
+        "run). Only pending proposals can be cancelled.",
+    )
+    db_arg(cancel)
+    cancel.add_argument("ids", nargs="*", type=int, metavar="PROPOSAL_ID")
+    cancel.add_argument("--all-pending", action="store_true", help="every pending proposal")
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(handler=_cancel)
 
     run = commands.add_parser("run", help="run the loop on the campaign's instrument")
     db_arg(run)
@@ -243,6 +256,20 @@ def _add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import cancel
+    from kiban.lab.store import StoreError
+
+    if bool(args.ids) == args.all_pending:
+        raise StoreError("give the PROPOSAL_IDs to cancel, or --all-pending (not both)")
+    ids = cancel(_open(args), None if args.all_pending else args.ids)
+    if args.json:
+        print(json.dumps({"cancelled": ids}))
+    else:
+        print(f"cancelled {len(ids)} proposals" + (f": {ids}" if ids else ""))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import run_campaign
 
@@ -279,7 +306,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{info['name']}: proposed {info['proposed']}, pending {info['pending']}, "
-        f"running {info['running']}, completed {info['completed']}, failed {info['failed']}"
+        f"running {info['running']}, completed {info['completed']}, failed {info['failed']}, "
+        f"cancelled {info['cancelled']}"
     )
     b = info["best"]
     if b and "pareto" in b:

@@ -128,7 +128,9 @@ def write_report(store: Store, out_dir: str | Path) -> dict[str, Any]:
         f'{base64.b64encode(d).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
         for n, d in plots.items()
     )
-    counts = {k: info[k] for k in ("proposed", "pending", "running", "completed", "failed")}
+    counts = {
+        k: info[k] for k in ("proposed", "pending", "running", "completed", "failed", "cancelled")
+    }
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>kiban lab: {html.escape(str(info["name"]))}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}

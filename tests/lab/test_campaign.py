@@ -290,6 +290,7 @@ def test_record_csv_rows(tmp_path, fn_path):
         "running": 0,
         "completed": 1,
         "failed": 3,
+        "cancelled": 0,
         "proposed": 5,
     }
     again = record_csv(store, _csv(tmp_path / "r2.csv", ["1,0.5", "2,0.25"]))
@@ -621,6 +622,7 @@ def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
         "running": 0,
         "completed": 3,
         "failed": 0,
+        "cancelled": 0,
         "proposed": 6,
     }
 
@@ -878,6 +880,7 @@ def test_lab_add_imports_a_history_the_model_learns_from(tmp_path, fn_path, kiba
         "running": 0,
         "completed": 20,
         "failed": 0,
+        "cancelled": 0,
         "proposed": 20,
     }
     assert store.result_meta(results[3].proposal_id) == {
@@ -969,3 +972,105 @@ def test_lab_add_waits_for_the_writer_lease(tmp_path, fn_path, kiban):
     assert code == 1
     assert "the campaign is in use by `kiban lab run`" in err
     assert Store.open(db).counts()["proposed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# `kiban lab cancel`
+
+
+def test_lab_cancel_drops_pending_proposals_unrun(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path, proposer="sobol", batch=3)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    assert kiban("lab", "propose", "--db", db)[0] == 0  # proposals 1, 2, 3
+    store = Store.open(db)
+    cancelled_point = store.proposal(2).params
+
+    code, out, err = kiban("lab", "cancel", "--db", db, "2", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"cancelled": [2]}
+    assert [(p.id, p.status) for p in store.proposals()] == [
+        (1, "pending"),
+        (2, "cancelled"),
+        (3, "pending"),
+    ]
+    assert store.failures() == []  # not a failure
+    assert [d for _, k, d in store.events() if k == "cancelled"] == [{"proposals": [2]}]
+
+    # never recorded against: a results file naming it is refused for that row
+    results = tmp_path / "r.csv"
+    results.write_text("proposal_id,score\n1,-0.5\n2,-0.25\n")
+    code, out, err = kiban("lab", "record", "--db", db, results)
+    assert code == 2
+    assert "  2: line 3: proposal 2 was cancelled (never run); refusing {'score': '-0.25'}" in err
+    assert [r.proposal_id for r in store.results()] == [1]
+    assert store.proposal(2).status == "cancelled"
+
+    # refused: not pending (naming the status), unknown ids (naming the pending ones)
+    code, out, err = kiban("lab", "cancel", "--db", db, "1", "2")
+    assert code == 2
+    assert err == (
+        f"kiban lab cancel: error: {db}: only pending proposals can be cancelled: proposal 1 "
+        "is completed (it has a result); proposal 2 is cancelled (already cancelled)\n"
+    )
+    code, out, err = kiban("lab", "cancel", "--db", db, "3", "9")
+    assert (code, err) == (
+        2,
+        f"kiban lab cancel: error: {db}: no proposal 9; the pending proposals are [3]\n",
+    )
+    assert store.proposal(3).status == "pending"  # all or nothing
+    assert kiban("lab", "cancel", "--db", db)[0] == 2  # neither ids nor --all-pending
+
+    # the run does not run it and it does not count toward the budget; its point is open
+    summary = run_campaign(store, 4)
+    assert store.proposal(2).status == "cancelled"
+    assert summary.counts == {
+        "pending": 0,
+        "running": 0,
+        "completed": 4,
+        "failed": 0,
+        "cancelled": 1,
+        "proposed": 5,
+    }
+    assert cancelled_point not in [p.params for p in store.proposals() if p.id != 2]
+    code, out, err = kiban("lab", "status", "--db", db)
+    assert out.splitlines()[0] == (
+        "quad: proposed 5, pending 0, running 0, completed 4, failed 0, cancelled 1"
+    )
+
+
+def test_lab_cancel_all_pending_and_a_running_proposal(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path, proposer="random", batch=2)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    store = Store.open(db)
+    propose(store)
+    store.mark_running([1])
+    code, out, err = kiban("lab", "cancel", "--db", db, "1")
+    assert code == 2
+    assert "proposal 1 is running (an instrument is running it)" in err
+    code, out, err = kiban("lab", "cancel", "--db", db, "--all-pending")
+    assert (code, out) == (0, "cancelled 1 proposals: [2]\n")
+    with pytest.raises(StoreError, match="proposal 2 was cancelled: it was never run"):
+        store.record_result(2, {"score": 0.0}, "test")
+
+
+def test_a_cancelled_point_is_not_taken_for_the_proposer(tmp_path, fn_path):
+    """Unlike a failed (interrupted) proposal, a cancelled one was never run: the proposers do
+    not get it among the pending points."""
+    from kiban.lab.proposers import PROPOSERS
+
+    store = init_campaign(write_config(tmp_path, proposer="random", batch=2), tmp_path / "c.db")
+    run_campaign(store, 4, instrument=FakeInstrument())
+    propose(store)  # 5, 6
+    store.record_failure(5, "interrupted", "test")
+    store.cancel([6])
+    seen: list[list[dict]] = []
+
+    class Spy(PROPOSERS.get("random")):
+        def propose(self, space, observed, pending, n, seed):
+            seen.append(list(pending))
+            return super().propose(space, observed, pending, n, seed)
+
+    propose(store, proposer=Spy.from_config({}, seed=0))
+    assert seen == [[store.proposal(5).params]]
