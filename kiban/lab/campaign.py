@@ -776,9 +776,11 @@ def status(store: Store) -> dict[str, Any]:
         "db": str(store.path),
         **counts,
         "best": best(store),
-        "failures": [{"proposal_id": f.proposal_id, "reason": f.reason} for f in store.failures()][
-            -20:
-        ],
+        # a failure later corrected (a result recorded since) is no longer one; export keeps it
+        "failures": [
+            {"proposal_id": f.proposal_id, "reason": f.reason}
+            for f in store.failures(corrected=False)
+        ][-20:],
     }
 
 

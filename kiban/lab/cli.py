@@ -249,7 +249,13 @@ def _add(args: argparse.Namespace) -> int:
         print(json.dumps({"imported": len(summary.imported), "skipped": summary.skipped}, indent=1))
         return 0
     ids = summary.imported
-    span = f" (proposals {ids[0]}-{ids[-1]})" if ids else ""
+    span = (
+        f" (proposals {ids[0]}-{ids[-1]})"
+        if len(ids) > 1
+        else f" (proposal {ids[0]})"
+        if ids
+        else ""
+    )
     print(f"imported {len(ids)} experiments{span}, skipped {len(summary.skipped)}")
     for skipped in summary.skipped:
         print(f"  {args.history}:{skipped['line']}: skipped: {skipped['reason']}", file=sys.stderr)

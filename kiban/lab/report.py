@@ -121,7 +121,7 @@ def write_report(store: Store, out_dir: str | Path) -> dict[str, Any]:
     columns = ["proposal", *space.keys, *[o.name for o in space.objectives], "source"]
     failures = [
         {"proposal": f.proposal_id, "reason": f.reason, "source": f.source}
-        for f in store.failures()
+        for f in store.failures(corrected=False)  # corrected ones are no longer failures
     ]
     images = "".join(
         f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'

@@ -660,11 +660,20 @@ class Store:
         """The conditions a proposal was actually run under (``lab record --as-run``)."""
         db.execute("UPDATE proposals SET params = ? WHERE id = ?", (_dumps(params), proposal_id))
 
-    def failures(self) -> list[Failure]:
+    def failures(self, *, corrected: bool = True) -> list[Failure]:
+        """Every failure recorded; ``corrected=False``: less those of proposals that have a
+        result since (a value recorded again, corrected: no longer a failure)."""
+        where = (
+            ""
+            if corrected
+            else "LEFT JOIN proposals p ON p.id = f.proposal_id "
+            "WHERE p.status IS NULL OR p.status != 'completed' "
+        )
         return [
             Failure(*row)
             for row in self.db.execute(
-                "SELECT proposal_id, reason, source, recorded FROM failures ORDER BY id"
+                "SELECT f.proposal_id, f.reason, f.source, f.recorded FROM failures f "
+                f"{where}ORDER BY f.id"
             )
         ]
 

@@ -24,7 +24,9 @@ from kiban.lab.campaign import (
     propose,
     record_csv,
     run_campaign,
+    status,
 )
+from kiban.lab.report import write_report
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
 
@@ -1074,3 +1076,16 @@ def test_a_cancelled_point_is_not_taken_for_the_proposer(tmp_path, fn_path):
 
     propose(store, proposer=Spy.from_config({}, seed=0))
     assert seen == [[store.proposal(5).params]]
+
+
+def test_a_corrected_failure_is_no_longer_a_failure(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store, 2)
+    record_csv(store, _csv(tmp_path / "r.csv", ["1,n.d.", "2,500"]))  # both fail
+    assert [f["proposal_id"] for f in status(store)["failures"]] == [1, 2]
+    fixed = record_csv(store, _csv(tmp_path / "fixed.csv", ["1,0.5"]))  # the value, corrected
+    assert fixed.recorded == [1] and store.proposal(1).status == "completed"
+    assert [f["proposal_id"] for f in status(store)["failures"]] == [2]
+    assert [f.proposal_id for f in store.failures()] == [1, 2]  # the history keeps it
+    page = (Path(write_report(store, tmp_path / "rep")["out"]) / "report.html").read_text()
+    assert "<h2>Failures (1)</h2>" in page
