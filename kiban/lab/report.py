@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +139,8 @@ figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
 <p>Database <code>{html.escape(str(store.path))}</code>; config fingerprint
 <code>{html.escape(str(store.meta("fingerprint")))}</code>; proposer {html.escape(config.proposer)},
 batch {config.batch_size}, instrument {html.escape(str(config.instrument.get("kind")))}.</p>
-<p>{html.escape(json.dumps(counts))}</p>
+<h2>Status</h2>
+{_table([counts], list(counts))}
 {images}
 <h2>{"Pareto set" if len(space.objectives) > 1 else "Best results"}</h2>
 {_table(rows, columns)}

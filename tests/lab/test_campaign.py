@@ -1089,3 +1089,10 @@ def test_a_corrected_failure_is_no_longer_a_failure(tmp_path, fn_path):
     assert [f.proposal_id for f in store.failures()] == [1, 2]  # the history keeps it
     page = (Path(write_report(store, tmp_path / "rep")["out"]) / "report.html").read_text()
     assert "<h2>Failures (1)</h2>" in page
+    # the status as a table, not raw JSON
+    assert (
+        "<h2>Status</h2>\n<table><tr><th>proposed</th><th>pending</th><th>running</th>"
+        "<th>completed</th><th>failed</th><th>cancelled</th></tr><tr><td>2</td><td>0</td>"
+        "<td>0</td><td>1</td><td>1</td><td>0</td></tr></table>"
+    ) in page
+    assert '{"proposed"' not in page
