@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,7 +120,9 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     observed = observations(store)
     # Every proposal without a result is taken: pending, running, and failed ones (interrupted
     # by a killed process, crashed, refused values). A proposer sees them as pending points, so
-    # no proposer kind proposes them again, and sobol's sequence continues past them.
+    # no proposer kind proposes them again, and sobol's sequence continues past them. Cancelled
+    # ones are not: they were never run, so their points are as open as any other (the Sobol
+    # sequence still continues past them: `already` counts every proposal).
     pending = [
         p.params
         for p in store.proposals("pending") + store.proposals("running") + store.proposals("failed")
@@ -201,6 +204,12 @@ def run_campaign(
         return _run(store, budget, instrument, log, notice, workers)
 
 
+def cancel(store: Store, ids: list[int] | None) -> list[int]:
+    """Cancel pending proposals (``None``: all pending ones), holding the campaign's lease."""
+    with store.lease("cancel"):
+        return store.cancel(ids)
+
+
 def _run(
     store: Store,
     budget: int,
@@ -227,7 +236,9 @@ def _run(
             store.check_lease()
             pending = store.proposals("pending")
             if not pending:
-                remaining = budget - store.counts()["proposed"]
+                counts = store.counts()
+                # a cancelled proposal was never run: it is not one of the budget's experiments
+                remaining = budget - counts["proposed"] + counts["cancelled"]
                 if remaining <= 0:
                     break
                 if proposer is None and store.results():
@@ -318,7 +329,9 @@ def _number(text: str) -> float | str:
         return text
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def _read_rows(
+    path: Path, expected: str = "a CSV with a proposal_id column"
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and ``(line, row)`` pairs of a results CSV; a file that is not CSV text (binary,
     NUL bytes, more cells than columns) is a `RecordError` naming the file and line."""
     import io
@@ -329,13 +342,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
         raise RecordError(
             f"{path}: not a CSV text file (byte {error.start} is not UTF-8: "
             f"{error.object[error.start : error.start + 1]!r}); is it a binary "
-            "file? expected a CSV with a proposal_id column"
+            f"file? expected {expected}"
         ) from None
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise RecordError(
-            f"{path}, line {line}: a NUL byte; is it a binary file? expected a "
-            "CSV with a proposal_id column"
+            f"{path}, line {line}: a NUL byte; is it a binary file? expected {expected}"
         )
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[tuple[int, dict[str, str]]] = []
@@ -489,6 +501,14 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
                 summary.blank.append(pid)
                 continue
             proposal = known[pid]
+            if proposal.status == "cancelled":
+                summary.conflicts.append(
+                    (
+                        pid,
+                        f"line {line}: proposal {pid} was cancelled (never run); refusing {cells}",
+                    )
+                )
+                continue
             given, differences = _given_params(path, line, row, proposal.params, types)
             if differences and not as_run:
                 summary.mismatched.append(
@@ -578,6 +598,143 @@ def _failed_before(store: Store, proposal_id: int, cells: dict[str, str]) -> boo
 
 
 # --------------------------------------------------------------------------------------------
+# importing a lab's history
+
+
+@dataclass
+class AddSummary:
+    imported: list[int] = field(default_factory=list)  # the new proposals' ids
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"line", "reason"}
+
+
+def _row_params(row: dict[str, str], types: dict[str, str]) -> dict[str, Any]:
+    """A history row's parameter cells as typed values (checked afterwards by the space)."""
+    params: dict[str, Any] = {}
+    for key, kind in types.items():
+        cell = (row.get(key) or "").strip()
+        value: Any = _number(cell) if kind in ("number", "integer") else cell
+        if kind == "integer" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        params[key] = value
+    return params
+
+
+def _row_problems(space: Space, params: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """Why a history row cannot be an experiment of this campaign: each problem names its
+    column, the value and what the space allows."""
+    problems = [f"column {k!r}: empty" for k, v in {**params, **values}.items() if v == ""]
+    if problems:
+        return problems
+    names = {p.name for p in space.parameters}
+    for problem in space.check_params(params):
+        name, _, rest = problem.partition(": ")
+        problems.append(f"column {name!r}: {rest}" if name in names else problem)
+    return problems + space.check_values(values)
+
+
+def _history_key(params: dict[str, Any], values: dict[str, Any]) -> str:
+    return json.dumps([params, values], sort_keys=True, default=str)
+
+
+def add_csv(store: Store, path: str | Path, *, skip_invalid: bool = False) -> AddSummary:
+    """Import completed experiments (a lab's history): one row per experiment, a column per
+    parameter key and per objective (notes columns allowed). Each row becomes a proposal of
+    proposer ``imported``, completed with its result (meta: file, line), so proposers learn from
+    it as from a measured one; an ``imported`` event names the file.
+
+    Refused whole (`RecordError`, nothing written): a file that is not CSV text, missing or
+    unknown columns, no rows, and -- unless ``skip_invalid`` -- any row outside the space or
+    whose objective cells are not finite numbers in the declared range (every such row named
+    with file:line, column, value and what is allowed). Rows equal to ones imported before
+    (the same conditions and values) are skipped and listed, so a file added twice adds
+    nothing. One transaction, holding the campaign's lease."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"history file {str(path)!r} not found")
+    with store.lease("add"):
+        return _add_csv(store, path, skip_invalid)
+
+
+def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
+    from kiban.io import file_sha256
+
+    space = store.config().space
+    objectives = [o.name for o in space.objectives]
+    columns, rows = _read_rows(path, "a CSV of past experiments: parameters and objectives")
+    expected = [*space.keys, *objectives]
+    missing = [c for c in expected if c not in columns]
+    unknown = [c for c in columns if c not in expected and c.lower() not in _EXTRA_COLUMNS]
+    if missing or unknown:
+        what = "; ".join(
+            part
+            for part in (
+                f"missing columns {missing}" if missing else "",
+                f"unknown columns {unknown}" if unknown else "",
+            )
+            if part
+        )
+        raise RecordError(
+            f"{path}, line 1: {what}; expected the parameter columns {space.keys} and the "
+            f"objective columns {objectives} (optionally notes); the file has {columns}"
+        )
+    if not rows:
+        raise RecordError(f"{path}: no rows after the header; nothing to import")
+    types = _param_types(space)
+    before: dict[str, list[tuple[int, Any]]] = {}
+    for r in store._results("WHERE p.proposer = 'imported'"):
+        before.setdefault(_history_key(r.params, r.values), []).append(
+            (r.proposal_id, store.result_meta(r.proposal_id).get("where"))
+        )
+    summary = AddSummary()
+    accepted: list[tuple[int, dict[str, Any], dict[str, float]]] = []
+    invalid: list[str] = []
+    for line, row in rows:
+        params = _row_params(row, types)
+        values = {o: _number(c) if (c := (row.get(o) or "").strip()) else "" for o in objectives}
+        problems = _row_problems(space, params, values)
+        if problems:
+            reason = "; ".join(problems)
+            invalid.append(f"{path.name}:{line}: {reason}")
+            summary.skipped.append({"line": line, "reason": reason})
+            continue
+        earlier = before.get(_history_key(params, values))
+        if earlier:  # the same row imported before: a file added twice adds nothing
+            pid, where = earlier.pop(0)
+            summary.skipped.append(
+                {"line": line, "reason": f"already imported (proposal {pid}, from {where})"}
+            )
+            continue
+        accepted.append((line, params, {k: float(v) for k, v in values.items()}))
+    if invalid and not skip_invalid:
+        shown = "; ".join(invalid[:10]) + (
+            f"; and {len(invalid) - 10} more" if len(invalid) > 10 else ""
+        )
+        raise RecordError(
+            f"{path}: refused, nothing imported: {len(invalid)} row(s) do not fit the "
+            f"campaign: {shown} (--skip-invalid imports the other rows)"
+        )
+    with store.transaction() as db:
+        batch = store.next_batch()
+        for line, params, values in accepted:
+            where = f"{path.name}:{line}"
+            meta = {"imported": True, "file": str(path), "line": line, "where": where}
+            summary.imported.append(
+                store._import(db, batch, params, values, f"import:{path.name}", meta)
+            )
+        store._event(
+            "imported",
+            {
+                "file": str(path),
+                "sha256": file_sha256(path),
+                "proposals": summary.imported,
+                "lines": [line for line, _, _ in accepted],
+                "skipped": summary.skipped,
+            },
+        )
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
 # status
 
 
@@ -619,9 +776,11 @@ def status(store: Store) -> dict[str, Any]:
         "db": str(store.path),
         **counts,
         "best": best(store),
-        "failures": [{"proposal_id": f.proposal_id, "reason": f.reason} for f in store.failures()][
-            -20:
-        ],
+        # a failure later corrected (a result recorded since) is no longer one; export keeps it
+        "failures": [
+            {"proposal_id": f.proposal_id, "reason": f.reason}
+            for f in store.failures(corrected=False)
+        ][-20:],
     }
 
 

@@ -1,4 +1,4 @@
-"""``kiban lab``: init, propose, record, run, status, report, export, documents.
+"""``kiban lab``: init, propose, record, add, cancel, run, status, report, export, documents.
 
 Each command opens the campaign database, calls one library function and prints. Handlers raise
 (`kiban._cli.run_command` turns a ValueError into exit 2, a RuntimeError into exit 1, one line
@@ -57,6 +57,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     record.add_argument("--json", action="store_true")
     record.set_defaults(handler=_record)
+
+    add = commands.add_parser(
+        "add",
+        help="import completed experiments (a lab's history) from a CSV",
+        description="PAST.csv: one row per experiment already run, a column per parameter "
+        "and per objective (like a filled-in `lab propose --out` file without proposal_id). "
+        "Each row becomes a completed experiment (proposer 'imported', with its file:line) "
+        "that the proposers learn from. A row outside the search space or with a value that "
+        "is not a number in the objective's range refuses the whole file (exit 2, nothing "
+        "imported) unless --skip-invalid; rows imported before are skipped, so adding a "
+        "file twice adds nothing. Imported experiments count toward `run --budget`.",
+    )
+    db_arg(add)
+    add.add_argument("history", metavar="PAST.csv")
+    add.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="import the rows that fit and list the others (line and reason)",
+    )
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=_add)
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel pending proposals that will not be run",
+        description="A cancelled proposal leaves the to-do list, is never run or recorded "
+        "against and is not a failure; its point stays open to the proposers (it was never "
+        "run). Only pending proposals can be cancelled.",
+    )
+    db_arg(cancel)
+    cancel.add_argument("ids", nargs="*", type=int, metavar="PROPOSAL_ID")
+    cancel.add_argument("--all-pending", action="store_true", help="every pending proposal")
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(handler=_cancel)
 
     run = commands.add_parser("run", help="run the loop on the campaign's instrument")
     db_arg(run)
@@ -207,6 +241,41 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import add_csv
+
+    summary = add_csv(_open(args), args.history, skip_invalid=args.skip_invalid)
+    if args.json:
+        print(json.dumps({"imported": len(summary.imported), "skipped": summary.skipped}, indent=1))
+        return 0
+    ids = summary.imported
+    span = (
+        f" (proposals {ids[0]}-{ids[-1]})"
+        if len(ids) > 1
+        else f" (proposal {ids[0]})"
+        if ids
+        else ""
+    )
+    print(f"imported {len(ids)} experiments{span}, skipped {len(summary.skipped)}")
+    for skipped in summary.skipped:
+        print(f"  {args.history}:{skipped['line']}: skipped: {skipped['reason']}", file=sys.stderr)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from kiban.lab.campaign import cancel
+    from kiban.lab.store import StoreError
+
+    if bool(args.ids) == args.all_pending:
+        raise StoreError("give the PROPOSAL_IDs to cancel, or --all-pending (not both)")
+    ids = cancel(_open(args), None if args.all_pending else args.ids)
+    if args.json:
+        print(json.dumps({"cancelled": ids}))
+    else:
+        print(f"cancelled {len(ids)} proposals" + (f": {ids}" if ids else ""))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from kiban.lab.campaign import run_campaign
 
@@ -243,7 +312,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{info['name']}: proposed {info['proposed']}, pending {info['pending']}, "
-        f"running {info['running']}, completed {info['completed']}, failed {info['failed']}"
+        f"running {info['running']}, completed {info['completed']}, failed {info['failed']}, "
+        f"cancelled {info['cancelled']}"
     )
     b = info["best"]
     if b and "pareto" in b:

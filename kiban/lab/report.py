@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +120,16 @@ def write_report(store: Store, out_dir: str | Path) -> dict[str, Any]:
     columns = ["proposal", *space.keys, *[o.name for o in space.objectives], "source"]
     failures = [
         {"proposal": f.proposal_id, "reason": f.reason, "source": f.source}
-        for f in store.failures()
+        for f in store.failures(corrected=False)  # corrected ones are no longer failures
     ]
     images = "".join(
         f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
         f'{base64.b64encode(d).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
         for n, d in plots.items()
     )
-    counts = {k: info[k] for k in ("proposed", "pending", "running", "completed", "failed")}
+    counts = {
+        k: info[k] for k in ("proposed", "pending", "running", "completed", "failed", "cancelled")
+    }
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>kiban lab: {html.escape(str(info["name"]))}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
@@ -138,7 +139,8 @@ figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
 <p>Database <code>{html.escape(str(store.path))}</code>; config fingerprint
 <code>{html.escape(str(store.meta("fingerprint")))}</code>; proposer {html.escape(config.proposer)},
 batch {config.batch_size}, instrument {html.escape(str(config.instrument.get("kind")))}.</p>
-<p>{html.escape(json.dumps(counts))}</p>
+<h2>Status</h2>
+{_table([counts], list(counts))}
 {images}
 <h2>{"Pareto set" if len(space.objectives) > 1 else "Best results"}</h2>
 {_table(rows, columns)}

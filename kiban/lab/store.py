@@ -16,8 +16,12 @@ the process runs, and it is released on exit. A second writer is refused, naming
 lease whose process is gone (same host: no such pid; any host: not renewed for
 `LEASE_STALE_S`) is taken over, and the take-over is logged.
 
-Format ``kiban.lab.campaign`` version 2 (version 1 stores, without the lease table, are upgraded
-in place when opened, with an ``upgrade`` event saying so).
+A pending proposal people will not run can be ``cancelled`` (`Store.cancel`): never run, never
+recorded against, not a failure, and not taken for the proposers (it was never run).
+
+Format ``kiban.lab.campaign`` version 3 (version 1 stores, without the lease table, and version 2
+ones, without the ``cancelled`` status, are upgraded in place when opened, with an ``upgrade``
+event saying so).
 """
 
 from __future__ import annotations
@@ -42,12 +46,16 @@ from kiban.errors import RunFailure
 from kiban.formats import check, register
 from kiban.lab.space import CampaignConfig, config_from_text
 
-#: the campaign store's format; version 2 added the ``lease`` table (one writer per campaign)
+#: the campaign store's format; version 2 added the ``lease`` table (one writer per campaign),
+#: version 3 the ``cancelled`` status of a proposal (``kiban lab cancel``)
 CAMPAIGN_STORE = register(
     "kiban.lab.campaign",
-    2,
+    3,
     description="a lab campaign: SQLite, config + proposals + results",
-    upgrades={1: lambda meta: {**meta, "changes": "added the lease table (one writer)"}},
+    upgrades={
+        1: lambda meta: {**meta, "changes": "added the lease table (one writer)"},
+        2: lambda meta: {**meta, "changes": "proposals may be cancelled"},
+    },
 )
 SCHEMA_VERSION = CAMPAIGN_STORE.version
 LEASE_RENEW_S = 2.0  # the holder renews its lease this often
@@ -64,19 +72,27 @@ CREATE TABLE IF NOT EXISTS lease (
     renewed REAL NOT NULL
 )"""
 
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS proposals (
+#: a proposal's states; ``cancelled`` (version 3): pending, then dropped unrun (`lab cancel`)
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+_PROPOSALS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
     batch INTEGER NOT NULL,
     params TEXT NOT NULL,
     proposer TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     created REAL NOT NULL,
     started REAL,
     finished REAL
-);
+)"""
+
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+    + _PROPOSALS_TABLE.format(name="proposals")
+    + """;
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
     proposal_id INTEGER NOT NULL UNIQUE REFERENCES proposals(id),
@@ -252,17 +268,36 @@ class Store:
 
     def _upgrade(self) -> None:
         """Bring an older store up to `SCHEMA_VERSION` in place (what changed: `notes`)."""
-        with self.transaction() as db:
-            found = int(db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
-            if found >= SCHEMA_VERSION:  # another process upgraded it meanwhile
-                return
-            db.execute(_LEASE_TABLE)
-            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
-            note = (
-                f"{self.path}: upgraded the campaign store from version {found} to "
-                f"{SCHEMA_VERSION}: added the lease table (one writer per campaign)"
-            )
-            self._event("upgrade", {"from": found, "to": SCHEMA_VERSION, "note": note})
+        # the proposals table is rebuilt (SQLite cannot alter a CHECK constraint): SQLite's
+        # documented procedure, with foreign keys off (they cannot change inside a transaction)
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self.transaction() as db:
+                found = int(db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
+                if found >= SCHEMA_VERSION:  # another process upgraded it meanwhile
+                    return
+                changes = []
+                if found < 2:
+                    db.execute(_LEASE_TABLE)
+                    changes.append("added the lease table (one writer per campaign)")
+                if found < 3:
+                    db.execute(_PROPOSALS_TABLE.format(name="proposals_v3"))
+                    db.execute("INSERT INTO proposals_v3 SELECT * FROM proposals")
+                    db.execute("DROP TABLE proposals")
+                    db.execute("ALTER TABLE proposals_v3 RENAME TO proposals")
+                    db.execute("CREATE INDEX IF NOT EXISTS proposals_status ON proposals(status)")
+                    broken = db.execute("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"{self.path}: upgrade broke references: {broken[:5]}")
+                    changes.append("proposals may be cancelled")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+                note = (
+                    f"{self.path}: upgraded the campaign store from version {found} to "
+                    f"{SCHEMA_VERSION}: " + "; ".join(changes)
+                )
+                self._event("upgrade", {"from": found, "to": SCHEMA_VERSION, "note": note})
+        finally:
+            self.db.execute("PRAGMA foreign_keys=ON")
         self.notes.append(note)
 
     def close(self) -> None:
@@ -429,7 +464,8 @@ class Store:
         return found[0] if found else None
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in ("pending", "running", "completed", "failed")}
+        """Proposals per status; ``proposed``: all of them (cancelled ones included)."""
+        out = {s: 0 for s in STATUSES}
         for status, n in self.db.execute("SELECT status, COUNT(*) FROM proposals GROUP BY status"):
             out[status] = n
         out["proposed"] = sum(out.values())
@@ -446,6 +482,42 @@ class Store:
                 )
                 if cur.rowcount != 1:
                     raise StoreError(f"proposal {i} is not pending")
+
+    def cancel(self, ids: list[int] | None) -> list[int]:
+        """Cancel pending proposals (``None``: every pending one) in one transaction: status
+        ``cancelled`` and a ``cancelled`` event; never run, never recorded against, not a
+        failure. An unknown id, or a proposal that is not pending, refuses them all."""
+        with self.transaction() as db:
+            status = dict(db.execute("SELECT id, status FROM proposals").fetchall())
+            pending = [i for i, st in sorted(status.items()) if st == "pending"]
+            ids = pending if ids is None else list(dict.fromkeys(ids))
+            unknown = [i for i in ids if i not in status]
+            if unknown:
+                raise StoreError(
+                    f"{self.path}: no proposal {', '.join(map(str, unknown))}; the pending "
+                    f"proposals are {pending or 'none'}"
+                )
+            why = {
+                "running": "an instrument is running it",
+                "completed": "it has a result",
+                "failed": "it failed; a failure stays on record",
+                "cancelled": "already cancelled",
+            }
+            busy = [i for i in ids if status[i] != "pending"]
+            if busy:
+                raise StoreError(
+                    f"{self.path}: only pending proposals can be cancelled: "
+                    + "; ".join(f"proposal {i} is {status[i]} ({why[status[i]]})" for i in busy)
+                )
+            now = time.time()
+            for i in ids:
+                db.execute(
+                    "UPDATE proposals SET status = 'cancelled', finished = ? WHERE id = ?",
+                    (now, i),
+                )
+            if ids:
+                self._event("cancelled", {"proposals": ids})
+        return ids
 
     def recover_interrupted(self) -> list[int]:
         """Proposals left ``running`` by a killed process become failures (never re-run)."""
@@ -512,6 +584,8 @@ class Store:
             raise StoreError(f"no proposal {proposal_id}")
         if row[0] == "completed":
             raise StoreError(f"proposal {proposal_id} already has a result")
+        if row[0] == "cancelled":
+            raise StoreError(f"proposal {proposal_id} was cancelled: it was never run")
         if any(not math.isfinite(v) for v in values.values()):
             raise StoreError(f"proposal {proposal_id}: values must be finite, got {values}")
         now = time.time()
@@ -524,6 +598,35 @@ class Store:
             "UPDATE proposals SET status = 'completed', finished = ? WHERE id = ?",
             (now, proposal_id),
         )
+
+    def _import(
+        self,
+        db: sqlite3.Connection,
+        batch: int,
+        params: dict[str, Any],
+        values: dict[str, float],
+        source: str,
+        meta: dict[str, Any],
+    ) -> int:
+        """A completed experiment from a lab's history (``kiban lab add``): a proposal whose
+        proposer is ``imported``, completed with its result, inside the caller's transaction."""
+        now = time.time()
+        cur = db.execute(
+            "INSERT INTO proposals (batch, params, proposer, status, created, started)"
+            " VALUES (?, ?, 'imported', 'pending', ?, ?)",
+            (batch, _dumps(params), now, now),
+        )
+        self._record(db, cur.lastrowid, values, source, meta)
+        return cur.lastrowid
+
+    def next_batch(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(batch), -1) + 1 FROM proposals").fetchone()[0]
+
+    def result_meta(self, proposal_id: int) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT meta FROM results WHERE proposal_id = ?", (proposal_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else {}
 
     def _results(self, where: str = "", args: tuple = ()) -> list[Result]:
         rows = self.db.execute(
@@ -557,11 +660,20 @@ class Store:
         """The conditions a proposal was actually run under (``lab record --as-run``)."""
         db.execute("UPDATE proposals SET params = ? WHERE id = ?", (_dumps(params), proposal_id))
 
-    def failures(self) -> list[Failure]:
+    def failures(self, *, corrected: bool = True) -> list[Failure]:
+        """Every failure recorded; ``corrected=False``: less those of proposals that have a
+        result since (a value recorded again, corrected: no longer a failure)."""
+        where = (
+            ""
+            if corrected
+            else "LEFT JOIN proposals p ON p.id = f.proposal_id "
+            "WHERE p.status IS NULL OR p.status != 'completed' "
+        )
         return [
             Failure(*row)
             for row in self.db.execute(
-                "SELECT proposal_id, reason, source, recorded FROM failures ORDER BY id"
+                "SELECT f.proposal_id, f.reason, f.source, f.recorded FROM failures f "
+                f"{where}ORDER BY f.id"
             )
         ]
 

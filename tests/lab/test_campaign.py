@@ -24,7 +24,9 @@ from kiban.lab.campaign import (
     propose,
     record_csv,
     run_campaign,
+    status,
 )
+from kiban.lab.report import write_report
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
 
@@ -290,6 +292,7 @@ def test_record_csv_rows(tmp_path, fn_path):
         "running": 0,
         "completed": 1,
         "failed": 3,
+        "cancelled": 0,
         "proposed": 5,
     }
     again = record_csv(store, _csv(tmp_path / "r2.csv", ["1,0.5", "2,0.25"]))
@@ -621,6 +624,7 @@ def test_people_in_the_loop_through_csv(tmp_path, fn_path, capsys):
         "running": 0,
         "completed": 3,
         "failed": 0,
+        "cancelled": 0,
         "proposed": 6,
     }
 
@@ -836,3 +840,259 @@ def test_run_workers_replaces_the_instruments_for_this_run(tmp_path, fn_path, ca
         "instrument runs in this process (its options have no "
         "`workers`)\n"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# a lab's history: `kiban lab add`
+
+
+def _history(n: int = 20) -> list[tuple[float, float, float]]:
+    """``n`` past experiments of the quad campaign: (x, y, score), exact in text."""
+    rows = []
+    for i in range(n):
+        x, y = round(-0.95 + 0.1 * i, 2), round((0.37 * i) % 2, 2)
+        rows.append((x, y, round(-((x - 0.3) ** 2) - (y - 1.2) ** 2, 4)))
+    return rows
+
+
+def _write_history(path: Path, rows, header: str = "x,y,score,notes") -> Path:
+    lines = [header] + [f"{x},{y},{s},past run {i}" for i, (x, y, s) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_lab_add_imports_a_history_the_model_learns_from(tmp_path, fn_path, kiban, monkeypatch):
+    config = write_config(tmp_path, proposer="botorch", batch=2)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    rows = _history()
+    past = _write_history(tmp_path / "past.csv", rows)
+
+    code, out, err = kiban("lab", "add", "--db", db, past, "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"imported": 20, "skipped": []}
+    store = Store.open(db)
+    results = store.results()
+    assert [(r.params, r.values, r.source) for r in results] == [
+        ({"x": x, "y": y}, {"score": s}, "import:past.csv") for x, y, s in rows
+    ]
+    assert {p.proposer for p in store.proposals()} == {"imported"}
+    assert store.counts() == {
+        "pending": 0,
+        "running": 0,
+        "completed": 20,
+        "failed": 0,
+        "cancelled": 0,
+        "proposed": 20,
+    }
+    assert store.result_meta(results[3].proposal_id) == {
+        "imported": True,
+        "file": str(past),
+        "line": 5,
+        "where": "past.csv:5",
+    }
+    (event,) = [d for _, k, d in store.events() if k == "imported"]
+    assert event["proposals"] == [r.proposal_id for r in results]
+    assert event["lines"] == list(range(2, 22))
+
+    # the next proposal comes from the model, fitted on the 20 imported results
+    from kiban.lab.proposers.bo import optimiser
+
+    seen: list[int] = []
+    fit = optimiser.fit_model
+    monkeypatch.setattr(optimiser, "fit_model", lambda L, X, Y: seen.append(len(X)) or fit(L, X, Y))
+    code, out, err = kiban("lab", "propose", "--db", db, "--json")
+    assert code == 0, err
+    proposed = json.loads(out)
+    assert seen and set(seen) == {20}
+    assert [p["proposer"] for p in proposed] == ["botorch", "botorch"]
+    imported = {(x, y) for x, y, _ in rows}
+    assert all((p["params"]["x"], p["params"]["y"]) not in imported for p in proposed)
+
+    # the same file again adds nothing, and says which rows were there already
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert code == 0
+    assert out == "imported 0 experiments, skipped 20\n"
+    assert err.splitlines()[0] == (
+        f"  {past}:2: skipped: already imported (proposal 1, from past.csv:2)"
+    )
+    assert len(Store.open(db).results()) == 20
+
+
+def test_lab_add_refuses_bad_history_whole(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    rows = _history(5)
+
+    def refused(path, *flags) -> str:
+        code, out, err = kiban("lab", "add", "--db", db, path, *flags)
+        assert (code, out) == (2, "")
+        assert Store.open(db).counts()["proposed"] == 0  # nothing half-written
+        return err
+
+    bad = _write_history(tmp_path / "bad.csv", [*rows[:2], (1.5, 0.5, -2.0), *rows[2:]])
+    assert refused(bad) == (
+        f"kiban lab add: error: {bad}: refused, nothing imported: 1 row(s) do not fit the "
+        "campaign: bad.csv:4: column 'x': expected a number in [-1.0, 1.0], got 1.5 "
+        "(--skip-invalid imports the other rows)\n"
+    )
+    text = _write_history(tmp_path / "text.csv", [*rows[:1], (0.1, 0.2, "n.d.")])
+    assert "text.csv:3: objective 'score': expected a number, got 'n.d.'" in refused(text)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("x,y,score\n0.1,,3\n")
+    assert "blank.csv:2: column 'y': empty" in refused(blank)
+    columns = _write_history(tmp_path / "cols.csv", rows, header="x,yy,score,notes")
+    assert refused(columns) == (
+        f"kiban lab add: error: {columns}, line 1: missing columns ['y']; unknown columns "
+        "['yy']; expected the parameter columns ['x', 'y'] and the objective columns "
+        "['score'] (optionally notes); the file has ['x', 'yy', 'score', 'notes']\n"
+    )
+    binary = tmp_path / "past.xlsx"
+    binary.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xff\xfe")
+    assert "is it a binary file? expected a CSV of past experiments" in refused(binary)
+    assert "not found" in refused(tmp_path / "nope.csv")
+
+    # --skip-invalid imports the rows that fit and lists the others with their reasons
+    code, out, err = kiban("lab", "add", "--db", db, bad, "--skip-invalid", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {
+        "imported": 5,
+        "skipped": [{"line": 4, "reason": "column 'x': expected a number in [-1.0, 1.0], got 1.5"}],
+    }
+    assert [r.values["score"] for r in Store.open(db).results()] == [s for _, _, s in rows]
+
+
+def test_lab_add_waits_for_the_writer_lease(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    past = _write_history(tmp_path / "past.csv", _history(3))
+    holder = Store.open(db)
+    with holder.lease("run"):
+        code, out, err = kiban("lab", "add", "--db", db, past)
+    assert code == 1
+    assert "the campaign is in use by `kiban lab run`" in err
+    assert Store.open(db).counts()["proposed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# `kiban lab cancel`
+
+
+def test_lab_cancel_drops_pending_proposals_unrun(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path, proposer="sobol", batch=3)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    assert kiban("lab", "propose", "--db", db)[0] == 0  # proposals 1, 2, 3
+    store = Store.open(db)
+    cancelled_point = store.proposal(2).params
+
+    code, out, err = kiban("lab", "cancel", "--db", db, "2", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"cancelled": [2]}
+    assert [(p.id, p.status) for p in store.proposals()] == [
+        (1, "pending"),
+        (2, "cancelled"),
+        (3, "pending"),
+    ]
+    assert store.failures() == []  # not a failure
+    assert [d for _, k, d in store.events() if k == "cancelled"] == [{"proposals": [2]}]
+
+    # never recorded against: a results file naming it is refused for that row
+    results = tmp_path / "r.csv"
+    results.write_text("proposal_id,score\n1,-0.5\n2,-0.25\n")
+    code, out, err = kiban("lab", "record", "--db", db, results)
+    assert code == 2
+    assert "  2: line 3: proposal 2 was cancelled (never run); refusing {'score': '-0.25'}" in err
+    assert [r.proposal_id for r in store.results()] == [1]
+    assert store.proposal(2).status == "cancelled"
+
+    # refused: not pending (naming the status), unknown ids (naming the pending ones)
+    code, out, err = kiban("lab", "cancel", "--db", db, "1", "2")
+    assert code == 2
+    assert err == (
+        f"kiban lab cancel: error: {db}: only pending proposals can be cancelled: proposal 1 "
+        "is completed (it has a result); proposal 2 is cancelled (already cancelled)\n"
+    )
+    code, out, err = kiban("lab", "cancel", "--db", db, "3", "9")
+    assert (code, err) == (
+        2,
+        f"kiban lab cancel: error: {db}: no proposal 9; the pending proposals are [3]\n",
+    )
+    assert store.proposal(3).status == "pending"  # all or nothing
+    assert kiban("lab", "cancel", "--db", db)[0] == 2  # neither ids nor --all-pending
+
+    # the run does not run it and it does not count toward the budget; its point is open
+    summary = run_campaign(store, 4)
+    assert store.proposal(2).status == "cancelled"
+    assert summary.counts == {
+        "pending": 0,
+        "running": 0,
+        "completed": 4,
+        "failed": 0,
+        "cancelled": 1,
+        "proposed": 5,
+    }
+    assert cancelled_point not in [p.params for p in store.proposals() if p.id != 2]
+    code, out, err = kiban("lab", "status", "--db", db)
+    assert out.splitlines()[0] == (
+        "quad: proposed 5, pending 0, running 0, completed 4, failed 0, cancelled 1"
+    )
+
+
+def test_lab_cancel_all_pending_and_a_running_proposal(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path, proposer="random", batch=2)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    store = Store.open(db)
+    propose(store)
+    store.mark_running([1])
+    code, out, err = kiban("lab", "cancel", "--db", db, "1")
+    assert code == 2
+    assert "proposal 1 is running (an instrument is running it)" in err
+    code, out, err = kiban("lab", "cancel", "--db", db, "--all-pending")
+    assert (code, out) == (0, "cancelled 1 proposals: [2]\n")
+    with pytest.raises(StoreError, match="proposal 2 was cancelled: it was never run"):
+        store.record_result(2, {"score": 0.0}, "test")
+
+
+def test_a_cancelled_point_is_not_taken_for_the_proposer(tmp_path, fn_path):
+    """Unlike a failed (interrupted) proposal, a cancelled one was never run: the proposers do
+    not get it among the pending points."""
+    from kiban.lab.proposers import PROPOSERS
+
+    store = init_campaign(write_config(tmp_path, proposer="random", batch=2), tmp_path / "c.db")
+    run_campaign(store, 4, instrument=FakeInstrument())
+    propose(store)  # 5, 6
+    store.record_failure(5, "interrupted", "test")
+    store.cancel([6])
+    seen: list[list[dict]] = []
+
+    class Spy(PROPOSERS.get("random")):
+        def propose(self, space, observed, pending, n, seed):
+            seen.append(list(pending))
+            return super().propose(space, observed, pending, n, seed)
+
+    propose(store, proposer=Spy.from_config({}, seed=0))
+    assert seen == [[store.proposal(5).params]]
+
+
+def test_a_corrected_failure_is_no_longer_a_failure(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random", 3)))
+    propose(store, 2)
+    record_csv(store, _csv(tmp_path / "r.csv", ["1,n.d.", "2,500"]))  # both fail
+    assert [f["proposal_id"] for f in status(store)["failures"]] == [1, 2]
+    fixed = record_csv(store, _csv(tmp_path / "fixed.csv", ["1,0.5"]))  # the value, corrected
+    assert fixed.recorded == [1] and store.proposal(1).status == "completed"
+    assert [f["proposal_id"] for f in status(store)["failures"]] == [2]
+    assert [f.proposal_id for f in store.failures()] == [1, 2]  # the history keeps it
+    page = (Path(write_report(store, tmp_path / "rep")["out"]) / "report.html").read_text()
+    assert "<h2>Failures (1)</h2>" in page
+    # the status as a table, not raw JSON
+    assert (
+        "<h2>Status</h2>\n<table><tr><th>proposed</th><th>pending</th><th>running</th>"
+        "<th>completed</th><th>failed</th><th>cancelled</th></tr><tr><td>2</td><td>0</td>"
+        "<td>0</td><td>1</td><td>1</td><td>0</td></tr></table>"
+    ) in page
+    assert '{"proposed"' not in page

@@ -133,20 +133,20 @@ def test_a_version_1_store_is_upgraded_in_place_with_a_note(tmp_path):
     store = Store.open(tmp_path / "c.db")
     assert store.notes == [
         f"{tmp_path / 'c.db'}: upgraded the campaign store from version 1 "
-        "to 2: added the lease table (one writer per campaign)"
+        "to 3: added the lease table (one writer per campaign); proposals may be cancelled"
     ]
-    assert store.meta("schema") == "2" and store.counts()["proposed"] == 1
+    assert store.meta("schema") == "3" and store.counts()["proposed"] == 1
     assert store.events()[-1][1] == "upgrade"
     assert Store.open(tmp_path / "c.db").notes == []
-    assert store.export()["format"] == CAMPAIGN_STORE.name and store.export()["version"] == 2
+    assert store.export()["format"] == CAMPAIGN_STORE.name and store.export()["version"] == 3
 
 
 def test_a_store_from_a_newer_kiban_is_refused(tmp_path):
     store = Store.create(tmp_path / "c.db", load_config(_campaign(tmp_path)))
     store.close()
     with sqlite3.connect(tmp_path / "c.db") as db:
-        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
-    with pytest.raises(ValueError, match="version 3 was written by a newer kiban"):
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
+    with pytest.raises(ValueError, match="version 4 was written by a newer kiban"):
         Store.open(tmp_path / "c.db")
 
 
@@ -159,14 +159,15 @@ def test_a_store_written_before_the_lease_opens_and_continues(tmp_path, monkeypa
     monkeypatch.syspath_prepend(str(data))
     store = Store.open(db)
     assert store.notes == [
-        f"{db}: upgraded the campaign store from version 1 to 2: added the "
-        "lease table (one writer per campaign)"
+        f"{db}: upgraded the campaign store from version 1 to 3: added the "
+        "lease table (one writer per campaign); proposals may be cancelled"
     ]
     assert store.counts() == {
         "pending": 0,
         "running": 0,
         "completed": 4,
         "failed": 0,
+        "cancelled": 0,
         "proposed": 4,
     }
     assert store.config().fingerprint() == store.meta("fingerprint")
@@ -183,3 +184,29 @@ def test_the_shipped_campaign_configs_still_parse_and_build(name):
     pytest.importorskip("olympus_surrogate_bench" if "olympus" in name else "tblite")
     config = load_config(ROOT / "configs" / "lab" / name)
     check_campaign(config, where=name)
+
+
+def test_a_version_2_store_is_upgraded_and_can_cancel(tmp_path):
+    store = Store.create(tmp_path / "c.db", load_config(_campaign(tmp_path)))
+    (first,) = propose(store)
+    store.close()
+    # what kiban wrote before `lab cancel`: schema 2, no 'cancelled' status in the CHECK
+    db = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    db.execute("PRAGMA foreign_keys=OFF")
+    (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'proposals'").fetchone()
+    db.execute(sql.replace("proposals", "old").replace(", 'cancelled'", ""))
+    db.execute("INSERT INTO old SELECT * FROM proposals")
+    db.execute("DROP TABLE proposals")
+    db.execute("ALTER TABLE old RENAME TO proposals")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        db.execute("UPDATE proposals SET status = 'cancelled'")
+    db.close()
+    store = Store.open(tmp_path / "c.db")
+    assert store.notes == [
+        f"{tmp_path / 'c.db'}: upgraded the campaign store from version 2 to 3: proposals "
+        "may be cancelled"
+    ]
+    assert store.proposal(first.id) == first
+    assert store.cancel([first.id]) == [first.id]
+    assert store.proposal(first.id).status == "cancelled"
