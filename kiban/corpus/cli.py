@@ -58,6 +58,26 @@ def add_parsers(commands) -> None:
         metavar="N",
         help="span length in tokens for --decontaminate (default 13)",
     )
+    build.add_argument(
+        "--template",
+        default=None,
+        help='render each CSV row / SD record with this template, e.g. "<mol>{smiles}</mol> has '
+        'pIC50 <num>{pIC50}</num>." (default: molecule column as <mol>, numeric columns as '
+        "NAME <num>VALUE</num>, ID and text columns kept as metadata)",
+    )
+    build.add_argument(
+        "--smiles-column",
+        default=None,
+        metavar="COLUMN",
+        help="the CSV column holding SMILES (default: a column named smiles or canonical_smiles)",
+    )
+    build.add_argument(
+        "--id-column",
+        default=None,
+        metavar="COLUMN",
+        help="the column whose value is each document's source id (kept in its metadata as "
+        "source_id, not rendered into the text)",
+    )
     build.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     build.add_argument("--strict", action="store_true", help="stop at the first rejected record")
     build.add_argument(
@@ -65,6 +85,11 @@ def add_parsers(commands) -> None:
         action="store_true",
         help="replace what --out holds (a corpus, or an unfinished build) when a "
         "source changed since it was built",
+    )
+    build.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the corpus (or unfinished build) --out holds, whatever it was built from",
     )
     build.add_argument("--vocab-size", type=int, default=None, help="prose BPE size (default 8000)")
     build.add_argument(
@@ -110,7 +135,8 @@ def add_parsers(commands) -> None:
 
 
 def corpus_build(args: argparse.Namespace) -> int:
-    from kiban.corpus import BuildConfig, SourceSpec, build_corpus, load_recipe
+    from kiban.corpus import BuildConfig, build_corpus, load_recipe
+    from kiban.corpus.build import BuildError
     from kiban.corpus.store import Corpus, CorpusError
 
     overrides = {
@@ -124,25 +150,69 @@ def corpus_build(args: argparse.Namespace) -> int:
         "chunk_size": args.chunk_size,
         "strict": args.strict or None,
     }
+    rendering = {
+        "template": args.template,
+        "smiles_column": args.smiles_column,
+        "id_column": args.id_column,
+    }
+    rendering = {key: value for key, value in rendering.items() if value is not None}
     recipes = [s for s in args.sources if s.endswith(".toml")]
     if recipes:
         if len(args.sources) != 1:
             raise CorpusError("give either one .toml recipe or data files, not both")
+        if rendering:
+            options = ", ".join("--" + key.replace("_", "-") for key in rendering)
+            raise CorpusError(
+                f"{options}: a recipe gives these per source (template = ..., smiles_column = "
+                f"..., id_column = ... in its [[source]] tables), not on the command line"
+            )
         config = load_recipe(recipes[0], **overrides)
     else:
         config = BuildConfig(
-            sources=tuple(SourceSpec(path=p) for p in args.sources),
+            sources=tuple(_source_spec(path, rendering) for path in args.sources),
             **{k: v for k, v in overrides.items() if v is not None},
         )
-    manifest = build_corpus(
-        config,
-        args.out,
-        workers=args.workers,
-        rebuild=args.rebuild,
-        progress=not args.json and sys.stderr.isatty(),
-    )
+    try:
+        manifest = build_corpus(
+            config,
+            args.out,
+            workers=args.workers,
+            rebuild=args.rebuild or args.overwrite,
+            progress=not args.json and sys.stderr.isatty(),
+        )
+    except BuildError:
+        _print_reject_summary(args.out)
+        raise
+    if manifest["rejected"] >= manifest["documents"]:  # mostly failed: say why
+        _print_reject_summary(args.out)
     emit(Corpus(args.out).info(), args.json, render_info)
     return 1 if args.strict and manifest["rejected"] else 0
+
+
+def _source_spec(path: str, rendering: dict[str, str]):
+    """A command-line source: the rendering options apply to CSV and SD files only."""
+    from kiban.corpus import SourceSpec
+
+    spec = SourceSpec(path=path)
+    if rendering and spec.file_format in ("csv", "sdf"):
+        spec = SourceSpec(path=path, **rendering)
+    return spec
+
+
+def _print_reject_summary(out: str) -> None:
+    """The most common reject reasons of the build in ``out``, one example each, on stderr."""
+    from kiban.corpus.build import reject_summary
+
+    summary = reject_summary(out)
+    if not summary:
+        return
+    total = sum(entry["count"] for entry in summary["reasons"])
+    print(f"{summary['rejected']:,} records rejected; the most common reasons:", file=sys.stderr)
+    for entry in summary["reasons"]:
+        print(f"  {entry['count']:>7,}  {entry['reason']}", file=sys.stderr)
+        print(f"           e.g. {entry['where']}: {entry['example']}", file=sys.stderr)
+    if total < summary["rejected"]:
+        print(f"  {summary['rejected'] - total:>7,}  other reasons", file=sys.stderr)
 
 
 def render_info(info: dict[str, Any]) -> None:

@@ -128,7 +128,7 @@ def test_strict_stops_at_the_first_reject(in_tmp, bad_inputs, kiban):
     assert code == 2
     assert "--strict: record rejected: bad.jsonl:1: malformed JSON" in err
     assert not (in_tmp / "out" / "manifest.json").exists()
-    # without --strict the same build finishes, keeping what was cleaned
+    # without --strict the same build finishes (the failed one left nothing in its way)
     code, out, err = kiban("corpus", "build", *SOURCES, "--out", "out", "--vocab-size", "400")
     assert code == 0, err
     code, _, err = kiban(
