@@ -7,6 +7,7 @@ into exit 1, each as one ``kiban corpus <cmd>: error: ...`` line.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from typing import Any
 
@@ -117,9 +118,33 @@ def add_parsers(commands) -> None:
         description="Print a document's canonical text and provenance.",
     )
     show.add_argument("directory")
-    show.add_argument("doc_id", metavar="DOC_ID")
+    show.add_argument("doc_id", metavar="DOC_ID", nargs="?", help="the document's id")
+    show.add_argument(
+        "--row", type=int, default=None, metavar="N", help="the N-th document (from 0, as head)"
+    )
+    show.add_argument(
+        "--where", default=None, metavar="FILE:LINE", help="the document read from FILE:LINE"
+    )
+    show.add_argument(
+        "--id",
+        dest="source_id",
+        default=None,
+        metavar="SOURCE_ID",
+        help="the document whose source id (the build's --id-column) is SOURCE_ID",
+    )
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=corpus_show)
+
+    head = sub.add_parser(
+        "head",
+        help="the first documents: row, id, file:line, source id and text",
+        description="List the first documents of a corpus with the row, id, file:line and "
+        "source id that `kiban corpus show` takes.",
+    )
+    head.add_argument("directory")
+    head.add_argument("-n", type=int, default=10, help="how many (default 10)")
+    head.add_argument("--json", action="store_true")
+    head.set_defaults(handler=corpus_head)
 
     verify = sub.add_parser(
         "verify",
@@ -246,7 +271,7 @@ def corpus_info(args: argparse.Namespace) -> None:
 
 
 def corpus_show(args: argparse.Namespace) -> None:
-    from kiban.corpus.store import Corpus
+    from kiban.corpus.store import Corpus, CorpusError
 
     def render(row: dict[str, Any]) -> None:
         print(row["text"])
@@ -264,7 +289,33 @@ def corpus_show(args: argparse.Namespace) -> None:
         ):
             print(f"{key:<13} {row[key]}")
 
-    emit(Corpus(args.directory).document_row(args.doc_id), args.json, render)
+    corpus = Corpus(args.directory)
+    if args.doc_id is not None and (args.row, args.where, args.source_id) == (None, None, None):
+        row = corpus.document_row(args.doc_id)
+    elif args.doc_id is not None:
+        raise CorpusError(
+            "give either a document id or --row/--where/--id, not both; "
+            f"got {args.doc_id!r} and another"
+        )
+    else:
+        row = corpus.find_document_row(row=args.row, where=args.where, source_id=args.source_id)
+    emit(row, args.json, render)
+
+
+def corpus_head(args: argparse.Namespace) -> None:
+    from kiban.corpus.store import Corpus
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns
+        print(f"{'row':>5}  {'id':<16}  {'where':<20}  {'source id':<12}  text")
+        for row in rows:
+            line = (
+                f"{row['row']:>5}  {row['id']:<16}  {row['where']:<20}  "
+                f"{row['source_id'] or '':<12}  {row['text']}"
+            )
+            print(line if len(line) <= width else line[: width - 1] + "…")
+
+    emit(Corpus(args.directory).head(args.n), args.json, render)
 
 
 def corpus_verify(args: argparse.Namespace) -> None:

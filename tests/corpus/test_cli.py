@@ -543,3 +543,46 @@ def test_overwrite_replaces_a_corpus_built_otherwise(in_tmp, kiban):
     code, out, err = kiban(*args, "--vocab-size", "300", "--overwrite", "--out", "mine")
     assert code == 2 and "holds no kiban corpus" in err
     assert (in_tmp / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_head_and_show_by_row_place_and_source_id(in_tmp, kiban):
+    write_assay(in_tmp / "assay.csv", rows=3)
+    with open(in_tmp / "assay.csv", "a", encoding="utf-8") as handle:
+        handle.write("C1CC,CPD-X,6.0,ring not closed\n")
+    code, _, err = kiban(
+        "corpus", "build", "assay.csv", "--id-column", "compound_id", "--out", "out",
+        "--vocab-size", "300",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = kiban("corpus", "head", "out", "-n", "2", "--json")
+    assert code == 0, err
+    head = json.loads(out)
+    assert [(r["row"], r["where"], r["source_id"], r["text"]) for r in head] == [
+        (0, "assay.csv:2", "CPD-0000", "<mol>CO</mol> pIC50 <num>5.00</num>"),
+        (1, "assay.csv:3", "CPD-0001", "<mol>CCO</mol> pIC50 <num>5.10</num>"),
+    ]
+    code, out, _ = kiban("corpus", "head", "out", "-n", "1")
+    assert out.splitlines()[1].split() == [
+        "0",
+        head[0]["id"],
+        "assay.csv:2",
+        "CPD-0000",
+        "<mol>CO</mol>",
+        "pIC50",
+        "<num>5.00</num>",
+    ]
+    for selector in (["--row", "2"], ["--where", "assay.csv:4"], ["--id", "CPD-0002"]):
+        code, out, err = kiban("corpus", "show", "out", *selector, "--json")
+        assert code == 0, err
+        assert json.loads(out)["text"] == "<mol>CCCO</mol> pIC50 <num>5.20</num>"
+    one_of = "give exactly one of a document id, --row N, --where FILE:LINE, --id SOURCE_ID"
+    for selector, message in (
+        (["--row", "3"], "--row 3: out holds 3 documents (rows 0 to 2)"),
+        (["--where", "assay.csv:5"], "assay.csv:5 was rejected: span 1 <mol>: invalid mol 'C1CC'"),
+        (["--where", "assay.csv:9"], "no document was read from 'assay.csv:9' in out"),
+        (["--id", "CPD-9"], "no document with source id 'CPD-9' in out"),
+        ([], f"{one_of}; got none"),
+        (["--row", "0", "--id", "CPD-0000"], f"{one_of}; got row, id"),
+    ):
+        code, out, err = kiban("corpus", "show", "out", *selector)
+        assert code == 2 and err.startswith(f"kiban corpus show: error: {message}"), err
