@@ -193,8 +193,12 @@ def corpus_build(args: argparse.Namespace) -> int:
             )
         config = load_recipe(recipes[0], **overrides)
     else:
+        sources = tuple(_source_spec(path, rendering) for path in args.sources)
+        if rendering and not any(spec.file_format in ("csv", "sdf") for spec in sources):
+            options = ", ".join("--" + key.replace("_", "-") for key in rendering)
+            raise CorpusError(f"{options}: apply to CSV and SDF sources, and none was given")
         config = BuildConfig(
-            sources=tuple(_source_spec(path, rendering) for path in args.sources),
+            sources=sources,
             **{k: v for k, v in overrides.items() if v is not None},
         )
     try:

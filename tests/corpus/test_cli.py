@@ -474,6 +474,9 @@ def test_a_template_from_the_command_line(in_tmp, kiban):
     assert Corpus(in_tmp / "recipe").documents_table(["text"]) == table.select(["text"])
     code, out, err = kiban("corpus", "build", "r.toml", "--id-column", "x", "--out", "o2")
     assert code == 2 and "--id-column: a recipe gives these per source" in err
+    write_jsonl(in_tmp / "d.jsonl", [{"text": "Water is wet."}])
+    code, out, err = kiban("corpus", "build", "d.jsonl", "--template", "{x}", "--out", "o3")
+    assert code == 2 and "--template: apply to CSV and SDF sources, and none was given" in err
 
 
 def test_a_failed_build_prints_the_common_reasons_and_never_blocks_the_retry(in_tmp, kiban):
