@@ -18,7 +18,7 @@ import math
 import string
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kiban.corpus.records import PROPERTY_NAMES, RawRecord, Reject
@@ -314,6 +314,11 @@ def _check_columns(spec: SourceSpec, where: str, available: list[str], computed=
                 f"{where}: {what} is not a column of the source{did_you_mean(name, known)}; "
                 f"columns: {', '.join(available)}"
                 + (f" (computed: {', '.join(computed)})" if computed else "")
+                + (
+                    f"; add properties = [{name!r}] to compute it with RDKit"
+                    if name in PROPERTY_NAMES and name not in computed
+                    else ""
+                )
             )
 
 
@@ -391,7 +396,11 @@ def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
             yield item
         else:
             header = item[1]
-            _check_columns(spec, f"{path}:{item[0]}", header, spec.properties)
+            # the template is checked by `check_source` before a build; a reader of its own
+            # (SFT data) checks it with its own hints
+            _check_columns(
+                replace(spec, template=None), f"{path}:{item[0]}", header, spec.properties
+            )
             break
     if header is None:
         return

@@ -179,6 +179,11 @@ def test_a_template_id_or_smiles_column_naming_a_missing_column(in_tmp):
             "'pIC50'?); columns: smiles, pIC50",
         ),
         (
+            SourceSpec(path="a.csv", template="<mol>{smiles}</mol> QED <num>{qed}</num>"),
+            "a.csv:1: template field {qed} is not a column of the source; columns: smiles, "
+            "pIC50; add properties = ['qed'] to compute it with RDKit",
+        ),
+        (
             SourceSpec(path="a.csv", id_column="compound_id"),
             "a.csv:1: id_column 'compound_id' is not a column of the source; columns: smiles, "
             "pIC50",
