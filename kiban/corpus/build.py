@@ -25,6 +25,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from kiban.corpus.clean import CleanResult, clean_records
-from kiban.corpus.readers import RawRecord, Reject, SourceSpec, read_source
+from kiban.corpus.readers import RawRecord, Reject, SourceSpec, check_source, read_source
 from kiban.corpus.store import (
     CORPUS_FORMAT,
     DOCUMENTS,
@@ -109,6 +110,10 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         record.pop("strict")
+        for source in record["sources"]:
+            for key in ("smiles_column", "id_column"):  # unset: a corpus built before they
+                if source[key] is None:  # existed has the same configuration
+                    del source[key]
         return record
 
 
@@ -139,7 +144,10 @@ def build_corpus(
             break
     for spec in config.sources:
         _check_input_file(spec.resolved_path, "source")
-        spec.file_format  # noqa: B018 -- an unknown format is an error before anything is written
+        try:  # an unknown format or a missing column is an error before anything is written
+            check_source(spec)
+        except ValueError as error:
+            raise BuildError(str(error)) from None
     for path in config.decontaminate:
         _check_input_file(Path(path), "evaluation")
     if config.dedup == "near":
@@ -164,7 +172,7 @@ def build_corpus(
         if json.dumps(manifest["config"], sort_keys=True, default=str) != config_json:
             raise BuildError(
                 f"{out} already holds a corpus built with another configuration; "
-                "choose a new --out or remove it"
+                "choose a new --out, or --overwrite to replace it"
             )
         changed = _changed_inputs(
             config, manifest.get("source_files"), built_ns=manifest_path.stat().st_mtime_ns
@@ -183,7 +191,7 @@ def build_corpus(
     if saved_config.is_file() and saved_config.read_text() != config_json:
         raise BuildError(
             f"{out} holds an unfinished build with another configuration; resume it "
-            f"with the same options, or remove {out}"
+            f"with the same options, or start it afresh with --overwrite"
         )
     if saved_config.is_file():
         recorded = json.loads(saved_sources.read_text()) if saved_sources.is_file() else None
@@ -198,13 +206,74 @@ def build_corpus(
     atomic_write_text(saved_config, config_json)
     _remove_stale_temporaries(out)
 
-    chunks = _clean_stage(config, work, workers=workers, progress=progress)
-    _dedup_stage(config, work, chunks, progress=progress)
-    tokenizer = _tokenizer_stage(config, out, work, chunks)
-    _shard_stage(config, out, work, chunks, tokenizer, progress=progress)
-    manifest = _finish(config, out, work, chunks, tokenizer)
+    try:
+        chunks = _clean_stage(config, work, workers=workers, progress=progress)
+        _dedup_stage(config, work, chunks, progress=progress)
+        tokenizer = _tokenizer_stage(config, out, work, chunks)
+        _shard_stage(config, out, work, chunks, tokenizer, progress=progress)
+        manifest = _finish(config, out, work, chunks, tokenizer)
+    except BuildError:
+        # A build that failed on its input (--strict, nothing left) is not resumed: its work
+        # would block the retry after the input is fixed. An interrupted one (a kill, a full
+        # disk) raises something else and keeps its work for the resume.
+        _discard_failed_build(out, work)
+        raise
     shutil.rmtree(work)
     return manifest
+
+
+def _discard_failed_build(out: Path, work: Path) -> None:
+    """Keep ``rejects.jsonl`` and ``dropped.jsonl`` (why the build failed), remove everything
+    else it wrote."""
+    rejects = out / "rejects.jsonl"
+    if not rejects.is_file():
+        with atomic_open(rejects, "w", encoding="utf-8") as handle:
+            for path in sorted((work / "clean").glob("rejects-*.jsonl")):
+                handle.write(path.read_text(encoding="utf-8"))
+    for name in OUTPUTS:
+        path = out / name
+        if name in ("rejects.jsonl", "dropped.jsonl"):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def reject_summary(out: str | os.PathLike, *, top: int = 5) -> dict[str, Any] | None:
+    """The ``top`` most common reasons in ``OUT/rejects.jsonl`` (quoted values and numbers
+    generalised, so that ``invalid num 'A1'`` and ``invalid num 'A2'`` count as one), each with
+    its count and one example; None when the file is absent or empty."""
+    path = Path(out) / "rejects.jsonl"
+    if not path.is_file():
+        return None
+    counts: collections.Counter = collections.Counter()
+    examples: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            reject = json.loads(line)
+            reason = _general_reason(reject["reason"])
+            counts[reason] += 1
+            examples.setdefault(reason, reject)
+    if not counts:
+        return None
+    return {
+        "rejected": sum(counts.values()),
+        "reasons": [
+            {
+                "reason": reason,
+                "count": count,
+                "where": examples[reason]["where"],
+                "example": examples[reason]["reason"],
+            }
+            for reason, count in counts.most_common(top)
+        ],
+    }
+
+
+def _general_reason(reason: str) -> str:
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+    return re.sub(r"(?<![\w.])\d+(?:[.,]\d+)*", "N", reason)
 
 
 def _check_input_file(path: Path, kind: str) -> None:
@@ -273,7 +342,7 @@ def _remove_outputs(out: Path) -> None:
     if not out.is_dir():
         return
     if not ((out / MANIFEST).is_file() or (out / ".work").is_dir()):
-        if any(out.iterdir()):
+        if any(path.name not in OUTPUTS for path in out.iterdir()):  # a failed build leaves rejects
             raise BuildError(
                 f"--rebuild: {out} holds no kiban corpus (no {MANIFEST}); not "
                 "removing anything there"

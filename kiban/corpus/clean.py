@@ -120,9 +120,26 @@ def clean_record(record: RawRecord) -> Document:
         license_ = raw.license or record.license
         text, given_id, meta = raw.text, obj.get("id"), raw.meta
     else:
-        text, given_id, meta = _render(record), None, None
+        text, given_id, meta = _render(record), None, _record_meta(record)
         source, license_ = record.source, record.license
     return Document(canonical_text(text), id=given_id, source=source, license=license_, meta=meta)
+
+
+def _record_meta(record: RawRecord) -> dict[str, str] | None:
+    """The fields a record keeps as metadata (ID and text columns, SD properties) and its source
+    id; None when it keeps none."""
+    fields = record.fields or {}
+    meta = {
+        name: fields[name]
+        for name in record.meta_columns
+        if fields.get(name) is not None and str(fields[name]).strip()
+    }
+    if record.id_column is not None:
+        source_id = fields.get(record.id_column)
+        if source_id is None or not str(source_id).strip():
+            raise DocumentError(f"id column {record.id_column!r} is empty")
+        meta["source_id"] = str(source_id).strip()
+    return meta or None
 
 
 def clean_records(records: list[RawRecord | Reject]) -> CleanResult:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import lzma
+import math
+import string
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kiban.corpus.records import PROPERTY_NAMES, RawRecord, Reject
+from kiban.errors import did_you_mean
 
-__all__ = ["FORMATS", "RawRecord", "Reject", "SourceSpec", "read_source"]
+__all__ = ["FORMATS", "RawRecord", "Reject", "SourceSpec", "check_source", "read_source"]
 
 FORMATS = ("jsonl", "csv", "sdf", "structures", "cif", "text")
 
@@ -31,7 +35,9 @@ class SourceSpec:
 
     ``template`` is a `str.format` template over the record's fields (CSV columns, SD properties,
     structure-table columns, computed ``properties``) producing tagged text, e.g.
-    ``"<mol>{smiles}</mol> has logS <num>{target}</num>."``.
+    ``"<mol>{smiles}</mol> has logS <num>{target}</num>."``. ``smiles_column`` is a shorthand
+    for ``columns = {COLUMN = "mol"}``; ``id_column`` names the column whose value becomes the
+    document's source id (kept in its ``meta`` as ``source_id``, never rendered into the text).
     """
 
     path: str
@@ -43,8 +49,18 @@ class SourceSpec:
     columns: dict[str, str] = field(default_factory=dict)  # column -> modality
     properties: tuple[str, ...] = ()  # RDKit properties computed from the first mol column
     limit: int | None = None  # read only the first N records
+    smiles_column: str | None = None
+    id_column: str | None = None
 
     def __post_init__(self):
+        if self.smiles_column is not None:
+            modality = self.columns.get(self.smiles_column, "mol")
+            if modality != "mol":
+                raise ValueError(
+                    f"source {self.path!r}: smiles_column {self.smiles_column!r} is given "
+                    f"modality {modality!r} in columns; a SMILES column is 'mol'"
+                )
+            object.__setattr__(self, "columns", {**self.columns, self.smiles_column: "mol"})
         if self.format not in ("auto", *FORMATS):
             raise ValueError(
                 f"source {self.path!r}: format must be one of auto, "
@@ -208,37 +224,136 @@ def _read_text(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
             )
 
 
-def _default_template(columns: list[str], modalities: dict[str, str]) -> tuple[str, dict]:
-    if not modalities:
-        modalities = {c: "mol" for c in columns if c.lower() in ("smiles", "canonical_smiles")}
-    parts = []
-    for column in columns:
-        modality = modalities.get(column)
-        if modality:
-            parts.append(f"<{modality}>{{{column}}}</{modality}>")
-        elif column.lower() not in ("split", "id", "index", "name"):
-            parts.append(f"{column} <num>{{{column}}}</num>")
-    return " ".join(parts), modalities
+#: Columns kept as metadata whatever their values hold (case-insensitive names).
+META_COLUMN_NAMES = ("split", "id", "index", "name")
+#: Rows the default rendering reads before it tells numeric columns from text ones.
+SAMPLE_ROWS = 1000
+_SMILES_NAMES = ("smiles", "canonical_smiles")
 
 
-def _template_and_mol_column(spec: SourceSpec, columns: list[str]) -> tuple[str, str | None]:
-    template, modalities = (
-        (spec.template, spec.columns) if spec.template else _default_template(columns, spec.columns)
-    )
-    mol_columns = [c for c, m in modalities.items() if m == "mol"]
-    if not mol_columns:
-        mol_columns = [c for c in columns if c.lower() in ("smiles", "canonical_smiles")]
+def _is_number(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Rendering:
+    """How a CSV source becomes documents: a template (None: the default rendering, one part per
+    span and number column), the fields kept as metadata, the molecule column."""
+
+    template: str | None
+    spans: dict[str, str]  # column -> modality
+    numbers: tuple[str, ...]  # columns rendered as ``NAME <num>VALUE</num>`` by default
+    meta_columns: tuple[str, ...]
+    mol_column: str | None
+
+    def row_template(self, fields: dict[str, str], header: list[str]) -> str:
+        if self.template is not None:
+            return self.template
+        parts = []
+        for column in header:
+            if column in self.spans:
+                modality = self.spans[column]
+                parts.append(f"<{modality}>{{{column}}}</{modality}>")
+            elif column in self.numbers and fields[column].strip():  # an empty cell is left out
+                parts.append(f"{column} <num>{{{column}}}</num>")
+        return " ".join(parts)
+
+
+def _rendering(spec: SourceSpec, header: list[str], sample: list[list[str]]) -> _Rendering:
+    """Decide the rendering of a CSV source from its header and its first rows: with a template,
+    as written; without, molecule (and other span) columns as spans, columns whose values are all
+    numbers as ``NAME <num>VALUE</num>``, and ID-like and text columns kept as metadata."""
+    spans = dict(spec.columns) or {c: "mol" for c in header if c.lower() in _SMILES_NAMES}
+    mol_columns = [c for c, m in spans.items() if m == "mol"]
     if spec.properties and not mol_columns:
         raise ValueError(
             f"source {spec.path!r}: properties {list(spec.properties)} need a "
-            'molecule column (columns = {{COLUMN = "mol"}})'
+            'molecule column (smiles_column = "COLUMN", or columns = {COLUMN = "mol"})'
         )
-    return template, (mol_columns[0] if mol_columns else None)
+    mol_column = mol_columns[0] if mol_columns else None
+    if spec.template is not None:
+        return _Rendering(spec.template, spans, (), (), mol_column)
+    numbers, meta = [], []
+    for position, column in enumerate(header):
+        if column in spans or column == spec.id_column:
+            continue
+        values = [row[position] for row in sample if row[position].strip()]
+        if column.lower() not in META_COLUMN_NAMES and values and all(map(_is_number, values)):
+            numbers.append(column)
+        else:
+            meta.append(column)
+    return _Rendering(None, spans, tuple(numbers), tuple(meta), mol_column)
 
 
-def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
-    """CSV read as the csv module reads it (a quoted field may hold line breaks); a record's
-    place is the line it starts on."""
+def _template_fields(template: str) -> list[str]:
+    """The field names a `str.format` template uses (``{mw:.3g}`` -> ``mw``)."""
+    names = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None and name not in names:
+            names.append(name)
+    return names
+
+
+def _check_columns(spec: SourceSpec, where: str, available: list[str], computed=()) -> None:
+    """A template, id column or span column naming a field the source lacks is an error that
+    lists the fields it has."""
+    known = [*available, *computed]
+    named = [(f"columns key {c!r}", c) for c in spec.columns]
+    if spec.id_column is not None:
+        named.append((f"id_column {spec.id_column!r}", spec.id_column))
+    for name in _template_fields(spec.template or ""):
+        # as the renderer looks fields up: whole, else up to an attribute or index
+        if name not in known:
+            named.append((f"template field {{{name}}}", name.split(".")[0].split("[")[0]))
+    for what, name in named:
+        if name not in known:
+            raise ValueError(
+                f"{where}: {what} is not a column of the source{did_you_mean(name, known)}; "
+                f"columns: {', '.join(available)}"
+                + (f" (computed: {', '.join(computed)})" if computed else "")
+                + (
+                    f"; add properties = [{name!r}] to compute it with RDKit"
+                    if name in PROPERTY_NAMES and name not in computed
+                    else ""
+                )
+            )
+
+
+def check_source(spec: SourceSpec) -> None:
+    """Check, before anything is built, that the columns a CSV or SDF source names (template
+    fields, ``id_column``, ``columns``/``smiles_column``) exist: the header of a CSV, the data
+    fields of the first `SAMPLE_ROWS` records of an SD file."""
+    fmt = spec.file_format
+    if fmt == "csv":
+        header = _csv_header(spec)
+        if header is not None:
+            _check_columns(spec, f"{spec.resolved_path}:1", header, spec.properties)
+    elif fmt == "sdf":
+        names: list[str] = []
+        for count, record in enumerate(_read_sdf(spec, spec.resolved_path)):
+            if count == SAMPLE_ROWS:
+                break
+            if isinstance(record, RawRecord):
+                names += [n for n in record.fields if n not in names and n != "molblock"]
+        _check_columns(
+            spec, str(spec.resolved_path), names, ("smiles", "molblock", *spec.properties)
+        )
+
+
+def _csv_header(spec: SourceSpec) -> list[str] | None:
+    path = spec.resolved_path
+    for item in _csv_rows(spec, path):
+        if isinstance(item, tuple):
+            return item[1]
+    return None
+
+
+def _csv_rows(spec: SourceSpec, path: Path) -> Iterator[tuple[int, list[str]] | Reject]:
+    """Non-empty CSV rows with the line each starts on, as the csv module reads them (a quoted
+    field may hold line breaks); unreadable lines and malformed rows become rejects."""
     pending: list[Reject] = []  # lines that could not be read, reported in file order
     numbers: list[int] = []  # the lines of the record being parsed
 
@@ -251,8 +366,6 @@ def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
                 yield item[1] + "\n"  # the line end, so that csv keeps it inside quotes
 
     reader = csv.reader(lines())
-    header: list[str] | None = None
-    template, mol_column = "", None
     while True:
         numbers.clear()
         try:
@@ -268,19 +381,45 @@ def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
             continue
         yield from pending
         pending.clear()
-        if not any(field.strip() for field in row):
+        if any(field.strip() for field in row):
+            yield numbers[0], row
+    yield from pending
+
+
+def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
+    """CSV rows rendered by the source's template, or by the default rendering decided from the
+    first `SAMPLE_ROWS` rows; a record's place is the line it starts on."""
+    rows = _csv_rows(spec, path)
+    header: list[str] | None = None
+    for item in rows:
+        if isinstance(item, Reject):
+            yield item
+        else:
+            header = item[1]
+            # the template is checked by `check_source` before a build; a reader of its own
+            # (SFT data) checks it with its own hints
+            _check_columns(
+                replace(spec, template=None), f"{path}:{item[0]}", header, spec.properties
+            )
+            break
+    if header is None:
+        return
+    buffered: list[tuple[int, list[str]] | Reject] = []
+    sample: list[list[str]] = []
+    if spec.template is None:
+        for item in rows:
+            buffered.append(item)
+            if isinstance(item, tuple) and len(item[1]) == len(header):
+                sample.append(item[1])
+                if len(sample) == SAMPLE_ROWS:
+                    break
+    rendering = _rendering(spec, header, sample)
+    for item in itertools.chain(buffered, rows):
+        if isinstance(item, Reject):
+            yield item
             continue
-        if header is None:
-            header = row
-            template, mol_column = _template_and_mol_column(spec, header)
-            missing = [c for c in spec.columns if c not in header]
-            if missing:
-                raise ValueError(
-                    f"{path}:{numbers[0]}: columns {missing} named in the source "
-                    f"spec are not in the header {header}"
-                )
-            continue
-        where = f"{path}:{numbers[0]}"
+        number, row = item
+        where = f"{path}:{number}"
         if len(row) != len(header):
             yield Reject(
                 where,
@@ -288,16 +427,18 @@ def _read_csv(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
                 f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}",
             )
             continue
+        fields = dict(zip(header, row))
         yield RawRecord(
             where,
             spec.label,
             spec.license,
-            fields=dict(zip(header, row)),
-            template=template,
+            fields=fields,
+            template=rendering.row_template(fields, header),
             properties=spec.properties,
-            mol_column=mol_column,
+            mol_column=rendering.mol_column,
+            meta_columns=rendering.meta_columns,
+            id_column=spec.id_column,
         )
-    yield from pending
 
 
 def _read_sdf(spec: SourceSpec, path: Path) -> Iterator[RawRecord | Reject]:
@@ -331,6 +472,7 @@ def _sdf_record(spec: SourceSpec, path: Path, start: int, block: list[str]) -> R
             name = line.split("<", 1)[1].split(">", 1)[0]
         elif line.strip() and name is not None:
             fields[name] = (fields[name] + "\n" + line) if name in fields else line
+    data_fields = [name for name in fields if name != spec.id_column]
     fields["molblock"] = "\n".join(molblock)
     template = spec.template or "<mol>{smiles}</mol>"
     return RawRecord(
@@ -341,6 +483,9 @@ def _sdf_record(spec: SourceSpec, path: Path, start: int, block: list[str]) -> R
         template=template,
         properties=spec.properties,
         mol_column="smiles",
+        # without a template the data fields are kept as metadata, not dropped
+        meta_columns=() if spec.template else tuple(data_fields),
+        id_column=spec.id_column,
     )
 
 

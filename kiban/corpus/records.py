@@ -27,6 +27,8 @@ class RawRecord:
     template: str | None = None
     properties: tuple[str, ...] = ()
     mol_column: str | None = None
+    meta_columns: tuple[str, ...] = ()  # fields kept in the document's meta, not rendered
+    id_column: str | None = None  # the field kept in meta as ``source_id``
 
 
 @dataclass(frozen=True, slots=True)

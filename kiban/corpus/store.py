@@ -320,6 +320,83 @@ class Corpus:
             raise CorpusError(f"no document with id {document_id!r} in {self.directory}")
         return table.to_pylist()[0]
 
+    def find_document_row(
+        self,
+        *,
+        row: int | None = None,
+        where: str | None = None,
+        source_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The document at position ``row`` (from 0, in corpus order, as `head` numbers them),
+        read from ``where`` (``FILE:LINE``, the file as given to the build or its tail), or whose
+        source id (the build's ``id_column``) is ``source_id``; exactly one of them."""
+        selectors = (("row", row), ("where", where), ("id", source_id))
+        given = [(name, value) for name, value in selectors if value is not None]
+        if len(given) != 1:
+            raise CorpusError(
+                "give exactly one of a document id, --row N, --where FILE:LINE, --id SOURCE_ID; "
+                f"got {', '.join(name for name, _ in given) or 'none'}"
+            )
+        table = self.documents_table()
+        if row is not None:
+            if not 0 <= row < table.num_rows:
+                raise CorpusError(
+                    f"--row {row}: {self.directory} holds {table.num_rows:,} documents "
+                    f"(rows 0 to {table.num_rows - 1:,})"
+                )
+            return table.slice(row, 1).to_pylist()[0]
+        if where is not None:
+            places = table.column("where").to_pylist()
+            matches = [i for i, p in enumerate(places) if p == where or p.endswith("/" + where)]
+            if not matches:
+                raise CorpusError(self._not_built_reason(where))
+            return table.slice(matches[0], 1).to_pylist()[0]
+        metas = table.column("meta").to_pylist()
+        for position, meta in enumerate(metas):
+            if meta and json.loads(meta).get("source_id") == source_id:
+                return table.slice(position, 1).to_pylist()[0]
+        raise CorpusError(
+            f"no document with source id {source_id!r} in {self.directory} (source ids are the "
+            "values of the column given as --id-column / id_column when it was built)"
+        )
+
+    def _not_built_reason(self, where: str) -> str:
+        """Why no document comes from ``where``: rejected or dropped (with the reason), or not
+        a place any record was read from."""
+        for name in ("rejects.jsonl", "dropped.jsonl"):
+            path = self.directory / name
+            if not path.is_file():
+                continue
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    entry = json.loads(line)
+                    if entry["where"] == where or entry["where"].endswith("/" + where):
+                        if name == "rejects.jsonl":
+                            return f"{entry['where']} was rejected: {entry['reason']}"
+                        return f"{entry['where']} was dropped: {entry['reason']} of {entry['of']}"
+        return (
+            f"no document was read from {where!r} in {self.directory} (give FILE:LINE as the "
+            "build named the file, e.g. data.csv:2 for the first row after the header)"
+        )
+
+    def head(self, count: int = 10) -> list[dict[str, Any]]:
+        """The first ``count`` documents: row, id, where, source id and text."""
+        if count < 0:
+            raise CorpusError(f"-n must be >= 0, got {count}")
+        table = self.documents_table(["id", "where", "text", "meta"]).slice(0, count)
+        return [
+            {
+                "row": position,
+                "id": record["id"],
+                "where": record["where"],
+                "source_id": json.loads(record["meta"]).get("source_id")
+                if record["meta"]
+                else None,
+                "text": record["text"],
+            }
+            for position, record in enumerate(table.to_pylist())
+        ]
+
     def document(self, document_id: str) -> Document:
         row = self.document_row(document_id)
         return Document(

@@ -128,7 +128,7 @@ def test_strict_stops_at_the_first_reject(in_tmp, bad_inputs, kiban):
     assert code == 2
     assert "--strict: record rejected: bad.jsonl:1: malformed JSON" in err
     assert not (in_tmp / "out" / "manifest.json").exists()
-    # without --strict the same build finishes, keeping what was cleaned
+    # without --strict the same build finishes (the failed one left nothing in its way)
     code, out, err = kiban("corpus", "build", *SOURCES, "--out", "out", "--vocab-size", "400")
     assert code == 0, err
     code, _, err = kiban(
@@ -401,3 +401,191 @@ def test_a_changed_source_and_rebuild(in_tmp, kiban):
         "Salt dissolves in water.",
         "Sugar dissolves in tea.",
     ]
+
+
+# --- own data: a chemist's CSV -----------------------------------------------------------------
+def write_assay(path, rows: int = 300) -> None:
+    """A CSV as a chemist has one: SMILES, a compound id, a measured pIC50 and a free-text note."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["smiles", "compound_id", "pIC50", "note"])
+        for i in range(rows):
+            writer.writerow(
+                ["C" * (i + 1) + "O", f"CPD-{i:04d}", f"{5 + (i % 37) / 10:.2f}", f"batch {i % 3}"]
+            )
+
+
+def test_a_300_row_csv_builds_every_row_with_ids_in_provenance(in_tmp, kiban):
+    write_assay(in_tmp / "assay.csv")
+    code, out, err = kiban(
+        "corpus", "build", "assay.csv", "--id-column", "compound_id", "--out", "out",
+        "--vocab-size", "300", "--json",
+    )  # fmt: skip
+    # before: all 300 rows rejected (compound_id and note forced into <num> spans)
+    assert code == 0, err
+    assert json.loads(out)["documents"] == 300 and json.loads(out)["rejected"] == 0
+    table = Corpus(in_tmp / "out").documents_table(["where", "text", "meta"])
+    assert table.column("where").to_pylist()[:2] == ["assay.csv:2", "assay.csv:3"]
+    assert table.column("text").to_pylist()[:2] == [
+        "<mol>CO</mol> pIC50 <num>5.00</num>",
+        "<mol>CCO</mol> pIC50 <num>5.10</num>",
+    ]
+    metas = [json.loads(m) for m in table.column("meta").to_pylist()]
+    assert metas[0] == {"note": "batch 0", "source_id": "CPD-0000"}
+    assert [m["source_id"] for m in metas] == [f"CPD-{i:04d}" for i in range(300)]
+    assert not any("CPD-" in text for text in table.column("text").to_pylist())
+
+
+def test_a_template_from_the_command_line(in_tmp, kiban):
+    write_assay(in_tmp / "assay.csv", rows=3)
+    template = "<mol>{smiles}</mol> has pIC50 <num>{pIC50}</num> ({note})."
+    code, out, err = kiban(
+        "corpus", "build", "assay.csv", "--template", template, "--id-column", "compound_id",
+        "--out", "out", "--vocab-size", "300",
+    )  # fmt: skip
+    assert code == 0, err
+    table = Corpus(in_tmp / "out").documents_table(["text", "meta"])
+    assert table.column("text").to_pylist() == [
+        "<mol>CO</mol> has pIC50 <num>5.00</num> (batch 0).",
+        "<mol>CCO</mol> has pIC50 <num>5.10</num> (batch 1).",
+        "<mol>CCCO</mol> has pIC50 <num>5.20</num> (batch 2).",
+    ]
+    assert json.loads(table.column("meta")[0].as_py()) == {"source_id": "CPD-0000"}
+    # a template naming a column the file lacks: exit 2, the columns listed, nothing written
+    code, out, err = kiban(
+        "corpus", "build", "assay.csv", "--template", "<num>{pic50}</num>", "--out", "bad",
+    )  # fmt: skip
+    assert code == 2
+    assert err == (
+        "kiban corpus build: error: assay.csv:1: template field {pic50} is not a column of the "
+        "source (did you mean 'pIC50'?); columns: smiles, compound_id, pIC50, note\n"
+    )
+    assert not (in_tmp / "bad").exists()
+    # the same keys in a recipe; on the command line beside a recipe they are an error
+    (in_tmp / "r.toml").write_text(
+        '[build]\nvocab_size = 300\n[[source]]\npath = "assay.csv"\n'
+        'smiles_column = "smiles"\nid_column = "compound_id"\n'
+        f"template = {json.dumps(template)}\n"
+    )
+    code, out, err = kiban("corpus", "build", "r.toml", "--out", "recipe")
+    assert code == 0, err
+    assert Corpus(in_tmp / "recipe").documents_table(["text"]) == table.select(["text"])
+    code, out, err = kiban("corpus", "build", "r.toml", "--id-column", "x", "--out", "o2")
+    assert code == 2 and "--id-column: a recipe gives these per source" in err
+    write_jsonl(in_tmp / "d.jsonl", [{"text": "Water is wet."}])
+    code, out, err = kiban("corpus", "build", "d.jsonl", "--template", "{x}", "--out", "o3")
+    assert code == 2 and "--template: apply to CSV and SDF sources, and none was given" in err
+
+
+def test_a_failed_build_prints_the_common_reasons_and_never_blocks_the_retry(in_tmp, kiban):
+    write_assay(in_tmp / "assay.csv", rows=4)
+    with open(in_tmp / "assay.csv", "a", encoding="utf-8") as handle:
+        handle.write("C1CC,CPD-X,6.0,ring not closed\n")
+    wrong = "<mol>{smiles}</mol> is <num>{compound_id}</num>"
+    code, out, err = kiban(
+        "corpus", "build", "assay.csv", "--template", wrong, "--out", "out", "--vocab-size", "300"
+    )
+    assert code == 2
+    number = "expected VALUE[±UNCERTAINTY][ UNIT], e.g. '1.31', '-2.5e-3', '1.31±0.02 eV'"
+    assert err.splitlines() == [
+        "5 records rejected; the most common reasons:",
+        "        4  span N <num>: invalid num '…': expected VALUE[±UNCERTAINTY][ UNIT], e.g. '…', "
+        "'…', '…'",
+        f"           e.g. assay.csv:2: span 2 <num>: invalid num 'CPD-0000': {number}",
+        "        1  span N <mol>: invalid mol '…': unclosed ring for input: '…'",
+        "           e.g. assay.csv:6: span 1 <mol>: invalid mol 'C1CC': unclosed ring for input: "
+        "'C1CC'",
+        "kiban corpus build: error: nothing could be built: all 5 records were rejected or "
+        "dropped (5 rejected, 0 dropped); see out/rejects.jsonl and out/dropped.jsonl for the "
+        "reasons",
+    ]
+    assert sorted(p.name for p in (in_tmp / "out").iterdir()) == ["dropped.jsonl", "rejects.jsonl"]
+    # the retry with the template fixed: no folder to delete by hand, no --rebuild
+    code, out, err = kiban(
+        "corpus", "build", "assay.csv", "--template", "<mol>{smiles}</mol> <num>{pIC50}</num>",
+        "--out", "out", "--vocab-size", "300", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (json.loads(out)["documents"], json.loads(out)["rejected"]) == (4, 1)
+    assert err == ""  # 1 of 5 rejected: not mostly failed, no summary
+
+
+def test_a_mostly_failed_build_prints_the_reasons(in_tmp, kiban):
+    write_jsonl(in_tmp / "d.jsonl", ["{oops", "{oops", '{"text": "Water is wet."}'])
+    code, out, err = kiban("corpus", "build", "d.jsonl", "--out", "out", "--vocab-size", "300")
+    assert code == 0
+    assert err.splitlines()[:3] == [
+        "2 records rejected; the most common reasons:",
+        "        2  malformed JSON: Expecting property name enclosed in double quotes: column N",
+        "           e.g. d.jsonl:1: malformed JSON: Expecting property name enclosed in double "
+        "quotes: column 2",
+    ]
+
+
+def test_overwrite_replaces_a_corpus_built_otherwise(in_tmp, kiban):
+    write_assay(in_tmp / "assay.csv", rows=3)
+    assert kiban("corpus", "build", "assay.csv", "--out", "out", "--vocab-size", "300")[0] == 0
+    template = "<mol>{smiles}</mol> pIC50 <num>{pIC50}</num>."
+    args = ("corpus", "build", "assay.csv", "--template", template, "--out", "out")
+    code, out, err = kiban(*args, "--vocab-size", "300")
+    assert code == 2
+    assert (
+        "out already holds a corpus built with another configuration; choose a new --out, or "
+        "--overwrite to replace it" in err
+    )
+    code, out, err = kiban(*args, "--vocab-size", "300", "--overwrite")
+    assert code == 0, err
+    assert Corpus(in_tmp / "out").documents_table(["text"]).column("text").to_pylist()[0] == (
+        "<mol>CO</mol> pIC50 <num>5.00</num>."
+    )
+    # --overwrite never empties a directory that holds no corpus
+    (in_tmp / "mine").mkdir()
+    (in_tmp / "mine" / "notes.txt").write_text("keep")
+    code, out, err = kiban(*args, "--vocab-size", "300", "--overwrite", "--out", "mine")
+    assert code == 2 and "holds no kiban corpus" in err
+    assert (in_tmp / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_head_and_show_by_row_place_and_source_id(in_tmp, kiban):
+    write_assay(in_tmp / "assay.csv", rows=3)
+    with open(in_tmp / "assay.csv", "a", encoding="utf-8") as handle:
+        handle.write("C1CC,CPD-X,6.0,ring not closed\n")
+    code, _, err = kiban(
+        "corpus", "build", "assay.csv", "--id-column", "compound_id", "--out", "out",
+        "--vocab-size", "300",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = kiban("corpus", "head", "out", "-n", "2", "--json")
+    assert code == 0, err
+    head = json.loads(out)
+    assert [(r["row"], r["where"], r["source_id"], r["text"]) for r in head] == [
+        (0, "assay.csv:2", "CPD-0000", "<mol>CO</mol> pIC50 <num>5.00</num>"),
+        (1, "assay.csv:3", "CPD-0001", "<mol>CCO</mol> pIC50 <num>5.10</num>"),
+    ]
+    code, out, _ = kiban("corpus", "head", "out", "-n", "1")
+    assert out.splitlines()[1].split() == [
+        "0",
+        head[0]["id"],
+        "assay.csv:2",
+        "CPD-0000",
+        "<mol>CO</mol>",
+        "pIC50",
+        "<num>5.00</num>",
+    ]
+    for selector in (["--row", "2"], ["--where", "assay.csv:4"], ["--id", "CPD-0002"]):
+        code, out, err = kiban("corpus", "show", "out", *selector, "--json")
+        assert code == 0, err
+        assert json.loads(out)["text"] == "<mol>CCCO</mol> pIC50 <num>5.20</num>"
+    one_of = "give exactly one of a document id, --row N, --where FILE:LINE, --id SOURCE_ID"
+    for selector, message in (
+        (["--row", "3"], "--row 3: out holds 3 documents (rows 0 to 2)"),
+        (["--where", "assay.csv:5"], "assay.csv:5 was rejected: span 1 <mol>: invalid mol 'C1CC'"),
+        (["--where", "assay.csv:9"], "no document was read from 'assay.csv:9' in out"),
+        (["--id", "CPD-9"], "no document with source id 'CPD-9' in out"),
+        ([], f"{one_of}; got none"),
+        (["--row", "0", "--id", "CPD-0000"], f"{one_of}; got row, id"),
+    ):
+        code, out, err = kiban("corpus", "show", "out", *selector)
+        assert code == 2 and err.startswith(f"kiban corpus show: error: {message}"), err

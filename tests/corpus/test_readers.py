@@ -6,11 +6,13 @@ import csv
 import gzip
 import io
 import json
+import re
 
 import pytest
 
 from kiban.corpus import RawRecord, Reject, SourceSpec, read_source
 from kiban.corpus.clean import clean_records
+from kiban.corpus.readers import check_source
 
 from .helpers import build, write_jsonl
 
@@ -118,6 +120,86 @@ def test_csv_default_template(in_tmp, compress):
     ]
 
 
+def documents_and_meta(spec: SourceSpec) -> list[tuple[str, dict]]:
+    result = clean_records(list(read_source(spec)))
+    assert result.rejects == []
+    return [(document.text, dict(document.meta)) for _, document in result.documents]
+
+
+def test_csv_default_rendering_keeps_id_and_text_columns_as_metadata(in_tmp):
+    write_csv(
+        in_tmp / "assay.csv",
+        [
+            ["compound_id", "smiles", "pIC50", "note", "Name", "mw"],
+            ["CPD-1", "OCC", "6.5", "kinase hit", "ethanol", "46.07"],
+            ["CPD-2", "c1ccccc1", "7", "", "benzene", ""],
+        ],
+    )
+    # before: every non-SMILES column went into <num>: "invalid num 'CPD-1'", all rows rejected
+    assert documents_and_meta(SourceSpec(path="assay.csv")) == [
+        (
+            "<mol>CCO</mol> pIC50 <num>6.5</num> mw <num>46.07</num>",
+            {"compound_id": "CPD-1", "note": "kinase hit", "Name": "ethanol"},
+        ),
+        # an empty number cell is left out of the text, an empty text cell out of the metadata
+        ("<mol>c1ccccc1</mol> pIC50 <num>7</num>", {"compound_id": "CPD-2", "Name": "benzene"}),
+    ]
+    spec = SourceSpec(path="assay.csv", smiles_column="smiles", id_column="compound_id")
+    assert spec.columns == {"smiles": "mol"}
+    assert [meta for _, meta in documents_and_meta(spec)] == [
+        {"note": "kinase hit", "Name": "ethanol", "source_id": "CPD-1"},
+        {"Name": "benzene", "source_id": "CPD-2"},
+    ]
+
+
+def test_csv_numeric_columns_are_told_from_the_first_rows(in_tmp, monkeypatch):
+    import kiban.corpus.readers
+
+    monkeypatch.setattr(kiban.corpus.readers, "SAMPLE_ROWS", 2)
+    write_csv(
+        in_tmp / "late.csv",
+        [["smiles", "value"], ["C", "1"], ["CC", "2"], ["CCC", "n/a"]],
+    )
+    result = clean_records(list(read_source(SourceSpec(path="late.csv"))))
+    assert [d.text for _, d in result.documents] == [
+        "<mol>C</mol> value <num>1</num>",
+        "<mol>CC</mol> value <num>2</num>",
+    ]
+    assert [(r.where, r.reason.split(":")[0]) for r in result.rejects] == [
+        ("late.csv:4", "span 2 <num>")
+    ]
+
+
+def test_a_template_id_or_smiles_column_naming_a_missing_column(in_tmp):
+    write_csv(in_tmp / "a.csv", [["smiles", "pIC50"], ["C", "1"]])
+    for spec, message in (
+        (
+            SourceSpec(path="a.csv", template="<mol>{smiles}</mol> <num>{pic50}</num>"),
+            "a.csv:1: template field {pic50} is not a column of the source (did you mean "
+            "'pIC50'?); columns: smiles, pIC50",
+        ),
+        (
+            SourceSpec(path="a.csv", template="<mol>{smiles}</mol> QED <num>{qed}</num>"),
+            "a.csv:1: template field {qed} is not a column of the source; columns: smiles, "
+            "pIC50; add properties = ['qed'] to compute it with RDKit",
+        ),
+        (
+            SourceSpec(path="a.csv", id_column="compound_id"),
+            "a.csv:1: id_column 'compound_id' is not a column of the source; columns: smiles, "
+            "pIC50",
+        ),
+        (
+            SourceSpec(path="a.csv", smiles_column="smile"),
+            "a.csv:1: columns key 'smile' is not a column of the source (did you mean "
+            "'smiles'?); columns: smiles, pIC50",
+        ),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message) + "$"):
+            check_source(spec)
+    with pytest.raises(ValueError, match="smiles_column 'smiles' is given modality 'protein'"):
+        SourceSpec(path="a.csv", smiles_column="smiles", columns={"smiles": "protein"})
+
+
 def test_csv_explicit_template_and_columns(in_tmp):
     write_csv(
         in_tmp / "sol.csv",
@@ -141,7 +223,10 @@ def test_csv_explicit_template_and_columns(in_tmp):
     assert documents_of(
         SourceSpec(path="seq.csv", columns={"drug": "mol", "target": "protein"})
     ) == [("seq.csv:2", "<mol>CCO</mol> <protein>MKTAYIAK</protein>")]
-    with pytest.raises(ValueError, match=r"columns \['nope'\] named in the source spec"):
+    with pytest.raises(
+        ValueError,
+        match=r"sol.csv:1: columns key 'nope' is not a column of the source; columns: drug, name, logS$",
+    ):
         list(read_source(SourceSpec(path="sol.csv", columns={"nope": "mol"})))
 
 
@@ -228,12 +313,18 @@ def test_sdf_records_start_lines_and_fields(in_tmp):
             "<mol>CC(=O)O</mol> named acetic acid has logS <num>1.22</num>, mass <num>60.05</num>.",
         ),
     ]
-    # default template: the molecule alone
-    assert [text for _, text in documents_of(SourceSpec(path="mols.sdf"))] == [
-        "<mol>CCO</mol>",
-        "<mol>c1ccccc1</mol>",
-        "<mol>CC(=O)O</mol>",
+    # default template: the molecule, its data fields kept as metadata (before: dropped)
+    assert documents_and_meta(SourceSpec(path="mols.sdf")) == [
+        ("<mol>CCO</mol>", {"Name": "ethanol", "logS": "-0.77"}),
+        ("<mol>c1ccccc1</mol>", {"Name": "benzene", "logS": "-1.64"}),
+        ("<mol>CC(=O)O</mol>", {"Name": "acetic acid", "logS": "1.22"}),
     ]
+    assert documents_and_meta(SourceSpec(path="mols.sdf", id_column="Name"))[0] == (
+        "<mol>CCO</mol>",
+        {"logS": "-0.77", "source_id": "ethanol"},
+    )
+    with pytest.raises(ValueError, match=r"template field \{logs\} is not a column"):
+        check_source(SourceSpec(path="mols.sdf", template="<num>{logs}</num>"))
 
 
 def test_sdf_bad_molblock_and_unterminated_record(in_tmp):
