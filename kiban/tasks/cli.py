@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     training = (
         None
         if args.train is None
-        else read_training_set(args.train, smiles_column=args.train_column)
+        else read_training_set(args.train, smiles_column=args.train_column, n_jobs=args.n_jobs)
     )
     result = evaluate_moses_file(
         args.samples, n_jobs=args.n_jobs, device=args.device, training=training

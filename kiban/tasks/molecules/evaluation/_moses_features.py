@@ -115,6 +115,13 @@ def reread(smiles: str) -> tuple[Chem.Mol | None, str]:
     return (None, NOT_REREAD) if canonical is None else (canonical, "")
 
 
+def reread_canonical(smiles: str) -> tuple[str | None, str]:
+    """`reread` as the canonical SMILES a sample's ``canonical`` is compared with (a string, so
+    worker processes return it cheaply)."""
+    mol, reason = reread(smiles)
+    return (None, reason) if mol is None else (chem.canonical_smiles(mol), "")
+
+
 def describe(smiles: str) -> MoleculeFeatures | str:
     """Features of one sample, or the reason it is not a valid molecule."""
     canonical, reason = reread(smiles)

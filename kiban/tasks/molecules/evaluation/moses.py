@@ -37,6 +37,7 @@ from kiban.tasks.molecules.evaluation._moses_features import (
     InvalidSample,
     MoleculeFeatures,
     describe,
+    reread_canonical,
 )
 
 
@@ -129,15 +130,16 @@ def moses_training_set() -> TrainingSet:
     )
 
 
-def read_training_set(path: str | Path, *, smiles_column: str | None = None) -> TrainingSet:
+def read_training_set(
+    path: str | Path, *, smiles_column: str | None = None, n_jobs: int = 1
+) -> TrainingSet:
     """The user's training molecules: a ``.csv`` with a header (the column ``smiles_column``,
     else the one named ``smiles`` in any case), or any other file with one SMILES per line read
     like the samples (`read_samples`; a ``.smi`` name after the SMILES is allowed). Blank lines
-    are skipped; lines that are not molecules are listed as ``file:line`` with the reason."""
-    from kiban.chem import canonical_smiles
+    are skipped; lines that are not molecules are listed as ``file:line`` with the reason.
+    ``n_jobs`` worker processes canonicalise the molecules."""
     from kiban.errors import InputError
     from kiban.io import file_sha256
-    from kiban.tasks.molecules.evaluation._moses_features import reread
 
     path = Path(path)
     if not path.is_file():
@@ -151,18 +153,15 @@ def read_training_set(path: str | Path, *, smiles_column: str | None = None) -> 
                 f"{path} is not a .csv file (one SMILES per line is read)"
             )
         numbered = list(enumerate(read_samples(path), start=1))
-    smiles: set[str] = set()
-    invalid: list[InvalidSample] = []
-    lines = 0
-    for number, text in numbered:
-        if not text:
-            continue
-        lines += 1
-        mol, reason = reread(text)
-        if mol is None:
-            invalid.append(InvalidSample(where=f"{path}:{number}", text=text[:200], reason=reason))
-        else:
-            smiles.add(canonical_smiles(mol))
+    numbered = [(number, text) for number, text in numbered if text]
+    lines = len(numbered)
+    outcomes = _map(reread_canonical, [text for _, text in numbered], n_jobs)
+    smiles = {canonical for canonical, _ in outcomes if canonical is not None}
+    invalid = [
+        InvalidSample(where=f"{path}:{number}", text=text[:200], reason=reason)
+        for (number, text), (canonical, reason) in zip(numbered, outcomes)
+        if canonical is None
+    ]
     if not smiles:
         first = f"; {invalid[0].where}: {invalid[0].reason}" if invalid else ""
         raise InputError(
@@ -524,9 +523,14 @@ def training_smiles() -> frozenset[str]:
 
 
 def _describe_all(smiles: list[str], n_jobs: int) -> list[MoleculeFeatures | str]:
+    return _map(describe, smiles, n_jobs)
+
+
+def _map(function, smiles: list[str], n_jobs: int) -> list:
+    """``[function(s) for s in smiles]``, in ``n_jobs`` worker processes when that pays."""
     if n_jobs == 1 or len(smiles) < 2 * n_jobs:
-        return [describe(text) for text in smiles]
+        return [function(text) for text in smiles]
     # spawned, not forked: RDKit and torch hold threads (see docs/architecture.md)
     context = multiprocessing.get_context("spawn")
     with context.Pool(n_jobs) as pool:
-        return pool.map(describe, smiles, chunksize=max(1, len(smiles) // (n_jobs * 8)))
+        return pool.map(function, smiles, chunksize=max(1, len(smiles) // (n_jobs * 8)))

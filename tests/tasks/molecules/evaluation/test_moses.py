@@ -394,6 +394,7 @@ def test_a_user_training_set_is_canonicalised_like_the_samples(tmp_path):
     assert training.lines == 5  # the blank line is not counted
     assert [(s.where, s.text) for s in training.invalid] == [(f"{path}:5", "not a smiles")]
     assert training.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert read_training_set(path, n_jobs=2) == training  # worker processes agree
     assert training.as_dict() == {
         "name": "your training set",
         "path": str(path),
