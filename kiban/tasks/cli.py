@@ -41,6 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "names the file, its molecule count and sha256",
     )
     moses.add_argument(
+        "--train-corpus",
+        metavar="CORPUS_DIR",
+        default=None,
+        help="measure novelty against the molecules of the <mol> spans of a kiban corpus's "
+        "documents (the corpus a model was trained on) instead of MOSES train",
+    )
+    moses.add_argument(
         "--train-column",
         metavar="COLUMN",
         default=None,
@@ -68,13 +75,23 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
     if args.train_column is not None and args.train is None:
         raise ValueError("--train-column names the SMILES column of --train FILE; add --train")
-    from kiban.tasks.molecules.evaluation.moses import evaluate_moses_file, read_training_set
-
-    training = (
-        None
-        if args.train is None
-        else read_training_set(args.train, smiles_column=args.train_column, n_jobs=args.n_jobs)
+    from kiban.tasks.molecules.evaluation.moses import (
+        evaluate_moses_file,
+        read_training_corpus,
+        read_training_set,
     )
+
+    if args.train is not None and args.train_corpus is not None:
+        raise ValueError(
+            f"give one training set: --train {args.train} or --train-corpus {args.train_corpus}"
+        )
+    training = None
+    if args.train is not None:
+        training = read_training_set(
+            args.train, smiles_column=args.train_column, n_jobs=args.n_jobs
+        )
+    elif args.train_corpus is not None:
+        training = read_training_corpus(args.train_corpus, n_jobs=args.n_jobs)
     result = evaluate_moses_file(
         args.samples, n_jobs=args.n_jobs, device=args.device, training=training
     )

@@ -90,6 +90,38 @@ def test_cli_train_measures_novelty_against_the_users_training_set(tmp_path, cap
     )
 
 
+def test_cli_train_corpus_measures_novelty_against_the_corpus_molecules(tmp_path, capsys):
+    import hashlib
+
+    from kiban.corpus import BuildConfig, SourceSpec, build_corpus
+    from kiban.corpus.store import Corpus
+
+    corpus_smiles = ["OCC", "c1ccncc1", "CC(=O)O", "CCCl", "O=C=O"]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(
+        "".join(
+            json.dumps({"text": f"Compound {i}: <mol>{s}</mol>, also <mol>CCCl</mol>."}) + "\n"
+            for i, s in enumerate(corpus_smiles)
+        )
+    )
+    build_corpus(
+        BuildConfig(sources=(SourceSpec(path=str(docs)),), vocab_size=300), tmp_path / "corpus"
+    )
+    samples = tmp_path / "samples.smi"
+    samples.write_text("CCO\nc1ccccc1O\nClCC\nCCN\n", encoding="utf-8")
+    argv = ["eval", "moses", str(samples), "--train-corpus", str(tmp_path / "corpus"), "--json"]
+    args = _parser().parse_args(argv)
+    assert args.handler(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    # ethanol and chloroethane are in the corpus; phenol and ethylamine are not
+    assert payload["metrics"]["Novelty"] == 2 / 4
+    training = payload["training_set"]
+    assert training["name"] == "your corpus's <mol> spans"
+    assert (training["molecules"], training["lines"], training["invalid"]["count"]) == (5, 10, 0)
+    documents = Corpus(tmp_path / "corpus").documents_path
+    assert training["sha256"] == hashlib.sha256(documents.read_bytes()).hexdigest()
+
+
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     from kiban.cli import main
 
@@ -106,6 +138,12 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"kiban eval moses: error: training set {tmp_path / 't.smi'} does not exist or is "
         f"not a file\n"
+    )
+    both = ["--train", str(samples), "--train-corpus", str(tmp_path)]
+    assert main(["eval", "moses", str(samples), *both]) == 2
+    assert capsys.readouterr().err == (
+        f"kiban eval moses: error: give one training set: --train {samples} or "
+        f"--train-corpus {tmp_path}\n"
     )
     assert main(["eval", "moses", str(samples), "--train-column", "smiles"]) == 2
     assert capsys.readouterr().err == (

@@ -78,6 +78,7 @@ METRIC_NAMES = (
 MAX_INVALID_LISTED = 20
 MOSES_TRAIN = "MOSES train"
 USER_TRAIN = "your training set"
+CORPUS_TRAIN = "your corpus's <mol> spans"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,26 +154,60 @@ def read_training_set(
                 f"{path} is not a .csv file (one SMILES per line is read)"
             )
         numbered = list(enumerate(read_samples(path), start=1))
-    numbered = [(number, text) for number, text in numbered if text]
-    lines = len(numbered)
-    outcomes = _map(reread_canonical, [text for _, text in numbered], n_jobs)
+    numbered = [(f"{path}:{number}", text) for number, text in numbered if text]
+    return _training_set(USER_TRAIN, path, file_sha256(path), numbered, n_jobs)
+
+
+def read_training_corpus(corpus_dir: str | Path, *, n_jobs: int = 1) -> TrainingSet:
+    """The molecules of the ``<mol>`` spans of a kiban corpus's documents (what a model built on
+    it was trained on). ``sha256`` is that of the corpus's documents table; ``lines`` counts
+    spans; a span that is not a molecule is listed as ``CORPUS document ID``."""
+    from kiban.corpus.store import Corpus
+    from kiban.io import file_sha256
+    from kiban.tasks.molecules.evaluation.report import _MOL_SPAN
+
+    corpus = Corpus(corpus_dir)
+    table = corpus.documents_table(["id", "text", "n_mol"])
+    spans = [
+        (f"{corpus_dir} document {doc_id}", span)
+        for doc_id, text, n_mol in zip(
+            table.column("id").to_pylist(),
+            table.column("text").to_pylist(),
+            table.column("n_mol").to_pylist(),
+        )
+        if n_mol
+        for span in _MOL_SPAN.findall(text)
+    ]
+    return _training_set(
+        CORPUS_TRAIN, Path(corpus_dir), file_sha256(corpus.documents_path), spans, n_jobs
+    )
+
+
+def _training_set(
+    name: str, path: Path, sha256: str, entries: list[tuple[str, str]], n_jobs: int
+) -> TrainingSet:
+    """A `TrainingSet` of (where, SMILES) entries canonicalised as the samples are."""
+    from kiban.errors import InputError
+
+    outcomes = _map(reread_canonical, [text for _, text in entries], n_jobs)
     smiles = {canonical for canonical, _ in outcomes if canonical is not None}
     invalid = [
-        InvalidSample(where=f"{path}:{number}", text=text[:200], reason=reason)
-        for (number, text), (canonical, reason) in zip(numbered, outcomes)
+        InvalidSample(where=where, text=text[:200], reason=reason)
+        for (where, text), (canonical, reason) in zip(entries, outcomes)
         if canonical is None
     ]
     if not smiles:
         first = f"; {invalid[0].where}: {invalid[0].reason}" if invalid else ""
         raise InputError(
-            f"training set {path} holds no valid molecule ({lines} non-blank lines){first}"
+            f"training set {path} holds no valid molecule ({len(entries)} non-blank "
+            f"{'lines' if name == USER_TRAIN else '<mol> spans'}){first}"
         )
     return TrainingSet(
-        name=USER_TRAIN,
+        name=name,
         path=str(path),
-        sha256=file_sha256(path),
+        sha256=sha256,
         smiles=frozenset(smiles),
-        lines=lines,
+        lines=len(entries),
         invalid=tuple(invalid),
     )
 
