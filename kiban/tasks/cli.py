@@ -26,11 +26,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="MOSES distribution-learning metrics of generated SMILES",
         description="All MOSES metrics (validity, uniqueness, FCD, SNN, Frag, Scaf, IntDiv, "
         "filters, property distances, novelty) of a file with one SMILES per line, "
-        "against the MOSES test and scaffold-test sets. Invalid lines count as "
+        "against the MOSES test and scaffold-test sets; novelty against MOSES train, or "
+        "against your training set with --train. Invalid lines count as "
         "invalid molecules and are listed with file:line and the reason.",
     )
     moses.add_argument("samples", metavar="SAMPLES_FILE", help="one SMILES per line")
     moses.add_argument("--json", action="store_true", help="print the result as JSON")
+    moses.add_argument(
+        "--train",
+        metavar="FILE",
+        default=None,
+        help="your training SMILES (.smi/.txt: one per line; .csv: a header and a 'smiles' "
+        "column): novelty is measured against them instead of MOSES train, and the output "
+        "names the file, its molecule count and sha256",
+    )
+    moses.add_argument(
+        "--train-corpus",
+        metavar="CORPUS_DIR",
+        default=None,
+        help="measure novelty against the molecules of the <mol> spans of a kiban corpus's "
+        "documents (the corpus a model was trained on) instead of MOSES train",
+    )
+    moses.add_argument(
+        "--train-column",
+        metavar="COLUMN",
+        default=None,
+        help="the SMILES column of a --train CSV (default: the column named smiles)",
+    )
     moses.add_argument(
         "--n-jobs",
         type=int,
@@ -51,9 +73,28 @@ def run(args: argparse.Namespace) -> int:
     """0 when the metrics were computed (some may be None with a reason)."""
     if args.n_jobs < 1:
         raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
-    from kiban.tasks.molecules.evaluation.moses import evaluate_moses_file
+    if args.train_column is not None and args.train is None:
+        raise ValueError("--train-column names the SMILES column of --train FILE; add --train")
+    from kiban.tasks.molecules.evaluation.moses import (
+        evaluate_moses_file,
+        read_training_corpus,
+        read_training_set,
+    )
 
-    result = evaluate_moses_file(args.samples, n_jobs=args.n_jobs, device=args.device)
+    if args.train is not None and args.train_corpus is not None:
+        raise ValueError(
+            f"give one training set: --train {args.train} or --train-corpus {args.train_corpus}"
+        )
+    training = None
+    if args.train is not None:
+        training = read_training_set(
+            args.train, smiles_column=args.train_column, n_jobs=args.n_jobs
+        )
+    elif args.train_corpus is not None:
+        training = read_training_corpus(args.train_corpus, n_jobs=args.n_jobs)
+    result = evaluate_moses_file(
+        args.samples, n_jobs=args.n_jobs, device=args.device, training=training
+    )
     payload = result.as_dict()
     if args.json:
         print(json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
@@ -72,8 +113,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"  invalid {example['where']}: {example['reason']}")
     if invalid["count"] > len(invalid["examples"]):
         print(f"  … and {invalid['count'] - len(invalid['examples']):,} more invalid samples")
+    print("  " + _training_line(payload["training_set"]))
     print(f"  {payload['seconds']['total']:.1f} s")
     return 0
+
+
+def _training_line(training: dict) -> str:
+    """Which training set Novelty was measured against, so it is not read against another."""
+    skipped = training["invalid"]["count"]
+    line = (
+        f"Novelty against {training['name']}: {training['path']} ({training['molecules']:,} "
+        f"distinct molecules, sha256 {training['sha256'][:16]}…"
+        + (f"; {skipped:,} line(s) that are not molecules skipped" if skipped else "")
+        + ")"
+    )
+    for example in training["invalid"]["examples"][:3]:
+        line += f"\n  not a training molecule {example['where']}: {example['reason']}"
+    return line
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

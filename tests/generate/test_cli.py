@@ -235,3 +235,110 @@ def test_parser_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- --out samples.smi ---------------------------------------------------------------------------
+def _sample(model_dir, out, *flags: str) -> dict:
+    """Run `kiban generate --out OUT --json` on 24 sampled molecules; the printed payload."""
+    return [
+        str(model_dir),
+        "--prompt",
+        "The compound <mol>",
+        "--n",
+        "24",
+        "--max-new-tokens",
+        "30",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+        "--json",
+        *flags,
+    ]
+
+
+def _expected_lines(payload: dict, *, unique: bool, min_heavy_atoms: int | None) -> list[str]:
+    """What the .smi file must hold, computed from the JSON spans with RDKit alone."""
+    from rdkit import Chem
+
+    lines: list[str] = []
+    for completion in payload["completions"]:
+        for span in completion["spans"]:
+            if span["modality"] != "mol" or "error" in span:
+                continue
+            mol = Chem.MolFromSmiles(span["text"])
+            assert mol is not None
+            if min_heavy_atoms is not None and mol.GetNumHeavyAtoms() < min_heavy_atoms:
+                continue
+            smiles = Chem.MolToSmiles(mol)
+            if not (unique and smiles in lines):
+                lines.append(smiles)
+    return lines
+
+
+def test_out_writes_the_canonical_smiles_of_valid_mol_spans(trained_model_dir, tmp_path, capsys):
+    out = tmp_path / "samples.smi"
+    assert run(_sample(trained_model_dir, out)) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    lines = out.read_text().splitlines()
+    assert lines == _expected_lines(payload, unique=False, min_heavy_atoms=None)
+    spans = [s for c in payload["completions"] for s in c["spans"] if s["modality"] == "mol"]
+    invalid = sum("error" in s for s in spans)
+    # the trained model writes both kinds, so the filter is exercised
+    assert len(spans) == 24 and 0 < invalid < 24
+    assert payload["out"] == {
+        "path": str(out),
+        "completions": 24,
+        "generated": 24,
+        "valid": 24 - invalid,
+        "written": 24 - invalid,
+        "dropped": {"invalid": invalid},
+    }
+    assert len(lines) == 24 - invalid and len(set(lines)) < len(lines)  # repeats kept
+    assert (
+        f"kiban generate: generated 24 <mol> spans in 24 completions, valid {24 - invalid}, "
+        f"written {24 - invalid} to {out} (dropped: {invalid} invalid)"
+    ) in captured.err
+
+
+def test_out_unique_and_min_heavy_atoms(trained_model_dir, tmp_path, capsys):
+    from rdkit import Chem
+
+    out = tmp_path / "samples.smi"
+    assert run(_sample(trained_model_dir, out, "--unique", "--min-heavy-atoms", "6")) == 0
+    payload = json.loads(capsys.readouterr().out)
+    lines = out.read_text().splitlines()
+    assert lines == _expected_lines(payload, unique=True, min_heavy_atoms=6)
+    assert len(set(lines)) == len(lines)
+    assert all(Chem.MolFromSmiles(s).GetNumHeavyAtoms() >= 6 for s in lines)
+    counts = payload["out"]
+    assert counts["dropped"]["fewer_heavy_atoms"] > 0 and counts["dropped"]["duplicate"] > 0
+    assert counts["valid"] - counts["dropped"]["fewer_heavy_atoms"] - counts["dropped"][
+        "duplicate"
+    ] == len(lines)
+
+
+def test_out_of_a_prompt_without_mol_spans_exits_2_and_writes_nothing(
+    kiban_model_dir, tmp_path, capsys
+):
+    out = tmp_path / "samples.smi"
+    argv = [str(kiban_model_dir), "--prompt", "Benzene", "--max-new-tokens", "3"]
+    assert run([*argv, "--no-constrain", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 1 completions of prompt(s) ['Benzene'] has a <mol> span" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--unique"], "--unique filters the molecules --out writes; add --out FILE.smi"),
+        (["--min-heavy-atoms", "3"], "--min-heavy-atoms filters the molecules --out writes"),
+        (["--out", "x.smi", "--min-heavy-atoms", "0"], "--min-heavy-atoms must be an integer >= 1"),
+        (["--out", "no/such/dir/x.smi"], "the directory no/such/dir does not exist"),
+    ],
+)
+def test_bad_out_options_exit_2(kiban_model_dir, capsys, flags, message):
+    assert run([str(kiban_model_dir), "--prompt", "<mol>", *flags]) == 2
+    assert message in capsys.readouterr().err

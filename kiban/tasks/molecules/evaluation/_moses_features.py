@@ -101,14 +101,32 @@ def brics_fragments(mol: Chem.Mol) -> tuple[str, ...]:
     return tuple(chem.canonical_smiles(rdmolops.FragmentOnBRICSBonds(mol)).split("."))
 
 
-def describe(smiles: str) -> MoleculeFeatures | str:
-    """Features of one sample, or the reason it is not a valid molecule."""
+NOT_REREAD = "RDKit cannot re-read its own canonical SMILES of this molecule"
+
+
+def reread(smiles: str) -> tuple[Chem.Mol | None, str]:
+    """The molecule MOSES scores (a line parsed, written as canonical SMILES, parsed again) and
+    ``""``, or None and the reason. Novelty compares ``chem.canonical_smiles`` of it, so a
+    training set read with this compares with the samples exactly."""
     mol, reason = parse_line(smiles)
     if mol is None:
-        return reason
+        return None, reason
     canonical = chem.mol_or_none(chem.canonical_smiles(mol))
+    return (None, NOT_REREAD) if canonical is None else (canonical, "")
+
+
+def reread_canonical(smiles: str) -> tuple[str | None, str]:
+    """`reread` as the canonical SMILES a sample's ``canonical`` is compared with (a string, so
+    worker processes return it cheaply)."""
+    mol, reason = reread(smiles)
+    return (None, reason) if mol is None else (chem.canonical_smiles(mol), "")
+
+
+def describe(smiles: str) -> MoleculeFeatures | str:
+    """Features of one sample, or the reason it is not a valid molecule."""
+    canonical, reason = reread(smiles)
     if canonical is None:
-        return "RDKit cannot re-read its own canonical SMILES of this molecule"
+        return reason
     bits = chem.morgan_fingerprints([canonical], radius=MORGAN_RADIUS, n_bits=FINGERPRINT_BITS)
     return MoleculeFeatures(
         canonical=chem.canonical_smiles(canonical),

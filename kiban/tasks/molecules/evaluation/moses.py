@@ -37,10 +37,22 @@ from kiban.tasks.molecules.evaluation._moses_features import (
     InvalidSample,
     MoleculeFeatures,
     describe,
+    reread_canonical,
 )
 
-#: `MosesResult.as_dict` (``kiban eval moses --json``)
-MOSES_RESULT = register("kiban.moses_result", 1, description="MOSES metrics of one sample set")
+
+def _name_moses_train(result: dict[str, Any]) -> dict[str, Any]:
+    # version 1 had no --train: its novelty was always against MOSES train
+    return {**result, "training_set": {"name": MOSES_TRAIN}}
+
+
+#: `MosesResult.as_dict` (``kiban eval moses --json``); version 2 names the training set
+MOSES_RESULT = register(
+    "kiban.moses_result",
+    2,
+    description="MOSES metrics of one sample set",
+    upgrades={1: _name_moses_train},
+)
 RESULT_FORMAT, RESULT_VERSION = MOSES_RESULT.name, MOSES_RESULT.version
 UNIQUE_AT = (1000, 10000)
 REFERENCE_SETS = (("Test", "test"), ("TestSF", "test_scaffolds"))
@@ -64,6 +76,169 @@ METRIC_NAMES = (
     "Novelty",
 )
 MAX_INVALID_LISTED = 20
+MOSES_TRAIN = "MOSES train"
+USER_TRAIN = "your training set"
+CORPUS_TRAIN = "your corpus's <mol> spans"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSet:
+    """The molecules Novelty is measured against and the file they came from (``sha256`` of
+    that file), so a novelty is never read against the wrong reference.
+
+    ``smiles`` are compared with the samples' canonical SMILES: MOSES train as molsets writes
+    it (already canonical, as molsets compares it), a user's file re-canonicalised the way the
+    samples are (`_moses_features.reread`). ``invalid`` lists the lines that are not molecules.
+    """
+
+    name: str  # MOSES_TRAIN or USER_TRAIN
+    path: str
+    sha256: str
+    smiles: frozenset[str]
+    lines: int
+    invalid: tuple[InvalidSample, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "sha256": self.sha256,
+            "molecules": len(self.smiles),  # distinct canonical SMILES
+            "lines": self.lines,
+            "invalid": {
+                "count": len(self.invalid),
+                "examples": [
+                    {"where": s.where, "text": s.text, "reason": s.reason}
+                    for s in self.invalid[:MAX_INVALID_LISTED]
+                ],
+            },
+        }
+
+
+@lru_cache(maxsize=1)
+def moses_training_set() -> TrainingSet:
+    """MOSES train (molsets' ``train.csv.gz``), the default reference of Novelty."""
+    from kiban.io import file_sha256
+
+    path = package_file("moses", "dataset/data/train.csv.gz")
+    lines = moses_smiles("train")
+    return TrainingSet(
+        name=MOSES_TRAIN,
+        path=str(path),
+        sha256=file_sha256(path),
+        smiles=frozenset(lines),
+        lines=len(lines),
+    )
+
+
+def read_training_set(
+    path: str | Path, *, smiles_column: str | None = None, n_jobs: int = 1
+) -> TrainingSet:
+    """The user's training molecules: a ``.csv`` with a header (the column ``smiles_column``,
+    else the one named ``smiles`` in any case), or any other file with one SMILES per line read
+    like the samples (`read_samples`; a ``.smi`` name after the SMILES is allowed). Blank lines
+    are skipped; lines that are not molecules are listed as ``file:line`` with the reason.
+    ``n_jobs`` worker processes canonicalise the molecules."""
+    from kiban.errors import InputError
+    from kiban.io import file_sha256
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training set {path} does not exist or is not a file")
+    if path.suffix.lower() == ".csv":
+        numbered = _csv_column(path, smiles_column)
+    else:
+        if smiles_column is not None:
+            raise InputError(
+                f"--train-column {smiles_column!r} names a CSV column, but the training set "
+                f"{path} is not a .csv file (one SMILES per line is read)"
+            )
+        numbered = list(enumerate(read_samples(path), start=1))
+    numbered = [(f"{path}:{number}", text) for number, text in numbered if text]
+    return _training_set(USER_TRAIN, path, file_sha256(path), numbered, n_jobs)
+
+
+def read_training_corpus(corpus_dir: str | Path, *, n_jobs: int = 1) -> TrainingSet:
+    """The molecules of the ``<mol>`` spans of a kiban corpus's documents (what a model built on
+    it was trained on). ``sha256`` is that of the corpus's documents table; ``lines`` counts
+    spans; a span that is not a molecule is listed as ``CORPUS document ID``."""
+    from kiban.corpus.store import Corpus
+    from kiban.io import file_sha256
+    from kiban.tasks.molecules.evaluation.report import _MOL_SPAN
+
+    corpus = Corpus(corpus_dir)
+    table = corpus.documents_table(["id", "text", "n_mol"])
+    spans = [
+        (f"{corpus_dir} document {doc_id}", span)
+        for doc_id, text, n_mol in zip(
+            table.column("id").to_pylist(),
+            table.column("text").to_pylist(),
+            table.column("n_mol").to_pylist(),
+        )
+        if n_mol
+        for span in _MOL_SPAN.findall(text)
+    ]
+    return _training_set(
+        CORPUS_TRAIN, Path(corpus_dir), file_sha256(corpus.documents_path), spans, n_jobs
+    )
+
+
+def _training_set(
+    name: str, path: Path, sha256: str, entries: list[tuple[str, str]], n_jobs: int
+) -> TrainingSet:
+    """A `TrainingSet` of (where, SMILES) entries canonicalised as the samples are."""
+    from kiban.errors import InputError
+
+    outcomes = _map(reread_canonical, [text for _, text in entries], n_jobs)
+    smiles = {canonical for canonical, _ in outcomes if canonical is not None}
+    invalid = [
+        InvalidSample(where=where, text=text[:200], reason=reason)
+        for (where, text), (canonical, reason) in zip(entries, outcomes)
+        if canonical is None
+    ]
+    if not smiles:
+        first = f"; {invalid[0].where}: {invalid[0].reason}" if invalid else ""
+        raise InputError(
+            f"training set {path} holds no valid molecule ({len(entries)} non-blank "
+            f"{'lines' if name == USER_TRAIN else '<mol> spans'}){first}"
+        )
+    return TrainingSet(
+        name=name,
+        path=str(path),
+        sha256=sha256,
+        smiles=frozenset(smiles),
+        lines=len(entries),
+        invalid=tuple(invalid),
+    )
+
+
+def _csv_column(path: Path, column: str | None) -> list[tuple[int, str]]:
+    """(line number, value) of the SMILES column of a CSV file with a header."""
+    import csv
+
+    from kiban.errors import InputError, did_you_mean
+
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise InputError(f"training set {path} is empty (a CSV file needs a header)")
+        names = [name.strip() for name in header]
+        wanted = column if column is not None else "smiles"
+        matches = [i for i, name in enumerate(names) if name == wanted]
+        if not matches and column is None:
+            matches = [i for i, name in enumerate(names) if name.lower() == "smiles"]
+        if len(matches) != 1:
+            how = "no" if not matches else f"{len(matches)}"
+            flag = "--train-column" if column is not None else "a column named 'smiles'"
+            raise InputError(
+                f"training set {path}:1: {how} column {wanted!r} ({flag}) in the header; the "
+                f"columns are {names}{did_you_mean(wanted, names)}"
+                + ("" if column is not None else "; name the SMILES column with --train-column")
+            )
+        index = matches[0]
+        # reader.line_num is the line the record ended on: right for records without newlines
+        return [(reader.line_num, row[index].strip() if index < len(row) else "") for row in reader]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +256,7 @@ class MosesResult:
     values: Mapping[str, float | None]
     reasons: Mapping[str, str]
     invalid: tuple[InvalidSample, ...]
+    training_set: Mapping[str, Any]  # `TrainingSet.as_dict` of Novelty's reference
     timings: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -98,6 +274,7 @@ class MosesResult:
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
         object.__setattr__(self, "reasons", MappingProxyType(dict(self.reasons)))
         object.__setattr__(self, "timings", MappingProxyType(dict(self.timings)))
+        object.__setattr__(self, "training_set", MappingProxyType(dict(self.training_set)))
 
     def __getitem__(self, name: str) -> float | None:
         if name not in self.values:
@@ -124,6 +301,7 @@ class MosesResult:
                     for s in self.invalid[:MAX_INVALID_LISTED]
                 ],
             },
+            "training_set": dict(self.training_set),
             "seconds": dict(self.timings),
         }
 
@@ -136,12 +314,22 @@ def read_samples(path: str | Path) -> list[str]:
 
 
 def evaluate_moses_file(
-    path: str | Path, *, n_jobs: int = 1, device: str = "cpu", batch_size: int = 512
+    path: str | Path,
+    *,
+    n_jobs: int = 1,
+    device: str = "cpu",
+    batch_size: int = 512,
+    training: TrainingSet | None = None,
 ) -> MosesResult:
     """`evaluate_moses` on a samples file (see `read_samples`); invalid samples are reported as
     ``file:line``."""
     return evaluate_moses(
-        read_samples(path), n_jobs=n_jobs, device=device, batch_size=batch_size, source=str(path)
+        read_samples(path),
+        n_jobs=n_jobs,
+        device=device,
+        batch_size=batch_size,
+        source=str(path),
+        training=training,
     )
 
 
@@ -162,8 +350,10 @@ def evaluate_moses(
     device: str = "cpu",
     batch_size: int = 512,
     source: str = "samples",
+    training: TrainingSet | None = None,
 ) -> MosesResult:
-    """All MOSES metrics of ``smiles`` against the MOSES test and scaffold-test sets.
+    """All MOSES metrics of ``smiles`` against the MOSES test and scaffold-test sets; Novelty
+    against ``training`` (`read_training_set`), MOSES train (`moses_training_set`) when None.
 
     ``n_jobs`` worker processes compute the per-molecule RDKit work; ``device`` ("cpu", "cuda",
     "cuda:1", …) runs ChemNet and, off the CPU, the fingerprint similarities.
@@ -189,6 +379,8 @@ def evaluate_moses(
         if isinstance(outcome, str)
     )
     molecules = [outcome for outcome in described if isinstance(outcome, MoleculeFeatures)]
+    if training is None:
+        training = moses_training_set()
     values: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
     reasons: dict[str, str] = {}
 
@@ -202,6 +394,7 @@ def evaluate_moses(
             reasons=reasons,
             invalid=invalid,
             timings=timings,
+            training_set=training.as_dict(),
         )
 
     if not smiles:
@@ -250,7 +443,7 @@ def evaluate_moses(
 
     started = time.perf_counter()
     unique = set(canonical)
-    values["Novelty"] = len(unique - training_smiles()) / len(unique)
+    values["Novelty"] = len(unique - training.smiles) / len(unique)
     timings["novelty"] = time.perf_counter() - started
     return result()
 
@@ -358,17 +551,21 @@ def _packed_reference_fingerprints(split: str) -> tuple[np.ndarray, np.ndarray]:
     return pack_fingerprints(reference_statistics(split)["SNN"]["fps"])
 
 
-@lru_cache(maxsize=1)
 def training_smiles() -> frozenset[str]:
     """The MOSES training SMILES as written in molsets' file (not re-canonicalised, as molsets
     compares them)."""
-    return frozenset(moses_smiles("train"))
+    return moses_training_set().smiles
 
 
 def _describe_all(smiles: list[str], n_jobs: int) -> list[MoleculeFeatures | str]:
+    return _map(describe, smiles, n_jobs)
+
+
+def _map(function, smiles: list[str], n_jobs: int) -> list:
+    """``[function(s) for s in smiles]``, in ``n_jobs`` worker processes when that pays."""
     if n_jobs == 1 or len(smiles) < 2 * n_jobs:
-        return [describe(text) for text in smiles]
+        return [function(text) for text in smiles]
     # spawned, not forked: RDKit and torch hold threads (see docs/architecture.md)
     context = multiprocessing.get_context("spawn")
     with context.Pool(n_jobs) as pool:
-        return pool.map(describe, smiles, chunksize=max(1, len(smiles) // (n_jobs * 8)))
+        return pool.map(function, smiles, chunksize=max(1, len(smiles) // (n_jobs * 8)))

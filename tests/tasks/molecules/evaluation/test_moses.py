@@ -31,8 +31,11 @@ from kiban.tasks.molecules.evaluation import (  # noqa: E402
 )
 from kiban.tasks.molecules.evaluation import _moses_features as _features  # noqa: E402
 from kiban.tasks.molecules.evaluation.moses import (  # noqa: E402
+    MOSES_RESULT,
     cosine_similarity,
     fraction_unique,
+    moses_training_set,
+    read_training_set,
     wasserstein_1d,
 )
 
@@ -324,9 +327,23 @@ def test_result_validation_and_lookup():
     values = dict.fromkeys(METRIC_NAMES, 0.5)
     values["valid"] = None
     with pytest.raises(ValueError, match=r"\['valid'\] are None without a reason"):
-        MosesResult(source="x", n_samples=1, n_valid=1, values=values, reasons={}, invalid=())
+        MosesResult(
+            source="x",
+            n_samples=1,
+            n_valid=1,
+            values=values,
+            reasons={},
+            invalid=(),
+            training_set={"name": "test"},
+        )
     result = MosesResult(
-        source="x", n_samples=1, n_valid=1, values=values, reasons={"valid": "test"}, invalid=()
+        source="x",
+        n_samples=1,
+        n_valid=1,
+        values=values,
+        reasons={"valid": "test"},
+        invalid=(),
+        training_set={"name": "test"},
     )
     with pytest.raises(KeyError, match="unknown MOSES metric 'FCD'"):
         result["FCD"]
@@ -356,3 +373,126 @@ def test_binary_junk_file_is_all_invalid_with_reasons(tmp_path):
     assert result.n_samples == 4 and result.n_valid == 0 and result["valid"] == 0.0
     assert result.invalid[0].where == f"{path}:1"
     assert all(("control characters" in s.reason or "UTF-8" in s.reason) for s in result.invalid)
+
+
+# --- the training set Novelty is measured against ------------------------------------------------
+
+
+def _rdkit_canonical(smiles: str) -> str | None:
+    """What molsets compares: RDKit's canonical SMILES of the molecule re-read from its own."""
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    return None if mol is None else Chem.MolToSmiles(Chem.MolFromSmiles(Chem.MolToSmiles(mol)))
+
+
+def test_a_user_training_set_is_canonicalised_like_the_samples(tmp_path):
+    import hashlib
+
+    path = tmp_path / "train.smi"
+    path.write_text("OCC ethanol\n\nC(C)O\nc1ccncc1\nnot a smiles\nN[C@@H](C)C(=O)O\n")
+    training = read_training_set(path)
+    assert training.smiles == frozenset({"CCO", "c1ccncc1", "C[C@H](N)C(=O)O"})
+    assert training.lines == 5  # the blank line is not counted
+    assert [(s.where, s.text) for s in training.invalid] == [(f"{path}:5", "not a smiles")]
+    assert training.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert read_training_set(path, n_jobs=2) == training  # worker processes agree
+    assert training.as_dict() == {
+        "name": "your training set",
+        "path": str(path),
+        "sha256": training.sha256,
+        "molecules": 3,
+        "lines": 5,
+        "invalid": {
+            "count": 1,
+            "examples": [
+                {"where": f"{path}:5", "text": "not a smiles", "reason": training.invalid[0].reason}
+            ],
+        },
+    }
+
+
+def test_novelty_against_a_user_training_set_equals_brute_force(tmp_path):
+    rng = np.random.default_rng(5)
+    test = moses_smiles("test")
+    pool = [test[i] for i in rng.choice(len(test), 60, replace=False)]
+    train = pool[:40] + ["OCC", "C(C)O"]  # two spellings of one molecule
+    samples = pool[20:60] + ["CCO", "c1ccccc1", "not a smiles"] + pool[25:30]
+    path = tmp_path / "train.smi"
+    path.write_text("\n".join(train) + "\n")
+    result = evaluate_moses(samples, training=read_training_set(path))
+    generated = {c for c in map(_rdkit_canonical, samples) if c is not None}
+    reference = {_rdkit_canonical(s) for s in train}
+    assert len(generated) == 42 and len(generated - reference) == 21  # pool[40:60] + benzene
+    assert result["Novelty"] == len(generated - reference) / len(generated) == 21 / 42
+    assert result.training_set["path"] == str(path)
+    assert result.training_set["molecules"] == 41
+    assert result.as_dict()["training_set"] == read_training_set(path).as_dict()
+
+
+def test_a_csv_training_set_reads_its_smiles_column(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('id,Smiles,parent\nm1,OCC,CCN\nm2,"c1ccccc1",CCN\nm3,C1CC,NCC\n')
+    training = read_training_set(path)
+    assert training.smiles == frozenset({"CCO", "c1ccccc1"})
+    assert [s.where for s in training.invalid] == [f"{path}:4"]
+    parent = read_training_set(path, smiles_column="parent")
+    assert parent.smiles == frozenset({"CCN"}) and parent.lines == 3 and not parent.invalid
+
+
+@pytest.mark.parametrize(
+    "name, text, column, message",
+    [
+        (
+            "t.csv",
+            "id,smile\n1,CCO\n",
+            None,
+            "t.csv:1: no column 'smiles' (a column named 'smiles') in the header; the columns "
+            "are ['id', 'smile'] (did you mean 'smile'?); name the SMILES column with "
+            "--train-column",
+        ),
+        (
+            "t.csv",
+            "id,smiles\n1,CCO\n",
+            "smile",
+            "t.csv:1: no column 'smile' (--train-column) in the header; the columns are "
+            "['id', 'smiles'] (did you mean 'smiles'?)",
+        ),
+        ("t.csv", "", None, "t.csv is empty (a CSV file needs a header)"),
+        ("t.smi", "CCO\n", "smiles", "--train-column 'smiles' names a CSV column"),
+        ("t.smi", "xyz\n\n", None, "t.smi holds no valid molecule (1 non-blank lines); "),
+    ],
+)
+def test_bad_training_sets_are_input_errors(tmp_path, name, text, column, message):
+    from kiban.errors import InputError
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        read_training_set(path, smiles_column=column)
+    assert message in str(caught.value)
+    with pytest.raises(FileNotFoundError, match="nope.smi does not exist"):
+        read_training_set(tmp_path / "nope.smi")
+
+
+def test_without_a_training_set_novelty_is_against_moses_train_and_says_so():
+    from kiban.data import package_file
+    from kiban.io import file_sha256
+
+    result = evaluate_moses(["CCO", "c1ccccc1"])
+    path = package_file("moses", "dataset/data/train.csv.gz")
+    train = moses_smiles("train")
+    assert result.training_set == moses_training_set().as_dict()
+    assert dict(result.training_set) == {
+        "name": "MOSES train",
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "molecules": len(set(train)),
+        "lines": len(train),
+        "invalid": {"count": 0, "examples": []},
+    }
+
+
+def test_version_1_results_read_as_against_moses_train():
+    from kiban.formats import check
+
+    v1 = {"format": "kiban.moses_result", "version": 1, "metrics": {}}
+    assert check(v1, MOSES_RESULT, where="old.json")["training_set"] == {"name": "MOSES train"}
