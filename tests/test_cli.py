@@ -177,7 +177,11 @@ def test_binary_inputs_exit_2(kiban, corpus, source, tmp_path):
     (tmp_path / "image.jsonl").write_bytes(PNG)
     code, out, err = kiban("corpus", "build", "image.jsonl", "--out", "out", "--vocab-size", "300")
     assert (code, out) == (2, "")
-    assert one_error_line(err, "kiban corpus build").startswith(
+    # the reasons first (a summary of rejects.jsonl), then the one error line
+    *summary, last = err.splitlines()
+    assert summary[0] == "3 records rejected; the most common reasons:"
+    assert summary[1].split() == ["2", "not", "valid", "UTF-8:", "byte", "0x…", "at", "column", "N"]
+    assert one_error_line(last + "\n", "kiban corpus build").startswith(
         "nothing could be built: all 3 records were rejected or dropped (3 rejected, 0 dropped)"
     )
     (tmp_path / "queries.txt").write_bytes(PNG)

@@ -273,7 +273,9 @@ def reject_summary(out: str | os.PathLike, *, top: int = 5) -> dict[str, Any] | 
 
 def _general_reason(reason: str) -> str:
     reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
-    return re.sub(r"(?<![\w.])\d+(?:[.,]\d+)*", "N", reason)
+    reason = re.sub(r"\b0x[0-9A-Fa-f]+\b", "0x…", reason)  # a byte value
+    # standalone numbers only: not the 8 of UTF-8, not the digits inside a name
+    return re.sub(r"(?<![\w.-])\d+(?:[.,]\d+)*(?!\w)", "N", reason)
 
 
 def _check_input_file(path: Path, kind: str) -> None:

@@ -548,7 +548,8 @@ def test_overwrite_replaces_a_corpus_built_otherwise(in_tmp, kiban):
     assert (in_tmp / "mine" / "notes.txt").read_text() == "keep"
 
 
-def test_head_and_show_by_row_place_and_source_id(in_tmp, kiban):
+def test_head_and_show_by_row_place_and_source_id(in_tmp, kiban, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # human output is cut to the terminal's width
     write_assay(in_tmp / "assay.csv", rows=3)
     with open(in_tmp / "assay.csv", "a", encoding="utf-8") as handle:
         handle.write("C1CC,CPD-X,6.0,ring not closed\n")
