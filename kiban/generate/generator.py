@@ -460,14 +460,13 @@ def resolve_model_dir(path: str | Path) -> Path:
     directory), or a training run's final model ``path/model``. A run that has not written its
     final model yet is a `GenerationError` naming its newest checkpoint."""
     path = Path(path)
-    if (
-        (path / "config.json").is_file()
-        or (path / "adapter_config.json").is_file()
-        or not _is_run_dir(path)
-    ):
+    # a run directory holds its own config.json (the run's config), so it is told apart by what
+    # only runs write (checkpoints/, run.json), never by config.json
+    if not _is_run_dir(path):
         return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
+    model = path / "model"
+    if (model / "config.json").is_file() or (model / "adapter_config.json").is_file():
+        return model
     from kiban.train.checkpoint import latest
 
     newest = latest(path) if (path / "checkpoints").is_dir() else None

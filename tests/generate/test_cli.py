@@ -177,6 +177,9 @@ def test_a_training_run_directory_generates_from_its_final_model(kiban_model_dir
     run_dir = tmp_path / "run"
     shutil.copytree(kiban_model_dir, run_dir / "model")
     (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+    # what `kiban train` writes beside them: the run's own config.json and run.json
+    (run_dir / "config.json").write_text('{"model": {"preset": "llama-1m"}}', encoding="utf-8")
+    (run_dir / "run.json").write_text("{}", encoding="utf-8")
     assert run([str(run_dir), "--prompt", "Benzene", "--max-new-tokens", "3", "--json"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["model"] == str(run_dir / "model")
