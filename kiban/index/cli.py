@@ -70,6 +70,12 @@ def add_parsers(commands) -> None:
         help="also check the corpus's values (token ids inside the vocabulary, "
         "documents ending with end-of-text) and documents.parquet",
     )
+    build.add_argument(
+        "--chem",
+        action="store_true",
+        help="also compute the fingerprints of the corpus's molecules that kiban search "
+        "substructure and similar use (CORPUS/chem/; otherwise computed at their first use)",
+    )
     build.add_argument("--json", action="store_true")
     build.set_defaults(handler=index_build)
 
@@ -129,6 +135,7 @@ def add_parsers(commands) -> None:
     trace.add_argument("--max-count", type=int, default=None)
     trace.add_argument("--max-spans", type=int, default=None)
     trace.add_argument("--docs-per-span", type=int, default=10)
+    _add_chemistry_parsers(search_commands)
     contamination = search_commands.add_parser(
         "contamination",
         help="evaluation items that overlap the corpus",
@@ -156,6 +163,112 @@ def add_parsers(commands) -> None:
     contamination.set_defaults(handler=search_contamination)
 
 
+def _add_chemistry_parsers(search_commands) -> None:
+    where = (
+        " The molecules are the distinct <mol> spans of the corpus's documents; their "
+        "fingerprints are stored in CORPUS/chem/, computed at first use (or by kiban index "
+        "build --chem) and again when the corpus changes."
+    )
+    substructure = search_commands.add_parser(
+        "substructure",
+        help="molecules that contain a SMARTS pattern (RDKit)",
+        description="Molecules of the corpus that contain SMARTS (RDKit substructure "
+        "semantics), with match counts: a pattern-fingerprint screen, then RDKit on the "
+        "molecules that pass it." + where,
+    )
+    substructure.add_argument("corpus", metavar="CORPUS_DIR")
+    substructure.add_argument("smarts", metavar="SMARTS", help="e.g. c1ccncc1 or [CX3](=O)[OX2H1]")
+    substructure.add_argument("--limit", type=int, default=20, help="hits to list (default 20)")
+    substructure.add_argument(
+        "--workers", type=int, default=1, help="processes for the RDKit check (default 1)"
+    )
+    substructure.add_argument("--json", action="store_true")
+    substructure.set_defaults(handler=search_substructure)
+    similar = search_commands.add_parser(
+        "similar",
+        help="molecules most similar to a SMILES (Tanimoto, Morgan)",
+        description="Molecules of the corpus by Tanimoto similarity to SMILES on Morgan "
+        "fingerprints (radius 2, 2048 bits), most similar first; equal similarities in "
+        "corpus order." + where,
+    )
+    similar.add_argument("corpus", metavar="CORPUS_DIR")
+    similar.add_argument("smiles", metavar="SMILES")
+    similar.add_argument("--top", type=int, default=10, help="hits to list (default 10)")
+    similar.add_argument(
+        "--threshold", type=float, default=0.0, help="least similarity listed (default 0)"
+    )
+    similar.add_argument("--json", action="store_true")
+    similar.set_defaults(handler=search_similar)
+
+
+def _chem_index(corpus: str, workers: int = 1):
+    from kiban.index.chemsearch import ChemIndex
+
+    return ChemIndex.open(
+        corpus, workers=workers, notify=lambda line: print(f"note: {line}", file=sys.stderr)
+    )
+
+
+def search_substructure(args: argparse.Namespace) -> None:
+    if args.limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {args.limit}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    from kiban.index.chemsearch import parse_smarts
+
+    parse_smarts(args.smarts)  # a bad pattern is reported before any fingerprint is computed
+    result = _chem_index(args.corpus, args.workers).substructure(
+        args.smarts, limit=args.limit, workers=args.workers
+    )
+
+    def render(p: dict[str, Any]) -> None:
+        print(
+            f"{p['query']}: {p['molecules']:,} of "
+            f"{p['total_molecules']:,} molecules ({p['matches']:,} matches) in "
+            f"{p['documents']:,} documents; {p['screened']:,} passed the fingerprint screen; "
+            f"{p['seconds']:.3f} s"
+        )
+        _hit_table(p["hits"], "matches", "{}", p["molecules"])
+
+    emit(result.as_dict(), args.json, render)
+
+
+def search_similar(args: argparse.Namespace) -> None:
+    result = _chem_index(args.corpus).similar(args.smiles, threshold=args.threshold, top=args.top)
+
+    def render(p: dict[str, Any]) -> None:
+        print(
+            f"{p['query']}: {p['above_threshold']:,} of {p['total_molecules']:,} molecules "
+            f"with Tanimoto >= {p['threshold']}; {p['seconds']:.3f} s"
+        )
+        _hit_table(p["hits"], "similarity", "{:.3f}", p["above_threshold"])
+
+    emit(result.as_dict(), args.json, render)
+
+
+def _hit_table(hits: list[dict[str, Any]], score: str, style: str, total: int) -> None:
+    """Hits as aligned columns: score, documents, first document's file:line (source id), SMILES."""
+    if not hits:
+        return
+    rows = [
+        (
+            style.format(hit[score]),
+            str(hit["documents"]),
+            hit["where"] + (f" ({hit['source_id']})" if hit.get("source_id") else ""),
+            hit["smiles"],
+        )
+        for hit in hits
+    ]
+    header = (score, "docs", "first document", "molecule")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print(
+            "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3]
+        )
+    if total > len(hits):
+        print(f"  … {total - len(hits):,} more")
+
+
 def index_build(args: argparse.Namespace) -> None:
     from kiban.index import build_index
 
@@ -165,6 +278,11 @@ def index_build(args: argparse.Namespace) -> None:
         verify=args.verify,
         progress=not args.json and sys.stderr.isatty(),
     )
+    chem = None
+    if args.chem:
+        from kiban.index.chemsearch import build_chem_index
+
+        chem = build_chem_index(args.corpus, workers=args.workers)
     summary = {
         "corpus": args.corpus,
         "shards": len(manifest["shards"]),
@@ -172,6 +290,7 @@ def index_build(args: argparse.Namespace) -> None:
         "built_now": manifest["built_now"],
         "rebuilt_because": manifest["rebuilt_because"],
         "verified": args.verify,
+        "chem": chem,
     }
 
     def render(p: dict[str, Any]) -> None:
@@ -182,6 +301,11 @@ def index_build(args: argparse.Namespace) -> None:
         )
         for shard, reason in p["rebuilt_because"].items():
             print(f"  shard {shard} rebuilt: {reason}")
+        if p["chem"] is not None:
+            print(
+                f"  chemistry index: {p['chem']['molecules']:,} molecules fingerprinted in "
+                f"{p['chem']['seconds']:.1f} s ({p['chem']['unreadable']} unreadable)"
+            )
 
     emit(summary, args.json, render)
 
