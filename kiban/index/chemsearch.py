@@ -5,8 +5,12 @@ The molecules are the distinct ``<mol>`` spans of the corpus's documents (the co
 as canonical SMILES). `build_chem_index` writes, into ``CORPUS/chem/``:
 
 * ``smiles.bin`` + ``smiles_offsets.npy``: the distinct SMILES, in order of first appearance;
-* ``pattern.npy``: RDKit pattern fingerprints (the substructure screen), packed into uint64;
-* ``morgan.npy`` and ``morgan_count.npy``: Morgan bits (radius 2, 2048) and their popcounts;
+* ``pattern.npy``: RDKit pattern fingerprints (the substructure screen), packed into uint64,
+  stored word-major (32 rows of one word per molecule) so the screen reads each word it needs
+  as one contiguous run;
+* ``morgan.npy``, ``morgan_count.npy``, ``morgan_order.npy``: Morgan bits (radius 2, 2048)
+  and their popcounts, sorted by popcount (``morgan_order`` maps a row to its molecule), so a
+  threshold query reads only the rows whose popcount can reach it;
 * ``postings.npy`` + ``postings_offsets.npy``: the document rows each molecule occurs in;
 * ``chem.json``: counts, fingerprint settings and the sha256 of the documents table they were
   computed from. A corpus rebuilt since is stale: `ChemIndex.open` rebuilds (``build=True``) or
@@ -21,6 +25,7 @@ packed Morgan bits: Tanimoto c / (a + b - c), computed exactly as ``BulkTanimoto
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -43,10 +48,19 @@ PATTERN_BITS = 2048
 MORGAN_RADIUS = 2
 MORGAN_BITS = 2048
 _WORDS = PATTERN_BITS // 64
+_SCREENED_ELEMENTS = (5, 6, 7, 8, 9, 14, 15, 16, 17, 34, 35, 53)
+#: the element-count screen's columns: ("code", Z) aliphatic Z, ("code", 1000 + Z) aromatic Z,
+#: ("any", Z) either — the codes of RDKit's SMARTS "AtomType" / "AtomAtomicNum" queries
+ELEMENT_KEYS = (
+    [("code", z) for z in _SCREENED_ELEMENTS]
+    + [("code", 1000 + z) for z in _SCREENED_ELEMENTS]
+    + [("any", z) for z in _SCREENED_ELEMENTS]
+)
 _MOL_SPAN = re.compile(r"<mol>(.*?)</mol>", re.S)
 #: query features whose answer needs the smallest set of smallest rings (ring sizes, ring
-#: counts, recursive SMARTS that may hold either); other queries are answered on molecules read
-#: the fast way (trusted canonical SMILES, ring membership only), as SubstructLibrary does
+#: counts, recursive SMARTS that may hold either): their matches are counted on molecules read
+#: as RDKit reads them by default; other queries on molecules read the fast way (trusted
+#: canonical SMILES, ring membership only)
 _NEEDS_SSSR = ("RingSize", "InNRings", "RingBondCount", "Recursive", "RingCount")
 
 
@@ -75,23 +89,87 @@ def _morgan_bits(mol) -> np.ndarray:
     return _morgan_generator(MORGAN_RADIUS, MORGAN_BITS).GetFingerprintAsNumPy(mol).astype(np.uint8)
 
 
-def _fingerprint_chunk(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Pattern and Morgan bits of a chunk of SMILES; rows of unreadable ones stay zero (their
-    pattern fingerprint is then all ones: never screened out, always rejected by RDKit)."""
+def _element_counts(mol) -> np.ndarray:
+    """Atoms of each `ELEMENT_KEYS` kind in ``mol`` (saturating at 255)."""
+    atoms = np.array(
+        [(a.GetAtomicNum(), a.GetIsAromatic()) for a in mol.GetAtoms()], dtype=np.int64
+    )
+    codes = atoms[:, 0] + 1000 * atoms[:, 1]
+    counts = np.zeros(len(ELEMENT_KEYS), dtype=np.int64)
+    for column, (kind, number) in enumerate(ELEMENT_KEYS):
+        counts[column] = np.count_nonzero(
+            atoms[:, 0] == number if kind == "any" else codes == number
+        )
+    return np.minimum(counts, 255).astype(np.uint8)
+
+
+def _fingerprint_chunk(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """Pattern bits, Morgan bits and element counts of a chunk of SMILES; rows of unreadable
+    ones pass every screen (pattern all ones, counts 255) so RDKit, not the screen, rejects
+    them."""
     from kiban.chem import mol_or_none
 
     pattern = np.zeros((len(smiles), PATTERN_BITS), dtype=np.uint8)
     morgan = np.zeros((len(smiles), MORGAN_BITS), dtype=np.uint8)
+    elements = np.zeros((len(smiles), len(ELEMENT_KEYS)), dtype=np.uint8)
     bad = []
     for row, text in enumerate(smiles):
         mol = mol_or_none(text)
         if mol is None:
             bad.append(row)
             pattern[row] = 1
+            elements[row] = 255
             continue
         pattern[row] = _pattern_bits(mol)
         morgan[row] = _morgan_bits(mol)
-    return _pack(pattern), _pack(morgan), bad
+        elements[row] = _element_counts(mol)
+    return _pack(pattern), _pack(morgan), elements, bad
+
+
+def _and_leaves(description: str) -> list[list[str]]:
+    """The nodes of an RDKit query description reachable from its root through AtomAnd only."""
+    lines = [
+        ((len(line) - len(line.lstrip(" "))) // 2, line.split())
+        for line in description.splitlines()
+        if line.strip()
+    ]
+    leaves: list[list[str]] = []
+
+    def walk(position: int) -> None:
+        depth, words = lines[position]
+        if words[0] != "AtomAnd":
+            leaves.append(words)
+            return
+        for child in range(position + 1, len(lines)):
+            if lines[child][0] <= depth:
+                break
+            if lines[child][0] == depth + 1:
+                walk(child)
+
+    if lines:
+        walk(0)
+    return leaves
+
+
+def element_requirements(query) -> dict[int, int]:
+    """Least atom counts a molecule needs to contain ``query``, per `ELEMENT_KEYS` column:
+    a query atom whose query is, at the top or under AND only, "AtomType Z" (aliphatic Z;
+    1000 + Z aromatic) or "AtomAtomicNum Z" (either) claims one atom of that kind; anything
+    else (OR, NOT, recursion, a wildcard) claims nothing."""
+    columns = {key: column for column, key in enumerate(ELEMENT_KEYS)}
+    needed: dict[int, int] = {}
+    for atom in query.GetAtoms():
+        keys = [
+            ("code" if words[0] == "AtomType" else "any", int(words[1]))
+            for words in _and_leaves(atom.DescribeQuery())
+            if words[0] in ("AtomType", "AtomAtomicNum") and words[2:4] == ["=", "val"]
+        ]
+        keys = [key for key in keys if key in columns]
+        if keys:  # one atom: claim its most specific kind once (an AtomType over AtomAtomicNum)
+            kind, number = min(keys, key=lambda key: key[0] != "code")
+            for key in {(kind, number), ("any", number % 1000)}:
+                needed[columns[key]] = needed.get(columns[key], 0) + 1
+    return needed
 
 
 # --- the index on disk -------------------------------------------------------------------------
@@ -134,9 +212,14 @@ def build_chem_index(corpus, *, workers: int = 1, chunk: int = 20000) -> dict[st
     else:
         parts = [_fingerprint_chunk(part) for part in chunks]
     empty = np.zeros((0, _WORDS), dtype=np.uint64)
-    pattern = np.concatenate([p for p, _, _ in parts]) if parts else empty
-    morgan = np.concatenate([m for _, m, _ in parts]) if parts else empty
-    unreadable = [i * chunk + r for i, (_, _, bad) in enumerate(parts) for r in bad]
+    pattern = np.concatenate([part[0] for part in parts]) if parts else empty
+    morgan = np.concatenate([part[1] for part in parts]) if parts else empty
+    elements = (
+        np.concatenate([part[2] for part in parts])
+        if parts
+        else np.zeros((0, len(ELEMENT_KEYS)), dtype=np.uint8)
+    )
+    unreadable = [i * chunk + r for i, part in enumerate(parts) for r in part[3]]
     encoded = [s.encode() for s in smiles]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
@@ -144,6 +227,8 @@ def build_chem_index(corpus, *, workers: int = 1, chunk: int = 20000) -> dict[st
     np.cumsum([len(p) for p in postings], out=post_offsets[1:])
     flat = np.fromiter((r for rows in postings for r in rows), dtype=np.int64)
 
+    counts = np.bitwise_count(morgan).sum(axis=1, dtype=np.int32)
+    by_count = np.argsort(counts, kind="stable").astype(np.int64)
     final = corpus.directory / CHEM_DIRECTORY
     staging = corpus.directory / f".{CHEM_DIRECTORY}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -151,9 +236,11 @@ def build_chem_index(corpus, *, workers: int = 1, chunk: int = 20000) -> dict[st
     (staging / "smiles.bin").write_bytes(b"".join(encoded))
     for name, array in (
         ("smiles_offsets", offsets),
-        ("pattern", pattern),
-        ("morgan", morgan),
-        ("morgan_count", np.bitwise_count(morgan).sum(axis=1, dtype=np.int32)),
+        ("pattern", np.ascontiguousarray(pattern.T)),  # word-major: the screen reads words
+        ("morgan", morgan[by_count]),
+        ("morgan_order", by_count),
+        ("elements", np.ascontiguousarray(elements.T)),
+        ("morgan_count", counts[by_count]),
         ("postings", flat),
         ("postings_offsets", post_offsets),
     ):
@@ -244,23 +331,34 @@ def _needs_sssr(query) -> bool:
     return any(word in text for text in descriptions for word in _NEEDS_SSSR)
 
 
-def _match_chunk(args: tuple[str, bool, list[str]]) -> list[int]:
-    """Unique-match counts of the SMARTS in each SMILES (0: no match)."""
+def _matching(query, texts: list[str], workers: int) -> np.ndarray:
+    """Positions in ``texts`` of the molecules that contain ``query``: RDKit's SubstructLibrary
+    over the screened molecules (read as trusted canonical SMILES, matched in C++ on
+    ``workers`` threads; no second fingerprint screen)."""
+    from rdkit.Chem import rdSubstructLibrary
+
+    holder = rdSubstructLibrary.CachedTrustedSmilesMolHolder()
+    for text in texts:
+        holder.AddSmiles(text)
+    library = rdSubstructLibrary.SubstructLibrary(holder)
+    found = library.GetMatches(
+        query, maxResults=len(texts) + 1, numThreads=workers, useChirality=False
+    )
+    return np.sort(np.fromiter(found, dtype=np.int64, count=len(found)))
+
+
+def _match_counts(query, texts: list[str], sssr: bool) -> np.ndarray:
+    """Unique-match counts of ``query`` in each SMILES, on molecules read as RDKit reads them
+    by default where the query depends on ring sizes, else the fast way."""
     from rdkit import Chem
 
-    smarts, sssr, smiles = args
-    query = Chem.MolFromSmarts(smarts)
-    counts = []
-    for text in smiles:
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for row, text in enumerate(texts):
         mol = Chem.MolFromSmiles(text, sanitize=sssr)
-        if mol is None:
-            counts.append(0)
-            continue
         if not sssr:
-            # canonical SMILES the corpus wrote: read as SubstructLibrary's trusted holder does
             mol.UpdatePropertyCache(strict=False)
             Chem.FastFindRings(mol)
-        counts.append(len(mol.GetSubstructMatches(query, uniquify=True, maxMatches=1 << 30)))
+        counts[row] = len(mol.GetSubstructMatches(query, uniquify=True, maxMatches=1 << 30))
     return counts
 
 
@@ -276,7 +374,9 @@ class ChemIndex:
         self._offsets = load("smiles_offsets")
         self.pattern = load("pattern")
         self.morgan = load("morgan")
+        self.elements = load("elements")
         self.morgan_count = load("morgan_count")
+        self.morgan_order = load("morgan_order")
         self._postings = load("postings")
         self._post_offsets = load("postings_offsets")
 
@@ -320,32 +420,37 @@ class ChemIndex:
     # --- substructure ---------------------------------------------------------------------
     def screen(self, query) -> np.ndarray:
         """Positions of the molecules whose pattern fingerprint holds every bit of the query's
-        (a necessary condition for a match), in corpus order."""
+        and that have at least the atoms of each element the query's atoms name (necessary
+        conditions for a match), in corpus order."""
         words = _pack(_pattern_bits(query))
         needed = np.flatnonzero(words)
         if needed.size == 0:
             return np.arange(len(self), dtype=np.int64)
         keep = np.ones(len(self), dtype=bool)
         for word in needed:  # a pass per query word (at most 32), vectorised over molecules
-            column = np.asarray(self.pattern[:, word])
+            column = self.pattern[word]
             keep &= (column & words[word]) == words[word]
+        for column, count in element_requirements(query).items():
+            keep &= self.elements[column] >= count
         return np.flatnonzero(keep)
+
+    def match(
+        self, smarts: str, *, workers: int = 1, count: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """Positions of the molecules that contain ``smarts`` (corpus order), their unique-match
+        counts (None unless ``count``) and how many molecules passed the screen."""
+        query = parse_smarts(smarts)
+        candidates = self.screen(query)
+        texts = [self.smiles(int(p)) for p in candidates]
+        found = _matching(query, texts, workers) if texts else np.zeros(0, dtype=np.int64)
+        counts = (
+            _match_counts(query, [texts[i] for i in found], _needs_sssr(query)) if count else None
+        )
+        return candidates[found], counts, int(len(candidates))
 
     def substructure(self, smarts: str, *, limit: int = 20, workers: int = 1) -> SubstructureResult:
         started = time.perf_counter()
-        query = parse_smarts(smarts)
-        candidates = self.screen(query)
-        sssr = _needs_sssr(query)
-        texts = [self.smiles(int(p)) for p in candidates]
-        step = max(1, min(5000, -(-len(texts) // max(1, workers * 4))))
-        jobs = [(smarts, sssr, texts[i : i + step]) for i in range(0, len(texts), step)]
-        if workers > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                parts = pool.map(_match_chunk, jobs)
-        else:
-            parts = [_match_chunk(job) for job in jobs]
-        counts = np.fromiter((c for part in parts for c in part), dtype=np.int64)
-        hit = candidates[counts > 0] if len(candidates) else candidates
+        hit, counts, screened = self.match(smarts, workers=workers)
         rows = (
             np.unique(np.concatenate([self.document_rows(int(p)) for p in hit]))
             if len(hit)
@@ -353,7 +458,7 @@ class ChemIndex:
         )
         shown = [
             {"smiles": self.smiles(int(p)), "matches": int(c)}
-            for p, c in zip(hit[:limit], counts[counts > 0][:limit])
+            for p, c in zip(hit[:limit], counts[:limit])
         ]
         self._attach_documents(shown, hit[:limit])
         return SubstructureResult(
@@ -361,26 +466,35 @@ class ChemIndex:
             molecules=int(len(hit)),
             matches=int(counts.sum()),
             documents=int(len(rows)),
-            screened=int(len(candidates)),
+            screened=screened,
             total_molecules=len(self),
             seconds=round(time.perf_counter() - started, 4),
             hits=shown,
         )
 
     # --- similarity -----------------------------------------------------------------------
-    def tanimoto(self, smiles: str) -> np.ndarray:
-        """Tanimoto similarity of every molecule to ``smiles`` (Morgan radius 2, 2048 bits)."""
+    def _query_words(self, smiles: str) -> np.ndarray:
         from kiban.chem import SmilesError, parse_smiles
 
         try:
             mol = parse_smiles(smiles)
         except SmilesError as error:
             raise ChemSearchError(f"query {smiles!r} is not a molecule: {error}") from None
-        words = _pack(_morgan_bits(mol))
-        common = np.bitwise_count(np.asarray(self.morgan) & words).sum(axis=1, dtype=np.int32)
-        union = self.morgan_count + int(np.bitwise_count(words).sum()) - common
+        return _pack(_morgan_bits(mol))
+
+    def _tanimoto_rows(self, words: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Tanimoto c / (a + b - c) of the popcount-sorted rows start:stop (0 where a + b = 0,
+        as RDKit)."""
+        common = np.bitwise_count(self.morgan[start:stop] & words).sum(axis=1, dtype=np.int32)
+        union = self.morgan_count[start:stop] + int(np.bitwise_count(words).sum()) - common
         with np.errstate(invalid="ignore", divide="ignore"):
-            similarity = np.where(union > 0, common / union, 0.0)
+            return np.where(union > 0, common / union, 0.0)
+
+    def tanimoto(self, smiles: str) -> np.ndarray:
+        """Tanimoto similarity of every molecule to ``smiles`` (Morgan radius 2, 2048 bits), in
+        corpus order."""
+        similarity = np.empty(len(self), dtype=np.float64)
+        similarity[self.morgan_order] = self._tanimoto_rows(self._query_words(smiles), 0, len(self))
         return similarity
 
     def similar(self, smiles: str, *, threshold: float = 0.0, top: int = 10) -> SimilarityResult:
@@ -389,20 +503,30 @@ class ChemIndex:
         if top < 1:
             raise ChemSearchError(f"--top must be >= 1, got {top}")
         started = time.perf_counter()
-        similarity = self.tanimoto(smiles)
-        above = np.flatnonzero(similarity >= threshold)
-        # most similar first; ties in corpus order (a stable sort on the negated values)
-        order = above[np.argsort(-similarity[above], kind="stable")][:top]
+        words = self._query_words(smiles)
+        start, stop = 0, len(self)
+        if threshold > 0:
+            # Tanimoto <= min(a, b) / max(a, b): only popcounts b in [t·a, a/t] can reach t
+            bits = int(np.bitwise_count(words).sum())
+            start = int(np.searchsorted(self.morgan_count, math.floor(threshold * bits), "left"))
+            stop = int(np.searchsorted(self.morgan_count, math.ceil(bits / threshold), "right"))
+        values = self._tanimoto_rows(words, start, stop)
+        keep = np.flatnonzero(values >= threshold)
+        positions = np.asarray(self.morgan_order[start:stop])[keep]
+        values = values[keep]
+        # most similar first; equal similarities in corpus order
+        ranked = np.lexsort((positions, -values))[:top]
+        order = positions[ranked]
         hits = [
-            {"smiles": self.smiles(int(p)), "similarity": round(float(similarity[p]), 6)}
-            for p in order
+            {"smiles": self.smiles(int(p)), "similarity": round(float(v), 6)}
+            for p, v in zip(order, values[ranked])
         ]
         self._attach_documents(hits, order)
         return SimilarityResult(
             query=smiles,
             threshold=threshold,
             top=top,
-            above_threshold=int(len(above)),
+            above_threshold=int(len(keep)),
             total_molecules=len(self),
             seconds=round(time.perf_counter() - started, 4),
             hits=hits,

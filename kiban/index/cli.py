@@ -354,17 +354,69 @@ def search_contamination(args: argparse.Namespace) -> None:
 
 
 def _render_search(payload: dict[str, Any]) -> None:
+    notes: dict[str, None] = {}
     for result in payload["results"]:
-        print(f"query {result['query']!r}")
-        for key, value in result.items():
-            if key == "query":
-                continue
-            if key in ("documents", "spans", "tokens") and isinstance(value, list):
-                print(f"  {key}: {len(value)}")
-                for item in value[:20]:
-                    print(f"    {json.dumps(item, ensure_ascii=False)[:200]}")
-            else:
-                print(f"  {key}: {value}")
+        query = result["query"]
+        shown = repr(query) if isinstance(query, str) else ",".join(map(str, query))
+        if "documents" in result:
+            _render_documents(shown, result)
+        elif set(result) <= {"query", "count", "variants", "note"}:
+            line = f"{result['count']:>10,}  {shown}"
+            if "variants" in result:
+                line += (
+                    "  ("
+                    + ", ".join(f"{v['text']!r}: {v['count']:,}" for v in result["variants"])
+                    + ")"
+                )
+            print(line)
+        else:
+            print(f"query {shown}")
+            for key, value in result.items():
+                if key in ("query", "note"):
+                    continue
+                if isinstance(value, list):
+                    print(f"  {key}: {len(value)}")
+                    for item in value:
+                        print("    " + _one_line(item))
+                else:
+                    print(f"  {key}: {value}")
+        if result.get("note"):
+            notes[result["note"]] = None
+    for note in notes:  # once, after the results it is about
+        print(f"note: {note}")
+
+
+def _one_line(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    return "  ".join(
+        f"{key}={len(value) if isinstance(value, list) else _flat(value)}"
+        + (" documents" if isinstance(value, list) else "")
+        for key, value in item.items()
+    )
+
+
+def _flat(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return " ".join(text.split())
+
+
+def _render_documents(shown: str, result: dict[str, Any]) -> None:
+    """docs as a table: the total, then per document file:line, id and the matched text."""
+    documents = result["documents"]
+    total = result.get("count")
+    print(
+        f"{shown}: "
+        + (f"{total:,} occurrences; " if total is not None else "")
+        + f"{len(documents)} document(s) shown"
+    )
+    if not documents:
+        return
+    rows = [(d["where"], d["id"], _flat(d["snippet"])) for d in documents]
+    header = ("file:line", "document", "text")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(2)]
+    for row in [header, *rows]:
+        print(f"  {row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}")
 
 
 def _render_contamination(report: dict[str, Any]) -> None:

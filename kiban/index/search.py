@@ -107,12 +107,13 @@ class CorpusSearch:
                     f"unknown modality {modality!r}{did_you_mean(modality, MODALITY_TAGS)}"
                     f"; known: {', '.join(MODALITY_TAGS)}"
                 )
+            if query.strip() and not as_text:
+                # as the corpus stores it: a whole molecule's canonical SMILES (OCC -> CCO)
+                query = self._check_span(modality, query, get_codec, CodecError)
             try:
                 ids = self.tokenizer.encode(f"<{modality}>{query}</{modality}>")[1:-1]
             except ValueError as error:  # a tag inside the query text
                 raise QueryError(f"cannot tokenize the query as <{modality}>: {error}") from None
-            if ids and not as_text:
-                self._check_span(modality, query, get_codec, CodecError)
         else:
             if not as_text and "<" in query:  # a span needs a tag (and the split costs 2 %)
                 try:
@@ -150,15 +151,60 @@ class CorpusSearch:
                 "(as_text=True) to search for it as the text written"
             ) from None
 
+    def variants(
+        self, query: Query, *, modality: str | None = None, as_text: bool = False
+    ) -> list[tuple[Query, np.ndarray]]:
+        """The token sequences a query stands for: one, or for a prose word at the start of a
+        query two — with and without its leading space, which BPE tokenizes differently
+        (``"kinase"`` at the start of a text, ``" kinase"`` inside a sentence)."""
+        first = (query, self.encode(query, modality=modality, as_text=as_text))
+        if not isinstance(query, str) or modality is not None or "<" in query:
+            return [first]
+        other = query[1:] if query.startswith(" ") else " " + query
+        if not other.strip() or other.startswith(" " * 2):
+            return [first]
+        return [first, (other, self.encode(other, as_text=as_text))]
+
+    @staticmethod
+    def _combined(variants: list[tuple[Query, np.ndarray]], counts: Sequence[int]) -> int:
+        """Occurrences of any variant, each once: the spaced sequence ends with the bare one
+        where the tokenizer splits off the space, and then counting the bare one counts both."""
+        if len(variants) == 1:
+            return int(counts[0])
+        (_, a), (_, b) = variants
+        shorter, longer = (a, b) if len(a) <= len(b) else (b, a)
+        if np.array_equal(longer[len(longer) - len(shorter) :], shorter):
+            return int(counts[0] if len(a) <= len(b) else counts[1])
+        return int(counts[0]) + int(counts[1])
+
     def count(self, query: Query, *, modality: str | None = None, as_text: bool = False) -> int:
-        return self.index.count(self.encode(query, modality=modality, as_text=as_text))
+        """Occurrences of the query (a prose word at its start with or without the leading
+        space, see `variants`)."""
+        variants = self.variants(query, modality=modality, as_text=as_text)
+        return self._combined(variants, self.index.count_batch([ids for _, ids in variants]))
 
     def count_batch(
         self, queries: Sequence[Query], *, modality: str | None = None, as_text: bool = False
     ) -> list[int]:
-        return self.index.count_batch(
-            [self.encode(q, modality=modality, as_text=as_text) for q in queries]
-        )
+        return [r["count"] for r in self.count_details(queries, modality=modality, as_text=as_text)]
+
+    def count_details(
+        self, queries: Sequence[Query], *, modality: str | None = None, as_text: bool = False
+    ) -> list[dict[str, Any]]:
+        """Per query: ``count`` and, where the query stands for two token sequences, the
+        count of each (``variants``); all counted in one call of the compiled kernel."""
+        expanded = [self.variants(q, modality=modality, as_text=as_text) for q in queries]
+        counts = iter(self.index.count_batch([ids for v in expanded for _, ids in v]))
+        results = []
+        for variants in expanded:
+            each = [next(counts) for _ in variants]
+            result: dict[str, Any] = {"count": self._combined(variants, each)}
+            if len(variants) > 1:
+                result["variants"] = [
+                    {"text": text, "count": int(c)} for (text, _), c in zip(variants, each)
+                ]
+            results.append(result)
+        return results
 
     # --- documents ----------------------------------------------------------------------------
     @cached_property
@@ -225,15 +271,18 @@ class CorpusSearch:
             raise QueryError(
                 f"unknown modality filter {modality!r}; known: {', '.join(MODALITY_TAGS)}"
             )
-        ids = self.encode(query, modality=query_modality, as_text=as_text)
+        variants = self.variants(query, modality=query_modality, as_text=as_text)
         filtered = source is not None or license is not None or modality is not None
-        matches = self._occurrences(ids)  # lazily: a frequent query has millions
+        # lazily: a frequent query has millions
+        matches = itertools.chain.from_iterable(
+            ((len(ids), m) for m in self._occurrences(ids)) for _, ids in variants
+        )
         if filtered:
             matches = itertools.islice(matches, scan_limit)
         table = self._table
         hits: list[DocumentHit] = []
         seen: set[int] = set()
-        for match in matches:
+        for length, match in matches:
             row = self._row(match)
             if row in seen:
                 continue
@@ -244,7 +293,7 @@ class CorpusSearch:
             ):
                 continue
             seen.add(row)
-            hits.append(self._hit(match, len(ids), context))
+            hits.append(self._hit(match, length, context))
             if len(hits) >= limit:
                 break
         return hits
@@ -425,7 +474,13 @@ class CorpusSearch:
         if command == "count":
             return {"count": self.count(query, **options)}
         if command == "docs":
-            return {"documents": [h.to_dict() for h in self.docs(query, **options)]}
+            counted = {k: v for k, v in options.items() if k == "as_text"}
+            if "query_modality" in options:
+                counted["modality"] = options["query_modality"]
+            return {
+                "count": self.count(query, **counted),
+                "documents": [h.to_dict() for h in self.docs(query, **options)],
+            }
         if command == "next":
             return self.next(query, **options)
         if command == "prob":
@@ -442,10 +497,40 @@ class CorpusSearch:
     ) -> list[dict[str, Any]]:
         """Many queries of one kind in one call (counts go through the compiled batch kernel)."""
         if command == "count":
-            return [
-                {"count": c}
-                for c in self.count_batch(
-                    queries, modality=options.get("modality"), as_text=options.get("as_text", False)
+            results = self.count_details(
+                queries, modality=options.get("modality"), as_text=options.get("as_text", False)
+            )
+        else:
+            results = [self.run(command, q, **options) for q in queries]
+        for query, result in zip(queries, results):
+            note = self.note(query, command, result, options)
+            if note:
+                result["note"] = note
+        return results
+
+    def note(
+        self, query: Query, command: str, result: dict[str, Any], options: dict[str, Any]
+    ) -> str | None:
+        """What a user should know to read the result: a molecule query is a token-string
+        match, not a substructure search; a prose query that found nothing is a SMILES."""
+        if not isinstance(query, str) or options.get("as_text"):
+            return None
+        modality = options.get("modality") or options.get("query_modality")
+        if modality == "mol":
+            return (
+                "matched as the token string of the canonical SMILES inside <mol> spans (the "
+                "molecule itself, and larger molecules whose SMILES contain it as text); for "
+                "substructures use kiban search substructure, for similar molecules kiban "
+                "search similar"
+            )
+        empty = result.get("count") == 0 or result.get("documents") == []
+        if modality is None and empty and "<" not in query and " " not in query.strip():
+            from kiban.chem import canonical_or_none
+
+            canonical = canonical_or_none(query.strip())
+            if canonical is not None:
+                return (
+                    f"{query.strip()!r} is read as prose; as a molecule search <mol>{canonical}"
+                    "</mol> (--modality mol), or use kiban search substructure / similar"
                 )
-            ]
-        return [self.run(command, q, **options) for q in queries]
+        return None

@@ -77,7 +77,7 @@ def test_the_screen_prunes(nci_corpus):
 
 
 @pytest.mark.parametrize("query", QUERIES)
-@pytest.mark.parametrize("threshold", [0.0, 0.3])
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7])
 def test_similarity_equals_bulk_tanimoto(nci_corpus, query, threshold):
     corpus, molecules = nci_corpus
     fps = [morgan_fingerprint(Chem.MolFromSmiles(s)) for s in molecules]

@@ -60,6 +60,7 @@ def test_index_build(kiban, corpus):
         "built_now": [0, 1, 2],
         "rebuilt_because": {},
         "verified": False,
+        "chem": None,
     }
     code, out, _ = kiban("index", "build", corpus, "--workers", "2")
     assert code == 0
@@ -72,7 +73,10 @@ def test_index_build(kiban, corpus):
 def test_count_text_ids_and_modality(kiban, indexed, search):
     code, out, err = kiban("search", "count", indexed, " " + PHRASE, "--json")
     assert (code, err) == (0, "")
-    assert results(out) == [{"query": " " + PHRASE, "count": search.count(" " + PHRASE)}]
+    assert results(out) == [
+        {"query": " " + PHRASE, "count": 30, "variants": [
+            {"text": " " + PHRASE, "count": 30}, {"text": PHRASE, "count": 0}]}
+    ]  # fmt: skip
     assert results(out)[0]["count"] >= 7
     code, out, _ = kiban("search", "count", indexed, "--ids", "5,17,9", "12 13", "--json")
     assert code == 0
@@ -85,18 +89,21 @@ def test_count_text_ids_and_modality(kiban, indexed, search):
         "search", "count", indexed, "--modality", "mol", "CCO", "c1ccccc1", "--json"
     )
     assert code == 0
-    assert results(out) == [
-        {"query": q, "count": search.count(q, modality="mol")} for q in ("CCO", "c1ccccc1")
+    assert [(r["query"], r["count"]) for r in results(out)] == [
+        (q, search.count(q, modality="mol")) for q in ("CCO", "c1ccccc1")
     ]
     assert results(out)[0]["count"] > 0
+    assert all("kiban search substructure" in r["note"] for r in results(out))
+    # a molecule is searched as the corpus stores it: OCC is ethanol, stored as CCO
+    code, out, _ = kiban("search", "count", indexed, "--modality", "mol", "OCC", "--json")
+    assert results(out)[0]["count"] == search.count("CCO", modality="mol") > 0
     code, out, _ = kiban(
         "search", "count", indexed, " salt", "--modality", "num", "1", "--as-text"
     )  # " salt" is no number: searched as the text written
     assert code == 0
     assert out == (
-        f"query ' salt'\n  count: "
-        f"{search.count(' salt', modality='num', as_text=True)}\n"
-        f"query '1'\n  count: {search.count('1', modality='num')}\n"
+        f"{search.count(' salt', modality='num', as_text=True):>10,}  ' salt'\n"
+        f"{search.count('1', modality='num'):>10,}  '1'\n"
     )
 
 
@@ -106,9 +113,7 @@ def test_batch_from_arguments_and_a_file(kiban, indexed, search, fast_tmp):
     code, out, _ = kiban("search", "count", indexed, " acid", "--file", queries, "--json")
     assert code == 0
     texts = [" acid", " salt water", " molecule", " zeolite"]
-    assert results(out) == [
-        {"query": q, "count": c} for q, c in zip(texts, search.count_batch(texts))
-    ]
+    assert results(out) == [{"query": q, **r} for q, r in zip(texts, search.count_details(texts))]
     ids = fast_tmp / "ids.txt"
     ids.write_text("5,6\n7 8 9\n", encoding="utf-8")
     code, out, _ = kiban("search", "count", indexed, "--ids", "--file", ids, "--json")
@@ -299,4 +304,7 @@ def test_the_installed_command(indexed, search):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert results(result.stdout) == [{"query": " " + PHRASE, "count": search.count(" " + PHRASE)}]
+    assert results(result.stdout) == [
+        {"query": " " + PHRASE, "count": 30, "variants": [
+            {"text": " " + PHRASE, "count": 30}, {"text": PHRASE, "count": 0}]}
+    ]  # fmt: skip

@@ -325,7 +325,11 @@ def test_a_span_that_is_not_a_molecule_is_an_error_unless_asked_as_text(search):
         (lambda s: s.count(""), "tokenizes to nothing"),
         (lambda s: s.count("", modality="mol"), "tokenizes to nothing"),
         (lambda s: s.count("CCO", modality="dna"), "unknown modality 'dna'"),
-        (lambda s: s.count("C</mol>", modality="mol"), "cannot tokenize the query as <mol>"),
+        (lambda s: s.count("C</mol>", modality="mol"), "'C</mol>' is not a molecule"),
+        (
+            lambda s: s.count("C</mol>", modality="mol", as_text=True),
+            "cannot tokenize the query as <mol>",
+        ),
         (lambda s: s.count("<mool>x</mool>"), "cannot tokenize the query"),
         (lambda s: s.count("<mol>CCO"), "cannot tokenize the query"),
         (lambda s: s.count([]), "empty query"),
