@@ -12,6 +12,7 @@ import csv
 import datetime as _dt
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kiban.lab.space import CampaignConfig, Space, load_config
+from kiban.lab.space import CampaignConfig, Objective, Space, load_config
 from kiban.lab.store import Proposal, Store, StoreError
 
 #: Instrument config keys the campaign itself reads, for every kind (passed on to the kinds
@@ -138,14 +139,20 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     n_initial = min(n, n_initial)
     batch: list[dict[str, Any]] = []
     names: list[str] = []
+    predictions: list[dict[str, Any] | None] = []
     if n_initial:
         batch += initial_design(
             config.space, n_initial, seed=config.seed, skip=already, center=config.center
         )
+        predictions += [None] * len(batch)
         names.append("sobol")
     if n - n_initial:
         proposer = proposer or make_proposer(config)
-        batch += proposer.propose(config.space, observed, pending + batch, n - n_initial, seed)
+        proposed = proposer.propose(config.space, observed, pending + batch, n - n_initial, seed)
+        made = list(proposer.last_predictions)
+        # a model-free proposer (random, sobol) predicts nothing: None per point
+        predictions += made if len(made) == len(proposed) else [None] * len(proposed)
+        batch += proposed
         names.append(proposer.name)
     for params in batch:
         problems = config.space.check_params(params)
@@ -154,7 +161,31 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
                 f"proposer {'+'.join(names)} produced an invalid proposal "
                 f"{params}: {'; '.join(problems)}"
             )
-    return store.add_proposals(batch, "+".join(names))
+    return store.add_proposals(batch, "+".join(names), predictions)
+
+
+def prediction_columns(objectives: list[str]) -> list[str]:
+    """The columns a proposal's prediction fills in a to-do CSV (`lab propose --out`): per
+    objective its predicted mean and sd, then the acquisition value. `lab record` and `lab add`
+    read past them."""
+    return [c for o in objectives for c in (f"{o}_predicted", f"{o}_sd")] + ["acquisition"]
+
+
+def prediction_cells(prediction: dict[str, Any] | None, objectives: list[str]) -> dict[str, str]:
+    """A proposal's prediction as text cells (`prediction_columns`); "-" where no model made
+    one (design points, random and sobol proposers) or it has no value in the objective's
+    units (a target goal, warped outcomes)."""
+    cells = dict.fromkeys(prediction_columns(objectives), "-")
+    if prediction is None:
+        return cells
+    for o in objectives:
+        made = prediction.get("objectives", {}).get(o, {})
+        for key, column in (("mean", f"{o}_predicted"), ("sd", f"{o}_sd")):
+            if made.get(key) is not None:
+                cells[column] = f"{made[key]:.4g}"
+    if prediction.get("acquisition_value") is not None:
+        cells["acquisition"] = f"{prediction['acquisition_value']:.4g}"
+    return cells
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,6 +360,91 @@ def _number(text: str) -> float | str:
         return text
 
 
+#: a censored measurement: "<4", "< 4", "<=4", "≤4" (at most 4) or ">10", ">= 10", "≥10" (at
+#: least 10). "<" and "<=" are the same record: a bound reported by an assay ("below the limit
+#: of quantification") does not tell whether the bound itself is possible, and the GP cannot
+#: use the difference.
+_CENSORED = re.compile(r"^(<=|>=|<|>|≤|≥)\s*(\S.*)$")
+
+
+def parse_measurement(text: str) -> tuple[float | str, str | None]:
+    """A measured cell: a number → ``(number, None)``; a censored one (``<4``, ``>= 10``) →
+    ``(bound, "<" or ">")``; anything else → ``(text, None)`` (refused as not a number)."""
+    match = _CENSORED.match(text.strip())
+    if not match:
+        return _number(text), None
+    bound = _number(match.group(2).strip())
+    if isinstance(bound, str) or not math.isfinite(bound):
+        return text, None
+    return bound, "<" if match.group(1) in ("<", "<=", "≤") else ">"
+
+
+def censor_problem(objective: Objective, bound: float, censor: str) -> str | None:
+    """Why a censored value cannot be used for ``objective`` (None: it can be).
+
+    Refused: a bound that leaves nothing possible in the objective's declared range (``<0``
+    with ``low = 0``); and for a ``target`` goal a bound on the target's side (``<8`` when
+    the target is 6: the value may be the target itself or far below it, so how close it came
+    is not bounded at all). For ``max``/``min`` both directions say something true: the
+    utility is at most (``<`` when maximising, ``>`` when minimising) or at least the
+    bound's."""
+    side = "below" if censor == "<" else "above"
+    shown = f"{censor}{bound:g}"
+    if censor == "<" and objective.low is not None and bound <= objective.low:
+        return (
+            f"objective {objective.name!r}: {shown} leaves nothing in the declared range "
+            f"[{objective.low}, {objective.high}] (nothing is {side} {bound:g})"
+        )
+    if censor == ">" and objective.high is not None and bound >= objective.high:
+        return (
+            f"objective {objective.name!r}: {shown} leaves nothing in the declared range "
+            f"[{objective.low}, {objective.high}] (nothing is {side} {bound:g})"
+        )
+    if objective.goal == "target":
+        target = float(objective.target)
+        if (censor == "<" and bound > target) or (censor == ">" and bound < target):
+            return (
+                f"objective {objective.name!r} (goal: target {target:g}): {shown} is the wrong "
+                f"direction: every value {side} {bound:g} includes the target, so how close "
+                f"it came is unknown; expected a bound on the far side "
+                f"({'>' if censor == '<' else '<'}{bound:g}) or a number"
+            )
+    return None
+
+
+def upper_bound(objective: Objective, censor: str | None) -> bool:
+    """Whether a value censored so is only an upper bound on the objective's utility (the
+    truth may be worse): ``<`` when maximising, ``>`` when minimising, either for a target.
+    Such a result is not a candidate for the best so far."""
+    if censor is None:
+        return False
+    return objective.goal == "target" or (censor == "<") == (objective.goal == "max")
+
+
+def _censored_cells(
+    path: Path, line: int, space: Space, cells: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Objective cells parsed: values, censors (objective -> "<" | ">") and the problems of
+    censored values that cannot be used (file:line, column, value, why)."""
+    objectives = {o.name: o for o in space.objectives}
+    values: dict[str, Any] = {}
+    censors: dict[str, str] = {}
+    problems: list[str] = []
+    for column, cell in cells.items():
+        if cell == "":
+            values[column] = None
+            continue
+        value, censor = parse_measurement(cell)
+        values[column] = value
+        if censor is None:
+            continue
+        censors[column] = censor
+        problem = censor_problem(objectives[column], float(value), censor)
+        if problem:
+            problems.append(f"{path.name}:{line}: column {column!r}: {cell!r}: {problem}")
+    return values, censors, problems
+
+
 def _read_rows(
     path: Path, expected: str = "a CSV with a proposal_id column"
 ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -459,6 +575,7 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
         and c != "proposal_id"
         and c not in space.keys
         and c.lower() not in _EXTRA_COLUMNS
+        and c not in prediction_columns(objectives)  # a filled-in `propose --out` file
     ]
     if unknown:
         raise RecordError(
@@ -488,6 +605,9 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
             + ", ".join(f"{pid} (line {line})" for line, pid in missing[:20])
             + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
         )
+    for line, _, row in parsed:  # a censored value that cannot be used refuses the file
+        cells = {c: (row.get(c) or "").strip() for c in measured}
+        errors += _censored_cells(path, line, space, cells)[2]
     if errors:
         raise RecordError(f"{path}: refused, nothing recorded: " + "; ".join(errors[:10]))
     results = {r.proposal_id: r for r in store.results()}
@@ -531,10 +651,10 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
                         )
                     )
                     continue
-            values = {c: _number(v) if v else None for c, v in cells.items()}
+            values, censors, _ = _censored_cells(path, line, space, cells)
             if pid in results:
                 old = results[pid].values
-                if all(
+                if results[pid].censored == censors and all(
                     isinstance(values[c], float)
                     and c in old
                     and math.isclose(old[c], values[c], rel_tol=1e-12, abs_tol=0.0)
@@ -560,6 +680,8 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
                 summary.failed.append((pid, reason))
                 continue
             meta: dict[str, Any] = {"file": str(path), "line": line}
+            if censors:  # the values are bounds (see `upper_bound`)
+                meta["censored"] = censors
             if differences:
                 meta.update(as_run=True, proposed=proposal.params)
                 store._set_params(db, pid, given)
@@ -632,8 +754,10 @@ def _row_problems(space: Space, params: dict[str, Any], values: dict[str, Any]) 
     return problems + space.check_values(values)
 
 
-def _history_key(params: dict[str, Any], values: dict[str, Any]) -> str:
-    return json.dumps([params, values], sort_keys=True, default=str)
+def _history_key(
+    params: dict[str, Any], values: dict[str, Any], censored: dict[str, str] | None = None
+) -> str:
+    return json.dumps([params, values, censored or {}], sort_keys=True, default=str)
 
 
 def add_csv(store: Store, path: str | Path, *, skip_invalid: bool = False) -> AddSummary:
@@ -663,7 +787,8 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     columns, rows = _read_rows(path, "a CSV of past experiments: parameters and objectives")
     expected = [*space.keys, *objectives]
     missing = [c for c in expected if c not in columns]
-    unknown = [c for c in columns if c not in expected and c.lower() not in _EXTRA_COLUMNS]
+    known = {*expected, *prediction_columns(objectives)}  # a filled-in `propose --out` file
+    unknown = [c for c in columns if c not in known and c.lower() not in _EXTRA_COLUMNS]
     if missing or unknown:
         what = "; ".join(
             part
@@ -682,7 +807,7 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     types = _param_types(space)
     before: dict[str, list[tuple[int, Any]]] = {}
     for r in store._results("WHERE p.proposer = 'imported'"):
-        before.setdefault(_history_key(r.params, r.values), []).append(
+        before.setdefault(_history_key(r.params, r.values, r.censored), []).append(
             (r.proposal_id, store.result_meta(r.proposal_id).get("where"))
         )
     summary = AddSummary()
@@ -690,21 +815,25 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     invalid: list[str] = []
     for line, row in rows:
         params = _row_params(row, types)
-        values = {o: _number(c) if (c := (row.get(o) or "").strip()) else "" for o in objectives}
-        problems = _row_problems(space, params, values)
+        cells = {o: (row.get(o) or "").strip() for o in objectives}
+        values, censors, censor_problems = _censored_cells(path, line, space, cells)
+        values = {o: "" if v is None else v for o, v in values.items()}
+        problems = _row_problems(space, params, values) + [
+            p.split(": ", 1)[1] for p in censor_problems
+        ]
         if problems:
             reason = "; ".join(problems)
             invalid.append(f"{path.name}:{line}: {reason}")
             summary.skipped.append({"line": line, "reason": reason})
             continue
-        earlier = before.get(_history_key(params, values))
+        earlier = before.get(_history_key(params, values, censors))
         if earlier:  # the same row imported before: a file added twice adds nothing
             pid, where = earlier.pop(0)
             summary.skipped.append(
                 {"line": line, "reason": f"already imported (proposal {pid}, from {where})"}
             )
             continue
-        accepted.append((line, params, {k: float(v) for k, v in values.items()}))
+        accepted.append((line, params, {k: float(v) for k, v in values.items()}, censors))
     if invalid and not skip_invalid:
         shown = "; ".join(invalid[:10]) + (
             f"; and {len(invalid) - 10} more" if len(invalid) > 10 else ""
@@ -715,9 +844,11 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
         )
     with store.transaction() as db:
         batch = store.next_batch()
-        for line, params, values in accepted:
+        for line, params, values, censors in accepted:
             where = f"{path.name}:{line}"
             meta = {"imported": True, "file": str(path), "line": line, "where": where}
+            if censors:  # the values are bounds (see `upper_bound`)
+                meta["censored"] = censors
             summary.imported.append(
                 store._import(db, batch, params, values, f"import:{path.name}", meta)
             )
@@ -727,7 +858,7 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
                 "file": str(path),
                 "sha256": file_sha256(path),
                 "proposals": summary.imported,
-                "lines": [line for line, _, _ in accepted],
+                "lines": [line for line, *_ in accepted],
                 "skipped": summary.skipped,
             },
         )
@@ -749,14 +880,26 @@ def pareto_mask(utilities: np.ndarray) -> np.ndarray:
     return ~dominated
 
 
+def only_bounded_above(space: Space, result) -> bool:
+    """Whether a result's censored values leave its utility only bounded above (`upper_bound`):
+    the truth may be worse than any number shown, so it is never the best so far."""
+    return any(upper_bound(o, result.censored.get(o.name)) for o in space.objectives)
+
+
 def best(store: Store) -> dict[str, Any] | None:
-    """One objective: the best result. Several: the Pareto set (and the best per objective)."""
+    """One objective: the best result. Several: the Pareto set (and the best per objective).
+    Results whose censored values only bound them from above (``<4`` when maximising) are not
+    candidates: their true value may be worse than the bound."""
     space = store.config().space
-    results = store.results()
+    results = [r for r in store.results() if not only_bounded_above(space, r)]
     if not results:
         return None
     util = np.stack([space.utilities(r.values) for r in results])
-    entry = lambda r: {"proposal_id": r.proposal_id, "params": r.params, "values": r.values}
+
+    def entry(r) -> dict[str, Any]:
+        out = {"proposal_id": r.proposal_id, "params": r.params, "values": r.values}
+        return {**out, "censored": r.censored} if r.censored else out
+
     if len(space.objectives) == 1:
         return entry(results[int(np.argmax(util[:, 0]))])
     mask = pareto_mask(util)
@@ -786,7 +929,8 @@ def status(store: Store) -> dict[str, Any]:
 
 def best_so_far(store: Store) -> tuple[np.ndarray, np.ndarray]:
     """(experiment number, best utility so far) over completed results in recording order, per
-    objective (columns); failed experiments count as experiments and keep the previous best."""
+    objective (columns); failed experiments, and results only bounded above (`best`), count as
+    experiments and keep the previous best."""
     space = store.config().space
     props = {p.id: p for p in store.proposals()}
     results = {r.proposal_id: r for r in store.results()}
@@ -795,7 +939,7 @@ def best_so_far(store: Store) -> tuple[np.ndarray, np.ndarray]:
     best_u = np.full(k, -np.inf)
     curve = []
     for pid in order:
-        if pid in results:
+        if pid in results and not only_bounded_above(space, results[pid]):
             best_u = np.maximum(best_u, space.utilities(results[pid].values))
         curve.append(best_u.copy())
     return np.arange(1, len(curve) + 1), np.asarray(curve).reshape(len(curve), k)

@@ -173,20 +173,28 @@ def _params_line(params: dict[str, Any]) -> str:
     )
 
 
+def _values_line(entry: dict[str, Any]) -> str:
+    """``score=0.51, pIC50=>10``: measured values, a censored one with its sign."""
+    censored = entry.get("censored") or {}
+    return ", ".join(f"{k}={censored.get(k, '')}{v:.6g}" for k, v in entry["values"].items())
+
+
 def _propose(args: argparse.Namespace) -> int:
-    from kiban.lab.campaign import propose
+    from kiban.lab.campaign import prediction_cells, prediction_columns, propose
 
     store = _open(args)
     proposals = propose(store, args.n)
+    objectives = [o.name for o in store.config().space.objectives]
+    cells = {p.id: prediction_cells(p.prediction, objectives) for p in proposals}
     if args.out:
         from kiban.lab.instruments.csvfile import export_proposals
 
-        space = store.config().space
         export_proposals(
             args.out,
             [(p.id, p.params) for p in proposals],
-            space.keys,
-            [o.name for o in space.objectives],
+            store.config().space.keys,
+            objectives,
+            extra={pid: cells[pid] for pid in cells},
         )
     if args.json:
         print(
@@ -197,6 +205,7 @@ def _propose(args: argparse.Namespace) -> int:
                         "batch": p.batch,
                         "proposer": p.proposer,
                         "params": p.params,
+                        "prediction": p.prediction,
                     }
                     for p in proposals
                 ],
@@ -204,8 +213,10 @@ def _propose(args: argparse.Namespace) -> int:
             )
         )
     else:
+        # the model's expectation per proposal; "-": no model (design points, random, sobol)
+        print("\t".join(["id", "proposer", *prediction_columns(objectives), "conditions"]))
         for p in proposals:
-            print(f"{p.id}\t{p.proposer}\t{_params_line(p.params)}")
+            print("\t".join([str(p.id), p.proposer, *cells[p.id].values(), _params_line(p.params)]))
     return 0
 
 
@@ -319,9 +330,9 @@ def _status(args: argparse.Namespace) -> int:
     if b and "pareto" in b:
         print(f"Pareto set: {len(b['pareto'])} experiments")
         for e in b["pareto"]:
-            print(f"  {e['proposal_id']}: {e['values']}  {_params_line(e['params'])}")
+            print(f"  {e['proposal_id']}: {_values_line(e)}  {_params_line(e['params'])}")
     elif b:
-        print(f"best: proposal {b['proposal_id']}: {b['values']}  {_params_line(b['params'])}")
+        print(f"best: proposal {b['proposal_id']}: {_values_line(b)}  {_params_line(b['params'])}")
     return 0
 
 

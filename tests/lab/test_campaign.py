@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -18,9 +19,13 @@ import pytest
 from kiban.lab.campaign import (
     RecordError,
     best,
+    best_so_far,
     campaign_documents,
     init_campaign,
+    observations,
     pareto_mask,
+    parse_measurement,
+    prediction_cells,
     propose,
     record_csv,
     run_campaign,
@@ -1096,3 +1101,168 @@ def test_a_corrected_failure_is_no_longer_a_failure(tmp_path, fn_path):
         "<td>0</td><td>1</td><td>1</td><td>0</td></tr></table>"
     ) in page
     assert '{"proposed"' not in page
+
+
+def test_propose_shows_the_models_mean_sd_and_acquisition(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path, proposer="botorch", batch=2)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    # design points first: no model, "-" in every prediction column
+    code, out, err = kiban("lab", "propose", "--db", db)
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header == "id\tproposer\tscore_predicted\tscore_sd\tacquisition\tconditions"
+    assert [r.split("\t")[:5] for r in rows] == [
+        ["1", "sobol", "-", "-", "-"],
+        ["2", "sobol", "-", "-", "-"],
+    ]
+    assert kiban("lab", "cancel", "--db", db, "--all-pending")[0] == 0
+    past = _write_history(tmp_path / "past.csv", _history(8))
+    assert kiban("lab", "add", "--db", db, past)[0] == 0
+
+    todo = tmp_path / "todo.csv"
+    code, out, err = kiban("lab", "propose", "--db", db, "--out", todo)
+    assert code == 0, err
+    store = Store.open(db)
+    proposed = store.proposals("pending")
+    assert [p.proposer for p in proposed] == ["botorch", "botorch"]
+    lines = out.splitlines()[1:]
+    with todo.open() as handle:
+        table = list(csv.DictReader(handle))
+    for p, line, row in zip(proposed, lines, table):
+        pred = p.prediction
+        assert pred["model"] == "GP"
+        assert pred["acquisition"] == "qLogNoisyExpectedImprovement"
+        mean, sd = pred["objectives"]["score"]["mean"], pred["objectives"]["score"]["sd"]
+        cells = [f"{mean:.4g}", f"{sd:.4g}", f"{pred['acquisition_value']:.4g}"]
+        assert line.split("\t")[2:5] == cells
+        assert [row["score_predicted"], row["score_sd"], row["acquisition"]] == cells
+        assert row["proposal_id"] == str(p.id) and row["score"] == ""
+        # the quad function's values lie in [-3.3, 0]; a GP fitted to 8 of them stays there
+        assert -3.5 < mean < 0.5 and 0 < sd < 2
+
+    # the filled-in file records (the prediction columns are read past)
+    table[0]["score"] = "-0.5"
+    with todo.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    code, out, err = kiban("lab", "record", "--db", db, todo)
+    assert code == 0, err
+    assert Store.open(db).result(proposed[0].id).values == {"score": -0.5}
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert exported["version"] == 4
+    assert [p["prediction"] for p in exported["proposals"] if p["proposer"] == "botorch"] == [
+        p.prediction for p in proposed
+    ]
+
+
+def test_random_proposals_predict_nothing(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random")))
+    run_campaign(store, 2, instrument=FakeInstrument())
+    assert [p.prediction for p in propose(store)] == [None, None]
+    assert prediction_cells(None, ["score"]) == {
+        "score_predicted": "-",
+        "score_sd": "-",
+        "acquisition": "-",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<4", (4.0, "<")),
+        ("< 4", (4.0, "<")),
+        ("<=4.5", (4.5, "<")),
+        ("≤4", (4.0, "<")),
+        (">10", (10.0, ">")),
+        (">= 1e1", (10.0, ">")),
+        ("≥10", (10.0, ">")),
+        ("4.2", (4.2, None)),
+        ("<abc", ("<abc", None)),
+        ("<", ("<", None)),
+        ("<nan", ("<nan", None)),
+        ("n.d.", ("n.d.", None)),
+    ],
+)
+def test_parse_measurement(text, expected):
+    assert parse_measurement(text) == expected
+
+
+def test_censored_values_are_bounds_not_failures(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    past = tmp_path / "past.csv"
+    past.write_text("x,y,score\n0.1,0.2,<-2\n0.3,1.2,-0.5\n-0.5,0.5,< 0.5\n")
+    assert kiban("lab", "add", "--db", db, past)[0] == 0
+    store = Store.open(db)
+    assert [(r.values, r.censored) for r in store.results()] == [
+        ({"score": -2.0}, {"score": "<"}),
+        ({"score": -0.5}, {}),
+        ({"score": 0.5}, {"score": "<"}),
+    ]
+    assert store.counts()["failed"] == 0
+    # "< 0.5" when maximising: at most 0.5, perhaps much worse; never the best so far
+    code, out, _ = kiban("lab", "status", "--db", db)
+    assert out.splitlines()[1] == "best: proposal 2: score=-0.5  x=0.3, y=1.2"
+    assert best_so_far(store)[1][:, 0].tolist() == [-np.inf, -0.5, -0.5]
+    # a lower bound when maximising (">0" : at least 0) is the best, shown with its sign
+    assert kiban("lab", "propose", "--db", db, "--n", "1")[0] == 0
+    results = tmp_path / "results.csv"
+    results.write_text("proposal_id,score\n4,>0\n")
+    code, out, err = kiban("lab", "record", "--db", db, results)
+    assert code == 0, err
+    assert Store.open(db).result(4).censored == {"score": ">"}
+    assert (
+        kiban("lab", "status", "--db", db)[1]
+        .splitlines()[1]
+        .startswith("best: proposal 4: score=>0  ")
+    )
+    # the GP learns the bound itself (imputed at it)
+    assert [o.values for o in observations(Store.open(db))][-1] == {"score": 0.0}
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert [p["censored"] for p in exported["proposals"]] == [
+        {"score": "<"},
+        None,
+        {"score": "<"},
+        {"score": ">"},
+    ]
+
+
+def test_censored_values_that_cannot_be_used_refuse_the_file(tmp_path, fn_path, kiban):
+    path = write_config(tmp_path)
+    # a target objective and a declared range: "<8" when the target is 6 bounds nothing
+    text = path.read_text().replace('goal = "max"', 'goal = "target"\ntarget = 6.0')
+    path.write_text(text.replace("low = -100", "low = 0"))
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", path, "--db", db)[0] == 0
+    past = tmp_path / "past.csv"
+    past.write_text("x,y,score\n0.1,0.2,<4\n0.3,1.2,<8\n0.2,0.2,<0\n0.2,0.4,>2\n")
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"kiban lab add: error: {past}: refused, nothing imported: 3 row(s) do not fit the "
+        "campaign: past.csv:3: column 'score': '<8': objective 'score' (goal: target 6): <8 "
+        "is the wrong direction: every value below 8 includes the target, so how close it "
+        "came is unknown; expected a bound on the far side (>8) or a number; past.csv:4: "
+        "column 'score': '<0': objective 'score': <0 leaves nothing in the declared range "
+        "[0.0, 100.0] (nothing is below 0); past.csv:5: column 'score': '>2': objective "
+        "'score' (goal: target 6): >2 is the wrong direction: every value above 2 includes "
+        "the target, so how close it came is unknown; expected a bound on the far side (<2) "
+        "or a number (--skip-invalid imports the other rows)\n"
+    )
+    assert Store.open(db).counts()["proposed"] == 0
+    # lab record: the whole file is checked before anything is written
+    assert kiban("lab", "propose", "--db", db)[0] == 0
+    results = tmp_path / "results.csv"
+    results.write_text("proposal_id,score\n1,<4\n2,>5\n")
+    code, out, err = kiban("lab", "record", "--db", db, results)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"kiban lab record: error: {results}: refused, nothing recorded: results.csv:3: "
+        "column 'score': '>5': objective 'score' (goal: target 6): >5 is the wrong direction: "
+        "every value above 5 includes the target, so how close it came is unknown; expected "
+        "a bound on the far side (<5) or a number\n"
+    )
+    assert Store.open(db).counts()["completed"] == 0

@@ -89,18 +89,47 @@ class BatchOptimiser:
     def run(self, n: int) -> list[dict]:
         chosen: list[torch.Tensor] = []
         out: list[dict] = []
+        #: the model's prediction of each point chosen (`predict`), in `run`'s order
+        self.predictions: list[dict[str, Any] | None] = []
         for _ in range(n):
             pend = torch.cat([self.X_pending, *[c.unsqueeze(0) for c in chosen]])
             for acqf in (self.acqf, self.exploit):
                 if acqf is not None:
                     acqf.set_X_pending(pend if len(pend) else None)
             x, params = self.step()
+            self.predictions.append(self.predict(x))
             self.seen.add(params_key(self.space, params))
             chosen.append(x)
             out.append(params)
             if len(out) == 1 and not self.fixed and self.fixed_mol is None:
                 self._freeze(x, params)
         return out
+
+    def predict(self, x: torch.Tensor) -> dict[str, Any]:
+        """What the model expects of the chosen point ``x``: per objective the posterior mean
+        and standard deviation in the objective's own units, and the acquisition value given
+        the points already in the batch (pending). The GP models utilities (a minimised
+        objective negated); with ``warp = "power"`` or a ``target`` goal they cannot be mapped
+        back to the objective's units, and mean and sd are None."""
+        with torch.no_grad():
+            posterior = self.model.posterior(x.reshape(1, -1))
+            mean = posterior.mean.reshape(-1).tolist()
+            sd = posterior.variance.clamp_min(0).sqrt().reshape(-1).tolist()
+            acq = float(self.acqf(x.reshape(1, 1, -1)).reshape(-1)[0])
+        objectives: dict[str, dict[str, float | None]] = {}
+        for j, o in enumerate(self.space.objectives):
+            back = str(self.o.warp) == "none" and o.goal in ("max", "min")
+            sign = 1.0 if o.goal == "max" else -1.0
+            objectives[o.name] = {
+                "mean": sign * mean[j] if back else None,
+                "sd": sd[j] if back else None,
+            }
+        return {
+            "model": "GP",
+            "acquisition": type(self.acqf).__name__,
+            "acquisition_value": acq,
+            "objectives": objectives,
+        }
 
     def _freeze(self, x: torch.Tensor, params: dict) -> None:
         if not self.space.same_in_batch:
