@@ -164,6 +164,39 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     return store.add_proposals(batch, "+".join(names), predictions)
 
 
+class CandidateLabels:
+    """The IDs of a space's candidate molecules (a candidate table's ``id_column``), looked up
+    by canonical SMILES: ``columns`` (one per molecule parameter with IDs: the ID column's
+    name, or ``PARAM_COLUMN`` when two parameters use one name) and ``of(params)``."""
+
+    def __init__(self, space: Space) -> None:
+        from kiban.lab.proposers.base import canonical_smiles
+
+        self._tables: dict[str, tuple[str, dict[str, str]]] = {}
+        named = [m for m in space.molecules if m.ids]
+        names = [m.id_column for m in named]
+        for m in named:
+            column = str(m.id_column)
+            if names.count(column) > 1 or column in space.keys:
+                column = f"{m.name}_{column}"
+            by_smiles = {canonical_smiles(smi): i for smi, i in zip(m.candidates, m.ids)}
+            self._tables[m.name] = (column, by_smiles)
+
+    @property
+    def columns(self) -> list[str]:
+        return [column for column, _ in self._tables.values()]
+
+    def of(self, params: dict[str, Any]) -> dict[str, str]:
+        """``{column: ID}`` of the candidates in ``params`` ("" for a molecule not in the
+        table, e.g. one sampled from a model or imported from a history)."""
+        from kiban.lab.proposers.base import canonical_smiles
+
+        return {
+            column: table.get(canonical_smiles(str(params.get(name, ""))), "")
+            for name, (column, table) in self._tables.items()
+        }
+
+
 def prediction_columns(objectives: list[str]) -> list[str]:
     """The columns a proposal's prediction fills in a to-do CSV (`lab propose --out`): per
     objective its predicted mean and sd, then the acquisition value. `lab record` and `lab add`
@@ -576,6 +609,7 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
         and c not in space.keys
         and c.lower() not in _EXTRA_COLUMNS
         and c not in prediction_columns(objectives)  # a filled-in `propose --out` file
+        and c not in CandidateLabels(space).columns
     ]
     if unknown:
         raise RecordError(
@@ -727,6 +761,8 @@ def _failed_before(store: Store, proposal_id: int, cells: dict[str, str]) -> boo
 class AddSummary:
     imported: list[int] = field(default_factory=list)  # the new proposals' ids
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"line", "reason"}
+    #: imported, but outside the candidate list of a molecule parameter: {"line", "reason"}
+    flagged: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _row_params(row: dict[str, str], types: dict[str, str]) -> dict[str, Any]:
@@ -787,7 +823,10 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     columns, rows = _read_rows(path, "a CSV of past experiments: parameters and objectives")
     expected = [*space.keys, *objectives]
     missing = [c for c in expected if c not in columns]
-    known = {*expected, *prediction_columns(objectives)}  # a filled-in `propose --out` file
+    labels = CandidateLabels(space)
+    # a filled-in `propose --out` file: predictions and candidate IDs are read past (an ID
+    # given for a molecule outside the candidate table is kept with the result)
+    known = {*expected, *prediction_columns(objectives), *labels.columns}
     unknown = [c for c in columns if c not in known and c.lower() not in _EXTRA_COLUMNS]
     if missing or unknown:
         what = "; ".join(
@@ -805,6 +844,13 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     if not rows:
         raise RecordError(f"{path}: no rows after the header; nothing to import")
     types = _param_types(space)
+    from kiban.lab.proposers.base import canonical_smiles
+
+    # a candidate-only molecule parameter (no model) is the candidate list: a history row with
+    # another molecule lies outside the space; it is imported (the GP learns from it) and
+    # flagged, naming the row
+    outside = [m for m in space.molecules if m.candidates and not m.model]
+    candidate_sets = {m.name: {canonical_smiles(c) for c in m.candidates} for m in outside}
     before: dict[str, list[tuple[int, Any]]] = {}
     for r in store._results("WHERE p.proposer = 'imported'"):
         before.setdefault(_history_key(r.params, r.values, r.censored), []).append(
@@ -833,7 +879,19 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
                 {"line": line, "reason": f"already imported (proposal {pid}, from {where})"}
             )
             continue
-        accepted.append((line, params, {k: float(v) for k, v in values.items()}, censors))
+        # an ID from the candidate table, else the row's own (a molecule outside the table)
+        ids = {c: v or (row.get(c) or "").strip() for c, v in labels.of(params).items()}
+        summary.flagged += [
+            {
+                "line": line,
+                "reason": f"column {m.name!r}: {params[m.name]!r} is not one of the "
+                f"{len(m.candidates)} candidates (imported: the model learns from it; it "
+                "is never proposed)",
+            }
+            for m in outside
+            if canonical_smiles(str(params[m.name])) not in candidate_sets[m.name]
+        ]
+        accepted.append((line, params, {k: float(v) for k, v in values.items()}, censors, ids))
     if invalid and not skip_invalid:
         shown = "; ".join(invalid[:10]) + (
             f"; and {len(invalid) - 10} more" if len(invalid) > 10 else ""
@@ -844,11 +902,18 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
         )
     with store.transaction() as db:
         batch = store.next_batch()
-        for line, params, values, censors in accepted:
+        for line, params, values, censors, ids in accepted:
             where = f"{path.name}:{line}"
-            meta = {"imported": True, "file": str(path), "line": line, "where": where}
+            meta: dict[str, Any] = {
+                "imported": True,
+                "file": str(path),
+                "line": line,
+                "where": where,
+            }
             if censors:  # the values are bounds (see `upper_bound`)
                 meta["censored"] = censors
+            if any(ids.values()):
+                meta["labels"] = ids
             summary.imported.append(
                 store._import(db, batch, params, values, f"import:{path.name}", meta)
             )
@@ -860,6 +925,7 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
                 "proposals": summary.imported,
                 "lines": [line for line, *_ in accepted],
                 "skipped": summary.skipped,
+                "flagged": summary.flagged,
             },
         )
     return summary
@@ -886,6 +952,28 @@ def only_bounded_above(space: Space, result) -> bool:
     return any(upper_bound(o, result.censored.get(o.name)) for o in space.objectives)
 
 
+def experiment_ids(store: Store) -> dict[int, dict[str, str]]:
+    """Candidate IDs per proposal (`CandidateLabels`; an imported row's own ID where its
+    molecule is not in the table); empty dicts when the space has no candidate table."""
+    labels = CandidateLabels(store.config().space)
+    if not labels.columns:
+        return {}
+    out = {p.id: labels.of(p.params) for p in store.proposals()}
+    for r in store.results():
+        given = store.result_meta(r.proposal_id).get("labels") or {}
+        out[r.proposal_id] = {c: v or given.get(c, "") for c, v in out[r.proposal_id].items()}
+    return out
+
+
+def export(store: Store) -> dict[str, Any]:
+    """`Store.export` with each proposal's candidate IDs (``ids``, when the space has any)."""
+    data = store.export()
+    ids = experiment_ids(store)
+    if ids:
+        data["proposals"] = [{**p, "ids": ids.get(p["id"], {})} for p in data["proposals"]]
+    return data
+
+
 def best(store: Store) -> dict[str, Any] | None:
     """One objective: the best result. Several: the Pareto set (and the best per objective).
     Results whose censored values only bound them from above (``<4`` when maximising) are not
@@ -895,9 +983,12 @@ def best(store: Store) -> dict[str, Any] | None:
     if not results:
         return None
     util = np.stack([space.utilities(r.values) for r in results])
+    ids = experiment_ids(store)
 
     def entry(r) -> dict[str, Any]:
         out = {"proposal_id": r.proposal_id, "params": r.params, "values": r.values}
+        if r.proposal_id in ids:
+            out["ids"] = ids[r.proposal_id]
         return {**out, "censored": r.censored} if r.censored else out
 
     if len(space.objectives) == 1:

@@ -174,17 +174,28 @@ def _params_line(params: dict[str, Any]) -> str:
 
 
 def _values_line(entry: dict[str, Any]) -> str:
-    """``score=0.51, pIC50=>10``: measured values, a censored one with its sign."""
+    """``compound_id=CPD-7: pIC50=>10``: candidate IDs, then the measured values (a censored
+    one with its sign)."""
     censored = entry.get("censored") or {}
-    return ", ".join(f"{k}={censored.get(k, '')}{v:.6g}" for k, v in entry["values"].items())
+    values = ", ".join(f"{k}={censored.get(k, '')}{v:.6g}" for k, v in entry["values"].items())
+    ids = ", ".join(f"{k}={v}" for k, v in (entry.get("ids") or {}).items() if v)
+    return f"{ids}: {values}" if ids else values
 
 
 def _propose(args: argparse.Namespace) -> int:
-    from kiban.lab.campaign import prediction_cells, prediction_columns, propose
+    from kiban.lab.campaign import (
+        CandidateLabels,
+        prediction_cells,
+        prediction_columns,
+        propose,
+    )
 
     store = _open(args)
     proposals = propose(store, args.n)
-    objectives = [o.name for o in store.config().space.objectives]
+    space = store.config().space
+    objectives = [o.name for o in space.objectives]
+    labels = CandidateLabels(space)
+    ids = {p.id: labels.of(p.params) for p in proposals}
     cells = {p.id: prediction_cells(p.prediction, objectives) for p in proposals}
     if args.out:
         from kiban.lab.instruments.csvfile import export_proposals
@@ -194,7 +205,7 @@ def _propose(args: argparse.Namespace) -> int:
             [(p.id, p.params) for p in proposals],
             store.config().space.keys,
             objectives,
-            extra={pid: cells[pid] for pid in cells},
+            extra={pid: {**ids[pid], **cells[pid]} for pid in cells},
         )
     if args.json:
         print(
@@ -205,6 +216,7 @@ def _propose(args: argparse.Namespace) -> int:
                         "batch": p.batch,
                         "proposer": p.proposer,
                         "params": p.params,
+                        **({"ids": ids[p.id]} if ids[p.id] else {}),
                         "prediction": p.prediction,
                     }
                     for p in proposals
@@ -214,9 +226,11 @@ def _propose(args: argparse.Namespace) -> int:
         )
     else:
         # the model's expectation per proposal; "-": no model (design points, random, sobol)
-        print("\t".join(["id", "proposer", *prediction_columns(objectives), "conditions"]))
+        head = ["id", "proposer", *labels.columns, *prediction_columns(objectives), "conditions"]
+        print("\t".join(head))
         for p in proposals:
-            print("\t".join([str(p.id), p.proposer, *cells[p.id].values(), _params_line(p.params)]))
+            row = [str(p.id), p.proposer, *ids[p.id].values(), *cells[p.id].values()]
+            print("\t".join([*row, _params_line(p.params)]))
     return 0
 
 
@@ -257,7 +271,12 @@ def _add(args: argparse.Namespace) -> int:
 
     summary = add_csv(_open(args), args.history, skip_invalid=args.skip_invalid)
     if args.json:
-        print(json.dumps({"imported": len(summary.imported), "skipped": summary.skipped}, indent=1))
+        payload = {
+            "imported": len(summary.imported),
+            "skipped": summary.skipped,
+            "flagged": summary.flagged,
+        }
+        print(json.dumps(payload, indent=1))
         return 0
     ids = summary.imported
     span = (
@@ -267,9 +286,12 @@ def _add(args: argparse.Namespace) -> int:
         if ids
         else ""
     )
-    print(f"imported {len(ids)} experiments{span}, skipped {len(summary.skipped)}")
+    flagged = f", flagged {len(summary.flagged)}" if summary.flagged else ""
+    print(f"imported {len(ids)} experiments{span}, skipped {len(summary.skipped)}{flagged}")
     for skipped in summary.skipped:
         print(f"  {args.history}:{skipped['line']}: skipped: {skipped['reason']}", file=sys.stderr)
+    for flagged in summary.flagged:
+        print(f"  {args.history}:{flagged['line']}: flagged: {flagged['reason']}", file=sys.stderr)
     return 0
 
 
@@ -350,8 +372,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from kiban.io import atomic_write_text
+    from kiban.lab.campaign import export
 
-    data = json.dumps(_open(args).export(), indent=1, ensure_ascii=False)
+    data = json.dumps(export(_open(args)), indent=1, ensure_ascii=False)
     if args.out == "-":
         print(data)
     else:

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from kiban.lab.campaign import (
     run_campaign,
     status,
 )
+from kiban.lab.proposers.base import canonical_smiles as canonical
 from kiban.lab.report import write_report
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
@@ -94,7 +96,11 @@ def test_parameter_and_objective_keys_are_their_classes_fields():
     from kiban.lab.space import _OBJECTIVE, _PARAM, Composition, Continuous, Molecule, parse_config
 
     for cls in (Continuous, Molecule, Composition):
-        assert _PARAM[cls.kind] == {f.name for f in fields(cls) if f.init} | {"type"}
+        assert _PARAM[cls.kind] == {f.name for f in fields(cls) if f.init and f.name != "ids"} | {
+            "type"
+        }
+    # a molecule's candidate IDs come from its table (id_column), never from the config
+    assert "ids" not in _PARAM["molecule"] and "id_column" in _PARAM["molecule"]
     assert _OBJECTIVE == {"name", "goal", "target", "low", "high", "threshold"}
     raw = {
         "parameters": [{"name": "x", "type": "continuous", "lo": 0, "high": 1}],
@@ -875,7 +881,7 @@ def test_lab_add_imports_a_history_the_model_learns_from(tmp_path, fn_path, kiba
 
     code, out, err = kiban("lab", "add", "--db", db, past, "--json")
     assert (code, err) == (0, "")
-    assert json.loads(out) == {"imported": 20, "skipped": []}
+    assert json.loads(out) == {"imported": 20, "skipped": [], "flagged": []}
     store = Store.open(db)
     results = store.results()
     assert [(r.params, r.values, r.source) for r in results] == [
@@ -964,6 +970,7 @@ def test_lab_add_refuses_bad_history_whole(tmp_path, fn_path, kiban):
     assert json.loads(out) == {
         "imported": 5,
         "skipped": [{"line": 4, "reason": "column 'x': expected a number in [-1.0, 1.0], got 1.5"}],
+        "flagged": [],
     }
     assert [r.values["score"] for r in Store.open(db).results()] == [s for _, _, s in rows]
 
@@ -1266,3 +1273,102 @@ def test_censored_values_that_cannot_be_used_refuse_the_file(tmp_path, fn_path, 
         "a bound on the far side (<5) or a number\n"
     )
     assert Store.open(db).counts()["completed"] == 0
+
+
+_CANDIDATES = {  # compound_id -> SMILES of a small candidate table
+    "CPD-001": "c1ccccc1O",
+    "CPD-002": "c1ccncc1",
+    "CPD-003": "CCOC(=O)c1ccccc1",
+    "CPD-004": "CC(=O)Nc1ccc(O)cc1",
+    "CPD-005": "Cc1ccccc1",
+    "CPD-006": "OC(=O)c1ccccc1",
+}
+
+_MOLECULE_CONFIG = """
+[campaign]
+name = "mols"
+proposer = "random"
+batch_size = 2
+seed = 0
+
+[[parameters]]
+name = "mol"
+type = "molecule"
+candidates = "compounds.csv"
+id_column = "compound_id"
+
+[[objectives]]
+name = "pIC50"
+goal = "max"
+low = 0
+high = 14
+
+[instrument]
+kind = "function"
+target = "labfn:measure"
+workers = 0
+"""
+
+
+def test_candidate_ids_travel_through_propose_record_status_and_export(tmp_path, fn_path, kiban):
+    table = tmp_path / "compounds.csv"
+    table.write_text(
+        "compound_id,name,smiles\n" + "".join(f"{i},n{i},{smi}\n" for i, smi in _CANDIDATES.items())
+    )
+    config = tmp_path / "mols.toml"
+    config.write_text(_MOLECULE_CONFIG)
+    db = tmp_path / "m.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    # history: IDs from the table (written as another SMILES of the same molecule), one
+    # molecule outside the table (its own ID kept, flagged), one censored value
+    past = tmp_path / "past.csv"
+    past.write_text(
+        "mol,compound_id,pIC50\nOc1ccccc1,CPD-001,6.2\nCCO,EXT-9,5.0\nc1ccncc1,CPD-002,<4\n"
+    )
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert code == 0, err
+    assert out == "imported 3 experiments (proposals 1-3), skipped 0, flagged 1\n"
+    assert err == (
+        f"  {past}:3: flagged: column 'mol': 'CCO' is not one of the 6 candidates (imported: "
+        "the model learns from it; it is never proposed)\n"
+    )
+    todo = tmp_path / "todo.csv"
+    code, out, err = kiban("lab", "propose", "--db", db, "--out", todo)
+    assert code == 0, err
+    header, *lines = out.splitlines()
+    assert header.split("\t")[:3] == ["id", "proposer", "compound_id"]
+    with todo.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:4] == ["proposal_id", "mol", "pIC50", "compound_id"]
+    by_smiles = {canonical(smi): i for i, smi in _CANDIDATES.items()}
+    for line, row in zip(lines, rows):
+        assert row["compound_id"] == by_smiles[canonical(row["mol"])]
+        assert line.split("\t")[2] == row["compound_id"]
+    rows[0]["pIC50"] = "9.5"
+    with todo.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert kiban("lab", "record", "--db", db, todo)[0] == 0
+    best_line = kiban("lab", "status", "--db", db)[1].splitlines()[1]
+    assert best_line.startswith(f"best: proposal 4: compound_id={rows[0]['compound_id']}: ")
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert [p["ids"] for p in exported["proposals"]] == [
+        {"compound_id": "CPD-001"},
+        {"compound_id": "EXT-9"},
+        {"compound_id": "CPD-002"},
+        {"compound_id": rows[0]["compound_id"]},
+        {"compound_id": rows[1]["compound_id"]},
+    ]
+
+
+def test_a_candidate_table_names_its_columns(tmp_path):
+    table = tmp_path / "compounds.csv"
+    table.write_text("compound_id,smiles\nA,CCO\n")
+    text = _MOLECULE_CONFIG.replace('"compound_id"', '"compound"')
+    with pytest.raises(
+        SpaceError,
+        match=r"id_column 'compound' is not a column of .*compounds.csv \(did you mean "
+        r"'compound_id'\?\); the columns are \['compound_id', 'smiles'\]",
+    ):
+        parse_config(tomllib.loads(text), tmp_path)
