@@ -1068,7 +1068,12 @@ def campaign_documents(store: Store) -> list:
                 parts.append(f"{p.name} {str(r.params[p.name]).replace('<', '&lt;')}")
             else:
                 parts.append(f"{p.name} <num>{_num(float(r.params[p.name]))}</num>")
-        measured = ", ".join(f"{k} <num>{_num(v)}</num>" for k, v in r.values.items())
+        # a censored value is a bound, said in words ("<" would read as markup)
+        bound = {"<": "at most ", ">": "at least "}
+        measured = ", ".join(
+            f"{k} {bound.get(r.censored.get(k, ''), '')}<num>{_num(v)}</num>"
+            for k, v in r.values.items()
+        )
         text = (
             f"Experiment {r.proposal_id} of campaign {name} ({config.instrument['kind']}): "
             + "; ".join(parts)
@@ -1088,6 +1093,7 @@ def campaign_documents(store: Store) -> list:
                     "recorded": when,
                     "params": r.params,
                     "values": r.values,
+                    **({"censored": r.censored} if r.censored else {}),
                 },
             )
         )

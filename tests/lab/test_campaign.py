@@ -1228,6 +1228,11 @@ def test_censored_values_are_bounds_not_failures(tmp_path, fn_path, kiban):
     )
     # the GP learns the bound itself (imputed at it)
     assert [o.values for o in observations(Store.open(db))][-1] == {"score": 0.0}
+    docs = campaign_documents(Store.open(db))
+    assert docs[0].text.endswith("Measured: score at most <num>-2</num>.")
+    assert docs[3].text.endswith("Measured: score at least <num>0</num>.")
+    assert docs[1].text.endswith("Measured: score <num>-0.5</num>.")
+    assert docs[0].meta["censored"] == {"score": "<"} and "censored" not in docs[1].meta
     exported = json.loads(kiban("lab", "export", "--db", db)[1])
     assert [p["censored"] for p in exported["proposals"]] == [
         {"score": "<"},
