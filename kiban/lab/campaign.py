@@ -423,12 +423,10 @@ def censor_problem(objective: Objective, bound: float, censor: str) -> str | Non
     bound's."""
     side = "below" if censor == "<" else "above"
     shown = f"{censor}{bound:g}"
-    if censor == "<" and objective.low is not None and bound <= objective.low:
-        return (
-            f"objective {objective.name!r}: {shown} leaves nothing in the declared range "
-            f"[{objective.low}, {objective.high}] (nothing is {side} {bound:g})"
-        )
-    if censor == ">" and objective.high is not None and bound >= objective.high:
+    low, high = objective.low, objective.high
+    if (censor == "<" and low is not None and bound <= low) or (
+        censor == ">" and high is not None and bound >= high
+    ):
         return (
             f"objective {objective.name!r}: {shown} leaves nothing in the declared range "
             f"[{objective.low}, {objective.high}] (nothing is {side} {bound:g})"
