@@ -31,7 +31,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     db_arg(init)
     init.set_defaults(handler=_init)
 
-    propose = commands.add_parser("propose", help="propose the next experiments (pending)")
+    propose = commands.add_parser(
+        "propose",
+        help="propose the next experiments (pending)",
+        description="Prints per proposal the candidate IDs (a candidate table's id_column), "
+        "the model's predicted mean and sd per objective and the acquisition value ('-': no "
+        "model: design points, random, sobol), and the conditions; --out writes them to a CSV "
+        "to fill in.",
+    )
     db_arg(propose)
     propose.add_argument("--n", type=int, default=None, help="how many (default: batch size)")
     propose.add_argument("--out", metavar="CSV", help="also write them to a CSV to fill in")
@@ -45,7 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "columns, when given, must hold the proposed conditions (a row that "
         "differs is refused, or recorded for the conditions given with --as-run). "
         "A file naming unknown proposals is refused whole. Exit status 2 when a row "
-        "was refused (after recording the others).",
+        "was refused (after recording the others). A censored value ('<4', '>= 10') is "
+        "recorded as a bound (docs/lab.md, 'Censored values'); one that cannot be used "
+        "refuses the file.",
     )
     db_arg(record)
     record.add_argument("results", metavar="RESULTS.csv")
@@ -65,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "and per objective (like a filled-in `lab propose --out` file without proposal_id). "
         "Each row becomes a completed experiment (proposer 'imported', with its file:line) "
         "that the proposers learn from. A row outside the search space or with a value that "
-        "is not a number in the objective's range refuses the whole file (exit 2, nothing "
+        "is not a number (or a censored bound such as '<4') in the objective's range refuses "
+        "the whole file (exit 2, nothing "
         "imported) unless --skip-invalid; rows imported before are skipped, so adding a "
         "file twice adds nothing. Imported experiments count toward `run --budget`.",
     )
