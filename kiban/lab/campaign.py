@@ -148,6 +148,7 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
         names.append("sobol")
     if n - n_initial:
         proposer = proposer or make_proposer(config)
+        proposer.last_predictions = []  # never a previous call's, whatever the kind does
         proposed = proposer.propose(config.space, observed, pending + batch, n - n_initial, seed)
         made = list(proposer.last_predictions)
         # a model-free proposer (random, sobol) predicts nothing: None per point
