@@ -76,6 +76,7 @@ class BatchOptimiser:
             self.model, len(observed), int(o.exploit_after), int(o.mc_samples), seed
         )
         self._exploiting = False
+        self._chosen_by: Any = self.acqf  # the acquisition that chose the last point (`step`)
         self.ineq, self.eq = torch_constraints(space)
         self.bounds = torch.stack([torch.zeros(L.D, dtype=DTYPE), torch.ones(L.D, dtype=DTYPE)])
         # same_in_batch carried over from a design point that opened the batch
@@ -97,7 +98,7 @@ class BatchOptimiser:
                 if acqf is not None:
                     acqf.set_X_pending(pend if len(pend) else None)
             x, params = self.step()
-            self.predictions.append(self.predict(x))
+            self.predictions.append(self.predict(x, self._chosen_by))
             self.seen.add(params_key(self.space, params))
             chosen.append(x)
             out.append(params)
@@ -105,17 +106,19 @@ class BatchOptimiser:
                 self._freeze(x, params)
         return out
 
-    def predict(self, x: torch.Tensor) -> dict[str, Any]:
+    def predict(self, x: torch.Tensor, acqf: Any = None) -> dict[str, Any]:
         """What the model expects of the chosen point ``x``: per objective the posterior mean
-        and standard deviation in the objective's own units, and the acquisition value given
-        the points already in the batch (pending). The GP models utilities (a minimised
+        and standard deviation in the objective's own units, and the value, given the points
+        already in the batch (pending), of ``acqf``: the acquisition that chose ``x`` (with
+        ``exploit_after`` reached, qSimpleRegret; default: qLogNEI's). The GP models utilities (a minimised
         objective negated); with ``warp = "power"`` or a ``target`` goal they cannot be mapped
         back to the objective's units, and mean and sd are None."""
         with torch.no_grad():
             posterior = self.model.posterior(x.reshape(1, -1))
             mean = posterior.mean.reshape(-1).tolist()
             sd = posterior.variance.clamp_min(0).sqrt().reshape(-1).tolist()
-            acq = float(self.acqf(x.reshape(1, 1, -1)).reshape(-1)[0])
+            acqf = self.acqf if acqf is None else acqf
+            acq = float(acqf(x.reshape(1, 1, -1)).reshape(-1)[0])
         objectives: dict[str, dict[str, float | None]] = {}
         for j, o in enumerate(self.space.objectives):
             back = str(self.o.warp) == "none" and o.goal in ("max", "min")
@@ -126,7 +129,7 @@ class BatchOptimiser:
             }
         return {
             "model": "GP",
-            "acquisition": type(self.acqf).__name__,
+            "acquisition": type(acqf).__name__,
             "acquisition_value": acq,
             "objectives": objectives,
         }
@@ -145,11 +148,13 @@ class BatchOptimiser:
         if self.exploit is not None:
             explore, self.acqf, self._exploiting = self.acqf, self.exploit, True
             try:
+                self._chosen_by = self.exploit
                 return self._step()
             except _Repeat:
                 pass
             finally:
                 self.acqf, self._exploiting = explore, False
+        self._chosen_by = self.acqf
         return self._step()
 
     def _step(self) -> tuple[torch.Tensor, dict]:
