@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -1364,6 +1365,15 @@ def test_candidate_ids_travel_through_propose_record_status_and_export(tmp_path,
         {"compound_id": "CPD-002"},
         {"compound_id": rows[0]["compound_id"]},
         {"compound_id": rows[1]["compound_id"]},
+    ]
+    # the report's best results: the IDs next to the molecules (the CSV row measured first)
+    assert kiban("lab", "report", "--db", db, "--out", tmp_path / "report")[0] == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    best = page[page.index("<h2>Best results</h2>") : page.index("<h2>Predictions")]
+    assert re.findall(r"<tr><td>(\d+)</td><td>([^<]+)</td>", best) == [
+        ("4", rows[0]["compound_id"]),
+        ("1", "CPD-001"),
+        ("2", "EXT-9"),
     ]
 
 
