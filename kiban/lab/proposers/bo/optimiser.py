@@ -92,6 +92,7 @@ class BatchOptimiser:
         out: list[dict] = []
         #: the model's prediction of each point chosen (`predict`), in `run`'s order
         self.predictions: list[dict[str, Any] | None] = []
+        self._check_pool(n)
         for _ in range(n):
             pend = torch.cat([self.X_pending, *[c.unsqueeze(0) for c in chosen]])
             for acqf in (self.acqf, self.exploit):
@@ -437,6 +438,21 @@ class BatchOptimiser:
         return X[int(self.value(X).argmax())].unsqueeze(0)
 
     # -- molecules
+    def _check_pool(self, n: int) -> None:
+        """A molecule-only space with fewer new candidates than asked for is refused up front
+        with the numbers (the greedy loop would fail at the first point past the last one)."""
+        L = self.layout
+        if L.mol is None or L.dim != 0 or self.fixed_mol is not None:
+            return
+        left = sum(params_key(self.space, {L.mol.name: s}) not in self.seen for s in self.pool)
+        total = len(L.mol.candidates) or len(self.pool)
+        if left < n:
+            raise ProposerError(
+                f"molecule parameter {L.mol.name!r}: asked for {n} proposals, but only {left} "
+                f"of the {total} candidates are neither observed nor pending "
+                f"(ask for at most {left})"
+            )
+
     def molecule_step(self) -> tuple[torch.Tensor, dict]:
         L = self.layout
         if self.fixed_mol is not None:
