@@ -222,6 +222,17 @@ def prediction_cells(prediction: dict[str, Any] | None, objectives: list[str]) -
     return cells
 
 
+def todo_cells(space: Space, proposals: list) -> dict[int, dict[str, str]]:
+    """Per proposal id the cells a to-do file carries after the objective columns (`lab
+    propose --out` and the csv instrument's file): candidate IDs, then the prediction."""
+    labels = CandidateLabels(space)
+    objectives = [o.name for o in space.objectives]
+    return {
+        p.id: {**labels.of(p.params), **prediction_cells(p.prediction, objectives)}
+        for p in proposals
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # running
 
@@ -313,7 +324,9 @@ def _run(
                 pending = propose(store, min(config.batch_size, remaining), proposer=proposer)
             if instrument.asynchronous:
                 # exports only; results come back through `kiban lab record`
-                list(instrument.run_batch([(p.id, p.params) for p in pending], timeout))
+                jobs = [(p.id, p.params) for p in pending]
+                extra = todo_cells(config.space, pending)  # a person sees IDs and predictions
+                list(instrument.run_batch(jobs, timeout, extra=extra))
                 summary.exported = len(pending)
                 summary.waiting = True
                 break

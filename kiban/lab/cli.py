@@ -198,6 +198,7 @@ def _propose(args: argparse.Namespace) -> int:
         prediction_cells,
         prediction_columns,
         propose,
+        todo_cells,
     )
 
     store = _open(args)
@@ -215,7 +216,7 @@ def _propose(args: argparse.Namespace) -> int:
             [(p.id, p.params) for p in proposals],
             store.config().space.keys,
             objectives,
-            extra={pid: {**ids[pid], **cells[pid]} for pid in cells},
+            extra=todo_cells(space, proposals),
         )
     if args.json:
         print(

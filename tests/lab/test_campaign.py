@@ -1377,6 +1377,26 @@ def test_candidate_ids_travel_through_propose_record_status_and_export(tmp_path,
     ]
 
 
+def test_the_csv_instruments_to_do_file_carries_ids_and_predictions(tmp_path, fn_path, kiban):
+    table = tmp_path / "compounds.csv"
+    table.write_text("compound_id,smiles\n" + "".join(f"{i},{s}\n" for i, s in _CANDIDATES.items()))
+    config = tmp_path / "mols.toml"
+    instrument = '[instrument]\nkind = "csv"\npath = "to_run.csv"\n'
+    config.write_text(_MOLECULE_CONFIG[: _MOLECULE_CONFIG.index("[instrument]")] + instrument)
+    db = tmp_path / "m.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    code, _, err = kiban("lab", "run", "--db", db, "--budget", "2")
+    assert code == 0, err
+    with (tmp_path / "to_run.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    by_smiles = {canonical(smi): i for i, smi in _CANDIDATES.items()}
+    assert [list(r) for r in rows] == [
+        ["proposal_id", "mol", "pIC50", "compound_id", "pIC50_predicted", "pIC50_sd", "acquisition"]
+    ] * 2
+    assert [r["compound_id"] for r in rows] == [by_smiles[canonical(r["mol"])] for r in rows]
+    assert {r["acquisition"] for r in rows} == {"-"}  # random proposals: no model
+
+
 def test_a_candidate_table_names_its_columns(tmp_path):
     table = tmp_path / "compounds.csv"
     table.write_text("compound_id,smiles\nA,CCO\n")

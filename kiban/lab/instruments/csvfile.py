@@ -155,10 +155,16 @@ class CsvInstrument(Instrument):
         return self.objectives
 
     def run_batch(
-        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+        self,
+        jobs: list[tuple[int, dict]],
+        timeout_s: float | None = None,
+        *,
+        extra: dict[int, dict[str, str]] | None = None,
     ) -> Iterator[Outcome]:
+        """``extra``: per job id the cells after the objectives (candidate IDs, the model's
+        prediction), as `lab propose --out` writes them."""
         # eager on purpose: the export must happen even if nobody iterates the result
-        self.last_added = export_proposals(self.path, jobs, self.keys, self.objectives)
+        self.last_added = export_proposals(self.path, jobs, self.keys, self.objectives, extra=extra)
         return iter(())
 
     def describe(self) -> dict[str, Any]:
