@@ -166,26 +166,31 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
 
 
 class CandidateLabels:
-    """The IDs of a space's candidate molecules (a candidate table's ``id_column``), looked up
-    by canonical SMILES: ``columns`` (one per molecule parameter with IDs: the ID column's
-    name, or ``PARAM_COLUMN`` when two parameters use one name) and ``of(params)``."""
+    """The IDs and names of a space's candidate molecules (a candidate table's ``id_column``
+    and ``name_column``), looked up by canonical SMILES: ``columns`` (per molecule parameter
+    with labels, the ID column then the name column: the table's column names, or
+    ``PARAM_COLUMN`` when two parameters use one name) and ``of(params)``."""
 
     def __init__(self, space: Space) -> None:
         from kiban.lab.proposers.base import canonical_smiles
 
-        self._tables: dict[str, tuple[str, dict[str, str]]] = {}
-        named = [m for m in space.molecules if m.ids]
-        names = [m.id_column for m in named]
-        for m in named:
-            column = str(m.id_column)
+        self._tables: list[tuple[str, str, dict[str, str]]] = []  # (param, column, table)
+        labelled = [
+            (m, str(column), values)
+            for m in space.molecules
+            for column, values in ((m.id_column, m.ids), (m.name_column, m.names))
+            if values
+        ]
+        names = [column for _, column, _ in labelled]
+        for m, column, values in labelled:
             if names.count(column) > 1 or column in space.keys:
                 column = f"{m.name}_{column}"
-            by_smiles = {canonical_smiles(smi): i for smi, i in zip(m.candidates, m.ids)}
-            self._tables[m.name] = (column, by_smiles)
+            by_smiles = {canonical_smiles(smi): v for smi, v in zip(m.candidates, values)}
+            self._tables.append((m.name, column, by_smiles))
 
     @property
     def columns(self) -> list[str]:
-        return [column for column, _ in self._tables.values()]
+        return [column for _, column, _ in self._tables]
 
     def of(self, params: dict[str, Any]) -> dict[str, str]:
         """``{column: ID}`` of the candidates in ``params`` ("" for a molecule not in the
@@ -194,7 +199,7 @@ class CandidateLabels:
 
         return {
             column: table.get(canonical_smiles(str(params.get(name, ""))), "")
-            for name, (column, table) in self._tables.items()
+            for name, column, table in self._tables
         }
 
 

@@ -147,7 +147,8 @@ class Molecule:
     """A molecule as SMILES: from ``candidates`` (a list, a file with one SMILES per line, or a
     CSV table with a SMILES column and ``id_column``) and/or sampled from a kiban ``model``
     directory (prompt ``<mol>``). ``ids``: the candidates' IDs (``id_column`` of the table, one
-    per candidate), carried next to the SMILES through proposals, records and the report."""
+    per candidate), carried next to the SMILES through proposals, records and the report;
+    ``names``: their names (``name_column``), carried next to the IDs."""
 
     name: str
     candidates: tuple[str, ...] = ()
@@ -156,6 +157,8 @@ class Molecule:
     id_column: str | None = None
     smiles_column: str | None = None
     ids: tuple[str, ...] = field(default=(), metadata={"config": False})
+    name_column: str | None = None
+    names: tuple[str, ...] = field(default=(), metadata={"config": False})
     kind: str = field(default="molecule", init=False)
 
     def __post_init__(self) -> None:
@@ -534,7 +537,7 @@ class CampaignConfig:
         }
 
 
-_LABEL_KEYS = ("id_column", "smiles_column", "ids")
+_LABEL_KEYS = ("id_column", "smiles_column", "ids", "name_column", "names")
 _TOP = {"campaign", "parameters", "objectives", "constraints", "instrument", "proposer"}
 _CAMPAIGN = {"name", "batch_size", "initial", "center", "seed", "proposer", "same_in_batch"}
 
@@ -594,10 +597,15 @@ def _candidates(value: Any, base: Path, where: str) -> tuple[str, ...]:
 
 
 def _candidate_table(
-    value: Any, base: Path, where: str, smiles_column: str | None, id_column: str | None
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """SMILES and IDs of a candidate CSV table (``smiles_column``: default the one column whose
-    name contains "smiles"; ``id_column``: the candidates' IDs, optional)."""
+    value: Any,
+    base: Path,
+    where: str,
+    smiles_column: str | None,
+    id_column: str | None,
+    name_column: str | None = None,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """SMILES, IDs and names of a candidate CSV table (``smiles_column``: default the one column
+    whose name contains "smiles"; ``id_column``, ``name_column``: optional)."""
     import csv
 
     path = (base / str(value)) if not Path(str(value)).is_absolute() else Path(str(value))
@@ -614,7 +622,8 @@ def _candidate_table(
                     f"({found}); the columns are {columns}"
                 )
             smiles_column = found[0]
-        for key, column in (("smiles_column", smiles_column), ("id_column", id_column)):
+        named = (("smiles_column", smiles_column), ("id_column", id_column))
+        for key, column in (*named, ("name_column", name_column)):
             if column is not None and column not in columns:
                 raise SpaceError(
                     f"{where}: {key} {column!r} is not a column of {path}"
@@ -623,7 +632,8 @@ def _candidate_table(
         rows = [r for r in reader if (r.get(smiles_column) or "").strip()]
     smiles = tuple(r[smiles_column].strip() for r in rows)
     ids = tuple((r.get(id_column) or "").strip() for r in rows) if id_column else ()
-    return smiles, ids
+    names = tuple((r.get(name_column) or "").strip() for r in rows) if name_column else ()
+    return smiles, ids, names
 
 
 def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
@@ -646,15 +656,17 @@ def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
             return Categorical(name, tuple(str(c) for c in raw["choices"]))
         if kind == "molecule":
             id_column, smiles_column = raw.get("id_column"), raw.get("smiles_column")
+            name_column = raw.get("name_column")
             ids: tuple[str, ...] = ()
-            if id_column or smiles_column:
+            names: tuple[str, ...] = ()
+            if id_column or smiles_column or name_column:
                 if "candidates" not in raw:
                     raise SpaceError(
-                        f"{where} ({name!r}): id_column/smiles_column name columns of a "
-                        "`candidates` CSV table; there is no `candidates`"
+                        f"{where} ({name!r}): id_column/name_column/smiles_column name columns "
+                        "of a `candidates` CSV table; there is no `candidates`"
                     )
-                cands, ids = _candidate_table(
-                    raw["candidates"], base, where, smiles_column, id_column
+                cands, ids, names = _candidate_table(
+                    raw["candidates"], base, where, smiles_column, id_column, name_column
                 )
             else:
                 cands = _candidates(raw["candidates"], base, where) if "candidates" in raw else ()
@@ -669,6 +681,8 @@ def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
                 id_column,
                 smiles_column,
                 ids=ids,
+                name_column=name_column,
+                names=names,
             )
         return Composition(
             name, tuple(str(c) for c in raw["components"]), float(raw.get("total", 1.0))

@@ -1397,6 +1397,40 @@ def test_the_csv_instruments_to_do_file_carries_ids_and_predictions(tmp_path, fn
     assert {r["acquisition"] for r in rows} == {"-"}  # random proposals: no model
 
 
+def test_candidate_names_travel_next_to_the_ids(tmp_path, fn_path, kiban):
+    table = tmp_path / "compounds.csv"
+    table.write_text(
+        "compound_id,name,smiles\n" + "".join(f"{i},n{i},{s}\n" for i, s in _CANDIDATES.items())
+    )
+    config = tmp_path / "mols.toml"
+    config.write_text(
+        _MOLECULE_CONFIG.replace(
+            'id_column = "compound_id"', 'id_column = "compound_id"\nname_column = "name"'
+        )
+    )
+    db = tmp_path / "m.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    past = tmp_path / "past.csv"  # a chemist's own file: ID, name, SMILES, value
+    past.write_text(
+        "compound_id,name,mol,pIC50\nCPD-001,phenol,Oc1ccccc1,6.2\nEXT-9,ethanol,CCO,5.0\n"
+    )
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert (code, out) == (0, "imported 2 experiments (proposals 1-2), skipped 0, flagged 1\n"), err
+    todo = tmp_path / "todo.csv"
+    assert kiban("lab", "propose", "--db", db, "--out", todo)[0] == 0
+    with todo.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:5] == ["proposal_id", "mol", "pIC50", "compound_id", "name"]
+    assert [r["name"] for r in rows] == [f"n{r['compound_id']}" for r in rows]
+    best_line = kiban("lab", "status", "--db", db)[1].splitlines()[1]
+    assert best_line.startswith("best: proposal 1: compound_id=CPD-001, name=nCPD-001: ")
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert [p["ids"] for p in exported["proposals"][:2]] == [
+        {"compound_id": "CPD-001", "name": "nCPD-001"},  # the table's name wins
+        {"compound_id": "EXT-9", "name": "ethanol"},  # not in the table: the row's own
+    ]
+
+
 def test_a_candidate_table_names_its_columns(tmp_path):
     table = tmp_path / "compounds.csv"
     table.write_text("compound_id,smiles\nA,CCO\n")
@@ -1406,4 +1440,7 @@ def test_a_candidate_table_names_its_columns(tmp_path):
         match=r"id_column 'compound' is not a column of .*compounds.csv \(did you mean "
         r"'compound_id'\?\); the columns are \['compound_id', 'smiles'\]",
     ):
+        parse_config(tomllib.loads(text), tmp_path)
+    text = _MOLECULE_CONFIG.replace('id_column = "compound_id"', 'name_column = "nmae"')
+    with pytest.raises(SpaceError, match=r"name_column 'nmae' is not a column of .*compounds.csv"):
         parse_config(tomllib.loads(text), tmp_path)
