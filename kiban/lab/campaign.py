@@ -12,6 +12,7 @@ import csv
 import datetime as _dt
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kiban.lab.space import CampaignConfig, Space, load_config
+from kiban.lab.space import CampaignConfig, Objective, Space, load_config
 from kiban.lab.store import Proposal, Store, StoreError
 
 #: Instrument config keys the campaign itself reads, for every kind (passed on to the kinds
@@ -138,14 +139,21 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
     n_initial = min(n, n_initial)
     batch: list[dict[str, Any]] = []
     names: list[str] = []
+    predictions: list[dict[str, Any] | None] = []
     if n_initial:
         batch += initial_design(
             config.space, n_initial, seed=config.seed, skip=already, center=config.center
         )
+        predictions += [None] * len(batch)
         names.append("sobol")
     if n - n_initial:
         proposer = proposer or make_proposer(config)
-        batch += proposer.propose(config.space, observed, pending + batch, n - n_initial, seed)
+        proposer.last_predictions = []  # never a previous call's, whatever the kind does
+        proposed = proposer.propose(config.space, observed, pending + batch, n - n_initial, seed)
+        made = list(proposer.last_predictions)
+        # a model-free proposer (random, sobol) predicts nothing: None per point
+        predictions += made if len(made) == len(proposed) else [None] * len(proposed)
+        batch += proposed
         names.append(proposer.name)
     for params in batch:
         problems = config.space.check_params(params)
@@ -154,7 +162,80 @@ def _propose(store: Store, config: CampaignConfig, n: int, proposer) -> list[Pro
                 f"proposer {'+'.join(names)} produced an invalid proposal "
                 f"{params}: {'; '.join(problems)}"
             )
-    return store.add_proposals(batch, "+".join(names))
+    return store.add_proposals(batch, "+".join(names), predictions)
+
+
+class CandidateLabels:
+    """The IDs and names of a space's candidate molecules (a candidate table's ``id_column``
+    and ``name_column``), looked up by canonical SMILES: ``columns`` (per molecule parameter
+    with labels, the ID column then the name column: the table's column names, or
+    ``PARAM_COLUMN`` when two parameters use one name) and ``of(params)``."""
+
+    def __init__(self, space: Space) -> None:
+        from kiban.lab.proposers.base import canonical_smiles
+
+        self._tables: list[tuple[str, str, dict[str, str]]] = []  # (param, column, table)
+        labelled = [
+            (m, str(column), values)
+            for m in space.molecules
+            for column, values in ((m.id_column, m.ids), (m.name_column, m.names))
+            if values
+        ]
+        names = [column for _, column, _ in labelled]
+        for m, column, values in labelled:
+            if names.count(column) > 1 or column in space.keys:
+                column = f"{m.name}_{column}"
+            by_smiles = {canonical_smiles(smi): v for smi, v in zip(m.candidates, values)}
+            self._tables.append((m.name, column, by_smiles))
+
+    @property
+    def columns(self) -> list[str]:
+        return [column for _, column, _ in self._tables]
+
+    def of(self, params: dict[str, Any]) -> dict[str, str]:
+        """``{column: ID}`` of the candidates in ``params`` ("" for a molecule not in the
+        table, e.g. one sampled from a model or imported from a history)."""
+        from kiban.lab.proposers.base import canonical_smiles
+
+        return {
+            column: table.get(canonical_smiles(str(params.get(name, ""))), "")
+            for name, column, table in self._tables
+        }
+
+
+def prediction_columns(objectives: list[str]) -> list[str]:
+    """The columns a proposal's prediction fills in a to-do CSV (`lab propose --out`): per
+    objective its predicted mean and sd, then the acquisition value. `lab record` and `lab add`
+    read past them."""
+    return [c for o in objectives for c in (f"{o}_predicted", f"{o}_sd")] + ["acquisition"]
+
+
+def prediction_cells(prediction: dict[str, Any] | None, objectives: list[str]) -> dict[str, str]:
+    """A proposal's prediction as text cells (`prediction_columns`); "-" where no model made
+    one (design points, random and sobol proposers) or it has no value in the objective's
+    units (a target goal, warped outcomes)."""
+    cells = dict.fromkeys(prediction_columns(objectives), "-")
+    if prediction is None:
+        return cells
+    for o in objectives:
+        made = prediction.get("objectives", {}).get(o, {})
+        for key, column in (("mean", f"{o}_predicted"), ("sd", f"{o}_sd")):
+            if made.get(key) is not None:
+                cells[column] = f"{made[key]:.4g}"
+    if prediction.get("acquisition_value") is not None:
+        cells["acquisition"] = f"{prediction['acquisition_value']:.4g}"
+    return cells
+
+
+def todo_cells(space: Space, proposals: list) -> dict[int, dict[str, str]]:
+    """Per proposal id the cells a to-do file carries after the objective columns (`lab
+    propose --out` and the csv instrument's file): candidate IDs, then the prediction."""
+    labels = CandidateLabels(space)
+    objectives = [o.name for o in space.objectives]
+    return {
+        p.id: {**labels.of(p.params), **prediction_cells(p.prediction, objectives)}
+        for p in proposals
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +329,9 @@ def _run(
                 pending = propose(store, min(config.batch_size, remaining), proposer=proposer)
             if instrument.asynchronous:
                 # exports only; results come back through `kiban lab record`
-                list(instrument.run_batch([(p.id, p.params) for p in pending], timeout))
+                jobs = [(p.id, p.params) for p in pending]
+                extra = todo_cells(config.space, pending)  # a person sees IDs and predictions
+                list(instrument.run_batch(jobs, timeout, extra=extra))
                 summary.exported = len(pending)
                 summary.waiting = True
                 break
@@ -327,6 +410,89 @@ def _number(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
+
+
+#: a censored measurement: "<4", "< 4", "<=4", "≤4" (at most 4) or ">10", ">= 10", "≥10" (at
+#: least 10). "<" and "<=" are the same record: a bound reported by an assay ("below the limit
+#: of quantification") does not tell whether the bound itself is possible, and the GP cannot
+#: use the difference.
+_CENSORED = re.compile(r"^(<=|>=|<|>|≤|≥)\s*(\S.*)$")
+
+
+def parse_measurement(text: str) -> tuple[float | str, str | None]:
+    """A measured cell: a number → ``(number, None)``; a censored one (``<4``, ``>= 10``) →
+    ``(bound, "<" or ">")``; anything else → ``(text, None)`` (refused as not a number)."""
+    match = _CENSORED.match(text.strip())
+    if not match:
+        return _number(text), None
+    bound = _number(match.group(2).strip())
+    if isinstance(bound, str) or not math.isfinite(bound):
+        return text, None
+    return bound, "<" if match.group(1) in ("<", "<=", "≤") else ">"
+
+
+def censor_problem(objective: Objective, bound: float, censor: str) -> str | None:
+    """Why a censored value cannot be used for ``objective`` (None: it can be).
+
+    Refused: a bound that leaves nothing possible in the objective's declared range (``<0``
+    with ``low = 0``); and for a ``target`` goal a bound on the target's side (``<8`` when
+    the target is 6: the value may be the target itself or far below it, so how close it came
+    is not bounded at all). For ``max``/``min`` both directions say something true: the
+    utility is at most (``<`` when maximising, ``>`` when minimising) or at least the
+    bound's."""
+    side = "below" if censor == "<" else "above"
+    shown = f"{censor}{bound:g}"
+    low, high = objective.low, objective.high
+    if (censor == "<" and low is not None and bound <= low) or (
+        censor == ">" and high is not None and bound >= high
+    ):
+        return (
+            f"objective {objective.name!r}: {shown} leaves nothing in the declared range "
+            f"[{objective.low}, {objective.high}] (nothing is {side} {bound:g})"
+        )
+    if objective.goal == "target":
+        target = float(objective.target)
+        if (censor == "<" and bound > target) or (censor == ">" and bound < target):
+            return (
+                f"objective {objective.name!r} (goal: target {target:g}): {shown} is the wrong "
+                f"direction: every value {side} {bound:g} includes the target, so how close "
+                f"it came is unknown; expected a bound on the far side "
+                f"({'>' if censor == '<' else '<'}{bound:g}) or a number"
+            )
+    return None
+
+
+def upper_bound(objective: Objective, censor: str | None) -> bool:
+    """Whether a value censored so is only an upper bound on the objective's utility (the
+    truth may be worse): ``<`` when maximising, ``>`` when minimising, either for a target.
+    Such a result is not a candidate for the best so far."""
+    if censor is None:
+        return False
+    return objective.goal == "target" or (censor == "<") == (objective.goal == "max")
+
+
+def _censored_cells(
+    path: Path, line: int, space: Space, cells: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Objective cells parsed: values, censors (objective -> "<" | ">") and the problems of
+    censored values that cannot be used (file:line, column, value, why)."""
+    objectives = {o.name: o for o in space.objectives}
+    values: dict[str, Any] = {}
+    censors: dict[str, str] = {}
+    problems: list[str] = []
+    for column, cell in cells.items():
+        if cell == "":
+            values[column] = None
+            continue
+        value, censor = parse_measurement(cell)
+        values[column] = value
+        if censor is None:
+            continue
+        censors[column] = censor
+        problem = censor_problem(objectives[column], float(value), censor)
+        if problem:
+            problems.append(f"{path.name}:{line}: column {column!r}: {cell!r}: {problem}")
+    return values, censors, problems
 
 
 def _read_rows(
@@ -459,6 +625,8 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
         and c != "proposal_id"
         and c not in space.keys
         and c.lower() not in _EXTRA_COLUMNS
+        and c not in prediction_columns(objectives)  # a filled-in `propose --out` file
+        and c not in CandidateLabels(space).columns
     ]
     if unknown:
         raise RecordError(
@@ -488,6 +656,9 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
             + ", ".join(f"{pid} (line {line})" for line, pid in missing[:20])
             + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
         )
+    for line, _, row in parsed:  # a censored value that cannot be used refuses the file
+        cells = {c: (row.get(c) or "").strip() for c in measured}
+        errors += _censored_cells(path, line, space, cells)[2]
     if errors:
         raise RecordError(f"{path}: refused, nothing recorded: " + "; ".join(errors[:10]))
     results = {r.proposal_id: r for r in store.results()}
@@ -531,10 +702,10 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
                         )
                     )
                     continue
-            values = {c: _number(v) if v else None for c, v in cells.items()}
+            values, censors, _ = _censored_cells(path, line, space, cells)
             if pid in results:
                 old = results[pid].values
-                if all(
+                if results[pid].censored == censors and all(
                     isinstance(values[c], float)
                     and c in old
                     and math.isclose(old[c], values[c], rel_tol=1e-12, abs_tol=0.0)
@@ -560,6 +731,8 @@ def _record_csv(store: Store, path: Path, as_run: bool) -> RecordSummary:
                 summary.failed.append((pid, reason))
                 continue
             meta: dict[str, Any] = {"file": str(path), "line": line}
+            if censors:  # the values are bounds (see `upper_bound`)
+                meta["censored"] = censors
             if differences:
                 meta.update(as_run=True, proposed=proposal.params)
                 store._set_params(db, pid, given)
@@ -605,6 +778,8 @@ def _failed_before(store: Store, proposal_id: int, cells: dict[str, str]) -> boo
 class AddSummary:
     imported: list[int] = field(default_factory=list)  # the new proposals' ids
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"line", "reason"}
+    #: imported, but outside the candidate list of a molecule parameter: {"line", "reason"}
+    flagged: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _row_params(row: dict[str, str], types: dict[str, str]) -> dict[str, Any]:
@@ -632,8 +807,10 @@ def _row_problems(space: Space, params: dict[str, Any], values: dict[str, Any]) 
     return problems + space.check_values(values)
 
 
-def _history_key(params: dict[str, Any], values: dict[str, Any]) -> str:
-    return json.dumps([params, values], sort_keys=True, default=str)
+def _history_key(
+    params: dict[str, Any], values: dict[str, Any], censored: dict[str, str] | None = None
+) -> str:
+    return json.dumps([params, values, censored or {}], sort_keys=True, default=str)
 
 
 def add_csv(store: Store, path: str | Path, *, skip_invalid: bool = False) -> AddSummary:
@@ -663,7 +840,11 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     columns, rows = _read_rows(path, "a CSV of past experiments: parameters and objectives")
     expected = [*space.keys, *objectives]
     missing = [c for c in expected if c not in columns]
-    unknown = [c for c in columns if c not in expected and c.lower() not in _EXTRA_COLUMNS]
+    labels = CandidateLabels(space)
+    # a filled-in `propose --out` file: predictions and candidate IDs are read past (an ID
+    # given for a molecule outside the candidate table is kept with the result)
+    known = {*expected, *prediction_columns(objectives), *labels.columns}
+    unknown = [c for c in columns if c not in known and c.lower() not in _EXTRA_COLUMNS]
     if missing or unknown:
         what = "; ".join(
             part
@@ -680,9 +861,16 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     if not rows:
         raise RecordError(f"{path}: no rows after the header; nothing to import")
     types = _param_types(space)
+    from kiban.lab.proposers.base import canonical_smiles
+
+    # a candidate-only molecule parameter (no model) is the candidate list: a history row with
+    # another molecule lies outside the space; it is imported (the GP learns from it) and
+    # flagged, naming the row
+    outside = [m for m in space.molecules if m.candidates and not m.model]
+    candidate_sets = {m.name: {canonical_smiles(c) for c in m.candidates} for m in outside}
     before: dict[str, list[tuple[int, Any]]] = {}
     for r in store._results("WHERE p.proposer = 'imported'"):
-        before.setdefault(_history_key(r.params, r.values), []).append(
+        before.setdefault(_history_key(r.params, r.values, r.censored), []).append(
             (r.proposal_id, store.result_meta(r.proposal_id).get("where"))
         )
     summary = AddSummary()
@@ -690,21 +878,37 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
     invalid: list[str] = []
     for line, row in rows:
         params = _row_params(row, types)
-        values = {o: _number(c) if (c := (row.get(o) or "").strip()) else "" for o in objectives}
-        problems = _row_problems(space, params, values)
+        cells = {o: (row.get(o) or "").strip() for o in objectives}
+        values, censors, censor_problems = _censored_cells(path, line, space, cells)
+        values = {o: "" if v is None else v for o, v in values.items()}
+        problems = _row_problems(space, params, values) + [
+            p.split(": ", 1)[1] for p in censor_problems
+        ]
         if problems:
             reason = "; ".join(problems)
             invalid.append(f"{path.name}:{line}: {reason}")
             summary.skipped.append({"line": line, "reason": reason})
             continue
-        earlier = before.get(_history_key(params, values))
+        earlier = before.get(_history_key(params, values, censors))
         if earlier:  # the same row imported before: a file added twice adds nothing
             pid, where = earlier.pop(0)
             summary.skipped.append(
                 {"line": line, "reason": f"already imported (proposal {pid}, from {where})"}
             )
             continue
-        accepted.append((line, params, {k: float(v) for k, v in values.items()}))
+        # an ID from the candidate table, else the row's own (a molecule outside the table)
+        ids = {c: v or (row.get(c) or "").strip() for c, v in labels.of(params).items()}
+        summary.flagged += [
+            {
+                "line": line,
+                "reason": f"column {m.name!r}: {params[m.name]!r} is not one of the "
+                f"{len(m.candidates)} candidates (imported: the model learns from it; it "
+                "is never proposed)",
+            }
+            for m in outside
+            if canonical_smiles(str(params[m.name])) not in candidate_sets[m.name]
+        ]
+        accepted.append((line, params, {k: float(v) for k, v in values.items()}, censors, ids))
     if invalid and not skip_invalid:
         shown = "; ".join(invalid[:10]) + (
             f"; and {len(invalid) - 10} more" if len(invalid) > 10 else ""
@@ -715,9 +919,18 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
         )
     with store.transaction() as db:
         batch = store.next_batch()
-        for line, params, values in accepted:
+        for line, params, values, censors, ids in accepted:
             where = f"{path.name}:{line}"
-            meta = {"imported": True, "file": str(path), "line": line, "where": where}
+            meta: dict[str, Any] = {
+                "imported": True,
+                "file": str(path),
+                "line": line,
+                "where": where,
+            }
+            if censors:  # the values are bounds (see `upper_bound`)
+                meta["censored"] = censors
+            if any(ids.values()):
+                meta["labels"] = ids
             summary.imported.append(
                 store._import(db, batch, params, values, f"import:{path.name}", meta)
             )
@@ -727,8 +940,9 @@ def _add_csv(store: Store, path: Path, skip_invalid: bool) -> AddSummary:
                 "file": str(path),
                 "sha256": file_sha256(path),
                 "proposals": summary.imported,
-                "lines": [line for line, _, _ in accepted],
+                "lines": [line for line, *_ in accepted],
                 "skipped": summary.skipped,
+                "flagged": summary.flagged,
             },
         )
     return summary
@@ -749,14 +963,51 @@ def pareto_mask(utilities: np.ndarray) -> np.ndarray:
     return ~dominated
 
 
+def only_bounded_above(space: Space, result) -> bool:
+    """Whether a result's censored values leave its utility only bounded above (`upper_bound`):
+    the truth may be worse than any number shown, so it is never the best so far."""
+    return any(upper_bound(o, result.censored.get(o.name)) for o in space.objectives)
+
+
+def experiment_ids(store: Store) -> dict[int, dict[str, str]]:
+    """Candidate IDs per proposal (`CandidateLabels`; an imported row's own ID where its
+    molecule is not in the table); empty dicts when the space has no candidate table."""
+    labels = CandidateLabels(store.config().space)
+    if not labels.columns:
+        return {}
+    out = {p.id: labels.of(p.params) for p in store.proposals()}
+    for r in store.results():
+        given = store.result_meta(r.proposal_id).get("labels") or {}
+        out[r.proposal_id] = {c: v or given.get(c, "") for c, v in out[r.proposal_id].items()}
+    return out
+
+
+def export(store: Store) -> dict[str, Any]:
+    """`Store.export` with each proposal's candidate IDs (``ids``, when the space has any)."""
+    data = store.export()
+    ids = experiment_ids(store)
+    if ids:
+        data["proposals"] = [{**p, "ids": ids.get(p["id"], {})} for p in data["proposals"]]
+    return data
+
+
 def best(store: Store) -> dict[str, Any] | None:
-    """One objective: the best result. Several: the Pareto set (and the best per objective)."""
+    """One objective: the best result. Several: the Pareto set (and the best per objective).
+    Results whose censored values only bound them from above (``<4`` when maximising) are not
+    candidates: their true value may be worse than the bound."""
     space = store.config().space
-    results = store.results()
+    results = [r for r in store.results() if not only_bounded_above(space, r)]
     if not results:
         return None
     util = np.stack([space.utilities(r.values) for r in results])
-    entry = lambda r: {"proposal_id": r.proposal_id, "params": r.params, "values": r.values}
+    ids = experiment_ids(store)
+
+    def entry(r) -> dict[str, Any]:
+        out = {"proposal_id": r.proposal_id, "params": r.params, "values": r.values}
+        if r.proposal_id in ids:
+            out["ids"] = ids[r.proposal_id]
+        return {**out, "censored": r.censored} if r.censored else out
+
     if len(space.objectives) == 1:
         return entry(results[int(np.argmax(util[:, 0]))])
     mask = pareto_mask(util)
@@ -786,7 +1037,8 @@ def status(store: Store) -> dict[str, Any]:
 
 def best_so_far(store: Store) -> tuple[np.ndarray, np.ndarray]:
     """(experiment number, best utility so far) over completed results in recording order, per
-    objective (columns); failed experiments count as experiments and keep the previous best."""
+    objective (columns); failed experiments, and results only bounded above (`best`), count as
+    experiments and keep the previous best."""
     space = store.config().space
     props = {p.id: p for p in store.proposals()}
     results = {r.proposal_id: r for r in store.results()}
@@ -795,7 +1047,7 @@ def best_so_far(store: Store) -> tuple[np.ndarray, np.ndarray]:
     best_u = np.full(k, -np.inf)
     curve = []
     for pid in order:
-        if pid in results:
+        if pid in results and not only_bounded_above(space, results[pid]):
             best_u = np.maximum(best_u, space.utilities(results[pid].values))
         curve.append(best_u.copy())
     return np.arange(1, len(curve) + 1), np.asarray(curve).reshape(len(curve), k)
@@ -833,7 +1085,12 @@ def campaign_documents(store: Store) -> list:
                 parts.append(f"{p.name} {str(r.params[p.name]).replace('<', '&lt;')}")
             else:
                 parts.append(f"{p.name} <num>{_num(float(r.params[p.name]))}</num>")
-        measured = ", ".join(f"{k} <num>{_num(v)}</num>" for k, v in r.values.items())
+        # a censored value is a bound, said in words ("<" would read as markup)
+        bound = {"<": "at most ", ">": "at least "}
+        measured = ", ".join(
+            f"{k} {bound.get(r.censored.get(k, ''), '')}<num>{_num(v)}</num>"
+            for k, v in r.values.items()
+        )
         text = (
             f"Experiment {r.proposal_id} of campaign {name} ({config.instrument['kind']}): "
             + "; ".join(parts)
@@ -853,6 +1110,7 @@ def campaign_documents(store: Store) -> list:
                     "recorded": when,
                     "params": r.params,
                     "values": r.values,
+                    **({"censored": r.censored} if r.censored else {}),
                 },
             )
         )

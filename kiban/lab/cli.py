@@ -31,7 +31,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     db_arg(init)
     init.set_defaults(handler=_init)
 
-    propose = commands.add_parser("propose", help="propose the next experiments (pending)")
+    propose = commands.add_parser(
+        "propose",
+        help="propose the next experiments (pending)",
+        description="Prints per proposal the candidate IDs (a candidate table's id_column), "
+        "the model's predicted mean and sd per objective and the acquisition value ('-': no "
+        "model: design points, random, sobol), and the conditions; --out writes them to a CSV "
+        "to fill in.",
+    )
     db_arg(propose)
     propose.add_argument("--n", type=int, default=None, help="how many (default: batch size)")
     propose.add_argument("--out", metavar="CSV", help="also write them to a CSV to fill in")
@@ -45,7 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "columns, when given, must hold the proposed conditions (a row that "
         "differs is refused, or recorded for the conditions given with --as-run). "
         "A file naming unknown proposals is refused whole. Exit status 2 when a row "
-        "was refused (after recording the others).",
+        "was refused (after recording the others). A censored value ('<4', '>= 10') is "
+        "recorded as a bound (docs/lab.md, 'Censored values'); one that cannot be used "
+        "refuses the file.",
     )
     db_arg(record)
     record.add_argument("results", metavar="RESULTS.csv")
@@ -65,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "and per objective (like a filled-in `lab propose --out` file without proposal_id). "
         "Each row becomes a completed experiment (proposer 'imported', with its file:line) "
         "that the proposers learn from. A row outside the search space or with a value that "
-        "is not a number in the objective's range refuses the whole file (exit 2, nothing "
+        "is not a number (or a censored bound such as '<4') in the objective's range refuses "
+        "the whole file (exit 2, nothing "
         "imported) unless --skip-invalid; rows imported before are skipped, so adding a "
         "file twice adds nothing. Imported experiments count toward `run --budget`.",
     )
@@ -173,20 +183,40 @@ def _params_line(params: dict[str, Any]) -> str:
     )
 
 
+def _values_line(entry: dict[str, Any]) -> str:
+    """``compound_id=CPD-7: pIC50=>10``: candidate IDs, then the measured values (a censored
+    one with its sign)."""
+    censored = entry.get("censored") or {}
+    values = ", ".join(f"{k}={censored.get(k, '')}{v:.6g}" for k, v in entry["values"].items())
+    ids = ", ".join(f"{k}={v}" for k, v in (entry.get("ids") or {}).items() if v)
+    return f"{ids}: {values}" if ids else values
+
+
 def _propose(args: argparse.Namespace) -> int:
-    from kiban.lab.campaign import propose
+    from kiban.lab.campaign import (
+        CandidateLabels,
+        prediction_cells,
+        prediction_columns,
+        propose,
+        todo_cells,
+    )
 
     store = _open(args)
     proposals = propose(store, args.n)
+    space = store.config().space
+    objectives = [o.name for o in space.objectives]
+    labels = CandidateLabels(space)
+    ids = {p.id: labels.of(p.params) for p in proposals}
+    cells = {p.id: prediction_cells(p.prediction, objectives) for p in proposals}
     if args.out:
         from kiban.lab.instruments.csvfile import export_proposals
 
-        space = store.config().space
         export_proposals(
             args.out,
             [(p.id, p.params) for p in proposals],
-            space.keys,
-            [o.name for o in space.objectives],
+            store.config().space.keys,
+            objectives,
+            extra=todo_cells(space, proposals),
         )
     if args.json:
         print(
@@ -197,6 +227,8 @@ def _propose(args: argparse.Namespace) -> int:
                         "batch": p.batch,
                         "proposer": p.proposer,
                         "params": p.params,
+                        **({"ids": ids[p.id]} if ids[p.id] else {}),
+                        "prediction": p.prediction,
                     }
                     for p in proposals
                 ],
@@ -204,8 +236,12 @@ def _propose(args: argparse.Namespace) -> int:
             )
         )
     else:
+        # the model's expectation per proposal; "-": no model (design points, random, sobol)
+        head = ["id", "proposer", *labels.columns, *prediction_columns(objectives), "conditions"]
+        print("\t".join(head))
         for p in proposals:
-            print(f"{p.id}\t{p.proposer}\t{_params_line(p.params)}")
+            row = [str(p.id), p.proposer, *ids[p.id].values(), *cells[p.id].values()]
+            print("\t".join([*row, _params_line(p.params)]))
     return 0
 
 
@@ -246,7 +282,12 @@ def _add(args: argparse.Namespace) -> int:
 
     summary = add_csv(_open(args), args.history, skip_invalid=args.skip_invalid)
     if args.json:
-        print(json.dumps({"imported": len(summary.imported), "skipped": summary.skipped}, indent=1))
+        payload = {
+            "imported": len(summary.imported),
+            "skipped": summary.skipped,
+            "flagged": summary.flagged,
+        }
+        print(json.dumps(payload, indent=1))
         return 0
     ids = summary.imported
     span = (
@@ -256,9 +297,12 @@ def _add(args: argparse.Namespace) -> int:
         if ids
         else ""
     )
-    print(f"imported {len(ids)} experiments{span}, skipped {len(summary.skipped)}")
+    flagged = f", flagged {len(summary.flagged)}" if summary.flagged else ""
+    print(f"imported {len(ids)} experiments{span}, skipped {len(summary.skipped)}{flagged}")
     for skipped in summary.skipped:
         print(f"  {args.history}:{skipped['line']}: skipped: {skipped['reason']}", file=sys.stderr)
+    for flagged in summary.flagged:
+        print(f"  {args.history}:{flagged['line']}: flagged: {flagged['reason']}", file=sys.stderr)
     return 0
 
 
@@ -319,9 +363,9 @@ def _status(args: argparse.Namespace) -> int:
     if b and "pareto" in b:
         print(f"Pareto set: {len(b['pareto'])} experiments")
         for e in b["pareto"]:
-            print(f"  {e['proposal_id']}: {e['values']}  {_params_line(e['params'])}")
+            print(f"  {e['proposal_id']}: {_values_line(e)}  {_params_line(e['params'])}")
     elif b:
-        print(f"best: proposal {b['proposal_id']}: {b['values']}  {_params_line(b['params'])}")
+        print(f"best: proposal {b['proposal_id']}: {_values_line(b)}  {_params_line(b['params'])}")
     return 0
 
 
@@ -339,8 +383,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from kiban.io import atomic_write_text
+    from kiban.lab.campaign import export
 
-    data = json.dumps(_open(args).export(), indent=1, ensure_ascii=False)
+    data = json.dumps(export(_open(args)), indent=1, ensure_ascii=False)
     if args.out == "-":
         print(data)
     else:

@@ -1,6 +1,9 @@
-"""``kiban lab report``: best-so-far curves and the Pareto front, as PNG files and one HTML page.
+"""``kiban lab report``: best-so-far curves, the Pareto front and the model's predictions against
+what was measured, as PNG files and one HTML page.
 
-Every number on the page is read from the campaign database at the time of the report.
+Every number on the page is read from the campaign database at the time of the report. Molecules
+are drawn (RDKit SVG, inline) next to their candidate IDs; censored values are shown with their
+sign (``<4``); nothing is printed as raw JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from kiban.io import atomic_write_bytes, atomic_write_text
-from kiban.lab.campaign import best_so_far, pareto_mask, status
+from kiban.lab.campaign import (
+    best_so_far,
+    experiment_ids,
+    only_bounded_above,
+    pareto_mask,
+    status,
+)
 from kiban.lab.store import Store
 
 
@@ -84,10 +93,102 @@ def _plots(store: Store) -> dict[str, bytes]:
     return out
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def prediction_pairs(store: Store) -> dict[str, list[tuple[int, float, float, float]]]:
+    """Per objective, ``(proposal, predicted mean, predicted sd, measured)`` for each result
+    whose proposal the model predicted in the objective's units; censored values are left out
+    (a bound is not the value the prediction is compared with)."""
+    proposals = {p.id: p for p in store.proposals()}
+    out: dict[str, list[tuple[int, float, float, float]]] = {}
+    for o in store.config().space.objectives:
+        pairs = []
+        for r in store.results():
+            pred = proposals[r.proposal_id].prediction
+            made = (pred or {}).get("objectives", {}).get(o.name) or {}
+            if made.get("mean") is None or o.name in r.censored or o.name not in r.values:
+                continue
+            pairs.append((r.proposal_id, made["mean"], made["sd"], r.values[o.name]))
+        out[o.name] = pairs
+    return out
+
+
+def prediction_scores(pairs: list[tuple[int, float, float, float]]) -> dict[str, Any]:
+    """How well the predictions made at proposal time matched: ``n``; ``r2`` (1 - residual
+    over total sum of squares of the measured values; None below 2 points or with no spread);
+    ``spearman`` (rank correlation; None below 3 points); ``mae``; ``within_2sd`` (the
+    fraction measured within two predicted standard deviations)."""
+    n = len(pairs)
+    if n == 0:
+        return {"n": 0, "r2": None, "spearman": None, "mae": None, "within_2sd": None}
+    mean = np.asarray([p[1] for p in pairs])
+    sd = np.asarray([p[2] for p in pairs])
+    measured = np.asarray([p[3] for p in pairs])
+    total = float(((measured - measured.mean()) ** 2).sum())
+    r2 = 1.0 - float(((measured - mean) ** 2).sum()) / total if n >= 2 and total > 0 else None
+    spearman = None
+    if n >= 3 and np.ptp(mean) > 0 and np.ptp(measured) > 0:
+        from scipy.stats import spearmanr
+
+        spearman = float(spearmanr(mean, measured).statistic)
+    return {
+        "n": n,
+        "r2": r2,
+        "spearman": spearman,
+        "mae": float(np.abs(measured - mean).mean()),
+        "within_2sd": float((np.abs(measured - mean) <= 2 * sd).mean()),
+    }
+
+
+def _prediction_plot(pairs: dict[str, list[tuple[int, float, float, float]]]) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = {name: p for name, p in pairs.items() if p}
+    if not shown:
+        return None
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.0 * len(shown), 3.6), squeeze=False)
+    for ax, (name, points) in zip(axes[0], shown.items()):
+        _, mean, sd, measured = (np.asarray(c, dtype=float) for c in zip(*points))
+        ax.errorbar(mean, measured, xerr=2 * sd, fmt="o", ms=4, alpha=0.7, elinewidth=0.8)
+        low = float(min(mean.min(), measured.min()))
+        high = float(max(mean.max(), measured.max()))
+        ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls="--")
+        ax.set_xlabel(f"{name} predicted when proposed (± 2 sd)")
+        ax.set_ylabel(f"{name} measured")
+    fig.tight_layout()
+    data = _figure_bytes(fig)
+    plt.close(fig)
+    return data
+
+
+def molecule_svg(smiles: str, width: int = 180, height: int = 130) -> str:
+    """An RDKit drawing of ``smiles`` as inline SVG (no XML declaration); "" for text RDKit
+    cannot parse (shown as text instead)."""
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    from kiban.chem import mol_or_none
+
+    mol = mol_or_none(smiles)
+    if mol is None:
+        return ""
+    drawer = rdMolDraw2D.MolDraw2DSVG(width, height)
+    drawer.drawOptions().clearBackground = False
+    rdMolDraw2D.PrepareAndDrawMolecule(drawer, mol)
+    drawer.FinishDrawing()
+    svg = drawer.GetDrawingText()
+    return svg[svg.index("<svg") :]
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], raw: tuple[str, ...] = ()) -> str:
+    """An HTML table; cells of the ``raw`` columns are HTML already (drawings)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{r.get(c, '') if c in raw else html.escape(_fmt(r.get(c)))}</td>" for c in columns
+        )
+        + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -109,15 +210,45 @@ def write_report(store: Store, out_dir: str | Path) -> dict[str, Any]:
     info = status(store)
     config = store.config()
     space = config.space
-    results = store.results()
+    every = store.results()
+    # bounded above only (a censored "<4" when maximising): never among the best (`best`)
+    results = [r for r in every if not only_bounded_above(space, r)]
     util = np.stack([space.utilities(r.values) for r in results]) if results else np.zeros((0, 1))
     # the top 10 by the first objective's utility (or the Pareto set for several objectives)
     if len(space.objectives) > 1 and results:
         keep = [r for r, m in zip(results, pareto_mask(util)) if m]
     else:
         keep = [results[i] for i in np.argsort(-util[:, 0])[:10]] if results else []
-    rows = [{"proposal": r.proposal_id, **r.params, **r.values, "source": r.source} for r in keep]
-    columns = ["proposal", *space.keys, *[o.name for o in space.objectives], "source"]
+    ids = experiment_ids(store)
+    id_columns = list(next(iter(ids.values()), {}))
+    molecules = [m.name for m in space.molecules]
+    rows = []
+    for r in keep:
+        row: dict[str, Any] = {"proposal": r.proposal_id, **ids.get(r.proposal_id, {})}
+        row.update(r.params)
+        # a censored value keeps its sign: "<4" is not the number 4
+        row.update(
+            {k: f"{r.censored[k]}{v:.6g}" if k in r.censored else v for k, v in r.values.items()}
+        )
+        row.update({f"{m} (drawn)": molecule_svg(str(r.params[m])) for m in molecules})
+        row["source"] = r.source
+        rows.append(row)
+    drawn = tuple(f"{m} (drawn)" for m in molecules)
+    columns = [
+        "proposal",
+        *id_columns,
+        *drawn,
+        *space.keys,
+        *[o.name for o in space.objectives],
+        "source",
+    ]
+    bounded = [r.proposal_id for r in every if only_bounded_above(space, r)]
+    pairs = prediction_pairs(store)
+    scores = [{"objective": name, **prediction_scores(p)} for name, p in pairs.items()]
+    prediction_png = _prediction_plot(pairs)
+    if prediction_png is not None:
+        plots["predicted_vs_measured.png"] = prediction_png
+        atomic_write_bytes(out_dir / "predicted_vs_measured.png", prediction_png)
     failures = [
         {"proposal": f.proposal_id, "reason": f.reason, "source": f.source}
         for f in store.failures(corrected=False)  # corrected ones are no longer failures
@@ -143,7 +274,15 @@ batch {config.batch_size}, instrument {html.escape(str(config.instrument.get("ki
 {_table([counts], list(counts))}
 {images}
 <h2>{"Pareto set" if len(space.objectives) > 1 else "Best results"}</h2>
-{_table(rows, columns)}
+{_table(rows, columns, drawn)}
+<p>{len(bounded)} result(s) with a censored value that only bounds them from above (e.g. &lt;4
+when maximising) are not candidates for the best: their true value may be worse.</p>
+<h2>Predictions made when proposing, against what was measured</h2>
+<p>The model's posterior mean and sd for each proposal, recorded when it was proposed, compared
+with the measured value (design points, imported results, model-free proposers and censored
+values have none). r2: 1 - residual / total sum of squares; spearman: rank correlation;
+within_2sd: the fraction measured within two predicted standard deviations.</p>
+{_table(scores, ["objective", "n", "r2", "spearman", "mae", "within_2sd"])}
 <h2>Failures ({len(failures)})</h2>
 {_table(failures, ["proposal", "reason", "source"])}
 </body></html>"""

@@ -144,13 +144,21 @@ class Categorical:
 
 @dataclass(frozen=True)
 class Molecule:
-    """A molecule as SMILES: from ``candidates`` (a list or a file, one SMILES per line) and/or
-    sampled from a kiban ``model`` directory (prompt ``<mol>``)."""
+    """A molecule as SMILES: from ``candidates`` (a list, a file with one SMILES per line, or a
+    CSV table with a SMILES column and ``id_column``) and/or sampled from a kiban ``model``
+    directory (prompt ``<mol>``). ``ids``: the candidates' IDs (``id_column`` of the table, one
+    per candidate), carried next to the SMILES through proposals, records and the report;
+    ``names``: their names (``name_column``), carried next to the IDs."""
 
     name: str
     candidates: tuple[str, ...] = ()
     model: str | None = None
     prompt: str = "<mol>"
+    id_column: str | None = None
+    smiles_column: str | None = None
+    ids: tuple[str, ...] = field(default=(), metadata={"config": False})
+    name_column: str | None = None
+    names: tuple[str, ...] = field(default=(), metadata={"config": False})
     kind: str = field(default="molecule", init=False)
 
     def __post_init__(self) -> None:
@@ -496,7 +504,12 @@ class CampaignConfig:
     def fingerprint(self) -> str:
         """A hash of everything that changes what the campaign does (not its name or source)."""
         payload = {
-            "space": asdict(self.space),
+            # candidate IDs name molecules, they do not change what the campaign does (and
+            # campaigns created before they existed keep their fingerprint)
+            "space": asdict(
+                self.space,
+                dict_factory=lambda items: {k: v for k, v in items if k not in _LABEL_KEYS},
+            ),
             "instrument": self.instrument,
             "proposer": self.proposer,
             "batch_size": self.batch_size,
@@ -524,6 +537,7 @@ class CampaignConfig:
         }
 
 
+_LABEL_KEYS = ("id_column", "smiles_column", "ids", "name_column", "names")
 _TOP = {"campaign", "parameters", "objectives", "constraints", "instrument", "proposer"}
 _CAMPAIGN = {"name", "batch_size", "initial", "center", "seed", "proposer", "same_in_batch"}
 
@@ -531,7 +545,7 @@ _CAMPAIGN = {"name", "batch_size", "initial", "center", "seed", "proposer", "sam
 def _keys(cls: type) -> set[str]:
     """The config keys of a parameter or objective table: its dataclass's init fields, so the
     accepted keys can never drift from the classes ("type" names the class)."""
-    return {f.name for f in fields(cls) if f.init}
+    return {f.name for f in fields(cls) if f.init and f.metadata.get("config", True)}
 
 
 _PARAMETER_CLASSES = (Continuous, Integer, Categorical, Molecule, Composition)
@@ -582,6 +596,46 @@ def _candidates(value: Any, base: Path, where: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _candidate_table(
+    value: Any,
+    base: Path,
+    where: str,
+    smiles_column: str | None,
+    id_column: str | None,
+    name_column: str | None = None,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """SMILES, IDs and names of a candidate CSV table (``smiles_column``: default the one column
+    whose name contains "smiles"; ``id_column``, ``name_column``: optional)."""
+    import csv
+
+    path = (base / str(value)) if not Path(str(value)).is_absolute() else Path(str(value))
+    if not isinstance(value, str) or not path.is_file():
+        raise SpaceError(f"{where}: candidates table {str(path)!r} not found (a CSV file)")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        if smiles_column is None:
+            found = [c for c in columns if "smiles" in c.lower()]
+            if len(found) != 1:
+                raise SpaceError(
+                    f"{where}: {path}: give smiles_column: {len(found)} columns name SMILES "
+                    f"({found}); the columns are {columns}"
+                )
+            smiles_column = found[0]
+        named = (("smiles_column", smiles_column), ("id_column", id_column))
+        for key, column in (*named, ("name_column", name_column)):
+            if column is not None and column not in columns:
+                raise SpaceError(
+                    f"{where}: {key} {column!r} is not a column of {path}"
+                    f"{did_you_mean(column, columns)}; the columns are {columns}"
+                )
+        rows = [r for r in reader if (r.get(smiles_column) or "").strip()]
+    smiles = tuple(r[smiles_column].strip() for r in rows)
+    ids = tuple((r.get(id_column) or "").strip() for r in rows) if id_column else ()
+    names = tuple((r.get(name_column) or "").strip() for r in rows) if name_column else ()
+    return smiles, ids, names
+
+
 def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
     where = f"parameters[{i}]"
     kind = raw.get("type")
@@ -601,11 +655,35 @@ def _parameter(raw: dict[str, Any], i: int, base: Path) -> Parameter:
         if kind == "categorical":
             return Categorical(name, tuple(str(c) for c in raw["choices"]))
         if kind == "molecule":
-            cands = _candidates(raw["candidates"], base, where) if "candidates" in raw else ()
+            id_column, smiles_column = raw.get("id_column"), raw.get("smiles_column")
+            name_column = raw.get("name_column")
+            ids: tuple[str, ...] = ()
+            names: tuple[str, ...] = ()
+            if id_column or smiles_column or name_column:
+                if "candidates" not in raw:
+                    raise SpaceError(
+                        f"{where} ({name!r}): id_column/name_column/smiles_column name columns "
+                        "of a `candidates` CSV table; there is no `candidates`"
+                    )
+                cands, ids, names = _candidate_table(
+                    raw["candidates"], base, where, smiles_column, id_column, name_column
+                )
+            else:
+                cands = _candidates(raw["candidates"], base, where) if "candidates" in raw else ()
             model = raw.get("model")
             if model and not Path(model).is_absolute():
                 model = str(base / model)
-            return Molecule(name, cands, model, str(raw.get("prompt", "<mol>")))
+            return Molecule(
+                name,
+                cands,
+                model,
+                str(raw.get("prompt", "<mol>")),
+                id_column,
+                smiles_column,
+                ids=ids,
+                name_column=name_column,
+                names=names,
+            )
         return Composition(
             name, tuple(str(c) for c in raw["components"]), float(raw.get("total", 1.0))
         )

@@ -19,9 +19,13 @@ lease whose process is gone (same host: no such pid; any host: not renewed for
 A pending proposal people will not run can be ``cancelled`` (`Store.cancel`): never run, never
 recorded against, not a failure, and not taken for the proposers (it was never run).
 
-Format ``kiban.lab.campaign`` version 3 (version 1 stores, without the lease table, and version 2
-ones, without the ``cancelled`` status, are upgraded in place when opened, with an ``upgrade``
-event saying so).
+A proposal carries the model's ``prediction`` made when it was proposed (version 4: predicted mean
+and standard deviation per objective, the acquisition value; null for design points and model-free
+proposers), so the report can compare predictions with what was measured.
+
+Format ``kiban.lab.campaign`` version 4 (version 1 stores, without the lease table, version 2
+ones, without the ``cancelled`` status, and version 3 ones, without predictions, are upgraded in
+place when opened, with an ``upgrade`` event saying so).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +51,16 @@ from kiban.formats import check, register
 from kiban.lab.space import CampaignConfig, config_from_text
 
 #: the campaign store's format; version 2 added the ``lease`` table (one writer per campaign),
-#: version 3 the ``cancelled`` status of a proposal (``kiban lab cancel``)
+#: version 3 the ``cancelled`` status of a proposal (``kiban lab cancel``), version 4 the
+#: ``prediction`` of a proposal (the model's mean, sd and acquisition value when proposed)
 CAMPAIGN_STORE = register(
     "kiban.lab.campaign",
-    3,
+    4,
     description="a lab campaign: SQLite, config + proposals + results",
     upgrades={
         1: lambda meta: {**meta, "changes": "added the lease table (one writer)"},
         2: lambda meta: {**meta, "changes": "proposals may be cancelled"},
+        3: lambda meta: {**meta, "changes": "proposals carry the model's prediction"},
     },
 )
 SCHEMA_VERSION = CAMPAIGN_STORE.version
@@ -84,14 +90,16 @@ CREATE TABLE IF NOT EXISTS {name} (
     status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     created REAL NOT NULL,
     started REAL,
-    finished REAL
+    finished REAL{extra}
 )"""
+#: the column version 4 added to the proposals table (JSON, null: no model prediction)
+_PREDICTION_COLUMN = "prediction TEXT"
 
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-    + _PROPOSALS_TABLE.format(name="proposals")
+    + _PROPOSALS_TABLE.format(name="proposals", extra=",\n    " + _PREDICTION_COLUMN)
     + """;
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
@@ -172,6 +180,9 @@ class Proposal:
     proposer: str
     status: str
     created: float
+    #: the model's prediction when proposed (version 4): {"model", "acquisition",
+    #: "acquisition_value", "objectives": {name: {"mean", "sd"}}}; None: no model
+    prediction: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,9 @@ class Result:
     values: dict[str, float]
     source: str
     recorded: float
+    #: objective -> "<" or ">": the value is a bound (a censored measurement, ``<4``), kept in
+    #: the result's meta (see docs/lab.md, "Censored values")
+    censored: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -281,8 +295,11 @@ class Store:
                     db.execute(_LEASE_TABLE)
                     changes.append("added the lease table (one writer per campaign)")
                 if found < 3:
-                    db.execute(_PROPOSALS_TABLE.format(name="proposals_v3"))
-                    db.execute("INSERT INTO proposals_v3 SELECT * FROM proposals")
+                    db.execute(_PROPOSALS_TABLE.format(name="proposals_v3", extra=""))
+                    columns = "id, batch, params, proposer, status, created, started, finished"
+                    db.execute(
+                        f"INSERT INTO proposals_v3 ({columns}) SELECT {columns} FROM proposals"
+                    )
                     db.execute("DROP TABLE proposals")
                     db.execute("ALTER TABLE proposals_v3 RENAME TO proposals")
                     db.execute("CREATE INDEX IF NOT EXISTS proposals_status ON proposals(status)")
@@ -290,6 +307,9 @@ class Store:
                     if broken:
                         raise StoreError(f"{self.path}: upgrade broke references: {broken[:5]}")
                     changes.append("proposals may be cancelled")
+                if found < 4:
+                    db.execute(f"ALTER TABLE proposals ADD COLUMN {_PREDICTION_COLUMN}")
+                    changes.append("proposals carry the model's prediction (none for older ones)")
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
                 note = (
                     f"{self.path}: upgraded the campaign store from version {found} to "
@@ -434,27 +454,40 @@ class Store:
         ]
 
     # -- proposals
-    def add_proposals(self, params: list[dict[str, Any]], proposer: str) -> list[Proposal]:
+    def add_proposals(
+        self,
+        params: list[dict[str, Any]],
+        proposer: str,
+        predictions: list[dict[str, Any] | None] | None = None,
+    ) -> list[Proposal]:
+        """Commit ``params`` as pending proposals of one batch; ``predictions``: the model's,
+        one per proposal (None where there is none)."""
+        predictions = predictions or [None] * len(params)
+        if len(predictions) != len(params):
+            raise StoreError(f"{len(params)} proposals but {len(predictions)} predictions")
         with self.transaction() as db:
             batch = db.execute("SELECT COALESCE(MAX(batch), -1) + 1 FROM proposals").fetchone()[0]
             now = time.time()
             out = []
-            for p in params:
+            for p, pred in zip(params, predictions):
                 cur = db.execute(
-                    "INSERT INTO proposals (batch, params, proposer, status, created)"
-                    " VALUES (?, ?, ?, 'pending', ?)",
-                    (batch, _dumps(p), proposer, now),
+                    "INSERT INTO proposals (batch, params, proposer, status, created, prediction)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (batch, _dumps(p), proposer, now, None if pred is None else _dumps(pred)),
                 )
-                out.append(Proposal(cur.lastrowid, batch, p, proposer, "pending", now))
+                out.append(Proposal(cur.lastrowid, batch, p, proposer, "pending", now, pred))
         return out
 
     def _proposals(self, where: str = "", args: tuple = ()) -> list[Proposal]:
         rows = self.db.execute(
-            "SELECT id, batch, params, proposer, status, created FROM proposals "
+            "SELECT id, batch, params, proposer, status, created, prediction FROM proposals "
             f"{where} ORDER BY id",
             args,
         )
-        return [Proposal(i, b, json.loads(p), pr, s, c) for i, b, p, pr, s, c in rows]
+        return [
+            Proposal(i, b, json.loads(p), pr, s, c, None if pd is None else json.loads(pd))
+            for i, b, p, pr, s, c, pd in rows
+        ]
 
     def proposals(self, status: str | None = None) -> list[Proposal]:
         return self._proposals("WHERE status = ?", (status,)) if status else self._proposals()
@@ -630,11 +663,14 @@ class Store:
 
     def _results(self, where: str = "", args: tuple = ()) -> list[Result]:
         rows = self.db.execute(
-            "SELECT r.proposal_id, p.params, r.vals, r.source, r.recorded FROM results r "
+            "SELECT r.proposal_id, p.params, r.vals, r.source, r.recorded, r.meta FROM results r "
             f"JOIN proposals p ON p.id = r.proposal_id {where} ORDER BY r.id",
             args,
         )
-        return [Result(i, json.loads(p), json.loads(v), s, t) for i, p, v, s, t in rows]
+        return [
+            Result(i, json.loads(p), json.loads(v), s, t, json.loads(m).get("censored") or {})
+            for i, p, v, s, t, m in rows
+        ]
 
     def results(self) -> list[Result]:
         return self._results()
@@ -695,7 +731,9 @@ class Store:
                     "status": p.status,
                     "created": p.created,
                     "params": p.params,
+                    "prediction": p.prediction,
                     "values": r.values if r else None,
+                    "censored": (r.censored or None) if r else None,
                     "source": r.source if r else None,
                     "failures": failures.get(p.id, []),
                 }

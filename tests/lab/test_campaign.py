@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +21,19 @@ import pytest
 from kiban.lab.campaign import (
     RecordError,
     best,
+    best_so_far,
     campaign_documents,
     init_campaign,
+    observations,
     pareto_mask,
+    parse_measurement,
+    prediction_cells,
     propose,
     record_csv,
     run_campaign,
     status,
 )
+from kiban.lab.proposers.base import canonical_smiles as canonical
 from kiban.lab.report import write_report
 from kiban.lab.space import SpaceError, load_config, parse_config
 from kiban.lab.store import Store, StoreError
@@ -89,7 +97,11 @@ def test_parameter_and_objective_keys_are_their_classes_fields():
     from kiban.lab.space import _OBJECTIVE, _PARAM, Composition, Continuous, Molecule, parse_config
 
     for cls in (Continuous, Molecule, Composition):
-        assert _PARAM[cls.kind] == {f.name for f in fields(cls) if f.init} | {"type"}
+        assert _PARAM[cls.kind] == {f.name for f in fields(cls) if f.init and f.name != "ids"} | {
+            "type"
+        }
+    # a molecule's candidate IDs come from its table (id_column), never from the config
+    assert "ids" not in _PARAM["molecule"] and "id_column" in _PARAM["molecule"]
     assert _OBJECTIVE == {"name", "goal", "target", "low", "high", "threshold"}
     raw = {
         "parameters": [{"name": "x", "type": "continuous", "lo": 0, "high": 1}],
@@ -870,7 +882,7 @@ def test_lab_add_imports_a_history_the_model_learns_from(tmp_path, fn_path, kiba
 
     code, out, err = kiban("lab", "add", "--db", db, past, "--json")
     assert (code, err) == (0, "")
-    assert json.loads(out) == {"imported": 20, "skipped": []}
+    assert json.loads(out) == {"imported": 20, "skipped": [], "flagged": []}
     store = Store.open(db)
     results = store.results()
     assert [(r.params, r.values, r.source) for r in results] == [
@@ -959,6 +971,7 @@ def test_lab_add_refuses_bad_history_whole(tmp_path, fn_path, kiban):
     assert json.loads(out) == {
         "imported": 5,
         "skipped": [{"line": 4, "reason": "column 'x': expected a number in [-1.0, 1.0], got 1.5"}],
+        "flagged": [],
     }
     assert [r.values["score"] for r in Store.open(db).results()] == [s for _, _, s in rows]
 
@@ -1096,3 +1109,338 @@ def test_a_corrected_failure_is_no_longer_a_failure(tmp_path, fn_path):
         "<td>0</td><td>1</td><td>1</td><td>0</td></tr></table>"
     ) in page
     assert '{"proposed"' not in page
+
+
+def test_propose_shows_the_models_mean_sd_and_acquisition(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path, proposer="botorch", batch=2)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    # design points first: no model, "-" in every prediction column
+    code, out, err = kiban("lab", "propose", "--db", db)
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header == "id\tproposer\tscore_predicted\tscore_sd\tacquisition\tconditions"
+    assert [r.split("\t")[:5] for r in rows] == [
+        ["1", "sobol", "-", "-", "-"],
+        ["2", "sobol", "-", "-", "-"],
+    ]
+    assert kiban("lab", "cancel", "--db", db, "--all-pending")[0] == 0
+    past = _write_history(tmp_path / "past.csv", _history(8))
+    assert kiban("lab", "add", "--db", db, past)[0] == 0
+
+    todo = tmp_path / "todo.csv"
+    code, out, err = kiban("lab", "propose", "--db", db, "--out", todo)
+    assert code == 0, err
+    store = Store.open(db)
+    proposed = store.proposals("pending")
+    assert [p.proposer for p in proposed] == ["botorch", "botorch"]
+    lines = out.splitlines()[1:]
+    with todo.open() as handle:
+        table = list(csv.DictReader(handle))
+    for p, line, row in zip(proposed, lines, table):
+        pred = p.prediction
+        assert pred["model"] == "GP"
+        assert pred["acquisition"] == "qLogNoisyExpectedImprovement"
+        mean, sd = pred["objectives"]["score"]["mean"], pred["objectives"]["score"]["sd"]
+        cells = [f"{mean:.4g}", f"{sd:.4g}", f"{pred['acquisition_value']:.4g}"]
+        assert line.split("\t")[2:5] == cells
+        assert [row["score_predicted"], row["score_sd"], row["acquisition"]] == cells
+        assert row["proposal_id"] == str(p.id) and row["score"] == ""
+        # the quad function's values lie in [-3.3, 0]; a GP fitted to 8 of them stays there
+        assert -3.5 < mean < 0.5 and 0 < sd < 2
+
+    # the filled-in file records (the prediction columns are read past)
+    table[0]["score"] = "-0.5"
+    with todo.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    code, out, err = kiban("lab", "record", "--db", db, todo)
+    assert code == 0, err
+    assert Store.open(db).result(proposed[0].id).values == {"score": -0.5}
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert exported["version"] == 4
+    assert [p["prediction"] for p in exported["proposals"] if p["proposer"] == "botorch"] == [
+        p.prediction for p in proposed
+    ]
+
+
+def test_random_proposals_predict_nothing(tmp_path, fn_path):
+    store = Store.create(tmp_path / "c.db", load_config(write_config(tmp_path, "random")))
+    run_campaign(store, 2, instrument=FakeInstrument())
+    assert [p.prediction for p in propose(store)] == [None, None]
+    assert prediction_cells(None, ["score"]) == {
+        "score_predicted": "-",
+        "score_sd": "-",
+        "acquisition": "-",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<4", (4.0, "<")),
+        ("< 4", (4.0, "<")),
+        ("<=4.5", (4.5, "<")),
+        ("≤4", (4.0, "<")),
+        (">10", (10.0, ">")),
+        (">= 1e1", (10.0, ">")),
+        ("≥10", (10.0, ">")),
+        ("4.2", (4.2, None)),
+        ("<abc", ("<abc", None)),
+        ("<", ("<", None)),
+        ("<nan", ("<nan", None)),
+        ("n.d.", ("n.d.", None)),
+    ],
+)
+def test_parse_measurement(text, expected):
+    assert parse_measurement(text) == expected
+
+
+def test_censored_values_are_bounds_not_failures(tmp_path, fn_path, kiban):
+    config = write_config(tmp_path)
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    past = tmp_path / "past.csv"
+    past.write_text("x,y,score\n0.1,0.2,<-2\n0.3,1.2,-0.5\n-0.5,0.5,< 0.5\n")
+    assert kiban("lab", "add", "--db", db, past)[0] == 0
+    store = Store.open(db)
+    assert [(r.values, r.censored) for r in store.results()] == [
+        ({"score": -2.0}, {"score": "<"}),
+        ({"score": -0.5}, {}),
+        ({"score": 0.5}, {"score": "<"}),
+    ]
+    assert store.counts()["failed"] == 0
+    # "< 0.5" when maximising: at most 0.5, perhaps much worse; never the best so far
+    code, out, _ = kiban("lab", "status", "--db", db)
+    assert out.splitlines()[1] == "best: proposal 2: score=-0.5  x=0.3, y=1.2"
+    assert best_so_far(store)[1][:, 0].tolist() == [-np.inf, -0.5, -0.5]
+    # a lower bound when maximising (">0" : at least 0) is the best, shown with its sign
+    assert kiban("lab", "propose", "--db", db, "--n", "1")[0] == 0
+    results = tmp_path / "results.csv"
+    results.write_text("proposal_id,score\n4,>0\n")
+    code, out, err = kiban("lab", "record", "--db", db, results)
+    assert code == 0, err
+    assert Store.open(db).result(4).censored == {"score": ">"}
+    assert (
+        kiban("lab", "status", "--db", db)[1]
+        .splitlines()[1]
+        .startswith("best: proposal 4: score=>0  ")
+    )
+    # the GP learns the bound itself (imputed at it)
+    assert [o.values for o in observations(Store.open(db))][-1] == {"score": 0.0}
+    docs = campaign_documents(Store.open(db))
+    assert docs[0].text.endswith("Measured: score at most <num>-2</num>.")
+    assert docs[3].text.endswith("Measured: score at least <num>0</num>.")
+    assert docs[1].text.endswith("Measured: score <num>-0.5</num>.")
+    assert docs[0].meta["censored"] == {"score": "<"} and "censored" not in docs[1].meta
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert [p["censored"] for p in exported["proposals"]] == [
+        {"score": "<"},
+        None,
+        {"score": "<"},
+        {"score": ">"},
+    ]
+
+
+def test_censored_values_that_cannot_be_used_refuse_the_file(tmp_path, fn_path, kiban):
+    path = write_config(tmp_path)
+    # a target objective and a declared range: "<8" when the target is 6 bounds nothing
+    text = path.read_text().replace('goal = "max"', 'goal = "target"\ntarget = 6.0')
+    path.write_text(text.replace("low = -100", "low = 0"))
+    db = tmp_path / "c.db"
+    assert kiban("lab", "init", path, "--db", db)[0] == 0
+    past = tmp_path / "past.csv"
+    past.write_text("x,y,score\n0.1,0.2,<4\n0.3,1.2,<8\n0.2,0.2,<0\n0.2,0.4,>2\n")
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"kiban lab add: error: {past}: refused, nothing imported: 3 row(s) do not fit the "
+        "campaign: past.csv:3: column 'score': '<8': objective 'score' (goal: target 6): <8 "
+        "is the wrong direction: every value below 8 includes the target, so how close it "
+        "came is unknown; expected a bound on the far side (>8) or a number; past.csv:4: "
+        "column 'score': '<0': objective 'score': <0 leaves nothing in the declared range "
+        "[0.0, 100.0] (nothing is below 0); past.csv:5: column 'score': '>2': objective "
+        "'score' (goal: target 6): >2 is the wrong direction: every value above 2 includes "
+        "the target, so how close it came is unknown; expected a bound on the far side (<2) "
+        "or a number (--skip-invalid imports the other rows)\n"
+    )
+    assert Store.open(db).counts()["proposed"] == 0
+    # lab record: the whole file is checked before anything is written
+    assert kiban("lab", "propose", "--db", db)[0] == 0
+    results = tmp_path / "results.csv"
+    results.write_text("proposal_id,score\n1,<4\n2,>5\n")
+    code, out, err = kiban("lab", "record", "--db", db, results)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"kiban lab record: error: {results}: refused, nothing recorded: results.csv:3: "
+        "column 'score': '>5': objective 'score' (goal: target 6): >5 is the wrong direction: "
+        "every value above 5 includes the target, so how close it came is unknown; expected "
+        "a bound on the far side (<5) or a number\n"
+    )
+    assert Store.open(db).counts()["completed"] == 0
+
+
+_CANDIDATES = {  # compound_id -> SMILES of a small candidate table
+    "CPD-001": "c1ccccc1O",
+    "CPD-002": "c1ccncc1",
+    "CPD-003": "CCOC(=O)c1ccccc1",
+    "CPD-004": "CC(=O)Nc1ccc(O)cc1",
+    "CPD-005": "Cc1ccccc1",
+    "CPD-006": "OC(=O)c1ccccc1",
+}
+
+_MOLECULE_CONFIG = """
+[campaign]
+name = "mols"
+proposer = "random"
+batch_size = 2
+seed = 0
+
+[[parameters]]
+name = "mol"
+type = "molecule"
+candidates = "compounds.csv"
+id_column = "compound_id"
+
+[[objectives]]
+name = "pIC50"
+goal = "max"
+low = 0
+high = 14
+
+[instrument]
+kind = "function"
+target = "labfn:measure"
+workers = 0
+"""
+
+
+def test_candidate_ids_travel_through_propose_record_status_and_export(tmp_path, fn_path, kiban):
+    table = tmp_path / "compounds.csv"
+    table.write_text(
+        "compound_id,name,smiles\n" + "".join(f"{i},n{i},{smi}\n" for i, smi in _CANDIDATES.items())
+    )
+    config = tmp_path / "mols.toml"
+    config.write_text(_MOLECULE_CONFIG)
+    db = tmp_path / "m.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    # history: IDs from the table (written as another SMILES of the same molecule), one
+    # molecule outside the table (its own ID kept, flagged), one censored value
+    past = tmp_path / "past.csv"
+    past.write_text(
+        "mol,compound_id,pIC50\nOc1ccccc1,CPD-001,6.2\nCCO,EXT-9,5.0\nc1ccncc1,CPD-002,<4\n"
+    )
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert code == 0, err
+    assert out == "imported 3 experiments (proposals 1-3), skipped 0, flagged 1\n"
+    assert err == (
+        f"  {past}:3: flagged: column 'mol': 'CCO' is not one of the 6 candidates (imported: "
+        "the model learns from it; it is never proposed)\n"
+    )
+    todo = tmp_path / "todo.csv"
+    code, out, err = kiban("lab", "propose", "--db", db, "--out", todo)
+    assert code == 0, err
+    header, *lines = out.splitlines()
+    assert header.split("\t")[:3] == ["id", "proposer", "compound_id"]
+    with todo.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:4] == ["proposal_id", "mol", "pIC50", "compound_id"]
+    by_smiles = {canonical(smi): i for i, smi in _CANDIDATES.items()}
+    for line, row in zip(lines, rows):
+        assert row["compound_id"] == by_smiles[canonical(row["mol"])]
+        assert line.split("\t")[2] == row["compound_id"]
+    rows[0]["pIC50"] = "9.5"
+    with todo.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert kiban("lab", "record", "--db", db, todo)[0] == 0
+    best_line = kiban("lab", "status", "--db", db)[1].splitlines()[1]
+    assert best_line.startswith(f"best: proposal 4: compound_id={rows[0]['compound_id']}: ")
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert [p["ids"] for p in exported["proposals"]] == [
+        {"compound_id": "CPD-001"},
+        {"compound_id": "EXT-9"},
+        {"compound_id": "CPD-002"},
+        {"compound_id": rows[0]["compound_id"]},
+        {"compound_id": rows[1]["compound_id"]},
+    ]
+    # the report's best results: the IDs next to the molecules (the CSV row measured first)
+    assert kiban("lab", "report", "--db", db, "--out", tmp_path / "report")[0] == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    best = page[page.index("<h2>Best results</h2>") : page.index("<h2>Predictions")]
+    assert re.findall(r"<tr><td>(\d+)</td><td>([^<]+)</td>", best) == [
+        ("4", rows[0]["compound_id"]),
+        ("1", "CPD-001"),
+        ("2", "EXT-9"),
+    ]
+
+
+def test_the_csv_instruments_to_do_file_carries_ids_and_predictions(tmp_path, fn_path, kiban):
+    table = tmp_path / "compounds.csv"
+    table.write_text("compound_id,smiles\n" + "".join(f"{i},{s}\n" for i, s in _CANDIDATES.items()))
+    config = tmp_path / "mols.toml"
+    instrument = '[instrument]\nkind = "csv"\npath = "to_run.csv"\n'
+    config.write_text(_MOLECULE_CONFIG[: _MOLECULE_CONFIG.index("[instrument]")] + instrument)
+    db = tmp_path / "m.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    code, _, err = kiban("lab", "run", "--db", db, "--budget", "2")
+    assert code == 0, err
+    with (tmp_path / "to_run.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    by_smiles = {canonical(smi): i for i, smi in _CANDIDATES.items()}
+    assert [list(r) for r in rows] == [
+        ["proposal_id", "mol", "pIC50", "compound_id", "pIC50_predicted", "pIC50_sd", "acquisition"]
+    ] * 2
+    assert [r["compound_id"] for r in rows] == [by_smiles[canonical(r["mol"])] for r in rows]
+    assert {r["acquisition"] for r in rows} == {"-"}  # random proposals: no model
+
+
+def test_candidate_names_travel_next_to_the_ids(tmp_path, fn_path, kiban):
+    table = tmp_path / "compounds.csv"
+    table.write_text(
+        "compound_id,name,smiles\n" + "".join(f"{i},n{i},{s}\n" for i, s in _CANDIDATES.items())
+    )
+    config = tmp_path / "mols.toml"
+    config.write_text(
+        _MOLECULE_CONFIG.replace(
+            'id_column = "compound_id"', 'id_column = "compound_id"\nname_column = "name"'
+        )
+    )
+    db = tmp_path / "m.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    past = tmp_path / "past.csv"  # a chemist's own file: ID, name, SMILES, value
+    past.write_text(
+        "compound_id,name,mol,pIC50\nCPD-001,phenol,Oc1ccccc1,6.2\nEXT-9,ethanol,CCO,5.0\n"
+    )
+    code, out, err = kiban("lab", "add", "--db", db, past)
+    assert (code, out) == (0, "imported 2 experiments (proposals 1-2), skipped 0, flagged 1\n"), err
+    todo = tmp_path / "todo.csv"
+    assert kiban("lab", "propose", "--db", db, "--out", todo)[0] == 0
+    with todo.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:5] == ["proposal_id", "mol", "pIC50", "compound_id", "name"]
+    assert [r["name"] for r in rows] == [f"n{r['compound_id']}" for r in rows]
+    best_line = kiban("lab", "status", "--db", db)[1].splitlines()[1]
+    assert best_line.startswith("best: proposal 1: compound_id=CPD-001, name=nCPD-001: ")
+    exported = json.loads(kiban("lab", "export", "--db", db)[1])
+    assert [p["ids"] for p in exported["proposals"][:2]] == [
+        {"compound_id": "CPD-001", "name": "nCPD-001"},  # the table's name wins
+        {"compound_id": "EXT-9", "name": "ethanol"},  # not in the table: the row's own
+    ]
+
+
+def test_a_candidate_table_names_its_columns(tmp_path):
+    table = tmp_path / "compounds.csv"
+    table.write_text("compound_id,smiles\nA,CCO\n")
+    text = _MOLECULE_CONFIG.replace('"compound_id"', '"compound"')
+    with pytest.raises(
+        SpaceError,
+        match=r"id_column 'compound' is not a column of .*compounds.csv \(did you mean "
+        r"'compound_id'\?\); the columns are \['compound_id', 'smiles'\]",
+    ):
+        parse_config(tomllib.loads(text), tmp_path)
+    text = _MOLECULE_CONFIG.replace('id_column = "compound_id"', 'name_column = "nmae"')
+    with pytest.raises(SpaceError, match=r"name_column 'nmae' is not a column of .*compounds.csv"):
+        parse_config(tomllib.loads(text), tmp_path)

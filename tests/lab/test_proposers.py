@@ -404,6 +404,25 @@ def test_exploit_after_falls_back_to_qlognei_when_its_best_was_measured():
     assert out[0]["x"] != 1.0
 
 
+def test_a_prediction_names_the_acquisition_that_chose_the_point():
+    """With ``exploit_after`` reached the point is qSimpleRegret's: its prediction names it and
+    gives its value (for one point, the posterior mean as an MC estimate), not qLogNEI's for a
+    point qLogNEI did not choose; where the exploitation's best was measured, qLogNEI chose."""
+    space = Space((Continuous("x", 0, 1),), (Objective("f"),))
+    fn = lambda p: -((p["x"] - 0.2) ** 2)
+    observed = observe(space, [{"x": x} for x in (0.0, 0.1, 0.15, 0.3)], fn)
+    proposer = botorch(exploit_after=4)
+    proposer.propose(space, observed, [], 2, seed=0)
+    (first, second) = proposer.last_predictions
+    assert [first["acquisition"], second["acquisition"]] == ["qSimpleRegret"] * 2
+    assert first["acquisition_value"] == pytest.approx(first["objectives"]["f"]["mean"], abs=1e-3)
+    assert second["acquisition_value"] >= first["acquisition_value"]  # the batch's best so far
+    fallback = botorch(exploit_after=1)
+    observed = observe(space, [{"x": x} for x in (0.0, 0.3, 0.6, 0.8, 1.0)], lambda p: p["x"])
+    fallback.propose(space, observed, [], 1, seed=0)
+    assert fallback.last_predictions[0]["acquisition"] == "qLogNoisyExpectedImprovement"
+
+
 def test_exploit_after_refuses_several_objectives():
     space = Space((Continuous("x", 0, 1),), (Objective("f"), Objective("g")))
     observed = observe(space, initial_design(space, 4, seed=0), lambda p: (p["x"], -p["x"]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from kiban.lab.proposers import Observation, initial_design
+from kiban.lab.proposers import Observation, ProposerError, initial_design
 from kiban.lab.proposers.bo import BotorchProposer
 from kiban.lab.space import Categorical, Continuous, Molecule, Objective, Space
 
@@ -68,3 +68,17 @@ def test_a_molecule_batch_is_pinned():
     observed = [Observation({"m": s}, {"f": float(len(s))}) for s in mols[:4]]
     got = BotorchProposer(seed=0, initial=4).propose(space, observed, [{"m": mols[4]}], 2, seed=3)
     assert got == [{"m": "c1ccncc1"}, {"m": "CC=O"}]
+
+
+def test_a_molecule_batch_larger_than_the_candidates_left_is_refused_with_the_numbers():
+    mols = ("CCO", "CCN", "c1ccccc1", "CC(=O)O", "CCCC", "OCCO")
+    space = Space((Molecule("m", mols),), (Objective("f"),))
+    observed = [Observation({"m": s}, {"f": float(len(s))}) for s in mols[:3]]
+    with pytest.raises(
+        ProposerError,
+        match=r"^molecule parameter 'm': asked for 3 proposals, but only 2 of the 6 candidates "
+        r"are neither observed nor pending \(ask for at most 2\)$",
+    ):
+        BotorchProposer(seed=0, initial=3).propose(space, observed, [{"m": mols[3]}], 3, seed=0)
+    got = BotorchProposer(seed=0, initial=3).propose(space, observed, [{"m": mols[3]}], 2, seed=0)
+    assert sorted(g["m"] for g in got) == ["CCCC", "OCCO"]

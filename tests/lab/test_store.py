@@ -133,20 +133,21 @@ def test_a_version_1_store_is_upgraded_in_place_with_a_note(tmp_path):
     store = Store.open(tmp_path / "c.db")
     assert store.notes == [
         f"{tmp_path / 'c.db'}: upgraded the campaign store from version 1 "
-        "to 3: added the lease table (one writer per campaign); proposals may be cancelled"
+        "to 4: added the lease table (one writer per campaign); proposals may be cancelled; "
+        "proposals carry the model's prediction (none for older ones)"
     ]
-    assert store.meta("schema") == "3" and store.counts()["proposed"] == 1
+    assert store.meta("schema") == "4" and store.counts()["proposed"] == 1
     assert store.events()[-1][1] == "upgrade"
     assert Store.open(tmp_path / "c.db").notes == []
-    assert store.export()["format"] == CAMPAIGN_STORE.name and store.export()["version"] == 3
+    assert store.export()["format"] == CAMPAIGN_STORE.name and store.export()["version"] == 4
 
 
 def test_a_store_from_a_newer_kiban_is_refused(tmp_path):
     store = Store.create(tmp_path / "c.db", load_config(_campaign(tmp_path)))
     store.close()
     with sqlite3.connect(tmp_path / "c.db") as db:
-        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
-    with pytest.raises(ValueError, match="version 4 was written by a newer kiban"):
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema'")
+    with pytest.raises(ValueError, match="version 5 was written by a newer kiban"):
         Store.open(tmp_path / "c.db")
 
 
@@ -159,8 +160,9 @@ def test_a_store_written_before_the_lease_opens_and_continues(tmp_path, monkeypa
     monkeypatch.syspath_prepend(str(data))
     store = Store.open(db)
     assert store.notes == [
-        f"{db}: upgraded the campaign store from version 1 to 3: added the "
-        "lease table (one writer per campaign); proposals may be cancelled"
+        f"{db}: upgraded the campaign store from version 1 to 4: added the "
+        "lease table (one writer per campaign); proposals may be cancelled; proposals carry "
+        "the model's prediction (none for older ones)"
     ]
     assert store.counts() == {
         "pending": 0,
@@ -204,9 +206,35 @@ def test_a_version_2_store_is_upgraded_and_can_cancel(tmp_path):
     db.close()
     store = Store.open(tmp_path / "c.db")
     assert store.notes == [
-        f"{tmp_path / 'c.db'}: upgraded the campaign store from version 2 to 3: proposals "
-        "may be cancelled"
+        f"{tmp_path / 'c.db'}: upgraded the campaign store from version 2 to 4: proposals "
+        "may be cancelled; proposals carry the model's prediction (none for older ones)"
     ]
     assert store.proposal(first.id) == first
     assert store.cancel([first.id]) == [first.id]
     assert store.proposal(first.id).status == "cancelled"
+
+
+def test_a_version_3_store_opens_and_proposals_carry_predictions(tmp_path, monkeypatch):
+    """tests/lab/data/campaign-v3.db: written by kiban before predictions (schema 3: 4 results,
+    proposal 5 cancelled, 6 pending); it opens with a note, its proposals have no prediction,
+    and a run continues it."""
+    data = Path(__file__).parent / "data"
+    db = tmp_path / "campaign-v3.db"
+    db.write_bytes((data / "campaign-v3.db").read_bytes())
+    monkeypatch.syspath_prepend(str(data))
+    store = Store.open(db)
+    assert store.notes == [
+        f"{db}: upgraded the campaign store from version 3 to 4: proposals carry the "
+        "model's prediction (none for older ones)"
+    ]
+    assert [(p.id, p.status, p.prediction) for p in store.proposals()] == [
+        (1, "completed", None),
+        (2, "completed", None),
+        (3, "completed", None),
+        (4, "completed", None),
+        (5, "cancelled", None),
+        (6, "pending", None),
+    ]
+    assert store.meta("schema") == "4"
+    summary = run_campaign(store, 7)
+    assert summary.completed == 3 and store.counts()["completed"] == 7

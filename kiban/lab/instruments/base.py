@@ -67,7 +67,9 @@ class Outcome:
 
 class Instrument(abc.ABC):
     """Runs experiments. ``asynchronous`` instruments only export in :meth:`run_batch`; their
-    results come back later (a CSV a person fills in, imported by ``kiban lab record``).
+    results come back later (a CSV a person fills in, imported by ``kiban lab record``), and
+    their :meth:`run_batch` takes ``extra=`` (per job id, the cells a person reads next to the
+    conditions: candidate IDs, the model's prediction).
 
     A kind declares ``kind`` (its registered name), ``Options`` (a frozen keyword-only
     `InstrumentOptions` dataclass) and :meth:`from_options`; :meth:`from_config` builds it from

@@ -85,12 +85,21 @@ def _order(value: str) -> tuple[int, Any]:
 
 
 def export_proposals(
-    path: str | Path, jobs: list[tuple[int, dict]], keys: Sequence[str], objectives: Sequence[str]
+    path: str | Path,
+    jobs: list[tuple[int, dict]],
+    keys: Sequence[str],
+    objectives: Sequence[str],
+    *,
+    extra: dict[int, dict[str, str]] | None = None,
 ) -> int:
-    """Merge ``jobs`` into the export at ``path``; returns the number of rows added."""
+    """Merge ``jobs`` into the export at ``path``; returns the number of rows added.
+    ``extra``: more cells per job id (e.g. the model's prediction), after the objectives."""
     header, rows = read_export(path)
     known = {r[ID_COLUMN] for r in rows}
+    extra = extra or {}
     columns = [ID_COLUMN, *keys, *objectives]
+    for cells in extra.values():
+        columns += [c for c in cells if c not in columns]
     for _, params in jobs:  # keys outside the space still get a column, not lost
         for key in params:
             if key not in columns:
@@ -104,6 +113,7 @@ def export_proposals(
         row = {c: "" for c in header}
         row[ID_COLUMN] = pid
         row.update({k: _cell(v) for k, v in params.items()})
+        row.update(extra.get(job_id, {}))
         rows.append(row)
         known.add(pid)
         added += 1
@@ -145,10 +155,16 @@ class CsvInstrument(Instrument):
         return self.objectives
 
     def run_batch(
-        self, jobs: list[tuple[int, dict]], timeout_s: float | None = None
+        self,
+        jobs: list[tuple[int, dict]],
+        timeout_s: float | None = None,
+        *,
+        extra: dict[int, dict[str, str]] | None = None,
     ) -> Iterator[Outcome]:
+        """``extra``: per job id the cells after the objectives (candidate IDs, the model's
+        prediction), as `lab propose --out` writes them."""
         # eager on purpose: the export must happen even if nobody iterates the result
-        self.last_added = export_proposals(self.path, jobs, self.keys, self.objectives)
+        self.last_added = export_proposals(self.path, jobs, self.keys, self.objectives, extra=extra)
         return iter(())
 
     def describe(self) -> dict[str, Any]:

@@ -56,6 +56,9 @@ class Proposer(ABC):
         self.seed = int(seed)
         self.initial = int(initial)
         self.center = bool(center)
+        #: the model's prediction of each point the last `propose` returned, in order (see
+        #: `BatchOptimiser.predict`); empty, or None for a point: no model made it
+        self.last_predictions: list[dict[str, Any] | None] = []
 
     @classmethod
     def from_config(

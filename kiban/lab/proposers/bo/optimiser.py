@@ -76,6 +76,7 @@ class BatchOptimiser:
             self.model, len(observed), int(o.exploit_after), int(o.mc_samples), seed
         )
         self._exploiting = False
+        self._chosen_by: Any = self.acqf  # the acquisition that chose the last point (`step`)
         self.ineq, self.eq = torch_constraints(space)
         self.bounds = torch.stack([torch.zeros(L.D, dtype=DTYPE), torch.ones(L.D, dtype=DTYPE)])
         # same_in_batch carried over from a design point that opened the batch
@@ -89,18 +90,50 @@ class BatchOptimiser:
     def run(self, n: int) -> list[dict]:
         chosen: list[torch.Tensor] = []
         out: list[dict] = []
+        #: the model's prediction of each point chosen (`predict`), in `run`'s order
+        self.predictions: list[dict[str, Any] | None] = []
+        self._check_pool(n)
         for _ in range(n):
             pend = torch.cat([self.X_pending, *[c.unsqueeze(0) for c in chosen]])
             for acqf in (self.acqf, self.exploit):
                 if acqf is not None:
                     acqf.set_X_pending(pend if len(pend) else None)
             x, params = self.step()
+            self.predictions.append(self.predict(x, self._chosen_by))
             self.seen.add(params_key(self.space, params))
             chosen.append(x)
             out.append(params)
             if len(out) == 1 and not self.fixed and self.fixed_mol is None:
                 self._freeze(x, params)
         return out
+
+    def predict(self, x: torch.Tensor, acqf: Any = None) -> dict[str, Any]:
+        """What the model expects of the chosen point ``x``: per objective the posterior mean
+        and standard deviation in the objective's own units, and the value, given the points
+        already in the batch (pending), of ``acqf``: the acquisition that chose ``x`` (with
+        ``exploit_after`` reached, qSimpleRegret; default: qLogNEI's). The GP models utilities (a minimised
+        objective negated); with ``warp = "power"`` or a ``target`` goal they cannot be mapped
+        back to the objective's units, and mean and sd are None."""
+        with torch.no_grad():
+            posterior = self.model.posterior(x.reshape(1, -1))
+            mean = posterior.mean.reshape(-1).tolist()
+            sd = posterior.variance.clamp_min(0).sqrt().reshape(-1).tolist()
+            acqf = self.acqf if acqf is None else acqf
+            acq = float(acqf(x.reshape(1, 1, -1)).reshape(-1)[0])
+        objectives: dict[str, dict[str, float | None]] = {}
+        for j, o in enumerate(self.space.objectives):
+            back = str(self.o.warp) == "none" and o.goal in ("max", "min")
+            sign = 1.0 if o.goal == "max" else -1.0
+            objectives[o.name] = {
+                "mean": sign * mean[j] if back else None,
+                "sd": sd[j] if back else None,
+            }
+        return {
+            "model": "GP",
+            "acquisition": type(acqf).__name__,
+            "acquisition_value": acq,
+            "objectives": objectives,
+        }
 
     def _freeze(self, x: torch.Tensor, params: dict) -> None:
         if not self.space.same_in_batch:
@@ -116,11 +149,13 @@ class BatchOptimiser:
         if self.exploit is not None:
             explore, self.acqf, self._exploiting = self.acqf, self.exploit, True
             try:
+                self._chosen_by = self.exploit
                 return self._step()
             except _Repeat:
                 pass
             finally:
                 self.acqf, self._exploiting = explore, False
+        self._chosen_by = self.acqf
         return self._step()
 
     def _step(self) -> tuple[torch.Tensor, dict]:
@@ -403,6 +438,21 @@ class BatchOptimiser:
         return X[int(self.value(X).argmax())].unsqueeze(0)
 
     # -- molecules
+    def _check_pool(self, n: int) -> None:
+        """A molecule-only space with fewer new candidates than asked for is refused up front
+        with the numbers (the greedy loop would fail at the first point past the last one)."""
+        L = self.layout
+        if L.mol is None or L.dim != 0 or self.fixed_mol is not None:
+            return
+        left = sum(params_key(self.space, {L.mol.name: s}) not in self.seen for s in self.pool)
+        total = len(L.mol.candidates) or len(self.pool)
+        if left < n:
+            raise ProposerError(
+                f"molecule parameter {L.mol.name!r}: asked for {n} proposals, but only {left} "
+                f"of the {total} candidates are neither observed nor pending "
+                f"(ask for at most {left})"
+            )
+
     def molecule_step(self) -> tuple[torch.Tensor, dict]:
         L = self.layout
         if self.fixed_mol is not None:

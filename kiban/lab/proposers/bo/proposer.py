@@ -154,6 +154,7 @@ class BotorchProposer(Proposer):
     ) -> list[dict]:
         from kiban.lab.proposers.bo.layout import used_molecules
 
+        self.last_predictions = []
         seen = seen_keys(space, observed, pending)
         drawn = len(observed) + len(pending)
         n_design = n if len(observed) < MIN_OBSERVED else min(n, max(0, self.initial - drawn))
@@ -174,6 +175,7 @@ class BotorchProposer(Proposer):
             out = batch_from_stream(
                 space, stream, n_design, seen, limit=10 * (n + len(seen)) + 10_000
             )
+            self.last_predictions = [None] * len(out)  # design points: no model
         if len(out) < n:
             out += self._model_batch(
                 space,
@@ -225,7 +227,10 @@ class BotorchProposer(Proposer):
                 torch.manual_seed(seed)
                 random.seed(seed)
                 np.random.seed(seed)
-                return BatchOptimiser(self, space, observed, pending, seed, seen, first).run(n)
+                optimiser = BatchOptimiser(self, space, observed, pending, seed, seen, first)
+                batch = optimiser.run(n)
+                self.last_predictions += optimiser.predictions
+                return batch
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
