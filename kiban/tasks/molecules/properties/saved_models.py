@@ -205,7 +205,7 @@ def _check_named(path: Path, header: list[str], named: dict[str, str | None]) ->
     for option, column in named.items():
         if column is not None and column not in header:
             raise PropertyDataError(
-                f"{path}: missing column(s) [{column!r}] ({option})"
+                f"{path}: {option} {column!r} is not a column"
                 f"{did_you_mean(column, header)}; the header has {header}"
             )
 
@@ -233,7 +233,7 @@ def detect_columns(
     ``smiles`` or ``canonical_smiles`` (any case), else the only column; ID and text columns (a
     name ``id``/``name``/``index``/``split``, ``id_column``, or non-numeric values in the first
     rows) are metadata; the target is the given one, else the only numeric other column."""
-    from kiban.corpus.readers import SourceSpec, _rendering
+    from kiban.corpus.readers import META_COLUMN_NAMES, SourceSpec, _rendering
 
     path = Path(path)
     delimiter = _delimiter(path)
@@ -254,14 +254,30 @@ def detect_columns(
         sample,
     )
     smiles = rendering.mol_column or (header[0] if len(header) == 1 else None)
+    numeric = tuple(c for c in rendering.numbers if c != smiles)
+    target = target_column or (numeric[0] if len(numeric) == 1 else None)
+    if target is None and not numeric:
+        # no column is all numbers: a target with a few bad values ("<4", "n/a") is still the
+        # target, and its bad rows are then reported by file:line rather than guessed away
+        others = [
+            c for c in header if c not in (smiles, id_column) and c.lower() not in META_COLUMN_NAMES
+        ]
+        mostly = [c for c in others if _mostly_numbers(sample, header.index(c))]
+        guess = mostly or others
+        target = guess[0] if len(guess) == 1 else None
     ids = tuple(
         c
         for c in header
-        if (c == id_column or c in rendering.meta_columns) and c not in (smiles, target_column)
+        if (c == id_column or c in rendering.meta_columns) and c not in (smiles, target)
     )
-    numeric = tuple(c for c in rendering.numbers if c != smiles)
-    target = target_column or (numeric[0] if len(numeric) == 1 else None)
     return FileColumns(smiles=smiles, target=target, ids=ids, numeric=numeric)
+
+
+def _mostly_numbers(sample: list[list[str]], at: int) -> bool:
+    from kiban.corpus.readers import _is_number
+
+    values = [row[at] for row in sample if row[at]]
+    return bool(values) and sum(map(_is_number, values)) > len(values) / 2
 
 
 def resolve_spec(
