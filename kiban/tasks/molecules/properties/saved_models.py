@@ -3,8 +3,9 @@
 
 Data. ``data`` is a shipped set's name (`DATASETS`: ``logs``, ``bbbp``, ``hiv``, ...) or a
 CSV/TSV file (tab-separated when it ends in ``.tsv`` / ``.tab``) with a header. In a file the
-SMILES column defaults to the one named ``smiles`` (any case) and the target column to the only
-other column; regression targets are numbers, classification targets 0/1. A row whose SMILES
+columns are found as ``kiban corpus build`` finds them (`detect_columns`): the SMILES column, the
+ID/text columns, and the target (the only numeric non-ID column unless named); regression targets
+are numbers, classification targets 0/1. A row whose SMILES
 RDKit cannot parse is skipped and reported (``file:line``, reason); a row whose target is not a
 number (or not 0/1) stops training with an error naming the rows: it means a wrong column or a
 damaged file, and guessing would train on the wrong thing.
@@ -15,6 +16,13 @@ SHA-256 of the file, molecule and bad-row counts) and the options it was trained
 ``forest.pkl`` (the scikit-learn forest, pickled: load only directories you trust) for ``rf``, or
 ``model/`` (the fine-tuned Hugging Face directory with its kiban tokenizer) for ``lm``. The
 directory is built next to its destination and renamed into place, so it is whole or absent.
+
+Cross-validation. ``train`` first scores the method on k folds (`cross_validation`) and saves
+the scores in the manifest (``cross_validation``).
+
+Prediction. `predict_file` keeps every input column and adds one named after the target, the
+forest's tree spread (``<target>_std``) and the reason a row has none (``error``);
+`PropertyModel.predict(mols, return_std=True)` gives the same values to library callers.
 
 Evaluation. Per seed, chemprop's scaffold_balanced split (80/10/10, `scaffold_split`); each
 method trains on the training part and is scored on the test part (RMSE / ROC-AUC), as
