@@ -33,13 +33,24 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "--smiles-column",
         default=None,
         metavar="NAME",
-        help="for a file: the SMILES column (default: the one named 'smiles')",
+        help="for a file: the SMILES column (default: as `kiban corpus build` finds it, a "
+        "column named smiles or canonical_smiles, any case)",
     )
     parser.add_argument(
+        "--target",
         "--target-column",
+        dest="target_column",
         default=None,
         metavar="NAME",
-        help="for a file: the target column (default: the only other column)",
+        help="for a file: the target column (default: the only numeric column that is not an "
+        "ID; ID/text columns are those corpus build keeps as metadata)",
+    )
+    parser.add_argument(
+        "--id-column",
+        default=None,
+        metavar="NAME",
+        help="for a file: a compound ID column (never taken as the target; recorded in the "
+        "model so predict names rows by it)",
     )
     parser.add_argument(
         "--base",
@@ -72,26 +83,48 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     train = commands.add_parser(
         "train",
         help="train on all of DATA and save a model directory",
-        description="Train on every usable row of DATA and save the model in --out (a "
-        "manifest.json naming the task, columns, featurisation and the SHA-256 of "
-        "the training file, plus the forest or the fine-tuned model). Rows whose "
-        "SMILES does not parse are skipped and listed; a bad target is an error.",
+        description="Cross-validate (R², MAE, RMSE, Spearman per fold; --cv-folds, --cv-split), "
+        "then train on every usable row of DATA and save the model in --out (a "
+        "manifest.json naming the task, columns, featurisation, the SHA-256 of "
+        "the training file and the cross-validation scores, plus the forest or the "
+        "fine-tuned model). Rows whose SMILES does not parse are skipped and listed; a "
+        "bad target is an error naming every bad row (file:line).",
     )
     _add_data_options(train)
     train.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     train.add_argument("--method", choices=("rf", "lm"), default="rf", help="default rf")
     train.add_argument("--seed", type=int, default=0, help="forest / fine-tuning seed")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    train.add_argument(
+        "--cv-folds",
+        "--cv",
+        dest="cv_folds",
+        type=int,
+        default=5,
+        metavar="K",
+        help="K-fold cross-validation before the final fit, scores printed and saved in "
+        "manifest.json (default 5; 0 skips it; with --method lm it fine-tunes K more times)",
+    )
+    train.add_argument(
+        "--cv-split",
+        choices=("scaffold", "random"),
+        default="scaffold",
+        help="scaffold: no Bemis-Murcko scaffold in both parts of a fold (sklearn GroupKFold; "
+        "default); random: sklearn KFold shuffled by --seed",
+    )
     train.set_defaults(handler=run_train)
 
     predict = commands.add_parser(
         "predict",
         help="predict for every row of a file",
         description="Predict for every row of INPUT (CSV/TSV with a SMILES column, or .smi/.txt "
-        "with one SMILES a line): writes smiles,prediction,error (prediction is "
-        "P(class 1) for a classifier). A row that cannot be predicted keeps its "
-        "place with an empty prediction and the reason, and is reported as "
-        "file:line.",
+        "with one SMILES a line): writes every input column, then a column named after "
+        "the model's target (e.g. pIC50; P(class 1) for a classifier; TARGET_predicted "
+        "if INPUT already has TARGET), TARGET_std (random forest: the standard deviation "
+        "of its trees; an LM gives none) and error. A row that cannot be predicted keeps "
+        "its place with an empty prediction and the reason, and is reported as "
+        "file:line. The model's train-time cross-validation scores are printed with the "
+        "summary.",
     )
     predict.add_argument("model", metavar="MODEL_DIR")
     predict.add_argument("input", metavar="INPUT")
@@ -105,7 +138,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--smiles-column",
         default=None,
         metavar="NAME",
-        help="SMILES column of INPUT (default: the model's, else 'smiles')",
+        help="SMILES column of INPUT (default: the model's, else as corpus build finds it)",
+    )
+    predict.add_argument(
+        "--id-column",
+        default=None,
+        metavar="NAME",
+        help="names rows in messages (default: the model's ID column if INPUT has it); every "
+        "input column is written anyway",
     )
     predict.add_argument(
         "--json",
@@ -148,6 +188,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "task": args.task,
         "smiles_column": args.smiles_column,
         "target_column": args.target_column,
+        "id_column": args.id_column,
         "base": args.base,
         "trees": args.trees,
         "steps": args.steps,
@@ -175,8 +216,20 @@ def run_train(args: argparse.Namespace) -> int:
         train_property_model,
     )
 
-    options = TrainOptions(**_options(args), method=args.method, seed=args.seed)
-    manifest = train_property_model(options, args.out, overwrite=args.overwrite)
+    options = TrainOptions(
+        **_options(args),
+        method=args.method,
+        seed=args.seed,
+        cv_folds=args.cv_folds,
+        cv_split=args.cv_split,
+        progress=args.method == "lm",
+    )
+
+    def on_fold(fold: int, folds: int) -> None:
+        if args.method == "lm":  # a forest's fold takes seconds; an LM's, minutes
+            print(f"cross-validation fold {fold}/{folds}", file=sys.stderr)
+
+    manifest = train_property_model(options, args.out, overwrite=args.overwrite, on_fold=on_fold)
     data = manifest["training_data"]
     _report_bad_rows(manifest.pop("bad_examples"), data["bad_rows"])
     if args.json:
@@ -187,28 +240,89 @@ def run_train(args: argparse.Namespace) -> int:
         f"on {data['molecules']:,} molecules of {data['source']} "
         f"({_rows(data['bad_rows'])} skipped) in {manifest['train_seconds']:.1f} s"
     )
+    if manifest["cross_validation"]:
+        print(cv_table(manifest["cross_validation"]))
     print(f"model in {args.out}")
     return 0
+
+
+_METRIC_NAMES = {
+    "r2": "R²",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "spearman": "Spearman",
+    "roc_auc": "ROC-AUC",
+}
+
+
+def cv_summary(validation: dict[str, Any]) -> str:
+    """One line: ``5-fold scaffold CV: R² 0.512 ± 0.041, MAE ...``."""
+    return f"{validation['folds']}-fold {validation['split']} CV: " + ", ".join(
+        f"{_METRIC_NAMES[m]} {_format(validation['summary'][m]['mean'])} ± "
+        f"{_format(validation['summary'][m]['std'])}"
+        for m in validation["metrics"]
+    )
+
+
+def cv_table(validation: dict[str, Any]) -> str:
+    """The folds' sizes and scores, then mean ± sample sd over the folds."""
+    metrics = validation["metrics"]
+    seed = f", seed {validation['seed']}" if validation["split"] == "random" else ""
+    lines = [
+        f"cross-validation: {validation['folds']}-fold {validation['split']} split "
+        f"({validation['splitter']}{seed}), {validation['seconds']:.1f} s",
+        f"  {'fold':>9}  {'train':>6}  {'test':>5}  "
+        + "  ".join(f"{_METRIC_NAMES[m]:>15}" for m in metrics),
+    ]
+    for record in validation["per_fold"]:
+        lines.append(
+            f"  {record['fold']:>9}  {record['train']:>6}  {record['test']:>5}  "
+            + "  ".join(f"{_format(record[m]):>15}" for m in metrics)
+        )
+    summary = validation["summary"]
+    lines.append(
+        f"  {'mean ± sd':>9}  {'':>6}  {'':>5}  "
+        + "  ".join(
+            f"{_format(summary[m]['mean']) + ' ± ' + _format(summary[m]['std']):>15}"
+            for m in metrics
+        )
+    )
+    return "\n".join(lines)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from kiban.io import atomic_write_text
     from kiban.tasks.molecules.properties.saved_models import predict_file
 
-    predictions = predict_file(args.model, args.input, smiles_column=args.smiles_column)
+    predictions = predict_file(
+        args.model, args.input, smiles_column=args.smiles_column, id_column=args.id_column
+    )
     for row in predictions.failed:
-        print(f"kiban property predict: {row.where}: no prediction: {row.error}", file=sys.stderr)
+        print(
+            f"kiban property predict: {predictions.label(row)}: no prediction: {row.error}",
+            file=sys.stderr,
+        )
     if args.out:
         atomic_write_text(args.out, predictions.to_csv())
+    validation = predictions.cross_validation
     if args.json:
         payload = predictions.as_dict(rows=not args.out)
+        payload["cross_validation"] = validation
         print(json.dumps(payload, indent=1, allow_nan=False))
-    elif args.out:
+        return 0
+    value, std, _ = predictions.output_columns
+    note = f"model {args.model}: {predictions.method} predicting {value!r}" + (
+        f" with {std!r} (spread of its trees)" if std else " (no uncertainty column)"
+    )
+    note += f"; {cv_summary(validation)}" if validation else "; no cross-validation recorded"
+    if args.out:
+        print(note)
         print(
             f"{len(predictions.rows):,} rows, {len(predictions.failed):,} without a "
             f"prediction; wrote {args.out}"
         )
     else:
+        print(note, file=sys.stderr)
         sys.stdout.write(predictions.to_csv())
     return 0
 

@@ -160,28 +160,51 @@ def test_train_rf_saves_a_manifest_and_predict_matches_the_forest(tmp_path, caps
     code, out, err = _run(
         capsys, "property", "predict", str(model), str(queries), "--out", str(predictions)
     )
-    assert code == 0 and out == f"4 rows, 2 without a prediction; wrote {predictions}\n"
+    validation = manifest["cross_validation"]
+    assert code == 0 and out.splitlines() == [
+        f"model {model}: rf predicting 'logp' with 'logp_std' (spread of its trees); 5-fold "
+        f"scaffold CV: R² {validation['summary']['r2']['mean']:.3f} ± "
+        f"{validation['summary']['r2']['std']:.3f}, MAE "
+        f"{validation['summary']['mae']['mean']:.3f} ± {validation['summary']['mae']['std']:.3f}"
+        f", RMSE {validation['summary']['rmse']['mean']:.3f} ± "
+        f"{validation['summary']['rmse']['std']:.3f}, Spearman "
+        f"{validation['summary']['spearman']['mean']:.3f} ± "
+        f"{validation['summary']['spearman']['std']:.3f}",
+        f"4 rows, 2 without a prediction; wrote {predictions}",
+    ]
     assert f"{queries}:3: no prediction: not a valid SMILES" in err
     assert f"{queries}:4: no prediction: no SMILES in this row" in err
-    rows = list(csv.DictReader(predictions.open()))
+    with predictions.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == ["id", "smiles", "logp", "logp_std", "error"]
+    assert [r["id"] for r in rows] == ["a", "b", "c", "d"]
     assert [r["smiles"] for r in rows] == ["CCCCN", "not-a-smiles", "", "c1ccccc1CCO"]
-    assert rows[1]["prediction"] == rows[2]["prediction"] == ""
+    assert rows[1]["logp"] == rows[2]["logp"] == rows[1]["logp_std"] == ""
     assert rows[1]["error"].startswith("not a valid SMILES") and rows[0]["error"] == ""
     smiles = _molecules()
     forest = FingerprintForest("regression", n_estimators=20, seed=3).fit(
         [Chem.MolFromSmiles(s) for s in smiles], [_logp(s) for s in smiles]
     )
-    expected = forest.predict([Chem.MolFromSmiles("CCCCN"), Chem.MolFromSmiles("c1ccccc1CCO")])
-    assert [float(rows[0]["prediction"]), float(rows[3]["prediction"])] == pytest.approx(
-        expected, rel=1e-5
+    queried = [Chem.MolFromSmiles("CCCCN"), Chem.MolFromSmiles("c1ccccc1CCO")]
+    expected = forest.predict(queried)
+    per_tree = np.stack([tree.predict(forest._features(queried)) for tree in forest.forest_])
+    assert [float(rows[0]["logp"]), float(rows[3]["logp"])] == pytest.approx(expected, rel=1e-5)
+    assert [float(rows[0]["logp_std"]), float(rows[3]["logp_std"])] == pytest.approx(
+        np.std(per_tree, axis=0), rel=1e-5
     )
+    assert all(float(rows[i]["logp_std"]) > 0 for i in (0, 3))
 
     code, out, _ = _run(capsys, "property", "predict", str(model), str(queries), "--json")
     payload = json.loads(out)
     assert (payload["rows"], payload["predicted"], payload["failed"]) == (4, 2, 2)
+    assert payload["columns"] == {"prediction": "logp", "std": "logp_std", "error": "error"}
     assert payload["failures"][0]["where"] == f"{queries}:3"
     assert payload["predictions"][0]["prediction"] == pytest.approx(expected[0])
+    assert payload["predictions"][0]["std"] == pytest.approx(np.std(per_tree[:, 0]))
+    assert payload["predictions"][0]["id"] == "a"
     assert payload["predictions"][1]["prediction"] is None
+    assert payload["cross_validation"] == validation
 
 
 def test_predict_reads_smi_files_and_writes_csv_to_stdout(tmp_path, capsys):
@@ -207,25 +230,58 @@ def test_predict_reads_smi_files_and_writes_csv_to_stdout(tmp_path, capsys):
     smi = _write(tmp_path / "q.smi", ["CCN name-1", "", "c1ccccc1"])
     code, out, err = _run(capsys, "property", "predict", str(model), str(smi))
     lines = out.splitlines()
-    assert code == 0 and lines[0] == "smiles,prediction,error" and len(lines) == 4
-    assert lines[2] == ",,no SMILES in this row" and f"{smi}:2: no prediction: no SMILES" in err
-    assert all(0 <= float(line.split(",")[1]) <= 1 for line in (lines[1], lines[3]))
+    assert code == 0 and lines[0] == "smiles,name,active,active_std,error" and len(lines) == 4
+    assert lines[1].startswith("CCN,name-1,") and lines[3].startswith("c1ccccc1,,")
+    assert lines[2] == ",,,,no SMILES in this row" and f"{smi}:2: no prediction: no SMILES" in err
+    assert all(0 <= float(line.split(",")[2]) <= 1 for line in (lines[1], lines[3]))
+    assert err.splitlines()[-1].startswith(
+        f"model {model}: rf predicting 'active' with 'active_std' (spread of its trees); "
+        "5-fold scaffold CV: ROC-AUC "
+    )
 
 
 # --- bad input ----------------------------------------------------------------------------------
 def test_bad_input_is_a_clear_error_with_exit_2(tmp_path, capsys):
     regression = _regression_file(tmp_path / "r.csv")
+    two_numbers = _write(
+        tmp_path / "two.csv",
+        ["compound_id,SMILES,pic50,mw", "A-1,CCO,5.1,46", "A-2,CCN,6.2,45", "A-3,CCC,4.0,44"],
+    )
     out = str(tmp_path / "m")
     cases = [
         (
-            ["train", str(regression), "--out", out, "--target-column", "logP"],
-            f"{regression}: missing column(s) ['logP'] (did you mean 'logp'?); the header has "
-            "['name', 'smiles', 'logp']",
+            ["train", str(regression), "--out", out, "--target", "logP"],
+            f"{regression}: --target 'logP' is not a column (did you mean 'logp'?); the header "
+            "has ['name', 'smiles', 'logp']",
         ),
-        (["train", str(regression), "--out", out], "pass --target-column, one of ['name', 'logp']"),
+        (
+            ["train", str(regression), "--out", out, "--id-column", "Name"],
+            f"{regression}: --id-column 'Name' is not a column (did you mean 'name'?)",
+        ),
+        (
+            ["train", str(two_numbers), "--out", out],
+            f"{two_numbers}: cannot tell the target column (the numeric columns are ['pic50', "
+            "'mw']); pass --target, one of ['compound_id', 'pic50', 'mw'] (ID/text columns: "
+            "['compound_id']; the header has ['compound_id', 'SMILES', 'pic50', 'mw'])",
+        ),
+        (
+            ["train", str(two_numbers), "--out", out, "--target", "pic50", "--cv", "4"],
+            f"{two_numbers.stem}: 3 usable molecule(s) for 4-fold cross-validation; it needs at "
+            "least 8 (2 a fold): pass --cv-folds 2 or fewer, or --cv 0 to skip it",
+        ),
+        (
+            ["train", str(regression), "--out", out, "--cv-folds", "1"],
+            "cv_folds must be 0 (no cross-validation) or >= 2, got 1",
+        ),
+        (
+            ["train", str(regression), "--out", out, "--cv-folds", "20"],
+            "r: 11 scaffold(s) in 60 molecules, fewer than the 20 scaffold folds; pass "
+            "--cv-split random, --cv-folds 11 or fewer, or --cv 0",
+        ),
         (
             ["train", str(_write(tmp_path / "s.csv", ["mol,y", "CCO,1"])), "--out", out],
-            "no column named 'smiles'; pass --smiles-column, one of ['mol', 'y']",
+            "no SMILES column (none is named smiles or canonical_smiles); pass --smiles-column, "
+            "one of ['mol', 'y']",
         ),
         (
             [
@@ -468,10 +524,13 @@ def test_train_lm_classifier_and_predict_probabilities(tmp_path, capsys, tiny_ba
         "--task",
         "classification",
         *LM_OPTIONS,
+        "--cv",
+        "0",
         "--json",
     )
     assert code == 0
     manifest = json.loads(out)
+    assert manifest["cross_validation"] is None
     assert (manifest["method"], manifest["question"]) == ("lm", "What is its active?")
     assert manifest["predictor"]["steps"] == 2 and manifest["predictor"]["rejected_prompts"] == 0
     assert sorted(p.name for p in model.iterdir()) == [MANIFEST, "model"]
@@ -479,6 +538,8 @@ def test_train_lm_classifier_and_predict_probabilities(tmp_path, capsys, tiny_ba
     code, out, err = _run(capsys, "property", "predict", str(model), str(queries), "--json")
     payload = json.loads(out)
     assert code == 0 and payload["failed"] == 1 and f"{queries}:3: no prediction" in err
+    assert payload["columns"] == {"prediction": "active", "std": None, "error": "error"}
+    assert "std" not in payload["predictions"][0]
     values = [row["prediction"] for row in payload["predictions"]]
     expected = PropertyLM(model / "model").smiles_class_probabilities(
         ["CCN", "Oc1ccccc1"], "What is its active?"
@@ -491,26 +552,31 @@ def test_train_lm_classifier_and_predict_probabilities(tmp_path, capsys, tiny_ba
 def test_train_lm_regression_predicts_every_row(tmp_path, capsys, tiny_base):
     data = _regression_file(tmp_path / "r.csv")
     model = tmp_path / "lm"
-    assert (
-        main(
-            [
-                "property",
-                "train",
-                str(data),
-                "--out",
-                str(model),
-                "--method",
-                "lm",
-                "--base",
-                str(tiny_base),
-                "--target-column",
-                "logp",
-                *LM_OPTIONS,
-            ]
-        )
-        == 0
+    code, out, err = _run(
+        capsys,
+        "property",
+        "train",
+        str(data),
+        "--out",
+        str(model),
+        "--method",
+        "lm",
+        "--base",
+        str(tiny_base),
+        *LM_OPTIONS,
+        "--cv",
+        "2",
+        "--cv-split",
+        "random",
     )
-    capsys.readouterr()
+    assert code == 0
+    # progress on stderr: each fold announced, a bar per fine-tuning (2 folds + the final fit)
+    assert "cross-validation fold 1/2" in err and "cross-validation fold 2/2" in err
+    assert err.count("train:   0%|") == 3 and "loss=" in err
+    assert "cross-validation: 2-fold random split (sklearn KFold(shuffle=True, " in out
+    validation = PropertyModel(model).cross_validation
+    assert [r["test"] for r in validation["per_fold"]] == [30, 30]
+    assert sorted(p.name for p in model.iterdir()) == [MANIFEST, "model"]  # no fold runs left
     queries = _write(tmp_path / "q.smi", ["CCO", "c1ccccc1"])
     code, out, err = _run(capsys, "property", "predict", str(model), str(queries), "--json")
     payload = json.loads(out)

@@ -2,8 +2,15 @@
 chemprop's scaffold split (`scaffold_split`), two predictors scored on it (`FingerprintForest`,
 `PropertyLM` via `finetune_property_model`; `evaluate_split`), and saved property models on a
 scientist's own data (`train_property_model`, `PropertyModel`, `predict_file`,
-`evaluate_property_data`: the library behind ``kiban property``)."""
+`evaluate_property_data`: the library behind ``kiban property``), with train-time k-fold
+cross-validation (`cross_validate`) and columns found as ``corpus build`` finds them
+(`detect_columns`)."""
 
+from kiban.tasks.molecules.properties.cross_validation import (
+    CV_SPLITS,
+    cross_validate,
+    cv_folds,
+)
 from kiban.tasks.molecules.properties.datasets import (
     DATASETS,
     TASKS,
@@ -27,9 +34,11 @@ from kiban.tasks.molecules.properties.predictors import (
 )
 from kiban.tasks.molecules.properties.saved_models import (
     EvaluateOptions,
+    FileColumns,
     PropertyModel,
     PropertyModelError,
     TrainOptions,
+    detect_columns,
     evaluate_property_data,
     predict_file,
     train_property_model,
@@ -40,6 +49,7 @@ from kiban.tasks.molecules.properties.scaffold_split import (
 )
 
 __all__ = [
+    "CV_SPLITS",
     "DATASETS",
     "METHODS",
     "METRIC",
@@ -47,6 +57,7 @@ __all__ = [
     "BadRecord",
     "DatasetSpec",
     "EvaluateOptions",
+    "FileColumns",
     "FingerprintForest",
     "LMSettings",
     "PropertyDataError",
@@ -56,6 +67,9 @@ __all__ = [
     "PropertyModelError",
     "ScaffoldSplit",
     "TrainOptions",
+    "cross_validate",
+    "cv_folds",
+    "detect_columns",
     "evaluate_property_data",
     "evaluate_split",
     "finetune_property_model",

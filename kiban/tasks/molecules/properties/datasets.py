@@ -52,6 +52,7 @@ class DatasetSpec:
     labels: dict[str, int] | None = None
     question: str
     description: str = ""
+    id_columns: tuple[str, ...] = ()  # ID / name / text columns, kept as metadata
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

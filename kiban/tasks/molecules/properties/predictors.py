@@ -57,6 +57,29 @@ def score(task: str, targets: np.ndarray, predictions: np.ndarray) -> float:
 
 
 METRIC = {"regression": "rmse", "classification": "roc_auc"}
+#: what cross-validation reports per fold (`fold_metrics`)
+CV_METRICS = {"regression": ("r2", "mae", "rmse", "spearman"), "classification": ("roc_auc",)}
+
+
+def fold_metrics(task: str, targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """scikit-learn's R² and MAE, RMSE and scipy's Spearman ρ (regression) or ROC-AUC
+    (classification) of one fold; NaN where undefined (one molecule, constant values, one
+    class)."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    targets, predictions = np.asarray(targets, float), np.asarray(predictions, float)
+    if task == "classification":
+        return {"roc_auc": roc_auc(targets, predictions)}
+    varied = len(targets) > 1 and np.ptp(targets) > 0
+    return {
+        "r2": float(r2_score(targets, predictions)) if varied else float("nan"),
+        "mae": float(mean_absolute_error(targets, predictions)),
+        "rmse": rmse(targets, predictions),
+        "spearman": float(spearmanr(targets, predictions).statistic)
+        if varied and np.ptp(predictions) > 0
+        else float("nan"),
+    }
 
 
 # --- random-forest baseline -------------------------------------------------------------------
@@ -103,13 +126,38 @@ class FingerprintForest:
         return self
 
     def predict(self, molecules: Sequence[Chem.Mol]) -> np.ndarray:
-        features = self._features(molecules)
+        return self._predict(self._features(molecules))
+
+    def _predict(self, features: np.ndarray) -> np.ndarray:
         if self.task == "regression":
             return self.forest_.predict(features)
-        positive = list(self.forest_.classes_).index(1) if 1 in self.forest_.classes_ else None
+        positive = self._positive()
         if positive is None:  # trained on negatives only
             return np.zeros(len(features))
         return self.forest_.predict_proba(features)[:, positive]
+
+    def _positive(self) -> int | None:
+        classes = list(self.forest_.classes_)
+        return classes.index(1) if 1 in classes else None
+
+    def tree_predictions(self, molecules: Sequence[Chem.Mol]) -> np.ndarray:
+        """Each tree's value (regression) or P(1) (classification): shape (trees, molecules).
+        The forest's prediction is their mean."""
+        features = self._features(molecules)
+        trees = self.forest_.estimators_
+        if self.task == "regression":
+            return np.stack([tree.predict(features) for tree in trees])
+        positive = self._positive()
+        if positive is None:
+            return np.zeros((len(trees), len(features)))
+        # a forest's trees are fitted on class indices, so column `positive` is class 1 here too
+        return np.stack([tree.predict_proba(features)[:, positive] for tree in trees])
+
+    def predict_with_std(self, molecules: Sequence[Chem.Mol]) -> tuple[np.ndarray, np.ndarray]:
+        """The forest's prediction and the spread of its trees around it (``np.std`` over the
+        trees, ddof 0): a cheap uncertainty, larger where the trees disagree."""
+        per_tree = self.tree_predictions(molecules)
+        return self._predict(self._features(molecules)), per_tree.std(axis=0)
 
 
 # --- language model ---------------------------------------------------------------------------
@@ -162,6 +210,7 @@ class LMSettings:
     seq_len: int = 256
     seed: int = 0
     device: str = "auto"
+    progress: bool = False  # a progress bar on stderr (steps, loss, elapsed) while it trains
 
 
 def finetune_property_model(
@@ -202,7 +251,7 @@ def finetune_property_model(
             eval_every=0,
             checkpoint_every=0,
             log_every=10,
-            progress=False,
+            progress=settings.progress,
         ),
         finetune=FinetuneConfig(data=str(data)),
     )
