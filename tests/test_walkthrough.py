@@ -151,3 +151,128 @@ def test_walkthrough(assay, kiban):
     written = samples.read_text().split()
     assert len(written) == len(set(written))
     assert all(Chem.MolFromSmiles(s).GetNumHeavyAtoms() >= 5 for s in written)
+
+
+LAB = """
+[campaign]
+name = "assay"
+proposer = "botorch"
+batch_size = 3
+initial = 3
+seed = 0
+
+[[parameters]]
+name = "smiles"
+type = "molecule"
+candidates = "{table}"
+id_column = "compound_id"
+
+[[objectives]]
+name = "pIC50"
+goal = "max"
+low = 0
+high = 14
+
+[instrument]
+kind = "csv"
+path = "{todo}"
+"""
+
+
+def _read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_walkthrough_property_and_lab(assay, kiban):
+    """property train → predict (ids through, named output, spread), then a lab campaign that
+    starts from 30 past measurements (one censored) and proposes with predictions."""
+    import numpy as np
+
+    from kiban.tasks.molecules.properties import PropertyModel
+
+    directory, path, rows = assay
+    model = directory / "pic50-rf"
+    code, out, err = kiban(
+        "property", "train", path, "--target", "pIC50", "--id-column", "compound_id",
+        "--trees", 50, "--cv-folds", 3, "--out", model, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    trained = json.loads(out)
+    scores = trained["cross_validation"]
+    assert (scores["folds"], [f["test"] for f in scores["per_fold"]]) == (3, [100, 100, 100])
+    r2 = [f["r2"] for f in scores["per_fold"]]
+    assert scores["summary"]["r2"]["mean"] == pytest.approx(sum(r2) / 3)
+    assert scores["summary"]["r2"]["mean"] > 0.2  # the made-up pIC50 is learnable
+
+    fresh = directory / "new.csv"
+    with fresh.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["compound_id", "smiles"])
+        writer.writerows(
+            [[r["compound_id"], r["smiles"]] for r in rows[250:]] + [["KB-BAD", "C1CC"]]
+        )
+    predictions = directory / "preds.csv"
+    code, out, err = kiban("property", "predict", model, fresh, "--out", predictions)
+    assert code == 0, err
+    table = _read_csv(predictions)
+    assert list(table[0])[:4] == ["compound_id", "smiles", "pIC50", "pIC50_std"]
+    assert [r["compound_id"] for r in table] == [r["compound_id"] for r in rows[250:]] + ["KB-BAD"]
+    assert table[-1]["pIC50"] == "" and table[-1]["error"]
+    from rdkit import Chem
+
+    values, spread, _ = PropertyModel(model).predict(
+        [Chem.MolFromSmiles(r["smiles"]) for r in rows[250:]], return_std=True
+    )
+    assert np.allclose([float(r["pIC50"]) for r in table[:-1]], values)
+    assert np.allclose([float(r["pIC50_std"]) for r in table[:-1]], spread)
+    assert all(s > 0 for s in spread[:5])
+
+    # the lab: history of 30 compounds, one measured below the assay's limit
+    config = directory / "lab.toml"
+    todo = directory / "todo.csv"
+    config.write_text(LAB.format(table=path, todo=todo))
+    db = directory / "assay.db"
+    assert kiban("lab", "init", config, "--db", db)[0] == 0
+    past = directory / "past.csv"
+    with past.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["compound_id", "smiles", "pIC50"])
+        for i, r in enumerate(rows[:30]):
+            writer.writerow([r["compound_id"], r["smiles"], "<4" if i == 2 else r["pIC50"]])
+    code, out, err = kiban("lab", "add", "--db", db, past, "--json")
+    assert code == 0, err
+    added = json.loads(out)
+    assert (added["imported"], added["flagged"]) == (30, [])
+    code, out, err = kiban("lab", "propose", "--db", db, "--out", todo, "--json")
+    assert code == 0, err
+    proposed = _read_csv(todo)
+    assert len(proposed) == 3
+    by_smiles = {r["smiles"]: r for r in rows}
+    history = {r["smiles"] for r in rows[:30]}
+    for row in proposed:
+        assert row["smiles"] not in history
+        assert row["compound_id"] == by_smiles[row["smiles"]]["compound_id"]
+        assert float(row["pIC50_sd"]) > 0 and row["acquisition"] not in ("", "-")
+    for row in proposed:  # the assay is run: fill in the true values
+        row["pIC50"] = by_smiles[row["smiles"]]["pIC50"]
+    with todo.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(proposed[0]))
+        writer.writeheader()
+        writer.writerows(proposed)
+    code, out, err = kiban("lab", "record", "--db", db, todo)
+    assert code == 0, err
+    code, out, err = kiban("lab", "status", "--db", db, "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    measured = [float(r["pIC50"]) for i, r in enumerate(rows[:30]) if i != 2]
+    measured += [float(r["pIC50"]) for r in proposed]
+    assert status["completed"] == 33
+    best = status["best"]
+    assert best["values"]["pIC50"] == max(measured)
+    assert best["ids"]["compound_id"] == by_smiles[best["params"]["smiles"]]["compound_id"]
+    report = directory / "lab-report"
+    code, out, err = kiban("lab", "report", "--db", db, "--out", report)
+    assert code == 0, err
+    html = (report / "report.html").read_text()
+    assert "<svg" in html and "predicted" in html.lower()
