@@ -270,6 +270,7 @@ def run_design(
             config=config.reinvent,
             seed=config.run.seed,
             progress=progress,
+            every=5,  # a round costs seconds on a CPU: report often enough to see it move
         )
         extra = {k: result[k] for k in ("rounds", "samples", "valid_samples", "stopped")}
     seconds = time.perf_counter() - began
