@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kiban.tasks.property_cli import add_parser as add_property
 
     add_property(commands)
+    from kiban.tasks.design_cli import add_parser as add_design
+
+    add_design(commands)
     from kiban.lab.cli import add_parser as add_lab
 
     add_lab(commands)

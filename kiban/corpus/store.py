@@ -432,6 +432,13 @@ def as_corpus(corpus: Corpus | str | os.PathLike) -> Corpus:
     return corpus if isinstance(corpus, Corpus) else Corpus(corpus)
 
 
+def documents_sha256(corpus: Corpus | str | os.PathLike) -> str:
+    """The sha256 of a corpus's documents table: the corpus's identity, which ``kiban train``
+    records in the model it trains and ``kiban report molecules`` / ``eval moses
+    --train-corpus`` compare against."""
+    return cached_file_sha256(as_corpus(corpus).documents_path)
+
+
 def load_recipe(path: str | os.PathLike, **overrides: Any) -> BuildConfig:
     """A `BuildConfig` from a TOML recipe: ``[build]`` options and ``[[source]]`` tables."""
     from kiban.corpus.build import BuildConfig

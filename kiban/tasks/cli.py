@@ -143,11 +143,13 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     molecules = kinds.add_parser(
         "molecules",
         help="sample molecules, evaluate them, trace them to the corpus",
-        description="Sample molecules from MODEL_DIR (prompt <mol>), measure validity, "
+        description="Sample molecules from MODEL_DIR (--prompt, default <mol>), measure validity, "
         "uniqueness, novelty, diversity and property distributions against the "
         "corpus's molecules, trace a few to their training documents (the corpus "
         "must be indexed), and write an HTML page with plots and RDKit drawings "
-        "plus a JSON file of the numbers.",
+        "plus a JSON file of the numbers. The corpus is checked against the one the model "
+        "was trained on (the sha256 of its documents table, which kiban train records): "
+        "another corpus gets a warning (an error with --strict).",
     )
     molecules.add_argument("model", metavar="MODEL_DIR")
     molecules.add_argument("--corpus", required=True, help="the corpus the model was trained on")
@@ -156,6 +158,18 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     molecules.add_argument("--temperature", type=float, default=1.0)
     molecules.add_argument("--seed", type=int, default=0)
     molecules.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    molecules.add_argument(
+        "--prompt", default="<mol>", help="the prompt to sample with (default <mol>)"
+    )
+    molecules.add_argument(
+        "--title", default=None, help="the report's title (default: the model and corpus names)"
+    )
+    molecules.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) when --corpus is not the model's recorded training corpus, or "
+        "the model records none",
+    )
     molecules.set_defaults(handler=run_report)
     return parser
 
@@ -163,11 +177,26 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def run_report(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
+    import sys
+
     from kiban.tasks.molecules.evaluation.report import molecule_report
 
     values = molecule_report(
-        args.model, args.corpus, args.out, n=args.n, temperature=args.temperature, seed=args.seed
+        args.model,
+        args.corpus,
+        args.out,
+        n=args.n,
+        temperature=args.temperature,
+        seed=args.seed,
+        prompt=args.prompt,
+        title=args.title,
+        strict=args.strict,
     )
+    check = values["training_corpus"]
+    if check["status"] == "mismatch":
+        print(f"warning: {check['message']}", file=sys.stderr)
+    elif check["status"] == "unknown":
+        print(f"note: {check['message']}", file=sys.stderr)
     if args.json:
         print(json.dumps({k: v for k, v in values.items() if k != "traces"}, indent=1))
     else:

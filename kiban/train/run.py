@@ -19,9 +19,13 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     data = PackedCorpusData(config.data.corpus, config.data)
     tokenizer = data.corpus.tokenizer
     lm = build_model(config.model, tokenizer, seq_len=config.data.seq_len, seed=config.train.seed)
+    from kiban.corpus.store import documents_sha256
+
     info = {
         "kind": "continued-pretraining" if config.model.base else "pretraining",
         "corpus": config.data.corpus,
+        # the corpus's identity, so a report on another corpus can say so (kiban report)
+        "corpus_sha256": documents_sha256(data.corpus),
         "base": config.model.base,
     }
     return train(

@@ -1,8 +1,10 @@
 """Molecule design: oracles with a call budget (`Oracle`, `get_oracle`, PMO's `top_k_auc`), the
 graph GA (`graph_ga`), a kiban model in the loop (`optimize_with_model`), REINVENT's augmented
 likelihood (`optimize_augmented_likelihood`), and property-conditioned prompting
-(`evaluate_conditioning`)."""
+(`evaluate_conditioning`); a REINVENT 4-like scoring function (`ScoringFunction`, `COMPONENTS`)
+and the ``kiban design`` run around the loops (`read_config`, `run_design`)."""
 
+from kiban.tasks.molecules.design.campaign import DesignConfig, read_config, run_design
 from kiban.tasks.molecules.design.conditioned import (
     DEFAULT_SPECS,
     PropertyRange,
@@ -27,8 +29,15 @@ from kiban.tasks.molecules.design.reinvent import (
     DiversityFilter,
     optimize_augmented_likelihood,
 )
+from kiban.tasks.molecules.design.scoring import COMPONENTS, ScoringConfig, ScoringFunction
 
 __all__ = [
+    "COMPONENTS",
+    "DesignConfig",
+    "ScoringConfig",
+    "ScoringFunction",
+    "read_config",
+    "run_design",
     "DEFAULT_SPECS",
     "ORACLES",
     "AugmentedConfig",

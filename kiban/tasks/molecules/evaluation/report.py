@@ -192,12 +192,57 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "not computable" if value is None else f"{value:.{digits}f}"
 
 
+def training_corpus_check(model_dir: str | Path, corpus_dir: str | Path) -> dict[str, Any]:
+    """Whether ``corpus_dir`` is the corpus the model in ``model_dir`` was trained on, by the
+    sha256 of its documents table, which ``kiban train`` records in ``kiban_run.json``.
+    ``status``: "match", "mismatch", or "unknown" (no record: an older run, a fine-tuned or a
+    Hugging Face model); ``message`` says it in one line."""
+    from kiban.corpus.store import documents_sha256
+
+    model_dir, corpus_dir = Path(model_dir), Path(corpus_dir)
+    actual = documents_sha256(corpus_dir)
+    record: dict[str, Any] = {}
+    path = model_dir / "kiban_run.json"
+    if path.is_file():
+        from kiban.formats import read_json
+        from kiban.train.loop import SUMMARY
+
+        record = read_json(path, SUMMARY)
+    recorded = record.get("corpus_sha256")
+    check = {"corpus_sha256": actual, "recorded_sha256": recorded}
+    if recorded is None:
+        return {
+            **check,
+            "status": "unknown",
+            "message": f"{model_dir} does not record the corpus it was trained on (a run from "
+            f"before kiban recorded it, a fine-tuned or a Hugging Face model): cannot check "
+            f"that {corpus_dir} is it",
+        }
+    if recorded == actual:
+        return {**check, "status": "match", "message": f"{corpus_dir} is the training corpus"}
+    return {
+        **check,
+        "status": "mismatch",
+        "message": f"{corpus_dir} (documents sha256 {actual[:16]}…) is not the corpus "
+        f"{model_dir} was trained on ({record.get('corpus')}, sha256 {recorded[:16]}…): "
+        f"novelty, nearest neighbours and property distributions are measured against "
+        f"another corpus",
+    }
+
+
+class CorpusMismatch(ValueError):
+    """``report molecules --strict`` on a corpus the model was not trained on (exit 2)."""
+
+
 def molecule_report(
     model_dir: str | Path,
     corpus_dir: str | Path,
     out: str | Path,
     *,
     n: int = 1000,
+    prompt: str = "<mol>",
+    title: str | None = None,
+    strict: bool = False,
     temperature: float = 1.0,
     seed: int = 0,
     max_new_tokens: int = 96,
@@ -218,6 +263,10 @@ def molecule_report(
     from kiban.tasks.molecules.evaluation.moses import wasserstein_1d
 
     model_dir, corpus_dir, out = Path(model_dir), Path(corpus_dir), Path(out)
+    corpus_check = training_corpus_check(model_dir, corpus_dir)
+    if strict and corpus_check["status"] != "match":
+        raise CorpusMismatch(corpus_check["message"] + "; drop --strict to write the report anyway")
+    title = title or f"molecules from {model_dir} (corpus {corpus_dir.name})"
     quiet = rdBase.BlockLogs()  # invalid samples are counted, not printed  # noqa: F841
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -225,7 +274,7 @@ def molecule_report(
     completions = []
     for first in range(0, n, batch_size):
         completions += generator.generate(
-            "<mol>",
+            prompt,
             n=min(batch_size, n - first),
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -248,6 +297,9 @@ def molecule_report(
         "unique": len(unique) / len(valid) if valid else None,
         "novel": len(set(unique) - reference.canonical_set) / len(unique) if unique else None,
         "training_molecules": len(reference.smiles),
+        "prompt": prompt,
+        "title": title,
+        "training_corpus": corpus_check,
         "temperature": temperature,
         "seed": seed,
         "generated_tokens": sum(c.completion_tokens for c in completions),
@@ -288,6 +340,7 @@ def molecule_report(
         sample = rng.choice(
             len(reference.smiles), size=min(3000, len(reference.smiles)), replace=False
         )
+        values["property_reference_molecules"] = len(sample)
         train_props = properties([chem.mol_or_none(reference.smiles[i]) for i in sample])
         gen_props = properties([m for _, m in pairs])
         values["wasserstein"] = {
@@ -301,7 +354,7 @@ def molecule_report(
     metric_rows = [
         (
             "samples",
-            f"{n:,} (prompt <code>&lt;mol&gt;</code>, temperature {temperature}, "
+            f"{n:,} (prompt <code>{html.escape(prompt)}</code>, temperature {temperature}, "
             f"seed {seed}, modality constraints on)",
         ),
         ("valid (RDKit parses the span)", _fmt(values["valid"])),
@@ -326,8 +379,9 @@ def molecule_report(
     sections.append("<h2>Generated molecules</h2>" + _table(metric_rows))
     if pairs:
         sections.append(
-            "<h3>Property distributions (RDKit), generated vs 3,000 training "
-            "molecules</h3>" + property_plots(gen_props, train_props)
+            f"<h3>Property distributions (RDKit), generated vs {len(sample):,} training "
+            f"molecules{' (a random sample)' if len(sample) < len(reference.smiles) else ''}"
+            "</h3>" + property_plots(gen_props, train_props)
         )
         sections.append(
             "<h3>Nearest-neighbour similarity to the training set</h3>"
@@ -390,14 +444,16 @@ def molecule_report(
         )
     values["timings"] = timings
     values["generated"] = texts
-    page = _page(sections, corpus_dir)
+    page = _page(sections, corpus_dir, title=title, corpus_check=corpus_check)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)
     atomic_write_text(out.with_suffix(".json"), json.dumps(values, indent=1))
     return values
 
 
-def _page(sections: list[str], corpus_dir: Path) -> str:
+def _page(
+    sections: list[str], corpus_dir: Path, *, title: str, corpus_check: dict[str, Any]
+) -> str:
     from kiban.corpus.store import Corpus
 
     info = Corpus(corpus_dir).info()
@@ -409,7 +465,17 @@ def _page(sections: list[str], corpus_dir: Path) -> str:
             ("sources", ", ".join(f"{html.escape(k)} ({v:,})" for k, v in info["sources"].items())),
             ("spans", ", ".join(f"{k} {v:,}" for k, v in info["modalities"].items() if v)),
             ("exact duplicates removed", f"{info['exact_duplicates']:,}"),
+            (
+                "documents sha256",
+                f"{corpus_check['corpus_sha256'][:16]}… ({corpus_check['status']}: "
+                f"{html.escape(corpus_check['message'])})",
+            ),
         ]
+    )
+    banner = (
+        f"<p class=warning><b>Warning:</b> {html.escape(corpus_check['message'])}.</p>"
+        if corpus_check["status"] == "mismatch"
+        else ""
     )
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -418,10 +484,11 @@ def _page(sections: list[str], corpus_dir: Path) -> str:
         ".grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:220px;"
         "font-size:11px;word-break:break-all}.trace{display:flex;gap:12px;"
         "border-top:1px solid #ddd;padding:8px 0;font-size:13px}code{font-size:12px}"
+        ".warning{background:#fff3cd;border:1px solid #e0b000;padding:8px}"
     )
     return (
-        f"<!doctype html><html><head><meta charset=utf-8><title>kiban demo report</title>"
-        f"<style>{style}</style></head><body><h1>kiban demo: molecules</h1>"
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{banner}"
         f"<p>Every number on this page was computed by this run "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).</p>"
         f"<h2>Corpus</h2>{corpus_rows}" + "".join(sections) + "</body></html>\n"

@@ -166,3 +166,82 @@ def test_report_errors(run, tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "--n must be >= 1" in result.stderr
+
+
+def _report(run, corpus, out, capsys, *extra):
+    from kiban.cli import main
+
+    argv = ["report", "molecules", str(run / "run" / "model"), "--corpus", str(corpus)]
+    code = main(argv + ["--out", str(out), "--n", "20", *extra])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_report_labels_come_from_the_run(run, tmp_path, capsys):
+    import hashlib
+
+    out = tmp_path / "r.html"
+    code, err = _report(run, run / "corpus", out, capsys, "--prompt", "<mol>C", "--title", "My run")
+    assert code == 0 and err == ""
+    values = json.loads(out.with_suffix(".json").read_text())
+    documents = (run / "corpus" / "documents.parquet").read_bytes()
+    assert values["training_corpus"]["status"] == "match"
+    assert values["training_corpus"]["corpus_sha256"] == hashlib.sha256(documents).hexdigest()
+    assert values["prompt"] == "<mol>C" and values["title"] == "My run"
+    page = out.read_text()
+    assert "<title>My run</title>" in page and "kiban demo" not in page
+    assert "<code>&lt;mol&gt;C</code>" in page
+    if "property_reference_molecules" in values:  # the corpus has 15 molecules, not 3,000
+        assert values["property_reference_molecules"] == len(SMILES)
+        assert f"generated vs {len(SMILES)} training molecules</h3>" in page
+        assert "3,000" not in page
+
+
+def test_report_warns_on_another_corpus_and_strict_refuses(run, tmp_path, capsys):
+    from kiban.corpus import BuildConfig, SourceSpec, build_corpus
+    from kiban.index import build_index
+
+    docs = tmp_path / "other.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"<mol>{s}</mol> other."}) + "\n" for s in SMILES))
+    build_corpus(BuildConfig(sources=(SourceSpec(path=str(docs)),), vocab_size=300), tmp_path / "c")
+    build_index(tmp_path / "c")
+    out = tmp_path / "r.html"
+    code, err = _report(run, tmp_path / "c", out, capsys)
+    assert code == 0
+    assert err.startswith(f"warning: {tmp_path / 'c'} (documents sha256 ")
+    assert f"is not the corpus {run / 'run' / 'model'} was trained on" in err
+    assert json.loads(out.with_suffix(".json").read_text())["training_corpus"]["status"] == (
+        "mismatch"
+    )
+    assert "<p class=warning><b>Warning:</b>" in out.read_text()
+    strict_out = tmp_path / "strict.html"
+    code, err = _report(run, tmp_path / "c", strict_out, capsys, "--strict")
+    assert code == 2 and "drop --strict to write the report anyway" in err
+    assert not strict_out.exists()
+
+
+def test_report_on_a_model_without_a_corpus_record_notes_it(run, tmp_path, capsys):
+    import shutil
+
+    from kiban.formats import read_json, write_json
+    from kiban.train.loop import SUMMARY
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(run / "run" / "model", model)
+    record = read_json(model / "kiban_run.json", SUMMARY)
+    del record["corpus_sha256"]  # as written by kiban before it recorded the corpus
+    write_json(model / "kiban_run.json", SUMMARY, record)
+    out = tmp_path / "r.html"
+    from kiban.cli import main
+
+    argv = ["report", "molecules", str(model), "--corpus", str(run / "corpus"), "--out", str(out)]
+    assert main(argv + ["--n", "10"]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        f"note: {model} does not record the corpus it was trained on (a run from before kiban "
+        f"recorded it, a fine-tuned or a Hugging Face model): cannot check that "
+        f"{run / 'corpus'} is it\n"
+    )
+    assert json.loads(out.with_suffix(".json").read_text())["training_corpus"]["status"] == (
+        "unknown"
+    )
