@@ -41,7 +41,6 @@ import numpy as np
 
 from kiban import formats
 from kiban.errors import InputError
-from kiban.io import cached_file_sha256
 
 CHEM_FORMAT = formats.register("kiban-chem-index", 1)
 CHEM_DIRECTORY = "chem"
@@ -222,11 +221,11 @@ def _molecules(corpus) -> tuple[list[str], list[list[int]]]:
 def build_chem_index(corpus, *, workers: int = 1, chunk: int = 20000) -> dict[str, Any]:
     """Compute and write ``CORPUS/chem/`` (atomically: a folder renamed into place); returns its
     metadata. ``workers`` processes compute the fingerprints."""
-    from kiban.corpus.store import as_corpus
+    from kiban.corpus.store import as_corpus, documents_sha256
 
     corpus = as_corpus(corpus)
     started = time.perf_counter()
-    documents_sha256 = cached_file_sha256(corpus.documents_path)
+    digest = documents_sha256(corpus)
     smiles, postings = _molecules(corpus)
     chunks = [smiles[i : i + chunk] for i in range(0, len(smiles), chunk)]
     if workers > 1 and len(chunks) > 1:
@@ -269,7 +268,7 @@ def build_chem_index(corpus, *, workers: int = 1, chunk: int = 20000) -> dict[st
     ):
         np.save(staging / f"{name}.npy", array)
     meta = {
-        "documents_sha256": documents_sha256,
+        "documents_sha256": digest,
         "molecules": len(smiles),
         "unreadable": len(unreadable),
         "unreadable_examples": [smiles[i] for i in unreadable[:5]],
@@ -407,7 +406,7 @@ class ChemIndex:
     def open(cls, corpus, *, build: bool = True, workers: int = 1, notify=None) -> ChemIndex:
         """The chemistry index of ``corpus``: built when missing or stale (``build``; ``notify``
         is called with a line saying so) or a `ChemSearchError`."""
-        from kiban.corpus.store import as_corpus
+        from kiban.corpus.store import as_corpus, documents_sha256
 
         corpus = as_corpus(corpus)
         directory = corpus.directory / CHEM_DIRECTORY
@@ -417,7 +416,7 @@ class ChemIndex:
             reason = "has no chemistry index yet"
         else:
             meta = formats.read_json(meta_path, CHEM_FORMAT)
-            if meta["documents_sha256"] != cached_file_sha256(corpus.documents_path):
+            if meta["documents_sha256"] != documents_sha256(corpus):
                 reason = "changed since its chemistry index was built"
         if reason is not None:
             if not build:

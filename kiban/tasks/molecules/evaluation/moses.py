@@ -162,8 +162,7 @@ def read_training_corpus(corpus_dir: str | Path, *, n_jobs: int = 1) -> Training
     """The molecules of the ``<mol>`` spans of a kiban corpus's documents (what a model built on
     it was trained on). ``sha256`` is that of the corpus's documents table; ``lines`` counts
     spans; a span that is not a molecule is listed as ``CORPUS document ID``."""
-    from kiban.corpus.store import Corpus
-    from kiban.io import file_sha256
+    from kiban.corpus.store import Corpus, documents_sha256
     from kiban.tasks.molecules.evaluation.report import _MOL_SPAN
 
     corpus = Corpus(corpus_dir)
@@ -179,7 +178,7 @@ def read_training_corpus(corpus_dir: str | Path, *, n_jobs: int = 1) -> Training
         for span in _MOL_SPAN.findall(text)
     ]
     return _training_set(
-        CORPUS_TRAIN, Path(corpus_dir), file_sha256(corpus.documents_path), spans, n_jobs
+        CORPUS_TRAIN, Path(corpus_dir), documents_sha256(corpus), spans, n_jobs
     )
 
 
