@@ -97,11 +97,13 @@ def test_parameter_and_objective_keys_are_their_classes_fields():
     from kiban.lab.space import _OBJECTIVE, _PARAM, Composition, Continuous, Molecule, parse_config
 
     for cls in (Continuous, Molecule, Composition):
-        assert _PARAM[cls.kind] == {f.name for f in fields(cls) if f.init and f.name != "ids"} | {
-            "type"
-        }
-    # a molecule's candidate IDs come from its table (id_column), never from the config
-    assert "ids" not in _PARAM["molecule"] and "id_column" in _PARAM["molecule"]
+        from_table = {"ids", "names"}
+        assert _PARAM[cls.kind] == {
+            f.name for f in fields(cls) if f.init and f.name not in from_table
+        } | {"type"}
+    # a molecule's candidate IDs and names come from its table, never from the config
+    assert not from_table & _PARAM["molecule"]
+    assert {"id_column", "name_column"} <= _PARAM["molecule"]
     assert _OBJECTIVE == {"name", "goal", "target", "low", "high", "threshold"}
     raw = {
         "parameters": [{"name": "x", "type": "continuous", "lo": 0, "high": 1}],
