@@ -30,6 +30,8 @@ demo: setup
 	$(PY) -m kiban corpus build configs/demo-corpus.toml --out $(DEMO_OUT)/corpus --workers 2
 	$(PY) -m kiban index build $(DEMO_OUT)/corpus --workers 2
 	$(PY) -m kiban search count $(DEMO_OUT)/corpus --modality mol "c1ccccc1" "C(=O)O" "Cl"
+	$(PY) -m kiban search substructure $(DEMO_OUT)/corpus "c1ccncc1" --limit 5
+	$(PY) -m kiban search similar $(DEMO_OUT)/corpus "CC(=O)Nc1ccc(O)cc1" --top 5
 	$(PY) -m kiban search docs $(DEMO_OUT)/corpus "The aqueous solubility of" --limit 3
 	$(PY) -m kiban search trace $(DEMO_OUT)/corpus --max-spans 3 --docs-per-span 2 \
 	    "A model wrote: the hydration free energy of <mol>CCO</mol> is <num>-5.0 kcal/mol</num>."

@@ -149,8 +149,20 @@ def test_walkthrough(assay, kiban):
     )  # fmt: skip
     assert code == 0, err
     written = samples.read_text().split()
-    assert len(written) == len(set(written))
+    assert written and len(written) == len(set(written))
     assert all(Chem.MolFromSmiles(s).GetNumHeavyAtoms() >= 5 for s in written)
+
+    # the report: labelled from the data, and the model knows its corpus
+    code, out, err = kiban(
+        "report", "molecules", model, "--corpus", corpus, "--n", 40, "--seed", 0,
+        "--out", directory / "report.html", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    values = json.loads(out)
+    assert values["training_corpus"]["status"] == "match"
+    assert values["property_reference_molecules"] == ROWS
+    html = (directory / "report.html").read_text()
+    assert "3,000" not in html and "kiban demo" not in html and "300 training" in html
 
 
 LAB = """
@@ -176,6 +188,34 @@ high = 14
 [instrument]
 kind = "csv"
 path = "{todo}"
+"""
+
+
+DESIGN = """
+[run]
+algorithm = "graph_ga"
+budget = 120
+seed = 0
+start = "{start}"
+
+[graph_ga]
+population_size = 20
+offspring_size = 20
+
+[[scoring.component]]
+type = "property"
+name = "pIC50"
+path = "{model}"
+transform = {{ type = "sigmoid", low = 5.0, high = 8.0, k = 0.5 }}
+weight = 2
+
+[[scoring.component]]
+type = "qed"
+weight = 1
+
+[[scoring.component]]
+type = "alerts"
+weight = 1
 """
 
 
@@ -276,3 +316,24 @@ def test_walkthrough_property_and_lab(assay, kiban):
     assert code == 0, err
     html = (report / "report.html").read_text()
     assert "<svg" in html and "predicted" in html.lower()
+
+    # design: a graph GA from the 30 measured compounds towards a high predicted pIC50
+    start = directory / "start.smi"
+    start.write_text("".join(r["smiles"] + "\n" for r in rows[:30]))
+    design = directory / "design.toml"
+    design.write_text(DESIGN.format(start=start, model=model))
+    code, out, err = kiban("design", design, "--out", directory / "design", "--json")
+    assert code == 0, err
+    ranked = _read_csv(directory / "design" / "ranked.csv")
+    summary = json.loads((directory / "design" / "summary.json").read_text())
+    assert len(ranked) == summary["oracle_calls"] <= 120
+    scores = [float(r["score"]) for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == pytest.approx(summary["top1"], abs=1e-6)
+    best = ranked[0]
+    mol = Chem.MolFromSmiles(best["smiles"])
+    predicted = PropertyModel(model).predict([mol])[0][0]
+    assert float(best["pIC50_raw"]) == pytest.approx(predicted)
+    from rdkit.Chem import QED
+
+    assert float(best["qed_raw"]) == pytest.approx(QED.qed(mol))

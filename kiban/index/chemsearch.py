@@ -572,3 +572,4 @@ class ChemIndex:
             hit["doc"] = row["id"]
             hit["where"] = row["where"]
             hit["source_id"] = meta.get("source_id")
+            hit["meta"] = meta  # the row's other columns (a CSV's ID and text columns)

@@ -145,3 +145,39 @@ def test_a_stale_index_is_rebuilt(nci_corpus, tmp_path):
     assert len(notes) == 1 and "changed since" in notes[0]
     assert index.meta["documents_sha256"] != "0" * 64
     assert len(index) == len(nci_corpus[1])
+
+
+def test_threads_give_the_same_hits(nci_corpus):
+    index = ChemIndex.open(nci_corpus[0])
+    one = index.substructure("[#7]~[#6]@[#6]", limit=1000)
+    two = index.substructure("[#7]~[#6]@[#6]", limit=1000, workers=2)
+    assert (one.molecules, one.matches, one.hits) == (two.molecules, two.matches, two.hits)
+
+
+def test_tanimoto_kernel_on_hand_made_words():
+    from kiban.index.chemsearch import _tanimoto_kernel
+
+    rows = np.zeros((3, 2), dtype=np.uint64)
+    rows[1] = [0b1011, 1 << 63]  # 4 bits
+    rows[2] = [0b0001, 0]  # 1 bit
+    query = np.array([0b0011, 1 << 63], dtype=np.uint64)  # 3 bits
+    out = np.empty(3)
+    _tanimoto_kernel(rows, np.array([0, 4, 1]), query, 3, out)
+    # empty vs query: 0 / 3; 3 common of 4 + 3 - 3; 1 common of 1 + 3 - 1
+    assert out.tolist() == [0.0, 3 / 4, 1 / 3]
+    empty = np.empty(1)
+    _tanimoto_kernel(rows[:1], np.array([0]), np.zeros(2, dtype=np.uint64), 0, empty)
+    assert empty.tolist() == [0.0]  # two empty fingerprints: 0, as RDKit
+
+
+def test_index_build_chem(nci_corpus, kiban, tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(nci_corpus[0], corpus)
+    shutil.rmtree(corpus / CHEM_DIRECTORY)
+    code, out, err = kiban("index", "build", corpus, "--chem", "--json")
+    assert code == 0, err
+    chem = json.loads(out)["chem"]
+    assert (chem["molecules"], chem["unreadable"]) == (len(nci_corpus[1]), 0)
+    assert ChemIndex.open(corpus, build=False).meta["documents_sha256"] == chem["documents_sha256"]
