@@ -177,9 +177,7 @@ def read_training_corpus(corpus_dir: str | Path, *, n_jobs: int = 1) -> Training
         if n_mol
         for span in _MOL_SPAN.findall(text)
     ]
-    return _training_set(
-        CORPUS_TRAIN, Path(corpus_dir), documents_sha256(corpus), spans, n_jobs
-    )
+    return _training_set(CORPUS_TRAIN, Path(corpus_dir), documents_sha256(corpus), spans, n_jobs)
 
 
 def _training_set(
