@@ -67,10 +67,10 @@ def cv_folds(
     scaffolds = [murcko_scaffold(mol) for mol in dataset.molecules]
     labels = {scaffold: i for i, scaffold in enumerate(dict.fromkeys(scaffolds))}
     if len(labels) < folds:
+        fewer = f", --cv-folds {len(labels)} or fewer," if len(labels) >= 2 else ""
         raise PropertyDataError(
             f"{dataset.name}: {len(labels)} scaffold(s) in {n} molecules, fewer than the "
-            f"{folds} scaffold folds; pass --cv-split random, --cv-folds {max(2, len(labels))} "
-            "or fewer, or --cv 0"
+            f"{folds} scaffold folds; pass --cv-split random{fewer} or --cv 0"
         )
     groups = [labels[scaffold] for scaffold in scaffolds]
     return list(GroupKFold(n_splits=folds).split(placeholder, groups=groups))

@@ -89,7 +89,7 @@ def test_property_component_reads_a_saved_model(tmp_path):
     rows = ["smiles,y"] + [f"{'C' * n}O,{n}" for n in range(1, 21)]
     data.write_text("\n".join(rows) + "\n")
     options = TrainOptions(
-        data=str(data), target_column="y", task="regression", method="rf", trees=20
+        data=str(data), target_column="y", task="regression", method="rf", trees=20, cv_folds=0
     )
     train_property_model(options, tmp_path / "m")
     mol = Chem.MolFromSmiles("CCCCO")

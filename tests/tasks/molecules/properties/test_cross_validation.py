@@ -140,3 +140,23 @@ def test_fold_metrics_values_and_undefined_cases():
     assert fold_metrics("classification", np.array([0, 1, 1]), np.array([0.2, 0.9, 0.1])) == {
         "roc_auc": 0.5
     }
+
+
+def test_one_scaffold_is_not_told_to_use_fewer_folds():
+    from rdkit import Chem
+
+    from kiban.tasks.molecules.properties.cross_validation import cv_folds
+    from kiban.tasks.molecules.properties.datasets import PropertyDataError, PropertyDataset
+
+    smiles = [f"{'C' * n}O" for n in range(1, 21)]  # acyclic: one (empty) scaffold
+    dataset = PropertyDataset(
+        name="chains", task="regression", question="What is its y?",
+        molecules=tuple(Chem.MolFromSmiles(s) for s in smiles),
+        smiles=tuple(smiles), targets=np.arange(20.0), sources=tuple(smiles),
+    )  # fmt: skip
+    with pytest.raises(
+        PropertyDataError,
+        match=r"chains: 1 scaffold\(s\) in 20 molecules, fewer than the 5 scaffold folds; "
+        r"pass --cv-split random or --cv 0$",
+    ):
+        cv_folds(dataset, folds=5)
