@@ -392,7 +392,9 @@ class ChemIndex:
         self.directory = directory
         self.meta = meta
         load = lambda name: np.load(directory / f"{name}.npy", mmap_mode="r")  # noqa: E731
-        self._smiles = (directory / "smiles.bin").read_bytes()
+        blob = directory / "smiles.bin"
+        # mapped, not read: a query touches only the SMILES it reports
+        self._smiles = np.memmap(blob, mode="r") if blob.stat().st_size else np.zeros(0, np.uint8)
         self._offsets = load("smiles_offsets")
         self.pattern = load("pattern")
         self.morgan = load("morgan")
@@ -434,7 +436,7 @@ class ChemIndex:
 
     def smiles(self, position: int) -> str:
         start, end = self._offsets[position], self._offsets[position + 1]
-        return self._smiles[start:end].decode()
+        return self._smiles[start:end].tobytes().decode()
 
     def document_rows(self, position: int) -> np.ndarray:
         return self._postings[self._post_offsets[position] : self._post_offsets[position + 1]]
@@ -470,7 +472,11 @@ class ChemIndex:
         )
         return candidates[found], counts, int(len(candidates))
 
-    def substructure(self, smarts: str, *, limit: int = 20, workers: int = 1) -> SubstructureResult:
+    def substructure(
+        self, smarts: str, *, limit: int = 20, workers: int = 1, documents: bool = True
+    ) -> SubstructureResult:
+        """The molecules that contain ``smarts``: counts, and the first ``limit`` hits (with
+        their first document's id, file:line and metadata unless ``documents`` is False)."""
         started = time.perf_counter()
         hit, counts, screened = self.match(smarts, workers=workers)
         rows = (
@@ -482,7 +488,8 @@ class ChemIndex:
             {"smiles": self.smiles(int(p)), "matches": int(c)}
             for p, c in zip(hit[:limit], counts[:limit])
         ]
-        self._attach_documents(shown, hit[:limit])
+        if documents:
+            self._attach_documents(shown, hit[:limit])
         return SubstructureResult(
             query=smarts,
             molecules=int(len(hit)),
@@ -524,7 +531,11 @@ class ChemIndex:
         similarity[self.morgan_order] = self._tanimoto_rows(self._query_words(smiles), 0, len(self))
         return similarity
 
-    def similar(self, smiles: str, *, threshold: float = 0.0, top: int = 10) -> SimilarityResult:
+    def similar(
+        self, smiles: str, *, threshold: float = 0.0, top: int = 10, documents: bool = True
+    ) -> SimilarityResult:
+        """The ``top`` molecules most similar to ``smiles`` with Tanimoto >= ``threshold`` (with
+        their first document unless ``documents`` is False)."""
         if not 0.0 <= threshold <= 1.0:
             raise ChemSearchError(f"--threshold must be in [0, 1], got {threshold}")
         if top < 1:
@@ -548,7 +559,8 @@ class ChemIndex:
             {"smiles": self.smiles(int(p)), "similarity": round(float(v), 6)}
             for p, v in zip(order, values[ranked])
         ]
-        self._attach_documents(hits, order)
+        if documents:
+            self._attach_documents(hits, order)
         return SimilarityResult(
             query=smiles,
             threshold=threshold,
