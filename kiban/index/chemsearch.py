@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -295,16 +295,7 @@ class SubstructureResult:
     hits: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "molecules": self.molecules,
-            "matches": self.matches,
-            "documents": self.documents,
-            "screened": self.screened,
-            "total_molecules": self.total_molecules,
-            "seconds": self.seconds,
-            "hits": self.hits,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,15 +309,7 @@ class SimilarityResult:
     hits: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "threshold": self.threshold,
-            "top": self.top,
-            "above_threshold": self.above_threshold,
-            "total_molecules": self.total_molecules,
-            "seconds": self.seconds,
-            "hits": self.hits,
-        }
+        return asdict(self)
 
 
 def parse_smarts(smarts: str):
