@@ -180,7 +180,7 @@ def _add_chemistry_parsers(search_commands) -> None:
     substructure.add_argument("smarts", metavar="SMARTS", help="e.g. c1ccncc1 or [CX3](=O)[OX2H1]")
     substructure.add_argument("--limit", type=int, default=20, help="hits to list (default 20)")
     substructure.add_argument(
-        "--workers", type=int, default=1, help="processes for the RDKit check (default 1)"
+        "--workers", type=int, default=1, help="threads for the RDKit check (default 1)"
     )
     substructure.add_argument("--json", action="store_true")
     substructure.set_defaults(handler=search_substructure)
@@ -259,12 +259,7 @@ def _hit_table(hits: list[dict[str, Any]], score: str, style: str, total: int) -
         )
         for hit in hits
     ]
-    header = (score, "docs", "first document", "molecule")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-    for row in [header, *rows]:
-        print(
-            "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3]
-        )
+    _print_table((score, "docs", "first document", "molecule"), rows)
     if total > len(hits):
         print(f"  … {total - len(hits):,} more")
 
@@ -413,10 +408,16 @@ def _render_documents(shown: str, result: dict[str, Any]) -> None:
     if not documents:
         return
     rows = [(d["where"], d["id"], _flat(d["snippet"])) for d in documents]
-    header = ("file:line", "document", "text")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(2)]
+    _print_table(("file:line", "document", "text"), rows)
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Indented columns, each but the last padded to its widest cell (the last runs on)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
-        print(f"  {row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}")
+        print(
+            "  " + "".join(cell.ljust(width) + "  " for cell, width in zip(row, widths)) + row[-1]
+        )
 
 
 def _render_contamination(report: dict[str, Any]) -> None:
